@@ -1,0 +1,35 @@
+"""bowlrp: pixel-wise explanations of bag-of-words/SVM image classifiers (and, with ``nets``, of
+multilayer networks) by Layer-wise Relevance Propagation (Bach et al., PLOS ONE 2015).
+
+Public names are imported lazily so that ``import bowlrp`` stays cheap (numba kernels compile on
+first use, not on import).
+"""
+
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it (add a line here when a module gains a public name)
+_EXPORTS = {
+    "Heatmap": "bowlrp.heatmap",
+    "montage": "bowlrp.heatmap",
+    "render": "bowlrp.heatmap",
+    "BoWClassifier": "bowlrp.pipeline",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'bowlrp' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return __all__
