@@ -1,0 +1,493 @@
+"""The heatmap type shared by both branches, and how heatmaps are drawn, saved and compared.
+
+A :class:`Heatmap` is the answer to "which pixels made the classifier say f(x)?": an H x W array of
+relevance whose sum is the explained score up to a reported ``residual``. BoW/SVM explanations
+(``bowlrp``) and network explanations (``nets``) both return it, so the same rendering, montage and
+evaluation code serves both.
+
+Rendering uses numpy and pillow only. Colour maps are symmetric: relevance 0 always maps to the
+centre colour and ``+vmax`` / ``-vmax`` to the two end colours, so red means "for the class" and
+blue "against" on every map. Normalisation is per map by default (Eq 35 of Bach et al.: divide by
+max |R|) or shared across a set of maps for a fair comparison (:func:`shared_vmax`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "Heatmap",
+    "COLORMAPS",
+    "render",
+    "colorize",
+    "shared_vmax",
+    "montage",
+    "save_png",
+]
+
+# Each colour map: anchor positions in [-1, 1] (value / vmax) and RGB colours in [0, 1].
+# Zero is an anchor of every map, so 0 lands exactly on the centre colour.
+COLORMAPS: dict[str, tuple[np.ndarray, np.ndarray]] = {
+    # blue - white - red
+    "bwr": (
+        np.array([-1.0, 0.0, 1.0]),
+        np.array([[0.0, 0.0, 1.0], [1.0, 1.0, 1.0], [1.0, 0.0, 0.0]]),
+    ),
+    # cyan - blue - black - red - yellow: black-centred cold/hot, as used in LRP papers
+    "coldhot": (
+        np.array([-1.0, -0.5, 0.0, 0.5, 1.0]),
+        np.array(
+            [[0.0, 1.0, 1.0], [0.0, 0.0, 1.0], [0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [1.0, 1.0, 0.0]]
+        ),
+    ),
+    # dark blue - white - dark red, softer for print
+    "seismic": (
+        np.array([-1.0, -0.5, 0.0, 0.5, 1.0]),
+        np.array(
+            [[0.0, 0.0, 0.3], [0.0, 0.0, 1.0], [1.0, 1.0, 1.0], [1.0, 0.0, 0.0], [0.5, 0.0, 0.0]]
+        ),
+    ),
+}
+
+_NPZ_FORMAT = 1
+_META_KEY = "__heatmap_meta__"
+
+
+def _as_relevance(relevance) -> np.ndarray:
+    rel = np.asarray(relevance)
+    if rel.dtype.kind not in "fiub":
+        raise TypeError(f"relevance must be numeric, got dtype {rel.dtype}")
+    if rel.ndim != 2:
+        raise ValueError(f"relevance must be a 2-D (H, W) array, got shape {rel.shape}")
+    if rel.shape[0] == 0 or rel.shape[1] == 0:
+        raise ValueError(f"relevance must not be empty, got shape {rel.shape}")
+    rel = rel.astype(np.float64, copy=False)
+    if not np.all(np.isfinite(rel)):
+        bad = int(np.count_nonzero(~np.isfinite(rel)))
+        raise ValueError(f"relevance contains {bad} non-finite values (NaN or inf)")
+    return rel
+
+
+def _as_image(image, shape: tuple[int, int]) -> np.ndarray:
+    img = np.asarray(image)
+    if img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] not in (1, 3, 4)):
+        raise ValueError(f"image must be (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), got shape {img.shape}")
+    if img.shape[:2] != tuple(shape):
+        raise ValueError(f"image shape {img.shape[:2]} does not match relevance shape {tuple(shape)}")
+    if img.dtype.kind not in "fiub":
+        raise TypeError(f"image must be numeric, got dtype {img.dtype}")
+    if img.dtype.kind == "f" and not np.all(np.isfinite(img)):
+        raise ValueError("image contains non-finite values (NaN or inf)")
+    return img
+
+
+def _finite_or_none(value, name: str):
+    if value is None:
+        return None
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    return value
+
+
+@dataclass(eq=False)
+class Heatmap:
+    """Pixel relevance for one image and one explained output.
+
+    Parameters
+    ----------
+    relevance : array-like of shape (H, W)
+        Relevance of each pixel; positive speaks for ``target``, negative against. Must be finite.
+    score : float, optional
+        The explained value f(x) (an SVM decision value or a network logit).
+    target : int or str, optional
+        The class (or output index) explained.
+    method : str, default=""
+        What produced the map, e.g. ``"bow-lrp/intersection"`` or ``"lrp/epsilon_plus_flat"``.
+    image : array-like of shape (H, W) or (H, W, C), optional
+        The explained image, for overlays.
+    residual : float, optional
+        ``score - relevance.sum()``: what the bias, the stabiliser or a Taylor step absorbed.
+        Computed from ``score`` when not given.
+    extras : dict, optional
+        Method-specific intermediate results (BoW relevance, feature relevance, per-layer sums...):
+        numpy arrays, numbers, strings, lists and nested dicts. Saved and loaded with the map.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from bowlrp.heatmap import Heatmap
+    >>> h = Heatmap(np.array([[1.0, -0.5], [0.25, 0.25]]), score=1.5, target=1, method="toy")
+    >>> h.residual
+    0.5
+    >>> h.render().shape
+    (2, 2, 3)
+    """
+
+    relevance: np.ndarray
+    score: float | None = None
+    target: Any = None
+    method: str = ""
+    image: np.ndarray | None = None
+    residual: float | None = None
+    extras: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.relevance = _as_relevance(self.relevance)
+        self.score = _finite_or_none(self.score, "score")
+        if self.image is not None:
+            self.image = _as_image(self.image, self.relevance.shape)
+        if self.residual is None and self.score is not None:
+            self.residual = self.score - float(self.relevance.sum())
+        self.residual = _finite_or_none(self.residual, "residual")
+        if self.extras is None:
+            self.extras = {}
+        if not isinstance(self.extras, dict):
+            raise TypeError(f"extras must be a dict, got {type(self.extras).__name__}")
+        if isinstance(self.target, np.generic):
+            self.target = self.target.item()
+        self.method = str(self.method)
+
+    # ------------------------------------------------------------------ views
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(H, W) of the map."""
+        return self.relevance.shape
+
+    @property
+    def total(self) -> float:
+        """Sum of the pixel relevance (equals ``score - residual``)."""
+        return float(self.relevance.sum())
+
+    def normalized(self) -> np.ndarray:
+        """Relevance divided by max |R| (Eq 35; for display only, values in [-1, 1])."""
+        peak = float(np.max(np.abs(self.relevance)))
+        return self.relevance / peak if peak > 0 else np.zeros_like(self.relevance)
+
+    def render(self, cmap: str = "bwr", vmax: float | None = None, overlay: bool = False,
+               alpha: float = 0.6) -> np.ndarray:
+        """Colour image of the map, uint8 (H, W, 3). See :func:`render`."""
+        return render(self, cmap=cmap, vmax=vmax, overlay=overlay, alpha=alpha)
+
+    # ------------------------------------------------------------------ I/O
+    def save(self, path, **render_options) -> str:
+        """Save to ``path``: ``.png`` writes the rendered map (to look at), ``.npz`` every field
+        exactly (to compute with; read back with :meth:`load`). Returns the path written."""
+        path = os.fspath(path)
+        suffix = os.path.splitext(path)[1].lower()
+        if suffix == ".png":
+            save_png(self.render(**render_options), path)
+        elif suffix == ".npz":
+            if render_options:
+                raise TypeError("render options apply to .png only")
+            self._save_npz(path)
+        else:
+            raise ValueError(f"unknown heatmap file type {suffix!r}: use .png or .npz")
+        return path
+
+    def _save_npz(self, path: str) -> None:
+        arrays: dict[str, np.ndarray] = {"relevance": self.relevance}
+        if self.image is not None:
+            arrays["image"] = self.image
+        meta = {
+            "format": _NPZ_FORMAT,
+            "score": self.score,
+            "target": _encode_value(self.target, "target", arrays),
+            "method": self.method,
+            "residual": self.residual,
+            "extras": _encode_value(self.extras, "extras", arrays),
+        }
+        arrays[_META_KEY] = np.array(json.dumps(meta))
+        with open(path, "wb") as fh:
+            np.savez_compressed(fh, **arrays)
+
+    @classmethod
+    def load(cls, path) -> Heatmap:
+        """Read a heatmap written by ``save(path.npz)``; every field round-trips exactly."""
+        path = os.fspath(path)
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                arrays = {key: data[key] for key in data.files}
+        except (OSError, ValueError, EOFError) as exc:
+            raise ValueError(f"{path} is not a readable heatmap NPZ file: {exc}") from exc
+        if _META_KEY not in arrays or "relevance" not in arrays:
+            raise ValueError(f"{path} is an NPZ file but not a saved Heatmap (no metadata)")
+        meta = json.loads(str(arrays[_META_KEY]))
+        if meta.get("format", 0) > _NPZ_FORMAT:
+            raise ValueError(
+                f"{path} was written by a newer bowlrp (heatmap format {meta['format']}, "
+                f"this version reads up to {_NPZ_FORMAT})"
+            )
+        return cls(
+            relevance=arrays["relevance"],
+            score=meta["score"],
+            target=_decode_value(meta["target"], arrays),
+            method=meta["method"],
+            image=arrays.get("image"),
+            residual=meta["residual"],
+            extras=_decode_value(meta["extras"], arrays),
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"Heatmap(shape={self.shape}, score={self.score}, target={self.target!r}, "
+            f"method={self.method!r}, residual={self.residual}, extras={sorted(self.extras)})"
+        )
+
+
+# ---------------------------------------------------------------------- NPZ value encoding
+# Arrays are stored as NPZ members; everything else as JSON with references to those members.
+# Tagged dicts keep types that JSON would lose (tuples, non-string keys are refused).
+def _encode_value(value, key: str, arrays: dict):
+    if isinstance(value, np.ndarray):
+        if value.dtype == object:
+            raise TypeError(f"extras entry {key!r} is an object array; store numeric or string arrays")
+        arrays[key] = value
+        return {"__array__": key}
+    if isinstance(value, np.generic):
+        return _encode_value(value.item(), key, arrays)
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise TypeError(f"extras keys must be strings, got {k!r} in {key!r}")
+            out[k] = _encode_value(v, f"{key}/{k}", arrays)
+        return {"__dict__": out}
+    if isinstance(value, (list, tuple)):
+        items = [_encode_value(v, f"{key}/{i}", arrays) for i, v in enumerate(value)]
+        return {"__tuple__" if isinstance(value, tuple) else "__list__": items}
+    if isinstance(value, float) and not math.isfinite(value):
+        return {"__float__": repr(value)}
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise TypeError(f"cannot save extras entry {key!r} of type {type(value).__name__}")
+
+
+def _decode_value(value, arrays: dict):
+    if isinstance(value, dict):
+        if "__array__" in value:
+            return arrays[value["__array__"]]
+        if "__dict__" in value:
+            return {k: _decode_value(v, arrays) for k, v in value["__dict__"].items()}
+        if "__list__" in value:
+            return [_decode_value(v, arrays) for v in value["__list__"]]
+        if "__tuple__" in value:
+            return tuple(_decode_value(v, arrays) for v in value["__tuple__"])
+        if "__float__" in value:
+            return float(value["__float__"])
+    return value
+
+
+# ---------------------------------------------------------------------- rendering
+def _relevance_of(item) -> np.ndarray:
+    return item.relevance if isinstance(item, Heatmap) else _as_relevance(item)
+
+
+def shared_vmax(maps) -> float:
+    """One normalisation for several maps: the largest |relevance| among them (0 if all are 0).
+
+    Pass it as ``vmax`` to :func:`render` (or use ``montage(..., shared=True)``) so that equal
+    colours mean equal relevance across the maps.
+    """
+    peaks = [float(np.max(np.abs(_relevance_of(m)))) for m in maps]
+    if not peaks:
+        raise ValueError("shared_vmax needs at least one map")
+    return max(peaks)
+
+
+def colorize(values: np.ndarray, cmap: str = "bwr", vmax: float | None = None) -> np.ndarray:
+    """Map values to RGB floats in [0, 1] with a symmetric colour map.
+
+    ``values / vmax`` is clipped to [-1, 1]; 0 gives the centre colour exactly, ``+vmax`` the last
+    colour and ``-vmax`` the first. ``vmax`` defaults to max |values| (per-map normalisation).
+    """
+    if cmap not in COLORMAPS:
+        raise ValueError(f"unknown colour map {cmap!r}; choose one of {sorted(COLORMAPS)}")
+    values = np.asarray(values, dtype=np.float64)
+    if vmax is None:
+        vmax = float(np.max(np.abs(values))) if values.size else 0.0
+    vmax = float(vmax)
+    if not math.isfinite(vmax) or vmax < 0:
+        raise ValueError(f"vmax must be a finite non-negative number, got {vmax}")
+    t = np.clip(values / vmax, -1.0, 1.0) if vmax > 0 else np.zeros_like(values)
+    positions, colours = COLORMAPS[cmap]
+    rgb = np.empty(values.shape + (3,), dtype=np.float64)
+    for c in range(3):
+        rgb[..., c] = np.interp(t, positions, colours[:, c])
+    return rgb
+
+
+def _to_uint8_rgb(image: np.ndarray) -> np.ndarray:
+    img = np.asarray(image)
+    if img.ndim == 3 and img.shape[2] == 4:
+        img = img[..., :3]
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[..., 0]
+    if img.dtype.kind == "f" or img.dtype.kind == "b":
+        img = img.astype(np.float64)
+        lo, hi = float(img.min()), float(img.max())
+        if lo < 0.0 or hi > 1.0:  # not in [0, 1]: stretch to it
+            img = (img - lo) / (hi - lo) if hi > lo else np.zeros_like(img)
+        img = np.round(img * 255.0)
+    elif img.dtype != np.uint8:
+        img = img.astype(np.float64)
+        hi = float(img.max())
+        if hi > 255:
+            img = img * (255.0 / hi)
+    img = np.clip(img, 0, 255).astype(np.uint8)
+    if img.ndim == 2:
+        img = np.repeat(img[..., None], 3, axis=2)
+    return img
+
+
+def _grey(image: np.ndarray) -> np.ndarray:
+    rgb = _to_uint8_rgb(image).astype(np.float64) / 255.0
+    luminance = rgb @ np.array([0.299, 0.587, 0.114])
+    return np.repeat(luminance[..., None], 3, axis=2)
+
+
+def render(heatmap, cmap: str = "bwr", vmax: float | None = None, overlay: bool = False,
+           alpha: float = 0.6, image=None) -> np.ndarray:
+    """Render a heatmap (a :class:`Heatmap` or an (H, W) array) as a uint8 RGB image.
+
+    Parameters
+    ----------
+    heatmap : Heatmap or array-like of shape (H, W)
+    cmap : {"bwr", "coldhot", "seismic"}
+        Symmetric colour map; zero relevance is always the centre colour.
+    vmax : float, optional
+        Relevance shown at full colour. Default: this map's max |R|. Use :func:`shared_vmax` to put
+        several maps on one scale.
+    overlay : bool
+        Blend the colours over a grey version of the image (the Heatmap's ``image`` or ``image``).
+    alpha : float in [0, 1]
+        Weight of the colours in the overlay.
+
+    Returns
+    -------
+    ndarray of shape (H, W, 3), uint8
+    """
+    rel = _relevance_of(heatmap)
+    rgb = colorize(rel, cmap=cmap, vmax=vmax)
+    if overlay:
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+        if image is None and isinstance(heatmap, Heatmap):
+            image = heatmap.image
+        if image is None:
+            raise ValueError("overlay=True needs an image: the Heatmap has none and none was given")
+        image = _as_image(image, rel.shape)
+        rgb = alpha * rgb + (1.0 - alpha) * _grey(image)
+    return np.round(rgb * 255.0).astype(np.uint8)
+
+
+def save_png(rgb: np.ndarray, path) -> str:
+    """Write an (H, W, 3) uint8 array as a PNG file."""
+    from PIL import Image
+
+    path = os.fspath(path)
+    folder = os.path.dirname(path)
+    if folder:
+        os.makedirs(folder, exist_ok=True)
+    Image.fromarray(np.ascontiguousarray(rgb)).save(path, format="PNG")
+    return path
+
+
+# ---------------------------------------------------------------------- montage
+def _cell(item, cmap: str, vmax, overlay: bool) -> np.ndarray:
+    if isinstance(item, Heatmap):
+        return render(item, cmap=cmap, vmax=vmax, overlay=overlay and item.image is not None)
+    arr = np.asarray(item)
+    if arr.ndim not in (2, 3):
+        raise ValueError(f"montage items must be Heatmaps or (H, W[, C]) images, got shape {arr.shape}")
+    return _to_uint8_rgb(arr)  # an image; wrap a bare relevance array in a Heatmap to colour it
+
+
+def _resize_nearest(img: np.ndarray, height: int, width: int) -> np.ndarray:
+    rows = (np.arange(height) * img.shape[0] // height).clip(0, img.shape[0] - 1)
+    cols = (np.arange(width) * img.shape[1] // width).clip(0, img.shape[1] - 1)
+    return img[rows][:, cols]
+
+
+def montage(items, labels=None, ncols: int | None = None, path=None, cmap: str = "bwr",
+            shared: bool = False, overlay: bool = False, cell_size: int | None = None,
+            pad: int = 4, label_height: int = 14) -> np.ndarray:
+    """A labelled grid of heatmaps and images, e.g. image | BoW map | network map.
+
+    Parameters
+    ----------
+    items : sequence of Heatmap or (H, W[, C]) images
+        Filled row by row. Cells of different sizes are scaled (nearest neighbour, so no colour is
+        invented) to a common ``cell_size`` square.
+    labels : sequence of str, optional
+        One caption per item, drawn above it.
+    ncols : int, optional
+        Columns of the grid (default: all items in one row).
+    path : str or path, optional
+        Also save the montage there as PNG.
+    shared : bool
+        Put all heatmaps on one colour scale (:func:`shared_vmax`) instead of one scale each.
+    overlay : bool
+        Draw heatmaps that carry an image over its grey version.
+
+    Returns
+    -------
+    ndarray (rows * (cell + label + pad) + pad, ncols * (cell + pad) + pad, 3), uint8
+    """
+    items = list(items)
+    if not items:
+        raise ValueError("montage needs at least one item")
+    if labels is not None:
+        labels = [str(label) for label in labels]
+        if len(labels) != len(items):
+            raise ValueError(f"got {len(labels)} labels for {len(items)} items")
+    ncols = len(items) if ncols is None else int(ncols)
+    if ncols < 1:
+        raise ValueError(f"ncols must be >= 1, got {ncols}")
+    nrows = -(-len(items) // ncols)
+    maps = [it for it in items if isinstance(it, Heatmap)]
+    vmax = shared_vmax(maps) if shared and maps else None
+    cells = [_cell(it, cmap, vmax, overlay) for it in items]
+    if cell_size is None:
+        cell_size = max(max(c.shape[0], c.shape[1]) for c in cells)
+        cell_size = max(cell_size, 96)  # small maps (MNIST) are enlarged to be seen
+    lab = label_height if labels is not None else 0
+    height = nrows * (cell_size + lab + pad) + pad
+    width = ncols * (cell_size + pad) + pad
+    canvas = np.full((height, width, 3), 255, dtype=np.uint8)
+    for k, cell in enumerate(cells):
+        r, c = divmod(k, ncols)
+        scale = cell_size / max(cell.shape[0], cell.shape[1])
+        h = max(1, round(cell.shape[0] * scale))
+        w = max(1, round(cell.shape[1] * scale))
+        y = pad + r * (cell_size + lab + pad) + lab
+        x = pad + c * (cell_size + pad)
+        canvas[y:y + h, x:x + w] = _resize_nearest(cell, h, w)
+    if labels is not None:
+        canvas = _draw_labels(canvas, labels, ncols, cell_size, lab, pad)
+    if path is not None:
+        save_png(canvas, path)
+    return canvas
+
+
+def _draw_labels(canvas, labels, ncols, cell_size, lab, pad):
+    from PIL import Image, ImageDraw, ImageFont
+
+    img = Image.fromarray(canvas)
+    draw = ImageDraw.Draw(img)
+    font = ImageFont.load_default()
+    for k, text in enumerate(labels):
+        r, c = divmod(k, ncols)
+        y = pad + r * (cell_size + lab + pad)
+        x = pad + c * (cell_size + pad)
+        # shorten captions that would overflow their cell
+        while text and draw.textlength(text, font=font) > cell_size:
+            text = text[:-4] + "..." if len(text) > 4 else ""
+        draw.text((x, y), text, fill=(0, 0, 0), font=font)
+    return np.asarray(img)

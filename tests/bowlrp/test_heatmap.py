@@ -1,0 +1,206 @@
+"""The shared Heatmap API: validation, NPZ round trip, colours, normalisation, overlay, montage."""
+
+import numpy as np
+import pytest
+from PIL import Image
+from skimage import data
+
+from bowlrp.heatmap import COLORMAPS, Heatmap, colorize, montage, render, shared_vmax
+
+
+@pytest.fixture
+def astronaut_map():
+    img = data.astronaut()[::8, ::8]  # real photo, 64 x 64 x 3 uint8
+    grey = img.mean(axis=2)
+    rel = (grey - grey.mean()) / 255.0  # a real-valued map with both signs
+    return Heatmap(rel, score=float(rel.sum()) + 0.25, target="person", method="test", image=img)
+
+
+def test_residual_is_score_minus_sum(astronaut_map):
+    assert astronaut_map.residual == pytest.approx(0.25, abs=1e-12)
+    assert astronaut_map.total + astronaut_map.residual == pytest.approx(astronaut_map.score, abs=1e-12)
+
+
+def test_explicit_residual_is_kept():
+    h = Heatmap(np.ones((3, 3)), score=10.0, residual=0.5)
+    assert h.residual == 0.5
+
+
+def test_no_score_means_no_residual():
+    h = Heatmap(np.ones((2, 2)))
+    assert h.score is None and h.residual is None
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (np.array([[0.0, np.nan]]), "non-finite"),
+        (np.array([[0.0, np.inf]]), "non-finite"),
+        (np.zeros(4), "2-D"),
+        (np.zeros((0, 3)), "empty"),
+        (np.array([["a"]]), "numeric"),
+    ],
+)
+def test_bad_relevance_is_refused(bad, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        Heatmap(bad)
+
+
+def test_image_shape_mismatch_is_refused():
+    with pytest.raises(ValueError, match="does not match"):
+        Heatmap(np.zeros((4, 5)), image=np.zeros((5, 4, 3)))
+
+
+def test_non_finite_score_is_refused():
+    with pytest.raises(ValueError, match="score must be finite"):
+        Heatmap(np.zeros((2, 2)), score=float("nan"))
+
+
+def test_npz_round_trip_is_exact(tmp_path, astronaut_map):
+    astronaut_map.extras = {
+        "bow_relevance": np.linspace(-1, 1, 7),
+        "features": {"centers": np.arange(6.0).reshape(3, 2), "support": np.array([16, 16, 24])},
+        "layer_sums": [1.5, 1.25, np.float64(1.0)],
+        "shape": (64, 64),
+        "root_f": 3e-11,
+        "name": "rank",
+        "nothing": None,
+        "inf": float("inf"),
+    }
+    path = astronaut_map.save(tmp_path / "map.npz")
+    back = Heatmap.load(path)
+    assert np.array_equal(back.relevance, astronaut_map.relevance)
+    assert back.relevance.dtype == np.float64
+    assert np.array_equal(back.image, astronaut_map.image) and back.image.dtype == np.uint8
+    for name in ("score", "target", "method", "residual"):
+        assert getattr(back, name) == getattr(astronaut_map, name)
+    ex = back.extras
+    assert np.array_equal(ex["bow_relevance"], astronaut_map.extras["bow_relevance"])
+    assert np.array_equal(ex["features"]["support"], [16, 16, 24])
+    assert ex["layer_sums"] == [1.5, 1.25, 1.0]
+    assert ex["shape"] == (64, 64)
+    assert ex["root_f"] == 3e-11 and ex["name"] == "rank" and ex["nothing"] is None
+    assert ex["inf"] == float("inf")
+
+
+def test_integer_target_round_trips_as_int(tmp_path):
+    h = Heatmap(np.eye(3), score=1.0, target=np.int64(7))
+    back = Heatmap.load(h.save(tmp_path / "m.npz"))
+    assert back.target == 7 and isinstance(back.target, int)
+
+
+def test_load_refuses_other_files(tmp_path):
+    junk = tmp_path / "junk.npz"
+    junk.write_bytes(b"not a zip file")
+    with pytest.raises(ValueError, match="not a readable heatmap"):
+        Heatmap.load(junk)
+    other = tmp_path / "other.npz"
+    np.savez(other, a=np.zeros(3))
+    with pytest.raises(ValueError, match="not a saved Heatmap"):
+        Heatmap.load(other)
+
+
+def test_unknown_suffix_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="unknown heatmap file type"):
+        Heatmap(np.zeros((2, 2))).save(tmp_path / "m.jpg")
+
+
+@pytest.mark.parametrize("cmap", sorted(COLORMAPS))
+def test_zero_maps_to_centre_and_extremes_to_ends(cmap):
+    positions, colours = COLORMAPS[cmap]
+    centre = colours[np.flatnonzero(positions == 0.0)[0]]
+    rgb = colorize(np.array([[-2.0, 0.0, 2.0, 1.0]]), cmap=cmap)
+    np.testing.assert_array_equal(rgb[0, 1], centre)
+    np.testing.assert_array_equal(rgb[0, 2], colours[-1])  # max -> end colour
+    np.testing.assert_array_equal(rgb[0, 0], colours[0])  # -max -> first colour
+    np.testing.assert_allclose(rgb[0, 3], np.array([np.interp(0.5, positions, colours[:, c]) for c in range(3)]))
+
+
+def test_bwr_known_colours_in_uint8():
+    out = render(Heatmap(np.array([[-1.0, 0.0, 1.0]])), cmap="bwr")
+    assert out.dtype == np.uint8
+    assert out[0].tolist() == [[0, 0, 255], [255, 255, 255], [255, 0, 0]]
+    hot = render(Heatmap(np.array([[0.0, 1.0]])), cmap="coldhot")
+    assert hot[0].tolist() == [[0, 0, 0], [255, 255, 0]]
+
+
+def test_all_zero_map_renders_centre_colour():
+    out = render(Heatmap(np.zeros((3, 4))))
+    assert np.all(out == 255)
+
+
+def test_shared_normalisation():
+    weak = Heatmap(np.array([[0.5, -0.25]]))
+    strong = Heatmap(np.array([[2.0, 0.0]]))
+    vmax = shared_vmax([weak, strong])
+    assert vmax == 2.0
+    own = render(weak)  # per-map: 0.5 is full red
+    shared = render(weak, vmax=vmax)  # shared: 0.5 is a quarter of the way to red
+    assert own[0, 0].tolist() == [255, 0, 0]
+    assert shared[0, 0].tolist() == [255, 191, 191]
+
+
+def test_vmax_clips_beyond_range():
+    out = render(np.array([[10.0, -10.0]]), vmax=1.0)
+    assert out[0].tolist() == [[255, 0, 0], [0, 0, 255]]
+
+
+def test_unknown_cmap_is_refused():
+    with pytest.raises(ValueError, match="unknown colour map"):
+        render(np.zeros((2, 2)), cmap="jet")
+
+
+def test_overlay_blends_colours_over_grey_image(astronaut_map):
+    out = astronaut_map.render(overlay=True, alpha=0.5)
+    assert out.shape == astronaut_map.image.shape and out.dtype == np.uint8
+    img = astronaut_map.image.astype(np.float64) / 255
+    grey = img @ np.array([0.299, 0.587, 0.114])
+    colours = colorize(astronaut_map.relevance)
+    want = np.round((0.5 * colours + 0.5 * grey[..., None]) * 255)
+    np.testing.assert_array_equal(out, want.astype(np.uint8))
+
+
+def test_overlay_without_image_is_refused():
+    with pytest.raises(ValueError, match="needs an image"):
+        render(Heatmap(np.zeros((2, 2))), overlay=True)
+
+
+def test_overlay_with_gray_float_image():
+    img = np.linspace(0, 1, 12).reshape(3, 4)
+    out = render(Heatmap(np.zeros((3, 4)), image=img), overlay=True, alpha=0.0)
+    assert np.array_equal(out[..., 0], np.round(img * 255).astype(np.uint8))
+
+
+def test_png_save_writes_the_rendered_map(tmp_path, astronaut_map):
+    path = astronaut_map.save(tmp_path / "sub" / "map.png", cmap="coldhot")
+    back = np.asarray(Image.open(path))
+    np.testing.assert_array_equal(back, astronaut_map.render(cmap="coldhot"))
+
+
+def test_montage_shape_and_file(tmp_path, astronaut_map):
+    other = Heatmap(-astronaut_map.relevance[:32, :32])
+    items = [astronaut_map.image, astronaut_map, other, astronaut_map.image]
+    out = montage(items, labels=["image", "BoW", "net", "image"], ncols=3, path=tmp_path / "m.png",
+                  cell_size=64, pad=4, label_height=14, shared=True)
+    assert out.shape == (2 * (64 + 14 + 4) + 4, 3 * (64 + 4) + 4, 3)
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "m.png")), out)
+    # the first cell holds the image itself (64 x 64 at scale 1)
+    assert np.array_equal(out[4 + 14:4 + 14 + 64, 4:68], astronaut_map.image)
+    # labels are drawn: the label strip is not blank
+    assert np.any(out[4:4 + 14, 4:68] < 255)
+
+
+def test_montage_shared_scale_uses_one_vmax():
+    a = Heatmap(np.array([[1.0]]))
+    b = Heatmap(np.array([[4.0]]))
+    out = montage([a, b], cell_size=1, pad=0)
+    assert out[0, 0].tolist() == out[0, 1].tolist() == [255, 0, 0]
+    out = montage([a, b], cell_size=1, pad=0, shared=True)
+    assert out[0, 0].tolist() == [255, 191, 191] and out[0, 1].tolist() == [255, 0, 0]
+
+
+def test_montage_errors():
+    with pytest.raises(ValueError, match="at least one"):
+        montage([])
+    with pytest.raises(ValueError, match="labels"):
+        montage([np.zeros((2, 2))], labels=["a", "b"])

@@ -1,0 +1,73 @@
+"""The engineering base: numba policy, packaging layout, the kernel-twin helper itself."""
+
+import pathlib
+import tomllib
+
+import numpy as np
+import pytest
+
+from bowlrp._numba import jit_parallel, jit_serial, prange
+from tests.kernel_twins import assert_matches_twin
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+@jit_parallel
+def _row_sums(x, out):
+    for i in prange(x.shape[0]):
+        acc = 0.0
+        for j in range(x.shape[1]):
+            acc += x[i, j]
+        out[i] = acc
+
+
+def _row_sums_fast(x):
+    out = np.empty(x.shape[0])
+    _row_sums(x, out)
+    return out
+
+
+def test_parallel_kernel_matches_numpy_twin():
+    rng = np.random.default_rng(0)
+    cases = [(rng.normal(size=(n, 7)),) for n in (1, 5, 64)]
+    assert_matches_twin(_row_sums_fast, lambda x: x.sum(axis=1), cases)
+
+
+def test_twin_helper_catches_a_wrong_kernel():
+    with pytest.raises(AssertionError):
+        assert_matches_twin(lambda x: x.sum(axis=1) + 1e-6, lambda x: x.sum(axis=1), [(np.ones((2, 2)),)])
+    with pytest.raises(AssertionError, match="no cases"):
+        assert_matches_twin(np.sum, np.sum, [])
+
+
+def test_policy_refuses_fastmath():
+    with pytest.raises(ValueError, match="fastmath"):
+        jit_serial(fastmath=True)
+    with pytest.raises(ValueError, match="fastmath"):
+        jit_parallel(lambda x: x, fastmath=True)
+
+
+def test_serial_kernel_has_cache_and_no_fastmath():
+    @jit_serial
+    def add(a, b):
+        return a + b
+
+    assert add(1.0, 2.0) == 3.0
+    assert add.targetoptions.get("fastmath") in (False, None)
+
+
+def test_datasets_folder_is_not_installed_as_a_package():
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    include = config["tool"]["setuptools"]["packages"]["find"]["include"]
+    assert all(not pattern.startswith("datasets") for pattern in include)
+    from setuptools import find_packages
+
+    found = find_packages(str(ROOT), include=include)
+    assert "datasets" not in found and "bowlrp" in found and "nets" in found
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "make test" in readme.split("\n## ")[0] and "make demo" in readme.split("\n## ")[0]
+    assert "make test" in ci
