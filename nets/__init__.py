@@ -10,7 +10,23 @@ import importlib
 __version__ = "0.1.0"
 
 # public name -> module that defines it (add a line here when a module gains a public name)
-_EXPORTS: dict[str, str] = {}
+_EXPORTS: dict[str, str] = {
+    "Sequential": "nets.model",
+    "Dense": "nets.layers",
+    "Conv2D": "nets.layers",
+    "MaxPool2D": "nets.layers",
+    "AvgPool2D": "nets.layers",
+    "GlobalAvgPool2D": "nets.layers",
+    "Flatten": "nets.layers",
+    "ReLU": "nets.layers",
+    "LeakyReLU": "nets.layers",
+    "Tanh": "nets.layers",
+    "Sigmoid": "nets.layers",
+    "BatchNorm1D": "nets.layers",
+    "BatchNorm2D": "nets.layers",
+    "Dropout": "nets.layers",
+    "Softmax": "nets.layers",
+}
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
 

@@ -1,0 +1,211 @@
+"""numba kernels of the network branch (private).
+
+Every kernel takes arrays and writes into a preallocated output; the public layer and rule code in
+``nets/layers.py`` and ``nets/propagation.py`` validates shapes and dtypes before calling them. Each
+kernel has a slow numpy twin in ``tests/nets/test_kernels.py``.
+
+Layout conventions (NCHW everywhere):
+
+* ``im2col`` writes one row per output position, ``row = (n * OH + oh) * OW + ow``, and one column per
+  (input channel, kernel row, kernel column), ``col = (c * KH + i) * KW + j``; this is the column
+  order of ``W.reshape(out_channels, -1)``, so a convolution is one GEMM ``cols @ W2.T``.
+* ``col2im`` is the exact transpose of ``im2col`` (it adds overlapping contributions), which is
+  what the relevance pass needs for the transposed convolution.
+
+Parallel kernels split over the batch only: every sample writes to its own slice, so there are no
+races and the summation order inside a sample is fixed (deterministic results).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bowlrp._numba import jit_parallel, prange
+
+
+@jit_parallel
+def im2col(x, kh, kw, sh, sw, ph, pw, out):  # pragma: no cover - compiled
+    n_img, n_ch, h, w = x.shape
+    oh_n = (h + 2 * ph - kh) // sh + 1
+    ow_n = (w + 2 * pw - kw) // sw + 1
+    for n in prange(n_img):
+        for oh in range(oh_n):
+            for ow in range(ow_n):
+                row = (n * oh_n + oh) * ow_n + ow
+                y0 = oh * sh - ph
+                x0 = ow * sw - pw
+                for c in range(n_ch):
+                    for i in range(kh):
+                        yy = y0 + i
+                        base = (c * kh + i) * kw
+                        if yy < 0 or yy >= h:
+                            for j in range(kw):
+                                out[row, base + j] = 0.0
+                        else:
+                            for j in range(kw):
+                                xx = x0 + j
+                                if xx < 0 or xx >= w:
+                                    out[row, base + j] = 0.0
+                                else:
+                                    out[row, base + j] = x[n, c, yy, xx]
+
+
+@jit_parallel
+def col2im(cols, kh, kw, sh, sw, ph, pw, out):  # pragma: no cover - compiled
+    n_img, n_ch, h, w = out.shape
+    oh_n = (h + 2 * ph - kh) // sh + 1
+    ow_n = (w + 2 * pw - kw) // sw + 1
+    for n in prange(n_img):
+        for c in range(n_ch):
+            for yy in range(h):
+                for xx in range(w):
+                    out[n, c, yy, xx] = 0.0
+        for oh in range(oh_n):
+            for ow in range(ow_n):
+                row = (n * oh_n + oh) * ow_n + ow
+                y0 = oh * sh - ph
+                x0 = ow * sw - pw
+                for c in range(n_ch):
+                    for i in range(kh):
+                        yy = y0 + i
+                        if yy < 0 or yy >= h:
+                            continue
+                        base = (c * kh + i) * kw
+                        for j in range(kw):
+                            xx = x0 + j
+                            if xx >= 0 and xx < w:
+                                out[n, c, yy, xx] += cols[row, base + j]
+
+
+@jit_parallel
+def max_pool(x, kh, kw, sh, sw, ph, pw, out):  # pragma: no cover - compiled
+    # padded positions never win (they are -inf, as in PyTorch and ONNX)
+    n_img, n_ch, h, w = x.shape
+    oh_n, ow_n = out.shape[2], out.shape[3]
+    for n in prange(n_img):
+        for c in range(n_ch):
+            for oh in range(oh_n):
+                for ow in range(ow_n):
+                    best = -np.inf
+                    for i in range(kh):
+                        yy = oh * sh - ph + i
+                        if yy < 0 or yy >= h:
+                            continue
+                        for j in range(kw):
+                            xx = ow * sw - pw + j
+                            if xx >= 0 and xx < w and x[n, c, yy, xx] > best:
+                                best = x[n, c, yy, xx]
+                    out[n, c, oh, ow] = best
+
+
+@jit_parallel
+def max_pool_scatter(x, y, r, kh, kw, sh, sw, ph, pw, out):  # pragma: no cover - compiled
+    """Winner takes all: ``r`` of each window goes to the inputs equal to the window's maximum
+    ``y``; ties share it equally. Serves both the relevance and the gradient pass."""
+    n_img, n_ch, h, w = x.shape
+    oh_n, ow_n = y.shape[2], y.shape[3]
+    for n in prange(n_img):
+        for c in range(n_ch):
+            for yy in range(h):
+                for xx in range(w):
+                    out[n, c, yy, xx] = 0.0
+            for oh in range(oh_n):
+                for ow in range(ow_n):
+                    m = y[n, c, oh, ow]
+                    count = 0
+                    for i in range(kh):
+                        yy = oh * sh - ph + i
+                        if yy < 0 or yy >= h:
+                            continue
+                        for j in range(kw):
+                            xx = ow * sw - pw + j
+                            if xx >= 0 and xx < w and x[n, c, yy, xx] == m:
+                                count += 1
+                    if count == 0:
+                        continue
+                    share = r[n, c, oh, ow] / count
+                    for i in range(kh):
+                        yy = oh * sh - ph + i
+                        if yy < 0 or yy >= h:
+                            continue
+                        for j in range(kw):
+                            xx = ow * sw - pw + j
+                            if xx >= 0 and xx < w and x[n, c, yy, xx] == m:
+                                out[n, c, yy, xx] += share
+
+
+@jit_parallel
+def avg_pool(x, kh, kw, sh, sw, ph, pw, include_pad, out):  # pragma: no cover - compiled
+    n_img, n_ch, h, w = x.shape
+    oh_n, ow_n = out.shape[2], out.shape[3]
+    for n in prange(n_img):
+        for c in range(n_ch):
+            for oh in range(oh_n):
+                for ow in range(ow_n):
+                    acc = 0.0
+                    count = 0
+                    for i in range(kh):
+                        yy = oh * sh - ph + i
+                        if yy < 0 or yy >= h:
+                            continue
+                        for j in range(kw):
+                            xx = ow * sw - pw + j
+                            if xx >= 0 and xx < w:
+                                acc += x[n, c, yy, xx]
+                                count += 1
+                    div = kh * kw if include_pad else count
+                    out[n, c, oh, ow] = acc / div if div > 0 else 0.0
+
+
+@jit_parallel
+def avg_pool_transpose(s, kh, kw, sh, sw, ph, pw, include_pad, out):  # pragma: no cover - compiled
+    """Transpose of ``avg_pool``: every window hands ``s / divisor`` to each of its inputs."""
+    n_img, n_ch, h, w = out.shape
+    oh_n, ow_n = s.shape[2], s.shape[3]
+    for n in prange(n_img):
+        for c in range(n_ch):
+            for yy in range(h):
+                for xx in range(w):
+                    out[n, c, yy, xx] = 0.0
+            for oh in range(oh_n):
+                for ow in range(ow_n):
+                    count = 0
+                    if include_pad:
+                        count = kh * kw
+                    else:
+                        for i in range(kh):
+                            yy = oh * sh - ph + i
+                            if yy < 0 or yy >= h:
+                                continue
+                            for j in range(kw):
+                                xx = ow * sw - pw + j
+                                if xx >= 0 and xx < w:
+                                    count += 1
+                    if count == 0:
+                        continue
+                    share = s[n, c, oh, ow] / count
+                    for i in range(kh):
+                        yy = oh * sh - ph + i
+                        if yy < 0 or yy >= h:
+                            continue
+                        for j in range(kw):
+                            xx = ow * sw - pw + j
+                            if xx >= 0 and xx < w:
+                                out[n, c, yy, xx] += share
+
+
+@jit_parallel
+def stabilised_divide(r, z, eps, out):  # pragma: no cover - compiled
+    """``out = r / (z + eps * sign0(z))`` with sign0(0) = +1, and 0 wherever the denominator is 0
+    (0/0 -> 0: relevance over a zero denominator is absorbed, never NaN). Flat 1-D arrays."""
+    for k in prange(r.shape[0]):
+        zk = z[k]
+        d = zk + eps if zk >= 0 else zk - eps
+        out[k] = r[k] / d if d != 0 else 0.0
+
+
+@jit_parallel
+def safe_divide(r, d, out):  # pragma: no cover - compiled
+    """``out = r / d`` and 0 where ``d == 0`` (for user-supplied stabilisers). Flat 1-D arrays."""
+    for k in prange(r.shape[0]):
+        out[k] = r[k] / d[k] if d[k] != 0 else 0.0
