@@ -1,0 +1,243 @@
+"""One interface over the two branches, for the command line, batches and reports.
+
+A BoW/SVM pipeline explains raw images of any size; a network needs its inputs shaped, scaled and
+laid out as NCHW. The adapters here hide that difference behind four methods:
+
+``prepare(images)``
+    images as read from disk -> the images the model actually sees (a network's are resized and
+    scaled to [0, 1]); heatmaps are drawn on, and evaluations perturb, these.
+``explain(images, target=None)``
+    -> list of :class:`~bowlrp.heatmap.Heatmap` (each with its prepared image attached).
+``decision(prepared)``
+    -> (n, n_outputs) scores of prepared images.
+``score_function(target)``
+    -> a callable prepared images -> the explained score f(x) of ``target`` (the number a
+    heatmap's ``score`` holds), for perturbation curves.
+
+The adapters are plain picklable objects, so joblib and dask can ship them to workers.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["BoWExplainer", "NetworkExplainer", "as_explainer", "parse_target"]
+
+
+def _attach_images(maps, images):
+    for heatmap, image in zip(maps, images):
+        if heatmap.image is None and np.shape(image)[:2] == heatmap.shape:
+            heatmap.image = image
+    return maps
+
+
+def parse_target(text, classes=None):
+    """A command-line target (string) -> the class label or output index the model uses.
+
+    ``None``/``""``/``"predicted"`` mean the predicted class. With ``classes`` (a BoW model's
+    ``classes_``) the text is matched against the labels as strings; otherwise it must be an
+    integer output index.
+    """
+    if text is None or (isinstance(text, str) and text.strip().lower() in ("", "predicted", "pred")):
+        return None
+    if classes is not None:
+        for label in classes:
+            if str(label) == str(text):
+                return label.item() if isinstance(label, np.generic) else label
+        names = [str(c) for c in classes]
+        raise ValueError(f"unknown target class {text!r}; the model's classes are {names}")
+    try:
+        return int(text)
+    except (TypeError, ValueError):
+        raise ValueError(f"target must be an output index (an integer), got {text!r}") from None
+
+
+class BoWExplainer:
+    """Adapter for a fitted :class:`~bowlrp.pipeline.BoWClassifier` (images are used as read)."""
+
+    kind = "bow"
+
+    def __init__(self, model):
+        self.model = model
+
+    @property
+    def classes(self):
+        return list(self.model.classes_)
+
+    def describe(self) -> dict:
+        params = {k: repr(v) for k, v in sorted(self.model.get_params().items())}
+        return {"kind": self.kind, "class": type(self.model).__name__, "params": params}
+
+    def prepare(self, images):
+        return list(images)
+
+    def decision(self, prepared) -> np.ndarray:
+        scores = np.asarray(self.model.decision_function(list(prepared)), dtype=np.float64)
+        return scores.reshape(len(prepared), -1)
+
+    def explain(self, images, target=None):
+        images = self.prepare(images)
+        return _attach_images(self.model.explain(images, target=target), images)
+
+    def score_function(self, target):
+        """prepared images -> f_target(x), the score a BoW heatmap of ``target`` explains."""
+        classes = self.classes
+        if target not in classes:
+            raise ValueError(f"unknown target {target!r}; classes are {classes}")
+        index = classes.index(target)
+
+        def score(images):
+            values = self.decision(images)
+            if values.shape[1] == 1:  # binary: f scores classes_[1]; classes_[0] is explained as -f
+                return values[:, 0] if index == 1 else -values[:, 0]
+            return values[:, index]
+
+        return score
+
+
+def _layer_weight(layer):
+    weight = getattr(layer, "W", None)
+    if weight is None and hasattr(layer, "get_arrays"):
+        arrays = layer.get_arrays()
+        weight = arrays.get("W", arrays.get("weight"))
+    return None if weight is None else np.asarray(weight)
+
+
+def infer_input_shape(model) -> tuple[int, int, int]:
+    """(C, H, W) a network expects, when the model says so or its first layer makes it clear.
+
+    A model with an ``input_shape`` attribute is taken at its word. A first dense layer with
+    n inputs is read as a square image: n = s² -> (1, s, s), n = 3s² -> (3, s, s). Otherwise (a
+    convolution first: the spatial size is free) a ValueError asks for the shape.
+    """
+    shape = getattr(model, "input_shape", None)
+    if shape is not None:
+        shape = tuple(int(s) for s in shape if s is not None)
+        shape = shape[-3:] if len(shape) >= 3 else shape
+        if len(shape) == 3:
+            return shape
+    for layer in model.layers:
+        name = type(layer).__name__
+        if name in ("Flatten", "Dropout", "Identity"):
+            continue
+        weight = _layer_weight(layer)
+        if name == "Dense" and weight is not None:
+            n = weight.shape[1]
+            for channels in (1, 3):
+                side = int(round(np.sqrt(n / channels)))
+                if channels * side * side == n:
+                    return (channels, side, side)
+        break
+    raise ValueError(
+        "cannot tell the network's input shape from the model; give it as C,H,W "
+        "(command line: --input-shape 1,28,28)"
+    )
+
+
+def _resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Bilinear resize of a float (H, W) or (H, W, C) image, channel by channel (Pillow, mode F)."""
+    from PIL import Image
+
+    if image.shape[:2] == (height, width):
+        return image
+    planes = image[..., None] if image.ndim == 2 else image
+    out = np.stack(
+        [np.asarray(Image.fromarray(np.ascontiguousarray(planes[..., c], dtype=np.float32), mode="F")
+                    .resize((width, height), Image.BILINEAR), dtype=np.float64)
+         for c in range(planes.shape[2])],
+        axis=2,
+    )
+    return out[..., 0] if image.ndim == 2 else out
+
+
+class NetworkExplainer:
+    """Adapter for a ``nets`` model: resize, scale to [0, 1], normalise, NCHW, then LRP.
+
+    Parameters
+    ----------
+    model : nets.Sequential
+    composite : str or Composite, default="epsilon_plus_flat"
+    input_shape : (C, H, W), optional
+        Default: :func:`infer_input_shape`.
+    mean, std : float or sequence of C floats
+        The network sees ``(image01 - mean) / std``.
+    """
+
+    kind = "network"
+
+    def __init__(self, model, composite="epsilon_plus_flat", input_shape=None, mean=0.0, std=1.0):
+        self.model = model
+        self.composite = composite
+        self.input_shape = tuple(input_shape) if input_shape is not None else infer_input_shape(model)
+        if len(self.input_shape) != 3 or self.input_shape[0] not in (1, 3):
+            raise ValueError(f"input_shape must be (C, H, W) with C = 1 or 3, got {self.input_shape}")
+        channels = self.input_shape[0]
+        self.mean = np.broadcast_to(np.asarray(mean, dtype=np.float64), (channels,)).copy()
+        self.std = np.broadcast_to(np.asarray(std, dtype=np.float64), (channels,)).copy()
+        if np.any(self.std <= 0) or not np.all(np.isfinite(self.std)):
+            raise ValueError(f"std must be positive, got {self.std}")
+        # a model that starts with a dense layer (e.g. imported from scikit-learn) takes flat rows
+        first = next((layer for layer in model.layers
+                      if type(layer).__name__ not in ("Dropout", "Identity")), None)
+        self.flat_input = type(first).__name__ == "Dense"
+
+    def describe(self) -> dict:
+        return {
+            "kind": self.kind,
+            "composite": str(self.composite),
+            "input_shape": list(self.input_shape),
+            "mean": self.mean.tolist(),
+            "std": self.std.tolist(),
+            "layers": [type(layer).__name__ for layer in self.model.layers],
+        }
+
+    def prepare(self, images):
+        channels, height, width = self.input_shape
+        out = []
+        for image in images:
+            img = np.asarray(image)
+            img = img / 255.0 if img.dtype == np.uint8 else img.astype(np.float64)
+            if img.ndim == 3 and img.shape[2] == 4:
+                img = img[..., :3]
+            if channels == 1 and img.ndim == 3:
+                img = img[..., :3] @ np.array([0.299, 0.587, 0.114])
+            elif channels == 3 and img.ndim == 2:
+                img = np.repeat(img[..., None], 3, axis=2)
+            out.append(np.clip(_resize(img, height, width), 0.0, 1.0))
+        return out
+
+    def to_input(self, prepared) -> np.ndarray:
+        """Prepared (H, W[, 3]) images in [0, 1] -> the (n, C, H, W) array the network takes."""
+        x = np.stack([p[None] if p.ndim == 2 else np.moveaxis(p, 2, 0) for p in prepared])
+        x = (x - self.mean[None, :, None, None]) / self.std[None, :, None, None]
+        return x.reshape(len(x), -1) if self.flat_input else x
+
+    def decision(self, prepared) -> np.ndarray:
+        logits = np.asarray(self.model(self.to_input(prepared)), dtype=np.float64)
+        return logits.reshape(len(prepared), -1)
+
+    def explain(self, images, target=None):
+        import nets
+
+        prepared = self.prepare(images)
+        maps = nets.LRP(self.model, self.composite).explain(self.to_input(prepared), target=target)
+        return _attach_images(maps, prepared)
+
+    def score_function(self, target):
+        index = int(target)
+
+        def score(images):
+            return self.decision(images)[:, index]
+
+        return score
+
+
+def as_explainer(model, composite="epsilon_plus_flat", input_shape=None, mean=0.0, std=1.0):
+    """Wrap a fitted BoW pipeline or a ``nets`` model in its adapter (adapters pass through)."""
+    if isinstance(model, (BoWExplainer, NetworkExplainer)):
+        return model
+    from bowlrp.persist import model_kind
+
+    if model_kind(model) == "network":
+        return NetworkExplainer(model, composite=composite, input_shape=input_shape, mean=mean, std=std)
+    return BoWExplainer(model)
