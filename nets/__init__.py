@@ -26,6 +26,11 @@ _EXPORTS: dict[str, str] = {
     "BatchNorm2D": "nets.layers",
     "Dropout": "nets.layers",
     "Softmax": "nets.layers",
+    "save_model": "nets.io",
+    "load": "nets.io",
+    "from_sklearn": "nets.sklearn",
+    "load_onnx": "nets.onnx_import",
+    "load_toolbox": "nets.toolbox",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
