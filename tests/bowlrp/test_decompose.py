@@ -438,3 +438,42 @@ def test_pixel_relevance_rejects_bad_input():
         pixel_relevance([1.0], np.array([[0, 0, 1.5, 1]]), (4, 4))
     with pytest.raises(ValueError, match="NaN"):
         pixel_relevance([np.nan], np.array([[0, 0, 1, 1]]), (4, 4))
+
+
+# ====================================================================================================
+# Steps 2 + 1 on real local features (scikit-image photo, the project's dense SIFT and encoding)
+# ====================================================================================================
+@pytest.fixture(scope="module")
+def real_features():
+    features = pytest.importorskip("bowlrp.features")
+    data = pytest.importorskip("skimage.data")
+    image = data.astronaut()[100:196, 150:270]  # 96 x 120 RGB crop, gray descriptors
+    feats = features.DenseSIFT(step=6, bin_sizes=(3, 5)).extract(image)
+    rng = np.random.default_rng(18)
+    vocabularies = []
+    for u in range(2):
+        d = feats.descriptors[feats.channel == u]
+        vocabularies.append(d[rng.choice(len(d), size=24, replace=False)])
+    return feats, vocabularies
+
+
+@pytest.mark.parametrize("p", [1.0, 3.0, np.inf])
+@pytest.mark.parametrize("mapping", ["hard", "rank", "soft"])
+def test_real_features_conserve_and_ignore_l1_normalisation(real_features, p, mapping):
+    encoding = pytest.importorskip("bowlrp.encoding")
+    feats, vocabularies = real_features
+    plain = encoding.encode(feats, vocabularies, mapping=mapping, p=p, normalize=False)
+    normed = encoding.encode(feats, vocabularies, mapping=mapping, p=p, normalize=True)
+    # (hard and soft mappings with mean pooling are already L1-normalised; the others differ)
+    if mapping == "rank" or p != 1.0:
+        assert not np.allclose(plain.x, normed.x)
+    R3 = np.random.default_rng(19).normal(size=plain.x.size)
+    R2 = feature_relevance(plain.mapping, R3, plain.p, plain.channel_slices, feats.channel)
+    R2n = feature_relevance(normed.mapping, R3, normed.p, normed.channel_slices, feats.channel)
+    np.testing.assert_array_equal(R2, R2n)
+    assert abs(R2.sum() - R3.sum()) <= 1e-10 * np.abs(R3).sum()
+    R1 = pixel_relevance(R2, feats.boxes(), feats.image_shape)
+    assert R1.shape == feats.image_shape
+    assert abs(R1.sum() - R3.sum()) <= 1e-10 * np.abs(R3).sum()
+    np.testing.assert_allclose(R1, naive_pixels(R2, feats.boxes(), feats.image_shape), rtol=1e-9,
+                               atol=1e-13)
