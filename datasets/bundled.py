@@ -40,8 +40,12 @@ def load_sklearn_digits() -> LabelledImages:
     from sklearn.datasets import load_digits
 
     d = load_digits()
-    return LabelledImages(d.images / 16.0, d.target.astype(np.int64), tuple(str(c) for c in range(10)),
-                          "sklearn.datasets.load_digits")
+    return LabelledImages(
+        d.images / 16.0,
+        d.target.astype(np.int64),
+        tuple(str(c) for c in range(10)),
+        "sklearn.datasets.load_digits",
+    )
 
 
 def load_photos(names=None, gray=False) -> dict:

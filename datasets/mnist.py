@@ -77,7 +77,9 @@ def read_idx(path) -> np.ndarray:
     n_bytes = int(np.prod(shape)) * dtype.itemsize
     body = data[4 + 4 * ndim :]
     if len(body) != n_bytes:
-        raise ValueError(f"{path}: header announces shape {shape} ({n_bytes} bytes) but {len(body)} bytes follow")
+        raise ValueError(
+            f"{path}: header announces shape {shape} ({n_bytes} bytes) but {len(body)} bytes follow"
+        )
     return np.frombuffer(body, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
 
 
@@ -141,7 +143,9 @@ def load_mnist(folder=None, subset="train", max_images=None) -> LabelledImages:
         img_path, lab_path = _find(folder, img_stem), _find(folder, lab_stem)
         missing = [s for s, p in ((img_stem, img_path), (lab_stem, lab_path)) if p is None]
         if missing:
-            raise FileNotFoundError(f"{folder} lacks the MNIST {subset} file(s) {missing} (with or without .gz)")
+            raise FileNotFoundError(
+                f"{folder} lacks the MNIST {subset} file(s) {missing} (with or without .gz)"
+            )
         raw = read_idx(img_path)
         labels = read_idx(lab_path).astype(np.int64)
         if raw.ndim != 3:

@@ -95,7 +95,9 @@ def _procedural_texture(rng, shape):
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
     theta = rng.uniform(0, np.pi)
     period = rng.uniform(4.0, 12.0)
-    stripes = np.sin(2 * np.pi * (xx * np.cos(theta) + yy * np.sin(theta)) / period + rng.uniform(0, 2 * np.pi))
+    stripes = np.sin(
+        2 * np.pi * (xx * np.cos(theta) + yy * np.sin(theta)) / period + rng.uniform(0, 2 * np.pi)
+    )
     mix = rng.uniform(0.2, 0.8)
     tex = mix * noise + (1 - mix) * stripes
     tex /= tex.std() + 1e-12
@@ -112,9 +114,7 @@ def _skimage_texture(rng, shape):
         try:
             from skimage import data
         except ImportError as exc:  # pragma: no cover - depends on the environment
-            raise ImportError(
-                "background='skimage' needs scikit-image (pip install 'bowlrp[data]')"
-            ) from exc
+            raise ImportError("background='skimage' needs scikit-image (pip install 'bowlrp[data]')") from exc
         _SKIMAGE_TEXTURES = [data.brick(), data.grass(), data.gravel()]
     tex = _SKIMAGE_TEXTURES[rng.integers(len(_SKIMAGE_TEXTURES))].astype(np.float64) / 255.0
     h, w = shape
@@ -311,8 +311,13 @@ def make_scenes(
             img = img * (1 - alpha[:, :, None]) + fill * alpha[:, :, None]
             masks[kind][i] |= alpha >= 0.5
             objs.append(
-                {"kind": kind, "center": (float(c[0]), float(c[1])), "radius": float(r),  # circumradius
-                 "n_vertices": nv, "value": float(value)}
+                {
+                    "kind": kind,
+                    "center": (float(c[0]), float(c[1])),
+                    "radius": float(r),  # circumradius
+                    "n_vertices": nv,
+                    "value": float(value),
+                }
             )
         images[i] = np.clip(img, 0.0, 1.0)
         objects.append(objs)

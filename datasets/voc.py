@@ -22,8 +22,25 @@ import numpy as np
 __all__ = ["VOC_CLASSES", "VOCDataset", "parse_voc_annotation", "load_voc", "boxes_to_mask"]
 
 VOC_CLASSES = (
-    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
     "tvmonitor",
 )
 
@@ -146,8 +163,9 @@ def _resolve_root(root: Path) -> Path:
     raise FileNotFoundError(f"{root} has no Annotations/ folder (nor a VOC*/Annotations/ inside)")
 
 
-def load_voc(root, image_set="trainval", classes=VOC_CLASSES, max_images=None, include_difficult=False,
-             max_side=None) -> VOCDataset:
+def load_voc(
+    root, image_set="trainval", classes=VOC_CLASSES, max_images=None, include_difficult=False, max_side=None
+) -> VOCDataset:
     """Load a PASCAL VOC split from a local folder.
 
     Parameters
@@ -189,7 +207,9 @@ def load_voc(root, image_set="trainval", classes=VOC_CLASSES, max_images=None, i
     else:
         lst = root / "ImageSets" / "Main" / f"{image_set}.txt"
         if not lst.is_file():
-            raise FileNotFoundError(f"VOC image list not found: {lst} (pass image_set=None to use all annotations)")
+            raise FileNotFoundError(
+                f"VOC image list not found: {lst} (pass image_set=None to use all annotations)"
+            )
         ids = [line.split()[0] for line in lst.read_text().splitlines() if line.strip()]
     if max_images is not None:
         ids = ids[:max_images]
@@ -208,18 +228,28 @@ def load_voc(root, image_set="trainval", classes=VOC_CLASSES, max_images=None, i
         with Image.open(img_path) as im:
             im = im.convert("RGB")
             if ann["size"] is not None and (im.height, im.width) != ann["size"]:
-                raise ValueError(f"{img_path}: image is {im.height}x{im.width} but its XML says {ann['size']}")
+                raise ValueError(
+                    f"{img_path}: image is {im.height}x{im.width} but its XML says {ann['size']}"
+                )
             scale = 1.0
             if max_side is not None and max(im.size) > max_side:
                 scale = max_side / max(im.size)
-                im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))),
-                               Image.BILINEAR)
+                im = im.resize(
+                    (max(1, round(im.width * scale)), max(1, round(im.height * scale))), Image.BILINEAR
+                )
             img = np.asarray(im, np.float64) / 255.0
         h, w = img.shape[:2]
         b = ann["boxes"]
         if scale != 1.0:
-            b = np.stack([np.floor(b[:, 0] * scale), np.floor(b[:, 1] * scale),
-                          np.ceil(b[:, 2] * scale), np.ceil(b[:, 3] * scale)], axis=1).astype(np.int64)
+            b = np.stack(
+                [
+                    np.floor(b[:, 0] * scale),
+                    np.floor(b[:, 1] * scale),
+                    np.ceil(b[:, 2] * scale),
+                    np.ceil(b[:, 3] * scale),
+                ],
+                axis=1,
+            ).astype(np.int64)
         b = np.clip(b, 0, [h, w, h, w]).reshape(-1, 4)
         images.append(img)
         boxes.append(b)

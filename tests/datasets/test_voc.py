@@ -30,7 +30,7 @@ def test_loads_images_labels_and_boxes(voc):
 def test_boxes_cover_the_painted_objects(voc):
     ds = load_voc(voc)
     for i, ident in enumerate(ds.ids):
-        for (y0, x0, y1, x1) in ds.boxes[i]:
+        for y0, x0, y1, x1 in ds.boxes[i]:
             patch = ds.images[i][y0:y1, x0:x1]
             assert patch.mean() > 0.8  # painted 220/255 (JPEG blurs the rim a little)
         outside = ~boxes_to_mask(ds.boxes[i], ds.images[i].shape[:2])
@@ -85,7 +85,11 @@ def test_clear_errors(tmp_path, voc):
 
 def test_size_mismatch_is_reported(tmp_path):
     base = write_tiny_voc(tmp_path, items={"000009": (40, 40, [("cat", 2, 2, 20, 20, 0)])})
-    xml = (base / "Annotations" / "000009.xml").read_text().replace("<height>40</height>", "<height>41</height>")
+    xml = (
+        (base / "Annotations" / "000009.xml")
+        .read_text()
+        .replace("<height>40</height>", "<height>41</height>")
+    )
     (base / "Annotations" / "000009.xml").write_text(xml)
     with pytest.raises(ValueError, match="XML says"):
         load_voc(base)

@@ -28,8 +28,10 @@ def write_tiny_voc(root, seed=0, nested=False, items=None):
         (base / sub).mkdir(parents=True, exist_ok=True)
     for ident, (h, w, objs) in items.items():
         img = (rng.uniform(0, 60, size=(h, w, 3))).astype(np.uint8)
-        xml = [f"<annotation><folder>VOC2007</folder><filename>{ident}.jpg</filename>",
-               f"<size><width>{w}</width><height>{h}</height><depth>3</depth></size>"]
+        xml = [
+            f"<annotation><folder>VOC2007</folder><filename>{ident}.jpg</filename>",
+            f"<size><width>{w}</width><height>{h}</height><depth>3</depth></size>",
+        ]
         for name, xmin, ymin, xmax, ymax, diff in objs:
             img[ymin - 1 : ymax, xmin - 1 : xmax] = 220
             xml.append(
