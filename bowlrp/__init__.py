@@ -17,6 +17,8 @@ _EXPORTS = {
     "montage": "bowlrp.heatmap",
     "render": "bowlrp.heatmap",
     "BoWClassifier": "bowlrp.pipeline",
+    "DenseSIFT": "bowlrp.features",
+    "LocalFeatures": "bowlrp.features",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -1,0 +1,124 @@
+"""Input checks for images, shared by the feature extractor and the BoW pipeline.
+
+Images are numpy arrays (H, W) gray or (H, W, 3) RGB; (H, W, 1) is taken as gray. ``uint8`` and
+``uint16`` are scaled to [0, 1]; float images are used as given (expected in [0, 1]). Everything comes
+back as float64 so that the numba kernels see one dtype.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["check_image", "check_images"]
+
+_INTEGER_SCALE = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
+
+
+def check_image(image, min_side=None, name="image"):
+    """Validate one image and return it as float64 (H, W) or (H, W, 3).
+
+    Parameters
+    ----------
+    image : array-like
+        (H, W) gray or (H, W, 3) RGB (a trailing channel axis of size 1 is dropped). uint8 / uint16
+        values are scaled to [0, 1]; float16/32/64 values are kept.
+    min_side : int, optional
+        Smallest allowed height and width (for example the side of one descriptor support).
+    name : str
+        How the image is called in error messages.
+
+    Returns
+    -------
+    numpy.ndarray
+        A new C-contiguous float64 array.
+
+    Raises
+    ------
+    TypeError
+        Unsupported dtype (bool, signed integers, complex, object).
+    ValueError
+        Wrong number of dimensions or channels, an empty image, NaN or infinite pixels, or an image
+        smaller than ``min_side``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> float(check_image(np.full((8, 8), 255, np.uint8)).max())
+    1.0
+    """
+    if image is None:
+        raise TypeError(f"{name} is None; expected a numpy array (H, W) or (H, W, 3)")
+    array = np.asarray(image)
+    dtype = array.dtype
+    if dtype in _INTEGER_SCALE:
+        scale = _INTEGER_SCALE[dtype]
+    elif dtype.kind == "f":
+        scale = None
+    else:
+        raise TypeError(
+            f"{name} has unsupported dtype {dtype}; use uint8, uint16 or float (values in [0, 1])"
+        )
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if array.ndim not in (2, 3):
+        raise ValueError(
+            f"{name} must be 2-D (H, W) gray or 3-D (H, W, 3) RGB, got shape {array.shape}"
+        )
+    if array.ndim == 3 and array.shape[2] != 3:
+        raise ValueError(
+            f"{name} must have 1 or 3 channels in its last axis, got shape {array.shape}"
+            + (" (drop the alpha channel of an RGBA image)" if array.shape[2] == 4 else "")
+        )
+    height, width = array.shape[:2]
+    if height == 0 or width == 0:
+        raise ValueError(f"{name} is empty (shape {array.shape})")
+    out = np.array(array, dtype=np.float64, order="C", copy=True)
+    if scale is not None:
+        out /= scale
+    elif not np.all(np.isfinite(out)):
+        n_nan = int(np.isnan(out).sum())
+        n_inf = int(np.isinf(out).sum())
+        raise ValueError(f"{name} has non-finite pixels ({n_nan} NaN, {n_inf} inf)")
+    if min_side is not None and min(height, width) < min_side:
+        raise ValueError(
+            f"{name} of size {height}x{width} is smaller than one descriptor support "
+            f"({min_side}x{min_side} pixels); use a larger image or smaller bin sizes"
+        )
+    return out
+
+
+def check_images(images, min_side=None):
+    """Validate a non-empty collection of images; return a list of float64 arrays.
+
+    Parameters
+    ----------
+    images : list of array-like or numpy.ndarray
+        A list/tuple of images (sizes may differ), or one stacked array (N, H, W) or (N, H, W, 3).
+    min_side : int, optional
+        Passed to :func:`check_image` for every image.
+
+    Returns
+    -------
+    list of numpy.ndarray
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> [im.shape for im in check_images([np.zeros((8, 9)), np.zeros((10, 6, 3), np.uint8)])]
+    [(8, 9), (10, 6, 3)]
+    """
+    if images is None:
+        raise TypeError("images is None; expected a list of images")
+    if isinstance(images, np.ndarray):
+        if images.ndim not in (3, 4):
+            raise ValueError(
+                "a stacked array of images must be (N, H, W) or (N, H, W, 3), "
+                f"got shape {images.shape}; wrap a single image in a list"
+            )
+        images = list(images)
+    elif isinstance(images, (str, bytes, dict)) or not hasattr(images, "__iter__"):
+        raise TypeError(f"images must be a list of arrays, got {type(images).__name__}")
+    images = list(images)
+    if len(images) == 0:
+        raise ValueError("images is empty; at least one image is required")
+    return [check_image(im, min_side=min_side, name=f"image {i}") for i, im in enumerate(images)]
