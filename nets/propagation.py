@@ -1,0 +1,197 @@
+"""The one engine that evaluates every LRP rule on every layer.
+
+``propagate(layer, rule, x, y, R)`` returns the input relevance and the per-sample relevance the
+layer's bias absorbed. For linear layers it evaluates the rule's groups of terms (see
+``nets.rules``) through ``layer.linear`` and ``layer.linear_transpose`` only, so dense layers run
+on BLAS, convolutions on im2col + GEMM, pooling on the numba kernels, and a new rule never needs
+new numerics.
+
+Two exact shortcuts keep the relevance pass close to the cost of a forward pass:
+
+* a group that is the unmodified layer (Epsilon/Norm without ``zero_bias``) reuses the forward
+  output ``y`` as its denominator instead of recomputing it;
+* a term whose modified input is all zero (x- after a ReLU, x+ of a negative input) is skipped:
+  it contributes nothing to z or to R_in.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from nets import _kernels
+from nets.layers import MaxPool2D, _BatchNorm
+from nets.rules import Rule
+
+__all__ = ["propagate", "stabilised_divide", "check_rule_for_layer"]
+
+
+def stabilised_divide(R, z, stabilizer):
+    """``R / stab(z)``; 0 wherever the denominator is 0 (never NaN)."""
+    dtype = np.result_type(R.dtype, z.dtype)
+    R = np.ascontiguousarray(R, dtype=dtype)
+    z = np.ascontiguousarray(np.broadcast_to(z, R.shape), dtype=dtype)
+    out = np.empty_like(R)
+    if callable(stabilizer):
+        d = np.asarray(stabilizer(z), dtype=dtype)
+        if d.shape != z.shape:
+            raise ValueError(f"the stabiliser returned shape {d.shape} for z of shape {z.shape}")
+        if not np.all(np.isfinite(d)):
+            raise ValueError("the stabiliser returned NaN or infinite values")
+        _kernels.safe_divide(R.ravel(), np.ascontiguousarray(d).ravel(), out.ravel())
+    else:
+        _kernels.stabilised_divide(R.ravel(), z.ravel(), float(stabilizer), out.ravel())
+    return out
+
+
+def check_rule_for_layer(rule, layer, where=""):
+    """Raise TypeError when ``rule`` is not defined for ``layer``."""
+    if not isinstance(rule, Rule):
+        raise TypeError(f"{where}expected a nets.rules.Rule, got {type(rule).__name__}")
+    if rule.kind == "maxpool":
+        if not isinstance(layer, MaxPool2D):
+            raise TypeError(f"{where}{type(rule).__name__} is only defined for MaxPool2D, not {layer.kind}")
+    elif rule.kind == "linear":
+        if not layer.is_linear:
+            raise TypeError(f"{where}rule {type(rule).__name__} needs a linear layer, {layer.kind} is not one")
+        if getattr(layer, "W", None) is None and not rule.parameter_free:
+            raise TypeError(
+                f"{where}rule {type(rule).__name__} needs weights; {layer.kind} has none (use Norm)"
+            )
+    elif rule.kind == "passthrough":
+        # batch norm may pass (zennit's presets do, for a batch norm the canonizer could not fold)
+        if (layer.is_linear and not isinstance(layer, _BatchNorm)) or isinstance(layer, MaxPool2D):
+            raise TypeError(f"{where}Pass would skip the linear map of {layer.kind}; give it a linear rule")
+
+
+def _modify(key, A, gamma):
+    if A is None:
+        return None
+    if key == "id":
+        return A
+    if key == "pos":
+        return np.maximum(A, 0)
+    if key == "neg":
+        return np.minimum(A, 0)
+    if key == "square":
+        return A * A
+    if key == "ones":
+        return np.ones_like(A)
+    if key == "gamma_pos":
+        return A + A.dtype.type(gamma) * np.maximum(A, 0)
+    if key == "gamma_neg":
+        return A + A.dtype.type(gamma) * np.minimum(A, 0)
+    raise ValueError(f"unknown parameter modifier {key!r}")  # pragma: no cover - rules validate
+
+
+class _Inputs:
+    """Modified inputs, computed once per layer and shared by the terms; None means all zero."""
+
+    def __init__(self, x, rule):
+        self.x, self.rule, self._cache = x, rule, {}
+        self.nonneg = bool(x.min() >= 0)
+        self.nonpos = bool(x.max() <= 0)
+
+    def get(self, key):
+        if key in self._cache:
+            return self._cache[key]
+        x = self.x
+        if key == "x":
+            v = x
+        elif key == "pos":
+            v = None if self.nonpos else (x if self.nonneg else np.maximum(x, 0))
+        elif key == "neg":
+            v = None if self.nonneg else (x if self.nonpos else np.minimum(x, 0))
+        elif key == "ones":
+            v = np.ones_like(x)
+        else:  # "low" / "high" (ZBox)
+            v = self.rule.bound(key, x)
+        self._cache[key] = v
+        return v
+
+
+def _bias_term(layer, b, y_shape, dtype):
+    """The bias ``b`` broadcast to the layer's output shape (channel axis 1)."""
+    return np.broadcast_to(b.astype(dtype, copy=False).reshape((1, -1) + (1,) * (len(y_shape) - 2)), y_shape)
+
+
+def _bias_absorbed(s, b):
+    """Per-sample sum_j s_j * b_j (b broadcast along axis 1)."""
+    per_channel = s.reshape(s.shape[0], s.shape[1], -1).sum(axis=2) if s.ndim > 2 else s
+    return per_channel @ b.astype(s.dtype, copy=False)
+
+
+def _propagate_linear(layer, rule, x, y, R):
+    W = getattr(layer, "W", None)
+    b = None if rule.zero_bias else getattr(layer, "b", None)
+    gamma = getattr(rule, "gamma", 0.0)
+    dtype = np.result_type(x.dtype, R.dtype)
+    inputs = _Inputs(x, rule)
+    R_in = np.zeros(x.shape, dtype=dtype)
+    bias_absorbed = np.zeros(x.shape[0], dtype=np.float64)
+    for group in rule.groups():
+        Rg = R
+        if group.gate == "positive":
+            Rg = R * (y > 0)
+        elif group.gate == "negative":
+            Rg = R * (y < 0)
+        terms = [(t, inputs.get(t.input)) for t in group.terms]
+        reuse_forward = (
+            len(terms) == 1
+            and terms[0][0].input == "x"
+            and terms[0][0].weight == "id"
+            and terms[0][0].bias == "id"
+            and not rule.zero_bias
+        )
+        biases = []
+        if reuse_forward:
+            z = y
+            if b is not None:
+                biases.append((1.0, b))
+        else:
+            z = None
+            for t, xin in terms:
+                tb = _modify(t.bias, b, gamma) if t.bias is not None else None
+                if xin is None:
+                    zt = None if tb is None else _bias_term(layer, tb, y.shape, dtype)
+                elif t.input == "ones":
+                    # the same for every sample (Flat, WSquare): compute once, broadcast
+                    zt = np.broadcast_to(layer.linear(xin[:1], _modify(t.weight, W, gamma), tb), y.shape)
+                else:
+                    zt = layer.linear(xin, _modify(t.weight, W, gamma), tb)
+                if tb is not None:
+                    biases.append((t.sign, tb))
+                if zt is None:
+                    continue
+                z = t.sign * zt if z is None else z + t.sign * zt
+            if z is None:  # every term vanished: z = 0, all of R is absorbed
+                z = np.zeros(y.shape, dtype=dtype)
+        s = stabilised_divide(Rg, z, rule.stabilizer)
+        for t, xin in terms:
+            if xin is None:
+                continue
+            back = layer.linear_transpose(s, _modify(t.weight, W, gamma), x.shape)
+            factor = group.coef * t.sign
+            if t.input == "ones":
+                contrib = back  # 1 * back: skip the multiplication by ones
+            else:
+                contrib = xin * back
+            if factor == 1.0:
+                R_in += contrib
+            else:
+                R_in += factor * contrib
+        for sign, tb in biases:
+            bias_absorbed += group.coef * sign * _bias_absorbed(s, tb)
+    return R_in, bias_absorbed
+
+
+def propagate(layer, rule, x, y, R):
+    """Relevance at the input of ``layer`` (input ``x``, output ``y``) from the relevance ``R`` at its
+    output, under ``rule``; returns ``(R_in, bias_absorbed)`` (bias share per sample)."""
+    if R.shape != y.shape:
+        raise ValueError(f"{layer.kind}: relevance has shape {R.shape}, the output has shape {y.shape}")
+    zero = np.zeros(x.shape[0], dtype=np.float64)
+    if rule.kind == "passthrough":
+        return R.reshape(x.shape), zero
+    if rule.kind == "maxpool":
+        return layer.scatter(x, y, R), zero
+    return _propagate_linear(layer, rule, x, y, R)
