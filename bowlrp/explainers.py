@@ -166,6 +166,11 @@ class NetworkExplainer:
     kind = "network"
 
     def __init__(self, model, composite="epsilon_plus_flat", input_shape=None, mean=0.0, std=1.0):
+        if isinstance(composite, str):
+            from nets.composites import COMPOSITES
+
+            if composite not in COMPOSITES:
+                raise ValueError(f"unknown LRP composite {composite!r}; choose one of {sorted(COMPOSITES)}")
         self.model = model
         self.composite = composite
         self.input_shape = tuple(input_shape) if input_shape is not None else infer_input_shape(model)
@@ -216,12 +221,23 @@ class NetworkExplainer:
         logits = np.asarray(self.model(self.to_input(prepared)), dtype=np.float64)
         return logits.reshape(len(prepared), -1)
 
-    def explain(self, images, target=None):
+    def _lrp(self):
         import nets
 
+        kwargs = {}
+        if self.composite == "epsilon_gamma_box":
+            # the z^B bounds are the range the network's inputs can take: pixels 0..1, normalised
+            kwargs = {"low": float(np.min((0.0 - self.mean) / self.std)),
+                      "high": float(np.max((1.0 - self.mean) / self.std))}
+        return nets.LRP(self.model, self.composite, **kwargs)
+
+    def explain(self, images, target=None):
         prepared = self.prepare(images)
-        maps = nets.LRP(self.model, self.composite).explain(self.to_input(prepared), target=target)
-        return _attach_images(maps, prepared)
+        maps = self._lrp().explain(self.to_input(prepared), target=target,
+                                   image_shape=self.input_shape if self.flat_input else None)
+        for heatmap, image in zip(maps, prepared):
+            heatmap.image = image  # the picture the network saw, in [0, 1] (not the normalised input)
+        return maps
 
     def score_function(self, target):
         index = int(target)

@@ -57,7 +57,9 @@ def model_kind(model) -> str:
         Sequential = ()
     if isinstance(model, Sequential):
         return "network"
-    if hasattr(model, "decision_function") and hasattr(model, "explain"):
+    from bowlrp.pipeline import BoWClassifier
+
+    if isinstance(model, BoWClassifier):
         return "bow"
     raise TypeError(
         f"expected a fitted BoWClassifier or a nets.Sequential, got {type(model).__name__}"
