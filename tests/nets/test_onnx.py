@@ -361,3 +361,63 @@ def test_missing_onnx_package_gives_install_hint(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "onnx", None)
     with pytest.raises(ImportError, match="pip install"):
         nets.load_onnx(tmp_path / "whatever.onnx")
+
+
+# ------------------------------------------------------------------------------------------------
+# LRP: a model imported from ONNX explains exactly like the same weights assembled by hand
+
+
+def _presets():
+    from nets.composites import COMPOSITES
+
+    return [(name, {"low": -4.0, "high": 4.0} if name == "epsilon_gamma_box" else {}) for name in sorted(COMPOSITES)]
+
+
+def _hand_built_cnn(model):
+    a = {t.name: numpy_helper.to_array(t).astype(np.float64) for t in model.graph.initializer}
+    eps1 = float(np.float32(1e-3))  # ONNX stores epsilon as float32
+    return nets.Sequential([
+        nets.Conv2D(a["Wc1"], a["bc1"], padding=1),
+        nets.BatchNorm2D(a["g1"], a["be1"], a["m1"], a["v1"], eps=eps1),
+        nets.ReLU(),
+        nets.MaxPool2D(2, stride=2),
+        nets.Conv2D(a["Wc2"], a["bias2"].ravel(), stride=2, padding=1),
+        nets.BatchNorm2D(a["g2"], a["be2"], a["m2"], a["v2"], eps=float(np.float32(1e-5))),
+        nets.LeakyReLU(0.01),
+        nets.AvgPool2D(2, stride=1, padding=1, count_include_pad=False),
+        nets.Flatten(),
+        nets.Dense(a["Wf"], a["bf"]),
+    ])
+
+
+def test_lrp_of_the_imported_cnn_equals_the_hand_built_network(tmp_path, rng):
+    model = _cnn(rng)
+    imported = nets.load_onnx(save(tmp_path, model))  # batch norm folded by the importer
+    by_hand = _hand_built_cnn(model)  # batch norm folded by the LRP canonizer
+    X = rng.normal(size=(3, 3, 8, 8))
+    np.testing.assert_allclose(imported(X), by_hand(X), rtol=1e-10, atol=1e-10)
+    for name, kwargs in _presets() + [(None, {})]:
+        R_imp = nets.LRP(imported, name, **kwargs).relevance(X, target=2)
+        R_hand = nets.LRP(by_hand, name, **kwargs).relevance(X, target=2)
+        assert np.all(np.isfinite(R_imp)), name
+        scale = np.abs(R_hand).max()
+        np.testing.assert_allclose(R_imp, R_hand, rtol=1e-10, atol=1e-11 * scale, err_msg=str(name))
+
+
+def test_lrp_of_the_imported_mlp_with_softmax_explains_logits(rng):
+    W1, b1, W2 = f32(rng, 5, 4), f32(rng, 5), f32(rng, 3, 5)
+    nodes = [
+        helper.make_node("Gemm", ["x", "W1", "b1"], ["h"], transB=1, name="fc1"),
+        helper.make_node("Relu", ["h"], ["r"], name="relu"),
+        helper.make_node("Gemm", ["r", "W2"], ["z"], transB=1, name="fc2"),
+        helper.make_node("Softmax", ["z"], ["y"], axis=1, name="softmax"),
+    ]
+    imported = nets.load_onnx(make_model(nodes, [init("W1", W1), init("b1", b1), init("W2", W2)], ["N", 4]))
+    by_hand = nets.Sequential([nets.Dense(W1.astype(np.float64), b1.astype(np.float64)), nets.ReLU(),
+                               nets.Dense(W2.astype(np.float64))])
+    X = rng.normal(size=(6, 4))
+    for name, kwargs in _presets():
+        np.testing.assert_allclose(
+            nets.LRP(imported, name, **kwargs).relevance(X), nets.LRP(by_hand, name, **kwargs).relevance(X),
+            rtol=1e-12, atol=1e-14,
+        )

@@ -112,3 +112,34 @@ def test_rejects_unfitted_and_foreign_estimators(digits):
     X, y = digits
     with pytest.raises(TypeError, match="MLPClassifier and MLPRegressor"):
         nets.from_sklearn(LogisticRegression(max_iter=50).fit(X[:100], y[:100]))
+
+
+def _presets():
+    from nets.composites import COMPOSITES
+
+    return [(name, {"low": 0.0, "high": 1.0} if name == "epsilon_gamma_box" else {}) for name in sorted(COMPOSITES)]
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+def test_lrp_of_the_imported_mlp_equals_the_hand_built_network(digits, activation):
+    X, y = digits
+    est = fit_quietly(MLPClassifier(hidden_layer_sizes=(20, 10), activation=activation, max_iter=80,
+                                    random_state=0), X[:600], y[:600])
+    act = {"relu": nets.ReLU, "tanh": nets.Tanh}[activation]
+    W, b = est.coefs_, est.intercepts_
+    by_hand = nets.Sequential([nets.Dense(W[0].T, b[0]), act(), nets.Dense(W[1].T, b[1]), act(),
+                               nets.Dense(W[2].T, b[2])])
+    imported = nets.from_sklearn(est)
+    Xs = X[600:620]
+    for name, kwargs in _presets() + [(None, {})]:
+        R_imp, diag = nets.LRP(imported, name, **kwargs).relevance(Xs, return_diagnostics=True)
+        R_hand = nets.LRP(by_hand, name, **kwargs).relevance(Xs)
+        np.testing.assert_allclose(R_imp, R_hand, rtol=1e-12, atol=1e-14)
+        assert np.all(np.isfinite(R_imp))
+    # the explained score is sklearn's own pre-softmax score of the predicted class
+    maps = nets.LRP(imported, "epsilon_plus").explain(Xs, image_shape=(8, 8))
+    scores = sklearn_scores(est, Xs)
+    for i, m in enumerate(maps):
+        assert m.relevance.shape == (8, 8)
+        assert m.target == scores[i].argmax()
+        assert m.score == pytest.approx(scores[i].max(), rel=1e-12)

@@ -220,3 +220,92 @@ def test_image_smaller_than_window_is_reported(tmp_path):
     text = "Convolution 3 3 1 1 1 1\n" + " ".join(["1"] * 9) + "\n0\n"
     with pytest.raises(ValueError, match="smaller than the window"):
         nets.load_toolbox(write(tmp_path, text), input_shape=(2, 2, 1))
+
+
+# ------------------------------------------------------------------------------------------------
+# LRP: the toolbox's own epsilon rule (its modules' _epsilon_lrp), written NHWC, against nets.LRP
+EPS = 1e-6  # nets' default Epsilon
+
+
+def tb_linear_lrp(X, W, B, R):
+    Z = W[None] * X[:, :, None]
+    Zs = Z.sum(axis=1) + B
+    Zs = Zs + EPS * np.where(Zs >= 0, 1.0, -1.0)
+    return ((Z / Zs[:, None, :]) * R[:, None, :]).sum(axis=2)
+
+
+def tb_conv_lrp(X, W, B, stride, R):
+    hf, wf, _, _ = W.shape
+    Rx = np.zeros_like(X)
+    for i in range(R.shape[1]):
+        for j in range(R.shape[2]):
+            sl = (slice(None), slice(i * stride[0], i * stride[0] + hf), slice(j * stride[1], j * stride[1] + wf))
+            Z = W[None] * X[sl][..., None]
+            Zs = Z.sum(axis=(1, 2, 3), keepdims=True) + B
+            Zs = Zs + EPS * np.where(Zs >= 0, 1.0, -1.0)
+            Rx[sl] += ((Z / Zs) * R[:, i : i + 1, j : j + 1, None, :]).sum(axis=4)
+    return Rx
+
+
+def tb_sumpool_lrp(X, pool, R):
+    Rx = np.zeros_like(X)
+    for i in range(R.shape[1]):
+        for j in range(R.shape[2]):
+            sl = (slice(None), slice(i * pool[0], (i + 1) * pool[0]), slice(j * pool[1], (j + 1) * pool[1]))
+            Z = X[sl]
+            Zs = Z.sum(axis=(1, 2), keepdims=True)
+            Rx[sl] += Z / (Zs + EPS * np.where(Zs >= 0, 1.0, -1.0)) * R[:, i : i + 1, j : j + 1, :]
+    return Rx
+
+
+def test_epsilon_lrp_of_a_toolbox_mlp_equals_the_toolbox_rule(tmp_path, rng):
+    W1, B1 = rng.normal(size=(6, 5)), rng.normal(size=5)
+    W2, B2 = rng.normal(size=(5, 3)), rng.normal(size=3)
+    model = nets.load_toolbox(write(tmp_path, linear_text(W1, B1) + "Tanh\n" + linear_text(W2, B2) + "SoftMax\n"))
+    X = rng.normal(size=(7, 6))
+    H = np.tanh(X @ W1 + B1)
+    logits = H @ W2 + B2
+    target = logits.argmax(axis=1)
+    R_out = np.zeros_like(logits)
+    R_out[np.arange(len(X)), target] = logits[np.arange(len(X)), target]
+    expected = tb_linear_lrp(X, W1, B1, tb_linear_lrp(H, W2, B2, R_out))
+    got = nets.LRP(model).relevance(X)  # default: Epsilon(1e-6) everywhere, predicted class
+    np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-12)
+
+
+def test_epsilon_lrp_of_a_toolbox_cnn_equals_the_toolbox_rule_in_nchw(tmp_path, rng):
+    Wc, Bc = rng.normal(size=(3, 3, 2, 4)), rng.normal(size=4) * 0.1
+    Wl, Bl = rng.normal(size=(3 * 3 * 4, 3)), rng.normal(size=3) * 0.1
+    text = conv_text(Wc, Bc, (1, 1)) + "Rect\nSumPool 2 2 2 2\nFlatten\n" + linear_text(Wl, Bl)
+    model = nets.load_toolbox(write(tmp_path, text), input_shape=(8, 8, 2))
+    X = rng.normal(size=(3, 8, 8, 2))
+    A1 = np.maximum(tb_conv(X, Wc, Bc, (1, 1)), 0)
+    P = tb_sumpool(A1, (2, 2), (2, 2))
+    logits = P.reshape(3, -1) @ Wl + Bl
+    R_out = np.zeros_like(logits)
+    R_out[:, 1] = logits[:, 1]
+    R_p = tb_linear_lrp(P.reshape(3, -1), Wl, Bl, R_out).reshape(P.shape)
+    expected = tb_conv_lrp(X, Wc, Bc, (1, 1), tb_sumpool_lrp(A1, (2, 2), R_p))
+    got = nets.LRP(model).relevance(X.transpose(0, 3, 1, 2), target=1)
+    # the average pool's stabiliser acts on the mean rather than the sum: equal to ~1e-6
+    np.testing.assert_allclose(got, expected.transpose(0, 3, 1, 2), rtol=1e-5, atol=1e-7 * np.abs(expected).max())
+
+
+def test_every_preset_composite_explains_a_toolbox_cnn(tmp_path, rng):
+    from nets.composites import COMPOSITES
+
+    Wc, Bc = rng.normal(size=(3, 3, 1, 4)), np.zeros(4)
+    Wl, Bl = rng.normal(size=(3 * 3 * 4, 3)), np.zeros(3)
+    text = conv_text(Wc, Bc, (1, 1)) + "Rect\nSumPool 2 2 2 2\nFlatten\n" + linear_text(Wl, Bl) + "SoftMax\n"
+    model = nets.load_toolbox(write(tmp_path, text), input_shape=(8, 8, 1))
+    X = rng.uniform(0, 1, size=(4, 1, 8, 8))
+    for name in sorted(COMPOSITES):
+        kwargs = {"low": 0.0, "high": 1.0} if name == "epsilon_gamma_box" else {}
+        R, diag = nets.LRP(model, name, **kwargs).relevance(X, return_diagnostics=True)
+        assert R.shape == X.shape and np.all(np.isfinite(R)), name
+    # no biases, positive inputs, (almost) no stabiliser: LRP conserves the logit exactly through the
+    # average pool and the convolution that absorbed the sum pool's factor
+    lrp = nets.LRP(model, "epsilon_plus", epsilon=0.0, stabilizer=1e-15)
+    R = lrp.relevance(X, target=0)
+    logits = lrp.explained_model(X)
+    np.testing.assert_allclose(R.reshape(4, -1).sum(axis=1), logits[:, 0], rtol=1e-9)
