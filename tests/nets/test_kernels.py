@@ -1,0 +1,255 @@
+"""Every numba kernel of nets/_kernels.py against a slow, obviously correct numpy twin."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from nets import _kernels
+from tests.kernel_twins import assert_matches_twin
+
+GEOMETRIES = [  # (kh, kw, sh, sw, ph, pw)
+    (3, 3, 1, 1, 0, 0),
+    (3, 2, 2, 1, 1, 1),
+    (2, 2, 2, 2, 0, 0),
+    (3, 3, 2, 3, 1, 0),
+    (1, 1, 1, 1, 0, 0),
+]
+
+
+def _out_size(h, w, kh, kw, sh, sw, ph, pw):
+    return (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+
+
+def _windows(x, kh, kw, sh, sw, ph, pw, fill):
+    """(N, C, OH, OW, kh, kw) window contents of the padded x (padding = ``fill``), by loops."""
+    n, c, h, w = x.shape
+    oh, ow = _out_size(h, w, kh, kw, sh, sw, ph, pw)
+    xp = np.full((n, c, h + 2 * ph, w + 2 * pw), fill, dtype=np.float64)
+    xp[:, :, ph : ph + h, pw : pw + w] = x
+    win = np.empty((n, c, oh, ow, kh, kw))
+    for a in range(oh):
+        for b in range(ow):
+            win[:, :, a, b] = xp[:, :, a * sh : a * sh + kh, b * sw : b * sw + kw]
+    return win
+
+
+def _inside(h, w, kh, kw, sh, sw, ph, pw):
+    """(OH, OW, kh, kw) mask of window positions that fall inside the image."""
+    return _windows(np.ones((1, 1, h, w)), kh, kw, sh, sw, ph, pw, 0.0)[0, 0] > 0
+
+
+def _cases(seed=0):
+    rng = np.random.default_rng(seed)
+    for g in GEOMETRIES:
+        for shape in [(2, 3, 7, 6), (1, 1, 5, 5)]:
+            yield g, rng.normal(size=shape)
+
+
+# ------------------------------------------------------------------------------------------------
+def im2col_fast(x, g):
+    n, c, h, w = x.shape
+    oh, ow = _out_size(h, w, *g)
+    out = np.full((n * oh * ow, c * g[0] * g[1]), np.nan)
+    _kernels.im2col(x, *g, out)
+    return out
+
+
+def im2col_twin(x, g):
+    win = _windows(x, *g, 0.0)  # (N, C, OH, OW, kh, kw)
+    n, c, oh, ow, kh, kw = win.shape
+    return win.transpose(0, 2, 3, 1, 4, 5).reshape(n * oh * ow, c * kh * kw)
+
+
+def test_im2col_matches_twin():
+    assert_matches_twin(im2col_fast, im2col_twin, [(x, g) for g, x in _cases()])
+
+
+def col2im_fast(cols, shape, g):
+    out = np.full(shape, np.nan)
+    _kernels.col2im(cols, *g, out)
+    return out
+
+
+def col2im_twin(cols, shape, g):
+    # the transpose of im2col: <im2col(x), cols> == <x, col2im(cols)> for every x; build it by
+    # pushing each column entry back to its source pixel
+    n, c, h, w = shape
+    kh, kw, sh, sw, ph, pw = g
+    oh, ow = _out_size(h, w, *g)
+    out = np.zeros(shape)
+    for nn in range(n):
+        for a in range(oh):
+            for b in range(ow):
+                row = (nn * oh + a) * ow + b
+                for cc in range(c):
+                    for i in range(kh):
+                        for j in range(kw):
+                            y, x = a * sh - ph + i, b * sw - pw + j
+                            if 0 <= y < h and 0 <= x < w:
+                                out[nn, cc, y, x] += cols[row, (cc * kh + i) * kw + j]
+    return out
+
+
+def test_col2im_matches_twin_and_is_the_transpose_of_im2col():
+    rng = np.random.default_rng(1)
+    cases = []
+    for g, x in _cases(1):
+        cols = rng.normal(size=im2col_twin(x, g).shape)
+        cases.append((cols, x.shape, g))
+        # adjointness: <im2col(x), cols> == <x, col2im(cols)>
+        assert np.isclose((im2col_fast(x, g) * cols).sum(), (x * col2im_fast(cols, x.shape, g)).sum())
+    assert_matches_twin(col2im_fast, col2im_twin, cases)
+
+
+# ------------------------------------------------------------------------------------------------
+def max_pool_fast(x, g):
+    n, c, h, w = x.shape
+    out = np.full((n, c, *_out_size(h, w, *g)), np.nan)
+    _kernels.max_pool(x, *g, out)
+    return out
+
+
+def max_pool_twin(x, g):
+    return _windows(x, *g, -np.inf).max(axis=(4, 5))
+
+
+def test_max_pool_matches_twin():
+    cases = [(x, g) for g, x in _cases(2) if g[4] * 2 <= g[0] and g[5] * 2 <= g[1]]
+    assert_matches_twin(max_pool_fast, max_pool_twin, cases)
+
+
+def max_scatter_fast(x, r, g):
+    y = max_pool_twin(x, g)
+    out = np.full(x.shape, np.nan)
+    _kernels.max_pool_scatter(x, y, r, *g, out)
+    return out
+
+
+def max_scatter_twin(x, r, g):
+    n, c, h, w = x.shape
+    kh, kw, sh, sw, ph, pw = g
+    y = max_pool_twin(x, g)
+    out = np.zeros(x.shape)
+    for idx in np.ndindex(*y.shape):
+        nn, cc, a, b = idx
+        winners = [
+            (a * sh - ph + i, b * sw - pw + j)
+            for i in range(kh)
+            for j in range(kw)
+            if 0 <= a * sh - ph + i < h and 0 <= b * sw - pw + j < w
+            and x[nn, cc, a * sh - ph + i, b * sw - pw + j] == y[idx]
+        ]
+        for yy, xx in winners:
+            out[nn, cc, yy, xx] += r[idx] / len(winners)
+    return out
+
+
+def test_max_pool_scatter_matches_twin_with_ties_split_equally():
+    rng = np.random.default_rng(3)
+    cases = []
+    for g, x in _cases(3):
+        if g[4] * 2 > g[0] or g[5] * 2 > g[1]:
+            continue
+        x = np.round(x)  # many exact ties
+        r = rng.normal(size=max_pool_twin(x, g).shape)
+        cases.append((x, r, g))
+    assert_matches_twin(max_scatter_fast, max_scatter_twin, cases)
+    # a 2x2 window of four equal values hands a quarter to each
+    out = max_scatter_fast(np.ones((1, 1, 2, 2)), np.array([[[[4.0]]]]), (2, 2, 2, 2, 0, 0))
+    np.testing.assert_array_equal(out, np.ones((1, 1, 2, 2)))
+
+
+# ------------------------------------------------------------------------------------------------
+def avg_pool_fast(x, g, include_pad):
+    n, c, h, w = x.shape
+    out = np.full((n, c, *_out_size(h, w, *g)), np.nan)
+    _kernels.avg_pool(x, *g, include_pad, out)
+    return out
+
+
+def avg_pool_twin(x, g, include_pad):
+    win = _windows(x, *g, 0.0)
+    if include_pad:
+        return win.mean(axis=(4, 5))
+    count = _inside(x.shape[2], x.shape[3], *g).sum(axis=(2, 3))
+    return win.sum(axis=(4, 5)) / count
+
+
+def test_avg_pool_matches_twin():
+    cases = [(x, g, inc) for g, x in _cases(4) for inc in (True, False)]
+    assert_matches_twin(avg_pool_fast, avg_pool_twin, cases)
+
+
+def avg_t_fast(s, shape, g, include_pad):
+    out = np.full(shape, np.nan)
+    _kernels.avg_pool_transpose(s, *g, include_pad, out)
+    return out
+
+
+def avg_t_twin(s, shape, g, include_pad):
+    # explicit matrix of the average pooling map, transposed
+    n, c, h, w = shape
+    size = n * c * h * w
+    A = np.stack([avg_pool_twin(e.reshape(shape), g, include_pad).ravel() for e in np.eye(size)], axis=1)
+    return (A.T @ s.ravel()).reshape(shape)
+
+
+def test_avg_pool_transpose_matches_twin():
+    rng = np.random.default_rng(5)
+    cases = []
+    for g in GEOMETRIES:
+        shape = (1, 2, 5, 4)
+        s = rng.normal(size=(1, 2, *_out_size(5, 4, *g)))
+        for inc in (True, False):
+            cases.append((s, shape, g, inc))
+    assert_matches_twin(avg_t_fast, avg_t_twin, cases)
+
+
+# ------------------------------------------------------------------------------------------------
+def stab_fast(r, z, eps):
+    out = np.full(r.shape, np.nan)
+    _kernels.stabilised_divide(r, z, eps, out)
+    return out
+
+
+def stab_twin(r, z, eps):
+    d = z + eps * np.where(z >= 0, 1.0, -1.0)
+    return np.divide(r, d, out=np.zeros_like(r), where=d != 0)
+
+
+@pytest.mark.parametrize("eps", [0.0, 1e-6, 0.5])
+def test_stabilised_divide_matches_twin_and_never_nan(eps):
+    rng = np.random.default_rng(6)
+    z = rng.normal(size=200)
+    z[:20] = 0.0
+    z[20:25] = -1e-3  # small negatives are pushed away from zero by -eps
+    r = rng.normal(size=200)
+    r[:5] = 0.0
+    assert_matches_twin(stab_fast, stab_twin, [(r, z, eps)])
+    out = stab_fast(r, z, eps)
+    if eps == 0:
+        assert np.all(out[:20] == 0)  # 0/0 and r/0 -> 0, never NaN or inf
+    else:
+        np.testing.assert_allclose(out[:20], r[:20] / eps)  # sign0(0) = +1
+
+
+def safe_fast(r, d):
+    out = np.full(r.shape, np.nan)
+    _kernels.safe_divide(r, d, out)
+    return out
+
+
+def test_safe_divide_matches_twin():
+    rng = np.random.default_rng(8)
+    d = rng.normal(size=50)
+    d[::7] = 0.0
+    r = rng.normal(size=50)
+    assert_matches_twin(safe_fast, lambda r, d: np.divide(r, d, out=np.zeros_like(r), where=d != 0), [(r, d)])
+
+
+def test_kernels_keep_float32():
+    x = np.random.default_rng(9).normal(size=(2, 2, 6, 6)).astype(np.float32)
+    out = np.empty((2 * 16, 2 * 9), dtype=np.float32)
+    _kernels.im2col(x, 3, 3, 1, 1, 0, 0, out)
+    np.testing.assert_allclose(out, im2col_twin(x.astype(np.float64), (3, 3, 1, 1, 0, 0)), rtol=1e-6)

@@ -1,0 +1,270 @@
+"""Every LRP rule against its dense-matrix twin (float64, 1e-10), conservation, a hand-made
+AlphaBeta case, stabilisers and the rules' validation."""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+import pytest
+
+import nets
+from nets.propagation import propagate
+from nets.rules import AlphaBeta, Epsilon, Flat, Gamma, Norm, Pass, WSquare, ZBox, ZPlus
+from tests.nets.matrix_twins import bias_vector, conv_matrix, rule_twin
+
+RULES = {
+    "epsilon": lambda zb: Epsilon(1e-6, zero_bias=zb),
+    "lrp0": lambda zb: Epsilon(0.0, zero_bias=zb),
+    "zplus": lambda zb: ZPlus(zero_bias=zb),
+    "alphabeta": lambda zb: AlphaBeta(2, 1, zero_bias=zb),
+    "alphabeta31": lambda zb: AlphaBeta(3, 2, stabilizer=1e-3, zero_bias=zb),
+    "gamma": lambda zb: Gamma(0.25, zero_bias=zb),
+    "zbox": lambda zb: ZBox(-2.0, 2.5, zero_bias=zb),
+    "wsquare": lambda zb: WSquare(zero_bias=zb),
+    "flat": lambda zb: Flat(zero_bias=zb),
+}
+
+
+def _seed(*args):
+    return zlib.crc32(repr(args).encode())
+
+
+def _twin_kwargs(name, rule):
+    kw = {"eps": rule.stabilizer}
+    twin = {"lrp0": "epsilon", "alphabeta31": "alphabeta"}.get(name, name)
+    if twin == "alphabeta":
+        kw.update(alpha=rule.alpha, beta=rule.beta)
+    if twin == "gamma":
+        kw.update(gamma=rule.gamma)
+    return twin, kw
+
+
+def _dense_case(rng, bias, n=3, d_in=7, d_out=5):
+    W = rng.normal(size=(d_out, d_in))
+    b = rng.normal(size=d_out) if bias else None
+    layer = nets.Dense(W, b)
+    X = rng.normal(size=(n, d_in))
+    return layer, X, W, W, np.ones_like(W), b, (d_out,)
+
+
+def _conv_case(rng, bias, stride, padding, n=2):
+    W = rng.normal(size=(3, 2, 3, 2))
+    b = rng.normal(size=3) if bias else None
+    layer = nets.Conv2D(W, b, stride=stride, padding=padding)
+    X = rng.normal(size=(n, 2, 6, 5))
+    sp = layer.stride, layer.padding
+    M, out_shape = conv_matrix(W, X.shape[1:], *sp)
+    ones, _ = conv_matrix(np.ones_like(W), X.shape[1:], *sp)
+    return layer, X, W, M, ones, b, out_shape
+
+
+def _check_rule(name, layer, X, M, connect, b, out_shape, zero_bias, rng):
+    rule = RULES[name](zero_bias)
+    Y = layer.forward(X)
+    R = rng.normal(size=Y.shape)
+    got, _ = propagate(layer, rule, X, Y, R)
+    assert got.shape == X.shape and np.all(np.isfinite(got))
+    twin, kw = _twin_kwargs(name, rule)
+    bvec = bias_vector(None if zero_bias else b, out_shape)
+    if twin == "zbox":
+        kw.update(low=np.full(M.shape[1], -2.0), high=np.full(M.shape[1], 2.5))
+    if twin == "gamma":
+        kw.update(gate_bias=bias_vector(b, out_shape))
+    for i in range(X.shape[0]):
+        want = rule_twin(twin, M, bvec, X[i].ravel(), R[i].ravel(), connect=connect, **kw)
+        scale = max(1.0, np.abs(want).max())
+        np.testing.assert_allclose(got[i].ravel(), want, rtol=1e-10, atol=1e-10 * scale, err_msg=name)
+
+
+@pytest.mark.parametrize("name", sorted(RULES))
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("zero_bias", [False, True])
+def test_dense_rules_match_matrix_twin(name, bias, zero_bias):
+    rng = np.random.default_rng(_seed(name, bias, zero_bias))
+    layer, X, _, M, ones, b, out_shape = _dense_case(rng, bias)
+    _check_rule(name, layer, X, M, ones, b, out_shape, zero_bias, rng)
+
+
+@pytest.mark.parametrize("name", sorted(RULES))
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("geometry", [((1, 1), (0, 0)), ((2, 1), (1, 1)), ((2, 2), (1, 0))])
+def test_conv_rules_match_matrix_twin(name, bias, geometry):
+    rng = np.random.default_rng(_seed(name, bias, geometry))
+    layer, X, _, M, ones, b, out_shape = _conv_case(rng, bias, *geometry)
+    _check_rule(name, layer, X, M, ones, b, out_shape, False, rng)
+
+
+def test_rules_on_nonnegative_inputs_match_twin():
+    """After a ReLU x- is zero and the engine skips those terms: results must not change."""
+    rng = np.random.default_rng(11)
+    layer, X, _, M, ones, b, out_shape = _conv_case(rng, True, (2, 1), (1, 1))
+    X = np.abs(X)
+    for name in ("zplus", "alphabeta", "gamma"):
+        _check_rule(name, layer, X, M, ones, b, out_shape, False, rng)
+    _check_rule("zplus", layer, -X, M, ones, b, out_shape, False, rng)  # all-negative: x+ skipped
+
+
+def test_zbox_per_channel_bounds_match_twin():
+    rng = np.random.default_rng(12)
+    layer, X, _, M, _, b, out_shape = _conv_case(rng, True, (1, 1), (1, 1))
+    low, high = np.array([-1.0, -3.0]), np.array([2.0, 0.5])
+    rule = ZBox(low, high)
+    Y = layer.forward(X)
+    R = rng.normal(size=Y.shape)
+    got, _ = propagate(layer, rule, X, Y, R)
+    lo = np.repeat(low, 6 * 5)
+    hi = np.repeat(high, 6 * 5)
+    for i in range(X.shape[0]):
+        want = rule_twin("zbox", M, bias_vector(b, out_shape), X[i].ravel(), R[i].ravel(), low=lo, high=hi)
+        np.testing.assert_allclose(got[i].ravel(), want, rtol=1e-10, atol=1e-10)
+
+
+def test_norm_on_average_pooling_matches_twin():
+    rng = np.random.default_rng(13)
+    layer = nets.AvgPool2D(3, stride=2, padding=1)
+    X = rng.normal(size=(2, 2, 6, 5))
+    Y = layer.forward(X)
+    R = rng.normal(size=Y.shape)
+    got, _ = propagate(layer, Norm(), X, Y, R)
+    # the pooling map as an explicit matrix: a depthwise conv with weights 1/9 per channel
+    W = np.zeros((2, 2, 3, 3))
+    W[0, 0] = W[1, 1] = 1 / 9
+    M, _ = conv_matrix(W, X.shape[1:], (2, 2), (1, 1))
+    for i in range(2):
+        want = rule_twin("epsilon", M, np.zeros(M.shape[0]), X[i].ravel(), R[i].ravel())
+        np.testing.assert_allclose(got[i].ravel(), want, rtol=1e-10, atol=1e-12)
+
+
+def test_global_average_pooling_norm_conserves():
+    rng = np.random.default_rng(14)
+    layer = nets.GlobalAvgPool2D()
+    X = rng.normal(size=(3, 4, 5, 5)) + 3
+    R = rng.normal(size=(3, 4))
+    got, _ = propagate(layer, Norm(0.0), X, layer.forward(X), R)
+    np.testing.assert_allclose(got.sum(axis=(2, 3)), R, rtol=1e-12)
+
+
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["lrp0", "zplus", "alphabeta", "gamma", "flat", "wsquare", "zbox"])
+def test_conservation_with_zero_bias(name):
+    """With biases dropped (and eps = 0 or only absorbing a tiny share) sum R_in == sum R_out.
+
+    No padding here: at a padded border every input of a window may point the wrong way (z+ = 0
+    exactly for ZPlus), and such an output's relevance is absorbed by design (0/0 -> 0)."""
+    rng = np.random.default_rng(21)
+    layer, X, *_ = _conv_case(rng, True, (2, 1), (0, 0), n=4)
+    rule = {"lrp0": Epsilon(0.0, zero_bias=True)}.get(name) or RULES[name](True)
+    Y = layer.forward(X)
+    R = np.abs(rng.normal(size=Y.shape))
+    if name == "gamma":  # gamma redistributes only where the unmodified z is non-zero
+        R = R * (Y != 0)
+    got, bias = propagate(layer, rule, X, Y, R)
+    np.testing.assert_allclose(got.sum(axis=(1, 2, 3)), R.sum(axis=(1, 2, 3)), rtol=1e-5)
+    assert np.all(bias == 0)
+    if name == "lrp0":  # no stabiliser at all: exact up to rounding
+        np.testing.assert_allclose(got.sum(axis=(1, 2, 3)), R.sum(axis=(1, 2, 3)), rtol=1e-10)
+
+
+def test_bias_absorbed_is_what_conservation_misses():
+    rng = np.random.default_rng(22)
+    layer, X, *_ = _dense_case(rng, True, n=6)
+    Y = layer.forward(X)
+    R = rng.normal(size=Y.shape)
+    for rule in (Epsilon(0.0), ZPlus(0.0), AlphaBeta(2, 1, 0.0), WSquare(0.0)):
+        got, bias = propagate(layer, rule, X, Y, R)
+        np.testing.assert_allclose(got.sum(axis=1) + bias, R.sum(axis=1), rtol=1e-9, atol=1e-9)
+
+
+def test_alphabeta_hand_computed_toy_case():
+    """Two inputs, one output: x = (1, 2), w = (1, -1), b = 0.5, R_out = 1, alpha = 2, beta = 1.
+
+    z_a = w+ x+ + b+ = 1 + 0.5 = 1.5;  z_b = w- x+ + b- = -2.
+    R_in = 2 * (1 * 1 / 1.5, 0) - 1 * (0, 2 * (-1) / (-2)) = (4/3, -1).
+    """
+    layer = nets.Dense(np.array([[1.0, -1.0]]), np.array([0.5]))
+    X = np.array([[1.0, 2.0]])
+    got, bias = propagate(layer, AlphaBeta(2, 1, stabilizer=0.0), X, layer.forward(X), np.array([[1.0]]))
+    np.testing.assert_allclose(got, [[4 / 3, -1.0]], rtol=1e-15)
+    np.testing.assert_allclose(bias, [2 * 0.5 / 1.5], rtol=1e-15)  # alpha * b+ / z_a; b- = 0
+
+
+def test_epsilon_hand_computed_and_zero_denominator_gives_zero_not_nan():
+    layer = nets.Dense(np.array([[1.0, -1.0]]))
+    X = np.array([[2.0, 2.0], [3.0, 1.0]])  # z = 0 for the first sample
+    Y = layer.forward(X)
+    got, _ = propagate(layer, Epsilon(0.0), X, Y, np.array([[5.0], [4.0]]))
+    np.testing.assert_array_equal(got[0], [0.0, 0.0])  # R / 0 -> 0 (absorbed), never NaN
+    np.testing.assert_allclose(got[1], [3 * 2.0, -1 * 2.0])  # s = 4 / 2
+    got, _ = propagate(layer, Epsilon(0.5), X, Y, np.array([[5.0], [4.0]]))
+    np.testing.assert_allclose(got[0], [2 * 10.0, -2 * 10.0])  # sign0(0) = +1: s = 5 / 0.5
+
+
+def test_callable_stabiliser():
+    rng = np.random.default_rng(23)
+    layer, X, _, M, _, b, out_shape = _dense_case(rng, True)
+    Y = layer.forward(X)
+    R = rng.normal(size=Y.shape)
+    got, _ = propagate(layer, Epsilon(lambda z: z + 0.1 * np.sign(z)), X, Y, R)
+    for i in range(X.shape[0]):
+        z = M @ X[i] + b
+        want = X[i] * (M.T @ (R[i] / (z + 0.1 * np.sign(z))))
+        np.testing.assert_allclose(got[i], want, rtol=1e-12)
+    with pytest.raises(ValueError, match="shape"):
+        propagate(layer, Epsilon(lambda z: z[:1]), X, Y, R)
+    with pytest.raises(ValueError, match="NaN"):
+        propagate(layer, Epsilon(lambda z: z * np.nan), X, Y, R)
+
+
+def test_float32_layers_propagate_in_float32():
+    rng = np.random.default_rng(24)
+    layer64, X, *_ = _conv_case(rng, True, (2, 1), (1, 1))
+    layer = layer64.astype(np.float32)
+    X32 = X.astype(np.float32)
+    Y = layer.forward(X32)
+    R = rng.normal(size=Y.shape).astype(np.float32)
+    for name in sorted(RULES):
+        got, _ = propagate(layer, RULES[name](False), X32, Y, R)
+        want, _ = propagate(layer64, RULES[name](False), X, layer64.forward(X), R.astype(np.float64))
+        assert got.dtype == np.float32
+        np.testing.assert_allclose(got, want, rtol=2e-3, atol=2e-3 * np.abs(want).max(), err_msg=name)
+
+
+# ------------------------------------------------------------------------------------------------
+def test_rule_validation():
+    with pytest.raises(ValueError, match="alpha - beta"):
+        AlphaBeta(1.0, 1.0)
+    with pytest.raises(ValueError, match=">= 0"):
+        AlphaBeta(-1.0, -2.0)
+    with pytest.raises(ValueError, match=">= 0"):
+        AlphaBeta(0.5, -0.5)
+    with pytest.raises(ValueError, match="gamma"):
+        Gamma(-0.1)
+    with pytest.raises(ValueError, match="low <= high"):
+        ZBox(1.0, 0.0)
+    with pytest.raises(TypeError, match="stabilizer"):
+        ZPlus(stabilizer="big")
+    with pytest.raises(ValueError, match=">= 0"):
+        Epsilon(-1e-3)
+    assert AlphaBeta(1, 0).groups()[0].coef == 1.0 and len(AlphaBeta(1, 0).groups()) == 1
+
+
+def test_rules_refuse_layers_they_do_not_fit():
+    from nets.propagation import check_rule_for_layer
+
+    with pytest.raises(TypeError, match="needs weights"):
+        check_rule_for_layer(ZPlus(), nets.AvgPool2D(2))
+    with pytest.raises(TypeError, match="linear layer"):
+        check_rule_for_layer(Epsilon(), nets.ReLU())
+    with pytest.raises(TypeError, match="Pass would skip"):
+        check_rule_for_layer(Pass(), nets.Dense(np.ones((2, 2))))
+    with pytest.raises(TypeError, match="MaxPool2D"):
+        check_rule_for_layer(nets.WinnerTakesAll(), nets.AvgPool2D(2))
+    check_rule_for_layer(Norm(), nets.AvgPool2D(2))
+
+
+def test_zbox_bounds_must_fit_the_input():
+    rng = np.random.default_rng(25)
+    layer, X, *_ = _conv_case(rng, False, (1, 1), (0, 0))
+    with pytest.raises(ValueError, match="does not fit"):
+        propagate(layer, ZBox(np.zeros(5), np.ones(5)), X, layer.forward(X), layer.forward(X))
