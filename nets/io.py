@@ -115,7 +115,9 @@ def _read_archive(path):
     except zipfile.BadZipFile as exc:
         raise ValueError(f"{path}: not a nets model file, or corrupt/truncated ({exc})") from None
     except (ValueError, OSError, EOFError, KeyError) as exc:
-        raise ValueError(f"{path}: corrupt or truncated nets model file ({type(exc).__name__}: {exc})") from None
+        raise ValueError(
+            f"{path}: corrupt or truncated nets model file ({type(exc).__name__}: {exc})"
+        ) from None
     except Exception as exc:  # zlib.error and friends from damaged members
         raise ValueError(f"{path}: corrupt nets model file ({type(exc).__name__}: {exc})") from None
 
@@ -131,7 +133,10 @@ def _parse_architecture(path, members):
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}: the architecture is not valid JSON ({exc})") from None
     if not isinstance(arch, dict) or arch.get("format") != FORMAT_NAME:
-        raise ValueError(f"{path}: not a nets model file (format {arch.get('format') if isinstance(arch, dict) else None!r})")
+        raise ValueError(
+            f"{path}: not a nets model file "
+            f"(format {arch.get('format') if isinstance(arch, dict) else None!r})"
+        )
     version = arch.get("version")
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise ValueError(f"{path}: invalid format version {version!r}")
@@ -191,11 +196,15 @@ def load(path):
         for key in meta["arrays"]:
             member = _array_key(i, key)
             if member not in members:
-                raise ValueError(f"{path}: missing array {member!r} of layer {meta['name']!r} ({meta['kind']})")
+                raise ValueError(
+                    f"{path}: missing array {member!r} of layer {meta['name']!r} ({meta['kind']})"
+                )
             arrays[key] = members[member]
         try:
             layers.append(layer_from_config(meta["kind"], meta["config"], arrays))
         except (ValueError, TypeError, KeyError) as exc:
-            raise ValueError(f"{path}: cannot rebuild layer {i} {meta['name']!r} ({meta['kind']}): {exc}") from None
+            raise ValueError(
+                f"{path}: cannot rebuild layer {i} {meta['name']!r} ({meta['kind']}): {exc}"
+            ) from None
         names.append(meta["name"])
     return Sequential(layers, names=names)

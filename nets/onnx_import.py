@@ -29,10 +29,38 @@ _MISSING_ONNX = (
 )
 
 SUPPORTED_OPERATORS = (
-    "Gemm", "MatMul", "Add", "Sub", "Conv", "Relu", "LeakyRelu", "Tanh", "Sigmoid", "MaxPool",
-    "AveragePool", "GlobalAveragePool", "Flatten", "Reshape", "Squeeze", "BatchNormalization",
-    "Dropout", "Identity", "Softmax",
+    "Gemm",
+    "MatMul",
+    "Add",
+    "Sub",
+    "Conv",
+    "Relu",
+    "LeakyRelu",
+    "Tanh",
+    "Sigmoid",
+    "MaxPool",
+    "AveragePool",
+    "GlobalAveragePool",
+    "Flatten",
+    "Reshape",
+    "Squeeze",
+    "BatchNormalization",
+    "Dropout",
+    "Identity",
+    "Cast",
+    "Softmax",
 )
+
+
+# why a few operators that real files contain are refused (appended to the error message)
+_HINTS = {
+    "Transpose": " (graphs exported from TensorFlow/Keras often take NHWC input and transpose it; "
+    "nets layers are NCHW, so export the model with NCHW input)",
+    "QuantizeLinear": " (quantized models are not supported; use the float model)",
+    "DequantizeLinear": " (quantized models are not supported; use the float model)",
+    "QLinearConv": " (quantized models are not supported; use the float model)",
+    "Concat": " (several branches: nets explains chains of layers only)",
+}
 
 
 def _import_onnx():
@@ -78,7 +106,9 @@ class _Evaluator:
         helper = self.onnx.helper
         names = [n for n in node.input if n]
         inputs = [
-            helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(values[n].dtype), values[n].shape)
+            helper.make_tensor_value_info(
+                n, helper.np_dtype_to_tensor_dtype(values[n].dtype), values[n].shape
+            )
             for n in names
         ]
         outputs = [helper.make_empty_tensor_value_info(n) for n in node.output if n]
@@ -172,7 +202,9 @@ class _Builder:
         declared = None
         ttype = value.type.tensor_type
         if ttype.HasField("shape"):
-            declared = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in ttype.shape.dim]
+            declared = [
+                d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in ttype.shape.dim
+            ]
         if input_shape is not None:
             shape = tuple(int(v) for v in input_shape)
             if declared is not None:
@@ -230,8 +262,8 @@ class _Builder:
             handler = getattr(self, f"_op_{proto.op_type}", None)
             if handler is None:
                 raise ValueError(
-                    f"{node}: operator {proto.op_type!r} is not supported; supported operators are "
-                    f"{', '.join(SUPPORTED_OPERATORS)}"
+                    f"{node}: operator {proto.op_type!r} is not supported{_HINTS.get(proto.op_type, '')}; "
+                    f"supported operators are {', '.join(SUPPORTED_OPERATORS)}"
                 )
             handler(node, _attributes(self.onnx, proto), inputs)
             self.current = proto.output[0]
@@ -239,12 +271,14 @@ class _Builder:
         outputs = [o.name for o in self.graph.output]
         if outputs != [self.current]:
             raise ValueError(
-                f"graph is not a chain: its outputs are {outputs}, but the chain of layers ends in {self.current!r}"
+                f"graph is not a chain: its outputs are {outputs}, "
+                f"but the chain of layers ends in {self.current!r}"
             )
-        for i, spec in enumerate(self.specs[:-1]):
+        for spec in self.specs[:-1]:
             if spec["type"] == "Softmax":
                 raise ValueError(
-                    f"node {spec['name']!r} (Softmax) is not the last layer; LRP explains the scores before it"
+                    f"node {spec['name']!r} (Softmax) is not the last layer; "
+                    "LRP explains the scores before it"
                 )
         return self.specs
 
@@ -272,7 +306,9 @@ class _Builder:
         if attrs.get("transA", 0):
             raise ValueError(f"{node}: transA=1 would transpose the batch axis; not supported")
         if len(self.shape) != 1:
-            raise ValueError(f"{node}: expects a vector per sample but receives shape {self.shape}; flatten first")
+            raise ValueError(
+                f"{node}: expects a vector per sample but receives shape {self.shape}; flatten first"
+            )
         B = self._const(node, inputs[1], "weight B").astype(np.float64)
         if B.ndim != 2:
             raise ValueError(f"{node}: weight B must be 2-D, got shape {B.shape}")
@@ -299,7 +335,9 @@ class _Builder:
         if inputs[0] != self.current:
             raise ValueError(f"{node}: only data @ constant is supported (the data is the right operand)")
         if len(self.shape) != 1:
-            raise ValueError(f"{node}: expects a vector per sample but receives shape {self.shape}; flatten first")
+            raise ValueError(
+                f"{node}: expects a vector per sample but receives shape {self.shape}; flatten first"
+            )
         B = self._const(node, inputs[1], "weight").astype(np.float64)
         if B.ndim != 2 or B.shape[0] != self.shape[0]:
             raise ValueError(f"{node}: weight of shape {B.shape} does not fit {self.shape[0]} inputs")
@@ -319,13 +357,17 @@ class _Builder:
         try:
             full = np.broadcast_to(c, (1,) + self.shape)[0]
         except ValueError:
-            raise ValueError(f"{node}: constant of shape {c.shape} does not broadcast to {self.shape}") from None
+            raise ValueError(
+                f"{node}: constant of shape {c.shape} does not broadcast to {self.shape}"
+            ) from None
         if np.broadcast_shapes(c.shape, (1,) + self.shape) != (1,) + self.shape:
             raise ValueError(f"{node}: constant of shape {c.shape} would change the shape {self.shape}")
         if spec["type"] == "Conv2D":
             per_channel = full[:, :1, :1]
             if not np.array_equal(np.broadcast_to(per_channel, full.shape), full):
-                raise ValueError(f"{node}: the added constant varies over space; only a per-channel bias folds")
+                raise ValueError(
+                    f"{node}: the added constant varies over space; only a per-channel bias folds"
+                )
             full = per_channel[:, 0, 0]
         spec["b"] = spec["b"] + sign * full
         self.specs[-1] = spec
@@ -356,7 +398,9 @@ class _Builder:
         b = np.zeros(W.shape[0])
         if len(inputs) > 2:
             b = self._const(node, inputs[2], "bias B").astype(np.float64).reshape(-1)
-        out = (W.shape[0],) + tuple(_conv_out(self.shape[1 + a], kernel[a], strides[a], pad[a]) for a in range(2))
+        out = (W.shape[0],) + tuple(
+            _conv_out(self.shape[1 + a], kernel[a], strides[a], pad[a]) for a in range(2)
+        )
         if min(out[1:]) < 1:
             raise ValueError(f"{node}: the input {self.shape} is smaller than the kernel {kernel}")
         self._add(node, {"type": "Conv2D", "W": W, "b": b, "stride": strides, "padding": pad}, out, True)
@@ -417,7 +461,9 @@ class _Builder:
         """Flatten / Reshape / Squeeze: accepted when they flatten one sample or change nothing."""
         per_sample = tuple(out_shape[1:])
         if out_shape[0] != 1:
-            raise ValueError(f"{node}: reshapes across the batch axis (output shape {tuple(out_shape)} for batch 1)")
+            raise ValueError(
+                f"{node}: reshapes across the batch axis (output shape {tuple(out_shape)} for batch 1)"
+            )
         if per_sample == self.shape:
             return  # no-op
         if per_sample == (int(np.prod(self.shape)),):
@@ -426,7 +472,8 @@ class _Builder:
             self._add(node, {"type": "Flatten"}, per_sample, False)
             return
         raise ValueError(
-            f"{node}: reshape of per-sample shape {self.shape} to {per_sample} is not a flatten; not supported"
+            f"{node}: reshape of per-sample shape {self.shape} to {per_sample} "
+            "is not a flatten; not supported"
         )
 
     def _dummy_shape(self, node, inputs):
@@ -484,6 +531,12 @@ class _Builder:
     def _op_Identity(self, node, attrs, inputs):
         pass
 
+    def _op_Cast(self, node, attrs, inputs):
+        # nets computes in float32/float64 anyway: a cast to a float type changes nothing we keep
+        tp = self.onnx.TensorProto
+        if attrs.get("to") not in (tp.FLOAT, tp.DOUBLE, tp.FLOAT16, tp.BFLOAT16):
+            raise ValueError(f"{node}: only casts to a floating-point type are supported")
+
     def _op_Softmax(self, node, attrs, inputs):
         if len(self.shape) != 1:
             raise ValueError(f"{node}: Softmax over an image is not supported")
@@ -511,7 +564,13 @@ def _merge_global_pool(specs):
                 i += 2
                 continue
             k = tuple(spec["map_size"])
-            spec = {"type": "AvgPool2D", "kernel_size": k, "stride": k, "padding": (0, 0), "name": spec["name"]}
+            spec = {
+                "type": "AvgPool2D",
+                "kernel_size": k,
+                "stride": k,
+                "padding": (0, 0),
+                "name": spec["name"],
+            }
         merged.append(spec)
         i += 1
     return merged
@@ -522,40 +581,10 @@ def _to_layers(specs, dtype):
 
     out, names, seen = [], [], {}
     for spec in _merge_global_pool(specs):
-        kind = spec["type"]
-        arr = {k: np.ascontiguousarray(v, dtype=dtype) for k, v in spec.items() if isinstance(v, np.ndarray)}
-        if kind == "Dense":
-            layer = L.Dense(arr["W"], arr["b"])
-        elif kind == "Conv2D":
-            layer = L.Conv2D(arr["W"], arr["b"], stride=spec["stride"], padding=spec["padding"])
-        elif kind == "MaxPool2D":
-            layer = L.MaxPool2D(spec["kernel_size"], stride=spec["stride"], padding=spec["padding"])
-        elif kind == "AvgPool2D":
-            layer = L.AvgPool2D(
-                spec["kernel_size"],
-                stride=spec["stride"],
-                padding=spec["padding"],
-                count_include_pad=spec.get("count_include_pad", True),
-            )
-        elif kind == "GlobalAvgPool2D":
-            layer = L.GlobalAvgPool2D()
-        elif kind == "Flatten":
-            layer = L.Flatten()
-        elif kind == "ReLU":
-            layer = L.ReLU()
-        elif kind == "LeakyReLU":
-            layer = L.LeakyReLU(negative_slope=spec["negative_slope"])
-        elif kind == "Tanh":
-            layer = L.Tanh()
-        elif kind == "Sigmoid":
-            layer = L.Sigmoid()
-        elif kind == "Softmax":
-            layer = L.Softmax()
-        elif kind in ("BatchNorm1D", "BatchNorm2D"):
-            cls = getattr(L, kind)
-            layer = cls(arr["gamma"], arr["beta"], arr["mean"], arr["var"], eps=spec["eps"])
-        else:  # pragma: no cover - every spec type above is produced by _Builder
-            raise AssertionError(kind)
+        try:
+            layer = _make_layer(L, spec, dtype)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"node {spec['name']!r}: cannot build {spec['type']}: {exc}") from None
         name = spec["name"]
         if name in seen:
             seen[name] += 1
@@ -565,6 +594,31 @@ def _to_layers(specs, dtype):
         out.append(layer)
         names.append(name)
     return out, names
+
+
+def _make_layer(L, spec, dtype):
+    """One nets layer from a spec (arrays cast to ``dtype``)."""
+    kind = spec["type"]
+    a = {k: np.ascontiguousarray(v, dtype=dtype) for k, v in spec.items() if isinstance(v, np.ndarray)}
+    if kind == "Dense":
+        return L.Dense(a["W"], a["b"])
+    if kind == "Conv2D":
+        return L.Conv2D(a["W"], a["b"], stride=spec["stride"], padding=spec["padding"])
+    if kind == "MaxPool2D":
+        return L.MaxPool2D(spec["kernel_size"], stride=spec["stride"], padding=spec["padding"])
+    if kind == "AvgPool2D":
+        return L.AvgPool2D(
+            spec["kernel_size"],
+            stride=spec["stride"],
+            padding=spec["padding"],
+            count_include_pad=spec.get("count_include_pad", True),
+        )
+    if kind == "LeakyReLU":
+        return L.LeakyReLU(negative_slope=spec["negative_slope"])
+    if kind in ("BatchNorm1D", "BatchNorm2D"):
+        return getattr(L, kind)(a["gamma"], a["beta"], a["mean"], a["var"], eps=spec["eps"])
+    # parameter-free layers: GlobalAvgPool2D, Flatten, ReLU, Tanh, Sigmoid, Softmax
+    return getattr(L, kind)()
 
 
 def load_onnx(path, input_shape=None, fold_batchnorm=True, dtype=np.float64):

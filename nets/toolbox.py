@@ -63,9 +63,7 @@ def _floats(tokens, lineno, what):
 
 def _ints(tokens, lineno, header, count):
     if len(tokens) != count:
-        raise ValueError(
-            f"line {lineno}: {header!r} must have {count} integer parameters, got {len(tokens)}"
-        )
+        raise ValueError(f"line {lineno}: {header!r} must have {count} integer parameters, got {len(tokens)}")
     try:
         values = tuple(int(t) for t in tokens)
     except ValueError:
@@ -104,7 +102,8 @@ def parse_toolbox_text(text: str) -> list[ToolboxLayer]:
         header = " ".join(tokens)
         if kind not in _KNOWN:
             raise ValueError(
-                f"line {lineno}: unknown layer type {kind!r}; the toolbox text format knows {', '.join(_KNOWN)}"
+                f"line {lineno}: unknown layer type {kind!r}; "
+                f"the toolbox text format knows {', '.join(_KNOWN)}"
             )
         if kind == "Linear":
             m, n = _ints(args, lineno, header, 2)
@@ -225,7 +224,9 @@ def convert_toolbox_layers(tb_layers, input_shape=None, sumpool_normalizer="sqrt
         elif t.kind == "Convolution":
             h, w, d, n, s0, s1 = t.params
             if state[0] != "image":
-                raise ValueError(f"line {t.line}: Convolution applied to a flat vector (after Flatten/Linear)")
+                raise ValueError(
+                    f"line {t.line}: Convolution applied to a flat vector (after Flatten/Linear)"
+                )
             H, Wd, C = state[1]
             if C is not None and C != d:
                 raise ValueError(f"line {t.line}: Convolution expects {d} input channels but receives {C}")
@@ -274,7 +275,8 @@ def convert_toolbox_layers(tb_layers, input_shape=None, sumpool_normalizer="sqrt
         elif t.kind == "SoftMax":
             if i != len(tb_layers) - 1:
                 raise ValueError(
-                    f"line {t.line}: SoftMax is only supported as the last layer (LRP explains the scores before it)"
+                    f"line {t.line}: SoftMax is only supported as the last layer "
+                    "(LRP explains the scores before it)"
                 )
             add(L.Softmax(), "Softmax")
     return out
@@ -300,7 +302,9 @@ def _permute_flat_columns(W, image_shape, m, lineno):
             "input_shape=(H, W, C) so that the NHWC -> NCHW column permutation is known"
         )
     if C is None:
-        raise ValueError(f"line {lineno}: Flatten of an image whose channel count is unknown; pass input_shape")
+        raise ValueError(
+            f"line {lineno}: Flatten of an image whose channel count is unknown; pass input_shape"
+        )
     if H * Wd * C != m:
         raise ValueError(
             f"line {lineno}: Linear expects {m} inputs but the flattened map is {H}x{Wd}x{C} = {H * Wd * C}"

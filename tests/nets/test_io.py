@@ -21,25 +21,28 @@ def every_layer_model(dtype, rng):
     def pos(*shape):
         return rng.uniform(0.5, 2.0, size=shape).astype(dtype)
 
-    return nets.Sequential([
-        nets.BatchNorm2D(pos(2), p(2), p(2), pos(2), eps=1e-3),
-        nets.Conv2D(p(4, 2, 3, 3), p(4), stride=(1, 2), padding=(1, 0)),
-        nets.LeakyReLU(0.125),
-        nets.MaxPool2D(2, stride=1, padding=1),
-        nets.AvgPool2D((2, 2), stride=1, padding=1, count_include_pad=False),
-        nets.Conv2D(p(3, 4, 1, 1)),  # no bias
-        nets.Tanh(),
-        nets.GlobalAvgPool2D(),
-        nets.Dense(p(6, 3), p(6)),
-        nets.BatchNorm1D(pos(6), p(6), p(6), pos(6)),
-        nets.Sigmoid(),
-        nets.Dropout(0.3),
-        nets.Dense(p(5, 6)),
-        nets.ReLU(),
-        nets.Flatten(),
-        nets.Dense(p(4, 5), p(4)),
-        nets.Softmax(),
-    ], names=[f"layer-{i}" for i in range(17)])
+    return nets.Sequential(
+        [
+            nets.BatchNorm2D(pos(2), p(2), p(2), pos(2), eps=1e-3),
+            nets.Conv2D(p(4, 2, 3, 3), p(4), stride=(1, 2), padding=(1, 0)),
+            nets.LeakyReLU(0.125),
+            nets.MaxPool2D(2, stride=1, padding=1),
+            nets.AvgPool2D((2, 2), stride=1, padding=1, count_include_pad=False),
+            nets.Conv2D(p(3, 4, 1, 1)),  # no bias
+            nets.Tanh(),
+            nets.GlobalAvgPool2D(),
+            nets.Dense(p(6, 3), p(6)),
+            nets.BatchNorm1D(pos(6), p(6), p(6), pos(6)),
+            nets.Sigmoid(),
+            nets.Dropout(0.3),
+            nets.Dense(p(5, 6)),
+            nets.ReLU(),
+            nets.Flatten(),
+            nets.Dense(p(4, 5), p(4)),
+            nets.Softmax(),
+        ],
+        names=[f"layer-{i}" for i in range(17)],
+    )
 
 
 @pytest.fixture
@@ -164,8 +167,14 @@ def test_newer_format_version_is_refused(saved):
         (lambda m, a: a.update(format="keras"), r"not a nets model file \(format 'keras'\)"),
         (lambda m, a: a.update(layers=[]), r"lists no layers"),
         (lambda m, a: a["layers"][0].pop("config"), r"layer 0 description misses"),
-        (lambda m, a: a["layers"][2].update(kind="Swish"), r"layer 2 'layer-2' \(Swish\).*unsupported layer type"),
-        (lambda m, a: a["layers"][1].update(config={"stride": [0, 1]}), r"layer 1 'layer-1' \(Conv2D\).*stride"),
+        (
+            lambda m, a: a["layers"][2].update(kind="Swish"),
+            r"layer 2 'layer-2' \(Swish\).*unsupported layer type",
+        ),
+        (
+            lambda m, a: a["layers"][1].update(config={"stride": [0, 1]}),
+            r"layer 1 'layer-1' \(Conv2D\).*stride",
+        ),
         (lambda m, a: m.update(**{"layer8/W": np.ones((2, 2))}), r"layer 8 'layer-8' \(Dense\)"),
     ],
 )

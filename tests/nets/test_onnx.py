@@ -72,14 +72,29 @@ def test_mlp_gemm_variants_matmul_add_and_softmax(tmp_path, rng):
         helper.make_node("Sigmoid", ["h4"], ["a4"], name="sig"),
         helper.make_node("Softmax", ["a4"], ["y"], axis=-1, name="softmax"),
     ]
-    inits = [init("W1", W1), init("b1", b1), init("W2", W2), init("b2", b2), init("W3", W3),
-             init("b3", b3), init("W4", W4)]
+    inits = [
+        init("W1", W1),
+        init("b1", b1),
+        init("W2", W2),
+        init("b2", b2),
+        init("W3", W3),
+        init("b3", b3),
+        init("W4", W4),
+    ]
     model = make_model(nodes, inits, ["N", 6], ["N", 4])
     net = nets.load_onnx(save(tmp_path, model))
     X = rng.normal(size=(10, 6))
     np.testing.assert_allclose(net(X), reference(model, X), rtol=1e-5, atol=1e-5)
     assert [layer.kind for layer in net.layers] == [
-        "Dense", "ReLU", "Dense", "LeakyReLU", "Dense", "Tanh", "Dense", "Sigmoid", "Softmax",
+        "Dense",
+        "ReLU",
+        "Dense",
+        "LeakyReLU",
+        "Dense",
+        "Tanh",
+        "Dense",
+        "Sigmoid",
+        "Softmax",
     ]
     assert net.names[:2] == ["fc1", "relu1"]
     assert net.dtype == np.float64
@@ -96,8 +111,12 @@ def _cnn(rng, opset=OPSET):
     g2, be2, m2, v2 = f32(rng, 6) + 1, f32(rng, 6), f32(rng, 6), np.abs(f32(rng, 6)) + 0.5
     Wf, bf = f32(rng, 5, 6 * 3 * 3), f32(rng, 5)
     nodes = [
-        helper.make_node("Conv", ["x", "Wc1", "bc1"], ["c1"], pads=[1, 1, 1, 1], kernel_shape=[3, 3], name="conv1"),
-        helper.make_node("BatchNormalization", ["c1", "g1", "be1", "m1", "v1"], ["n1"], epsilon=1e-3, name="bn1"),
+        helper.make_node(
+            "Conv", ["x", "Wc1", "bc1"], ["c1"], pads=[1, 1, 1, 1], kernel_shape=[3, 3], name="conv1"
+        ),
+        helper.make_node(
+            "BatchNormalization", ["c1", "g1", "be1", "m1", "v1"], ["n1"], epsilon=1e-3, name="bn1"
+        ),
         helper.make_node("Relu", ["n1"], ["r1"], name="relu1"),
         helper.make_node("MaxPool", ["r1"], ["p1"], kernel_shape=[2, 2], strides=[2, 2], name="pool1"),
         helper.make_node("Conv", ["p1", "Wc2"], ["c2"], strides=[2, 2], pads=[1, 1, 1, 1], name="conv2"),
@@ -112,8 +131,25 @@ def _cnn(rng, opset=OPSET):
         helper.make_node("Dropout", ["g"], ["d"], name="drop"),
         helper.make_node("Identity", ["d"], ["y"], name="ident"),
     ]
-    inits = [init(k, v) for k, v in dict(Wc1=Wc1, bc1=bc1, g1=g1, be1=be1, m1=m1, v1=v1, Wc2=Wc2, bias2=bias2,
-                                          g2=g2, be2=be2, m2=m2, v2=v2, Wf=Wf, bf=bf).items()]
+    inits = [
+        init(k, v)
+        for k, v in dict(
+            Wc1=Wc1,
+            bc1=bc1,
+            g1=g1,
+            be1=be1,
+            m1=m1,
+            v1=v1,
+            Wc2=Wc2,
+            bias2=bias2,
+            g2=g2,
+            be2=be2,
+            m2=m2,
+            v2=v2,
+            Wf=Wf,
+            bf=bf,
+        ).items()
+    ]
     return make_model(nodes, inits, ["N", 3, 8, 8], ["N", 5], opset=opset)
 
 
@@ -147,7 +183,9 @@ def test_batchnorm_without_a_layer_before_is_kept(rng):
         helper.make_node("BatchNormalization", ["x", "g", "b", "m", "v"], ["n"], name="bn_in"),
         helper.make_node("Gemm", ["n", "W"], ["y"], transB=1, name="fc"),
     ]
-    model = make_model(nodes, [init("g", g), init("b", b), init("m", m), init("v", v), init("W", W)], ["N", 5])
+    model = make_model(
+        nodes, [init("g", g), init("b", b), init("m", m), init("v", v), init("W", W)], ["N", 5]
+    )
     net = nets.load_onnx(model)
     assert [layer.kind for layer in net.layers] == ["BatchNorm1D", "Dense"]
     X = rng.normal(size=(6, 5))
@@ -191,26 +229,57 @@ def test_model_zoo_mnist_layout(tmp_path, rng):
     P193, P194 = f32(rng, 16, 4, 4, 10, scale=0.1), f32(rng, 1, 10)
     nodes = [
         helper.make_node("Reshape", ["P193", "P193_shape"], ["P193_reshape1"], name="Times212_reshape1"),
-        helper.make_node("Conv", ["x", "P5"], ["c28"], kernel_shape=[5, 5], strides=[1, 1],
-                         auto_pad="SAME_UPPER", name="Convolution28"),
+        helper.make_node(
+            "Conv",
+            ["x", "P5"],
+            ["c28"],
+            kernel_shape=[5, 5],
+            strides=[1, 1],
+            auto_pad="SAME_UPPER",
+            name="Convolution28",
+        ),
         helper.make_node("Add", ["c28", "P6"], ["p30"], name="Plus30"),
         helper.make_node("Relu", ["p30"], ["r32"], name="ReLU32"),
         helper.make_node("MaxPool", ["r32"], ["m66"], kernel_shape=[2, 2], strides=[2, 2], name="Pooling66"),
-        helper.make_node("Conv", ["m66", "P87"], ["c110"], kernel_shape=[5, 5], strides=[1, 1],
-                         auto_pad="SAME_UPPER", name="Convolution110"),
+        helper.make_node(
+            "Conv",
+            ["m66", "P87"],
+            ["c110"],
+            kernel_shape=[5, 5],
+            strides=[1, 1],
+            auto_pad="SAME_UPPER",
+            name="Convolution110",
+        ),
         helper.make_node("Add", ["c110", "P88"], ["p112"], name="Plus112"),
         helper.make_node("Relu", ["p112"], ["r114"], name="ReLU114"),
-        helper.make_node("MaxPool", ["r114"], ["m160"], kernel_shape=[3, 3], strides=[3, 3], name="Pooling160"),
+        helper.make_node(
+            "MaxPool", ["r114"], ["m160"], kernel_shape=[3, 3], strides=[3, 3], name="Pooling160"
+        ),
         helper.make_node("Reshape", ["m160", "shape256"], ["t212"], name="Times212_reshape0"),
         helper.make_node("MatMul", ["t212", "P193_reshape1"], ["t"], name="Times212"),
         helper.make_node("Add", ["t", "P194"], ["y"], name="Plus214"),
     ]
-    inits = [init("P5", P5), init("P6", P6), init("P87", P87), init("P88", P88), init("P193", P193),
-             init("P194", P194), init("P193_shape", [256, 10], np.int64), init("shape256", [1, 256], np.int64)]
+    inits = [
+        init("P5", P5),
+        init("P6", P6),
+        init("P87", P87),
+        init("P88", P88),
+        init("P193", P193),
+        init("P194", P194),
+        init("P193_shape", [256, 10], np.int64),
+        init("shape256", [1, 256], np.int64),
+    ]
     model = make_model(nodes, inits, [1, 1, 28, 28], [1, 10], opset=8)
     net = nets.load_onnx(save(tmp_path, model))
     assert [layer.kind for layer in net.layers] == [
-        "Conv2D", "ReLU", "MaxPool2D", "Conv2D", "ReLU", "MaxPool2D", "Flatten", "Dense",
+        "Conv2D",
+        "ReLU",
+        "MaxPool2D",
+        "Conv2D",
+        "ReLU",
+        "MaxPool2D",
+        "Flatten",
+        "Dense",
     ]
     assert net.layers[0].padding == (2, 2)
     X = rng.uniform(0, 1, size=(3, 1, 28, 28))
@@ -223,7 +292,8 @@ def test_pytorch_style_dynamic_flatten_through_shape_ops(rng):
     # x.view(x.size(0), -1) exported by older torch.onnx: Shape -> Gather -> Unsqueeze -> Concat
     Wc, Wf, bf = f32(rng, 3, 1, 2, 2), f32(rng, 4, 3 * 2 * 2), f32(rng, 4)
     nodes = [
-        helper.make_node("Conv", ["x", "Wc"], ["c"], strides=[2, 2], name="conv"),
+        helper.make_node("Cast", ["x"], ["xc"], to=TensorProto.FLOAT, name="cast"),  # no-op for nets
+        helper.make_node("Conv", ["xc", "Wc"], ["c"], strides=[2, 2], name="conv"),
         helper.make_node("Relu", ["c"], ["r"], name="relu"),
         helper.make_node("Shape", ["r"], ["s"], name="shape"),
         helper.make_node("Constant", [], ["zero"], value=helper.make_tensor("z", TensorProto.INT64, [], [0])),
@@ -233,8 +303,13 @@ def test_pytorch_style_dynamic_flatten_through_shape_ops(rng):
         helper.make_node("Reshape", ["r", "target"], ["f"], name="view"),
         helper.make_node("Gemm", ["f", "Wf", "bf"], ["y"], transB=1, name="fc"),
     ]
-    inits = [init("Wc", Wc), init("Wf", Wf), init("bf", bf), init("axes", [0], np.int64),
-             init("minus1", [-1], np.int64)]
+    inits = [
+        init("Wc", Wc),
+        init("Wf", Wf),
+        init("bf", bf),
+        init("axes", [0], np.int64),
+        init("minus1", [-1], np.int64),
+    ]
     model = make_model(nodes, inits, ["batch", 1, 4, 4])
     net = nets.load_onnx(model)
     assert [layer.kind for layer in net.layers] == ["Conv2D", "ReLU", "Flatten", "Dense"]
@@ -244,8 +319,10 @@ def test_pytorch_style_dynamic_flatten_through_shape_ops(rng):
 
 def test_dynamic_spatial_size_needs_input_shape(rng):
     Wc = f32(rng, 2, 1, 3, 3)
-    nodes = [helper.make_node("Conv", ["x", "Wc"], ["c"], name="conv"),
-             helper.make_node("Relu", ["c"], ["y"], name="relu")]
+    nodes = [
+        helper.make_node("Conv", ["x", "Wc"], ["c"], name="conv"),
+        helper.make_node("Relu", ["c"], ["y"], name="relu"),
+    ]
     model = make_model(nodes, [init("Wc", Wc)], ["N", 1, "H", "W"])
     with pytest.raises(ValueError, match="pass input_shape"):
         nets.load_onnx(model)
@@ -261,13 +338,18 @@ def test_dynamic_spatial_size_needs_input_shape(rng):
 
 
 def _dense(rng, name, inp, out, k=4, m=4):
-    return helper.make_node("Gemm", [inp, f"W_{name}"], [out], transB=1, name=name), init(f"W_{name}", f32(rng, m, k))
+    return helper.make_node("Gemm", [inp, f"W_{name}"], [out], transB=1, name=name), init(
+        f"W_{name}", f32(rng, m, k)
+    )
 
 
 def test_residual_add_is_not_a_chain(rng):
     n1, i1 = _dense(rng, "fc1", "x", "h")
-    nodes = [n1, helper.make_node("Relu", ["h"], ["r"], name="relu"),
-             helper.make_node("Add", ["r", "x"], ["y"], name="skip_add")]
+    nodes = [
+        n1,
+        helper.make_node("Relu", ["h"], ["r"], name="relu"),
+        helper.make_node("Add", ["r", "x"], ["y"], name="skip_add"),
+    ]
     model = make_model(nodes, [i1], ["N", 4])
     with pytest.raises(ValueError, match=r"not a chain: node 'skip_add' \(Add\)"):
         nets.load_onnx(model)
@@ -277,8 +359,13 @@ def test_branch_is_not_a_chain(rng):
     n1, i1 = _dense(rng, "fc1", "x", "h")
     n2, i2 = _dense(rng, "fc2", "h", "a")
     nodes = [n1, n2, helper.make_node("Relu", ["h"], ["y"], name="branch_relu")]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [i1, i2])
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [i1, i2],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
     with pytest.raises(ValueError, match=r"not a chain: node 'branch_relu' \(Relu\) reads 'h'"):
         nets.load_onnx(model)
@@ -287,10 +374,15 @@ def test_branch_is_not_a_chain(rng):
 def test_extra_graph_output_is_not_a_chain(rng):
     n1, i1 = _dense(rng, "fc1", "x", "h")
     graph = helper.make_graph(
-        [n1, helper.make_node("Relu", ["h"], ["y"], name="relu")], "g",
+        [n1, helper.make_node("Relu", ["h"], ["y"], name="relu")],
+        "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None),
-         helper.make_tensor_value_info("h", TensorProto.FLOAT, None)], [i1])
+        [
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, None),
+            helper.make_tensor_value_info("h", TensorProto.FLOAT, None),
+        ],
+        [i1],
+    )
     with pytest.raises(ValueError, match="outputs are"):
         nets.load_onnx(helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)]))
 
@@ -298,26 +390,68 @@ def test_extra_graph_output_is_not_a_chain(rng):
 @pytest.mark.parametrize(
     "node, inits, in_shape, message",
     [
-        (helper.make_node("Transpose", ["x"], ["y"], perm=[0, 2, 3, 1], name="to_nhwc"), [], ["N", 2, 4, 4],
-         r"node 'to_nhwc' \(Transpose\): operator 'Transpose' is not supported"),
-        (helper.make_node("Conv", ["x", "W"], ["y"], group=2, name="dw"),
-         [("W", (2, 1, 3, 3))], ["N", 2, 4, 4], r"node 'dw' \(Conv\): group=2"),
-        (helper.make_node("Conv", ["x", "W"], ["y"], dilations=[2, 2], name="dil"),
-         [("W", (2, 2, 2, 2))], ["N", 2, 6, 6], r"node 'dil' \(Conv\): dilations=\[2, 2\]"),
-        (helper.make_node("Conv", ["x", "W"], ["y"], pads=[0, 0, 1, 1], name="asym"),
-         [("W", (2, 2, 2, 2))], ["N", 2, 6, 6], r"node 'asym' \(Conv\): asymmetric padding"),
-        (helper.make_node("Conv", ["x", "W"], ["y"], auto_pad="SAME_UPPER", name="same_even"),
-         [("W", (2, 2, 2, 2))], ["N", 2, 6, 6], r"node 'same_even' \(Conv\): asymmetric padding"),
-        (helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1, name="ceil"),
-         [], ["N", 1, 5, 5], r"node 'ceil' \(MaxPool\): ceil_mode=1"),
-        (helper.make_node("Flatten", ["x"], ["y"], axis=2, name="flat2"), [], ["N", 2, 3, 3],
-         r"node 'flat2' \(Flatten\): Flatten with axis=2"),
-        (helper.make_node("Reshape", ["x", "s"], ["y"], name="resh"), [("s", [1, 6, 3])], ["N", 2, 3, 3],
-         r"node 'resh' \(Reshape\): reshape of per-sample shape \(2, 3, 3\) to \(6, 3\)"),
-        (helper.make_node("Add", ["x", "c"], ["y"], name="shift"), [("c", (4,))], ["N", 4],
-         r"node 'shift' \(Add\): adding a constant is only supported as the bias"),
-        (helper.make_node("Gemm", ["x", "W"], ["y"], transA=1, name="ta"), [("W", (3, 4))], ["N", 3],
-         r"node 'ta' \(Gemm\): transA=1"),
+        (
+            helper.make_node("Transpose", ["x"], ["y"], perm=[0, 2, 3, 1], name="to_nhwc"),
+            [],
+            ["N", 2, 4, 4],
+            r"node 'to_nhwc' \(Transpose\): operator 'Transpose' is not supported",
+        ),
+        (
+            helper.make_node("Conv", ["x", "W"], ["y"], group=2, name="dw"),
+            [("W", (2, 1, 3, 3))],
+            ["N", 2, 4, 4],
+            r"node 'dw' \(Conv\): group=2",
+        ),
+        (
+            helper.make_node("Conv", ["x", "W"], ["y"], dilations=[2, 2], name="dil"),
+            [("W", (2, 2, 2, 2))],
+            ["N", 2, 6, 6],
+            r"node 'dil' \(Conv\): dilations=\[2, 2\]",
+        ),
+        (
+            helper.make_node("Conv", ["x", "W"], ["y"], pads=[0, 0, 1, 1], name="asym"),
+            [("W", (2, 2, 2, 2))],
+            ["N", 2, 6, 6],
+            r"node 'asym' \(Conv\): asymmetric padding",
+        ),
+        (
+            helper.make_node("Conv", ["x", "W"], ["y"], auto_pad="SAME_UPPER", name="same_even"),
+            [("W", (2, 2, 2, 2))],
+            ["N", 2, 6, 6],
+            r"node 'same_even' \(Conv\): asymmetric padding",
+        ),
+        (
+            helper.make_node(
+                "MaxPool", ["x"], ["y"], kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1, name="ceil"
+            ),
+            [],
+            ["N", 1, 5, 5],
+            r"node 'ceil' \(MaxPool\): ceil_mode=1",
+        ),
+        (
+            helper.make_node("Flatten", ["x"], ["y"], axis=2, name="flat2"),
+            [],
+            ["N", 2, 3, 3],
+            r"node 'flat2' \(Flatten\): Flatten with axis=2",
+        ),
+        (
+            helper.make_node("Reshape", ["x", "s"], ["y"], name="resh"),
+            [("s", [1, 6, 3])],
+            ["N", 2, 3, 3],
+            r"node 'resh' \(Reshape\): reshape of per-sample shape \(2, 3, 3\) to \(6, 3\)",
+        ),
+        (
+            helper.make_node("Add", ["x", "c"], ["y"], name="shift"),
+            [("c", (4,))],
+            ["N", 4],
+            r"node 'shift' \(Add\): adding a constant is only supported as the bias",
+        ),
+        (
+            helper.make_node("Gemm", ["x", "W"], ["y"], transA=1, name="ta"),
+            [("W", (3, 4))],
+            ["N", 3],
+            r"node 'ta' \(Gemm\): transA=1",
+        ),
     ],
 )
 def test_unsupported_operators_and_attributes_name_the_node(node, inits, in_shape, message):
@@ -327,8 +461,13 @@ def test_unsupported_operators_and_attributes_name_the_node(node, inits, in_shap
             tensors.append(init(name, spec, np.int64))
         else:
             tensors.append(init(name, np.ones(spec)))
-    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, in_shape)],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], tensors)
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, in_shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        tensors,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
     with pytest.raises(ValueError, match=message):
         nets.load_onnx(model)
@@ -370,24 +509,29 @@ def test_missing_onnx_package_gives_install_hint(monkeypatch, tmp_path):
 def _presets():
     from nets.composites import COMPOSITES
 
-    return [(name, {"low": -4.0, "high": 4.0} if name == "epsilon_gamma_box" else {}) for name in sorted(COMPOSITES)]
+    return [
+        (name, {"low": -4.0, "high": 4.0} if name == "epsilon_gamma_box" else {})
+        for name in sorted(COMPOSITES)
+    ]
 
 
 def _hand_built_cnn(model):
     a = {t.name: numpy_helper.to_array(t).astype(np.float64) for t in model.graph.initializer}
     eps1 = float(np.float32(1e-3))  # ONNX stores epsilon as float32
-    return nets.Sequential([
-        nets.Conv2D(a["Wc1"], a["bc1"], padding=1),
-        nets.BatchNorm2D(a["g1"], a["be1"], a["m1"], a["v1"], eps=eps1),
-        nets.ReLU(),
-        nets.MaxPool2D(2, stride=2),
-        nets.Conv2D(a["Wc2"], a["bias2"].ravel(), stride=2, padding=1),
-        nets.BatchNorm2D(a["g2"], a["be2"], a["m2"], a["v2"], eps=float(np.float32(1e-5))),
-        nets.LeakyReLU(0.01),
-        nets.AvgPool2D(2, stride=1, padding=1, count_include_pad=False),
-        nets.Flatten(),
-        nets.Dense(a["Wf"], a["bf"]),
-    ])
+    return nets.Sequential(
+        [
+            nets.Conv2D(a["Wc1"], a["bc1"], padding=1),
+            nets.BatchNorm2D(a["g1"], a["be1"], a["m1"], a["v1"], eps=eps1),
+            nets.ReLU(),
+            nets.MaxPool2D(2, stride=2),
+            nets.Conv2D(a["Wc2"], a["bias2"].ravel(), stride=2, padding=1),
+            nets.BatchNorm2D(a["g2"], a["be2"], a["m2"], a["v2"], eps=float(np.float32(1e-5))),
+            nets.LeakyReLU(0.01),
+            nets.AvgPool2D(2, stride=1, padding=1, count_include_pad=False),
+            nets.Flatten(),
+            nets.Dense(a["Wf"], a["bf"]),
+        ]
+    )
 
 
 def test_lrp_of_the_imported_cnn_equals_the_hand_built_network(tmp_path, rng):
@@ -413,11 +557,18 @@ def test_lrp_of_the_imported_mlp_with_softmax_explains_logits(rng):
         helper.make_node("Softmax", ["z"], ["y"], axis=1, name="softmax"),
     ]
     imported = nets.load_onnx(make_model(nodes, [init("W1", W1), init("b1", b1), init("W2", W2)], ["N", 4]))
-    by_hand = nets.Sequential([nets.Dense(W1.astype(np.float64), b1.astype(np.float64)), nets.ReLU(),
-                               nets.Dense(W2.astype(np.float64))])
+    by_hand = nets.Sequential(
+        [
+            nets.Dense(W1.astype(np.float64), b1.astype(np.float64)),
+            nets.ReLU(),
+            nets.Dense(W2.astype(np.float64)),
+        ]
+    )
     X = rng.normal(size=(6, 4))
     for name, kwargs in _presets():
         np.testing.assert_allclose(
-            nets.LRP(imported, name, **kwargs).relevance(X), nets.LRP(by_hand, name, **kwargs).relevance(X),
-            rtol=1e-12, atol=1e-14,
+            nets.LRP(imported, name, **kwargs).relevance(X),
+            nets.LRP(by_hand, name, **kwargs).relevance(X),
+            rtol=1e-12,
+            atol=1e-14,
         )

@@ -44,7 +44,8 @@ def test_multiclass_digits_every_activation(digits, activation):
     X, y = digits
     est = fit_quietly(
         MLPClassifier(hidden_layer_sizes=(24, 12), activation=activation, max_iter=200, random_state=0),
-        X[:1200], y[:1200],
+        X[:1200],
+        y[:1200],
     )
     model = nets.from_sklearn(est)
     X_test = X[1200:]
@@ -86,15 +87,19 @@ def test_multilabel_classifier_gives_one_logit_per_label(digits):
 def test_regressor_single_and_multi_output(activation):
     X, y = load_diabetes(return_X_y=True)
     X = (X - X.mean(0)) / X.std(0)
-    est = fit_quietly(MLPRegressor(hidden_layer_sizes=(20,), activation=activation, max_iter=200, random_state=0),
-                      X, y / y.std())
+    est = fit_quietly(
+        MLPRegressor(hidden_layer_sizes=(20,), activation=activation, max_iter=200, random_state=0),
+        X,
+        y / y.std(),
+    )
     out = nets.from_sklearn(est)(X)
     assert out.shape == (len(X), 1)
     np.testing.assert_allclose(out[:, 0], est.predict(X), rtol=1e-12, atol=1e-12)
 
     Y = np.column_stack([y / y.std(), X[:, 2]])
-    est2 = fit_quietly(MLPRegressor(hidden_layer_sizes=(10, 5), activation=activation, max_iter=100,
-                                    random_state=0), X, Y)
+    est2 = fit_quietly(
+        MLPRegressor(hidden_layer_sizes=(10, 5), activation=activation, max_iter=100, random_state=0), X, Y
+    )
     np.testing.assert_allclose(nets.from_sklearn(est2)(X), est2.predict(X), rtol=1e-12, atol=1e-12)
 
 
@@ -103,7 +108,9 @@ def test_float32_weights_option(digits):
     est = fit_quietly(MLPClassifier(hidden_layer_sizes=(8,), max_iter=20, random_state=0), X[:300], y[:300])
     model = nets.from_sklearn(est, dtype=np.float32)
     assert model.dtype == np.float32
-    np.testing.assert_allclose(model(X[:20].astype(np.float32)), sklearn_scores(est, X[:20]), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        model(X[:20].astype(np.float32)), sklearn_scores(est, X[:20]), rtol=1e-4, atol=1e-4
+    )
 
 
 def test_rejects_unfitted_and_foreign_estimators(digits):
@@ -117,18 +124,25 @@ def test_rejects_unfitted_and_foreign_estimators(digits):
 def _presets():
     from nets.composites import COMPOSITES
 
-    return [(name, {"low": 0.0, "high": 1.0} if name == "epsilon_gamma_box" else {}) for name in sorted(COMPOSITES)]
+    return [
+        (name, {"low": 0.0, "high": 1.0} if name == "epsilon_gamma_box" else {})
+        for name in sorted(COMPOSITES)
+    ]
 
 
 @pytest.mark.parametrize("activation", ["relu", "tanh"])
 def test_lrp_of_the_imported_mlp_equals_the_hand_built_network(digits, activation):
     X, y = digits
-    est = fit_quietly(MLPClassifier(hidden_layer_sizes=(20, 10), activation=activation, max_iter=80,
-                                    random_state=0), X[:600], y[:600])
+    est = fit_quietly(
+        MLPClassifier(hidden_layer_sizes=(20, 10), activation=activation, max_iter=80, random_state=0),
+        X[:600],
+        y[:600],
+    )
     act = {"relu": nets.ReLU, "tanh": nets.Tanh}[activation]
     W, b = est.coefs_, est.intercepts_
-    by_hand = nets.Sequential([nets.Dense(W[0].T, b[0]), act(), nets.Dense(W[1].T, b[1]), act(),
-                               nets.Dense(W[2].T, b[2])])
+    by_hand = nets.Sequential(
+        [nets.Dense(W[0].T, b[0]), act(), nets.Dense(W[1].T, b[1]), act(), nets.Dense(W[2].T, b[2])]
+    )
     imported = nets.from_sklearn(est)
     Xs = X[600:620]
     for name, kwargs in _presets() + [(None, {})]:

@@ -96,7 +96,9 @@ def test_legacy_row_per_line_layout_reads_the_same_weights(tmp_path, rng):
     W2, B2 = rng.normal(size=(3, 2)), rng.normal(size=2)
     legacy = ""
     for W, B, act in ((W1, B1, "Tanh"), (W2, B2, "SoftMax")):
-        legacy += f"Linear {W.shape[0]} {W.shape[1]}\n" + "".join(fmt(row) + "\n" for row in W) + fmt(B) + "\n"
+        legacy += (
+            f"Linear {W.shape[0]} {W.shape[1]}\n" + "".join(fmt(row) + "\n" for row in W) + fmt(B) + "\n"
+        )
         legacy += act + "\n"
     current = linear_text(W1, B1) + "Tanh\n" + linear_text(W2, B2) + "SoftMax\n"
     a = nets.load_toolbox(write(tmp_path, legacy, "legacy.txt"))
@@ -128,7 +130,15 @@ def test_conv_net_nhwc_to_nchw_with_flatten_permutation(tmp_path, rng):
     got = model(X.transpose(0, 3, 1, 2))
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
     assert [layer.kind for layer in model.layers] == [
-        "Conv2D", "ReLU", "AvgPool2D", "Conv2D", "ReLU", "MaxPool2D", "Flatten", "Dense", "Softmax",
+        "Conv2D",
+        "ReLU",
+        "AvgPool2D",
+        "Conv2D",
+        "ReLU",
+        "MaxPool2D",
+        "Flatten",
+        "Dense",
+        "Softmax",
     ]
     # the sum pool's factor sqrt(4) = 2 travelled into the next convolution's weights
     assert np.array_equal(model.layers[3].W, 2.0 * Wc2.transpose(3, 2, 0, 1))
@@ -239,7 +249,11 @@ def tb_conv_lrp(X, W, B, stride, R):
     Rx = np.zeros_like(X)
     for i in range(R.shape[1]):
         for j in range(R.shape[2]):
-            sl = (slice(None), slice(i * stride[0], i * stride[0] + hf), slice(j * stride[1], j * stride[1] + wf))
+            sl = (
+                slice(None),
+                slice(i * stride[0], i * stride[0] + hf),
+                slice(j * stride[1], j * stride[1] + wf),
+            )
             Z = W[None] * X[sl][..., None]
             Zs = Z.sum(axis=(1, 2, 3), keepdims=True) + B
             Zs = Zs + EPS * np.where(Zs >= 0, 1.0, -1.0)
@@ -261,7 +275,9 @@ def tb_sumpool_lrp(X, pool, R):
 def test_epsilon_lrp_of_a_toolbox_mlp_equals_the_toolbox_rule(tmp_path, rng):
     W1, B1 = rng.normal(size=(6, 5)), rng.normal(size=5)
     W2, B2 = rng.normal(size=(5, 3)), rng.normal(size=3)
-    model = nets.load_toolbox(write(tmp_path, linear_text(W1, B1) + "Tanh\n" + linear_text(W2, B2) + "SoftMax\n"))
+    model = nets.load_toolbox(
+        write(tmp_path, linear_text(W1, B1) + "Tanh\n" + linear_text(W2, B2) + "SoftMax\n")
+    )
     X = rng.normal(size=(7, 6))
     H = np.tanh(X @ W1 + B1)
     logits = H @ W2 + B2
@@ -288,7 +304,9 @@ def test_epsilon_lrp_of_a_toolbox_cnn_equals_the_toolbox_rule_in_nchw(tmp_path, 
     expected = tb_conv_lrp(X, Wc, Bc, (1, 1), tb_sumpool_lrp(A1, (2, 2), R_p))
     got = nets.LRP(model).relevance(X.transpose(0, 3, 1, 2), target=1)
     # the average pool's stabiliser acts on the mean rather than the sum: equal to ~1e-6
-    np.testing.assert_allclose(got, expected.transpose(0, 3, 1, 2), rtol=1e-5, atol=1e-7 * np.abs(expected).max())
+    np.testing.assert_allclose(
+        got, expected.transpose(0, 3, 1, 2), rtol=1e-5, atol=1e-7 * np.abs(expected).max()
+    )
 
 
 def test_every_preset_composite_explains_a_toolbox_cnn(tmp_path, rng):
