@@ -217,3 +217,14 @@ def test_other_files_are_refused(tmp_path):
         nets.load(pickled)
     with pytest.raises(FileNotFoundError):
         nets.load(tmp_path / "missing.npz")
+
+
+def test_loaded_model_explains_identically(tmp_path, rng):
+    model = every_layer_model(np.float64, rng)
+    model.save(tmp_path / "m.npz")
+    loaded = nets.load(tmp_path / "m.npz")
+    X = rng.normal(size=(2, 2, 7, 9))
+    for composite in ("epsilon_plus_flat", "epsilon_alpha2_beta1"):
+        a = nets.LRP(model, composite).relevance(X, target=1)
+        b = nets.LRP(loaded, composite).relevance(X, target=1)
+        assert np.array_equal(a, b)

@@ -98,6 +98,9 @@ def test_mlp_gemm_variants_matmul_add_and_softmax(tmp_path, rng):
     ]
     assert net.names[:2] == ["fc1", "relu1"]
     assert net.dtype == np.float64
+    single = nets.load_onnx(model, dtype=np.float32)
+    assert single.dtype == np.float32
+    np.testing.assert_allclose(single(X.astype(np.float32)), reference(model, X), rtol=1e-5, atol=1e-5)
     # alpha and beta went into the weights, the separate Add into the MatMul's bias
     np.testing.assert_array_equal(net.layers[2].W, 0.5 * W2.T.astype(np.float64))
     np.testing.assert_array_equal(net.layers[2].b, 2.0 * b2.ravel().astype(np.float64))
