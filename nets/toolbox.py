@@ -177,7 +177,7 @@ def _check_shape(shape, input_shape, lineno, kind):
 
 
 def convert_toolbox_layers(tb_layers, input_shape=None, sumpool_normalizer="sqrt"):
-    """Turn parsed toolbox layers into a list of (name, nets layer)."""
+    """Turn parsed toolbox layers into a list of nets layers (NCHW, W as (out, in))."""
     from . import layers as L
 
     if sumpool_normalizer not in ("sqrt", "none"):
@@ -199,11 +199,9 @@ def convert_toolbox_layers(tb_layers, input_shape=None, sumpool_normalizer="sqrt
     out = []
     pending_scale = 1.0  # factor of earlier sum pools still to be multiplied into the next weights
     flattened_from = None  # (H, W, C) of the image that the last Flatten turned into a vector
-    counts: dict[str, int] = {}
 
     def add(layer, kind):
-        counts[kind] = counts.get(kind, 0) + 1
-        out.append((f"{kind.lower()}{counts[kind]}", layer))
+        out.append(layer)
 
     for i, t in enumerate(tb_layers):
         if t.kind == "Linear":
@@ -357,7 +355,7 @@ def load_toolbox(path, input_shape=None, sumpool_normalizer="sqrt"):
         raise ValueError(f"{path}: not an LRP Toolbox text model (the file is not text)") from None
     try:
         tb_layers = parse_toolbox_text(text)
-        named = convert_toolbox_layers(tb_layers, input_shape, sumpool_normalizer)
+        layers = convert_toolbox_layers(tb_layers, input_shape, sumpool_normalizer)
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from None
-    return Sequential([layer for _, layer in named])
+    return Sequential(layers)
