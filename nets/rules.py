@@ -184,6 +184,8 @@ class AlphaBeta(Rule):
 
     ``z_a = W+ x+ + W- x- + b+``, ``z_b = W- x+ + W+ x- + b-``;
     ``R_in = alpha (x+ W+.T s_a + x- W-.T s_a) - beta (x+ W-.T s_b + x- W+.T s_b)``.
+    Conservation needs z_a != 0 and z_b != 0: an output without any negative (or positive)
+    contribution passes alpha (or -beta) times its relevance, as in zennit and the LRP Toolbox.
 
     Examples
     --------
