@@ -46,6 +46,7 @@ from bowlrp._validation import check_image, check_images
 __all__ = ["LocalFeatures", "DenseSIFT"]
 
 DESCRIPTOR_CLIP = 0.2
+PARALLEL_MIN_PIXELS = 1 << 19  # images at least this large use the parallel kernels
 _COLORS = ("gray", "opponent", "rgb")
 _BACKENDS = ("numba", "opencv")
 _LUMA = np.array([0.299, 0.587, 0.114])
@@ -179,11 +180,12 @@ def color_planes(image, color):
 
 
 # ------------------------------------------------------------------------------------------- backends
-def numba_descriptors(planes, bin_size, step, sigma, threshold, parallel=True):
+def numba_descriptors(planes, bin_size, step, sigma, threshold, parallel=True, out=None):
     """Dense SIFT of each plane for one bin size with the numba kernels.
 
     Returns ``(descriptors (M, 128 * P), energy (M, P), y_starts, x_starts)``, frames in row-major
-    order of the grid (``y_starts`` x ``x_starts``).
+    order of the grid (``y_starts`` x ``x_starts``). ``out``, if given, is a C-contiguous
+    (M, 128 * P) float64 array that receives the descriptors (saves a copy of a large array).
     """
     smooth, orient, pool_x, pool_y, assemble = _k.KERNELS[bool(parallel)]
     height, width = planes[0].shape
@@ -195,7 +197,10 @@ def numba_descriptors(planes, bin_size, step, sigma, threshold, parallel=True):
     weights, offset = triangle_weights(bin_size)
     taps = gaussian_taps(sigma)
     n_frames = ys.size * xs.size
-    out = np.empty((n_frames, 128 * len(planes)), np.float64)
+    if out is None:
+        out = np.empty((n_frames, 128 * len(planes)), np.float64)
+    elif out.shape != (n_frames, 128 * len(planes)) or not out.flags["C_CONTIGUOUS"]:
+        raise ValueError(f"out must be C-contiguous {(n_frames, 128 * len(planes))}, got {out.shape}")
     energy = np.empty((len(planes), n_frames), np.float64)
     if n_frames == 0:
         return out, energy.T, ys, xs
@@ -214,7 +219,8 @@ def numba_descriptors(planes, bin_size, step, sigma, threshold, parallel=True):
         orient(source, bin0, w0, w1)
         pool_x(bin0, w0, w1, col_starts, weights, offset, cols)
         pool_y(cols, row_starts, weights, offset, pooled)
-        assemble(pooled, row_index, col_index, area, threshold, DESCRIPTOR_CLIP, out, 128 * p, energy[p])
+        block = out if len(planes) == 1 else out[:, 128 * p : 128 * (p + 1)]
+        assemble(pooled, row_index, col_index, area, threshold, DESCRIPTOR_CLIP, block, energy[p])
     return out, energy.T, ys, xs
 
 
@@ -390,38 +396,40 @@ class DenseSIFT(BaseEstimator):
         """
         sizes = self._validate_params()
         checked = check_image(image, min_side=4 * max(sizes))
-        return self._extract_checked(checked, sizes, parallel=True)
+        return self._extract_checked(checked, sizes, parallel=_use_parallel(checked))
 
     def _extract_checked(self, image, sizes, parallel):
         planes = color_planes(image, self.color)
         height, width = image.shape[:2]
-        blocks, centers, support, channel = [], [], [], []
-        for c, bin_size in enumerate(sizes):
+        grids = [
+            (grid_starts(height, 4 * b, self.step), grid_starts(width, 4 * b, self.step)) for b in sizes
+        ]
+        counts = [ys.size * xs.size for ys, xs in grids]
+        bounds = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        # One output array for all channels, filled in place (descriptors dominate the memory).
+        descriptors = np.empty((int(bounds[-1]), 128 * len(planes)), np.float64)
+        centers = np.empty((int(bounds[-1]), 2), np.float64)
+        support = np.empty(int(bounds[-1]), np.int64)
+        channel = np.empty(int(bounds[-1]), np.int64)
+        threshold = float(self.contrast_threshold)
+        for c, (bin_size, (ys, xs)) in enumerate(zip(sizes, grids)):
             sigma = default_smoothing(bin_size) if self.smoothing is None else float(self.smoothing)
+            rows = slice(bounds[c], bounds[c + 1])
             if self.backend == "numba":
-                desc, _, ys, xs = numba_descriptors(
-                    planes, bin_size, self.step, sigma, float(self.contrast_threshold), parallel
+                numba_descriptors(
+                    planes, bin_size, self.step, sigma, threshold, parallel, out=descriptors[rows]
                 )
             else:
-                desc, _, ys, xs = opencv_descriptors(
-                    planes, bin_size, self.step, sigma, float(self.contrast_threshold), self.color,
-                    parallel,
-                )
+                descriptors[rows] = opencv_descriptors(
+                    planes, bin_size, self.step, sigma, threshold, self.color, parallel
+                )[0]
             a = 4 * bin_size
             half = (a - 1) / 2.0
-            cy = np.repeat(ys + half, xs.size)
-            cx = np.tile(xs + half, ys.size)
-            blocks.append(desc)
-            centers.append(np.column_stack([cy, cx]).astype(np.float64))
-            support.append(np.full(desc.shape[0], a, np.int64))
-            channel.append(np.full(desc.shape[0], c, np.int64))
-        return LocalFeatures(
-            descriptors=np.concatenate(blocks, axis=0),
-            centers=np.concatenate(centers, axis=0).reshape(-1, 2),
-            support=np.concatenate(support),
-            channel=np.concatenate(channel),
-            image_shape=(height, width),
-        )
+            centers[rows, 0] = np.repeat(ys + half, xs.size)
+            centers[rows, 1] = np.tile(xs + half, ys.size)
+            support[rows] = a
+            channel[rows] = c
+        return LocalFeatures(descriptors, centers, support, channel, (height, width))
 
     def extract_many(self, images, n_jobs=None):
         """Dense descriptors of several images (sizes may differ), optionally on joblib threads.
@@ -446,7 +454,7 @@ class DenseSIFT(BaseEstimator):
             progress = _Progress(n, self.verbose)
             out = []
             for im in checked:
-                out.append(self._extract_checked(im, sizes, parallel=True))
+                out.append(self._extract_checked(im, sizes, parallel=_use_parallel(im)))
                 progress.step()
             return out
         from joblib import Parallel, delayed
@@ -454,6 +462,15 @@ class DenseSIFT(BaseEstimator):
         # Threads: the kernels release the GIL; serial kernels inside avoid nested parallel regions.
         runner = Parallel(n_jobs=n_jobs, prefer="threads", verbose=10 if self.verbose else 0)
         return list(runner(delayed(self._extract_checked)(im, sizes, False) for im in checked))
+
+
+def _use_parallel(image):
+    """Parallel kernels only for large images.
+
+    A 256 x 256 image takes about 1 ms serially; below ~0.5 megapixel the cost of starting and
+    joining threads (and, on a busy machine, waiting for a descheduled worker) exceeds the gain.
+    """
+    return image.shape[0] * image.shape[1] >= PARALLEL_MIN_PIXELS
 
 
 class _Progress:

@@ -200,7 +200,7 @@ def test_assemble_normalize_matches_twin(kernel):
     def fast(pooled, threshold):
         out = np.full((12, 128 + 5), -1.0)
         energy = np.empty(12)
-        kernel(pooled, row_index, col_index, 64.0, threshold, 0.2, out, 5, energy)
+        kernel(pooled, row_index, col_index, 64.0, threshold, 0.2, out[:, 5:], energy)  # a column block
         assert np.all(out[:, :5] == -1.0), "kernel wrote outside its column block"
         return out[:, 5:], energy
 
@@ -291,7 +291,7 @@ def test_clipping_at_0_2_by_hand():
     pooled[0, 0, 0] = 100.0
     index = np.arange(4)[None, :]
     out, energy = np.empty((1, 128)), np.empty(1)
-    K.assemble_normalize_serial(pooled, index, index, 1.0, 0.0, 0.2, out, 0, energy)
+    K.assemble_normalize_serial(pooled, index, index, 1.0, 0.0, 0.2, out, energy)
     small = 1.0 / np.sqrt(100.0**2 + 127)  # the other entries after the first L2
     norm2 = np.sqrt(0.2**2 + 127 * small**2)  # the dominant entry is clipped to 0.2
     np.testing.assert_allclose(out[0, 0], 0.2 / norm2, rtol=1e-14)
