@@ -42,6 +42,7 @@ from itertools import islice
 
 import numpy as np
 
+from bowlrp.explainers import realign
 from bowlrp.imageio import ImageItem, ImageReadError, list_images, read_image
 
 __all__ = ["explain_batch", "BatchResult", "RunMismatchError", "Progress", "read_manifest"]
@@ -233,11 +234,18 @@ def _run_serial(explainer, chunks, target):
 
 
 def _run_joblib(explainer, chunks, target, n_jobs, backend):
-    from joblib import Parallel, delayed
+    from contextlib import nullcontext
 
-    parallel = Parallel(n_jobs=n_jobs, backend=backend, return_as="generator_unordered",
-                        pre_dispatch="2*n_jobs")
-    yield from parallel(delayed(_explain_chunk)(explainer, k, i, target, f) for k, i, f in chunks)
+    from joblib import Parallel, delayed, parallel_config
+
+    # parallel_config (not Parallel(backend=...)) also finds the external backends such as "dask"
+    with parallel_config(backend=backend) if backend is not None else nullcontext():
+        parallel = Parallel(n_jobs=n_jobs, return_as="generator_unordered", pre_dispatch="2*n_jobs")
+        for result in parallel(delayed(_explain_chunk)(explainer, k, i, target, f) for k, i, f in chunks):
+            for _key, heatmap, _reason in result:
+                if heatmap is not None:
+                    realign(heatmap)
+            yield result
 
 
 def _run_dask(explainer, chunks, target, scheduler):
@@ -260,6 +268,9 @@ def _run_dask(explainer, chunks, target, scheduler):
         for future in running:
             result = future.result()
             future.release()
+            for _key, heatmap, _reason in result:
+                if heatmap is not None:
+                    realign(heatmap)  # received arrays may sit at odd offsets (see realign)
             following = next(chunks, None)
             if following is not None:
                 running.add(submit(following))

@@ -24,6 +24,51 @@ import numpy as np
 __all__ = ["BoWExplainer", "NetworkExplainer", "as_explainer", "parse_target"]
 
 
+def realign(obj, _seen=None):
+    """Replace unaligned numpy arrays inside ``obj`` (attributes, dicts, lists) by aligned copies.
+
+    dask deserialises arrays as views into the received network frames, at arbitrary byte
+    offsets. numpy hands only aligned arrays to BLAS and computes unaligned products with its own
+    loop, whose rounding differs in the last bit; a model used as received would then explain
+    slightly differently on a worker than locally. Returns ``obj`` (modified in place).
+    """
+    seen = set() if _seen is None else _seen
+    if id(obj) in seen:
+        return obj
+    seen.add(id(obj))
+
+    def fixed(value):
+        if isinstance(value, np.ndarray) and value.dtype != object and not (
+                value.flags.aligned and value.flags.c_contiguous):
+            return np.array(value, copy=True, order="C")
+        realign(value, seen)
+        return value
+
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            obj[key] = fixed(value)
+    elif isinstance(obj, list):
+        for i, value in enumerate(obj):
+            obj[i] = fixed(value)
+    elif isinstance(obj, tuple):
+        for value in obj:
+            realign(value, seen)
+    elif hasattr(obj, "__dict__") and not isinstance(obj, type):
+        for key, value in vars(obj).items():
+            new = fixed(value)
+            if new is not value:
+                setattr(obj, key, new)
+    return obj
+
+
+class _Realigned:
+    """Unpickled adapters realign their model's arrays (see :func:`realign`)."""
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        realign(self.model)
+
+
 def _attach_images(maps, images):
     for heatmap, image in zip(maps, images):
         if heatmap.image is None and np.shape(image)[:2] == heatmap.shape:
@@ -52,7 +97,7 @@ def parse_target(text, classes=None):
         raise ValueError(f"target must be an output index (an integer), got {text!r}") from None
 
 
-class BoWExplainer:
+class BoWExplainer(_Realigned):
     """Adapter for a fitted :class:`~bowlrp.pipeline.BoWClassifier` (images are used as read)."""
 
     kind = "bow"
@@ -150,7 +195,7 @@ def _resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
     return out[..., 0] if image.ndim == 2 else out
 
 
-class NetworkExplainer:
+class NetworkExplainer(_Realigned):
     """Adapter for a ``nets`` model: resize, scale to [0, 1], normalise, NCHW, then LRP.
 
     Parameters
@@ -161,16 +206,26 @@ class NetworkExplainer:
         Default: :func:`infer_input_shape`.
     mean, std : float or sequence of C floats
         The network sees ``(image01 - mean) / std``.
+    batch_size : int, default=1
+        Images per forward/relevance pass. With 1 every image is computed alone, so its numbers do
+        not depend on which images share its chunk: a resumed, re-chunked or distributed run gives
+        bit-identical results (BLAS blocks a matrix product differently for different batch sizes,
+        which changes the last bit). Larger batches are faster on big convolutional networks and
+        agree to rounding.
     """
 
     kind = "network"
 
-    def __init__(self, model, composite="epsilon_plus_flat", input_shape=None, mean=0.0, std=1.0):
+    def __init__(self, model, composite="epsilon_plus_flat", input_shape=None, mean=0.0, std=1.0,
+                 batch_size=1):
         if isinstance(composite, str):
             from nets.composites import COMPOSITES
 
             if composite not in COMPOSITES:
                 raise ValueError(f"unknown LRP composite {composite!r}; choose one of {sorted(COMPOSITES)}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        self.batch_size = batch_size
         self.model = model
         self.composite = composite
         self.input_shape = tuple(input_shape) if input_shape is not None else infer_input_shape(model)
@@ -193,6 +248,7 @@ class NetworkExplainer:
             "input_shape": list(self.input_shape),
             "mean": self.mean.tolist(),
             "std": self.std.tolist(),
+            "batch_size": self.batch_size,
             "layers": [type(layer).__name__ for layer in self.model.layers],
         }
 
@@ -217,9 +273,15 @@ class NetworkExplainer:
         x = (x - self.mean[None, :, None, None]) / self.std[None, :, None, None]
         return x.reshape(len(x), -1) if self.flat_input else x
 
+    def _batches(self, items):
+        for start in range(0, len(items), self.batch_size):
+            yield items[start:start + self.batch_size]
+
     def decision(self, prepared) -> np.ndarray:
-        logits = np.asarray(self.model(self.to_input(prepared)), dtype=np.float64)
-        return logits.reshape(len(prepared), -1)
+        prepared = list(prepared)
+        logits = [np.asarray(self.model(self.to_input(part)), dtype=np.float64).reshape(len(part), -1)
+                  for part in self._batches(prepared)]
+        return np.concatenate(logits, axis=0)
 
     def _lrp(self):
         import nets
@@ -233,8 +295,11 @@ class NetworkExplainer:
 
     def explain(self, images, target=None):
         prepared = self.prepare(images)
-        maps = self._lrp().explain(self.to_input(prepared), target=target,
-                                   image_shape=self.input_shape if self.flat_input else None)
+        lrp = self._lrp()
+        image_shape = self.input_shape if self.flat_input else None
+        maps = []
+        for part in self._batches(prepared):
+            maps += lrp.explain(self.to_input(part), target=target, image_shape=image_shape)
         for heatmap, image in zip(maps, prepared):
             heatmap.image = image  # the picture the network saw, in [0, 1] (not the normalised input)
         return maps
@@ -248,12 +313,13 @@ class NetworkExplainer:
         return score
 
 
-def as_explainer(model, composite="epsilon_plus_flat", input_shape=None, mean=0.0, std=1.0):
+def as_explainer(model, composite="epsilon_plus_flat", input_shape=None, mean=0.0, std=1.0, batch_size=1):
     """Wrap a fitted BoW pipeline or a ``nets`` model in its adapter (adapters pass through)."""
     if isinstance(model, (BoWExplainer, NetworkExplainer)):
         return model
     from bowlrp.persist import model_kind
 
     if model_kind(model) == "network":
-        return NetworkExplainer(model, composite=composite, input_shape=input_shape, mean=mean, std=std)
+        return NetworkExplainer(model, composite=composite, input_shape=input_shape, mean=mean, std=std,
+                                batch_size=batch_size)
     return BoWExplainer(model)
