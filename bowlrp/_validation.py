@@ -61,9 +61,7 @@ def check_image(image, min_side=None, name="image"):
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[:, :, 0]
     if array.ndim not in (2, 3):
-        raise ValueError(
-            f"{name} must be 2-D (H, W) gray or 3-D (H, W, 3) RGB, got shape {array.shape}"
-        )
+        raise ValueError(f"{name} must be 2-D (H, W) gray or 3-D (H, W, 3) RGB, got shape {array.shape}")
     if array.ndim == 3 and array.shape[2] != 3:
         raise ValueError(
             f"{name} must have 1 or 3 channels in its last axis, got shape {array.shape}"

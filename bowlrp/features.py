@@ -243,9 +243,7 @@ def opencv_descriptors(planes, bin_size, step, sigma, threshold, color, parallel
     centers_x = np.tile(xs + half, ys.size)
     # OpenCV's descriptor spans 4 bins of SIFT_DESCR_SCL_FCTR (3) * size / 2 pixels: 6 * size = A.
     size = support / 6.0
-    keypoints = [
-        cv2.KeyPoint(float(x), float(y), size, 0.0) for y, x in zip(centers_y, centers_x)
-    ]
+    keypoints = [cv2.KeyPoint(float(x), float(y), size, 0.0) for y, x in zip(centers_y, centers_x)]
     sift = cv2.SIFT_create()
     out = np.zeros((len(keypoints), 128 * len(planes)), np.float64)
     for p, plane in enumerate(planes):
@@ -401,9 +399,7 @@ class DenseSIFT(BaseEstimator):
     def _extract_checked(self, image, sizes, parallel):
         planes = color_planes(image, self.color)
         height, width = image.shape[:2]
-        grids = [
-            (grid_starts(height, 4 * b, self.step), grid_starts(width, 4 * b, self.step)) for b in sizes
-        ]
+        grids = [(grid_starts(height, 4 * b, self.step), grid_starts(width, 4 * b, self.step)) for b in sizes]
         counts = [ys.size * xs.size for ys, xs in grids]
         bounds = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         # One output array for all channels, filled in place (descriptors dominate the memory).
