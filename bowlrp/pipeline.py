@@ -316,7 +316,7 @@ class BoWClassifier(ClassifierMixin, BaseEstimator):
         >>> from bowlrp import BoWClassifier
         >>> faces = data.lfw_subset()
         >>> clf = BoWClassifier(step=3, bin_sizes=(3,), vocabulary_size=16, random_state=0)
-        >>> clf = clf.fit(list(faces[::4]), [1] * 50 + [0] * 50)
+        >>> clf = clf.fit(list(faces[::4]), [1] * 25 + [0] * 25)
         >>> h = clf.explain([faces[1]])[0]
         >>> h.relevance.shape, abs(h.residual) < 1e-9
         ((25, 25), True)
