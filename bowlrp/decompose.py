@@ -43,6 +43,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
+from bowlrp import _decompose_kernels as _dk
+
 __all__ = [
     "SUM_DECOMPOSABLE",
     "DIFFERENTIABLE",
@@ -335,7 +337,9 @@ class KernelExpansion:
             raise ValueError(f"got {coef.size} coefficients for {sv.shape[0]} support vectors")
         if not (np.all(np.isfinite(sv)) and np.all(np.isfinite(coef))):
             raise ValueError("support vectors or coefficients contain NaN or inf")
-        self.support_vectors, self.coef = sv, coef
+        if self.kernel not in ("linear", "rbf") and sv.size and sv.min() < 0:
+            raise ValueError(f"kernel {self.kernel!r} needs non-negative support vectors")
+        self.support_vectors, self.coef = np.ascontiguousarray(sv), np.ascontiguousarray(coef)
         self.intercept = float(self.intercept)
         if self.kernel in DIFFERENTIABLE:
             if self.gamma is None:
@@ -364,25 +368,25 @@ class KernelExpansion:
             raise ValueError(f"BoW vectors must have {self.n_dims} dimensions, got shape {Z.shape}")
         if not np.all(np.isfinite(Z)):
             raise ValueError("BoW vectors contain NaN or inf")
+        if self.kernel not in ("linear", "rbf") and Z.size and Z.min() < 0:
+            raise ValueError(f"kernel {self.kernel!r} needs non-negative BoW vectors; got negative values")
         return Z
 
-    # ---------------------------------------------------------------- per-channel kernel values
-    def _channel_gram(self, Z, sl) -> np.ndarray:
-        """(n_z, n_sv) values k_u(z[u], x_i[u]) of one channel (differentiable kernels and linear)."""
-        from bowlrp.kernels import gram
+    # ---------------------------------------------------------------- numba-backed evaluations
+    def _bounds(self) -> np.ndarray:
+        return np.array([0] + [sl.stop for sl in self._slices], dtype=np.int64)
 
-        # One channel at a time through the pipeline's own Gram code, so that f here is computed
-        # exactly as decision_function computes it; the gradient needs the per-channel values.
-        return gram(self.kernel, Z[:, sl], self.support_vectors[:, sl], gamma=self.gamma)
+    def _code(self) -> int:
+        return {"linear": _dk.LINEAR, "exp_chi2": _dk.EXP_CHI2, "rbf": _dk.RBF}[self.kernel]
 
     def decision(self, Z) -> np.ndarray:
         """f(z) for each row of Z, shape (n,)."""
         Z = self._check_points(Z)
         if self.kernel in SUM_DECOMPOSABLE and self.kernel != "linear":
             return self.contributions(Z).sum(axis=1) + self.intercept
-        out = np.full(Z.shape[0], self.intercept)
-        for beta, sl in zip(self._beta, self._slices):
-            out += beta * (self._channel_gram(Z, sl) @ self.coef)
+        out = np.empty(Z.shape[0])
+        _dk.expansion_values(np.ascontiguousarray(Z), self.support_vectors, self.coef, self._bounds(),
+                             self._beta, self._code(), float(self.gamma or 0.0), self.intercept, out)
         return out
 
     def contributions(self, X) -> np.ndarray:
@@ -401,26 +405,15 @@ class KernelExpansion:
         exp-chi2: dk/dz_d = k(x_i, z) gamma (4 x_id^2 / (x_id + z_d)^2 - 1), the fraction being 0
         when x_id = z_d = 0; RBF: dk/dz_d = 2 gamma k(x_i, z) (x_id - z_d); linear: x_id.
         """
+        if self.kernel not in DIFFERENTIABLE + ("linear",):
+            raise ValueError(f"kernel {self.kernel!r} is not differentiable; use bow_relevance")
         z = self._check_points(z)
         if z.shape[0] != 1:
             raise ValueError("gradient takes one point")
-        grad = np.zeros(self.n_dims)
-        for beta, sl in zip(self._beta, self._slices):
-            S = self.support_vectors[:, sl]
-            zu = z[0, sl]
-            if self.kernel == "linear":
-                grad[sl] = beta * (self.coef @ S)
-                continue
-            w = beta * self.coef * self._channel_gram(z, sl)[0]  # a_i beta_u k_u(x_i, z)
-            if self.kernel == "rbf":
-                grad[sl] = 2.0 * self.gamma * (w @ S - w.sum() * zu)
-            elif self.kernel == "exp_chi2":
-                denom = S + zu[None, :]
-                frac = np.divide(4.0 * S * S, denom * denom, out=np.zeros_like(S), where=denom > 0)
-                grad[sl] = self.gamma * (w @ frac - w.sum())
-            else:
-                raise ValueError(f"kernel {self.kernel!r} is not differentiable; use bow_relevance")
-        return grad
+        out = np.empty(self.n_dims)
+        _dk.expansion_gradient(np.ascontiguousarray(z[0]), self.support_vectors, self.coef, self._bounds(),
+                               self._beta, self._code(), float(self.gamma or 0.0), out)
+        return out
 
 
 def bow_relevance(expansion: KernelExpansion, X) -> np.ndarray:

@@ -477,3 +477,73 @@ def test_real_features_conserve_and_ignore_l1_normalisation(real_features, p, ma
     assert abs(R1.sum() - R3.sum()) <= 1e-10 * np.abs(R3).sum()
     np.testing.assert_allclose(R1, naive_pixels(R2, feats.boxes(), feats.image_shape), rtol=1e-9,
                                atol=1e-13)
+
+
+# ====================================================================================================
+# numba kernels of the Taylor step against numpy twins
+# ====================================================================================================
+def twin_values(Z, S, coef, bounds, weights, code, gamma, intercept):
+    out = np.full(Z.shape[0], intercept)
+    for u in range(len(bounds) - 1):
+        Zu, Su = Z[:, bounds[u]:bounds[u + 1]], S[:, bounds[u]:bounds[u + 1]]
+        if code == 0:
+            K = Zu @ Su.T
+        elif code == 1:
+            num = (Zu[:, None, :] - Su[None]) ** 2
+            den = Zu[:, None, :] + Su[None]
+            K = np.exp(-gamma * np.divide(num, den, out=np.zeros_like(num), where=den > 0).sum(-1))
+        else:
+            K = np.exp(-gamma * ((Zu[:, None, :] - Su[None]) ** 2).sum(-1))
+        out += weights[u] * K @ coef
+    return out
+
+
+def twin_gradient(z, S, coef, bounds, weights, code, gamma):
+    out = np.zeros_like(z)
+    for u in range(len(bounds) - 1):
+        sl = slice(bounds[u], bounds[u + 1])
+        Su, zu = S[:, sl], z[sl]
+        if code == 0:
+            out[sl] = weights[u] * coef @ Su
+            continue
+        # k_u(S_i, z) for each i: the expansion with a one-hot coefficient vector
+        k = np.array([twin_values(z[None, sl], Su, np.eye(len(S))[i], [0, sl.stop - sl.start], [1.0],
+                                  code, gamma, 0.0)[0] for i in range(len(S))])
+        w = weights[u] * coef * k
+        if code == 1:
+            den = Su + zu
+            frac = np.divide(4 * Su**2, den**2, out=np.zeros_like(Su), where=den > 0)
+            out[sl] = gamma * (w @ (frac - 1.0))
+        else:
+            out[sl] = 2 * gamma * (w @ (Su - zu))
+    return out
+
+
+def test_taylor_kernels_match_numpy_twins():
+    from bowlrp import _decompose_kernels as dk
+    from tests.kernel_twins import assert_matches_twin
+
+    def fast_values(*args):
+        out = np.empty(args[0].shape[0])
+        dk.expansion_values(*args, out)
+        return out
+
+    def fast_gradient(*args):
+        out = np.empty(args[0].shape[0])
+        dk.expansion_gradient(*args, out)
+        return out
+
+    rng = np.random.default_rng(20)
+    value_cases, grad_cases = [], []
+    for code in (dk.LINEAR, dk.EXP_CHI2, dk.RBF):
+        for bounds in ([0, 9], [0, 4, 9], [0, 0, 9]):
+            S = rng.random((7, 9))
+            S[rng.random(S.shape) < 0.3] = 0.0
+            Z = rng.random((5, 9))
+            Z[:, :2] = 0.0
+            coef, weights = rng.normal(size=7), rng.uniform(0.5, 2, size=len(bounds) - 1)
+            bounds = np.array(bounds, dtype=np.int64)
+            value_cases.append((Z, S, coef, bounds, weights, code, 0.6, 0.3))
+            grad_cases.append((Z[0].copy(), S, coef, bounds, weights, code, 0.6))
+    assert_matches_twin(fast_values, twin_values, value_cases, rtol=1e-12, atol=1e-13)
+    assert_matches_twin(fast_gradient, twin_gradient, grad_cases, rtol=1e-12, atol=1e-13)

@@ -1,0 +1,86 @@
+"""Numba kernels of the Taylor step (root search and gradient) of :mod:`bowlrp.decompose`.
+
+The root search evaluates one SVM output f(z) = b + sum_u w_u sum_i a_i k_u(x_i[u], z[u]) thousands of
+times on a handful of points at once, so these kernels are serial (no thread start-up per call) and
+loop over support vectors and dimensions directly. Private: the public wrappers in
+:mod:`bowlrp.decompose` (``KernelExpansion``) validate every input. Each kernel has a numpy twin in
+``tests/bowlrp/test_decompose.py``.
+
+``bounds`` (n_channels + 1,) int64 gives the dimension range of each channel; ``weights`` the channel
+weights w_u. Codes: 0 linear, 1 exp-chi2, 2 RBF.
+"""
+
+from __future__ import annotations
+
+import math
+
+from bowlrp._numba import jit_serial
+
+LINEAR = 0
+EXP_CHI2 = 1
+RBF = 2
+
+
+@jit_serial
+def _channel_kernel(z, s, lo, hi, code, gamma):
+    """k_u(s[lo:hi], z[lo:hi]) for one support vector s and one point z."""
+    acc = 0.0
+    if code == LINEAR:
+        for d in range(lo, hi):
+            acc += s[d] * z[d]
+        return acc
+    if code == EXP_CHI2:
+        for d in range(lo, hi):
+            den = s[d] + z[d]
+            if den > 0.0:
+                diff = s[d] - z[d]
+                acc += diff * diff / den
+        return math.exp(-gamma * acc)
+    for d in range(lo, hi):  # RBF
+        diff = s[d] - z[d]
+        acc += diff * diff
+    return math.exp(-gamma * acc)
+
+
+@jit_serial
+def expansion_values(Z, S, coef, bounds, weights, code, gamma, intercept, out):
+    """out[j] = intercept + sum_u weights[u] sum_i coef[i] k_u(S[i], Z[j])."""
+    n_channels = bounds.shape[0] - 1
+    for j in range(Z.shape[0]):
+        z = Z[j]
+        total = 0.0
+        for u in range(n_channels):
+            lo = bounds[u]
+            hi = bounds[u + 1]
+            acc = 0.0
+            for i in range(S.shape[0]):
+                acc += coef[i] * _channel_kernel(z, S[i], lo, hi, code, gamma)
+            total += weights[u] * acc
+        out[j] = intercept + total
+
+
+@jit_serial
+def expansion_gradient(z, S, coef, bounds, weights, code, gamma, out):
+    """out[d] = df/dz_d at z (see ``KernelExpansion.gradient`` for the formulas)."""
+    n_channels = bounds.shape[0] - 1
+    for d in range(out.shape[0]):
+        out[d] = 0.0
+    for u in range(n_channels):
+        lo = bounds[u]
+        hi = bounds[u + 1]
+        for i in range(S.shape[0]):
+            s = S[i]
+            if code == LINEAR:
+                w = weights[u] * coef[i]
+                for d in range(lo, hi):
+                    out[d] += w * s[d]
+                continue
+            w = weights[u] * coef[i] * _channel_kernel(z, s, lo, hi, code, gamma)
+            if code == EXP_CHI2:
+                for d in range(lo, hi):
+                    den = s[d] + z[d]
+                    frac = 4.0 * s[d] * s[d] / (den * den) if den > 0.0 else 0.0
+                    out[d] += w * gamma * (frac - 1.0)
+            else:
+                for d in range(lo, hi):
+                    out[d] += 2.0 * gamma * w * (s[d] - z[d])
