@@ -103,6 +103,8 @@ def _explainer(model, args, network_settings=None):
         settings["mean"] = _floats(args.mean, "--mean")
     if getattr(args, "std", None) is not None:
         settings["std"] = _floats(args.std, "--std")
+    if getattr(args, "batch_size", None) is not None:
+        settings["batch_size"] = args.batch_size
     composite = getattr(args, "composite", None) or settings.pop("composite", "epsilon_plus_flat")
     settings.pop("composite", None)
     try:
@@ -343,7 +345,7 @@ def cmd_evaluate(args) -> int:
     if recorded and recorded != _file_digest(args.model):
         raise Failure(f"{args.run} was explained with a different model file than {args.model}")
     described = run.get("explainer", {}) if isinstance(run.get("explainer"), dict) else {}
-    network_settings = {k: described[k] for k in ("input_shape", "mean", "std", "composite")
+    network_settings = {k: described[k] for k in ("input_shape", "mean", "std", "composite", "batch_size")
                         if k in described}
     explainer = _explainer(model, args, network_settings)
     orders = [o.strip().lower() for o in args.orders.split(",") if o.strip()]
@@ -474,6 +476,9 @@ def _add_network_options(parser) -> None:
     group.add_argument("--mean", metavar="M[,M,M]",
                        help="the network sees (pixel/255 - mean) / std (default 0)")
     group.add_argument("--std", metavar="S[,S,S]", help="see --mean (default 1)")
+    group.add_argument("--batch-size", type=int, default=None,
+                       help="images per network pass (default 1: results independent of chunking, "
+                            "bit for bit; larger is faster for big CNNs)")
 
 
 def _add_batch_options(parser) -> None:

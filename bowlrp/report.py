@@ -33,8 +33,6 @@ table{border-collapse:collapse;margin:.6em 0} td,th{border:1px solid #ccc;paddin
 th{background:#f3f3f3;text-align:left} td.num{text-align:right;font-variant-numeric:tabular-nums}
 .grid td{text-align:center} .grid img{image-rendering:pixelated;display:block;margin:0 auto 4px}
 .small{font-size:.85em;color:#555} .skipped{color:#a33}
-.legend span{display:inline-block;margin-right:14px} .swatch{display:inline-block;width:18px;height:3px;
-vertical-align:middle;margin-right:4px}
 """
 
 _PALETTE = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#7f7f7f"]
@@ -96,7 +94,7 @@ def _fmt(value) -> str:
 
 
 def _table(columns, rows) -> str:
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns or [])
     body = []
     for row in rows:
         cells = []
@@ -105,7 +103,8 @@ def _table(columns, rows) -> str:
             cls = ' class="num"' if numeric else ""
             cells.append(f"<td{cls}>{html.escape(_fmt(value))}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
-    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
+    head = f"<tr>{head}</tr>" if head else ""
+    return f"<table>{head}{''.join(body)}</table>"
 
 
 def svg_curves(series: dict, title: str = "", xlabel: str = "perturbation step",
@@ -228,7 +227,7 @@ def write_report(path, rows, title: str = "bowlrp report", summary: dict | None 
     out = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
            f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>"]
     if summary:
-        out.append(_table(["", ""], [(k, v) for k, v in summary.items()]))
+        out.append(_table(None, [(k, v) for k, v in summary.items()]))
     if skipped:
         out.append(f"<h2 class='skipped'>Skipped inputs ({len(skipped)})</h2>")
         out.append(_table(["key", "path", "reason"], skipped))

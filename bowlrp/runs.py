@@ -335,7 +335,7 @@ def compare_runs(bow_dir, net_dir, out_dir, labels=("BoW", "network"), shared: b
                 f"{labels[1]} {b.target} f={b.score:.3g}" if b.score is not None else labels[1]]
             row["montage"] = os.path.join("montage", f"{key}.png")
             montage(items, labels=captions, path=os.path.join(out_dir, row["montage"]), shared=shared,
-                    cmap=cmap)
+                    cmap=cmap, cell_size=max(128, *a.shape, *b.shape))  # room for the captions
         rows.append(row)
     with open(os.path.join(out_dir, COMPARE_CSV), "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else ["key"])
