@@ -35,6 +35,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -180,48 +181,74 @@ def color_planes(image, color):
 
 
 # ------------------------------------------------------------------------------------------- backends
-def numba_descriptors(planes, bin_size, step, sigma, threshold, parallel=True, out=None):
-    """Dense SIFT of each plane for one bin size with the numba kernels.
+def orientation_fields(planes, sigma, parallel=True):
+    """Smooth each plane with a Gaussian of ``sigma`` and split its gradient into orientation bins.
+
+    Returns one ``(bin0, w0, w1)`` triple per plane (see :func:`bowlrp._sift_kernels.orientation_field`).
+    Bin sizes that share the smoothing share these fields.
+    """
+    smooth, orient = _k.KERNELS[bool(parallel)][:2]
+    taps = gaussian_taps(sigma)
+    fields = []
+    tmp = smoothed = None
+    for plane in planes:
+        if taps.size > 1:
+            if tmp is None:
+                tmp = np.empty(plane.shape, np.float64)
+                smoothed = np.empty(plane.shape, np.float64)
+            smooth(plane, taps, tmp, smoothed)
+            source = smoothed
+        else:
+            source = plane
+        field = _k.empty_orientation_field(plane.shape)
+        orient(source, *field)
+        fields.append(field)
+    return fields
+
+
+def pooled_descriptors(fields, bin_size, step, threshold, parallel=True, out=None):
+    """Spatial binning and normalisation of precomputed orientation fields for one bin size.
 
     Returns ``(descriptors (M, 128 * P), energy (M, P), y_starts, x_starts)``, frames in row-major
     order of the grid (``y_starts`` x ``x_starts``). ``out``, if given, is a C-contiguous
     (M, 128 * P) float64 array that receives the descriptors (saves a copy of a large array).
     """
-    smooth, orient, pool_x, pool_y, assemble = _k.KERNELS[bool(parallel)]
-    height, width = planes[0].shape
+    pool_x, pool_y, assemble = _k.KERNELS[bool(parallel)][2:]
+    height, width = fields[0][0].shape
     support = 4 * bin_size
     ys = grid_starts(height, support, step)
     xs = grid_starts(width, support, step)
     row_starts, row_index = bin_layout(ys, bin_size)
     col_starts, col_index = bin_layout(xs, bin_size)
     weights, offset = triangle_weights(bin_size)
-    taps = gaussian_taps(sigma)
     n_frames = ys.size * xs.size
+    shape = (n_frames, 128 * len(fields))
     if out is None:
-        out = np.empty((n_frames, 128 * len(planes)), np.float64)
-    elif out.shape != (n_frames, 128 * len(planes)) or not out.flags["C_CONTIGUOUS"]:
-        raise ValueError(f"out must be C-contiguous {(n_frames, 128 * len(planes))}, got {out.shape}")
-    energy = np.empty((len(planes), n_frames), np.float64)
+        out = np.empty(shape, np.float64)
+    elif out.shape != shape or out.dtype != np.float64 or not out.flags["C_CONTIGUOUS"]:
+        raise ValueError(f"out must be a C-contiguous float64 array {shape}, got {out.shape}")
+    energy = np.empty((len(fields), n_frames), np.float64)
     if n_frames == 0:
         return out, energy.T, ys, xs
-    tmp = np.empty((height, width), np.float64)
-    smoothed = np.empty((height, width), np.float64)
-    bin0, w0, w1 = _k.empty_orientation_field((height, width))
     cols = np.empty((height, col_starts.size, _k.N_ORIENTATIONS), np.float64)
     pooled = np.empty((row_starts.size, col_starts.size, _k.N_ORIENTATIONS), np.float64)
     area = float(support * support)
-    for p, plane in enumerate(planes):
-        if taps.size > 1:
-            smooth(plane, taps, tmp, smoothed)
-            source = smoothed
-        else:
-            source = plane
-        orient(source, bin0, w0, w1)
+    for p, (bin0, w0, w1) in enumerate(fields):
         pool_x(bin0, w0, w1, col_starts, weights, offset, cols)
         pool_y(cols, row_starts, weights, offset, pooled)
-        block = out if len(planes) == 1 else out[:, 128 * p : 128 * (p + 1)]
+        block = out if len(fields) == 1 else out[:, 128 * p : 128 * (p + 1)]
         assemble(pooled, row_index, col_index, area, threshold, DESCRIPTOR_CLIP, block, energy[p])
     return out, energy.T, ys, xs
+
+
+def numba_descriptors(planes, bin_size, step, sigma, threshold, parallel=True, out=None):
+    """Dense SIFT of each plane for one bin size with the numba kernels (smoothing ``sigma``).
+
+    Returns ``(descriptors (M, 128 * P), energy (M, P), y_starts, x_starts)``; see
+    :func:`pooled_descriptors`.
+    """
+    fields = orientation_fields(planes, sigma, parallel)
+    return pooled_descriptors(fields, bin_size, step, threshold, parallel, out)
 
 
 def _to_uint8(plane, low, high):
@@ -394,6 +421,7 @@ class DenseSIFT(BaseEstimator):
         """
         sizes = self._validate_params()
         checked = check_image(image, min_side=4 * max(sizes))
+        _warn_if_not_unit_range([checked])
         return self._extract_checked(checked, sizes, parallel=_use_parallel(checked))
 
     def _extract_checked(self, image, sizes, parallel):
@@ -408,12 +436,15 @@ class DenseSIFT(BaseEstimator):
         support = np.empty(int(bounds[-1]), np.int64)
         channel = np.empty(int(bounds[-1]), np.int64)
         threshold = float(self.contrast_threshold)
+        fields = {}  # sigma -> orientation fields: bin sizes with the same smoothing share them
         for c, (bin_size, (ys, xs)) in enumerate(zip(sizes, grids)):
             sigma = default_smoothing(bin_size) if self.smoothing is None else float(self.smoothing)
             rows = slice(bounds[c], bounds[c + 1])
             if self.backend == "numba":
-                numba_descriptors(
-                    planes, bin_size, self.step, sigma, threshold, parallel, out=descriptors[rows]
+                if sigma not in fields:
+                    fields[sigma] = orientation_fields(planes, sigma, parallel)
+                pooled_descriptors(
+                    fields[sigma], bin_size, self.step, threshold, parallel, out=descriptors[rows]
                 )
             else:
                 descriptors[rows] = opencv_descriptors(
@@ -444,6 +475,7 @@ class DenseSIFT(BaseEstimator):
         """
         sizes = self._validate_params()
         checked = check_images(images, min_side=4 * max(sizes))
+        _warn_if_not_unit_range(checked)
         n_jobs = self.n_jobs if n_jobs is None else n_jobs
         n = len(checked)
         if n_jobs is None or n_jobs == 1 or n == 1:
@@ -458,6 +490,21 @@ class DenseSIFT(BaseEstimator):
         # Threads: the kernels release the GIL; serial kernels inside avoid nested parallel regions.
         runner = Parallel(n_jobs=n_jobs, prefer="threads", verbose=10 if self.verbose else 0)
         return list(runner(delayed(self._extract_checked)(im, sizes, False) for im in checked))
+
+
+def _warn_if_not_unit_range(images):
+    """Float images are taken as given; values far outside [0, 1] usually mean a 0..255 float image,
+    which shifts the contrast threshold (and saturates the uint8 input of the OpenCV backend)."""
+    for i, im in enumerate(images):
+        low, high = float(im.min()), float(im.max())
+        if low < -1.0 or high > 2.0:  # clearly not [0, 1] data (noise or filtering may overshoot a bit)
+            warnings.warn(
+                f"image {i} has values in [{low:.3g}, {high:.3g}]; DenseSIFT expects float images in "
+                "[0, 1] (uint8 images are scaled automatically): divide by 255",
+                UserWarning,
+                stacklevel=3,
+            )
+            return
 
 
 def _use_parallel(image):

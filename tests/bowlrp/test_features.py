@@ -466,3 +466,30 @@ def test_opencv_backend_flat_and_colour():
         np.corrcoef(a, b)[0, 1] for a, b in zip(ours.descriptors[live, 256:], ocv.descriptors[live, 256:])
     ]
     assert np.mean(corr) > 0.5
+
+
+def test_float_images_outside_unit_range_warn():
+    with pytest.warns(UserWarning, match="expects float images in"):
+        DenseSIFT().extract(data.camera()[:32, :32].astype(np.float64))
+
+
+def test_parallel_kernels_on_large_images_match_serial(monkeypatch):
+    import bowlrp.features as features
+
+    image = data.astronaut()[:120, :150]
+    sift = DenseSIFT(step=5, bin_sizes=(3, 5), color="opponent")
+    serial = sift.extract(image)
+    monkeypatch.setattr(features, "PARALLEL_MIN_PIXELS", 0)
+    parallel = sift.extract(image)
+    np.testing.assert_array_equal(serial.descriptors, parallel.descriptors)
+
+
+@pytest.mark.parametrize("smoothing", [0.8, None])
+def test_each_channel_equals_its_own_single_bin_size_extractor(smoothing):
+    # with a fixed smoothing the bin sizes share one orientation field; the result must not change
+    image = data.brick()[:70, :90]
+    both = DenseSIFT(step=6, bin_sizes=(4, 6), smoothing=smoothing).extract(image)
+    for c, b in enumerate((4, 6)):
+        alone = DenseSIFT(step=6, bin_sizes=(b,), smoothing=smoothing).extract(image)
+        np.testing.assert_array_equal(both.descriptors[both.channel == c], alone.descriptors)
+        np.testing.assert_array_equal(both.centers[both.channel == c], alone.centers)
