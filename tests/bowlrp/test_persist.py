@@ -66,7 +66,8 @@ def test_model_that_cannot_be_unpickled_names_the_versions(fitted, tmp_path):
     payload = _payload(fitted["path"])
     payload["model"] = payload["model"][: len(payload["model"]) // 3]
     joblib.dump(payload, tmp_path / "cut.joblib")
-    with pytest.raises(IncompatibleModelError, match="saved by bowlrp .* scikit-learn .* cannot be unpickled"):
+    with pytest.raises(IncompatibleModelError,
+                       match="saved by bowlrp .* scikit-learn .* cannot be unpickled"):
         load_model(tmp_path / "cut.joblib")
 
 
@@ -131,7 +132,8 @@ def test_onnx_networks_load(tmp_path):
          helper.make_node("Gemm", ["r", "W2", "b2"], ["y"])],
         "mlp", [helper.make_tensor_value_info("x", TensorProto.DOUBLE, [None, 64])],
         [helper.make_tensor_value_info("y", TensorProto.DOUBLE, [None, 3])],
-        initializer=[numpy_helper.from_array(a, n) for a, n in ((W1, "W1"), (b1, "b1"), (W2, "W2"), (b2, "b2"))])
+        initializer=[numpy_helper.from_array(a, n)
+                     for a, n in ((W1, "W1"), (b1, "b1"), (W2, "W2"), (b2, "b2"))])
     path = tmp_path / "mlp.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
     model = load_model(path)
