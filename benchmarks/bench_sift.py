@@ -9,7 +9,9 @@ What is compared, in one run (ratios, not seconds, are meaningful on a shared ma
   ``cv2.SIFT.compute`` on pre-built keypoints of the same frames (angle 0, size A / 6): the call a
   user would make, with keypoint construction left out in OpenCV's favour. Both run single-threaded,
   then each with all cores (ours: ``extract_many(n_jobs=-1)`` threads; OpenCV: its own threads).
-  Rounds alternate between the two and the fastest round of each counts; numba warm-up is excluded.
+  Single-threaded, every image is timed back to back with both and each image's fastest round
+  counts; with all cores, whole batches alternate and the fastest batch counts. Numba warm-up is
+  excluded. The load average is printed: on a busy shared machine only ratios mean anything.
 * agreement: per-frame Pearson correlation between our descriptor and OpenCV's on the same frame, and
   against OpenCV's descriptor of a different frame (the next one on the grid) as a reference.
 * accuracy: the same ``BoWClassifier`` fitted with each backend on scikit-image's ``lfw_subset``
@@ -19,6 +21,7 @@ What is compared, in one run (ratios, not seconds, are meaningful on a shared ma
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import cv2
@@ -74,6 +77,22 @@ def timed_rounds(callables, rounds):
     return best
 
 
+def per_image_minima(callables, images, rounds):
+    """Time each callable on each image, alternating back to back; sum each image's fastest time.
+
+    On a shared, loaded machine the per-image minimum over rounds filters out the interruptions
+    that a whole-batch timing would pick up at random on either side.
+    """
+    best = {name: np.full(len(images), np.inf) for name in callables}
+    for _ in range(rounds):
+        for i in range(len(images)):
+            for name, fn in callables.items():
+                t0 = time.perf_counter()
+                fn(i)
+                best[name][i] = min(best[name][i], time.perf_counter() - t0)
+    return {name: float(v.sum()) for name, v in best.items()}
+
+
 def bench_speed(images, step, bin_sizes, rounds):
     ours = DenseSIFT(step=step, bin_sizes=bin_sizes)
     ours.extract(images[0])  # numba warm-up (compilation / cache load), excluded
@@ -83,23 +102,23 @@ def bench_speed(images, step, bin_sizes, rounds):
     sift.compute(images[0], kps[0])
     n_desc = sum(len(f) for f in feats)
 
-    def run_ours():
-        for im in images:
-            ours.extract(im)
-
     def run_ours_threads():
         ours.extract_many(images, n_jobs=-1)
 
-    def run_cv():
+    def run_cv_all():
         for im, k in zip(images, kps):
             sift.compute(im, k)
 
     default_threads = cv2.getNumThreads()
     cv2.setNumThreads(1)
-    one = timed_rounds({"ours": run_ours, "opencv": run_cv}, rounds)
+    one = per_image_minima(
+        {"ours": lambda i: ours.extract(images[i]), "opencv": lambda i: sift.compute(images[i], kps[i])},
+        images,
+        rounds,
+    )
     cv2.setNumThreads(default_threads)
     ours.extract_many(images[:2], n_jobs=-1)  # warm the serial kernels used by the threads
-    allc = timed_rounds({"ours": run_ours_threads, "opencv": run_cv}, rounds)
+    allc = timed_rounds({"ours": run_ours_threads, "opencv": run_cv_all}, rounds)
     return n_desc, one, allc
 
 
@@ -161,7 +180,8 @@ def main(argv=None):
     images = make_images(n)
     print(
         f"{n} gray images 256 x 256 (crops of scikit-image / scikit-learn photos); "
-        f"OpenCV {cv2.__version__}, default threads {cv2.getNumThreads()}"
+        f"OpenCV {cv2.__version__}, default threads {cv2.getNumThreads()}, "
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
     )
     for step, bin_sizes in ((4, (4,)), (4, (4, 8)), (8, (4, 6, 8))):
         n_desc, one, allc = bench_speed(images, step, bin_sizes, rounds)
@@ -178,6 +198,7 @@ def main(argv=None):
         f"10th pct {np.percentile(same, 10):.3f}"
     )
     print(f"  Pearson r, next frame:   mean {other.mean():.3f}  (reference: mismatched keypoints)")
+    print(f"(load average at the end: {os.getloadavg()[0]:.1f})")
     acc = classification(args.quick)
     print(
         "\nclassification, lfw_subset faces vs non-faces, 2-fold CV, BoWClassifier(step 3, bins 3+4, "

@@ -485,11 +485,19 @@ class DenseSIFT(BaseEstimator):
                 out.append(self._extract_checked(im, sizes, parallel=_use_parallel(im)))
                 progress.step()
             return out
-        from joblib import Parallel, delayed
+        from joblib import Parallel, delayed, effective_n_jobs
 
         # Threads: the kernels release the GIL; serial kernels inside avoid nested parallel regions.
+        # An image takes ~1 ms, so images go to the workers in chunks (a few per worker) to keep
+        # the dispatch overhead small; the progress is reported per chunk.
+        n_chunks = min(n, 4 * effective_n_jobs(n_jobs))
+        chunks = np.array_split(np.arange(n), n_chunks)
         runner = Parallel(n_jobs=n_jobs, prefer="threads", verbose=10 if self.verbose else 0)
-        return list(runner(delayed(self._extract_checked)(im, sizes, False) for im in checked))
+        results = runner(delayed(self._extract_chunk)([checked[i] for i in chunk], sizes) for chunk in chunks)
+        return [feats for chunk in results for feats in chunk]
+
+    def _extract_chunk(self, images, sizes):
+        return [self._extract_checked(im, sizes, parallel=False) for im in images]
 
 
 def _warn_if_not_unit_range(images):
