@@ -37,6 +37,7 @@ import sys
 import time
 import warnings
 from dataclasses import dataclass
+from numbers import Real
 
 import numpy as np
 from sklearn.base import BaseEstimator
@@ -373,12 +374,10 @@ class DenseSIFT(BaseEstimator):
             raise ValueError(f"color must be one of {_COLORS}, got {self.color!r}")
         if self.backend not in _BACKENDS:
             raise ValueError(f"backend must be one of {_BACKENDS}, got {self.backend!r}")
-        if self.smoothing is not None and not (
-            np.isscalar(self.smoothing) and np.isfinite(self.smoothing) and self.smoothing >= 0
-        ):
+        if self.smoothing is not None and not _is_finite_nonnegative(self.smoothing):
             raise ValueError(f"smoothing must be None or a finite float >= 0, got {self.smoothing!r}")
         thr = self.contrast_threshold
-        if not (np.isscalar(thr) and np.isfinite(thr) and thr >= 0):
+        if not _is_finite_nonnegative(thr):
             raise ValueError(f"contrast_threshold must be a finite float >= 0, got {thr!r}")
         return sizes
 
@@ -498,6 +497,10 @@ class DenseSIFT(BaseEstimator):
 
     def _extract_chunk(self, images, sizes):
         return [self._extract_checked(im, sizes, parallel=False) for im in images]
+
+
+def _is_finite_nonnegative(value):
+    return isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
 
 
 def _warn_if_not_unit_range(images):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from skimage import data
+from sklearn.base import clone
 
 from bowlrp import _sift_kernels as K
 from bowlrp.features import (
@@ -322,6 +323,8 @@ def test_grid_counts_boxes_and_geometry():
     assert np.array_equal(np.unique(b4[:, 1]), np.arange(1, 35, 4))
     assert sift.n_channels == 2 and sift.descriptor_dim == 128
     assert sift.fit() is sift
+    copy = clone(sift)
+    assert copy.get_params() == sift.get_params()
 
 
 def test_image_exactly_one_support_gives_one_frame():
@@ -375,7 +378,10 @@ def test_error_names_the_sizes():
         {"color": "hsv"},
         {"backend": "vlfeat"},
         {"smoothing": -1.0},
+        {"smoothing": "auto"},
         {"contrast_threshold": np.nan},
+        {"contrast_threshold": "high"},
+        {"step": 2.5},
     ],
 )
 def test_bad_parameters_raise(params):
