@@ -90,6 +90,14 @@ class LocalFeatures:
     image_shape: tuple
 
     def __post_init__(self):
+        # Coerce to the documented dtypes (no copy when they already match).
+        for name, dtype in (
+            ("descriptors", np.float64),
+            ("centers", np.float64),
+            ("support", np.int64),
+            ("channel", np.int64),
+        ):
+            object.__setattr__(self, name, np.asarray(getattr(self, name), dtype=dtype))
         m = self.descriptors.shape[0]
         if self.descriptors.ndim != 2:
             raise ValueError(f"descriptors must be 2-D (M, D), got shape {self.descriptors.shape}")
