@@ -56,77 +56,101 @@ def _channel_sums(X, bounds, out):
             out[i, u] = s
 
 
+# Cache blocking of the Gram kernel: a thread owns CHUNK consecutive rows; for one tile of TILE columns
+# the (V, TILE) slab of YT (512 KB for V = 512) stays in L2 while the thread walks its rows in blocks of
+# BLOCK, and each YT[d, tile] line stays in L1 while the BLOCK rows use it.
+CHUNK, BLOCK, TILE = 32, 4, 128
+
+
 @jit_serial(error_model="numpy")
-def _accumulate_row(x, YT, d0, d1, kind, j0, acc):
-    """acc[j - j0] = sum over d in [d0, d1) of the kind's term for (x[d], YT[d, j]), j >= j0."""
-    m = YT.shape[1]
-    for j in range(j0, m):
-        acc[j - j0] = 0.0
+def _accumulate_block(X, b0, b1, YT, d0, d1, kind, t0, t1, acc):
+    """acc[r, k] = sum over d in [d0, d1) of the kind's term for (X[b0 + r, d], YT[d, t0 + k])."""
+    width = t1 - t0
+    for r in range(b1 - b0):
+        for k in range(width):
+            acc[r, k] = 0.0
     for d in range(d0, d1):
-        xd = x[d]
-        if kind == RBF:
-            for j in range(j0, m):
-                diff = xd - YT[d, j]
-                acc[j - j0] += diff * diff
-        elif xd == 0.0:
-            # zero terms for linear / intersection / chi2 / hellinger / exp-chi2 (non-negative data)
-            continue
-        elif kind == LINEAR:
-            for j in range(j0, m):
-                acc[j - j0] += xd * YT[d, j]
-        elif kind == INTERSECTION:
-            for j in range(j0, m):
-                acc[j - j0] += min(xd, YT[d, j])
-        elif kind == HELLINGER:
-            # YT already holds square roots (see the wrapper), x[d] too
-            for j in range(j0, m):
-                acc[j - j0] += xd * YT[d, j]
-        else:
-            # CHI2 and EXP_CHI2: xd > 0 and y >= 0, so the denominator is > 0 (no 0/0 here)
-            for j in range(j0, m):
-                y = YT[d, j]
-                acc[j - j0] += xd * y / (xd + y)
+        y = YT[d, t0:t1]
+        for r in range(b1 - b0):
+            a = acc[r]
+            xd = X[b0 + r, d]
+            if kind == RBF:
+                for k in range(width):
+                    diff = xd - y[k]
+                    a[k] += diff * diff
+            elif xd == 0.0:
+                # zero terms for linear / intersection / chi2 / hellinger / exp-chi2 (non-negative data)
+                continue
+            elif kind == LINEAR or kind == HELLINGER:
+                # for hellinger, X and YT already hold square roots (see the wrapper)
+                for k in range(width):
+                    a[k] += xd * y[k]
+            elif kind == INTERSECTION:
+                for k in range(width):
+                    a[k] += min(xd, y[k])
+            else:
+                # CHI2 and EXP_CHI2: xd > 0 and y >= 0, so the denominator is > 0 (no 0/0 here)
+                for k in range(width):
+                    a[k] += xd * y[k] / (xd + y[k])
 
 
-@jit_parallel(error_model="numpy")
-def gram_kernel(X, YT, bounds, weights, kind, gamma, sx, sy, row0, symmetric, out):
+def _gram(X, YT, bounds, weights, kind, gamma, sx, sy, row0, symmetric, out):
     """Weighted multi-channel Gram block: out[i, j] = sum_u weights[u] * k_u(X[i], YT[:, j]).
 
     ``X`` (n, V) rows, ``YT`` (V, m) columns (transposed), ``bounds`` (n_channels + 1,) int64 channel
     boundaries, ``sx`` (n, n_channels) / ``sy`` (m, n_channels) channel sums (used by exp-chi2 only).
-    When ``symmetric``, row ``i`` of this block is global row ``row0 + i`` and only columns
-    ``j >= row0 + i`` are written (the wrapper mirrors the rest). Parallel over rows.
+    When ``symmetric``, row ``i`` of this block is global row ``row0 + i`` and at least the columns
+    ``j >= row0 + i`` are written (whole tiles; the wrapper mirrors the upper triangle). Every entry is
+    summed over d in increasing order, whatever the blocking or the number of threads. Parallel over
+    chunks of rows.
     """
     n = X.shape[0]
     m = YT.shape[1]
     n_ch = weights.shape[0]
-    for i in prange(n):
-        j0 = row0 + i if symmetric else 0
-        acc = np.empty(m - j0)
-        for j in range(j0, m):
-            out[i, j] = 0.0
-        for u in range(n_ch):
-            _accumulate_row(X[i], YT, bounds[u], bounds[u + 1], kind, j0, acc)
-            w = weights[u]
-            if kind == LINEAR or kind == INTERSECTION or kind == HELLINGER:
-                for j in range(j0, m):
-                    out[i, j] += w * acc[j - j0]
-            elif kind == CHI2:
-                for j in range(j0, m):
-                    out[i, j] += w * (2.0 * acc[j - j0])
-            elif kind == EXP_CHI2:
-                for j in range(j0, m):
-                    dist = sx[i, u] + sy[j, u] - 4.0 * acc[j - j0]
-                    if dist < 0.0:
-                        dist = 0.0
-                    out[i, j] += w * math.exp(-gamma * dist)
-            else:  # RBF
-                for j in range(j0, m):
-                    out[i, j] += w * math.exp(-gamma * acc[j - j0])
+    n_chunks = (n + CHUNK - 1) // CHUNK
+    for c in prange(n_chunks):
+        acc = np.empty((BLOCK, TILE))
+        i_start = c * CHUNK
+        i_stop = min(n, i_start + CHUNK)
+        for t0 in range(0, m, TILE):
+            t1 = min(m, t0 + TILE)
+            for b0 in range(i_start, i_stop, BLOCK):
+                b1 = min(i_stop, b0 + BLOCK)
+                if symmetric and t1 <= row0 + b0:
+                    continue  # this tile lies below the diagonal for every row of the block
+                for r in range(b0, b1):
+                    for j in range(t0, t1):
+                        out[r, j] = 0.0
+                for u in range(n_ch):
+                    _accumulate_block(X, b0, b1, YT, bounds[u], bounds[u + 1], kind, t0, t1, acc)
+                    w = weights[u]
+                    for r in range(b0, b1):
+                        a = acc[r - b0]
+                        if kind == LINEAR or kind == INTERSECTION or kind == HELLINGER:
+                            for j in range(t0, t1):
+                                out[r, j] += w * a[j - t0]
+                        elif kind == CHI2:
+                            for j in range(t0, t1):
+                                out[r, j] += w * (2.0 * a[j - t0])
+                        elif kind == EXP_CHI2:
+                            for j in range(t0, t1):
+                                dist = sx[r, u] + sy[j, u] - 4.0 * a[j - t0]
+                                if dist < 0.0:
+                                    dist = 0.0
+                                out[r, j] += w * math.exp(-gamma * dist)
+                        else:  # RBF
+                            for j in range(t0, t1):
+                                out[r, j] += w * math.exp(-gamma * a[j - t0])
 
 
-@jit_parallel(error_model="numpy")
-def dimension_contributions_kernel(SVT, coef, X, dim_weights, kind, out):
+# The same body twice: parallel over row chunks for big matrices, serial for small ones (kernel rows of
+# a few images, as prediction and explanation compute them), where starting and joining threads costs
+# more than the work (prange runs as a plain range in the serial build).
+gram_kernel = jit_parallel(error_model="numpy")(_gram)
+gram_kernel_serial = jit_serial(error_model="numpy")(_gram)
+
+
+def _dimension_contributions(SVT, coef, X, dim_weights, kind, out):
     """out[o, j, d] = dim_weights[d] * sum_i coef[o, i] * k_d(SVT[d, i], X[j, d]).
 
     For the sum-decomposable kinds (linear, intersection, chi2, hellinger) only; ``SVT`` is the
@@ -158,3 +182,7 @@ def dimension_contributions_kernel(SVT, coef, X, dim_weights, kind, out):
                     out[o, j, d] += coef[o, i] * kd
             for o in range(n_out):
                 out[o, j, d] *= w
+
+
+dimension_contributions_kernel = jit_parallel(error_model="numpy")(_dimension_contributions)
+dimension_contributions_kernel_serial = jit_serial(error_model="numpy")(_dimension_contributions)

@@ -72,7 +72,7 @@ def _contrib_twin(kernel, SV, coef, X, dim_weights):
 
 
 # ---------------------------------------------------------------------------------- raw kernels
-def _raw_gram(X, Y, kind, gamma, bounds, weights):
+def _raw_gram(X, Y, kind, gamma, bounds, weights, fn=None):
     """Call the raw numba kernel (non-symmetric, one block) as the wrapper would."""
     if kind == _kernels.HELLINGER:
         X, Y = np.sqrt(X), np.sqrt(Y)
@@ -81,12 +81,15 @@ def _raw_gram(X, Y, kind, gamma, bounds, weights):
     _kernels._channel_sums(X, bounds, sx)
     _kernels._channel_sums(Y, bounds, sy)
     out = np.full((X.shape[0], Y.shape[0]), np.nan)
-    _kernels.gram_kernel(X, np.ascontiguousarray(Y.T), bounds, weights, kind, gamma, sx, sy, 0, False, out)
+    fn = fn or _kernels.gram_kernel
+    fn(X, np.ascontiguousarray(Y.T), bounds, weights, kind, gamma, sx, sy, 0, False, out)
     return out
 
 
+@pytest.mark.parametrize("build", ["parallel", "serial"])
 @pytest.mark.parametrize("kernel", KERNELS)
-def test_gram_kernel_matches_twin(kernel):
+def test_gram_kernel_matches_twin(kernel, build):
+    fn = _kernels.gram_kernel if build == "parallel" else _kernels.gram_kernel_serial
     code = {"linear": 0, "intersection": 1, "chi2": 2, "hellinger": 3, "exp_chi2": 4, "rbf": 5}[kernel]
     cases = []
     for seed, (n, m, sizes) in enumerate([(5, 7, (12,)), (9, 4, (5, 11, 3)), (1, 1, (1,)), (6, 6, (30,))]):
@@ -100,7 +103,10 @@ def test_gram_kernel_matches_twin(kernel):
         slices = [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
         return _gram_twin(kernel, X, Y, gamma, weights, slices)
 
-    assert_matches_twin(_raw_gram, twin, cases, rtol=1e-12, atol=1e-13)
+    def fast(*case):
+        return _raw_gram(*case, fn=fn)
+
+    assert_matches_twin(fast, twin, cases, rtol=1e-12, atol=1e-13)
 
 
 def test_channel_sums_matches_twin():
@@ -116,13 +122,16 @@ def test_channel_sums_matches_twin():
     assert_matches_twin(fast, slow, cases)
 
 
+@pytest.mark.parametrize("build", ["parallel", "serial"])
 @pytest.mark.parametrize("kernel", DECOMPOSABLE_KERNELS)
-def test_dimension_contributions_kernel_matches_twin(kernel):
+def test_dimension_contributions_kernel_matches_twin(kernel, build):
     code = {"linear": 0, "intersection": 1, "chi2": 2, "hellinger": 3}[kernel]
+    fn = (_kernels.dimension_contributions_kernel if build == "parallel"
+          else _kernels.dimension_contributions_kernel_serial)
 
     def fast(SV, coef, X, dim_weights):
         out = np.full((coef.shape[0], X.shape[0], X.shape[1]), np.nan)
-        _kernels.dimension_contributions_kernel(np.ascontiguousarray(SV.T), coef, X, dim_weights, code, out)
+        fn(np.ascontiguousarray(SV.T), coef, X, dim_weights, code, out)
         return out
 
     def slow(SV, coef, X, dim_weights):
@@ -223,3 +232,30 @@ def test_channel_bounds():
 def test_gram_verbose_reports_progress(capsys):
     gram("intersection", _histograms(6, 4), block_rows=3, verbose=True)
     assert "Gram rows 6/6" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kernel", ["intersection", "exp_chi2", "rbf"])
+def test_gram_tiles_chunks_and_blocks_beyond_one_tile(kernel):
+    # more rows than one chunk (32) and columns than one tile (128), none a multiple of the block
+    # sizes, and symmetric row blocks that start off the chunk grid
+    X = _histograms(150, 9, seed=21)
+    Y = _histograms(301, 9, seed=22)
+    slices = [slice(0, 4), slice(4, 9)]
+    np.testing.assert_allclose(gram(kernel, X, Y, gamma=0.6, slices=slices),
+                               _gram_twin(kernel, X, Y, 0.6, None, slices), rtol=1e-12, atol=1e-13)
+    K = gram(kernel, X, gamma=0.6, slices=slices, block_rows=45)
+    np.testing.assert_allclose(K, _gram_twin(kernel, X, X, 0.6, None, slices), rtol=1e-12, atol=1e-13)
+    assert np.array_equal(K, K.T)
+
+
+def test_parallel_and_serial_builds_agree_bitwise(monkeypatch):
+    import bowlrp.kernels as kernels_module
+
+    X = _histograms(70, 40, seed=30)
+    Y = _histograms(90, 40, seed=31)
+    monkeypatch.setattr(kernels_module, "_PARALLEL_MIN_WORK", 0)  # force threads
+    par = [gram(k, X, Y, gamma=0.4) for k in KERNELS] + [gram("exp_chi2", X, gamma=0.4)]
+    monkeypatch.setattr(kernels_module, "_PARALLEL_MIN_WORK", float("inf"))  # force serial
+    ser = [gram(k, X, Y, gamma=0.4) for k in KERNELS] + [gram("exp_chi2", X, gamma=0.4)]
+    for a, b in zip(par, ser):
+        assert np.array_equal(a, b)
