@@ -499,3 +499,22 @@ def test_each_channel_equals_its_own_single_bin_size_extractor(smoothing):
         alone = DenseSIFT(step=6, bin_sizes=(b,), smoothing=smoothing).extract(image)
         np.testing.assert_array_equal(both.descriptors[both.channel == c], alone.descriptors)
         np.testing.assert_array_equal(both.centers[both.channel == c], alone.centers)
+
+
+def test_orientation_interpolates_linearly_in_angle_all_around_the_circle():
+    # A linear ramp has the same gradient everywhere; with y pointing down, I = cos(t) x - sin(t) y
+    # has its gradient at angle t (counter-clockwise, y up).
+    angles = np.r_[np.linspace(0, 2 * np.pi, 1441), np.arange(16) * np.pi / 4]
+    yy, xx = np.indices((3, 3)).astype(float)
+    for theta in angles:
+        ramp = np.cos(theta) * xx - np.sin(theta) * yy
+        bin0, w0, w1 = K.empty_orientation_field(ramp.shape)
+        K.orientation_field_serial(ramp, bin0, w0, w1)
+        planes = planes_from_field(bin0, w0, w1)[:, 1, 1]
+        t = (theta % (2 * np.pi)) / (np.pi / 4)
+        expected = np.zeros(8)
+        lower = int(np.floor(t)) % 8
+        expected[lower] += 1 - (t - np.floor(t))
+        expected[(lower + 1) % 8] += t - np.floor(t)
+        np.testing.assert_allclose(planes, expected, atol=1e-12)
+        assert abs(w0[1, 1] + w1[1, 1] - 1.0) < 1e-12  # the magnitude is split, not changed
