@@ -49,6 +49,7 @@ __all__ = ["LocalFeatures", "DenseSIFT"]
 
 DESCRIPTOR_CLIP = 0.2
 PARALLEL_MIN_PIXELS = 1 << 19  # images at least this large use the parallel kernels
+MAX_ABS_PIXEL = 1e100  # far below the float64 overflow of squared gradients (~1e154)
 _COLORS = ("gray", "opponent", "rgb")
 _BACKENDS = ("numba", "opencv")
 _LUMA = np.array([0.299, 0.587, 0.114])
@@ -428,7 +429,7 @@ class DenseSIFT(BaseEstimator):
         """
         sizes = self._validate_params()
         checked = check_image(image, min_side=4 * max(sizes))
-        _warn_if_not_unit_range([checked])
+        _check_value_range([checked])
         return self._extract_checked(checked, sizes, parallel=_use_parallel(checked))
 
     def _extract_checked(self, image, sizes, parallel):
@@ -482,7 +483,7 @@ class DenseSIFT(BaseEstimator):
         """
         sizes = self._validate_params()
         checked = check_images(images, min_side=4 * max(sizes))
-        _warn_if_not_unit_range(checked)
+        _check_value_range(checked)
         n_jobs = self.n_jobs if n_jobs is None else n_jobs
         n = len(checked)
         if n_jobs is None or n_jobs == 1 or n == 1:
@@ -511,19 +512,28 @@ def _is_finite_nonnegative(value):
     return isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
 
 
-def _warn_if_not_unit_range(images):
-    """Float images are taken as given; values far outside [0, 1] usually mean a 0..255 float image,
-    which shifts the contrast threshold (and saturates the uint8 input of the OpenCV backend)."""
+def _check_value_range(images):
+    """Reject values whose squared gradients would overflow; warn on images clearly not in [0, 1].
+
+    Float images are taken as given; values far outside [0, 1] usually mean a 0..255 float image,
+    which shifts the contrast threshold (and saturates the uint8 input of the OpenCV backend).
+    """
+    warned = False
     for i, im in enumerate(images):
         low, high = float(im.min()), float(im.max())
-        if low < -1.0 or high > 2.0:  # clearly not [0, 1] data (noise or filtering may overshoot a bit)
+        if max(-low, high) > MAX_ABS_PIXEL:
+            raise ValueError(
+                f"image {i} has pixel values up to {max(-low, high):.3g} in magnitude; DenseSIFT "
+                f"accepts at most {MAX_ABS_PIXEL:.0e} (expected range [0, 1])"
+            )
+        if not warned and (low < -1.0 or high > 2.0):  # noise or filtering may overshoot a bit
             warnings.warn(
                 f"image {i} has values in [{low:.3g}, {high:.3g}]; DenseSIFT expects float images in "
                 "[0, 1] (uint8 images are scaled automatically): divide by 255",
                 UserWarning,
                 stacklevel=3,
             )
-            return
+            warned = True
 
 
 def _use_parallel(image):

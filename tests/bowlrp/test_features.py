@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from skimage import data
 from sklearn.base import clone
 
@@ -474,9 +478,13 @@ def test_opencv_backend_flat_and_colour():
     assert np.mean(corr) > 0.5
 
 
-def test_float_images_outside_unit_range_warn():
+def test_float_images_outside_unit_range_warn_and_huge_values_raise():
     with pytest.warns(UserWarning, match="expects float images in"):
         DenseSIFT().extract(data.camera()[:32, :32].astype(np.float64))
+    huge = np.zeros((32, 32))
+    huge[5, 5] = 1e200  # finite, but its squared gradient would overflow to inf and then NaN
+    with pytest.raises(ValueError, match="image 1 has pixel values up to 1e"):
+        DenseSIFT().extract_many([np.zeros((32, 32)), huge])
 
 
 def test_parallel_kernels_on_large_images_match_serial(monkeypatch):
@@ -518,3 +526,24 @@ def test_orientation_interpolates_linearly_in_angle_all_around_the_circle():
         expected[(lower + 1) % 8] += t - np.floor(t)
         np.testing.assert_allclose(planes, expected, atol=1e-12)
         assert abs(w0[1, 1] + w1[1, 1] - 1.0) < 1e-12  # the magnitude is split, not changed
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    height=st.integers(12, 40),
+    width=st.integers(12, 40),
+    step=st.integers(1, 9),
+    bin_size=st.integers(1, 3),
+    scale=st.sampled_from([0.0, 1e-6, 1e-3, 1.0, 1e50]),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_random_images_give_finite_unit_or_zero_descriptors(height, width, step, bin_size, scale, seed):
+    image = scale * np.random.default_rng(seed).random((height, width))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        feats = DenseSIFT(step=step, bin_sizes=(bin_size,)).extract(image)
+    assert np.all(np.isfinite(feats.descriptors))
+    norms = np.linalg.norm(feats.descriptors, axis=1)
+    assert np.all((np.abs(norms - 1) < 1e-12) | (norms == 0))
+    a = 4 * bin_size
+    assert len(feats) == ((height - a) // step + 1) * ((width - a) // step + 1)
