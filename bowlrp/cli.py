@@ -105,7 +105,7 @@ def _explainer(model, args, network_settings=None):
         settings["std"] = _floats(args.std, "--std")
     if getattr(args, "batch_size", None) is not None:
         settings["batch_size"] = args.batch_size
-    composite = getattr(args, "composite", None) or settings.pop("composite", "epsilon_plus_flat")
+    composite = getattr(args, "composite", None) or settings.pop("composite", "auto")
     settings.pop("composite", None)
     try:
         return as_explainer(model, composite=composite, **settings)
@@ -140,7 +140,10 @@ def _report_skipped(result, strict: bool) -> None:
 def cmd_demo(args) -> int:
     from bowlrp import demo
 
-    demo.run(args.out)
+    # only the sizes given on the command line are passed: demo.run's own defaults stay the default
+    sizes = {name: getattr(args, name) for name in ("n_train", "n_test", "n_show", "size", "random_state")
+             if getattr(args, name) is not None}
+    demo.run(args.out, **sizes)
     return EXIT_OK
 
 
@@ -469,22 +472,24 @@ def _add_common(parser) -> None:
 def _add_network_options(parser) -> None:
     group = parser.add_argument_group("network models (nets .npz or .onnx)")
     group.add_argument("--composite", default=None,
-                       help="LRP composite, e.g. epsilon_plus_flat (default), epsilon_plus, "
+                       help="LRP composite: auto (default: epsilon_plus_flat for a convolution first, "
+                            "epsilon_plus for a dense layer first), epsilon_plus_flat, epsilon_plus, "
                             "epsilon_alpha2_beta1, epsilon_alpha2_beta1_flat")
     group.add_argument("--input-shape", metavar="C,H,W",
                        help="input the network expects (default: read from the model); images are resized")
     group.add_argument("--mean", metavar="M[,M,M]",
                        help="the network sees (pixel/255 - mean) / std (default 0)")
     group.add_argument("--std", metavar="S[,S,S]", help="see --mean (default 1)")
-    group.add_argument("--batch-size", type=int, default=None,
-                       help="images per network pass (default 1: results independent of chunking, "
-                            "bit for bit; larger is faster for big CNNs)")
 
 
 def _add_batch_options(parser) -> None:
     parser.add_argument("-o", "--out", required=True, help="output folder (created; reruns resume in it)")
     group = parser.add_argument_group("scale")
     group.add_argument("--chunk-size", type=int, default=8, help="images per task (default 8)")
+    group.add_argument("--batch-size", type=int, default=None,
+                       help="images per model call within a task (default 1: every result is "
+                            "independent of chunking, resuming and workers, bit for bit; larger can be "
+                            "faster for big CNNs and agrees to rounding)")
     group.add_argument("-j", "--n-jobs", type=int, default=1,
                        help="parallel workers via joblib (-1 = all cores)")
     group.add_argument("--backend", default=None, help="joblib backend (loky, threading, dask, ...)")
@@ -521,6 +526,11 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Fit a BoW/SVM and a network on generated scenes and write their heatmaps "
                                    "side by side.", epilog=_EPILOG, formatter_class=fmt)
     p.add_argument("-o", "--out", default="demo_out", help="output folder (default demo_out)")
+    p.add_argument("--n-train", type=int, help="training scenes (smaller is faster)")
+    p.add_argument("--n-test", type=int, help="held-out scenes for the accuracy")
+    p.add_argument("--n-show", type=int, help="scenes explained and drawn")
+    p.add_argument("--size", type=int, help="image side in pixels")
+    p.add_argument("--random-state", type=int, help="seed")
     _add_common(p)
     p.set_defaults(func=cmd_demo)
 

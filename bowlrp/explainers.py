@@ -97,13 +97,31 @@ def parse_target(text, classes=None):
         raise ValueError(f"target must be an output index (an integer), got {text!r}") from None
 
 
+def _in_batches(items, size):
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
 class BoWExplainer(_Realigned):
-    """Adapter for a fitted :class:`~bowlrp.pipeline.BoWClassifier` (images are used as read)."""
+    """Adapter for a fitted :class:`~bowlrp.pipeline.BoWClassifier` (images are used as read).
+
+    Parameters
+    ----------
+    model : fitted BoWClassifier
+    batch_size : int, default=1
+        Images per call of the classifier. With 1 each image is computed alone, so its numbers do
+        not depend on which images share its chunk (a matrix product over a batch is blocked
+        differently for different batch sizes, which can change the last bit): resumed, re-chunked
+        and distributed runs give bit-identical results.
+    """
 
     kind = "bow"
 
-    def __init__(self, model):
+    def __init__(self, model, batch_size=1):
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         self.model = model
+        self.batch_size = batch_size
 
     @property
     def classes(self):
@@ -111,18 +129,24 @@ class BoWExplainer(_Realigned):
 
     def describe(self) -> dict:
         params = {k: repr(v) for k, v in sorted(self.model.get_params().items())}
-        return {"kind": self.kind, "class": type(self.model).__name__, "params": params}
+        return {"kind": self.kind, "class": type(self.model).__name__, "params": params,
+                "batch_size": self.batch_size}
 
     def prepare(self, images):
         return list(images)
 
     def decision(self, prepared) -> np.ndarray:
-        scores = np.asarray(self.model.decision_function(list(prepared)), dtype=np.float64)
-        return scores.reshape(len(prepared), -1)
+        prepared = list(prepared)
+        scores = [np.asarray(self.model.decision_function(part), dtype=np.float64).reshape(len(part), -1)
+                  for part in _in_batches(prepared, self.batch_size)]
+        return np.concatenate(scores, axis=0)
 
     def explain(self, images, target=None):
         images = self.prepare(images)
-        return _attach_images(self.model.explain(images, target=target), images)
+        maps = []
+        for part in _in_batches(images, self.batch_size):
+            maps += self.model.explain(part, target=target)
+        return _attach_images(maps, images)
 
     def score_function(self, target):
         """prepared images -> f_target(x), the score a BoW heatmap of ``target`` explains."""
@@ -201,7 +225,11 @@ class NetworkExplainer(_Realigned):
     Parameters
     ----------
     model : nets.Sequential
-    composite : str or Composite, default="epsilon_plus_flat"
+    composite : str or Composite, default="auto"
+        A ``nets`` preset name or Composite. ``"auto"``: ``"epsilon_plus_flat"`` for networks that
+        start with a convolution, ``"epsilon_plus"`` for networks that start with a dense layer
+        (the Flat rule on a first dense layer spreads every neuron's relevance evenly over all
+        pixels, so the map would be constant).
     input_shape : (C, H, W), optional
         Default: :func:`infer_input_shape`.
     mean, std : float or sequence of C floats
@@ -216,8 +244,16 @@ class NetworkExplainer(_Realigned):
 
     kind = "network"
 
-    def __init__(self, model, composite="epsilon_plus_flat", input_shape=None, mean=0.0, std=1.0,
+    def __init__(self, model, composite="auto", input_shape=None, mean=0.0, std=1.0,
                  batch_size=1):
+        # a model that starts with a dense layer (e.g. imported from scikit-learn) takes flat rows
+        first = next((layer for layer in model.layers
+                      if type(layer).__name__ not in ("Dropout", "Identity")), None)
+        self.flat_input = type(first).__name__ == "Dense"
+        if composite is None or composite == "auto":
+            first_linear = next((type(layer).__name__ for layer in model.layers
+                                 if type(layer).__name__ in ("Dense", "Conv2D")), None)
+            composite = "epsilon_plus" if first_linear == "Dense" else "epsilon_plus_flat"
         if isinstance(composite, str):
             from nets.composites import COMPOSITES
 
@@ -236,10 +272,6 @@ class NetworkExplainer(_Realigned):
         self.std = np.broadcast_to(np.asarray(std, dtype=np.float64), (channels,)).copy()
         if np.any(self.std <= 0) or not np.all(np.isfinite(self.std)):
             raise ValueError(f"std must be positive, got {self.std}")
-        # a model that starts with a dense layer (e.g. imported from scikit-learn) takes flat rows
-        first = next((layer for layer in model.layers
-                      if type(layer).__name__ not in ("Dropout", "Identity")), None)
-        self.flat_input = type(first).__name__ == "Dense"
 
     def describe(self) -> dict:
         return {
@@ -274,8 +306,7 @@ class NetworkExplainer(_Realigned):
         return x.reshape(len(x), -1) if self.flat_input else x
 
     def _batches(self, items):
-        for start in range(0, len(items), self.batch_size):
-            yield items[start:start + self.batch_size]
+        return _in_batches(items, self.batch_size)
 
     def decision(self, prepared) -> np.ndarray:
         prepared = list(prepared)
@@ -313,7 +344,7 @@ class NetworkExplainer(_Realigned):
         return score
 
 
-def as_explainer(model, composite="epsilon_plus_flat", input_shape=None, mean=0.0, std=1.0, batch_size=1):
+def as_explainer(model, composite="auto", input_shape=None, mean=0.0, std=1.0, batch_size=1):
     """Wrap a fitted BoW pipeline or a ``nets`` model in its adapter (adapters pass through)."""
     if isinstance(model, (BoWExplainer, NetworkExplainer)):
         return model
@@ -322,4 +353,4 @@ def as_explainer(model, composite="epsilon_plus_flat", input_shape=None, mean=0.
     if model_kind(model) == "network":
         return NetworkExplainer(model, composite=composite, input_shape=input_shape, mean=mean, std=std,
                                 batch_size=batch_size)
-    return BoWExplainer(model)
+    return BoWExplainer(model, batch_size=batch_size)
