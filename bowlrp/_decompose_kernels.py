@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from bowlrp._numba import jit_serial
 
 LINEAR = 0
@@ -43,20 +45,62 @@ def _channel_kernel(z, s, lo, hi, code, gamma):
 
 
 @jit_serial
+def _value_at(z, S, coef, bounds, weights, code, gamma, intercept):
+    """f(z) for one point."""
+    total = 0.0
+    for u in range(bounds.shape[0] - 1):
+        lo = bounds[u]
+        hi = bounds[u + 1]
+        acc = 0.0
+        for i in range(S.shape[0]):
+            acc += coef[i] * _channel_kernel(z, S[i], lo, hi, code, gamma)
+        total += weights[u] * acc
+    return intercept + total
+
+
+@jit_serial
 def expansion_values(Z, S, coef, bounds, weights, code, gamma, intercept, out):
     """out[j] = intercept + sum_u weights[u] sum_i coef[i] k_u(S[i], Z[j])."""
-    n_channels = bounds.shape[0] - 1
     for j in range(Z.shape[0]):
-        z = Z[j]
-        total = 0.0
-        for u in range(n_channels):
-            lo = bounds[u]
-            hi = bounds[u + 1]
-            acc = 0.0
-            for i in range(S.shape[0]):
-                acc += coef[i] * _channel_kernel(z, S[i], lo, hi, code, gamma)
-            total += weights[u] * acc
-        out[j] = intercept + total
+        out[j] = _value_at(Z[j], S, coef, bounds, weights, code, gamma, intercept)
+
+
+@jit_serial
+def bisect_segments(x, fx, Z, fz, S, coef, bounds, weights, code, gamma, intercept, tol, max_iter,
+                    out_a, out_f):
+    """For each row z_j of Z (f(z_j) of the sign opposite to f(x) = fx), bisect on a in [0, 1] for
+    f(a x + (1 - a) z_j) = 0. Writes the best a seen (smallest |f|) and its f value.
+
+    Stops a segment when |f| <= tol or when the bracket is down to a few ulps.
+    """
+    point = np.empty(x.shape[0])
+    eps4 = 4.0 * np.finfo(np.float64).eps
+    for j in range(Z.shape[0]):
+        lo = 0.0  # side of z_j
+        hi = 1.0  # side of x
+        if abs(fz[j]) < abs(fx):
+            best_a = 0.0
+            best_f = fz[j]
+        else:
+            best_a = 1.0
+            best_f = fx
+        if abs(best_f) > tol:
+            for _ in range(max_iter):
+                mid = 0.5 * (lo + hi)
+                for d in range(x.shape[0]):
+                    point[d] = mid * x[d] + (1.0 - mid) * Z[j, d]
+                fm = _value_at(point, S, coef, bounds, weights, code, gamma, intercept)
+                if abs(fm) < abs(best_f):
+                    best_a = mid
+                    best_f = fm
+                if (fm > 0.0) == (fx > 0.0) and fm != 0.0:
+                    hi = mid
+                else:
+                    lo = mid
+                if abs(fm) <= tol or hi - lo <= eps4:
+                    break
+        out_a[j] = best_a
+        out_f[j] = best_f
 
 
 @jit_serial

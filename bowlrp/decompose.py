@@ -502,33 +502,18 @@ def taylor_relevance(expansion: KernelExpansion, x, root) -> tuple[np.ndarray, f
 
 
 def _bisect(expansion, x, fx, Z, fz, tol, max_iter):
-    """Bisect on a in [0, 1] for f(a x + (1 - a) z_j) = 0, all candidates at once.
+    """Bisect on a in [0, 1] for f(a x + (1 - a) z_j) = 0 for every candidate row z_j (numba).
 
-    a = 1 is x (value fx), a = 0 is z_j (value fz_j, of the opposite sign). Returns roots (k, V),
-    their f values (k,).
+    a = 1 is x (value fx), a = 0 is z_j (value fz_j, of the opposite sign). Returns the roots (k, V)
+    (the best point seen on each segment) and their f values (k,).
     """
-    lo = np.zeros(len(Z))  # f(point(lo)) has the sign of fz
-    hi = np.ones(len(Z))  # f(point(hi)) has the sign of fx
-    best_a = np.where(np.abs(fz) < abs(fx), 0.0, 1.0)
-    best_f = np.where(np.abs(fz) < abs(fx), fz, fx)
-    active = np.abs(best_f) > tol
-    sign_x = np.sign(fx)
-    for _ in range(max_iter):
-        if not active.any():
-            break
-        idx = np.flatnonzero(active)
-        mid = 0.5 * (lo[idx] + hi[idx])
-        pts = mid[:, None] * x[None, :] + (1.0 - mid[:, None]) * Z[idx]
-        fm = expansion.decision(pts)
-        improve = np.abs(fm) < np.abs(best_f[idx])
-        best_a[idx[improve]] = mid[improve]
-        best_f[idx[improve]] = fm[improve]
-        same_as_x = np.sign(fm) == sign_x
-        hi[idx[same_as_x]] = mid[same_as_x]
-        lo[idx[~same_as_x]] = mid[~same_as_x]
-        # stop a candidate once f is small enough or the bracket cannot shrink any more
-        done = (np.abs(fm) <= tol) | (hi[idx] - lo[idx] <= 4 * np.finfo(float).eps)
-        active[idx[done]] = False
+    Z = np.ascontiguousarray(Z)
+    best_a = np.empty(len(Z))
+    best_f = np.empty(len(Z))
+    _dk.bisect_segments(np.ascontiguousarray(x), float(fx), Z, np.ascontiguousarray(fz, dtype=np.float64),
+                        expansion.support_vectors, expansion.coef, expansion._bounds(), expansion._beta,
+                        expansion._code(), float(expansion.gamma or 0.0), expansion.intercept, float(tol),
+                        int(max_iter), best_a, best_f)
     roots = best_a[:, None] * x[None, :] + (1.0 - best_a[:, None]) * Z
     return roots, expansion.decision(roots)
 
@@ -732,17 +717,35 @@ def explain_classifier(clf, images, target=None, n_candidates=16, n_roots=1, ran
             raise ValueError("target is an empty list: give at least one class to explain")
         per_image = [requested] * len(encodings)
 
-    # Step 3, batched per explained class over the images that ask for it.
+    # Step 3. Exact kernels: one batched call for every output any image needs (binary problems
+    # need one output for both classes: classes_[0] is its negation). Taylor kernels: per class.
     rng = check_random_state(random_state)
     bow_rel: dict = {}
-    for c in sorted({c for cs in per_image for c in cs}):
-        rows = [i for i, cs in enumerate(per_image) if c in cs]
-        output, negate = _output_of(len(classes), n_outputs, c)
-        f = _expansion_for(clf, output, negate)
-        candidates = getattr(clf, "train_bows_", None) if f.kernel in DIFFERENTIABLE else None
-        R3, taylor = explain_bow(f, X[rows], candidates, n_candidates, n_roots, rng)
-        for k, i in enumerate(rows):
-            bow_rel[i, c] = (R3[k], taylor[k], f.intercept)
+    needed = sorted({c for cs in per_image for c in cs})
+    if clf.kernel in SUM_DECOMPOSABLE:
+        outputs = sorted({_output_of(len(classes), n_outputs, c)[0] for c in needed})
+        expansions = {o: _expansion_for(clf, o, False) for o in outputs}
+        coef = np.stack([expansions[o].coef for o in outputs])
+        from bowlrp.kernels import dimension_contributions
+
+        contrib = dimension_contributions(clf.kernel, expansions[outputs[0]].support_vectors, coef, X,
+                                          weights=expansions[outputs[0]]._beta,
+                                          slices=expansions[outputs[0]]._slices)
+        for i, cs in enumerate(per_image):
+            for c in cs:
+                output, negate = _output_of(len(classes), n_outputs, c)
+                b = expansions[output].intercept
+                R3 = contrib[outputs.index(output), i] + b / X.shape[1]  # Eq 24, as bow_relevance
+                bow_rel[i, c] = (-R3 if negate else R3, None, -b if negate else b)
+    else:
+        for c in needed:
+            rows = [i for i, cs in enumerate(per_image) if c in cs]
+            output, negate = _output_of(len(classes), n_outputs, c)
+            f = _expansion_for(clf, output, negate)
+            R3, taylor = explain_bow(f, X[rows], getattr(clf, "train_bows_", None), n_candidates, n_roots,
+                                     rng)
+            for k, i in enumerate(rows):
+                bow_rel[i, c] = (R3[k], taylor[k], f.intercept)
 
     method = f"bow-lrp/{clf.kernel}"
     bounds = np.array([[s.start, s.stop] for s in encodings[0].channel_slices]) if encodings else None

@@ -547,3 +547,52 @@ def test_taylor_kernels_match_numpy_twins():
             grad_cases.append((Z[0].copy(), S, coef, bounds, weights, code, 0.6))
     assert_matches_twin(fast_values, twin_values, value_cases, rtol=1e-12, atol=1e-13)
     assert_matches_twin(fast_gradient, twin_gradient, grad_cases, rtol=1e-12, atol=1e-13)
+
+
+def twin_bisect(x, fx, Z, fz, S, coef, bounds, weights, code, gamma, intercept, tol, max_iter):
+    """Lock-step numpy bisection over all segments, the obviously correct version of the kernel."""
+    f = lambda P: twin_values(P, S, coef, bounds, weights, code, gamma, intercept)  # noqa: E731
+    lo, hi = np.zeros(len(Z)), np.ones(len(Z))
+    best_a = np.where(np.abs(fz) < abs(fx), 0.0, 1.0)
+    best_f = np.where(np.abs(fz) < abs(fx), fz, fx)
+    active = np.abs(best_f) > tol
+    for _ in range(max_iter):
+        if not active.any():
+            break
+        idx = np.flatnonzero(active)
+        mid = 0.5 * (lo[idx] + hi[idx])
+        fm = f(mid[:, None] * x[None, :] + (1.0 - mid[:, None]) * Z[idx])
+        improve = np.abs(fm) < np.abs(best_f[idx])
+        best_a[idx[improve]], best_f[idx[improve]] = mid[improve], fm[improve]
+        same = np.sign(fm) == np.sign(fx)
+        hi[idx[same]], lo[idx[~same]] = mid[same], mid[~same]
+        active[idx[(np.abs(fm) <= tol) | (hi[idx] - lo[idx] <= 4 * np.finfo(float).eps)]] = False
+    return best_a, best_f
+
+
+def test_bisection_kernel_matches_numpy_twin():
+    from bowlrp import _decompose_kernels as dk
+    from tests.kernel_twins import assert_matches_twin
+
+    def fast(x, fx, Z, fz, *rest):
+        a, fa = np.empty(len(Z)), np.empty(len(Z))
+        dk.bisect_segments(x, fx, Z, fz, *rest, a, fa)
+        return a, fa
+
+    rng = np.random.default_rng(21)
+    cases = []
+    for code, gamma in ((dk.EXP_CHI2, 0.5), (dk.RBF, 2.0), (dk.LINEAR, 0.0)):
+        S = rng.random((9, 8))
+        coef = rng.normal(size=9)
+        bounds, weights = np.array([0, 5, 8], dtype=np.int64), np.array([1.0, 0.7])
+        C = rng.random((30, 8))
+        raw = twin_values(C, S, coef, bounds, weights, code, gamma, 0.0)
+        b = -float(np.median(raw))
+        fc = raw + b
+        x = C[0]
+        opp = np.flatnonzero(fc * fc[0] < 0)
+        assert opp.size >= 3
+        for tol, max_iter in ((1e-10, 200), (1e-3, 200), (1e-10, 5)):
+            cases.append((x, fc[0], C[opp], fc[opp], S, coef, bounds, weights, code, gamma, b, tol, max_iter))
+    # f values differ from the twin's by summation order only (~1e-15); the bisection paths agree
+    assert_matches_twin(fast, twin_bisect, cases, rtol=0, atol=1e-13)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from sklearn.exceptions import NotFittedError
 
-from bowlrp.decompose import explain_tiles, tile_boxes
+from bowlrp.decompose import KernelExpansion, bow_relevance, explain_tiles, tile_boxes
 from bowlrp.heatmap import Heatmap
 from bowlrp.pipeline import BoWClassifier
 
@@ -106,6 +106,11 @@ def test_multiclass_multichannel_conserves_for_every_class(textures):
             assert ex["feature_centers"].shape == (ex["feature_relevance"].size, 2)
             assert ex["bow_relevance"].shape == (clf.support_vectors_.shape[1],)
             assert ex["channel_slices"].tolist() == [[s.start, s.stop] for s in clf.channel_slices_]
+            # Step 3 of the batched glue is Eq 24 of the array-level function
+            f = KernelExpansion(clf.kernel, clf.support_vectors_, clf.dual_coef_[c], clf.intercept_[c],
+                                channel_slices=clf.channel_slices_, channel_weights=clf.channel_weights_)
+            np.testing.assert_allclose(ex["bow_relevance"], bow_relevance(f, ex["bow"])[0], rtol=1e-12,
+                                       atol=1e-15)
 
 
 def test_max_pooling_and_other_mappings_conserve(faces):
