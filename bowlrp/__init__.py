@@ -17,6 +17,7 @@ _EXPORTS = {
     "montage": "bowlrp.heatmap",
     "render": "bowlrp.heatmap",
     "BoWClassifier": "bowlrp.pipeline",
+    "explain_tiles": "bowlrp.decompose",
     "DenseSIFT": "bowlrp.features",
     "LocalFeatures": "bowlrp.features",
 }

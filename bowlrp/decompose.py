@@ -546,6 +546,7 @@ def find_root(expansion: KernelExpansion, x, candidates, n_candidates=16, n_root
     max_iter : int, default=200
         Bisection steps at most (the bracket reaches float resolution after about 60).
     random_state : int, RandomState or None
+        Seeds the draw of the candidates (only used when there are more than ``n_candidates``).
 
     Returns
     -------
@@ -621,11 +622,10 @@ def explain_bow(expansion: KernelExpansion, X, candidates=None, n_candidates=16,
     if candidates is None:
         raise ValueError(f"kernel {expansion.kernel!r} is explained by a Taylor step and needs candidate "
                          "BoW vectors for its root search (the training BoWs)")
-    from sklearn.utils import check_random_state
-
-    rng = check_random_state(random_state)
+    # An int seed (or None) seeds every row's draw on its own, so a row's explanation does not depend
+    # on the other rows of the batch; a RandomState instance is consumed row after row.
     results = [find_root(expansion, x, candidates, n_candidates=n_candidates, n_roots=n_roots,
-                         random_state=rng) for x in X]
+                         random_state=random_state) for x in X]
     return np.stack([r.relevance for r in results]) if results else np.zeros((0, X.shape[1])), results
 
 
@@ -681,7 +681,8 @@ def explain_classifier(clf, images, target=None, n_candidates=16, n_roots=1, ran
         accepted as an index into ``classes_``. For a binary classifier, explaining ``classes_[0]``
         explains the negated decision value.
     n_candidates, n_roots, random_state
-        Root search of the Taylor kernels (see :func:`find_root`); ignored by exact kernels.
+        Root search of the Taylor kernels (see :func:`find_root`); ignored by exact kernels. An int
+        seed seeds each image's search on its own, so an image's map does not depend on the batch.
 
     Returns
     -------
@@ -689,7 +690,6 @@ def explain_classifier(clf, images, target=None, n_candidates=16, n_roots=1, ran
         One Heatmap per image when ``target`` is None or a single label; when ``target`` is a list,
         one list per image holding one Heatmap per requested target, in the order given.
     """
-    from sklearn.utils import check_random_state
     from sklearn.utils.validation import check_is_fitted
 
     from bowlrp.heatmap import Heatmap
@@ -704,6 +704,8 @@ def explain_classifier(clf, images, target=None, n_candidates=16, n_roots=1, ran
     classes = np.asarray(clf.classes_)
     n_outputs = decision.shape[1]
 
+    if isinstance(target, np.ndarray) and target.ndim == 0:
+        target = target.item()
     many = isinstance(target, (list, tuple, np.ndarray))
     if target is None:
         if n_outputs == 1:
@@ -719,7 +721,6 @@ def explain_classifier(clf, images, target=None, n_candidates=16, n_roots=1, ran
 
     # Step 3. Exact kernels: one batched call for every output any image needs (binary problems
     # need one output for both classes: classes_[0] is its negation). Taylor kernels: per class.
-    rng = check_random_state(random_state)
     bow_rel: dict = {}
     needed = sorted({c for cs in per_image for c in cs})
     if clf.kernel in SUM_DECOMPOSABLE:
@@ -743,7 +744,7 @@ def explain_classifier(clf, images, target=None, n_candidates=16, n_roots=1, ran
             output, negate = _output_of(len(classes), n_outputs, c)
             f = _expansion_for(clf, output, negate)
             R3, taylor = explain_bow(f, X[rows], getattr(clf, "train_bows_", None), n_candidates, n_roots,
-                                     rng)
+                                     random_state)
             for k, i in enumerate(rows):
                 bow_rel[i, c] = (R3[k], taylor[k], f.intercept)
 

@@ -149,6 +149,17 @@ def test_taylor_kernels_report_root_and_residual(kernel, faces):
         np.testing.assert_array_equal(a.relevance, b.relevance)
 
 
+def test_taylor_maps_do_not_depend_on_the_batch(faces):
+    # n_candidates below the number of opposite-sign training BoWs, so the seeded draw matters
+    clf = fitted("rbf", faces)
+    images = faces[2][:5]
+    batch = clf.explain(images, target=1, n_candidates=3, random_state=7)
+    for image, h in zip(images, batch):
+        alone = clf.explain([image], target=1, n_candidates=3, random_state=7)[0]
+        np.testing.assert_array_equal(alone.relevance, h.relevance)
+        np.testing.assert_array_equal(alone.extras["taylor"]["root"], h.extras["taylor"]["root"])
+
+
 def test_searching_all_candidates_never_worsens_the_best_residual(faces):
     # with n_candidates above the training-set size every opposite-sign candidate is bisected, a
     # superset of any single draw, so the best |residual| can only be smaller or equal
