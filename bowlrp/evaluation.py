@@ -669,7 +669,9 @@ def mask_fraction(masks=None, boxes=None, shapes=None) -> np.ndarray:
     else:
         if masks is None:
             raise ValueError("give masks= or boxes=")
-        gts = [np.asarray(m, bool) for m in (masks[None] if np.ndim(masks) == 2 else masks)]
+        if isinstance(masks, np.ndarray) and masks.ndim == 2:
+            masks = masks[None]
+        gts = [np.asarray(m, bool) for m in masks]  # a list may hold masks of different sizes
     return np.array([m.mean() for m in gts])
 
 

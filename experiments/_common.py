@@ -21,8 +21,11 @@ if str(ROOT) not in sys.path:
 def parser(description, default_out):
     """An argument parser with the options every experiment has."""
     p = argparse.ArgumentParser(description=description)
-    p.add_argument("--out", default=str(ROOT / "experiments" / "out" / default_out),
-                   help="output folder for figures and tables (created)")
+    p.add_argument(
+        "--out",
+        default=str(ROOT / "experiments" / "out" / default_out),
+        help="output folder for figures and tables (created)",
+    )
     p.add_argument("--quick", action="store_true", help="a small, fast run (what the tests use)")
     p.add_argument("--seed", type=int, default=0, help="random seed of data, models and metrics")
     return p
@@ -37,7 +40,7 @@ def prepare_out(path) -> Path:
 def _fmt(v):
     if isinstance(v, (float, np.floating)):
         return f"{v:.4g}"
-    return str(v)
+    return str(v).replace("|", "\\|")  # a bare pipe would end the table cell
 
 
 def markdown_table(rows, columns=None) -> str:
@@ -45,7 +48,7 @@ def markdown_table(rows, columns=None) -> str:
     if not rows:
         return "(no rows)\n"
     columns = columns or list(dict.fromkeys(k for r in rows for k in r))
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines = ["| " + " | ".join(_fmt(c) for c in columns) + " |", "|" + "---|" * len(columns)]
     for r in rows:
         lines.append("| " + " | ".join(_fmt(r.get(c, "")) for c in columns) + " |")
     return "\n".join(lines) + "\n"
@@ -69,15 +72,25 @@ def write_results(out, name, title, tables, meta, notes=""):
     ``tables`` maps a section title to a list of row dicts; ``meta`` holds settings and timings.
     """
     out = Path(out)
-    meta = {**meta, "python": platform.python_version(), "machine": platform.machine(),
-            "cpus": os.cpu_count(), "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime())}
-    md = [f"# {title}\n", notes.strip() + "\n" if notes else "", "## Settings\n",
-          markdown_table([{"setting": k, "value": v} for k, v in meta.items()])]
+    meta = {
+        **meta,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+    }
+    md = [
+        f"# {title}\n",
+        notes.strip() + "\n" if notes else "",
+        "## Settings\n",
+        markdown_table([{"setting": k, "value": v} for k, v in meta.items()]),
+    ]
     for section, rows in tables.items():
         md += [f"\n## {section}\n", markdown_table(rows)]
     (out / "results.md").write_text("\n".join(md))
-    (out / "results.json").write_text(json.dumps(_jsonable({"experiment": name, "meta": meta, "tables": tables}),
-                                                 indent=1))
+    (out / "results.json").write_text(
+        json.dumps(_jsonable({"experiment": name, "meta": meta, "tables": tables}), indent=1)
+    )
     return out / "results.md"
 
 
@@ -112,9 +125,19 @@ def curve_rows(curves, extra=None):
     rows = []
     for (method, order), c in curves.items():
         d = c.to_dict()
-        rows.append({**(extra or {}), "method": method, "order": order, "AOPC": d["aopc"],
-                     "AOPC s.e.m.": d["aopc_sem"], "f(x0)": float(c.mean_curve[0]),
-                     "f(x^L)": float(c.mean_curve[-1]), "L": d["n_steps"], "images": d["n_images"]})
+        rows.append(
+            {
+                **(extra or {}),
+                "method": method,
+                "order": order,
+                "AOPC": d["aopc"],
+                "AOPC s.e.m.": d["aopc_sem"],
+                "f(x0)": float(c.mean_curve[0]),
+                "f(x^L)": float(c.mean_curve[-1]),
+                "L": d["n_steps"],
+                "images": d["n_images"],
+            }
+        )
     return rows
 
 

