@@ -33,6 +33,12 @@ Conventions (EXTENSIONS where the paper is silent)
   conserve their relevance too.
 * Binary classifiers score the positive class ``classes_[1]``; explaining ``classes_[0]`` explains
   the negated score -f(x) (relevance of every level is negated).
+* Taylor kernels: the root candidates are the training BoWs (``train_bows_``) whose score has the
+  sign opposite to f(x), at most ``n_candidates`` of them drawn with the given seed (each image seeded
+  on its own, so a map does not depend on the batch it was computed in). When no training BoW has
+  the opposite sign the expansion point is the candidate with the smallest |f| (reported as
+  ``bracketed = 0`` with its f value); when f(x) = 0 exactly, x is its own root and R3 = 0. The
+  residual rho = f(x) - sum R3 is reported in ``Heatmap.residual`` and ``extras["taylor"]``.
 """
 
 from __future__ import annotations

@@ -323,3 +323,16 @@ def test_sign_on_generated_scenes():
             assert on_own > 0 > on_other
             # (the background near objects is touched by their features' supports, hence only 2x)
             assert min(on_own, -on_other) > 2 * background
+
+
+def test_heatmaps_with_all_extras_save_and_load(faces, tmp_path):
+    clf = fitted("exp_chi2", faces)
+    h = clf.explain(faces[2][:1], target=1)[0]
+    path = h.save(tmp_path / "h.npz")
+    back = Heatmap.load(path)
+    np.testing.assert_array_equal(back.relevance, h.relevance)
+    assert back.score == h.score and back.residual == h.residual and back.method == h.method
+    for key in ("bow_relevance", "feature_relevance", "feature_centers", "feature_boxes"):
+        np.testing.assert_array_equal(back.extras[key], h.extras[key])
+    np.testing.assert_array_equal(back.extras["taylor"]["root"], h.extras["taylor"]["root"])
+    assert back.extras["taylor"]["f_root"] == h.extras["taylor"]["f_root"]
