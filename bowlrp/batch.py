@@ -192,7 +192,16 @@ def _clear_previous(out_dir: str) -> None:
 
 
 # ---------------------------------------------------------------------- the work of one chunk
-def _explain_chunk(explainer, keys, images, target, read_failures):
+def _limit_threads(threads):
+    """One numba thread per worker process: workers are the parallelism, and several processes
+    each running a full pool of numba threads would fight over the same cores."""
+    if threads is not None:
+        import numba
+
+        numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
+
+
+def _explain_chunk(explainer, keys, images, target, read_failures, threads=None):
     """Explain a chunk; on an error, explain image by image so only the bad ones are lost.
 
     Runs on the workers. Returns ``[(key, Heatmap or None, reason or None)]`` including the
@@ -201,6 +210,7 @@ def _explain_chunk(explainer, keys, images, target, read_failures):
     results = [(key, None, reason) for key, reason in read_failures]
     if not keys:
         return results
+    _limit_threads(threads)
     try:
         maps = explainer.explain(list(images), target=target)
         if len(maps) != len(keys):
@@ -241,7 +251,8 @@ def _run_joblib(explainer, chunks, target, n_jobs, backend):
     # parallel_config (not Parallel(backend=...)) also finds the external backends such as "dask"
     with parallel_config(backend=backend) if backend is not None else nullcontext():
         parallel = Parallel(n_jobs=n_jobs, return_as="generator_unordered", pre_dispatch="2*n_jobs")
-        for result in parallel(delayed(_explain_chunk)(explainer, k, i, target, f) for k, i, f in chunks):
+        tasks = (delayed(_explain_chunk)(explainer, k, i, target, f, threads=1) for k, i, f in chunks)
+        for result in parallel(tasks):
             for _key, heatmap, _reason in result:
                 if heatmap is not None:
                     realign(heatmap)
@@ -262,7 +273,7 @@ def _run_dask(explainer, chunks, target, scheduler):
 
         def submit(chunk):
             keys, images, failures = chunk
-            return client.submit(_explain_chunk, model, keys, images, target, failures, pure=False)
+            return client.submit(_explain_chunk, model, keys, images, target, failures, threads=1, pure=False)
 
         running = as_completed([submit(c) for c in islice(chunks, window)])
         for future in running:
