@@ -111,6 +111,8 @@ def max_pool_scatter(x, y, r, kh, kw, sh, sw, ph, pw, out):  # pragma: no cover 
                     out[n, c, yy, xx] = 0.0
             for oh in range(oh_n):
                 for ow in range(ow_n):
+                    if r[n, c, oh, ow] == 0:
+                        continue  # nothing to hand out (dead ReLU, lost window): skip the search
                     m = y[n, c, oh, ow]
                     count = 0
                     for i in range(kh):
@@ -209,3 +211,17 @@ def safe_divide(r, d, out):  # pragma: no cover - compiled
     """``out = r / d`` and 0 where ``d == 0`` (for user-supplied stabilisers). Flat 1-D arrays."""
     for k in prange(r.shape[0]):
         out[k] = r[k] / d[k] if d[k] != 0 else 0.0
+
+
+@jit_parallel
+def stabilised_divide_rows(r, z, eps, out):  # pragma: no cover - compiled
+    """``stabilised_divide`` of every row of ``r`` (N, K) by one shared row ``z`` (K,): the
+    denominator of the Flat and WSquare rules does not depend on the sample."""
+    k_n = z.shape[0]
+    d = np.empty(k_n, dtype=out.dtype)
+    for k in range(k_n):
+        zk = z[k]
+        d[k] = zk + eps if zk >= 0 else zk - eps
+    for n in prange(r.shape[0]):
+        for k in range(k_n):
+            out[n, k] = r[n, k] / d[k] if d[k] != 0 else 0.0

@@ -200,6 +200,10 @@ class Dense(Layer):
     def linear_transpose(self, s, W, input_shape):
         return s @ W
 
+    def linear_transpose_ones(self, s, input_shape):
+        """``linear_transpose`` with every weight 1 (the Flat rule): each input gets sum_j s_j."""
+        return np.broadcast_to(s.sum(axis=1, keepdims=True), input_shape)
+
     def forward(self, x):
         _check_input(x, self, 2, self.in_features)
         return self.linear(x, self.W, self.b)
@@ -305,6 +309,12 @@ class Conv2D(Layer):
             cols = rows[i0 * oh * ow : i1 * oh * ow] @ W2
             _kernels.col2im(cols, kh, kw, *self.stride, *self.padding, out[i0:i1])
         return out
+
+    def linear_transpose_ones(self, s, input_shape):
+        """``linear_transpose`` with every weight 1 (the Flat rule): one GEMM with a single output
+        channel carrying the channel sum of ``s``, instead of ``out_channels`` of them."""
+        ones = np.ones((1, input_shape[1], *self.kernel_size), dtype=s.dtype)
+        return self.linear_transpose(s.sum(axis=1, keepdims=True), ones, input_shape)
 
     def forward(self, x):
         _check_input(x, self, 4, self.in_channels)

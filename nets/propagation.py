@@ -29,8 +29,14 @@ def stabilised_divide(R, z, stabilizer):
     """``R / stab(z)``; 0 wherever the denominator is 0 (never NaN)."""
     dtype = np.result_type(R.dtype, z.dtype)
     R = np.ascontiguousarray(R, dtype=dtype)
-    z = np.ascontiguousarray(np.broadcast_to(z, R.shape), dtype=dtype)
     out = np.empty_like(R)
+    if z.shape != R.shape and z.shape[0] == 1 and not callable(stabilizer):
+        # one denominator for all samples (Flat, WSquare): never materialise it per sample
+        z1 = np.ascontiguousarray(z, dtype=dtype).reshape(-1)
+        _kernels.stabilised_divide_rows(R.reshape(R.shape[0], -1), z1, float(stabilizer),
+                                        out.reshape(R.shape[0], -1))
+        return out
+    z = np.ascontiguousarray(np.broadcast_to(z, R.shape), dtype=dtype)
     if callable(stabilizer):
         d = np.asarray(stabilizer(z), dtype=dtype)
         if d.shape != z.shape:
@@ -88,8 +94,19 @@ class _Inputs:
 
     def __init__(self, x, rule):
         self.x, self.rule, self._cache = x, rule, {}
-        self.nonneg = bool(x.min() >= 0)
-        self.nonpos = bool(x.max() <= 0)
+        self._nonneg = self._nonpos = None
+
+    @property
+    def nonneg(self):  # computed only for rules that split x into x+ and x-
+        if self._nonneg is None:
+            self._nonneg = bool(self.x.min() >= 0)
+        return self._nonneg
+
+    @property
+    def nonpos(self):
+        if self._nonpos is None:
+            self._nonpos = bool(self.x.max() <= 0)
+        return self._nonpos
 
     def get(self, key):
         if key in self._cache:
@@ -101,8 +118,8 @@ class _Inputs:
             v = None if self.nonpos else (x if self.nonneg else np.maximum(x, 0))
         elif key == "neg":
             v = None if self.nonneg else (x if self.nonpos else np.minimum(x, 0))
-        elif key == "ones":
-            v = np.ones_like(x)
+        elif key == "ones":  # a read-only broadcast view: no batch-sized allocation
+            v = np.broadcast_to(np.ones((1,) + x.shape[1:], dtype=x.dtype), x.shape)
         else:  # "low" / "high" (ZBox)
             v = self.rule.bound(key, x)
         self._cache[key] = v
@@ -126,7 +143,7 @@ def _propagate_linear(layer, rule, x, y, R):
     gamma = getattr(rule, "gamma", 0.0)
     dtype = np.result_type(x.dtype, R.dtype)
     inputs = _Inputs(x, rule)
-    R_in = np.zeros(x.shape, dtype=dtype)
+    R_in = None  # the first contribution is stored, later ones are added (no zero-fill pass)
     bias_absorbed = np.zeros(x.shape[0], dtype=np.float64)
     for group in rule.groups():
         Rg = R
@@ -154,8 +171,8 @@ def _propagate_linear(layer, rule, x, y, R):
                 if xin is None:
                     zt = None if tb is None else _bias_term(layer, tb, y.shape, dtype)
                 elif t.input == "ones":
-                    # the same for every sample (Flat, WSquare): compute once, broadcast
-                    zt = np.broadcast_to(layer.linear(xin[:1], _modify(t.weight, W, gamma), tb), y.shape)
+                    # the same for every sample (Flat, WSquare): one sample's worth, broadcast later
+                    zt = layer.linear(xin[:1], _modify(t.weight, W, gamma), tb)
                 else:
                     zt = layer.linear(xin, _modify(t.weight, W, gamma), tb)
                 if tb is not None:
@@ -169,18 +186,23 @@ def _propagate_linear(layer, rule, x, y, R):
         for t, xin in terms:
             if xin is None:
                 continue
-            back = layer.linear_transpose(s, _modify(t.weight, W, gamma), x.shape)
+            if t.weight == "ones" and hasattr(layer, "linear_transpose_ones"):
+                back = layer.linear_transpose_ones(s, x.shape)  # Flat: same numbers, less work
+            else:
+                back = layer.linear_transpose(s, _modify(t.weight, W, gamma), x.shape)
             factor = group.coef * t.sign
-            if t.input == "ones":
-                contrib = back  # 1 * back: skip the multiplication by ones
+            contrib = back if t.input == "ones" else xin * back  # 1 * back: skip the product
+            if factor != 1.0:
+                contrib = factor * contrib
+            if R_in is None:
+                fresh = contrib.flags.owndata and contrib.flags.writeable and contrib.dtype == dtype
+                R_in = contrib if fresh else np.array(contrib, dtype=dtype)  # owned and writable
             else:
-                contrib = xin * back
-            if factor == 1.0:
                 R_in += contrib
-            else:
-                R_in += factor * contrib
         for sign, tb in biases:
             bias_absorbed += group.coef * sign * _bias_absorbed(s, tb)
+    if R_in is None:  # every term vanished (all-zero input parts)
+        R_in = np.zeros(x.shape, dtype=dtype)
     return R_in, bias_absorbed
 
 

@@ -153,6 +153,7 @@ def test_max_pool_scatter_matches_twin_with_ties_split_equally():
             continue
         x = np.round(x)  # many exact ties
         r = rng.normal(size=max_pool_twin(x, g).shape)
+        r[rng.random(r.shape) < 0.3] = 0.0  # windows with nothing to hand out are skipped
         cases.append((x, r, g))
     assert_matches_twin(max_scatter_fast, max_scatter_twin, cases)
     # a 2x2 window of four equal values hands a quarter to each
@@ -253,3 +254,18 @@ def test_kernels_keep_float32():
     out = np.empty((2 * 16, 2 * 9), dtype=np.float32)
     _kernels.im2col(x, 3, 3, 1, 1, 0, 0, out)
     np.testing.assert_allclose(out, im2col_twin(x.astype(np.float64), (3, 3, 1, 1, 0, 0)), rtol=1e-6)
+
+
+def stab_rows_fast(r, z, eps):
+    out = np.full(r.shape, np.nan)
+    _kernels.stabilised_divide_rows(r, z, eps, out)
+    return out
+
+
+def test_stabilised_divide_rows_matches_twin():
+    rng = np.random.default_rng(10)
+    z = rng.normal(size=30)
+    z[:4] = 0.0
+    r = rng.normal(size=(5, 30))
+    cases = [(r, z, eps) for eps in (0.0, 1e-6, 0.3)]
+    assert_matches_twin(stab_rows_fast, lambda r, z, eps: stab_twin(r, np.broadcast_to(z, r.shape), eps), cases)
