@@ -6,7 +6,7 @@ that is the baseline. Measured in one run, on the same image files and model:
 
 * the plain loop;
 * ``explain_batch`` serial (n_jobs=1: the streaming, manifest and output writing it adds);
-* ``explain_batch`` with joblib, 1 and 2 worker processes (loky);
+* ``explain_batch`` with joblib, n_jobs 1 and 2 (loky; joblib runs n_jobs=1 in the calling process);
 * ``explain_batch`` on a dask ``LocalCluster`` (127.0.0.1, processes), 1 and 2 workers;
 * the driver's peak traced memory (tracemalloc) for N and 4N images, serial: streaming keeps it flat.
 
@@ -122,7 +122,9 @@ def main(argv=None) -> int:
             # warm the loky pool (reused by the timed run): every process loads numba's kernels once
             pids = set(Parallel(n_jobs=jobs, backend="loky")(
                 delayed(warm_worker)(explainer, sample) for _ in range(4 * jobs)))
-            print(f"  joblib warm-up reached {len(pids)} worker process(es)", flush=True)
+            where = "this process (joblib runs n_jobs=1 in the caller)" if jobs == 1 else \
+                f"{len(pids)} worker process(es)"
+            print(f"  joblib warm-up reached {where}", flush=True)
             timed(f"explain_batch, joblib loky, {jobs} worker(s)", batch(f"joblib{jobs}", n_jobs=jobs,
                                                                          backend="loky"), n, rows, base)
         for workers in (1, 2):
