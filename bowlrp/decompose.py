@@ -222,7 +222,7 @@ def feature_relevance(mapping, bow_rel, p=1.0, channel_slices=None, feature_chan
     array([1.1, 1.1, 3.1])
     """
     p = _check_p(p)
-    m = sp.csr_matrix(mapping, dtype=np.float64)
+    m = sp.csr_matrix(mapping, dtype=np.float64, copy=True)  # never touch the caller's Encoding
     m.sum_duplicates()
     n_feat, n_dims = m.shape
     r3 = np.asarray(bow_rel, dtype=np.float64).ravel()
