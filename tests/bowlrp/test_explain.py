@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from sklearn.exceptions import NotFittedError
 
-from bowlrp.decompose import KernelExpansion, bow_relevance, explain_tiles, tile_boxes
+from bowlrp.decompose import KernelExpansion, bow_relevance, explain_tiles, find_root, tile_boxes
 from bowlrp.heatmap import Heatmap
 from bowlrp.pipeline import BoWClassifier
 
@@ -336,3 +336,39 @@ def test_heatmaps_with_all_extras_save_and_load(faces, tmp_path):
         np.testing.assert_array_equal(back.extras[key], h.extras[key])
     np.testing.assert_array_equal(back.extras["taylor"]["root"], h.extras["taylor"]["root"])
     assert back.extras["taylor"]["f_root"] == h.extras["taylor"]["f_root"]
+
+
+# ====================================================================================================
+# the Taylor machinery on fitted models and real BoW vectors
+# ====================================================================================================
+def _expansion(clf, output=0):
+    return KernelExpansion(clf.kernel, clf.support_vectors_, clf.dual_coef_[output], clf.intercept_[output],
+                           gamma=clf.gamma_, channel_slices=clf.channel_slices_,
+                           channel_weights=clf.channel_weights_)
+
+
+@pytest.mark.parametrize("kernel", TAYLOR)
+def test_fitted_expansion_matches_decision_function_and_its_gradient(kernel, faces):
+    clf = fitted(kernel, faces)
+    f = _expansion(clf)
+    X = clf.transform(faces[2][:6])
+    np.testing.assert_allclose(f.decision(X), clf.decision_function(faces[2][:6]), rtol=1e-12, atol=1e-12)
+    z = 0.5 * (X[0] + clf.train_bows_.mean(axis=0))  # a real BoW-like point, mostly positive
+    g = f.gradient(z)
+    h = 1e-7
+    inside = np.flatnonzero(z > 10 * h)  # central differences must stay in the domain z >= 0
+    assert inside.size > z.size // 2
+    for d in inside[:25]:
+        e = np.zeros_like(z)
+        e[d] = h
+        fd = (f.decision(z + e)[0] - f.decision(z - e)[0]) / (2 * h)
+        assert abs(g[d] - fd) <= 1e-5 * max(abs(g[d]), 1e-3 * np.abs(g).max())
+
+
+def test_linear_model_through_the_taylor_path_has_zero_residual(faces):
+    clf = fitted("linear", faces)
+    f = _expansion(clf)
+    for x in clf.transform(faces[2][:5]):
+        res = find_root(f, x, clf.train_bows_, random_state=0)
+        assert res.bracketed and abs(res.f_root) <= 1e-8
+        assert abs(res.residual) <= 1e-9 * max(1.0, abs(res.score))
