@@ -240,7 +240,14 @@ def cmd_fit(args) -> int:
         test_images, test_y = [images[i] for i in test_idx], y[test_idx]
     if not args.quiet:
         _warn(f"fit: {len(fit_y)} images, classes {sorted(set(fit_y.tolist()))}, parameters {params}")
-    clf = BoWClassifier(**params).fit(fit_images, fit_y)
+    # the classifier reports its long steps (features, vocabulary, SVM) on stderr while fitting;
+    # the saved model is quiet, so that explaining with it does not log every image
+    verbose = params.get("verbose", not args.quiet)
+    clf = BoWClassifier(**{**params, "verbose": verbose}).fit(fit_images, fit_y)
+    clf.set_params(verbose=params.get("verbose", False))
+    for part in vars(clf).values():  # fitted parts (extractor, SVMs) copied the flag at fit time
+        if hasattr(part, "verbose") and hasattr(part, "get_params"):
+            part.verbose = clf.verbose
     save_model(clf, args.output)
     _say(f"model saved to {args.output} (classes: {', '.join(map(str, clf.classes_))}; "
          f"{len(fit_y)} training images; {len(skipped)} skipped)")

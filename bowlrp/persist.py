@@ -176,8 +176,9 @@ def load_model(path):
     Parameters
     ----------
     path : str or path
-        ``.onnx``: an ONNX network (``nets.load_onnx``); an NPZ (zip) file: a network in our
-        format (``nets.load``); otherwise a BoW model file written by :func:`save_model`.
+        ``.onnx``: an ONNX network (``nets.load_onnx``); ``.txt``: a network in the LRP Toolbox
+        text format (``nets.load_toolbox``); an NPZ (zip) file: a network in our format
+        (``nets.load``); otherwise a BoW model file written by :func:`save_model`.
 
     Returns
     -------
@@ -197,6 +198,10 @@ def load_model(path):
         import nets
 
         return nets.load_onnx(path)
+    if path.lower().endswith(".txt"):  # the LRP Toolbox's plain-text network format
+        import nets
+
+        return nets.load_toolbox(path)
     with open(path, "rb") as fh:
         magic = fh.read(4)
     if magic == _ZIP_MAGIC:

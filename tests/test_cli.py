@@ -136,8 +136,10 @@ def test_fit_from_folder_skips_bad_files(ws):
     info = json.loads((ws["root"] / "bow.joblib.json").read_text())
     assert sorted(p for p, _ in info["skipped"]) == sorted(ws["bad"].values())
     assert info["n_train"] == N_SCENES and info["classes"] == ["circles", "polygons"]
+    assert "fitted in" in ws["fit"].stderr  # progress of the long steps while fitting
     clf = load_model(ws["model"])
     assert list(clf.classes_) == ["circles", "polygons"] and clf.vocabulary_size == 16
+    assert not clf.verbose and not clf.extractor_.verbose  # the saved model explains quietly
     images = [read_image(p) for p in ws["paths"]]
     assert clf.score(images, ws["labels"]) == pytest.approx(info["train_accuracy"])
 

@@ -160,3 +160,17 @@ def test_saving_is_atomic(fitted, tmp_path, monkeypatch):
         save_model(fitted["clf"], target)
     assert target.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["model.joblib"]
+
+
+def test_lrp_toolbox_text_networks_load(tmp_path):
+    rng = np.random.default_rng(1)
+    W1, b1, W2, b2 = rng.normal(size=(4, 3)), rng.normal(size=3), rng.normal(size=(3, 2)), rng.normal(size=2)
+
+    def line(a):
+        return " ".join(repr(float(v)) for v in np.ravel(a))
+
+    path = tmp_path / "mlp.txt"  # the toolbox stores W as (in, out), row-major
+    path.write_text(f"Linear 4 3\n{line(W1)}\n{line(b1)}\nRect\nLinear 3 2\n{line(W2)}\n{line(b2)}\n")
+    model = load_model(path)
+    X = rng.normal(size=(5, 4))
+    np.testing.assert_allclose(model(X), np.maximum(X @ W1 + b1, 0) @ W2 + b2, rtol=1e-12)
