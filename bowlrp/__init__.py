@@ -20,6 +20,9 @@ _EXPORTS = {
     "explain_tiles": "bowlrp.decompose",
     "DenseSIFT": "bowlrp.features",
     "LocalFeatures": "bowlrp.features",
+    "save_model": "bowlrp.persist",
+    "load_model": "bowlrp.persist",
+    "explain_batch": "bowlrp.batch",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
