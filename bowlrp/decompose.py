@@ -44,6 +44,7 @@ Conventions (EXTENSIONS where the paper is silent)
 from __future__ import annotations
 
 import numbers
+import sys
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -794,6 +795,9 @@ def explain_classifier(clf, images, target=None, n_candidates=16, n_roots=1, ran
             maps.append(Heatmap(R1, score=float(score), target=classes[c], method=method,
                                 image=image if image.shape[:2] == R1.shape else None, extras=extras))
         out.append(maps if many else maps[0])
+        every = max(1, len(encodings) // 10)
+        if getattr(clf, "verbose", False) and (i + 1 == len(encodings) or (i + 1) % every == 0):
+            print(f"[bowlrp] explained {i + 1}/{len(encodings)} images", file=sys.stderr, flush=True)
     return out
 
 

@@ -372,3 +372,13 @@ def test_linear_model_through_the_taylor_path_has_zero_residual(faces):
         res = find_root(f, x, clf.train_bows_, random_state=0)
         assert res.bracketed and abs(res.f_root) <= 1e-8
         assert abs(res.residual) <= 1e-9 * max(1.0, abs(res.score))
+
+
+def test_verbose_explain_reports_progress(faces, capsys):
+    clf = fitted("intersection", faces)
+    clf.set_params(verbose=True)
+    try:
+        clf.explain(faces[2][:3])
+    finally:
+        clf.set_params(verbose=False)
+    assert "explained 3/3 images" in capsys.readouterr().err
