@@ -68,6 +68,24 @@ def test_scheduler_address_matches_serial(cluster, data, tmp_path):
     _assert_equal_runs(data["serial"], tmp_path / "dask")
 
 
+def test_bow_pipeline_on_the_cluster_matches_serial(cluster, tmp_path):
+    """The BoW branch too (numba kernels, one thread per worker there, all cores here)."""
+    from bowlrp.explainers import BoWExplainer
+
+    written = cli_data.write_scenes(tmp_path / "scenes", n=12)
+    data = written["scenes"]
+    explainer = BoWExplainer(cli_data.tiny_bow(data.images, data.labels))
+    explain_batch(explainer, [written["train"]], tmp_path / "serial", chunk_size=2, progress=False)
+    explain_batch(explainer, [written["train"]], tmp_path / "dask", chunk_size=2, progress=False,
+                  scheduler=cluster.scheduler_address)
+    serial, dask = _table(tmp_path / "serial"), _table(tmp_path / "dask")
+    assert serial == dask and len(serial) == 12 and all(r["status"] == "ok" for r in serial)
+    serial_maps, dask_maps = (np.load(tmp_path / run / "relevances.npz") for run in ("serial", "dask"))
+    assert serial_maps.files == dask_maps.files
+    for key in serial_maps.files:
+        np.testing.assert_array_equal(serial_maps[key], dask_maps[key])
+
+
 def test_joblib_dask_backend_matches_serial(cluster, data, tmp_path):
     explainer = NetworkExplainer(nets.load(data["model"]))
     with distributed.Client(cluster):
