@@ -18,6 +18,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.metrics.pairwise import additive_chi2_kernel, euclidean_distances
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d
+from threadpoolctl import threadpool_limits
 
 from bowlrp.encoding import check_mapping, check_p, encode
 from bowlrp.features import DenseSIFT
@@ -185,11 +186,14 @@ class BoWClassifier(ClassifierMixin, BaseEstimator):
         check_is_fitted(self, "vocabularies_")
         start = time.perf_counter()
         out = []
-        for k, f in enumerate(features, 1):
-            out.append(encode(f, self.vocabularies_, self.mapping, self.rank_base, self.rank_n,
-                              self.soft_beta, self.p, self.normalize))
-            if self.verbose and (k == len(features) or k % max(1, len(features) // 10) == 0):
-                self._log(f"encoded {k}/{len(features)} images ({time.perf_counter() - start:.1f} s)")
+        # One BLAS thread: the per-image distance products are small (threads cost more than they save)
+        # and the numbers then cannot depend on the machine's thread count.
+        with threadpool_limits(limits=1, user_api="blas"):
+            for k, f in enumerate(features, 1):
+                out.append(encode(f, self.vocabularies_, self.mapping, self.rank_base, self.rank_n,
+                                  self.soft_beta, self.p, self.normalize))
+                if self.verbose and (k == len(features) or k % max(1, len(features) // 10) == 0):
+                    self._log(f"encoded {k}/{len(features)} images ({time.perf_counter() - start:.1f} s)")
         return out
 
     def _decision_from_bows(self, X):

@@ -122,11 +122,11 @@ class VisualVocabulary(TransformerMixin, BaseEstimator):
                                  batch_size=min(self.batch_size, X.shape[0]))
         else:
             km = KMeans(n_clusters=self.n_words, n_init=self.n_init, random_state=seed)
-        # scikit-learn's k-means runs OpenMP threads that busy-wait; on small problems (and on a busy
+        # scikit-learn's k-means runs OpenMP and BLAS threads that busy-wait; on small problems (and on a busy
         # machine) they cost far more than they save (measured: 18x slower for 5k x 16 words), so
-        # small clusterings run on one thread. The result does not depend on the thread count.
+        # small clusterings run on one thread (always, so their result is the same on every machine).
         small = X.shape[0] * self.n_words < 20_000_000
-        with threadpool_limits(limits=1 if small else None, user_api="openmp"):
+        with threadpool_limits(limits=1 if small else None):
             km.fit(X)
         self.cluster_centers_ = np.ascontiguousarray(km.cluster_centers_, dtype=np.float64)
         self.n_descriptors_fit_ = int(X.shape[0])
