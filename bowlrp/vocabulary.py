@@ -76,8 +76,8 @@ class VisualVocabulary(TransformerMixin, BaseEstimator):
     >>> rng = np.random.default_rng(0)
     >>> X = np.vstack([rng.normal(0, 0.1, (50, 2)), rng.normal(5, 0.1, (50, 2))])
     >>> voc = VisualVocabulary(n_words=2, random_state=0).fit(X)
-    >>> sorted(np.round(voc.cluster_centers_[:, 0]).tolist())
-    [0.0, 5.0]
+    >>> sorted(np.round(voc.cluster_centers_[:, 0]).astype(int).tolist())
+    [0, 5]
     >>> voc.transform(X[:1]).shape  # squared distances to the prototypes
     (1, 2)
     """
