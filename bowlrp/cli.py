@@ -215,6 +215,14 @@ def cmd_fit(args) -> int:
     params = _fit_params(args, BoWClassifier)
     paths, labels = _training_set(args.train)
     images, ok, skipped = read_images(paths, mode=args.read_mode)
+    # images smaller than one descriptor support carry no feature: skip them like unreadable files
+    bins = params.get("bin_sizes", BoWClassifier().bin_sizes)
+    support = 4 * max(bins if isinstance(bins, (tuple, list)) else (bins,))
+    usable = [min(image.shape[:2]) >= support for image in images]
+    skipped += [(path, f"smaller than one descriptor support ({support}x{support} pixels)")
+                for path, use in zip(ok, usable) if not use]
+    images = [image for image, use in zip(images, usable) if use]
+    ok = [path for path, use in zip(ok, usable) if use]
     for path, reason in skipped:
         _warn(f"skipped {path}: {reason}")
     if args.strict and skipped:
@@ -284,7 +292,7 @@ def _batch_options(args) -> dict:
     }
 
 
-def _run_batch(explainer, model_path, inputs, out_dir, target, options, label="explain"):
+def _run_batch(explainer, model_path, inputs, out_dir, target, options):
     from bowlrp.batch import RunMismatchError, explain_batch
     from bowlrp.imageio import list_images
 

@@ -62,6 +62,8 @@ def ws(tmp_path_factory):
     written = cli_data.write_scenes(root, N_SCENES)
     # bad files inside the training folder: fit must skip them and say so
     bad = cli_data.write_bad_files(os.path.join(written["train"], "circles"))
+    bad["small"] = os.path.join(written["train"], "polygons", "small.png")  # no descriptor fits in it
+    Image.fromarray(np.full((8, 8), 128, np.uint8)).save(bad["small"])
     model = root / "bow.joblib"
     fit = bowlrp("fit", written["train"], "-o", model, "--vocabulary-size", 16, "--random-state", 0, check=0)
     # the inputs to explain: the scenes, the bad files, and an image too small for any descriptor
@@ -191,13 +193,14 @@ def test_explain_bow_writes_maps_scores_and_report(ws, tmp_path):
         np.testing.assert_array_equal(png, Heatmap.load(out / row["relevance_npz"]).render())
     assert relevances.files == [r["key"] for r in ok]
     text = page.read_text()
-    assert text.count("data:image/png;base64,") == 2 * N_SCENES and "Skipped inputs (4)" in text
+    assert text.count("data:image/png;base64,") == 2 * N_SCENES
+    assert f"Skipped inputs ({len(ws['bad']) + 1})" in text
 
 
 def test_explain_given_target_and_network_models(ws, tmp_path, capsys):
     code, _, err = run_main(capsys, "explain", ws["model"], ws["train"], "-o", tmp_path / "pos", "--target",
                             "polygons", "--no-png", "--quiet")
-    assert code == 0 and "explain:" not in err  # quiet: no progress, only the skipped files
+    assert code == 0 and "img/s" not in err  # quiet: no progress, only the skipped files
     rows = [r for r in _rows(tmp_path / "pos" / "scores.csv") if r["status"] == "ok"]
     assert {r["target"] for r in rows} == {"polygons"} and len(rows) == N_SCENES
     assert not any((tmp_path / "pos" / "heatmaps").glob("*.png"))
@@ -243,7 +246,7 @@ def test_explain_onnx_network(ws, tmp_path, capsys):
     assert run_main(capsys, "explain", path, ws["train"], "-o", tmp_path / "onnx", "--no-png")[0] == 0
     assert run_main(capsys, "explain", ws["net"], ws["train"], "-o", tmp_path / "npz", "--no-png")[0] == 0
     a, b = np.load(tmp_path / "onnx" / "relevances.npz"), np.load(tmp_path / "npz" / "relevances.npz")
-    assert a.files == b.files and len(a.files) == N_SCENES
+    assert a.files == b.files and len(a.files) == N_SCENES + 1  # resized, the small image works here
     for key in a.files:
         np.testing.assert_allclose(a[key], b[key], rtol=1e-10, atol=1e-12)
 
@@ -347,7 +350,12 @@ def test_compare_bow_and_network(ws, tmp_path):
                   "--report", page, "--shared-scale", check=0)
     assert f"compared {N_SCENES} images" in proc.stdout
     rows = _rows(out / "compare.csv")
-    assert len(rows) == N_SCENES
+    # the small image: only the network (which resizes its inputs) could explain it
+    assert len(rows) == N_SCENES + 1
+    alone = [r for r in rows if not r["montage"]]
+    assert [r["key"] for r in alone] == ["polygons__small"] and alone[0]["bow_score"] == ""
+    assert alone[0]["net_score"] != "" and alone[0]["pearson"] == ""
+    rows = [r for r in rows if r["montage"]]
     bow_scores = {r["key"]: r for r in _rows(out / "bow" / "scores.csv")}
     for row in rows:
         assert row["bow_target"] == "polygons" and row["bow_score"] == bow_scores[row["key"]]["score"]
