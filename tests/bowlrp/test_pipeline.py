@@ -33,7 +33,7 @@ def _texture_crops(side=48):
     train, y_train, test, y_test = [], [], [], []
     for label, photo in enumerate([data.brick(), data.grass(), data.gravel()]):
         h, w = photo.shape
-        for r in range(0, h // 2 - side + 1, side * 2):
+        for r in range(0, h // 2 - side + 1, side):
             for c in range(0, w - side + 1, side * 2):
                 train.append(photo[r:r + side, c:c + side])
                 y_train.append(label)
@@ -61,12 +61,13 @@ def test_faces_vs_non_faces_held_out_accuracy(faces, backend):
 @pytest.mark.parametrize("backend", ["numba", "opencv"])
 def test_three_textures_held_out_accuracy(backend):
     X, y, Xt, yt = _texture_crops()
-    clf = BoWClassifier(step=8, bin_sizes=(4,), vocabulary_size=32, kernel="exp_chi2", gamma="auto",
+    clf = BoWClassifier(step=4, bin_sizes=(4,), vocabulary_size=32, kernel="exp_chi2", gamma="auto",
                         C=10.0, backend=backend, random_state=0).fit(X, y)
     assert clf.dual_coef_.shape[0] == 3  # one-vs-rest: one score per class
     accuracy = clf.score(Xt, yt)
     print(f"brick/grass/gravel crops ({len(X)} train, {len(Xt)} test), {backend}: accuracy {accuracy:.3f}")
-    assert accuracy >= 0.8
+    # seeds 0-3 gave 0.95-0.96 (numba) and 0.87-0.95 (opencv); chance is 0.33
+    assert accuracy >= (0.9 if backend == "numba" else 0.8)
 
 
 # ---------------------------------------------------------------------------------- the one code path
