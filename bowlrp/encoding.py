@@ -160,6 +160,19 @@ def encode(features, vocabularies, mapping="rank", rank_base=2.0, rank_n=4, soft
     Returns
     -------
     Encoding
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from bowlrp.encoding import encode
+    >>> from bowlrp.features import LocalFeatures
+    >>> feats = LocalFeatures(descriptors=np.array([[0.1], [0.9], [1.2]]), centers=np.zeros((3, 2)),
+    ...                       support=np.full(3, 16), channel=np.zeros(3, int), image_shape=(32, 32))
+    >>> enc = encode(feats, [np.array([[0.0], [1.0]])], mapping="hard", p=1.0, normalize=False)
+    >>> enc.mapping.toarray(), enc.x
+    (array([[1., 0.],
+           [0., 1.],
+           [0., 1.]]), array([0.33333333, 0.66666667]))
     """
     check_mapping(mapping, rank_base, rank_n, soft_beta)
     p = check_p(p)

@@ -29,6 +29,13 @@ def squared_distances(descriptors, prototypes, prototype_sq_norms=None):
     Computed as ||v||^2 + ||b||^2 - 2 v.b (one matrix product) and clipped at 0 against rounding.
     Every caller encodes one image at a time through this function, so fit, predict and explain see
     bit-identical distances.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> squared_distances(np.array([[0.0, 0.0], [1.0, 1.0]]), np.array([[1.0, 0.0]]))
+    array([[1.],
+           [1.]])
     """
     descriptors = np.asarray(descriptors, dtype=np.float64)
     if prototype_sq_norms is None:
@@ -152,6 +159,17 @@ def fit_vocabularies(features, n_channels, n_words, max_descriptors=100_000, met
 
     Each channel's cap ``max_descriptors`` applies to that channel's descriptors. The channel
     vocabularies get independent seeds drawn from ``random_state``.
+
+    Examples
+    --------
+    >>> from skimage import data
+    >>> from bowlrp.features import DenseSIFT
+    >>> from bowlrp.vocabulary import fit_vocabularies
+    >>> sift = DenseSIFT(step=8, bin_sizes=(4, 6))
+    >>> feats = sift.extract_many([data.brick()[:96, :96], data.grass()[:96, :96]])
+    >>> vocs = fit_vocabularies(feats, sift.n_channels, n_words=8, random_state=0)
+    >>> [v.cluster_centers_.shape for v in vocs]
+    [(8, 128), (8, 128)]
     """
     rng = check_random_state(random_state)
     vocabularies = []
