@@ -6,8 +6,8 @@ ground-truth masks are given, by localization (relevance mass, rank accuracy, po
 :func:`compare_runs` puts the heatmaps of two folders (a BoW model and a network explaining the
 same images) side by side and measures how much they agree.
 
-Images are processed one at a time (bounded memory); perturbation of image i is seeded by
-``(random_state, i)`` so results do not depend on ``n_jobs`` or on which other images are present.
+Images are evaluated chunk by chunk (bounded memory); the perturbation noise of a chunk is seeded by
+``random_state`` and the chunk's position, so results do not depend on ``n_jobs``.
 """
 
 from __future__ import annotations
@@ -114,25 +114,46 @@ def _default_steps(shapes, region_size: int, regions_per_step: int) -> int:
     return min(100, min(math.ceil(k / regions_per_step) for k in regions))
 
 
-def _evaluate_one(explainer, heatmap: Heatmap, index: int, orders, include_random, options, random_state):
-    """Perturbation curves of one image (each order sees the same noise), the score check."""
+def _chunk_seed(random_state: int, chunk_start: int, group: int) -> int:
+    """The noise seed of one group of images: fixed by the run's seed and the group's position."""
+    return int(np.random.SeedSequence([int(random_state), chunk_start, group]).generate_state(1)[0])
+
+
+def _evaluate_chunk(explainer, items, chunk_start: int, orders, include_random, options, random_state):
+    """Perturbation curves of a chunk of images; every order of an image sees the same noise.
+
+    Images are grouped by explained target (each group is scored by that target's score
+    function), and each group is perturbed in one call, so the model sees batches of perturbed
+    images rather than one image at a time. Returns ``(rows, targets, explained scores)`` with
+    ``rows[order]`` of shape (len(items), L+1) in the order of ``items``.
+    """
     from bowlrp.evaluation import region_perturbation
 
-    image = _as_unit_float(heatmap.image)
-    model = explainer.score_function(heatmap.target)
-    seed = int(random_state) * 1_000_003 + index  # per image: independent of n_jobs and of chunking
-    curves = {}
-    for order in list(orders) + (["random"] if include_random else []):
-        curve = region_perturbation(model, [image], None if order == "random" else [heatmap.relevance],
-                                    order=order, random_state=seed, **options)
-        curves[order] = curve.scores[0]
-    return curves
+    maps = [item.heatmap() for item in items]
+    names = list(orders) + (["random"] if include_random else [])
+    rows = {name: [None] * len(items) for name in names}
+    groups: dict = {}
+    for i, heatmap in enumerate(maps):
+        groups.setdefault(json.dumps(heatmap.target), []).append(i)
+    for g, members in enumerate(groups.values()):
+        target = maps[members[0]].target
+        model = explainer.score_function(target)
+        images = [_as_unit_float(maps[i].image) for i in members]
+        relevances = [maps[i].relevance for i in members]
+        seed = _chunk_seed(random_state, chunk_start, g)
+        for name in names:
+            curve = region_perturbation(model, images, None if name == "random" else relevances,
+                                        order=name, random_state=seed, **options)
+            for k, i in enumerate(members):
+                rows[name][i] = curve.scores[k]
+    rows = {name: np.stack(values) for name, values in rows.items()}
+    return rows, [h.target for h in maps], [h.score for h in maps]
 
 
 def evaluate_run(explainer, run_dir, out_dir=None, *, orders=("morf", "lerf"), include_random=True,
                  region_size: int = 9, n_steps: int | None = None, regions_per_step: int = 1,
                  perturbation: str = "uniform", masks=None, tolerance: int = 0, random_state: int = 0,
-                 n_jobs: int = 1, batch_size: int = 64, progress: bool = True) -> dict:
+                 n_jobs: int = 1, batch_size: int = 64, chunk_size: int = 16, progress: bool = True) -> dict:
     """AOPC and localization of the heatmaps in an ``explain`` output folder.
 
     Parameters
@@ -150,9 +171,13 @@ def evaluate_run(explainer, run_dir, out_dir=None, *, orders=("morf", "lerf"), i
     masks : str, optional
         Folder of ground-truth masks (non-zero = object) named like the images or their keys.
     random_state : int
-        Seeds the noise and the random order (image i uses ``random_state`` and i).
+        Seeds the noise and the random order (together with the position of each chunk, so the
+        numbers do not depend on ``n_jobs``).
     n_jobs : int
-        Images evaluated in parallel (joblib).
+        Chunks evaluated in parallel (joblib).
+    chunk_size : int
+        Images perturbed together (bounded memory; the model scores their perturbed copies in
+        batches of ``batch_size``).
 
     Returns
     -------
@@ -181,21 +206,18 @@ def evaluate_run(explainer, run_dir, out_dir=None, *, orders=("morf", "lerf"), i
 
     bar = Progress(len(images), "evaluate", enabled=progress)
 
-    def job(i, item):
-        return _evaluate_one(explainer, item.heatmap(), i, orders, include_random, options, random_state)
-
     scores = {name: np.empty((len(images), steps + 1)) for name in names}
     targets, explained_scores = [], []
+    starts = range(0, len(images), int(chunk_size))
     results = Parallel(n_jobs=n_jobs, return_as="generator")(
-        delayed(job)(i, item) for i, item in enumerate(images))
-    for i, (item, curves) in enumerate(zip(images, results)):
+        delayed(_evaluate_chunk)(explainer, images[start:start + chunk_size], start, orders, include_random,
+                                 options, random_state) for start in starts)
+    for start, (rows, chunk_targets, chunk_scores) in zip(starts, results):
         for name in names:
-            scores[name][i] = curves[name]
-        with np.load(item.npz, allow_pickle=False) as data:
-            meta = json.loads(str(data["__heatmap_meta__"]))
-        targets.append(meta.get("target"))
-        explained_scores.append(meta.get("score"))
-        bar.update(done=1)
+            scores[name][start:start + len(chunk_targets)] = rows[name]
+        targets += chunk_targets
+        explained_scores += chunk_scores
+        bar.update(done=len(chunk_targets))
 
     # the intact image must score what the heatmap explains: catches a model/run mismatch
     explained = np.array([np.nan if s is None else s for s in explained_scores], dtype=np.float64)

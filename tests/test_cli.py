@@ -303,7 +303,9 @@ def test_ctrl_c_stops_cleanly_and_the_rerun_resumes(ws, tmp_path):
 # ------------------------------------------------------------------ evaluate
 def test_evaluate_aopc_and_localization(ws, csv_fit, tmp_path, capsys):
     run = tmp_path / "run"
-    bowlrp("explain", ws["model"], ws["train"], "-o", run, "--target", "polygons", "--no-png", check=0)
+    code, _, _ = run_main(capsys, "explain", ws["model"], ws["train"], "-o", run, "--target", "polygons",
+                          "--no-png")
+    assert code == 0
     page = tmp_path / "eval.html"
     proc = bowlrp("evaluate", ws["model"], run, "--masks", ws["masks"], "--region-size", 8, "--steps", 4,
                   "--report", page, check=0)
