@@ -343,6 +343,11 @@ def test_evaluate_network_run_uses_its_settings(ws, tmp_path, capsys):
     assert code == 0, err
     result = json.loads((tmp_path / "ev" / "evaluation.json").read_text())
     assert set(result["aopc"]) == {"morf"} and result["score_check_max_rel_error"] <= 1e-9
+    # two worker processes evaluate the same chunks with the same seeds: the same numbers
+    code, _, err = run_main(capsys, "evaluate", ws["net"], run, "--region-size", 4, "--steps", 5,
+                            "--no-random", "--orders", "morf", "-o", tmp_path / "ev2", "-j", 2)
+    assert code == 0, err
+    assert _rows(tmp_path / "ev" / "aopc.csv") == _rows(tmp_path / "ev2" / "aopc.csv")
 
 
 # ------------------------------------------------------------------ compare
