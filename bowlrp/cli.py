@@ -318,6 +318,25 @@ def _run_rows(run_dir, max_rows):
     return rows
 
 
+def _evaluation_parts(path, summary=None):
+    """AOPC table and mean perturbation curves of an evaluation (``evaluation.json``), if there is one."""
+    if summary is None:
+        if not os.path.isfile(path):
+            return [], []
+        with open(path, encoding="utf-8") as fh:
+            summary = json.load(fh)
+    n = summary.get("n_images")
+    table = [(name, v["aopc"], v["sem"]) for name, v in summary.get("aopc", {}).items()]
+    tables = [(f"AOPC over {n} images (area over the perturbation curve; higher = faster drop)",
+               ["order", "AOPC", "sem"], table)]
+    loc = summary.get("localization")
+    if loc:
+        tables.append(("Localization", ["metric", "value"], list(loc.items())))
+    curves = [("Mean score while perturbing regions", dict(summary.get("mean_curves", {})),
+               "perturbation step", "mean score")]
+    return tables, curves
+
+
 def cmd_explain(args) -> int:
     from bowlrp.report import write_report
 
@@ -334,8 +353,10 @@ def cmd_explain(args) -> int:
         summary = {"model": args.model, "model kind": explainer.kind, "target": args.target or "predicted",
                    "images": result.total, "explained": result.ok, "skipped": len(result.skipped),
                    "pending": result.pending, "output folder": os.path.abspath(args.out)}
+        tables, curves = _evaluation_parts(os.path.join(args.out, "evaluation", "evaluation.json"))
         write_report(args.report, _run_rows(args.out, args.report_max), title=f"bowlrp explain: {args.model}",
                      summary=summary, skipped=result.skipped, cmap=args.cmap, overlay=args.overlay,
+                     tables=tables, curves=curves,
                      max_rows=args.report_max)
         _say(f"  report: {args.report}")
     _report_skipped(result, args.strict)
@@ -393,14 +414,7 @@ def cmd_evaluate(args) -> int:
     _say(f"evaluation written to {out_dir}")
     if args.report:
         settings = summary["settings"]
-        table = [(name, v["aopc"], v["sem"]) for name, v in summary["aopc"].items()]
-        tables = [("AOPC (area over the perturbation curve; higher = faster drop)", ["order", "AOPC", "sem"],
-                   table)]
-        if loc:
-            tables.append(("Localization", ["metric", "value"],
-                           [(k, v) for k, v in loc.items()]))
-        curves = [("Mean score while perturbing regions", {n: c for n, c in summary["mean_curves"].items()},
-                   "perturbation step", "mean score")]
+        tables, curves = _evaluation_parts(None, summary)
         aopc_rows = _read_csv_rows(os.path.join(out_dir, "aopc.csv"))
         rows = []
         for item in iter_run(args.run)[:args.report_max]:

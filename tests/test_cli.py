@@ -329,6 +329,10 @@ def test_evaluate_aopc_and_localization(ws, csv_fit, tmp_path, capsys):
         assert 0.0 <= float(row["mass_accuracy"]) <= 1.0 and 0.0 < float(row["mask_fraction"]) < 1.0
     text = page.read_text()
     assert "<svg" in text and "AOPC" in text and text.count("data:image/png") == 2 * N_SCENES
+    # once evaluated, the explain report shows the curves too
+    code, _, _ = run_main(capsys, "explain", ws["model"], ws["train"], "-o", run, "--target", "polygons",
+                          "--no-png", "--report", tmp_path / "explain.html")
+    assert code == 0 and "<svg" in (tmp_path / "explain.html").read_text()
     # another model than the one explained is refused
     code, _, err = run_main(capsys, "evaluate", csv_fit["model"], run)
     assert code == 1 and "different model" in err
