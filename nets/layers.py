@@ -47,8 +47,11 @@ __all__ = [
     "layer_from_config",
 ]
 
-# im2col matrices are built in batch chunks of at most this many elements (bounded memory)
-_IM2COL_MAX_ELEMENTS = 1 << 25
+# im2col matrices are built in batch chunks of at most this many elements (16 MiB in float32):
+# bounded memory, and mostly cache-resident columns between im2col/col2im and their GEMM. Much
+# smaller chunks were faster single-threaded but far slower with threads on a busy machine (every
+# chunk is a parallel region whose threads must all be scheduled), so this is the compromise.
+_IM2COL_MAX_ELEMENTS = 1 << 22
 
 
 # --------------------------------------------------------------------------------------------------
@@ -281,32 +284,34 @@ class Conv2D(Layer):
 
     def linear(self, x, W, b):
         x = np.ascontiguousarray(x)
-        n, c, h, w = x.shape
+        n = x.shape[0]
         _, o, oh, ow = self.output_shape(x.shape)
         kh, kw = W.shape[2:]
         dtype = _float_dtype(x, W)
         W2 = W.reshape(W.shape[0], -1).astype(dtype, copy=False)
-        k = W2.shape[1]
-        out = np.empty((n, oh, ow, o), dtype=dtype)
-        for i0, i1 in self._chunks(n, oh * ow, k):
-            cols = np.empty(((i1 - i0) * oh * ow, k), dtype=dtype)
+        k, p = W2.shape[1], oh * ow
+        out = np.empty((n, o, oh, ow), dtype=dtype)
+        for i0, i1 in self._chunks(n, p, k):
+            cols = np.empty(((i1 - i0) * p, k), dtype=dtype)
             _kernels.im2col(x[i0:i1].astype(dtype, copy=False), kh, kw, *self.stride, *self.padding, cols)
-            np.matmul(cols, W2.T, out=out[i0:i1].reshape(-1, o))
+            # (O, K) @ (K, P) per image, written straight into the NCHW output (no transpose copy)
+            np.matmul(W2, cols.reshape(i1 - i0, p, k).transpose(0, 2, 1), out=out[i0:i1].reshape(i1 - i0, o, p))
         if b is not None:
-            out += b
-        return out.transpose(0, 3, 1, 2)  # NCHW view; callers that need contiguity copy
+            out += b.astype(dtype, copy=False).reshape(1, -1, 1, 1)
+        return out
 
     def linear_transpose(self, s, W, input_shape):
-        n, c, h, w = input_shape
+        n = input_shape[0]
         _, o, oh, ow = s.shape
         kh, kw = W.shape[2:]
         dtype = _float_dtype(s, W)
         W2 = W.reshape(W.shape[0], -1).astype(dtype, copy=False)
-        rows = np.ascontiguousarray(s.transpose(0, 2, 3, 1), dtype=dtype).reshape(n * oh * ow, o)
-        out = np.empty((n, c, h, w), dtype=dtype)
-        k = W2.shape[1]
-        for i0, i1 in self._chunks(n, oh * ow, k):
-            cols = rows[i0 * oh * ow : i1 * oh * ow] @ W2
+        s3 = np.ascontiguousarray(s, dtype=dtype).reshape(n, o, oh * ow)
+        out = np.empty(input_shape, dtype=dtype)
+        k, p = W2.shape[1], oh * ow
+        for i0, i1 in self._chunks(n, p, k):
+            # (P, O) @ (O, K) per image: the columns of the transposed convolution
+            cols = np.matmul(s3[i0:i1].transpose(0, 2, 1), W2).reshape((i1 - i0) * p, k)
             _kernels.col2im(cols, kh, kw, *self.stride, *self.padding, out[i0:i1])
         return out
 
@@ -318,7 +323,7 @@ class Conv2D(Layer):
 
     def forward(self, x):
         _check_input(x, self, 4, self.in_channels)
-        return np.ascontiguousarray(self.linear(x, self.W, self.b))
+        return self.linear(x, self.W, self.b)
 
     __call__ = forward
 
@@ -371,7 +376,10 @@ class MaxPool2D(_Pool2D):
         _check_input(x, self, 4)
         x = np.ascontiguousarray(x)
         out = np.empty(self.output_shape(x.shape), dtype=x.dtype)
-        _kernels.max_pool(x, *self._geometry(), out)
+        if self.padding == (0, 0):
+            _kernels.max_pool_valid(x, *self.kernel_size, *self.stride, out)
+        else:
+            _kernels.max_pool(x, *self._geometry(), out)
         return out
 
     __call__ = forward
@@ -381,13 +389,12 @@ class MaxPool2D(_Pool2D):
         x = np.ascontiguousarray(x)
         dtype = _float_dtype(x, r)
         out = np.empty(x.shape, dtype=dtype)
-        _kernels.max_pool_scatter(
-            x.astype(dtype, copy=False),
-            np.ascontiguousarray(y, dtype=dtype),
-            np.ascontiguousarray(r, dtype=dtype),
-            *self._geometry(),
-            out,
-        )
+        args = (x.astype(dtype, copy=False), np.ascontiguousarray(y, dtype=dtype),
+                np.ascontiguousarray(r, dtype=dtype))
+        if self.padding == (0, 0):
+            _kernels.max_pool_scatter_valid(*args, *self.kernel_size, *self.stride, out)
+        else:
+            _kernels.max_pool_scatter(*args, *self._geometry(), out)
         return out
 
     def backward(self, x, y, grad):

@@ -269,3 +269,31 @@ def test_stabilised_divide_rows_matches_twin():
     r = rng.normal(size=(5, 30))
     cases = [(r, z, eps) for eps in (0.0, 1e-6, 0.3)]
     assert_matches_twin(stab_rows_fast, lambda r, z, eps: stab_twin(r, np.broadcast_to(z, r.shape), eps), cases)
+
+
+def test_no_padding_max_pool_kernels_match_twins():
+    rng = np.random.default_rng(11)
+    fwd, scat = [], []
+    for g, x in _cases(11):
+        if g[4] or g[5]:
+            continue
+        x = np.round(x * 2) / 2  # ties
+        r = rng.normal(size=max_pool_twin(x, g).shape)
+        r[rng.random(r.shape) < 0.3] = 0.0
+        fwd.append((x, g))
+        scat.append((x, r, g))
+
+    def fwd_fast(x, g):
+        n, c, h, w = x.shape
+        out = np.full((n, c, *_out_size(h, w, *g)), np.nan)
+        _kernels.max_pool_valid(x, *g[:4], out)
+        return out
+
+    def scat_fast(x, r, g):
+        out = np.full(x.shape, np.nan)
+        _kernels.max_pool_scatter_valid(x, max_pool_twin(x, g), r, *g[:4], out)
+        return out
+
+    assert len(fwd) >= 4
+    assert_matches_twin(fwd_fast, max_pool_twin, fwd)
+    assert_matches_twin(scat_fast, max_scatter_twin, scat)
