@@ -276,3 +276,14 @@ def max_pool_scatter_valid(x, y, r, kh, kw, sh, sw, out):  # pragma: no cover - 
                         for j in range(kw):
                             if x[n, c, oh * sh + i, ow * sw + j] == m:
                                 out[n, c, oh * sh + i, ow * sw + j] += share
+
+
+@jit_parallel
+def row_sums(a, out):  # pragma: no cover - compiled
+    """``out[i] = sum(a[i])`` accumulated in float64 whatever a's dtype (per-layer relevance sums of
+    float32 runs stay accurate), without numpy's casting buffer. ``a`` is 2-D C-contiguous."""
+    for i in prange(a.shape[0]):
+        acc = 0.0
+        for j in range(a.shape[1]):
+            acc += a[i, j]
+        out[i] = acc

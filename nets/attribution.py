@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from nets import _kernels
 from nets.canonizers import canonize
 from nets.composites import get_composite
 from nets.layers import Softmax
@@ -86,6 +87,13 @@ def _output_relevance(target, logits):
     R = np.zeros_like(logits)
     R[rows, idx] = logits[rows, idx]
     return R, logits[rows, idx].astype(np.float64), [int(i) for i in idx]
+
+
+def _row_sums(R, out):
+    """Per-sample sums of R (any shape (N, ...)) in float64, written into ``out`` (N,)."""
+    buf = np.empty(R.shape[0], dtype=np.float64)
+    _kernels.row_sums(np.ascontiguousarray(R).reshape(R.shape[0], -1), buf)
+    out[:] = buf
 
 
 def _channel_map(r, image_shape):
@@ -265,19 +273,21 @@ class LRP(_Explainer):
         self.model = original
         self.method = f"lrp/{self.composite_name}"
 
-    def _backward(self, acts, R_out):
+    def _backward(self, acts, R_out, with_sums=True):
         layers = self.explained_model.layers
         n, n_layers = R_out.shape[0], len(layers)
-        sums = np.empty((n, n_layers + 1))
+        sums = np.zeros((n, n_layers + 1))
         bias = np.zeros((n, n_layers))
         R = R_out
-        sums[:, n_layers] = R.reshape(n, -1).sum(axis=1, dtype=np.float64)
+        if with_sums:
+            _row_sums(R, sums[:, n_layers])
         for i in range(n_layers - 1, -1, -1):
             try:
                 R, bias[:, i] = propagate(layers[i], self.rules[i], acts[i], acts[i + 1], R)
             except ValueError as err:
                 raise ValueError(f"layer {self.explained_model.names[i]!r}: {err}") from None
-            sums[:, i] = R.reshape(n, -1).sum(axis=1, dtype=np.float64)
+            if with_sums:  # the diagnostics only: skipped when nobody asks for them
+                _row_sums(R, sums[:, i])
         return R, sums, bias
 
     def _diagnostics(self, score, sums, bias):
@@ -300,7 +310,7 @@ class LRP(_Explainer):
         results = []
         for target in targets:
             R_out, score, _ = _output_relevance(target, acts[-1])
-            R, sums, bias = self._backward(acts, R_out)
+            R, sums, bias = self._backward(acts, R_out, with_sums=return_diagnostics)
             results.append((R, self._diagnostics(score, sums, bias)) if return_diagnostics else R)
         return results
 

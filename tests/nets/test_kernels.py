@@ -297,3 +297,17 @@ def test_no_padding_max_pool_kernels_match_twins():
     assert len(fwd) >= 4
     assert_matches_twin(fwd_fast, max_pool_twin, fwd)
     assert_matches_twin(scat_fast, max_scatter_twin, scat)
+
+
+def row_sums_fast(a):
+    out = np.full(a.shape[0], np.nan)
+    _kernels.row_sums(a, out)
+    return out
+
+
+def test_row_sums_matches_twin_in_float64():
+    rng = np.random.default_rng(12)
+    a64 = rng.normal(size=(7, 1000))
+    a32 = (rng.normal(size=(5, 3000)) * 1e3).astype(np.float32)
+    assert_matches_twin(row_sums_fast, lambda a: a.astype(np.float64).sum(axis=1), [(a64,), (a32,)],
+                        rtol=1e-10, atol=1e-9)
