@@ -89,7 +89,7 @@ def write_results(out, name, title, tables, meta, notes=""):
         md += [f"\n## {section}\n", markdown_table(rows)]
     (out / "results.md").write_text("\n".join(md))
     (out / "results.json").write_text(
-        json.dumps(_jsonable({"experiment": name, "meta": meta, "tables": tables}), indent=1)
+        json.dumps(_jsonable({"experiment": name, "notes": notes, "meta": meta, "tables": tables}), indent=1)
     )
     return out / "results.md"
 
