@@ -12,18 +12,39 @@ Layout conventions (NCHW everywhere):
 * ``col2im`` is the exact transpose of ``im2col`` (it adds overlapping contributions), which is
   what the relevance pass needs for the transposed convolution.
 
-Parallel kernels split over the batch only: every sample writes to its own slice, so there are no
-races and the summation order inside a sample is fixed (deterministic results).
+Parallel kernels split over the batch (or batch x channel) only: every slice is written by one
+thread, so there are no races and the summation order inside a sample is fixed (deterministic
+results, identical between the parallel and the serial build).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from bowlrp._numba import jit_parallel, prange
+from bowlrp._numba import jit_parallel, jit_serial, prange
+
+#: kernels whose output has fewer elements run the serial build: a parallel region costs a thread
+#: wake-up and a barrier, which small arrays never win back (and on a busy machine a descheduled
+#: worker makes every region wait for a scheduler slice)
+PARALLEL_MIN_ELEMENTS = 1 << 17
 
 
-@jit_parallel
+def _parallel_or_serial(func):
+    """Compile ``func`` twice (``prange`` parallel and serial) and pick by the size of the output,
+    always the last argument. Both builds run the same source; the tests check both."""
+    parallel, serial = jit_parallel(func), jit_serial(func)
+
+    def call(*args):
+        if args[-1].size >= PARALLEL_MIN_ELEMENTS:
+            return parallel(*args)
+        return serial(*args)
+
+    call.__name__, call.__doc__ = func.__name__, func.__doc__
+    call.parallel, call.serial = parallel, serial
+    return call
+
+
+@_parallel_or_serial
 def im2col(x, kh, kw, sh, sw, ph, pw, out):  # pragma: no cover - compiled
     n_img, n_ch, h, w = x.shape
     oh_n = (h + 2 * ph - kh) // sh + 1
@@ -50,7 +71,7 @@ def im2col(x, kh, kw, sh, sw, ph, pw, out):  # pragma: no cover - compiled
                                     out[row, base + j] = x[n, c, yy, xx]
 
 
-@jit_parallel
+@_parallel_or_serial
 def col2im(cols, kh, kw, sh, sw, ph, pw, out):  # pragma: no cover - compiled
     n_img, n_ch, h, w = out.shape
     oh_n = (h + 2 * ph - kh) // sh + 1
@@ -77,7 +98,7 @@ def col2im(cols, kh, kw, sh, sw, ph, pw, out):  # pragma: no cover - compiled
                                 out[n, c, yy, xx] += cols[row, base + j]
 
 
-@jit_parallel
+@_parallel_or_serial
 def max_pool(x, kh, kw, sh, sw, ph, pw, out):  # pragma: no cover - compiled
     # padded positions never win (they are -inf, as in PyTorch and ONNX)
     n_img, n_ch, h, w = x.shape
@@ -98,7 +119,7 @@ def max_pool(x, kh, kw, sh, sw, ph, pw, out):  # pragma: no cover - compiled
                     out[n, c, oh, ow] = best
 
 
-@jit_parallel
+@_parallel_or_serial
 def max_pool_scatter(x, y, r, kh, kw, sh, sw, ph, pw, out):  # pragma: no cover - compiled
     """Winner takes all: ``r`` of each window goes to the inputs equal to the window's maximum
     ``y``; ties share it equally. Serves both the relevance and the gradient pass."""
@@ -136,7 +157,7 @@ def max_pool_scatter(x, y, r, kh, kw, sh, sw, ph, pw, out):  # pragma: no cover 
                                 out[n, c, yy, xx] += share
 
 
-@jit_parallel
+@_parallel_or_serial
 def avg_pool(x, kh, kw, sh, sw, ph, pw, include_pad, out):  # pragma: no cover - compiled
     n_img, n_ch, h, w = x.shape
     oh_n, ow_n = out.shape[2], out.shape[3]
@@ -159,7 +180,7 @@ def avg_pool(x, kh, kw, sh, sw, ph, pw, include_pad, out):  # pragma: no cover -
                     out[n, c, oh, ow] = acc / div if div > 0 else 0.0
 
 
-@jit_parallel
+@_parallel_or_serial
 def avg_pool_transpose(s, kh, kw, sh, sw, ph, pw, include_pad, out):  # pragma: no cover - compiled
     """Transpose of ``avg_pool``: every window hands ``s / divisor`` to each of its inputs."""
     n_img, n_ch, h, w = out.shape
@@ -196,7 +217,7 @@ def avg_pool_transpose(s, kh, kw, sh, sw, ph, pw, include_pad, out):  # pragma: 
                                 out[n, c, yy, xx] += share
 
 
-@jit_parallel
+@_parallel_or_serial
 def stabilised_divide(r, z, eps, out):  # pragma: no cover - compiled
     """``out = r / (z + eps * sign0(z))`` with sign0(0) = +1, and 0 wherever the denominator is 0
     (0/0 -> 0: relevance over a zero denominator is absorbed, never NaN). Flat 1-D arrays."""
@@ -206,14 +227,14 @@ def stabilised_divide(r, z, eps, out):  # pragma: no cover - compiled
         out[k] = r[k] / d if d != 0 else 0.0
 
 
-@jit_parallel
+@_parallel_or_serial
 def safe_divide(r, d, out):  # pragma: no cover - compiled
     """``out = r / d`` and 0 where ``d == 0`` (for user-supplied stabilisers). Flat 1-D arrays."""
     for k in prange(r.shape[0]):
         out[k] = r[k] / d[k] if d[k] != 0 else 0.0
 
 
-@jit_parallel
+@_parallel_or_serial
 def stabilised_divide_rows(r, z, eps, out):  # pragma: no cover - compiled
     """``stabilised_divide`` of every row of ``r`` (N, K) by one shared row ``z`` (K,): the
     denominator of the Flat and WSquare rules does not depend on the sample."""
@@ -229,7 +250,7 @@ def stabilised_divide_rows(r, z, eps, out):  # pragma: no cover - compiled
 
 # no-padding variants: every window lies inside the image, so the inner loops need no bounds checks
 # (about 2x faster); the layers call them whenever padding is 0 (the common case)
-@jit_parallel
+@_parallel_or_serial
 def max_pool_valid(x, kh, kw, sh, sw, out):  # pragma: no cover - compiled
     n_img, n_ch = x.shape[0], x.shape[1]
     oh_n, ow_n = out.shape[2], out.shape[3]
@@ -246,7 +267,7 @@ def max_pool_valid(x, kh, kw, sh, sw, out):  # pragma: no cover - compiled
                 out[n, c, oh, ow] = best
 
 
-@jit_parallel
+@_parallel_or_serial
 def max_pool_scatter_valid(x, y, r, kh, kw, sh, sw, out):  # pragma: no cover - compiled
     n_img, n_ch = x.shape[0], x.shape[1]
     oh_n, ow_n = y.shape[2], y.shape[3]
@@ -278,7 +299,7 @@ def max_pool_scatter_valid(x, y, r, kh, kw, sh, sw, out):  # pragma: no cover - 
                                 out[n, c, oh * sh + i, ow * sw + j] += share
 
 
-@jit_parallel
+@_parallel_or_serial
 def row_sums(a, out):  # pragma: no cover - compiled
     """``out[i] = sum(a[i])`` accumulated in float64 whatever a's dtype (per-layer relevance sums of
     float32 runs stay accurate), without numpy's casting buffer. ``a`` is 2-D C-contiguous."""

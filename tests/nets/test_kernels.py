@@ -8,6 +8,13 @@ import pytest
 from nets import _kernels
 from tests.kernel_twins import assert_matches_twin
 
+@pytest.fixture(autouse=True, params=["parallel", "serial"])
+def build(request, monkeypatch):
+    """Run every test with the parallel and with the serial build of the kernels."""
+    monkeypatch.setattr(_kernels, "PARALLEL_MIN_ELEMENTS", 0 if request.param == "parallel" else 1 << 62)
+    return request.param
+
+
 GEOMETRIES = [  # (kh, kw, sh, sw, ph, pw)
     (3, 3, 1, 1, 0, 0),
     (3, 2, 2, 1, 1, 1),
