@@ -49,6 +49,7 @@ _EXPORTS: dict[str, str] = {
     "from_sklearn": "nets.sklearn",
     "load_onnx": "nets.onnx_import",
     "load_toolbox": "nets.toolbox",
+    "ConvNetClassifier": "nets.train",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
