@@ -261,10 +261,12 @@ def loss_and_grads(model, X, y_idx, alpha=0.0, rng=None, training=False):
     grads = []
     for i in range(len(model.layers) - 1, -1, -1):
         layer = model.layers[i]
+        layer_grads = []
         for name, dp in _param_grads(layer, acts[i], g).items():
             if name == "W" and alpha:
                 dp = dp + alpha * layer.W
-            grads.append((i, name, dp))
+            layer_grads.append((i, name, dp))
+        grads[:0] = layer_grads  # walking backwards: keep layer order, then W before b
         if i == 0:
             break  # the input gradient is not needed (saves the first layer's col2im)
         if isinstance(layer, Dropout):
@@ -273,7 +275,7 @@ def loss_and_grads(model, X, y_idx, alpha=0.0, rng=None, training=False):
             g = layer.backward(acts[i], acts[i + 1], g)
     if alpha:
         loss += 0.5 * alpha * sum(float(np.sum(l.W * l.W)) for l in model.layers if isinstance(l, (Dense, Conv2D)))
-    return loss, grads[::-1]
+    return loss, grads
 
 
 class _Adam:
@@ -659,4 +661,6 @@ class ConvNetClassifier(ClassifierMixin, BaseEstimator):
         return e / e.sum(axis=1, keepdims=True)
 
     def predict(self, X):
-        return self.classes_[np.argmax(self._logits(X), axis=1)]
+        """The class of the largest logit."""
+        z = self._logits(X)
+        return self.classes_[np.argmax(z, axis=1)]
