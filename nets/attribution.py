@@ -26,7 +26,7 @@ from nets.canonizers import canonize
 from nets.composites import get_composite
 from nets.layers import Softmax
 from nets.model import Sequential, check_batch
-from nets.propagation import propagate
+from nets.propagation import forward_for_rule, propagate
 
 __all__ = [
     "LRP",
@@ -273,7 +273,20 @@ class LRP(_Explainer):
         self.model = original
         self.method = f"lrp/{self.composite_name}"
 
-    def _backward(self, acts, R_out, with_sums=True):
+    def _trace(self, X):
+        """The forward pass, plus the rule denominators that can share its GEMMs."""
+        a = check_batch(X)
+        acts, zs = [a], []
+        for name, layer, rule in zip(self.explained_model.names, self.explained_model.layers, self.rules):
+            try:
+                a, z = forward_for_rule(layer, rule, a)
+            except ValueError as err:
+                raise ValueError(f"layer {name!r}: {err}") from None
+            acts.append(a)
+            zs.append(z)
+        return acts, zs
+
+    def _backward(self, acts, R_out, with_sums=True, zs=None):
         layers = self.explained_model.layers
         n, n_layers = R_out.shape[0], len(layers)
         sums = np.zeros((n, n_layers + 1))
@@ -283,7 +296,8 @@ class LRP(_Explainer):
             _row_sums(R, sums[:, n_layers])
         for i in range(n_layers - 1, -1, -1):
             try:
-                R, bias[:, i] = propagate(layers[i], self.rules[i], acts[i], acts[i + 1], R)
+                R, bias[:, i] = propagate(layers[i], self.rules[i], acts[i], acts[i + 1], R,
+                                          None if zs is None else zs[i])
             except ValueError as err:
                 raise ValueError(f"layer {self.explained_model.names[i]!r}: {err}") from None
             if with_sums:  # the diagnostics only: skipped when nobody asks for them
@@ -306,11 +320,11 @@ class LRP(_Explainer):
     def relevance_many(self, X, targets, return_diagnostics=False):
         """Relevance for several targets from ONE forward pass: a list with one entry per target
         (an array, or ``(array, Diagnostics)`` with ``return_diagnostics``)."""
-        acts = self.explained_model.trace(X)
+        acts, zs = self._trace(X)
         results = []
         for target in targets:
             R_out, score, _ = _output_relevance(target, acts[-1])
-            R, sums, bias = self._backward(acts, R_out, with_sums=return_diagnostics)
+            R, sums, bias = self._backward(acts, R_out, with_sums=return_diagnostics, zs=zs)
             results.append((R, self._diagnostics(score, sums, bias)) if return_diagnostics else R)
         return results
 
@@ -321,11 +335,11 @@ class LRP(_Explainer):
     def explain_many(self, X, targets, image_shape=None):
         """Heatmaps for several targets from one forward pass: a list (per target) of lists."""
         X = check_batch(X)
-        acts = self.explained_model.trace(X)
+        acts, zs = self._trace(X)
         out = []
         for target in targets:
             R_out, score, labels = _output_relevance(target, acts[-1])
-            R, sums, bias = self._backward(acts, R_out)
+            R, sums, bias = self._backward(acts, R_out, zs=zs)
             diag = self._diagnostics(score, sums, bias)
             out.append(self._heatmaps(R, score, labels, X, image_shape, diag.sample))
         return out

@@ -207,8 +207,11 @@ class Dense(Layer):
         """``linear_transpose`` with every weight 1 (the Flat rule): each input gets sum_j s_j."""
         return np.broadcast_to(s.sum(axis=1, keepdims=True), input_shape)
 
-    def forward(self, x):
+    def check_input(self, x):
         _check_input(x, self, 2, self.in_features)
+
+    def forward(self, x):
+        self.check_input(x)
         return self.linear(x, self.W, self.b)
 
     __call__ = forward
@@ -285,8 +288,8 @@ class Conv2D(Layer):
     def linear(self, x, W, b):
         x = np.ascontiguousarray(x)
         n = x.shape[0]
-        _, o, oh, ow = self.output_shape(x.shape)
-        kh, kw = W.shape[2:]
+        _, _, oh, ow = self.output_shape(x.shape)
+        o, _, kh, kw = W.shape  # W may be a stack of modified weights (more output channels)
         dtype = _float_dtype(x, W)
         W2 = W.reshape(W.shape[0], -1).astype(dtype, copy=False)
         k, p = W2.shape[1], oh * ow
@@ -321,8 +324,12 @@ class Conv2D(Layer):
         ones = np.ones((1, input_shape[1], *self.kernel_size), dtype=s.dtype)
         return self.linear_transpose(s.sum(axis=1, keepdims=True), ones, input_shape)
 
-    def forward(self, x):
+    def check_input(self, x):
         _check_input(x, self, 4, self.in_channels)
+        self.output_shape(x.shape)  # raises when the image is smaller than the kernel
+
+    def forward(self, x):
+        self.check_input(x)
         return self.linear(x, self.W, self.b)
 
     __call__ = forward

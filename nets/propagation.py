@@ -19,10 +19,10 @@ from __future__ import annotations
 import numpy as np
 
 from nets import _kernels
-from nets.layers import MaxPool2D, _BatchNorm
+from nets.layers import Conv2D, Dense, MaxPool2D, _BatchNorm
 from nets.rules import Rule
 
-__all__ = ["propagate", "stabilised_divide", "check_rule_for_layer"]
+__all__ = ["propagate", "forward_for_rule", "stabilised_divide", "check_rule_for_layer"]
 
 
 def stabilised_divide(R, z, stabilizer):
@@ -137,7 +137,52 @@ def _bias_absorbed(s, b):
     return per_channel @ b.astype(s.dtype, copy=False)
 
 
-def _propagate_linear(layer, rule, x, y, R):
+def _fusable_groups(layer, rule, inputs):
+    """Groups whose denominator is ONE linear map of x itself: a single live term whose input is x
+    (or x+ of a non-negative x, x- of a non-positive x), e.g. ZPlus / AlphaBeta / Gamma after a
+    ReLU. Their z can come out of the forward pass's im2col and GEMM."""
+    if rule.kind != "linear" or not isinstance(layer, (Dense, Conv2D)):
+        return []
+    fusable = []
+    for gi, group in enumerate(rule.groups()):
+        live = [t for t in group.terms if inputs.get(t.input) is not None]
+        if len(live) != 1 or live[0].input == "ones" or inputs.get(live[0].input) is not inputs.x:
+            continue
+        t = live[0]
+        if t.input == "x" and t.weight == "id" and t.bias == "id" and not rule.zero_bias:
+            continue  # the forward output itself: reused anyway
+        fusable.append((gi, group, t))
+    return fusable
+
+
+def forward_for_rule(layer, rule, x):
+    """``layer.forward(x)`` and ``{group index: z}``: the denominators of the rule's fusable groups
+    computed in the same pass, by stacking their modified weights under W (one im2col, one GEMM)."""
+    inputs = _Inputs(x, rule)
+    fusable = _fusable_groups(layer, rule, inputs) if rule.kind == "linear" else []
+    if not fusable:
+        return layer.forward(x), {}
+    layer.check_input(x)
+    W, b_layer = layer.W, layer.b
+    b = None if rule.zero_bias else b_layer
+    gamma = getattr(rule, "gamma", 0.0)
+    o = W.shape[0]
+    weights = [W]
+    biases = [np.zeros(o, dtype=W.dtype) if b_layer is None else b_layer]
+    for _, group, t in fusable:
+        weights.append(t.sign * _modify(t.weight, W, gamma))
+        zb = np.zeros(o, dtype=W.dtype)
+        for term in group.terms:  # the bias of every term counts, live or not
+            if term.bias is not None and b is not None:
+                zb = zb + term.sign * _modify(term.bias, b, gamma)
+        biases.append(zb)
+    stacked = layer.linear(x, np.concatenate(weights), np.concatenate(biases))
+    y = stacked[:, :o]
+    z = {gi: stacked[:, o * (k + 1) : o * (k + 2)] for k, (gi, _, _) in enumerate(fusable)}
+    return y, z
+
+
+def _propagate_linear(layer, rule, x, y, R, precomputed=None):
     W = getattr(layer, "W", None)
     b = None if rule.zero_bias else getattr(layer, "b", None)
     gamma = getattr(rule, "gamma", 0.0)
@@ -145,7 +190,7 @@ def _propagate_linear(layer, rule, x, y, R):
     inputs = _Inputs(x, rule)
     R_in = None  # the first contribution is stored, later ones are added (no zero-fill pass)
     bias_absorbed = np.zeros(x.shape[0], dtype=np.float64)
-    for group in rule.groups():
+    for gi, group in enumerate(rule.groups()):
         Rg = R
         if group.gate == "positive":
             Rg = R * (y > 0)
@@ -160,7 +205,12 @@ def _propagate_linear(layer, rule, x, y, R):
             and not rule.zero_bias
         )
         biases = []
-        if reuse_forward:
+        if precomputed and gi in precomputed:  # computed with the forward pass
+            z = precomputed[gi]
+            for t in group.terms:
+                if t.bias is not None and b is not None:
+                    biases.append((t.sign, _modify(t.bias, b, gamma)))
+        elif reuse_forward:
             z = y
             if b is not None:
                 biases.append((1.0, b))
@@ -206,9 +256,10 @@ def _propagate_linear(layer, rule, x, y, R):
     return R_in, bias_absorbed
 
 
-def propagate(layer, rule, x, y, R):
+def propagate(layer, rule, x, y, R, precomputed=None):
     """Relevance at the input of ``layer`` (input ``x``, output ``y``) from the relevance ``R`` at its
-    output, under ``rule``; returns ``(R_in, bias_absorbed)`` (bias share per sample)."""
+    output, under ``rule``; returns ``(R_in, bias_absorbed)`` (bias share per sample).
+    ``precomputed`` holds denominators from ``forward_for_rule``."""
     if R.shape != y.shape:
         raise ValueError(f"{layer.kind}: relevance has shape {R.shape}, the output has shape {y.shape}")
     zero = np.zeros(x.shape[0], dtype=np.float64)
@@ -216,4 +267,4 @@ def propagate(layer, rule, x, y, R):
         return R.reshape(x.shape), zero
     if rule.kind == "maxpool":
         return layer.scatter(x, y, R), zero
-    return _propagate_linear(layer, rule, x, y, R)
+    return _propagate_linear(layer, rule, x, y, R, precomputed)

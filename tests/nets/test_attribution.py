@@ -270,3 +270,30 @@ def test_taylor_without_a_root_warns_and_gives_zero():
     assert maps[0].extras["root_found"] is False
     with pytest.raises(ValueError, match="per-sample shape"):
         nets.TaylorDecomposition(model, refs).relevance(np.ones((2, 4)))
+
+
+@pytest.mark.parametrize("composite", ["epsilon_plus", "epsilon_alpha2_beta1", "epsilon_gamma_box"])
+def test_denominators_fused_into_the_forward_pass_change_nothing(composite):
+    """LRP computes ZPlus/AlphaBeta/Gamma denominators of ReLU inputs in the forward GEMM: the
+    result must equal the plain layer-by-layer engine on the model's own trace."""
+    from nets.propagation import propagate
+
+    rng = np.random.default_rng(13)
+    model = _cnn(rng)
+    X = rng.normal(size=(3, 2, 8, 8))
+    kw = {"low": -4.0, "high": 4.0} if composite == "epsilon_gamma_box" else {}
+    lrp = nets.LRP(model, composite, **kw)
+    R, diag = lrp.relevance(X, 1, return_diagnostics=True)
+    acts = model.trace(X)
+    Rm = np.zeros_like(acts[-1])
+    Rm[:, 1] = acts[-1][:, 1]
+    for i in range(len(model) - 1, -1, -1):
+        Rm, _ = propagate(model.layers[i], lrp.rules[i], acts[i], acts[i + 1], Rm)
+    np.testing.assert_allclose(R, Rm, rtol=1e-11, atol=1e-13 * np.abs(Rm).max())
+    np.testing.assert_allclose(diag.score, acts[-1][:, 1], rtol=1e-13)
+    # and the forward output inside the fused pass is the model's forward output
+    from nets.propagation import forward_for_rule
+
+    y, z = forward_for_rule(model.layers[3], lrp.rules[3], acts[3])
+    assert z, "the second conv (after a ReLU) should have fused denominators"
+    np.testing.assert_allclose(y, acts[4], rtol=1e-13, atol=1e-13)
