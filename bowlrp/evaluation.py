@@ -254,6 +254,25 @@ def _replacement(image, perturbation, rng, value, noise_range, blur_sigma):
     raise ValueError(f"perturbation must be one of {PERTURBATIONS}, got {perturbation!r}")
 
 
+def _entropy(random_state):
+    """Seed material for a SeedSequence from None, an int, a Generator or a legacy RandomState."""
+    if (
+        random_state is None
+        or isinstance(random_state, (int, np.integer))
+        and not isinstance(random_state, bool)
+    ):
+        if random_state is not None and random_state < 0:
+            raise ValueError(f"random_state must be non-negative, got {random_state}")
+        return random_state
+    if isinstance(random_state, np.random.Generator):
+        return int(random_state.integers(2**63))
+    if isinstance(random_state, np.random.RandomState):
+        return int(random_state.randint(2**31 - 1))
+    raise TypeError(
+        f"random_state must be None, an int, a numpy Generator or RandomState, got {random_state!r}"
+    )
+
+
 def _scores_1d(raw, n, target, what):
     s = np.asarray(raw, dtype=np.float64)
     if s.ndim == 2 and s.shape[1] == 1:
@@ -449,9 +468,7 @@ def region_perturbation(
     n_steps = int(n_steps)
 
     # one independent stream per image: child 0 -> replacement noise, child 1 -> random order
-    seeds = np.random.SeedSequence(
-        random_state if not isinstance(random_state, np.random.Generator) else random_state.integers(2**63)
-    ).spawn(n)
+    seeds = np.random.SeedSequence(_entropy(random_state)).spawn(n)
     replacements, step_maps = [], []
     for im, rel, seed in zip(imgs, maps, seeds):
         noise_seed, order_seed = seed.spawn(2)

@@ -84,6 +84,13 @@ def test_uniform_noise_is_shared_across_orders_and_batch_sizes(linear_case):
     np.testing.assert_allclose(a.scores[:, -1], b.scores[:, -1], rtol=1e-12)  # same final noise image
     d = region_perturbation(model, X, R, order="morf", batch_size=64, **{**kw, "random_state": 8})
     assert not np.allclose(d.scores[:, 1:], a.scores[:, 1:])
+    # generators and legacy RandomState objects are accepted and seed reproducibly
+    for make in (np.random.default_rng, np.random.RandomState):
+        e1 = region_perturbation(model, X, R, order="random", **{**kw, "random_state": make(3)})
+        e2 = region_perturbation(model, X, R, order="random", **{**kw, "random_state": make(3)})
+        np.testing.assert_array_equal(e1.scores, e2.scores)
+    with pytest.raises(TypeError, match="random_state"):
+        region_perturbation(model, X, R, **{**kw, "random_state": "seed"})
 
 
 def test_noise_range_and_blur_replacements():
