@@ -15,9 +15,9 @@ What is measured, in one run (ratios, not seconds, are meaningful on a shared ma
 * if PyTorch and zennit are importable (never a dependency of the project: install them into a
   separate environment), the same weights in ``torch.nn`` and zennit's ``EpsilonPlusFlat`` with the
   ``Gradient`` attributor, timed the same way; and the numerical agreement of the two relevance maps
-  (max abs difference relative to max |R|), in float32 and float64. MNIST has exact ties in max
-  pooling windows (flat background), which we split equally and PyTorch gives to one input, so the
-  agreement is also reported on the digits plus tiny noise (no ties).
+  (max abs difference relative to max |R|) for every preset, in float32 and float64. MNIST has
+  exact ties in max pooling windows (flat background), which we split equally and PyTorch gives to
+  one input, so the agreement is also reported on the digits plus tiny noise (no ties).
 
 Rounds alternate between the contestants; the fastest round of each counts; numba warm-up excluded.
 """
@@ -110,14 +110,19 @@ def import_zennit():
         tv.models.resnet = types.ModuleType("torchvision.models.resnet")
         tv.models.resnet.Bottleneck = type("Bottleneck", (torch.nn.Module,), {})
         tv.models.resnet.BasicBlock = type("BasicBlock", (torch.nn.Module,), {})
-        sys.modules.update({"torchvision": tv, "torchvision.models": tv.models,
-                            "torchvision.models.resnet": tv.models.resnet})
+        sys.modules.update(
+            {
+                "torchvision": tv,
+                "torchvision.models": tv.models,
+                "torchvision.models.resnet": tv.models.resnet,
+            }
+        )
     try:
+        from zennit import composites
         from zennit.attribution import Gradient
-        from zennit.composites import EpsilonPlusFlat
     except ImportError:
         return None
-    return torch, Gradient, EpsilonPlusFlat
+    return torch, Gradient, composites
 
 
 def to_torch(model, torch):
@@ -144,10 +149,21 @@ def to_torch(model, torch):
     return torch.nn.Sequential(*mods).eval()
 
 
-def zennit_relevance(tz, tmodel, X, target):
-    torch, Gradient, EpsilonPlusFlat = tz
+# our preset name -> zennit composite factory (bounds of ZBox: the [0, 1] pixel range)
+ZENNIT_PRESETS = {
+    "epsilon_plus_flat": lambda c, X: c.EpsilonPlusFlat(),
+    "epsilon_plus": lambda c, X: c.EpsilonPlus(),
+    "epsilon_alpha2_beta1": lambda c, X: c.EpsilonAlpha2Beta1(),
+    "epsilon_alpha2_beta1_flat": lambda c, X: c.EpsilonAlpha2Beta1Flat(),
+    "epsilon_gamma_box": lambda c, X: c.EpsilonGammaBox(low=X * 0, high=X * 0 + 1),
+}
+
+
+def zennit_relevance(tz, tmodel, X, target, preset="epsilon_plus_flat"):
+    torch, Gradient, composites = tz
     x = torch.from_numpy(X).requires_grad_(True)
-    with Gradient(model=tmodel, composite=EpsilonPlusFlat()) as attributor:
+    composite = ZENNIT_PRESETS[preset](composites, torch.from_numpy(X))
+    with Gradient(model=tmodel, composite=composite) as attributor:
         # the explained output relevance is the target logit (as nets.LRP): one-hot times logit
         def attr_output(out):
             mask = torch.zeros_like(out)
@@ -162,8 +178,12 @@ def zennit_relevance(tz, tmodel, X, target):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="batch 64, 3 rounds")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="threads for BLAS, numba and PyTorch (default: their own defaults)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="threads for BLAS, numba and PyTorch (default: their own defaults)",
+    )
     args = parser.parse_args(argv)
     if args.threads is not None:
         import numba
@@ -176,7 +196,9 @@ def main(argv=None):
     tz = import_zennit()
     if tz is not None and args.threads is not None:
         tz[0].set_num_threads(args.threads)
-    print(f"LRP benchmark: float32, batch {batch}, inputs {source}, best of {rounds} rounds (MLP: {5 * rounds})")
+    print(
+        f"LRP benchmark: float32, batch {batch}, inputs {source}, best of {rounds} rounds (MLP: {5 * rounds})"
+    )
     if tz is None:
         print("PyTorch/zennit not importable here: comparison skipped (run with the benchmark env)")
     else:
@@ -193,43 +215,60 @@ def main(argv=None):
         X = flat.reshape(shape).astype(np.float32)
         lrp = nets.LRP(model, "epsilon_plus_flat")
         lrp.relevance(X[:2])  # numba warm-up
-        fns = [lambda: model(X), lambda: lrp.relevance(X)]
+        fns = [lambda m=model, X=X: m(X), lambda lrp=lrp, X=X: lrp.relevance(X)]
         if tz is not None:
             torch = tz[0]
             tmodel = to_torch(model, torch)
-            xt = torch.from_numpy(X)
             target = model(X).argmax(axis=1)
+            xt = torch.from_numpy(X)
 
-            def torch_forward():
+            def torch_forward(tmodel=tmodel, xt=xt, torch=torch):
                 with torch.no_grad():
                     tmodel(xt)
 
-            fns += [torch_forward, lambda: zennit_relevance(tz, tmodel, X, target)]
+            def zennit_lrp(tmodel=tmodel, X=X, target=target):
+                zennit_relevance(tz, tmodel, X, target)
+
+            fns += [torch_forward, zennit_lrp]
         # the MLP takes milliseconds: more rounds to see through the shared machine's noise
         times = best_times(fns, rounds * 5 if name == "MLP" else rounds)
         row = f"{name:<8}{times[0] * 1e3:>12.1f}{times[1] * 1e3:>10.1f}{times[1] / times[0]:>9.2f}"
         if tz is not None:
-            row += (f"{times[2] * 1e3:>11.1f}{times[3] * 1e3:>9.1f}{times[3] / times[2]:>12.2f}"
-                    f"{times[1] / times[3]:>13.2f}")
+            row += (
+                f"{times[2] * 1e3:>11.1f}{times[3] * 1e3:>9.1f}{times[3] / times[2]:>12.2f}"
+                f"{times[1] / times[3]:>13.2f}"
+            )
             agreement.append((name, model64, X))
         print(row, flush=True)
     if tz is None:
         return 0
-    print("\nagreement with zennit (same weights, EpsilonPlusFlat, target = predicted class):")
-    print(f"{'model':<8}{'inputs':<18}{'dtype':<9}{'max |R|':>10}{'max abs diff':>14}{'relative':>10}")
+    print("\nagreement with zennit (same weights and preset, target = predicted class):")
+    print(
+        f"{'model':<6}{'preset':<27}{'inputs':<18}{'dtype':<9}{'max |R|':>10}{'max abs diff':>14}"
+        f"{'relative':>10}"
+    )
     noise = np.random.default_rng(1).random(flat.shape) * 1e-3
     for name, model64, X in agreement:
-        for label, Xi in (("MNIST", X), ("MNIST+1e-3 noise", (X + noise.reshape(X.shape)))):
-            for dtype in (np.float32, np.float64):
+        for preset in ZENNIT_PRESETS:
+            cases = [
+                ("MNIST+1e-3 noise", X + noise.reshape(X.shape), dtype) for dtype in (np.float32, np.float64)
+            ]
+            if preset == "epsilon_plus_flat":
+                cases = [("MNIST", X, np.float32), ("MNIST", X, np.float64)] + cases
+            for label, Xi, dtype in cases:
                 m = model64.astype(dtype)
                 Xd = Xi.astype(dtype)
                 target = m(Xd).argmax(axis=1)
-                ours = nets.LRP(m, "epsilon_plus_flat").relevance(Xd, target)
-                theirs = zennit_relevance(tz, to_torch(m, tz[0]), Xd, target)
+                kw = {"low": 0.0, "high": 1.0} if preset == "epsilon_gamma_box" else {}
+                ours = nets.LRP(m, preset, **kw).relevance(Xd, target)
+                theirs = zennit_relevance(tz, to_torch(m, tz[0]), Xd, target, preset)
                 diff = float(np.abs(ours - theirs).max())
                 scale = float(np.abs(theirs).max())
-                print(f"{name:<8}{label:<18}{np.dtype(dtype).name:<9}{scale:>10.3g}{diff:>14.3g}"
-                      f"{diff / scale:>10.2g}")
+                print(
+                    f"{name:<6}{preset:<27}{label:<18}{np.dtype(dtype).name:<9}{scale:>10.3g}{diff:>14.3g}"
+                    f"{diff / scale:>10.2g}",
+                    flush=True,
+                )
     return 0
 
 

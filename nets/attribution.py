@@ -199,8 +199,14 @@ class _Explainer:
             if X.ndim == 4 and X.shape[1] in (1, 3):
                 image = X[i, 0] if X.shape[1] == 1 else np.moveaxis(X[i], 0, -1)
             maps.append(
-                _heatmap(_channel_map(R[i], image_shape), scores[i] if score_in_map else None,
-                         labels[i], self.method, image, extras)
+                _heatmap(
+                    _channel_map(R[i], image_shape),
+                    scores[i] if score_in_map else None,
+                    labels[i],
+                    self.method,
+                    image,
+                    extras,
+                )
             )
         return maps
 
@@ -265,8 +271,8 @@ class LRP(_Explainer):
     def __init__(self, model, composite=None, canonizers=None, **composite_kwargs):
         original = _strip_softmax(model)
         self.composite = get_composite(composite, **composite_kwargs)
-        self.composite_name = composite if isinstance(composite, str) else (
-            "epsilon" if composite is None else "custom"
+        self.composite_name = (
+            composite if isinstance(composite, str) else ("epsilon" if composite is None else "custom")
         )
         self.explained_model, self.origin = canonize(original, canonizers)
         self.rules = self.composite.resolve(self.explained_model, self.origin, original)
@@ -296,8 +302,9 @@ class LRP(_Explainer):
             _row_sums(R, sums[:, n_layers])
         for i in range(n_layers - 1, -1, -1):
             try:
-                R, bias[:, i] = propagate(layers[i], self.rules[i], acts[i], acts[i + 1], R,
-                                          None if zs is None else zs[i])
+                R, bias[:, i] = propagate(
+                    layers[i], self.rules[i], acts[i], acts[i + 1], R, None if zs is None else zs[i]
+                )
             except ValueError as err:
                 raise ValueError(f"layer {self.explained_model.names[i]!r}: {err}") from None
             if with_sums:  # the diagnostics only: skipped when nobody asks for them
@@ -306,8 +313,9 @@ class LRP(_Explainer):
 
     def _diagnostics(self, score, sums, bias):
         stab = sums[:, 1:] - sums[:, :-1] - bias
-        return Diagnostics(score, sums, bias, stab, list(self.explained_model.names),
-                           [repr(r) for r in self.rules])
+        return Diagnostics(
+            score, sums, bias, stab, list(self.explained_model.names), [repr(r) for r in self.rules]
+        )
 
     def _relevance(self, acts, R_out):
         return self._backward(acts, R_out)[0]

@@ -117,8 +117,9 @@ class Composite:
     [ZPlus(stabilizer=1e-06, zero_bias=False), Pass(), Epsilon(epsilon=0.0, zero_bias=False)]
     """
 
-    def __init__(self, layer_map=None, index_map=None, name_map=None, first_map=None,
-                 stabilizer=DEFAULT_EPSILON):
+    def __init__(
+        self, layer_map=None, index_map=None, name_map=None, first_map=None, stabilizer=DEFAULT_EPSILON
+    ):
         self.layer_map = list(layer_map or [])
         self.index_map = dict(index_map or {})
         self.name_map = dict(name_map or {})
@@ -216,8 +217,9 @@ def epsilon_alpha2_beta1_flat(epsilon=DEFAULT_EPSILON, stabilizer=DEFAULT_EPSILO
     return comp
 
 
-def epsilon_gamma_box(low, high, epsilon=DEFAULT_EPSILON, gamma=0.25, stabilizer=DEFAULT_EPSILON,
-                      zero_bias=False):
+def epsilon_gamma_box(
+    low, high, epsilon=DEFAULT_EPSILON, gamma=0.25, stabilizer=DEFAULT_EPSILON, zero_bias=False
+):
     """First conv ZBox(low, high), other conv Gamma(gamma), dense Epsilon (zennit's EpsilonGammaBox).
 
     As in zennit only a convolution counts as the first layer here: a model without convolutions

@@ -105,9 +105,7 @@ def _check_input(x, layer, ndim, channels=None):
 def _pool_out_size(size, k, s, p, layer, axis):
     out = (size + 2 * p - k) // s + 1
     if size + 2 * p < k or out < 1:
-        raise ValueError(
-            f"{layer.kind}: input {axis} {size} (+2*{p} padding) is smaller than the kernel {k}"
-        )
+        raise ValueError(f"{layer.kind}: input {axis} {size} (+2*{p} padding) is smaller than the kernel {k}")
     return out
 
 
@@ -298,7 +296,9 @@ class Conv2D(Layer):
             cols = np.empty(((i1 - i0) * p, k), dtype=dtype)
             _kernels.im2col(x[i0:i1].astype(dtype, copy=False), kh, kw, *self.stride, *self.padding, cols)
             # (O, K) @ (K, P) per image, written straight into the NCHW output (no transpose copy)
-            np.matmul(W2, cols.reshape(i1 - i0, p, k).transpose(0, 2, 1), out=out[i0:i1].reshape(i1 - i0, o, p))
+            np.matmul(
+                W2, cols.reshape(i1 - i0, p, k).transpose(0, 2, 1), out=out[i0:i1].reshape(i1 - i0, o, p)
+            )
         if b is not None:
             out += b.astype(dtype, copy=False).reshape(1, -1, 1, 1)
         return out
@@ -396,8 +396,11 @@ class MaxPool2D(_Pool2D):
         x = np.ascontiguousarray(x)
         dtype = _float_dtype(x, r)
         out = np.empty(x.shape, dtype=dtype)
-        args = (x.astype(dtype, copy=False), np.ascontiguousarray(y, dtype=dtype),
-                np.ascontiguousarray(r, dtype=dtype))
+        args = (
+            x.astype(dtype, copy=False),
+            np.ascontiguousarray(y, dtype=dtype),
+            np.ascontiguousarray(r, dtype=dtype),
+        )
         if self.padding == (0, 0):
             _kernels.max_pool_scatter_valid(*args, *self.kernel_size, *self.stride, out)
         else:

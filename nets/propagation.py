@@ -33,8 +33,9 @@ def stabilised_divide(R, z, stabilizer):
     if z.shape != R.shape and z.shape[0] == 1 and not callable(stabilizer):
         # one denominator for all samples (Flat, WSquare): never materialise it per sample
         z1 = np.ascontiguousarray(z, dtype=dtype).reshape(-1)
-        _kernels.stabilised_divide_rows(R.reshape(R.shape[0], -1), z1, float(stabilizer),
-                                        out.reshape(R.shape[0], -1))
+        _kernels.stabilised_divide_rows(
+            R.reshape(R.shape[0], -1), z1, float(stabilizer), out.reshape(R.shape[0], -1)
+        )
         return out
     z = np.ascontiguousarray(np.broadcast_to(z, R.shape), dtype=dtype)
     if callable(stabilizer):
@@ -58,7 +59,9 @@ def check_rule_for_layer(rule, layer, where=""):
             raise TypeError(f"{where}{type(rule).__name__} is only defined for MaxPool2D, not {layer.kind}")
     elif rule.kind == "linear":
         if not layer.is_linear:
-            raise TypeError(f"{where}rule {type(rule).__name__} needs a linear layer, {layer.kind} is not one")
+            raise TypeError(
+                f"{where}rule {type(rule).__name__} needs a linear layer, {layer.kind} is not one"
+            )
         if getattr(layer, "W", None) is None and not rule.parameter_free:
             raise TypeError(
                 f"{where}rule {type(rule).__name__} needs weights; {layer.kind} has none (use Norm)"

@@ -269,7 +269,9 @@ class ZBox(Rule):
         }
 
     def groups(self):
-        return (Group((Term("x", "id", None), Term("low", "pos", None, -1.0), Term("high", "neg", None, -1.0))),)
+        return (
+            Group((Term("x", "id", None), Term("low", "pos", None, -1.0), Term("high", "neg", None, -1.0))),
+        )
 
     def bound(self, which, x):
         """``low`` or ``high`` broadcast against the batch ``x`` (per channel for a 1-D bound)."""

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import nets
-from nets.composites import Composite, epsilon_plus
+from nets.composites import Composite
 from nets.rules import Epsilon, Norm
 
 RNG_SEED = 0
@@ -18,9 +18,13 @@ def _mlp(rng, bias=True):
         return rng.normal(size=n) * 0.5 if bias else None
 
     return nets.Sequential(
-        [nets.Dense(rng.normal(size=(16, 10)), b(16)), nets.ReLU(),
-         nets.Dense(rng.normal(size=(12, 16)), b(12)), nets.ReLU(),
-         nets.Dense(rng.normal(size=(4, 12)), b(4))]
+        [
+            nets.Dense(rng.normal(size=(16, 10)), b(16)),
+            nets.ReLU(),
+            nets.Dense(rng.normal(size=(12, 16)), b(12)),
+            nets.ReLU(),
+            nets.Dense(rng.normal(size=(4, 12)), b(4)),
+        ]
     )
 
 
@@ -66,8 +70,12 @@ def test_conservation_end_to_end_with_zero_bias(composite):
     model = _cnn(rng, bias=True, pad=0)
     X = rng.normal(size=(6, 2, 8, 8))
     if composite == "lrp0":
-        comp = Composite(layer_map=[((nets.Dense, nets.Conv2D), Epsilon(0.0, zero_bias=True)),
-                                    ((nets.AvgPool2D,), Norm(0.0))])
+        comp = Composite(
+            layer_map=[
+                ((nets.Dense, nets.Conv2D), Epsilon(0.0, zero_bias=True)),
+                ((nets.AvgPool2D,), Norm(0.0)),
+            ]
+        )
     else:
         comp = nets.get_composite(composite, epsilon=0.0, stabilizer=0.0, zero_bias=True)
     R, diag = nets.LRP(model, comp).relevance(X, return_diagnostics=True)
@@ -75,8 +83,9 @@ def test_conservation_end_to_end_with_zero_bias(composite):
     np.testing.assert_allclose(diag.score, f, rtol=1e-14)
     np.testing.assert_allclose(R.reshape(6, -1).sum(axis=1), f, rtol=1e-9, atol=1e-9)
     # every layer conserves: the per-layer sums are all f(x)
-    np.testing.assert_allclose(diag.layer_relevance, np.repeat(f[:, None], len(model) + 1, axis=1),
-                               rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(
+        diag.layer_relevance, np.repeat(f[:, None], len(model) + 1, axis=1), rtol=1e-9, atol=1e-9
+    )
     assert np.all(diag.bias_absorbed == 0)
     np.testing.assert_allclose(diag.residual, 0, atol=1e-9)
 
@@ -100,7 +109,9 @@ def test_diagnostics_account_for_every_loss():
     # bias of the last layer under Epsilon: s_j * b_j for the target output j
     last = model.layers[-1]
     z = logits[:, 2]
-    np.testing.assert_allclose(diag.bias_absorbed[:, -1], z / (z + 1e-6 * np.where(z >= 0, 1, -1)) * last.b[2])
+    np.testing.assert_allclose(
+        diag.bias_absorbed[:, -1], z / (z + 1e-6 * np.where(z >= 0, 1, -1)) * last.b[2]
+    )
     sample = diag.sample(0)
     assert sample["layer_names"] == model.names and len(sample["rules"]) == len(model)
 

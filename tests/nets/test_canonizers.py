@@ -10,7 +10,9 @@ from nets.canonizers import SequentialMergeBatchNorm, canonize, fold_batch_norm
 
 
 def _bn(rng, c, cls):
-    return cls(rng.uniform(0.3, 3, c), rng.normal(size=c), rng.normal(size=c), rng.uniform(0.1, 4, c), eps=1e-3)
+    return cls(
+        rng.uniform(0.3, 3, c), rng.normal(size=c), rng.normal(size=c), rng.uniform(0.1, 4, c), eps=1e-3
+    )
 
 
 def _model(rng, dtype=np.float64):
@@ -39,7 +41,15 @@ def test_folding_keeps_the_outputs(dtype, tol):
     model = _model(rng, dtype)
     folded, origin = SequentialMergeBatchNorm().apply(model)
     assert [layer.kind for layer in folded] == [
-        "Conv2D", "ReLU", "Conv2D", "ReLU", "Flatten", "Dense", "ReLU", "BatchNorm1D", "Dense"
+        "Conv2D",
+        "ReLU",
+        "Conv2D",
+        "ReLU",
+        "Flatten",
+        "Dense",
+        "ReLU",
+        "BatchNorm1D",
+        "Dense",
     ]
     assert origin == [0, 2, 3, 5, 6, 7, 9, 10, 11]
     assert folded.names == [model.names[i] for i in origin]
@@ -62,7 +72,9 @@ def test_folded_parameters_follow_the_formula():
 
 def test_mismatched_batch_norm_is_left_alone_and_canonize_validates():
     rng = np.random.default_rng(2)
-    model = nets.Sequential([nets.Dense(rng.normal(size=(3, 4))), nets.BatchNorm2D([1.0] * 3, [0.0] * 3, [0.0] * 3, [1.0] * 3)])
+    model = nets.Sequential(
+        [nets.Dense(rng.normal(size=(3, 4))), nets.BatchNorm2D([1.0] * 3, [0.0] * 3, [0.0] * 3, [1.0] * 3)]
+    )
     assert len(fold_batch_norm(model)) == 2  # BatchNorm2D after Dense: not a fold
     folded, origin = canonize(model, canonizers=[])
     assert folded is model and origin == [0, 1]

@@ -41,7 +41,10 @@ def _types(rules):
 
 def test_presets_on_a_cnn_after_folding():
     rng = np.random.default_rng(0)
-    lrp = {name: nets.LRP(_cnn(rng), name, **({"low": 0, "high": 1} if "box" in name else {})) for name in COMPOSITES}
+    lrp = {
+        name: nets.LRP(_cnn(rng), name, **({"low": 0, "high": 1} if "box" in name else {}))
+        for name in COMPOSITES
+    }
     # BN folded into the first conv: 11 layers remain
     tail = ["Pass", "WinnerTakesAll", "{conv}", "Pass", "Norm", "Pass", "Epsilon", "Pass", "Pass", "Epsilon"]
     expect = {
@@ -64,7 +67,11 @@ def test_presets_on_an_mlp():
     assert _types(nets.LRP(model, "epsilon_plus_flat").rules) == ["Flat", "Pass", "Epsilon"]
     assert _types(nets.LRP(model, "epsilon_plus").rules) == ["Epsilon", "Pass", "Epsilon"]
     # as in zennit, only a convolution can be the ZBox layer
-    assert _types(nets.LRP(model, "epsilon_gamma_box", low=-1, high=1).rules) == ["Epsilon", "Pass", "Epsilon"]
+    assert _types(nets.LRP(model, "epsilon_gamma_box", low=-1, high=1).rules) == [
+        "Epsilon",
+        "Pass",
+        "Epsilon",
+    ]
     assert _types(nets.LRP(model).rules) == ["Epsilon", "Pass", "Epsilon"]
 
 

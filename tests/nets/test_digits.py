@@ -53,8 +53,9 @@ def test_lrp_on_digits_conserves_and_reports_the_bias_share(digits_mlp):
     np.testing.assert_allclose(R.sum(axis=1), logits[np.arange(len(X)), pred], rtol=1e-9, atol=1e-9)
     # with biases: the residual is exactly what the biases and the stabiliser absorbed
     R, diag = nets.LRP(model, "epsilon_plus").relevance(X, return_diagnostics=True)
-    np.testing.assert_allclose(diag.residual, diag.bias_absorbed.sum(1) + diag.stabiliser_absorbed.sum(1),
-                               atol=1e-10)
+    np.testing.assert_allclose(
+        diag.residual, diag.bias_absorbed.sum(1) + diag.stabiliser_absorbed.sum(1), atol=1e-10
+    )
     assert np.all(np.isfinite(R))
     maps = nets.LRP(model, "epsilon_plus").explain(X[:4])
     assert maps[0].shape == (8, 8) and maps[0].target == pred[0]

@@ -8,6 +8,7 @@ import pytest
 from nets import _kernels
 from tests.kernel_twins import assert_matches_twin
 
+
 @pytest.fixture(autouse=True, params=["parallel", "serial"])
 def build(request, monkeypatch):
     """Run every test with the parallel and with the serial build of the kernels."""
@@ -144,7 +145,8 @@ def max_scatter_twin(x, r, g):
             (a * sh - ph + i, b * sw - pw + j)
             for i in range(kh)
             for j in range(kw)
-            if 0 <= a * sh - ph + i < h and 0 <= b * sw - pw + j < w
+            if 0 <= a * sh - ph + i < h
+            and 0 <= b * sw - pw + j < w
             and x[nn, cc, a * sh - ph + i, b * sw - pw + j] == y[idx]
         ]
         for yy, xx in winners:
@@ -275,7 +277,9 @@ def test_stabilised_divide_rows_matches_twin():
     z[:4] = 0.0
     r = rng.normal(size=(5, 30))
     cases = [(r, z, eps) for eps in (0.0, 1e-6, 0.3)]
-    assert_matches_twin(stab_rows_fast, lambda r, z, eps: stab_twin(r, np.broadcast_to(z, r.shape), eps), cases)
+    assert_matches_twin(
+        stab_rows_fast, lambda r, z, eps: stab_twin(r, np.broadcast_to(z, r.shape), eps), cases
+    )
 
 
 def test_no_padding_max_pool_kernels_match_twins():
@@ -316,5 +320,6 @@ def test_row_sums_matches_twin_in_float64():
     rng = np.random.default_rng(12)
     a64 = rng.normal(size=(7, 1000))
     a32 = (rng.normal(size=(5, 3000)) * 1e3).astype(np.float32)
-    assert_matches_twin(row_sums_fast, lambda a: a.astype(np.float64).sum(axis=1), [(a64,), (a32,)],
-                        rtol=1e-10, atol=1e-9)
+    assert_matches_twin(
+        row_sums_fast, lambda a: a.astype(np.float64).sum(axis=1), [(a64,), (a32,)], rtol=1e-10, atol=1e-9
+    )

@@ -55,9 +55,7 @@ def test_dense_pooling_and_elementwise_formulas():
     x = rng.normal(size=(4, 5))
     np.testing.assert_allclose(nets.Dense(W, b)(x), x @ W.T + b, rtol=1e-14)
     img = rng.normal(size=(2, 3, 4, 6))
-    np.testing.assert_allclose(
-        nets.MaxPool2D(2)(img), img.reshape(2, 3, 2, 2, 3, 2).max(axis=(3, 5)), rtol=0
-    )
+    np.testing.assert_allclose(nets.MaxPool2D(2)(img), img.reshape(2, 3, 2, 2, 3, 2).max(axis=(3, 5)), rtol=0)
     np.testing.assert_allclose(
         nets.AvgPool2D(2)(img), img.reshape(2, 3, 2, 2, 3, 2).mean(axis=(3, 5)), rtol=1e-14
     )
@@ -78,7 +76,9 @@ def test_dense_pooling_and_elementwise_formulas():
         nets.BatchNorm1D(g, be, mu, var, eps=1e-3)(xb), (xb - mu) / np.sqrt(var + 1e-3) * g + be, rtol=1e-13
     )
     xb4 = rng.normal(size=(2, 3, 4, 4))
-    want = (xb4 - mu[:, None, None]) / np.sqrt(var + 1e-5)[:, None, None] * g[:, None, None] + be[:, None, None]
+    want = (xb4 - mu[:, None, None]) / np.sqrt(var + 1e-5)[:, None, None] * g[:, None, None] + be[
+        :, None, None
+    ]
     np.testing.assert_allclose(nets.BatchNorm2D(g, be, mu, var)(xb4), want, rtol=1e-13)
 
 
@@ -92,7 +92,9 @@ def _every_layer_model(rng):
     return nets.Sequential(
         [
             nets.Conv2D(rng.normal(size=(4, 2, 3, 3)), rng.normal(size=4), stride=1, padding=1),
-            nets.BatchNorm2D(rng.uniform(0.5, 2, 4), rng.normal(size=4), rng.normal(size=4), rng.uniform(0.5, 2, 4)),
+            nets.BatchNorm2D(
+                rng.uniform(0.5, 2, 4), rng.normal(size=4), rng.normal(size=4), rng.uniform(0.5, 2, 4)
+            ),
             nets.LeakyReLU(0.1),
             nets.MaxPool2D(2),
             nets.Conv2D(rng.normal(size=(3, 4, 2, 2)), None, stride=(1, 2), padding=(1, 0)),
@@ -102,7 +104,9 @@ def _every_layer_model(rng):
             nets.Dropout(0.1),
             nets.Flatten(),
             nets.Dense(rng.normal(size=(6, 3 * 6 * 3)), rng.normal(size=6)),
-            nets.BatchNorm1D(rng.uniform(0.5, 2, 6), rng.normal(size=6), rng.normal(size=6), rng.uniform(0.5, 2, 6)),
+            nets.BatchNorm1D(
+                rng.uniform(0.5, 2, 6), rng.normal(size=6), rng.normal(size=6), rng.uniform(0.5, 2, 6)
+            ),
             nets.ReLU(),
             nets.Dense(rng.normal(size=(3, 6))),
         ]
