@@ -197,6 +197,9 @@ def test_binary_string_labels_float64_and_early_stopping():
     assert d.shape == (160,)
     assert np.array_equal(np.where(d > 0, "dark", "bright"), clf.predict(X))
     assert clf.score(X, y) >= 0.95
+    # the global max pool (a MaxPool2D over the whole map) explains through winner-takes-all
+    R = nets.LRP(clf.model_, "epsilon_plus_flat").relevance(X[:4, None], target=0)
+    assert np.all(np.isfinite(R)) and np.all(np.abs(R).sum(axis=(1, 2, 3)) > 0)
 
 
 def test_warm_start_from_a_sequential_and_sklearn_clone(digits):
