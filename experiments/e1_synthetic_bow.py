@@ -34,12 +34,13 @@ def scene_params(quick):
 
 def bow_params(quick, seed):
     """BoWClassifier settings shared with experiment 3: the paper's rank mapping (base 2, n = 4) on
-    synthetic data; max pooling and C = 100 worked best in a small sweep on a validation draw
-    (scenes of seed 1; the test scenes use seed + 100)."""
+    synthetic data. Max pooling, C = 100 and 512 words worked best in a small sweep on a validation
+    draw (scenes of seed 1; the test scenes use seed + 100): validation accuracy 0.68 with 256 words,
+    0.83 with 512; mean pooling, two bin sizes and 1,200 training scenes did not help."""
     return dict(
         step=2,
         bin_sizes=(3,),
-        vocabulary_size=32 if quick else 256,
+        vocabulary_size=32 if quick else 512,
         mapping="rank",
         rank_base=2.0,
         rank_n=4,
