@@ -29,10 +29,10 @@ import time
 
 import numba
 import numpy as np
-from threadpoolctl import threadpool_limits
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
+from threadpoolctl import threadpool_limits
 
 from nets import _kernels
 from nets.layers import (
@@ -49,7 +49,7 @@ from nets.layers import (
 )
 from nets.model import Sequential, check_batch
 
-__all__ = ["ConvNetClassifier", "ARCHITECTURES", "build_model"]
+__all__ = ["ConvNetClassifier", "ARCHITECTURES", "build_model", "loss_and_grads"]
 
 #: Named architectures (layer specs, without the output layer that ``build_model`` appends).
 ARCHITECTURES: dict[str, list] = {
@@ -256,6 +256,8 @@ def loss_and_grads(model, X, y_idx, alpha=0.0, rng=None, training=False):
     ``X`` is a validated batch, ``y_idx`` the class index of each sample. With ``training`` True,
     dropout masks are drawn from ``rng``.
     """
+    if training and rng is None:
+        rng = np.random.default_rng()
     acts, masks = _forward_train(model, X, rng, training)
     loss, g = _softmax_xent(acts[-1], y_idx)
     grads = []
@@ -274,7 +276,8 @@ def loss_and_grads(model, X, y_idx, alpha=0.0, rng=None, training=False):
         else:
             g = layer.backward(acts[i], acts[i + 1], g)
     if alpha:
-        loss += 0.5 * alpha * sum(float(np.sum(l.W * l.W)) for l in model.layers if isinstance(l, (Dense, Conv2D)))
+        weights = [lay.W for lay in model.layers if isinstance(lay, (Dense, Conv2D))]
+        loss += 0.5 * alpha * sum(float(np.sum(W * W)) for W in weights)
     return loss, grads
 
 
@@ -438,7 +441,7 @@ class ConvNetClassifier(ClassifierMixin, BaseEstimator):
     random_state : int or None
         Seeds the initial weights, the minibatch order, dropout and the validation split.
     verbose : bool, default False
-        Print one line per epoch (loss, training accuracy, validation accuracy, time).
+        Print one line per epoch (mean training loss, validation accuracy, elapsed time).
 
     Attributes
     ----------
@@ -551,7 +554,9 @@ class ConvNetClassifier(ClassifierMixin, BaseEstimator):
         check_is_fitted(self, "model_")
         X = _as_images(X)
         if X.shape[1:] != self.input_shape_:
-            raise ValueError(f"X has per-sample shape {X.shape[1:]}, the model was fitted on {self.input_shape_}")
+            raise ValueError(
+                f"X has per-sample shape {X.shape[1:]}, the model was fitted on {self.input_shape_}"
+            )
         return X
 
     # ------------------------------------------------------------------ fitting
@@ -595,7 +600,7 @@ class ConvNetClassifier(ClassifierMixin, BaseEstimator):
         best, best_score, stale = None, -np.inf, 0
         for epoch in range(int(self.epochs)):
             order = train_idx[rng.permutation(len(train_idx))]
-            total, correct = 0.0, 0
+            total = 0.0
             for s in range(0, len(order), batch):
                 idx = np.sort(order[s : s + batch])
                 Xb = _flip_augment(Xt[idx], rng) if self.augment == "flips" else Xt[idx]
