@@ -261,3 +261,20 @@ def test_clear_errors():
         clf.predict(rng.random((3, 9, 9)))
     with pytest.raises(FloatingPointError, match="diverged"), np.errstate(all="ignore"):
         ConvNetClassifier(small, epochs=2, learning_rate=1e300, dtype="float64").fit(X, y)
+
+
+def test_multichannel_input_and_verbose_output(capsys):
+    rng = np.random.default_rng(0)
+    X = rng.random((60, 3, 9, 9)) * 0.5
+    y = np.arange(60) % 2
+    X[y == 1, 1, 2:6, 2:6] += 0.5  # the class shows in the second channel only
+    clf = ConvNetClassifier([("conv", 4, 3), "relu", "global_maxpool"], epochs=25, batch_size=16,
+                            early_stopping=True, n_iter_no_change=30, random_state=0, verbose=True)
+    clf.fit(X, y)
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 25 and out[0].startswith("epoch   1  loss") and "val acc" in out[0]
+    assert clf.input_shape_ == (3, 9, 9) and clf.input_mean_.shape == (3,)
+    assert clf.model_.layers[0].W.shape == (4, 3, 3, 3)
+    assert clf.score(X, y) >= 0.9
+    with pytest.raises(ValueError, match="per-sample shape"):
+        clf.predict(X[:, :2])
