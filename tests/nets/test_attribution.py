@@ -308,3 +308,21 @@ def test_denominators_fused_into_the_forward_pass_change_nothing(composite):
     y, z = forward_for_rule(model.layers[3], lrp.rules[3], acts[3])
     assert z, "the second conv (after a ReLU) should have fused denominators"
     np.testing.assert_allclose(y, acts[4], rtol=1e-13, atol=1e-13)
+
+
+def test_fused_denominators_on_dense_layers():
+    from nets.propagation import propagate
+    from nets.rules import AlphaBeta, Gamma, ZPlus
+
+    rng = np.random.default_rng(14)
+    model = _mlp(rng)
+    X = rng.normal(size=(4, 10))
+    for rule in (ZPlus(), AlphaBeta(2, 1), Gamma(0.5), ZPlus(zero_bias=True)):
+        lrp = nets.LRP(model, Composite(layer_map=[(nets.Dense, rule)]))
+        R = lrp.relevance(X, 2)
+        acts = model.trace(X)
+        Rm = np.zeros_like(acts[-1])
+        Rm[:, 2] = acts[-1][:, 2]
+        for i in range(len(model) - 1, -1, -1):
+            Rm, _ = propagate(model.layers[i], lrp.rules[i], acts[i], acts[i + 1], Rm)
+        np.testing.assert_allclose(R, Rm, rtol=1e-11, atol=1e-13 * np.abs(Rm).max(), err_msg=repr(rule))
