@@ -54,9 +54,9 @@ def _strip_softmax(model):
 
 def _output_relevance(target, logits):
     """(R_out, score, target_label) from a target specification; see the module docstring."""
-    n, n_out = logits.shape[0], logits.shape[1] if logits.ndim > 1 else 1
     if logits.ndim != 2:
         raise ValueError(f"the model's output must be (N, outputs) to pick a target, got {logits.shape}")
+    n, n_out = logits.shape
     rows = np.arange(n)
     if target is None:
         idx = np.argmax(logits, axis=1)
@@ -99,6 +99,10 @@ def _row_sums(R, out):
 def _channel_map(r, image_shape):
     """One sample's relevance (shape of the input without the batch axis) -> (H, W), channel sum."""
     if image_shape is not None:
+        if int(np.prod(image_shape)) != r.size:
+            raise ValueError(
+                f"image_shape {tuple(image_shape)} does not fit per-sample relevance of shape {r.shape}"
+            )
         r = r.reshape(image_shape)
     if r.ndim == 3:
         return r.sum(axis=0)

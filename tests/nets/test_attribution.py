@@ -182,6 +182,8 @@ def test_explain_returns_heatmaps():
     assert nets.LRP(square).explain(rng.normal(size=(1, 16)))[0].shape == (4, 4)  # square by default
     with pytest.raises(ValueError, match="image_shape"):
         nets.LRP(flat).explain(rng.normal(size=(2, 12)))
+    with pytest.raises(ValueError, match="does not fit"):
+        nets.LRP(flat).explain(rng.normal(size=(2, 12)), image_shape=(5, 5))
 
 
 def test_float32_relevance():
