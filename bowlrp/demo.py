@@ -3,9 +3,9 @@
 On generated scenes (polygons vs circles on a texture, the paper's toy task, with object masks) it
 
 1. fits a :class:`bowlrp.BoWClassifier` (dense SIFT, rank mapping, histogram-intersection SVM) and
-   a scikit-learn MLP on the raw pixels, imported with :func:`nets.from_sklearn`;
+   a small convolutional network (:class:`nets.train.ConvNetClassifier`) on the same scenes;
 2. explains the "polygons" score of a few held-out scenes with both (BoW: the paper's three-step
-   decomposition; network: LRP-epsilon);
+   decomposition; network: LRP with the ``epsilon_plus_flat`` composite);
 3. writes one montage (image | object mask | BoW heatmap | network heatmap) plus every heatmap as PNG
    (to look at) and NPZ (numbers), and prints accuracy, conservation and relevance inside the masks.
 """
@@ -37,11 +37,31 @@ def _scene_generator():
     return make_scenes
 
 
+def _margin_model(cnn, positive):
+    """The CNN with its two logits replaced by their difference z_pos - z_neg: the binary decision
+    value, as the SVM's, so both maps explain "how much more polygon than circle" (exactly: the last
+    layer is linear)."""
+    import nets
+
+    *body, last = cnn.model_.layers
+    k = int(np.flatnonzero(cnn.classes_ == positive)[0])
+    W = last.W[k:k + 1] - last.W[1 - k:2 - k]
+    b = None if last.b is None else last.b[k:k + 1] - last.b[1 - k:2 - k]
+    return nets.Sequential([*body, nets.Dense(W, b)])
+
+
+def _balanced(labels, n):
+    """Indices of n scenes, half of each class where possible, in their original order."""
+    pos, neg = np.flatnonzero(labels == 1), np.flatnonzero(labels != 1)
+    n_pos = min(len(pos), max(n - len(neg), (n + 1) // 2))
+    return np.sort(np.concatenate([pos[:n_pos], neg[:n - n_pos]]))
+
+
 def _say(message: str) -> None:
     print(message, flush=True)
 
 
-def run(out="demo_out", n_train=400, n_test=100, n_show=6, size=64, random_state=0) -> dict:
+def run(out="demo_out", n_train=800, n_test=100, n_show=6, size=64, random_state=0) -> dict:
     """Run the demo and write its files to ``out``; returns the summary it prints (also saved as JSON).
 
     Parameters
@@ -57,12 +77,11 @@ def run(out="demo_out", n_train=400, n_test=100, n_show=6, size=64, random_state
     random_state : int
         Seed of the scenes, the vocabulary and the network.
     """
-    from sklearn.neural_network import MLPClassifier
-
     import nets
     from bowlrp import BoWClassifier
     from bowlrp.evaluation import mask_fraction, relevance_mass_accuracy
     from bowlrp.heatmap import Heatmap, montage
+    from nets.train import ConvNetClassifier
 
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -83,18 +102,16 @@ def run(out="demo_out", n_train=400, n_test=100, n_show=6, size=64, random_state
     bow_acc = float(bow.score(list(test.images), test.labels))
     _say(f"BoW/SVM   (dense SIFT, 128 words, intersection kernel): test accuracy {bow_acc:.3f}")
 
-    flat = lambda s: s.images.reshape(len(s), -1)  # noqa: E731 - the network sees raw pixels
-    mlp = MLPClassifier(hidden_layer_sizes=(128,), alpha=1e-2, max_iter=200, random_state=random_state)
-    mlp.fit(flat(train), train.labels)
-    net_acc = float(mlp.score(flat(test), test.labels))
-    model = nets.from_sklearn(mlp)
-    _say(f"network   (MLP {size * size}-128-1 on pixels, scikit-learn): test accuracy {net_acc:.3f}")
+    cnn = ConvNetClassifier("small_cnn", epochs=30, augment="flips", random_state=random_state)
+    cnn.fit(train.images, train.labels)
+    net_acc = float(cnn.score(test.images, test.labels))
+    _say(f"network   (small CNN, 3 conv + global max pool, nets.train): test accuracy {net_acc:.3f}")
 
-    show = test.subset(slice(0, n_show))
+    show = test.subset(_balanced(test.labels, n_show))
     bow_maps = bow.explain(list(show.images), target=positive)
-    lrp = nets.LRP(model, composite="epsilon_plus")
-    net_maps = lrp.explain(flat(show), target=0, image_shape=(size, size))  # one logit: "polygons"
-    net_maps = [Heatmap(m.relevance, score=m.score, target="polygons", method=m.method, image=img,
+    lrp = nets.LRP(_margin_model(cnn, positive), composite="epsilon_plus_flat")
+    net_maps = lrp.explain(show.images[:, None], target=0)
+    net_maps = [Heatmap(m.relevance, score=m.score, target=positive, method=m.method, image=img,
                         residual=m.residual, extras=m.extras) for m, img in zip(net_maps, show.images)]
 
     cells, labels = [], []
@@ -115,21 +132,22 @@ def run(out="demo_out", n_train=400, n_test=100, n_show=6, size=64, random_state
         "network_test_accuracy": net_acc,
         "bow_max_conservation_error": max(abs(m.score - m.total) for m in bow_maps),
         "network_max_residual": max(abs(m.residual) for m in net_maps),
-        "chance_mass_in_polygon_masks": float(np.mean(mask_fraction(show.positive_masks[has_polygon]))),
-        "bow_mass_in_polygon_masks": float(np.mean(
-            relevance_mass_accuracy([m for m, p in zip(bow_maps, has_polygon) if p],
-                                    show.positive_masks[has_polygon]))),
-        "network_mass_in_polygon_masks": float(np.mean(
-            relevance_mass_accuracy([m for m, p in zip(net_maps, has_polygon) if p],
-                                    show.positive_masks[has_polygon]))),
-        "seconds": round(time.perf_counter() - t0, 1),
     }
+    if has_polygon.any():  # relevance mass in the polygon masks, on the scenes that have polygons
+        masks = show.positive_masks[has_polygon]
+        summary["chance_mass_in_polygon_masks"] = float(np.mean(mask_fraction(masks)))
+        for name, maps in (("bow", bow_maps), ("network", net_maps)):
+            chosen = [m for m, p in zip(maps, has_polygon) if p]
+            summary[f"{name}_mass_in_polygon_masks"] = float(np.mean(relevance_mass_accuracy(chosen, masks)))
+    summary["seconds"] = round(time.perf_counter() - t0, 1)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    _say(f"BoW heatmaps conserve the score: max |f(x) - sum R| = {summary['bow_max_conservation_error']:.2e}")
-    _say(f"positive relevance inside the polygon masks (chance {summary['chance_mass_in_polygon_masks']:.2f}):"
-         f" BoW {summary['bow_mass_in_polygon_masks']:.2f}, network {summary['network_mass_in_polygon_masks']:.2f}")
-    _say(f"wrote {montage_path} (image | mask | BoW | network), per-scene PNG + NPZ heatmaps and summary.json "
-         f"in {out}/ ({summary['seconds']} s)")
+    S = summary
+    _say(f"BoW heatmaps conserve the score: max |f(x) - sum R| = {S['bow_max_conservation_error']:.2e}")
+    if "chance_mass_in_polygon_masks" in S:
+        _say(f"positive relevance inside the polygon masks (chance {S['chance_mass_in_polygon_masks']:.2f}): "
+             f"BoW {S['bow_mass_in_polygon_masks']:.2f}, network {S['network_mass_in_polygon_masks']:.2f}")
+    _say(f"wrote {montage_path} (image | mask | BoW | network),")
+    _say(f"      per-scene heatmaps (PNG to look at, NPZ numbers), summary.json in {out}/ ({S['seconds']} s)")
     return summary
 
 
