@@ -37,11 +37,10 @@ division here has a provably positive denominator (or is guarded), so nothing ch
 from __future__ import annotations
 
 import math
-import types
 
 import numpy as np
 
-from bowlrp._numba import jit_parallel, jit_serial, prange
+from bowlrp._numba import jit_both, jit_serial, prange
 
 LINEAR, INTERSECTION, CHI2, HELLINGER, EXP_CHI2, RBF = 0, 1, 2, 3, 4, 5
 
@@ -144,25 +143,10 @@ def _gram(X, YT, bounds, weights, kind, gamma, sx, sy, row0, symmetric, out):
                                 out[r, j] += w * math.exp(-gamma * a[j - t0])
 
 
-def _renamed(func, name):
-    """A copy of ``func`` under another name.
-
-    numba's on-disk cache is keyed by the function's qualified name and bytecode, not by the
-    ``parallel`` flag: two builds of one Python function would load each other's cached machine code.
-    The serial build therefore compiles a renamed copy of the same code.
-    """
-    code = func.__code__.replace(co_name=name, co_qualname=name)
-    copy = types.FunctionType(code, func.__globals__, name, func.__defaults__, func.__closure__)
-    copy.__qualname__ = name
-    copy.__doc__ = func.__doc__
-    return copy
-
-
 # The same body twice: parallel over row chunks for big matrices, serial for small ones (kernel rows of
 # a few images, as prediction and explanation compute them), where starting and joining threads costs
 # more than the work (prange runs as a plain range in the serial build).
-gram_kernel = jit_parallel(error_model="numpy")(_gram)
-gram_kernel_serial = jit_serial(error_model="numpy")(_renamed(_gram, "_gram_serial"))
+gram_kernel, gram_kernel_serial = jit_both(_gram, error_model="numpy")
 
 
 def _dimension_contributions(SVT, coef, X, dim_weights, kind, out):
@@ -199,6 +183,5 @@ def _dimension_contributions(SVT, coef, X, dim_weights, kind, out):
                 out[o, j, d] *= w
 
 
-dimension_contributions_kernel = jit_parallel(error_model="numpy")(_dimension_contributions)
-dimension_contributions_kernel_serial = jit_serial(error_model="numpy")(
-    _renamed(_dimension_contributions, "_dimension_contributions_serial"))
+dimension_contributions_kernel, dimension_contributions_kernel_serial = jit_both(
+    _dimension_contributions, error_model="numpy")

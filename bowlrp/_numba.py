@@ -16,9 +16,11 @@ tests (see ``tests/kernel_twins.py``).
 
 from __future__ import annotations
 
+import types
+
 import numba
 
-__all__ = ["jit_serial", "jit_parallel", "prange"]
+__all__ = ["jit_serial", "jit_parallel", "jit_both", "prange"]
 
 prange = numba.prange
 
@@ -44,3 +46,26 @@ def jit_parallel(func=None, **options):
     if func is None:
         return lambda f: numba.njit(**options)(f)
     return numba.njit(**options)(func)
+
+
+def _renamed(func, name):
+    """A copy of ``func`` under another name (same bytecode, globals, defaults and closure)."""
+    code = func.__code__.replace(co_name=name, co_qualname=name)
+    copy = types.FunctionType(code, func.__globals__, name, func.__defaults__, func.__closure__)
+    copy.__qualname__ = name
+    copy.__doc__ = func.__doc__
+    return copy
+
+
+def jit_both(func=None, **options):
+    """Compile one ``prange`` kernel twice: ``(parallel_build, serial_build)``.
+
+    The serial build (``prange`` runs as ``range``) serves small inputs, where waking threads and
+    joining them costs more than the work. It compiles a renamed copy of the function: numba's
+    on-disk cache is keyed by the function's qualified name and bytecode, not by the ``parallel``
+    flag, so two builds of one function would otherwise load each other's cached machine code.
+    """
+    if func is None:
+        return lambda f: jit_both(f, **options)
+    serial_name = f"{func.__name__}__serial"
+    return jit_parallel(func, **options), jit_serial(_renamed(func, serial_name), **options)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bowlrp._numba import jit_parallel, jit_serial, prange
+from bowlrp._numba import jit_both, prange
 
 #: kernels whose output has fewer elements run the serial build: a parallel region costs a thread
 #: wake-up and a barrier, which small arrays never win back (and on a busy machine a descheduled
@@ -32,7 +32,7 @@ PARALLEL_MIN_ELEMENTS = 1 << 17
 def _parallel_or_serial(func):
     """Compile ``func`` twice (``prange`` parallel and serial) and pick by the size of the output,
     always the last argument. Both builds run the same source; the tests check both."""
-    parallel, serial = jit_parallel(func), jit_serial(func)
+    parallel, serial = jit_both(func)
 
     def call(*args):
         if args[-1].size >= PARALLEL_MIN_ELEMENTS:

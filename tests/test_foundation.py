@@ -6,7 +6,7 @@ import tomllib
 import numpy as np
 import pytest
 
-from bowlrp._numba import jit_parallel, jit_serial, prange
+from bowlrp._numba import jit_both, jit_parallel, jit_serial, prange
 from tests.kernel_twins import assert_matches_twin
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -71,3 +71,22 @@ def test_ci_runs_the_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text()
     assert "make test" in readme.split("\n## ")[0] and "make demo" in readme.split("\n## ")[0]
     assert "make test" in ci
+
+
+def _scale_rows(x, out):
+    for i in prange(x.shape[0]):
+        for j in range(x.shape[1]):
+            out[i, j] = 2.0 * x[i, j]
+
+
+def test_jit_both_gives_two_builds_that_never_share_a_cache_entry():
+    parallel, serial = jit_both(_scale_rows)
+    assert parallel.targetoptions["parallel"] is True
+    assert not serial.targetoptions.get("parallel", False)
+    # numba's disk cache is keyed by qualified name, not by the parallel flag: the names must differ
+    assert parallel.py_func.__qualname__ != serial.py_func.__qualname__
+    x = np.arange(12.0).reshape(3, 4)
+    for build in (parallel, serial):
+        out = np.empty_like(x)
+        build(x, out)
+        np.testing.assert_array_equal(out, 2.0 * x)
