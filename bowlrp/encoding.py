@@ -98,8 +98,7 @@ def map_descriptors(descriptors, prototypes, mapping="rank", rank_base=2.0, rank
         return sp.csr_matrix((np.ones(M), (rows, cols)), shape=(M, V))
     if mapping == "rank":
         n = min(int(rank_n), V)
-        # stable sort: equal distances are ranked by prototype index, deterministically
-        order = np.argsort(d2, axis=1, kind="stable")[:, :n]
+        order = _nearest(d2, n)
         values = np.broadcast_to(float(rank_base) ** -np.arange(1, n + 1, dtype=np.float64), (M, n))
         indptr = np.arange(0, M * n + 1, n)
         m = sp.csr_matrix((values.ravel().copy(), order.ravel(), indptr), shape=(M, V))
@@ -109,6 +108,27 @@ def map_descriptors(descriptors, prototypes, mapping="rank", rank_base=2.0, rank
     e = np.exp(-float(soft_beta) * (d2 - d2.min(axis=1, keepdims=True)))
     e /= e.sum(axis=1, keepdims=True)
     return sp.csr_matrix(e)
+
+
+def _nearest(d2, n):
+    """Indices of the n smallest entries of each row of d2, nearest first; equal distances are ranked
+    by prototype index (exactly as a stable argsort would), so the result is deterministic.
+
+    A full sort of all V distances per descriptor dominated encoding time; a partial selection of the
+    n candidates costs O(V) per row.
+    """
+    V = d2.shape[1]
+    if n >= V:
+        return np.argsort(d2, axis=1, kind="stable")
+    cand = np.argpartition(d2, n - 1, axis=1)[:, :n]
+    cand_d = np.take_along_axis(d2, cand, axis=1)
+    order = np.take_along_axis(cand, np.lexsort((cand, cand_d), axis=1), axis=1)
+    # a tie across the n-th place may have let argpartition keep a higher index than a stable sort
+    # would: redo those (rare) rows with the stable sort
+    tied = np.count_nonzero(d2 <= cand_d.max(axis=1)[:, None], axis=1) > n
+    if tied.any():
+        order[tied] = np.argsort(d2[tied], axis=1, kind="stable")[:, :n]
+    return order
 
 
 def pool(mapping, p=1.0):

@@ -134,3 +134,15 @@ def test_encode_rejects_mismatched_vocabularies():
         encode(_features([[0.0, 0.0], [1.0, 1.0]], [0, 1]), [np.zeros((2, 2))])
     with pytest.raises(ValueError, match="dimension 2"):
         encode(_features([[0.0, 0.0]], [0]), [np.zeros((2, 3))])
+
+
+@pytest.mark.parametrize("n", [1, 3, 8, 20])
+def test_nearest_words_equal_a_stable_full_sort_even_with_ties(n):
+    from bowlrp.encoding import _nearest
+
+    rng = np.random.default_rng(n)
+    d2 = rng.integers(0, 4, size=(300, 12)).astype(np.float64)  # many ties, also across the n-th place
+    want = np.argsort(d2, axis=1, kind="stable")[:, :n]
+    np.testing.assert_array_equal(_nearest(d2, n), want)
+    d2 = rng.random((300, 64))  # the usual case: no ties
+    np.testing.assert_array_equal(_nearest(d2, min(n, 64)), np.argsort(d2, axis=1, kind="stable")[:, :n])
