@@ -37,19 +37,6 @@ def _scene_generator():
     return make_scenes
 
 
-def _margin_model(cnn, positive):
-    """The CNN with its two logits replaced by their difference z_pos - z_neg: the binary decision
-    value, as the SVM's, so both maps explain "how much more polygon than circle" (exactly: the last
-    layer is linear)."""
-    import nets
-
-    *body, last = cnn.model_.layers
-    k = int(np.flatnonzero(cnn.classes_ == positive)[0])
-    W = last.W[k:k + 1] - last.W[1 - k:2 - k]
-    b = None if last.b is None else last.b[k:k + 1] - last.b[1 - k:2 - k]
-    return nets.Sequential([*body, nets.Dense(W, b)])
-
-
 def _balanced(labels, n):
     """Indices of n scenes, half of each class where possible, in their original order."""
     pos, neg = np.flatnonzero(labels == 1), np.flatnonzero(labels != 1)
@@ -109,7 +96,8 @@ def run(out="demo_out", n_train=800, n_test=100, n_show=6, size=64, random_state
 
     show = test.subset(_balanced(test.labels, n_show))
     bow_maps = bow.explain(list(show.images), target=positive)
-    lrp = nets.LRP(_margin_model(cnn, positive), composite="epsilon_plus_flat")
+    # the CNN's decision value z_polygons - z_circles, as one output: explained like the SVM's
+    lrp = nets.LRP(cnn.decision_model(), composite="epsilon_plus_flat")
     net_maps = lrp.explain(show.images[:, None], target=0)
     net_maps = [Heatmap(m.relevance, score=m.score, target=positive, method=m.method, image=img,
                         residual=m.residual, extras=m.extras) for m, img in zip(net_maps, show.images)]

@@ -659,6 +659,23 @@ class ConvNetClassifier(ClassifierMixin, BaseEstimator):
         z = self._logits(X)
         return z[:, 1] - z[:, 0] if z.shape[1] == 2 else z
 
+    def decision_model(self):
+        """A ``nets.Sequential`` that computes :meth:`decision_function` (as an (n, 1) output for two
+        classes), for explaining the decision itself.
+
+        For two classes the last layer's two rows are replaced by their difference, so the single
+        output is the margin ``z_1 - z_0`` exactly (the last layer is linear); explaining it tells what
+        speaks for ``classes_[1]`` rather than against ``classes_[0]``, as for a binary SVM. With more
+        classes it is ``model_`` itself.
+        """
+        check_is_fitted(self, "model_")
+        if len(self.classes_) != 2:
+            return self.model_
+        *body, last = self.model_.layers
+        W = last.W[1:2] - last.W[0:1]
+        b = None if last.b is None else last.b[1:2] - last.b[0:1]
+        return Sequential([*body, Dense(W, b)], names=list(self.model_.names))
+
     def predict_proba(self, X):
         """Softmax of the logits, (n, n_classes)."""
         z = self._logits(X)

@@ -76,7 +76,8 @@ def test_e3_bow_vs_net_quick(tmp_path, data):
     assert (tmp_path / f"bow_vs_net_{data}.png").stat().st_size > 1000
     tables = _load(tmp_path)["tables"]
     (rows,) = tables.values()
-    assert {r["model"] for r in rows} == {"BoW/SVM", "MLP"}
+    # MNIST: the MLP of experiment 2; scenes: a small CNN (an MLP on pixels cannot learn them)
+    assert {r["model"] for r in rows} == {"BoW/SVM", "MLP" if data == "mnist" else "CNN"}
     _finite(rows, ["AOPC MoRF", "AOPC random", "test accuracy"])
     if data == "mnist":
         # both models learn digits even in the quick run

@@ -200,6 +200,12 @@ def test_binary_string_labels_float64_and_early_stopping():
     # the global max pool (a MaxPool2D over the whole map) explains through winner-takes-all
     R = nets.LRP(clf.model_, "epsilon_plus_flat").relevance(X[:4, None], target=0)
     assert np.all(np.isfinite(R)) and np.all(np.abs(R).sum(axis=(1, 2, 3)) > 0)
+    # the decision model computes decision_function exactly, as one output, and explains it
+    margin = clf.decision_model()
+    np.testing.assert_allclose(margin(X[:, None])[:, 0], d, rtol=1e-12, atol=1e-12)
+    R, diag = nets.LRP(margin, "epsilon_plus_flat").relevance(X[:4, None], target=0, return_diagnostics=True)
+    assert np.all(np.isfinite(R))
+    np.testing.assert_allclose(diag.score, d[:4], rtol=1e-12, atol=1e-12)
 
 
 def test_warm_start_from_a_sequential_and_sklearn_clone(digits):
