@@ -258,27 +258,29 @@ def pool_columns_serial(bin0, w0, w1, starts, weights, offset, out):
 
 @jit_serial(inline="always")
 def _pool_rows_one(columns, starts, weights, offset, r, out):
+    # Each (C, 8) row block is contiguous: flat 1-D views with plain loop counters let LLVM vectorise
+    # the axpy (3-D indexing with computed indices was ~2x slower); same arithmetic, same order.
     height = columns.shape[0]
-    n_cols = columns.shape[1]
-    for c in range(n_cols):
-        for o in range(N_ORIENTATIONS):
-            out[r, c, o] = 0.0
+    m = columns.shape[1] * columns.shape[2]
+    d = out[r].reshape(m)
+    for k in range(m):
+        d[k] = 0.0
     first = starts[r] + offset
-    for t in range(weights.shape[0]):
-        y = first + t
-        if y < 0 or y >= height:
-            continue
+    lo = max(0, -first)
+    hi = min(weights.shape[0], height - first)
+    for t in range(lo, hi):
         w = weights[t]
-        for c in range(n_cols):
-            for o in range(N_ORIENTATIONS):
-                out[r, c, o] += w * columns[y, c, o]
+        s = columns[first + t].reshape(m)
+        for k in range(m):
+            d[k] += w * s[k]
 
 
 @jit_parallel
 def pool_rows(columns, starts, weights, offset, out):
     """Triangular filter along y of the column-pooled planes ``columns`` (H, C, 8).
 
-    ``out[r, c, o] = sum_t weights[t] * columns[starts[r] + offset + t, c, o]`` (zero outside).
+    ``out[r, c, o] = sum_t weights[t] * columns[starts[r] + offset + t, c, o]`` (zero outside); both
+    arrays C-contiguous.
     """
     for r in prange(starts.shape[0]):
         _pool_rows_one(columns, starts, weights, offset, r, out)
