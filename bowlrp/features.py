@@ -32,6 +32,7 @@ norm, with flat patches zeroed by the same energy rule.
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 import time
@@ -162,6 +163,25 @@ def bin_layout(frame_starts, bin_size):
     return starts.astype(np.int64), index.reshape(all_starts.shape).astype(np.int64)
 
 
+@functools.lru_cache(maxsize=64)
+def _frame_layout(height, width, bin_size, step):
+    """Grid and bin layout of one image shape and bin size, cached (read-only arrays).
+
+    Images of a data set usually share their shape; rebuilding this per call (``np.unique`` twice)
+    cost ~3 % of an extraction of a 256 x 256 image.
+    """
+    support = 4 * bin_size
+    ys = grid_starts(height, support, step)
+    xs = grid_starts(width, support, step)
+    row_starts, row_index = bin_layout(ys, bin_size)
+    col_starts, col_index = bin_layout(xs, bin_size)
+    weights, offset = triangle_weights(bin_size)
+    arrays = (ys, xs, row_starts, row_index, col_starts, col_index, weights)
+    for a in arrays:
+        a.flags.writeable = False  # shared between calls and threads
+    return (*arrays, offset)
+
+
 def gaussian_taps(sigma):
     """Normalised 1-D Gaussian taps (radius ceil(4 sigma)); ``[1.0]`` when sigma is 0."""
     if sigma <= 0:
@@ -226,11 +246,9 @@ def pooled_descriptors(fields, bin_size, step, threshold, parallel=True, out=Non
     pool_x, pool_y, assemble = _k.KERNELS[bool(parallel)][2:]
     height, width = fields[0][0].shape
     support = 4 * bin_size
-    ys = grid_starts(height, support, step)
-    xs = grid_starts(width, support, step)
-    row_starts, row_index = bin_layout(ys, bin_size)
-    col_starts, col_index = bin_layout(xs, bin_size)
-    weights, offset = triangle_weights(bin_size)
+    ys, xs, row_starts, row_index, col_starts, col_index, weights, offset = _frame_layout(
+        int(height), int(width), int(bin_size), int(step)
+    )
     n_frames = ys.size * xs.size
     shape = (n_frames, 128 * len(fields))
     if out is None:
