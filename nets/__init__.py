@@ -58,6 +58,12 @@ __all__ = sorted(_EXPORTS) + ["__version__"]
 def __getattr__(name):
     module = _EXPORTS.get(name)
     if module is None:
+        # submodules too (``nets.train``), without importing them all up front
+        try:
+            return importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__name__}.{name}":
+                raise
         raise AttributeError(f"module 'nets' has no attribute {name!r}")
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value

@@ -90,3 +90,13 @@ def test_jit_both_gives_two_builds_that_never_share_a_cache_entry():
         out = np.empty_like(x)
         build(x, out)
         np.testing.assert_array_equal(out, 2.0 * x)
+
+
+def test_submodules_are_reachable_from_the_package():
+    import bowlrp
+    import nets
+
+    assert nets.train.ConvNetClassifier is nets.ConvNetClassifier
+    assert callable(bowlrp.evaluation.region_perturbation)
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        nets.nope  # noqa: B018
