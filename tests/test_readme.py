@@ -30,7 +30,7 @@ def test_network_example():
     scope = {}
     exec(compile(_block("import nets"), "README-nets", "exec"), scope)
     R, maps, X = scope["R"], scope["maps"], scope["X"]
-    assert R.shape == (8, 64) and len(maps) == 8 and maps[0].relevance.shape == (8, 8)
+    assert R.shape == X[:8].shape == (8, 64) and len(maps) == 8 and maps[0].relevance.shape == (8, 8)
     assert np.all(np.isfinite(R))
     # epsilon-LRP with small epsilon: pixel relevance + what the biases absorbed = the logit
     for m in maps:

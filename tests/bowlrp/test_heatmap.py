@@ -113,7 +113,8 @@ def test_zero_maps_to_centre_and_extremes_to_ends(cmap):
     np.testing.assert_array_equal(rgb[0, 1], centre)
     np.testing.assert_array_equal(rgb[0, 2], colours[-1])  # max -> end colour
     np.testing.assert_array_equal(rgb[0, 0], colours[0])  # -max -> first colour
-    np.testing.assert_allclose(rgb[0, 3], np.array([np.interp(0.5, positions, colours[:, c]) for c in range(3)]))
+    halfway = [np.interp(0.5, positions, colours[:, c]) for c in range(3)]
+    np.testing.assert_allclose(rgb[0, 3], halfway)
 
 
 def test_bwr_known_colours_in_uint8():
