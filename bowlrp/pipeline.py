@@ -18,8 +18,8 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.metrics.pairwise import additive_chi2_kernel, euclidean_distances
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d
-from threadpoolctl import threadpool_limits
 
+from bowlrp._numba import limited_threads
 from bowlrp.encoding import check_mapping, check_p, encode
 from bowlrp.features import DenseSIFT
 from bowlrp.kernels import check_kernel, gram
@@ -188,7 +188,7 @@ class BoWClassifier(ClassifierMixin, BaseEstimator):
         out = []
         # One BLAS thread: the per-image distance products are small (threads cost more than they save)
         # and the numbers then cannot depend on the machine's thread count.
-        with threadpool_limits(limits=1, user_api="blas"):
+        with limited_threads(1, numba_threads=False, user_api="blas"):
             for k, f in enumerate(features, 1):
                 out.append(encode(f, self.vocabularies_, self.mapping, self.rank_base, self.rank_n,
                                   self.soft_beta, self.p, self.normalize))

@@ -24,16 +24,14 @@ split, so two fits with the same ``random_state`` give identical models.
 
 from __future__ import annotations
 
-import contextlib
 import time
 
-import numba
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
-from threadpoolctl import threadpool_limits
 
+from bowlrp._numba import limited_threads
 from nets import _kernels
 from nets.layers import (
     AvgPool2D,
@@ -311,24 +309,13 @@ def _copy_model(model, dtype):
     return Sequential([layer.astype(dtype) for layer in model.layers], list(model.names))
 
 
-@contextlib.contextmanager
 def _limit_threads(n_threads):
     """Run the numba kernels and BLAS with ``n_threads`` threads (None: leave the settings alone).
 
     On a busy machine one thread is several times faster for these small batches: every parallel
     region (an im2col, a GEMM) waits for all of its threads to be scheduled.
     """
-    if n_threads is None:
-        yield
-        return
-    n = max(1, min(int(n_threads), numba.config.NUMBA_NUM_THREADS))
-    before = numba.get_num_threads()
-    numba.set_num_threads(n)
-    try:
-        with threadpool_limits(limits=n):
-            yield
-    finally:
-        numba.set_num_threads(before)
+    return limited_threads(n_threads)
 
 
 def _first_linear(model):

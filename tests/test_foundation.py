@@ -100,3 +100,22 @@ def test_submodules_are_reachable_from_the_package():
     assert callable(bowlrp.evaluation.region_perturbation)
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         nets.nope  # noqa: B018
+
+
+def test_limited_threads_limits_blas_and_numba_and_restores_them():
+    import numba
+    from threadpoolctl import threadpool_info
+
+    from bowlrp._numba import limited_threads
+
+    before_numba = numba.get_num_threads()
+    before_blas = [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+    with limited_threads(1):
+        assert numba.get_num_threads() == 1
+        assert all(p["num_threads"] == 1 for p in threadpool_info() if p["user_api"] == "blas")
+    with limited_threads(1, numba_threads=False, user_api="blas"):
+        assert numba.get_num_threads() == before_numba
+    with limited_threads(None):
+        assert numba.get_num_threads() == before_numba
+    assert numba.get_num_threads() == before_numba
+    assert [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"] == before_blas
