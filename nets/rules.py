@@ -305,29 +305,26 @@ class Flat(Rule):
         return (Group((Term("ones", "ones", None),)),)
 
 
-class Pass(Rule):
+class _ParameterFreeRule(Rule):
+    """A rule with no stabiliser and no bias to treat (the layer has no weights)."""
+
+    parameter_free = True
+
+    def __init__(self):
+        self.stabilizer = 0.0
+        self.zero_bias = False
+
+    def _params(self):
+        return {}
+
+
+class Pass(_ParameterFreeRule):
     """Relevance passes unchanged (activations, flatten reshapes it, dropout, batch norm after folding)."""
 
     kind = "passthrough"
-    parameter_free = True
-
-    def __init__(self):
-        self.stabilizer = 0.0
-        self.zero_bias = False
-
-    def _params(self):
-        return {}
 
 
-class WinnerTakesAll(Rule):
+class WinnerTakesAll(_ParameterFreeRule):
     """Max pooling: each window's relevance goes to its maximum input; ties share it equally."""
 
     kind = "maxpool"
-    parameter_free = True
-
-    def __init__(self):
-        self.stabilizer = 0.0
-        self.zero_bias = False
-
-    def _params(self):
-        return {}
