@@ -141,6 +141,14 @@ def _nonempty(masks, what):
             raise ValueError(f"mask {i} is empty: {what} is undefined for an image without ground truth")
 
 
+def _maps_and_truth(heatmaps, masks, boxes, what):
+    """Relevance arrays and their ground-truth masks (from masks or boxes), none of them empty."""
+    maps = _as_heatmaps(heatmaps)
+    gts = _as_masks(masks, boxes, [m.shape for m in maps])
+    _nonempty(gts, what)
+    return maps, gts
+
+
 def boxes_to_masks(boxes, shapes):
     """Boxes -> masks.
 
@@ -587,9 +595,7 @@ def relevance_mass_accuracy(heatmaps, masks=None, boxes=None) -> np.ndarray:
     >>> relevance_mass_accuracy(R, masks=np.array([[True, False], [True, False]])).tolist()
     [0.75]
     """
-    maps = _as_heatmaps(heatmaps)
-    gts = _as_masks(masks, boxes, [m.shape for m in maps])
-    _nonempty(gts, "relevance mass accuracy")
+    maps, gts = _maps_and_truth(heatmaps, masks, boxes, "relevance mass accuracy")
     out = np.empty(len(maps))
     for i, (r, m) in enumerate(zip(maps, gts)):
         pos = np.maximum(r, 0.0)
@@ -616,9 +622,7 @@ def relevance_rank_accuracy(heatmaps, masks=None, boxes=None) -> np.ndarray:
     >>> relevance_rank_accuracy(R, masks=np.array([[True, True], [False, False]])).tolist()
     [0.5]
     """
-    maps = _as_heatmaps(heatmaps)
-    gts = _as_masks(masks, boxes, [m.shape for m in maps])
-    _nonempty(gts, "relevance rank accuracy")
+    maps, gts = _maps_and_truth(heatmaps, masks, boxes, "relevance rank accuracy")
     out = np.empty(len(maps))
     for i, (r, m) in enumerate(zip(maps, gts)):
         k = int(m.sum())
@@ -652,9 +656,7 @@ def pointing_game(heatmaps, masks=None, boxes=None, tolerance=0) -> np.ndarray:
     """
     if isinstance(tolerance, bool) or not isinstance(tolerance, (int, np.integer)) or tolerance < 0:
         raise ValueError(f"tolerance must be a non-negative integer (pixels), got {tolerance!r}")
-    maps = _as_heatmaps(heatmaps)
-    gts = _as_masks(masks, boxes, [m.shape for m in maps])
-    _nonempty(gts, "the pointing game")
+    maps, gts = _maps_and_truth(heatmaps, masks, boxes, "the pointing game")
     if tolerance:
         yy, xx = np.mgrid[-tolerance : tolerance + 1, -tolerance : tolerance + 1]
         disk = yy**2 + xx**2 <= tolerance**2

@@ -120,7 +120,9 @@ class Layer:
     def forward(self, x):
         return x
 
-    __call__ = forward
+    def __call__(self, x):
+        # dispatch at call time, so a subclass only overrides ``forward``
+        return self.forward(x)
 
     def backward(self, x, y, grad):
         return grad
@@ -211,8 +213,6 @@ class Dense(Layer):
     def forward(self, x):
         self.check_input(x)
         return self.linear(x, self.W, self.b)
-
-    __call__ = forward
 
     def backward(self, x, y, grad):
         return grad @ self.W
@@ -332,13 +332,24 @@ class Conv2D(Layer):
         self.check_input(x)
         return self.linear(x, self.W, self.b)
 
-    __call__ = forward
-
     def backward(self, x, y, grad):
         return self.linear_transpose(grad, self.W, x.shape)
 
 
 # --------------------------------------------------------------------------------------------------
+class _LinearPool(Layer):
+    """A parameter-free linear layer: forward is ``linear``, the gradient is ``linear_transpose``."""
+
+    is_linear = True
+
+    def forward(self, x):
+        _check_input(x, self, 4)
+        return self.linear(x)
+
+    def backward(self, x, y, grad):
+        return self.linear_transpose(grad, None, x.shape)
+
+
 class _Pool2D(Layer):
     def __init__(self, kernel_size, stride=None, padding=0):
         self.kernel_size = _pair(kernel_size, f"{self.kind} kernel_size", 1)
@@ -389,8 +400,6 @@ class MaxPool2D(_Pool2D):
             _kernels.max_pool(x, *self._geometry(), out)
         return out
 
-    __call__ = forward
-
     def scatter(self, x, y, r):
         """Hand each window's ``r`` to its maximum inputs (ties split equally)."""
         x = np.ascontiguousarray(x)
@@ -411,7 +420,7 @@ class MaxPool2D(_Pool2D):
         return self.scatter(x, y, grad)
 
 
-class AvgPool2D(_Pool2D):
+class AvgPool2D(_LinearPool, _Pool2D):
     """Average pooling. ``count_include_pad=True`` divides by the full window (PyTorch's default);
     False divides by the in-image positions only (ONNX's default).
 
@@ -446,17 +455,7 @@ class AvgPool2D(_Pool2D):
         _kernels.avg_pool_transpose(s, *self._geometry(), self.count_include_pad, out)
         return out
 
-    def forward(self, x):
-        _check_input(x, self, 4)
-        return self.linear(x)
-
-    __call__ = forward
-
-    def backward(self, x, y, grad):
-        return self.linear_transpose(grad, None, x.shape)
-
-
-class GlobalAvgPool2D(Layer):
+class GlobalAvgPool2D(_LinearPool):
     """Mean over the spatial axes: (N, C, H, W) -> (N, C)."""
 
     kind = "GlobalAvgPool2D"
@@ -471,16 +470,6 @@ class GlobalAvgPool2D(Layer):
         out[...] = (s / (h * w))[:, :, None, None]
         return out
 
-    def forward(self, x):
-        _check_input(x, self, 4)
-        return self.linear(x)
-
-    __call__ = forward
-
-    def backward(self, x, y, grad):
-        return self.linear_transpose(grad, None, x.shape)
-
-
 class Flatten(Layer):
     """(N, ...) -> (N, prod(...)), C-order (channel-major for NCHW, as PyTorch's ``flatten``)."""
 
@@ -490,8 +479,6 @@ class Flatten(Layer):
         if x.ndim < 2:
             raise ValueError(f"Flatten expects a batch of at least 2 dimensions, got shape {x.shape}")
         return x.reshape(x.shape[0], -1)
-
-    __call__ = forward
 
     def backward(self, x, y, grad):
         return grad.reshape(x.shape)
@@ -509,8 +496,6 @@ class ReLU(_Elementwise):
 
     def forward(self, x):
         return np.maximum(x, 0)
-
-    __call__ = forward
 
     def backward(self, x, y, grad):
         return grad * (x > 0)
@@ -530,8 +515,6 @@ class LeakyReLU(_Elementwise):
     def forward(self, x):
         return np.where(x > 0, x, x * x.dtype.type(self.negative_slope))
 
-    __call__ = forward
-
     def backward(self, x, y, grad):
         return grad * np.where(x > 0, 1, self.negative_slope).astype(grad.dtype)
 
@@ -541,8 +524,6 @@ class Tanh(_Elementwise):
 
     def forward(self, x):
         return np.tanh(x)
-
-    __call__ = forward
 
     def backward(self, x, y, grad):
         return grad * (1 - y * y)
@@ -559,8 +540,6 @@ class Sigmoid(_Elementwise):
         e = np.exp(x[~pos])
         out[~pos] = e / (1 + e)
         return out
-
-    __call__ = forward
 
     def backward(self, x, y, grad):
         return grad * y * (1 - y)
@@ -589,8 +568,6 @@ class Softmax(Layer):
     def forward(self, x):
         e = np.exp(x - x.max(axis=-1, keepdims=True))
         return e / e.sum(axis=-1, keepdims=True)
-
-    __call__ = forward
 
     def backward(self, x, y, grad):
         return y * (grad - (grad * y).sum(axis=-1, keepdims=True))
@@ -671,8 +648,6 @@ class _BatchNorm(Layer):
         if x.shape[1] != self.num_features:
             raise ValueError(f"{self.kind} expects {self.num_features} channels, got shape {x.shape}")
         return self.linear(x, self.W.astype(x.dtype, copy=False), self.b.astype(x.dtype, copy=False))
-
-    __call__ = forward
 
     def backward(self, x, y, grad):
         return self.linear_transpose(grad, self.W, x.shape)
