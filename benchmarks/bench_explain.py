@@ -26,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from bowlrp.pipeline import BoWClassifier  # noqa: E402
+from bowlrp.bow.classifier import BoWClassifier  # noqa: E402
 
 
 def photos(n, size, rng):

@@ -1,6 +1,6 @@
 """Gram matrices: our numba kernels vs what a user would otherwise call.
 
-* exp-chi2: ``bowlrp.kernels.gram("exp_chi2", ...)`` vs scikit-learn's ``chi2_kernel`` (Cython);
+* exp-chi2: ``bowlrp.bow.kernels.gram("exp_chi2", ...)`` vs scikit-learn's ``chi2_kernel`` (Cython);
 * histogram intersection: ours vs numpy (broadcast ``np.minimum(...).sum(-1)``, chunked over rows so
   that the temporary stays ~64 MB; scikit-learn has no intersection kernel);
 * additive chi2: ours vs scikit-learn's ``additive_chi2_kernel`` (same Cython loop, no exponential).
@@ -27,7 +27,7 @@ import time
 import numpy as np
 from sklearn.metrics.pairwise import additive_chi2_kernel, chi2_kernel
 
-from bowlrp.kernels import gram
+from bowlrp.bow.kernels import gram
 
 
 def numpy_intersection(X, Y, budget_bytes=64 * 2**20):
@@ -52,9 +52,9 @@ def real_bows(n, V, seed=0):
     """BoWs of 2n real image crops (first n: 'train', last n: 'test'), vocabulary of V words."""
     from skimage import data
 
-    from bowlrp.encoding import encode
-    from bowlrp.features import DenseSIFT
-    from bowlrp.vocabulary import fit_vocabularies
+    from bowlrp.bow.encoding import encode
+    from bowlrp.bow.features import DenseSIFT
+    from bowlrp.bow.vocabulary import fit_vocabularies
 
     photos = [data.camera(), data.brick(), data.grass(), data.gravel(), data.coins(), data.moon(),
               data.text(), data.page(), data.astronaut().mean(2).astype(np.uint8)]

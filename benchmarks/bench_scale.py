@@ -1,4 +1,4 @@
-"""Explaining at scale: throughput of ``bowlrp.batch.explain_batch`` with 1 and 2 workers, and the
+"""Explaining at scale: throughput of ``bowlrp.app.batch.explain_batch`` with 1 and 2 workers, and the
 driver's memory as the batch grows.
 
 What a user would otherwise do is a plain loop (read an image, ``clf.explain``, save), single process;
@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))  # datasets/ lives in the repository, not in the i
 def write_scenes(folder: pathlib.Path, n: int, size: int, seed: int) -> None:
     from PIL import Image
 
-    from datasets.synthetic import make_scenes
+    from bowlrp.app.scenes import make_scenes
 
     folder.mkdir(parents=True, exist_ok=True)
     scenes = make_scenes(n_images=n, size=size, random_state=seed)
@@ -45,8 +45,8 @@ def write_scenes(folder: pathlib.Path, n: int, size: int, seed: int) -> None:
 
 
 def fit_model(size: int):
-    from bowlrp.pipeline import BoWClassifier
-    from datasets.synthetic import make_scenes
+    from bowlrp.bow.classifier import BoWClassifier
+    from bowlrp.app.scenes import make_scenes
 
     train = make_scenes(n_images=40, size=size, random_state=123)
     return BoWClassifier(vocabulary_size=64, random_state=0).fit(list(train.images), train.labels)
@@ -91,8 +91,8 @@ def main(argv=None) -> int:
 
     from distributed import Client, LocalCluster
 
-    from bowlrp.batch import explain_batch
-    from bowlrp.explainers import BoWExplainer
+    from bowlrp.app.batch import explain_batch
+    from bowlrp.app.adapters import BoWExplainer
 
     work = pathlib.Path(tempfile.mkdtemp(prefix="bench_scale_"))
     try:

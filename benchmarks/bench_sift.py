@@ -29,7 +29,7 @@ import numpy as np
 from skimage import data
 from sklearn.datasets import load_sample_images
 
-from bowlrp.features import DenseSIFT
+from bowlrp.bow.features import DenseSIFT
 
 SOURCES = ("camera", "astronaut", "coffee", "chelsea", "rocket", "brick", "grass", "gravel", "coins")
 
@@ -143,7 +143,7 @@ def descriptor_agreement(images, step, bin_sizes):
 
 def classification(quick):
     """Accuracy of the same BoW classifier with each backend: lfw_subset faces vs non-faces."""
-    from bowlrp.pipeline import BoWClassifier
+    from bowlrp.bow.classifier import BoWClassifier
 
     images = list(data.lfw_subset())
     y = np.r_[np.ones(100, int), np.zeros(100, int)]

@@ -5,7 +5,7 @@
 
 What is measured, in one run:
 
-* data: ``datasets.synthetic.make_scenes(n_train + 100, size=64, n_vertices=(3, 4),
+* data: ``bowlrp.app.scenes.make_scenes(n_train + 100, size=64, n_vertices=(3, 4),
   distractors=True, random_state=0)`` (the demo's task); the last 100 scenes are held out;
 * ours: ``nets.train.ConvNetClassifier("small_cnn", augment="flips", random_state=0)``, with and
   without the flip augmentation: held-out accuracy and fit time (numba warm-up excluded);
@@ -25,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, ".")  # `datasets` lives at the repository root
 
-from datasets.synthetic import make_scenes  # noqa: E402
+from bowlrp.app.scenes import make_scenes  # noqa: E402
 from nets.train import ConvNetClassifier, _limit_threads, build_model, loss_and_grads  # noqa: E402
 
 

@@ -1,6 +1,15 @@
 """bowlrp: pixel-wise explanations of bag-of-words/SVM image classifiers (and, with ``nets``, of
 multilayer networks) by Layer-wise Relevance Propagation (Bach et al., PLOS ONE 2015).
 
+The package is in layers; imports only point down:
+
+* ``bowlrp.app``  - application: command line, batch runs, reports, persistence, demo, and the
+  adapters that wrap a BoW model or a network as an :class:`~bowlrp.explainer.Explainer`.
+* ``bowlrp.bow``  - the BoW model (features, vocabulary, encoding, kernels, SVM, classifier) and its
+  decomposition; ``nets`` (a separate top-level package) is the network model at the same level.
+* ``bowlrp`` top level - the core both branches share: ``heatmap``, ``evaluation``, ``imageio``,
+  ``validation``, ``jit`` (the numba/threads policy) and ``explainer`` (the protocol).
+
 Public names are imported lazily so that ``import bowlrp`` stays cheap (numba kernels compile on
 first use, not on import).
 """
@@ -16,13 +25,13 @@ _EXPORTS = {
     "Heatmap": "bowlrp.heatmap",
     "montage": "bowlrp.heatmap",
     "render": "bowlrp.heatmap",
-    "BoWClassifier": "bowlrp.pipeline",
-    "explain_tiles": "bowlrp.decompose",
-    "DenseSIFT": "bowlrp.features",
-    "LocalFeatures": "bowlrp.features",
-    "save_model": "bowlrp.persist",
-    "load_model": "bowlrp.persist",
-    "explain_batch": "bowlrp.batch",
+    "BoWClassifier": "bowlrp.bow.classifier",
+    "explain_tiles": "bowlrp.bow.decompose",
+    "DenseSIFT": "bowlrp.bow.features",
+    "LocalFeatures": "bowlrp.bow.features",
+    "save_model": "bowlrp.app.persist",
+    "load_model": "bowlrp.app.persist",
+    "explain_batch": "bowlrp.app.batch",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

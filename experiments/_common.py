@@ -115,7 +115,7 @@ def bow_explain(clf, images, target=None):
     """Heatmaps of a fitted BoWClassifier (its ``explain`` method, or the module function it wraps)."""
     if hasattr(clf, "explain"):
         return clf.explain(images, target=target)
-    from bowlrp.decompose import explain_classifier
+    from bowlrp.bow.decompose import explain_classifier
 
     return explain_classifier(clf, images, target=target)
 

@@ -1,6 +1,6 @@
 """Experiment 1: synthetic scenes with a BoW/SVM classifier (the paper's Fig. 6).
 
-Seeded scenes of polygons and circles on textured backgrounds (``datasets.synthetic``); an image
+Seeded scenes of polygons and circles on textured backgrounds (``bowlrp.app.scenes``); an image
 is positive when it contains a polygon. Positive images usually also contain circles (distractors),
 so the classifier has to find the polygons. A ``BoWClassifier`` (dense SIFT, rank mapping base 2 /
 n 4 as in the paper, max pooling, histogram-intersection SVM) is trained, and its pixel-wise
@@ -67,8 +67,8 @@ def main(argv=None):
         relevance_mass_accuracy,
     )
     from bowlrp.heatmap import montage
-    from bowlrp.pipeline import BoWClassifier
-    from datasets.synthetic import make_scenes
+    from bowlrp.bow.classifier import BoWClassifier
+    from bowlrp.app.scenes import make_scenes
 
     q = args.quick
     n_train = args.n_train or (60 if q else 600)

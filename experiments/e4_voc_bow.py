@@ -45,7 +45,7 @@ def main(argv=None):
 
     from bowlrp.evaluation import localization_scores
     from bowlrp.heatmap import montage
-    from bowlrp.pipeline import BoWClassifier
+    from bowlrp.bow.classifier import BoWClassifier
     from datasets.voc import VOC_CLASSES, load_voc
 
     q = args.quick

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bowlrp._numba import jit_both, prange
+from bowlrp.jit import jit_both, prange
 
 #: kernels whose output has fewer elements run the serial build: a parallel region costs a thread
 #: wake-up and a barrier, which small arrays never win back (and on a busy machine a descheduled

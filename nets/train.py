@@ -31,7 +31,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
 
-from bowlrp._numba import limited_threads
+from bowlrp.jit import limited_threads
 from nets import _kernels
 from nets.layers import (
     AvgPool2D,

@@ -6,7 +6,7 @@ import tomllib
 import numpy as np
 import pytest
 
-from bowlrp._numba import jit_both, jit_parallel, jit_serial, prange
+from bowlrp.jit import jit_both, jit_parallel, jit_serial, prange
 from tests.kernel_twins import assert_matches_twin
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -106,7 +106,7 @@ def test_limited_threads_limits_blas_and_numba_and_restores_them():
     import numba
     from threadpoolctl import threadpool_info
 
-    from bowlrp._numba import limited_threads
+    from bowlrp.jit import limited_threads
 
     before_numba = numba.get_num_threads()
     before_blas = [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]

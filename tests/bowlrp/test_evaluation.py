@@ -295,7 +295,7 @@ def test_localization_scores_and_errors():
 
 
 def test_localization_on_synthetic_scenes_oracle_vs_flat():
-    from datasets.synthetic import make_scenes
+    from bowlrp.app.scenes import make_scenes
 
     s = make_scenes(8, size=48, positive_fraction=1.0, random_state=0)
     oracle = s.masks["polygon"] * 1.0

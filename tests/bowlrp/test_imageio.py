@@ -16,7 +16,7 @@ from bowlrp.imageio import (
     read_images,
     read_label_csv,
 )
-from tests import cli_data
+from tests.bowlrp.app import cli_data
 
 
 def test_reads_gray_rgb_alpha_palette_and_16_bit(tmp_path):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from skimage import data
 
-from bowlrp._validation import check_image, check_images
+from bowlrp.validation import check_image, check_images
 
 
 def test_uint8_and_uint16_are_scaled_to_unit_range():

@@ -1,0 +1,8 @@
+"""The application layer: everything a user runs, on top of both branches.
+
+``cli`` (the ``bowlrp`` command), ``batch`` and ``runs`` (streaming, resumable explanation runs and
+their evaluation), ``report`` (HTML pages), ``persist`` (saving and loading models), ``adapters``
+(``BoWExplainer`` and ``NetworkExplainer``: the :class:`bowlrp.explainer.Explainer` protocol for a BoW
+model and for a ``nets`` network), ``demo`` and ``scenes`` (the demo's scene generator). The only
+layer that imports both ``bowlrp.bow`` and ``nets``; nothing below imports it.
+"""

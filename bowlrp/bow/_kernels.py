@@ -1,0 +1,187 @@
+"""Numba kernels of the BoW branch: Gram matrices and per-dimension kernel contributions.
+
+Private: these functions take validated, C-contiguous float64 arrays and write into preallocated
+outputs. The public wrappers live in :mod:`bowlrp.bow.kernels`; each kernel here has a numpy twin in
+``tests/bowlrp/test_kernels.py``.
+
+Layout choice (why ``YT`` is transposed): for a fixed row ``x_i`` the kernels loop over the
+dimensions ``d`` and, inside, over the columns ``j`` of ``YT[d, :]``. The inner loop is then a plain
+element-wise update of a row of accumulators, which LLVM vectorises without fastmath (there is no
+floating-point reduction to reassociate), and every ``(i, j)`` entry is still summed in the fixed
+order d = 0, 1, 2, ... so results do not depend on the number of threads. Dimensions with
+``x_id == 0`` are skipped for the histogram kernels, where their terms are exactly zero for
+non-negative inputs; BoW histograms are often sparse, so this is a large saving.
+
+Kernel codes (``kind``):
+
+====  ==============  =========================================================
+code  name            per-channel value
+====  ==============  =========================================================
+0     linear          sum_d x_d y_d
+1     intersection    sum_d min(x_d, y_d)
+2     chi2 (additive) sum_d 2 x_d y_d / (x_d + y_d), 0/0 := 0
+3     hellinger       sum_d sqrt(x_d) sqrt(y_d)
+4     exp_chi2        exp(-gamma * sum_d (x_d - y_d)^2 / (x_d + y_d)), 0/0 := 0
+5     rbf             exp(-gamma * sum_d (x_d - y_d)^2)
+====  ==============  =========================================================
+
+The exp-chi2 distance uses the identity (x - y)^2 / (x + y) = x + y - 4 x y / (x + y), so only the
+dimensions where both histograms are non-zero cost a division; the channel sums of ``x`` and ``y``
+are precomputed (``sx``, ``sy``). The distance is clipped at 0 against rounding.
+
+``error_model="numpy"``: numba's default Python error model checks every float division for a zero
+divisor (to raise ZeroDivisionError), and that check stops LLVM from vectorising the chi2 loops. Every
+division here has a provably positive denominator (or is guarded), so nothing changes but speed.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from bowlrp.jit import jit_both, jit_serial, prange
+
+LINEAR, INTERSECTION, CHI2, HELLINGER, EXP_CHI2, RBF = 0, 1, 2, 3, 4, 5
+
+
+@jit_serial
+def _channel_sums(X, bounds, out):
+    """out[i, u] = sum of X[i, bounds[u]:bounds[u+1]] (left to right)."""
+    for i in range(X.shape[0]):
+        for u in range(bounds.shape[0] - 1):
+            s = 0.0
+            for d in range(bounds[u], bounds[u + 1]):
+                s += X[i, d]
+            out[i, u] = s
+
+
+# Cache blocking of the Gram kernel: a thread owns CHUNK consecutive rows; for one tile of TILE columns
+# the (V, TILE) slab of YT (512 KB for V = 512) stays in L2 while the thread walks its rows in blocks of
+# BLOCK, and each YT[d, tile] line stays in L1 while the BLOCK rows use it.
+CHUNK, BLOCK, TILE = 32, 4, 128
+
+
+@jit_serial(error_model="numpy")
+def _accumulate_block(X, b0, b1, YT, d0, d1, kind, t0, t1, acc):
+    """acc[r, k] = sum over d in [d0, d1) of the kind's term for (X[b0 + r, d], YT[d, t0 + k])."""
+    width = t1 - t0
+    for r in range(b1 - b0):
+        for k in range(width):
+            acc[r, k] = 0.0
+    for d in range(d0, d1):
+        y = YT[d, t0:t1]
+        for r in range(b1 - b0):
+            a = acc[r]
+            xd = X[b0 + r, d]
+            if kind == RBF:
+                for k in range(width):
+                    diff = xd - y[k]
+                    a[k] += diff * diff
+            elif xd == 0.0:
+                # zero terms for linear / intersection / chi2 / hellinger / exp-chi2 (non-negative data)
+                continue
+            elif kind == LINEAR or kind == HELLINGER:
+                # for hellinger, X and YT already hold square roots (see the wrapper)
+                for k in range(width):
+                    a[k] += xd * y[k]
+            elif kind == INTERSECTION:
+                for k in range(width):
+                    a[k] += min(xd, y[k])
+            else:
+                # CHI2 and EXP_CHI2: xd > 0 and y >= 0, so the denominator is > 0 (no 0/0 here)
+                for k in range(width):
+                    a[k] += xd * y[k] / (xd + y[k])
+
+
+def _gram(X, YT, bounds, weights, kind, gamma, sx, sy, row0, symmetric, out):
+    """Weighted multi-channel Gram block: out[i, j] = sum_u weights[u] * k_u(X[i], YT[:, j]).
+
+    ``X`` (n, V) rows, ``YT`` (V, m) columns (transposed), ``bounds`` (n_channels + 1,) int64 channel
+    boundaries, ``sx`` (n, n_channels) / ``sy`` (m, n_channels) channel sums (used by exp-chi2 only).
+    When ``symmetric``, row ``i`` of this block is global row ``row0 + i`` and at least the columns
+    ``j >= row0 + i`` are written (whole tiles; the wrapper mirrors the upper triangle). Every entry is
+    summed over d in increasing order, whatever the blocking or the number of threads. Parallel over
+    chunks of rows.
+    """
+    n = X.shape[0]
+    m = YT.shape[1]
+    n_ch = weights.shape[0]
+    n_chunks = (n + CHUNK - 1) // CHUNK
+    for c in prange(n_chunks):
+        acc = np.empty((BLOCK, TILE))
+        i_start = c * CHUNK
+        i_stop = min(n, i_start + CHUNK)
+        for t0 in range(0, m, TILE):
+            t1 = min(m, t0 + TILE)
+            for b0 in range(i_start, i_stop, BLOCK):
+                b1 = min(i_stop, b0 + BLOCK)
+                if symmetric and t1 <= row0 + b0:
+                    continue  # this tile lies below the diagonal for every row of the block
+                for r in range(b0, b1):
+                    for j in range(t0, t1):
+                        out[r, j] = 0.0
+                for u in range(n_ch):
+                    _accumulate_block(X, b0, b1, YT, bounds[u], bounds[u + 1], kind, t0, t1, acc)
+                    w = weights[u]
+                    for r in range(b0, b1):
+                        a = acc[r - b0]
+                        if kind == LINEAR or kind == INTERSECTION or kind == HELLINGER:
+                            for j in range(t0, t1):
+                                out[r, j] += w * a[j - t0]
+                        elif kind == CHI2:
+                            for j in range(t0, t1):
+                                out[r, j] += w * (2.0 * a[j - t0])
+                        elif kind == EXP_CHI2:
+                            for j in range(t0, t1):
+                                dist = sx[r, u] + sy[j, u] - 4.0 * a[j - t0]
+                                if dist < 0.0:
+                                    dist = 0.0
+                                out[r, j] += w * math.exp(-gamma * dist)
+                        else:  # RBF
+                            for j in range(t0, t1):
+                                out[r, j] += w * math.exp(-gamma * a[j - t0])
+
+
+# The same body twice: parallel over row chunks for big matrices, serial for small ones (kernel rows of
+# a few images, as prediction and explanation compute them), where starting and joining threads costs
+# more than the work (prange runs as a plain range in the serial build).
+gram_kernel, gram_kernel_serial = jit_both(_gram, error_model="numpy")
+
+
+def _dimension_contributions(SVT, coef, X, dim_weights, kind, out):
+    """out[o, j, d] = dim_weights[d] * sum_i coef[o, i] * k_d(SVT[d, i], X[j, d]).
+
+    For the sum-decomposable kinds (linear, intersection, chi2, hellinger) only; ``SVT`` is the
+    (V, n_sv) transposed support-vector matrix. The sum over ``i`` runs in index order.
+    Parallel over the rows ``j`` of ``X``.
+    """
+    n_out = coef.shape[0]
+    n_sv = SVT.shape[1]
+    n = X.shape[0]
+    V = X.shape[1]
+    for j in prange(n):
+        for d in range(V):
+            xd = X[j, d]
+            w = dim_weights[d]
+            for o in range(n_out):
+                out[o, j, d] = 0.0
+            for i in range(n_sv):
+                s = SVT[d, i]
+                if kind == LINEAR:
+                    kd = s * xd
+                elif kind == INTERSECTION:
+                    kd = min(s, xd)
+                elif kind == HELLINGER:
+                    kd = math.sqrt(s) * math.sqrt(xd)
+                else:  # CHI2, 0/0 := 0
+                    den = s + xd
+                    kd = 2.0 * s * xd / den if den > 0.0 else 0.0
+                for o in range(n_out):
+                    out[o, j, d] += coef[o, i] * kd
+            for o in range(n_out):
+                out[o, j, d] *= w
+
+
+dimension_contributions_kernel, dimension_contributions_kernel_serial = jit_both(
+    _dimension_contributions, error_model="numpy")

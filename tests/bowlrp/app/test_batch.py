@@ -1,0 +1,208 @@
+"""Streaming batch explanation: outputs, bad files, resume after an interruption, bounded memory,
+joblib parallelism. The explainer is a real one: LRP on an MLP trained on scikit-learn's digits."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+
+import numpy as np
+import pytest
+
+import nets
+from bowlrp.app import batch
+from bowlrp.app.batch import RunMismatchError, explain_batch, read_manifest
+from bowlrp.app.adapters import NetworkExplainer
+from bowlrp.heatmap import Heatmap
+from bowlrp.imageio import list_images, read_image
+from tests.bowlrp.app import cli_data
+
+N_GOOD = 12
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("batch")
+    images = root / "images"
+    cli_data.write_digits(images, N_GOOD)
+    bad = cli_data.write_bad_files(images)
+    model_path = cli_data.digits_network(str(root / "digits.npz"))
+    return {"root": root, "images": str(images), "bad": bad, "model": nets.load(model_path)}
+
+
+class CountingExplainer:
+    """Counts how many images reach the wrapped explainer (to prove resumed runs skip done work)."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.seen = 0
+
+    def describe(self):
+        return self.inner.describe()
+
+    def explain(self, images, target=None):
+        self.seen += len(images)
+        return self.inner.explain(images, target=target)
+
+
+def _rows(out_dir):
+    with open(os.path.join(out_dir, "scores.csv"), newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _relevances(out_dir):
+    with np.load(os.path.join(out_dir, "relevances.npz")) as data:
+        return {k: data[k] for k in data.files}
+
+
+def _assert_same_outputs(a, b):
+    rows_a, rows_b = _rows(a), _rows(b)
+    assert rows_a == rows_b
+    rel_a, rel_b = _relevances(a), _relevances(b)
+    assert list(rel_a) == list(rel_b)
+    for key in rel_a:
+        np.testing.assert_array_equal(rel_a[key], rel_b[key])
+
+
+def test_serial_run_writes_every_output(data, tmp_path, capsys):
+    explainer = NetworkExplainer(data["model"])
+    result = explain_batch(explainer, [data["images"]], tmp_path / "out", chunk_size=5)
+    out = tmp_path / "out"
+    assert (result.total, result.ok, result.new, result.pending) == (N_GOOD + 3, N_GOOD, N_GOOD, 0)
+    assert result.complete
+    assert sorted(k for k, _, _ in result.skipped) == ["empty", "notes", "truncated"]
+    reasons = {k: r for k, _, r in result.skipped}
+    assert "not an image" in reasons["notes"] and "corrupt" in reasons["truncated"]
+
+    rows = _rows(out)
+    assert [r["key"] for r in rows] == [item.key for item in list_images([data["images"]])]
+    ok = [r for r in rows if r["status"] == "ok"]
+    assert len(ok) == N_GOOD
+    relevances = _relevances(out)
+    assert sorted(relevances) == sorted(r["key"] for r in ok)
+    # the scores are the network's logits of the predicted class, the maps the LRP maps
+    images = [read_image(r["path"]) for r in ok]
+    logits = explainer.decision(explainer.prepare(images))
+    direct = explainer.explain(images)
+    for row, logit, heatmap in zip(ok, logits, direct):
+        assert int(row["target"]) == int(np.argmax(logit))
+        assert float(row["score"]) == pytest.approx(float(logit.max()), rel=1e-12)
+        # (another batch composition: BLAS may differ in the last bit)
+        np.testing.assert_allclose(relevances[row["key"]], heatmap.relevance, rtol=1e-12, atol=1e-15)
+        saved = Heatmap.load(out / row["relevance_npz"])
+        assert float(row["relevance_sum"]) == saved.total and float(row["residual"]) == saved.residual
+        assert saved.image is not None and saved.image.shape == (8, 8)
+        assert (out / row["heatmap_png"]).is_file()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary == {"total": N_GOOD + 3, "ok": N_GOOD, "skipped": 3, "pending": 0, "complete": True}
+    assert f"explain: {N_GOOD + 3}/{N_GOOD + 3} images (3 skipped)" in capsys.readouterr().err
+
+
+def test_interrupted_run_resumes_without_recomputing(data, tmp_path):
+    explainer = NetworkExplainer(data["model"])
+    explain_batch(explainer, [data["images"]], tmp_path / "full", chunk_size=4, progress=False)
+
+    k = 5
+    seen = []
+
+    def interrupt_after_k(record):
+        seen.append(record["key"])
+        if len(seen) == k:
+            raise KeyboardInterrupt  # what Ctrl-C does in the middle of a chunk
+
+    with pytest.raises(KeyboardInterrupt):
+        explain_batch(explainer, [data["images"]], tmp_path / "part", chunk_size=4, progress=False,
+                      on_result=interrupt_after_k)
+    done = read_manifest(tmp_path / "part")
+    assert list(done) == seen  # exactly the recorded images count as done
+    assert not (tmp_path / "part" / "scores.csv").exists()
+    done_ok = sum(r["status"] == "ok" for r in done.values())
+    mtimes = {key: os.stat(tmp_path / "part" / r["relevance_npz"]).st_mtime_ns
+              for key, r in done.items() if r["status"] == "ok"}
+
+    counting = CountingExplainer(explainer)
+    result = explain_batch(counting, [data["images"]], tmp_path / "part", chunk_size=4, progress=False)
+    assert counting.seen == N_GOOD - done_ok  # nothing done is explained again
+    assert result.new == N_GOOD - done_ok and result.ok == N_GOOD
+    for key, mtime in mtimes.items():  # and the files of finished images were not rewritten
+        assert os.stat(tmp_path / "part" / "relevance" / f"{key}.npz").st_mtime_ns == mtime
+    _assert_same_outputs(tmp_path / "full", tmp_path / "part")
+
+
+def test_torn_manifest_line_is_redone(data, tmp_path):
+    explainer = NetworkExplainer(data["model"])
+    out = tmp_path / "out"
+    explain_batch(explainer, [data["images"]], out, limit=6, progress=False)
+    manifest = out / "manifest.jsonl"
+    lines = manifest.read_text().splitlines(keepends=True)
+    cut = json.loads(lines[-1])["key"]
+    manifest.write_text("".join(lines[:-1]) + lines[-1][:17])  # a crash in the middle of a write
+    assert cut not in read_manifest(out)
+    counting = CountingExplainer(explainer)
+    explain_batch(counting, [data["images"]], out, progress=False)
+    ok_before = sum(json.loads(line)["status"] == "ok" for line in lines[:-1])
+    assert counting.seen == N_GOOD - ok_before
+    explain_batch(explainer, [data["images"]], tmp_path / "full", progress=False)
+    _assert_same_outputs(tmp_path / "full", out)
+
+
+def test_limit_leaves_the_rest_pending(data, tmp_path):
+    explainer = NetworkExplainer(data["model"])
+    out = tmp_path / "out"
+    result = explain_batch(explainer, [data["images"]], out, limit=4, progress=False)
+    assert result.pending == N_GOOD + 3 - 4 and not result.complete
+    statuses = [r["status"] for r in _rows(out)]
+    assert statuses.count("pending") == N_GOOD + 3 - 4
+    assert json.loads((out / "summary.json").read_text())["complete"] is False
+    result = explain_batch(explainer, [data["images"]], out, progress=False)
+    assert result.complete and result.ok == N_GOOD
+
+
+def test_other_settings_in_the_same_folder_are_refused(data, tmp_path):
+    explainer = NetworkExplainer(data["model"])
+    out = tmp_path / "out"
+    explain_batch(explainer, [data["images"]], out, limit=2, progress=False)
+    with pytest.raises(RunMismatchError, match="target"):
+        explain_batch(explainer, [data["images"]], out, target=3, progress=False)
+    result = explain_batch(explainer, [data["images"]], out, target=3, resume=False, progress=False)
+    assert result.new == N_GOOD
+    assert {r["target"] for r in _rows(out) if r["status"] == "ok"} == {"3"}
+
+
+def test_memory_is_bounded_by_the_chunk(data, tmp_path, monkeypatch):
+    """Images are read only when their chunk is due: never more than one chunk ahead of the writes."""
+    reads, written = [], []
+    original = batch.read_image
+
+    def counting_read(path, mode="auto"):
+        reads.append(path)
+        return original(path, mode=mode)
+
+    monkeypatch.setattr(batch, "read_image", counting_read)
+    chunk = 3
+
+    def check(record):
+        written.append(record["key"])
+        assert len(reads) <= len(written) + chunk
+
+    explain_batch(NetworkExplainer(data["model"]), [data["images"]], tmp_path / "out", chunk_size=chunk,
+                  on_result=check, progress=False)
+    assert len(written) == N_GOOD + 3
+
+
+def test_joblib_workers_give_the_serial_results(data, tmp_path):
+    explainer = NetworkExplainer(data["model"])
+    explain_batch(explainer, [data["images"]], tmp_path / "serial", chunk_size=3, progress=False)
+    explain_batch(explainer, [data["images"]], tmp_path / "loky", chunk_size=3, n_jobs=2, progress=False)
+    _assert_same_outputs(tmp_path / "serial", tmp_path / "loky")
+
+
+def test_bad_arguments(data, tmp_path):
+    explainer = NetworkExplainer(data["model"])
+    with pytest.raises(ValueError, match="chunk_size"):
+        explain_batch(explainer, [data["images"]], tmp_path / "o", chunk_size=0)
+    with pytest.raises(ValueError, match="limit"):
+        explain_batch(explainer, [data["images"]], tmp_path / "o", limit=-1)
+    with pytest.raises(ValueError, match="does not exist"):
+        explain_batch(explainer, [str(tmp_path / "missing")], tmp_path / "o")

@@ -1,0 +1,598 @@
+"""The three decomposition steps of SPEC §2 as pure array functions (bowlrp.bow.decompose).
+
+Every assertion here is one the SPEC lists: conservation of each step, Taylor gradients against central
+finite differences, roots that are roots, the pooling invariances, the pixel step against a naive loop.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from bowlrp.bow.decompose import (
+    KernelExpansion,
+    bow_relevance,
+    feature_relevance,
+    find_root,
+    pixel_relevance,
+    taylor_relevance,
+)
+
+
+# ----------------------------------------------------------------------------------------------------
+# independent references (written from the SPEC formulas, not from the code under test)
+# ----------------------------------------------------------------------------------------------------
+def ref_kd(kernel, s, z):
+    """Per-dimension kernel k_d(s, z) for broadcastable arrays."""
+    if kernel == "linear":
+        return s * z
+    if kernel == "intersection":
+        return np.minimum(s, z)
+    if kernel == "chi2":
+        den = s + z
+        return np.divide(2 * s * z, den, out=np.zeros(np.broadcast(s, z).shape), where=den != 0)
+    if kernel == "hellinger":
+        return np.sqrt(s * z)
+    raise AssertionError(kernel)
+
+
+def ref_f(kernel, S, a, b, z, slices, beta, gamma=None):
+    """f(z) = b + sum_i a_i sum_u beta_u k_u(S_i[u], z[u]) by explicit loops over SVs and channels."""
+    total = b
+    for i in range(len(S)):
+        for sl, w in zip(slices, beta):
+            s, zu = S[i, sl], z[sl]
+            if kernel in ("linear", "intersection", "chi2", "hellinger"):
+                k = ref_kd(kernel, s, zu).sum()
+            elif kernel == "rbf":
+                k = np.exp(-gamma * np.sum((s - zu) ** 2))
+            elif kernel == "exp_chi2":
+                den = s + zu
+                terms = np.divide((s - zu) ** 2, den, out=np.zeros_like(s), where=den > 0)
+                k = np.exp(-gamma * terms.sum())
+            total += a[i] * w * k
+    return total
+
+
+def make_problem(kernel, rng, n_sv=12, dims=(7, 5), gamma=None, zero_frac=0.3):
+    """Random non-negative 'BoW' support vectors with zeros, two channels with weights."""
+    V = sum(dims)
+    S = rng.random((n_sv, V))
+    S[rng.random(S.shape) < zero_frac] = 0.0
+    a = rng.normal(size=n_sv)
+    b = float(rng.normal())
+    slices, start = [], 0
+    for d in dims:
+        slices.append(slice(start, start + d))
+        start += d
+    beta = rng.uniform(0.5, 2.0, size=len(dims))
+    f = KernelExpansion(kernel, S, a, b, gamma=gamma, channel_slices=slices, channel_weights=beta)
+    return f, S, a, b, slices, beta
+
+
+def centred(problem, candidates):
+    """The same problem with the intercept moved so that half the candidates score each sign."""
+    f, S, a, b, slices, beta = problem
+    b = b - float(np.median(f.decision(candidates)))
+    f = KernelExpansion(f.kernel, S, a, b, gamma=f.gamma, channel_slices=slices, channel_weights=beta)
+    return f, S, a, b, slices, beta
+
+
+# ====================================================================================================
+# Step 3, sum-decomposable kernels
+# ====================================================================================================
+@pytest.mark.parametrize("kernel", ["linear", "intersection", "chi2", "hellinger"])
+def test_bow_relevance_conserves_and_matches_eq24(kernel):
+    pytest.importorskip("bowlrp.bow.kernels")
+    rng = np.random.default_rng(1)
+    f, S, a, b, slices, beta = make_problem(kernel, rng)
+    X = rng.random((5, f.n_dims))
+    X[rng.random(X.shape) < 0.3] = 0.0
+    R3 = bow_relevance(f, X)
+    assert R3.shape == X.shape
+    for j, x in enumerate(X):
+        fx = ref_f(kernel, S, a, b, x, slices, beta)
+        assert abs(R3[j].sum() - fx) <= 1e-9 * max(1.0, abs(fx))
+        # Eq 24 dimension by dimension, bias split evenly over all V dimensions
+        want = np.full(f.n_dims, b / f.n_dims)
+        for sl, w in zip(slices, beta):
+            want[sl] += w * (a @ ref_kd(kernel, S[:, sl], x[None, sl]))
+        np.testing.assert_allclose(R3[j], want, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(f.decision(X), R3.sum(axis=1), rtol=1e-12, atol=1e-12)
+
+
+def test_negated_expansion_negates_relevance():
+    pytest.importorskip("bowlrp.bow.kernels")
+    rng = np.random.default_rng(2)
+    f = make_problem("intersection", rng)[0]
+    X = rng.random((3, f.n_dims))
+    np.testing.assert_array_equal(bow_relevance(f.negated(), X), -bow_relevance(f, X))
+
+
+# ====================================================================================================
+# Step 3, Taylor path
+# ====================================================================================================
+@pytest.mark.parametrize("kernel,gamma", [("exp_chi2", 0.7), ("rbf", 1.3)])
+def test_decision_matches_reference(kernel, gamma):
+    rng = np.random.default_rng(3)
+    f, S, a, b, slices, beta = make_problem(kernel, rng, gamma=gamma)
+    Z = rng.random((4, f.n_dims))
+    Z[0, :3] = 0.0
+    want = [ref_f(kernel, S, a, b, z, slices, beta, gamma) for z in Z]
+    np.testing.assert_allclose(f.decision(Z), want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("kernel,gamma", [("exp_chi2", 0.7), ("rbf", 1.3), ("linear", None)])
+def test_gradient_matches_central_finite_differences(kernel, gamma):
+    rng = np.random.default_rng(4)
+    f = make_problem(kernel, rng, gamma=gamma)[0]
+    # strictly positive z so that z +- h stays in the domain; SVs keep their zeros (x_id = 0 case)
+    z = rng.uniform(0.05, 1.0, size=f.n_dims)
+    g = f.gradient(z)
+    h = 1e-6
+    fd = np.empty_like(z)
+    for d in range(f.n_dims):
+        e = np.zeros_like(z)
+        e[d] = h
+        fd[d] = (f.decision(z + e)[0] - f.decision(z - e)[0]) / (2 * h)
+    np.testing.assert_allclose(g, fd, rtol=1e-5, atol=1e-7 * np.abs(g).max())
+
+
+def test_exp_chi2_gradient_at_double_zero_is_one_sided_derivative():
+    # x_id = z_d = 0: SPEC sets the fraction 4 x^2 / (x + z)^2 to 0, i.e. dk/dz_d = -gamma k,
+    # which is the derivative from inside the domain (z_d -> 0+).
+    S = np.array([[0.0, 0.4, 0.2]])
+    f = KernelExpansion("exp_chi2", S, np.array([1.5]), 0.0, gamma=0.8)
+    z = np.array([0.0, 0.3, 0.1])
+    g = f.gradient(z)
+    h = 1e-7
+    one_sided = (f.decision(z + [h, 0, 0])[0] - f.decision(z)[0]) / h
+    assert abs(g[0] - one_sided) <= 1e-5 * abs(g[0])
+    assert g[0] == pytest.approx(-0.8 * f.decision(z)[0] , rel=1e-12)
+
+
+def test_linear_kernel_through_taylor_path_is_exact():
+    rng = np.random.default_rng(5)
+    candidates = rng.random((30, 12))
+    f, S, a, b, slices, beta = centred(make_problem("linear", rng, n_sv=20), candidates)
+    for x in rng.random((4, f.n_dims)):
+        res = find_root(f, x, candidates, random_state=0)
+        assert res.bracketed
+        assert abs(res.residual) <= 1e-9 * max(1.0, abs(res.score))
+        assert abs(res.f_root) <= 1e-8
+
+
+@pytest.mark.parametrize("kernel,gamma", [("exp_chi2", 0.5), ("rbf", 2.0)])
+def test_root_search_finds_roots_and_reports_residual(kernel, gamma):
+    rng = np.random.default_rng(6)
+    candidates = rng.random((40, 12))
+    f, S, a, b, slices, beta = centred(make_problem(kernel, rng, n_sv=25, gamma=gamma), candidates)
+    fc = f.decision(candidates)
+    assert (fc > 0).any() and (fc < 0).any(), "test set-up needs both signs"
+    for x in candidates[:5]:
+        res = find_root(f, x, candidates, n_candidates=8, random_state=0)
+        assert res.bracketed
+        assert abs(res.f_root) <= 1e-8
+        assert abs(f.decision(res.root)[0] - res.f_root) <= 1e-14
+        assert res.score == pytest.approx(ref_f(kernel, S, a, b, x, slices, beta, gamma), rel=1e-12)
+        assert res.residual == pytest.approx(res.score - res.relevance.sum(), abs=1e-12)
+        # the root lies on the segment between x and the candidate it came from
+        z = candidates[res.candidate]
+        assert f.decision(z)[0] * res.score < 0
+        diff = res.root - z
+        alpha = np.dot(diff, x - z) / np.dot(x - z, x - z)
+        np.testing.assert_allclose(res.root, z + alpha * (x - z), atol=1e-12)
+        assert 0.0 <= alpha <= 1.0
+        assert np.all(np.isfinite(res.relevance))
+
+
+def test_residual_shrinks_as_root_approaches_x():
+    # Points x_t = x0 + t (x - x0) all have x0 as a root on their segment; the first-order residual
+    # is O(t^2), so it must shrink (and roughly quadratically) as x_t approaches x0.
+    rng = np.random.default_rng(7)
+    candidates = rng.random((40, 12))
+    f = centred(make_problem("exp_chi2", rng, n_sv=25, gamma=0.5), candidates)[0]
+    res = find_root(f, candidates[0], candidates, random_state=0)
+    x, x0 = candidates[0], res.root
+    rhos = []
+    for t in [1.0, 0.5, 0.25, 0.125, 0.0625]:
+        xt = x0 + t * (x - x0)
+        _, rho = taylor_relevance(f, xt, x0)
+        rhos.append(abs(rho) + 1e-300)
+    assert rhos[0] > 1e-6, "set-up should have a visibly non-linear f"
+    assert all(r1 < r0 for r0, r1 in zip(rhos, rhos[1:]))
+    assert rhos[-1] < rhos[0] / 50
+
+
+def test_root_search_is_seeded_and_averages_best_roots():
+    rng = np.random.default_rng(8)
+    C = rng.random((60, 12))
+    f = centred(make_problem("rbf", rng, n_sv=25, gamma=2.0), C)[0]
+    x = C[1]
+    r1 = find_root(f, x, C, n_candidates=5, random_state=3)
+    r2 = find_root(f, x, C, n_candidates=5, random_state=3)
+    np.testing.assert_array_equal(r1.relevance, r2.relevance)
+    avg = find_root(f, x, C, n_candidates=10, n_roots=3, random_state=3)
+    assert avg.roots.shape == (3, f.n_dims)
+    want = np.mean([(x - r) * f.gradient(r) for r in avg.roots], axis=0)
+    np.testing.assert_allclose(avg.relevance, want, rtol=1e-12, atol=1e-14)
+    assert avg.residual == pytest.approx(avg.score - avg.relevance.sum(), abs=1e-12)
+    # the best single root is the first of the averaged ones
+    np.testing.assert_array_equal(avg.root, avg.roots[0])
+
+
+def test_root_search_without_opposite_sign_candidates_still_answers():
+    rng = np.random.default_rng(9)
+    S = rng.random((5, 6))
+    f = KernelExpansion("rbf", S, np.ones(5), 0.1, gamma=1.0)  # f > 0 everywhere
+    res = find_root(f, S[0], S[1:], random_state=0)
+    assert not res.bracketed
+    assert res.f_root > 0 and np.isfinite(res.residual)
+    assert res.residual == pytest.approx(res.score - res.relevance.sum(), abs=1e-12)
+
+
+def test_taylor_path_rejects_non_differentiable_kernel_and_bad_input():
+    rng = np.random.default_rng(10)
+    f = make_problem("intersection", rng)[0]
+    with pytest.raises(ValueError, match="differentiable"):
+        find_root(f, np.ones(f.n_dims), np.ones((2, f.n_dims)))
+    g = make_problem("rbf", rng, gamma=1.0)[0]
+    with pytest.raises(ValueError, match="dimensions"):
+        find_root(g, np.ones(3), np.ones((2, g.n_dims)))
+    with pytest.raises(ValueError, match="NaN"):
+        find_root(g, np.full(g.n_dims, np.nan), np.ones((2, g.n_dims)))
+    with pytest.raises(ValueError, match="gamma"):
+        KernelExpansion("exp_chi2", np.ones((2, 3)), np.ones(2), 0.0, gamma=-1.0)
+    with pytest.raises(ValueError, match="unknown kernel"):
+        KernelExpansion("poly", np.ones((2, 3)), np.ones(2), 0.0)
+
+
+# ====================================================================================================
+# Step 2
+# ====================================================================================================
+def rank_mapping(rng, M, V, n=3, base=2.0, channel=None, slices=None):
+    """A rank mapping (Eq 64) of random descriptors onto random prototypes, per channel."""
+    slices = slices or [slice(0, V)]
+    channel = np.zeros(M, int) if channel is None else channel
+    rows, cols, vals = [], [], []
+    for l in range(M):
+        sl = slices[channel[l]]
+        width = sl.stop - sl.start
+        dims = sl.start + rng.permutation(width)[: min(n, width)]
+        for r, d in enumerate(dims, start=1):
+            rows.append(l)
+            cols.append(d)
+            vals.append(base ** (-r))
+    return sp.csr_matrix((vals, (rows, cols)), shape=(M, V))
+
+
+def two_channel_problem(seed, p_uncovered=True):
+    rng = np.random.default_rng(seed)
+    slices = [slice(0, 30), slice(30, 50)]
+    channel = rng.integers(0, 2, size=40)
+    m = rank_mapping(rng, 40, 50, channel=channel, slices=slices)
+    R3 = rng.normal(size=50)
+    if p_uncovered:
+        assert (np.asarray(m.sum(axis=0)).ravel() == 0).any()
+    return m, R3, slices, channel
+
+
+@pytest.mark.parametrize("p", [0.5, 1.0, 2.0, 7.5, 100.0, np.inf])
+def test_feature_relevance_conserves(p):
+    m, R3, slices, channel = two_channel_problem(11)
+    R2 = feature_relevance(m, R3, p, slices, channel)
+    assert R2.shape == (40,)
+    assert abs(R2.sum() - R3.sum()) <= 1e-10 * max(1.0, np.abs(R3).sum())
+    # and per channel: a channel's features carry exactly its dimensions' relevance
+    for u, sl in enumerate(slices):
+        assert R2[channel == u].sum() == pytest.approx(R3[sl].sum(), abs=1e-10)
+
+
+@pytest.mark.parametrize("p", [1.0, 3.0, np.inf])
+def test_feature_relevance_matches_eqs_26_32_by_loops(p):
+    m, R3, slices, channel = two_channel_problem(12)
+    dense = m.toarray()
+    want = np.zeros(dense.shape[0])
+    for u, sl in enumerate(slices):
+        feats = np.flatnonzero(channel == u)
+        for d in range(sl.start, sl.stop):
+            col = dense[feats, d]
+            if col.max() == 0:
+                want[feats] += R3[d] / len(feats)
+            elif np.isinf(p):
+                winners = feats[col == col.max()]
+                want[winners] += R3[d] / len(winners)
+            else:
+                want[feats] += R3[d] * col**p / np.sum(col**p)
+    np.testing.assert_allclose(feature_relevance(m, R3, p, slices, channel), want, rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.parametrize("p", [1.0, 2.0, np.inf])
+def test_feature_relevance_invariant_to_scaling_the_mapping(p):
+    m, R3, slices, channel = two_channel_problem(13)
+    R2 = feature_relevance(m, R3, p, slices, channel)
+    for c in (1e-3, 0.37, 12.0):
+        np.testing.assert_allclose(feature_relevance(c * m, R3, p, slices, channel), R2, rtol=1e-12,
+                                   atol=1e-14)
+
+
+def test_hard_assignment_closed_form():
+    rng = np.random.default_rng(14)
+    M, V = 60, 25
+    words = rng.integers(0, 18, size=M)  # dims 18..24 stay uncovered
+    m = sp.csr_matrix((np.ones(M), (np.arange(M), words)), shape=(M, V))
+    R3 = rng.normal(size=V)
+    counts = np.bincount(words, minlength=V)
+    uncovered = R3[counts == 0].sum()
+    want = R3[words] / counts[words] + uncovered / M
+    for p in (1.0, 2.5, np.inf):
+        np.testing.assert_allclose(feature_relevance(m, R3, p), want, rtol=1e-12, atol=1e-14)
+
+
+def test_large_p_approaches_max_pooling():
+    rng = np.random.default_rng(15)
+    M, V = 50, 20
+    m = sp.random(M, V, density=0.3, random_state=15, format="csr")  # continuous values: no ties
+    R3 = rng.normal(size=V)
+    R_max = feature_relevance(m, R3, np.inf)
+    errs = [np.abs(feature_relevance(m, R3, p) - R_max).max() for p in (1.0, 10.0, 100.0, 1e4, 1e6)]
+    assert all(e1 < e0 for e0, e1 in zip(errs, errs[1:]))
+    assert errs[-1] < 1e-9 * errs[0]
+
+
+def test_max_pooling_splits_ties_equally():
+    m = np.array([[0.5, 0.25], [0.5, 0.0], [0.25, 0.0]])
+    R2 = feature_relevance(m, np.array([3.0, 1.0]), np.inf)
+    np.testing.assert_allclose(R2, [1.5 + 1.0, 1.5, 0.0])
+
+
+def test_feature_relevance_uses_each_channels_own_feature_count():
+    # channel 0 has 1 feature, channel 1 has 3; uncovered dims go to their own channel only
+    m = sp.csr_matrix(np.array([[1.0, 0, 0, 0], [0, 0, 1.0, 0], [0, 0, 1.0, 0], [0, 0, 0.5, 0]]))
+    R3 = np.array([2.0, 0.6, 3.0, 0.9])
+    R2 = feature_relevance(m, R3, 1.0, [slice(0, 2), slice(2, 4)], np.array([0, 1, 1, 1]))
+    np.testing.assert_allclose(R2, [2.6, 1.2 + 0.3, 1.2 + 0.3, 0.6 + 0.3])
+
+
+def test_feature_relevance_rejects_bad_input():
+    m = np.eye(3)
+    with pytest.raises(ValueError, match="p must be > 0"):
+        feature_relevance(m, np.ones(3), 0.0)
+    with pytest.raises(TypeError, match="p must be"):
+        feature_relevance(m, np.ones(3), "max")
+    with pytest.raises(ValueError, match="columns"):
+        feature_relevance(m, np.ones(4), 1.0)
+    with pytest.raises(ValueError, match="NaN"):
+        feature_relevance(m, np.array([1.0, np.nan, 0]), 1.0)
+    with pytest.raises(ValueError, match="non-negative"):
+        feature_relevance(-m, np.ones(3), 1.0)
+    with pytest.raises(ValueError, match="feature_channel is required"):
+        feature_relevance(m, np.ones(3), 1.0, [slice(0, 1), slice(1, 3)])
+
+
+# ====================================================================================================
+# Step 1
+# ====================================================================================================
+def naive_pixels(rel, boxes, shape):
+    out = np.zeros(shape)
+    for r, (y0, x0, y1, x1) in zip(rel, boxes):
+        y0, y1 = max(y0, 0), min(y1, shape[0])
+        x0, x1 = max(x0, 0), min(x1, shape[1])
+        if y1 > y0 and x1 > x0:
+            out[y0:y1, x0:x1] += r / ((y1 - y0) * (x1 - x0))
+    return out
+
+
+def dense_grid_boxes(shape, step, side):
+    """Boxes of a dense grid like DenseSIFT's: centres every `step`, squares of `side`, some clipped."""
+    ys = np.arange(0, shape[0], step)
+    xs = np.arange(0, shape[1], step)
+    cy, cx = np.meshgrid(ys, xs, indexing="ij")
+    half = side // 2
+    return np.stack([cy.ravel() - half, cx.ravel() - half, cy.ravel() - half + side,
+                     cx.ravel() - half + side], axis=1)
+
+
+def test_pixel_relevance_equals_naive_loop_and_conserves():
+    rng = np.random.default_rng(16)
+    shape = (37, 53)
+    boxes = np.concatenate([dense_grid_boxes(shape, 4, 16), dense_grid_boxes(shape, 6, 24)])
+    rel = rng.normal(size=len(boxes))
+    R1 = pixel_relevance(rel, boxes, shape)
+    assert R1.shape == shape
+    np.testing.assert_allclose(R1, naive_pixels(rel, boxes, shape), rtol=1e-10, atol=1e-13)
+    assert abs(R1.sum() - rel.sum()) <= 1e-10 * max(1.0, np.abs(rel).sum())
+
+
+def test_single_feature_is_constant_exactly_on_its_clipped_square():
+    shape = (20, 30)
+    for box, clipped in [((3, 5, 11, 13), (3, 5, 11, 13)), ((-4, 25, 6, 35), (0, 25, 6, 30)),
+                         ((15, -8, 27, 4), (15, 0, 20, 4))]:
+        R1 = pixel_relevance([2.5], np.array([box]), shape)
+        y0, x0, y1, x1 = clipped
+        inside = np.zeros(shape, bool)
+        inside[y0:y1, x0:x1] = True
+        value = 2.5 / inside.sum()
+        assert np.all(R1[inside] == value)
+        assert np.all(R1[~inside] == 0.0)
+        assert R1.sum() == pytest.approx(2.5, abs=1e-12)
+
+
+def test_border_features_conserve():
+    rng = np.random.default_rng(17)
+    shape = (16, 16)
+    boxes = np.array([[-10, -10, 4, 4], [12, 12, 40, 40], [-3, 5, 30, 9], [0, 0, 16, 16]])
+    rel = rng.normal(size=4)
+    R1 = pixel_relevance(rel, boxes, shape)
+    assert R1.sum() == pytest.approx(rel.sum(), abs=1e-12)
+    np.testing.assert_allclose(R1, naive_pixels(rel, boxes, shape), rtol=1e-12, atol=1e-14)
+
+
+def test_pixel_relevance_rejects_bad_input():
+    with pytest.raises(ValueError, match=r"\(M, 4\)"):
+        pixel_relevance([1.0], np.array([[0, 0, 1]]), (4, 4))
+    with pytest.raises(ValueError, match="boxes for"):
+        pixel_relevance([1.0, 2.0], np.array([[0, 0, 1, 1]]), (4, 4))
+    with pytest.raises(TypeError, match="integer"):
+        pixel_relevance([1.0], np.array([[0, 0, 1.5, 1]]), (4, 4))
+    with pytest.raises(ValueError, match="NaN"):
+        pixel_relevance([np.nan], np.array([[0, 0, 1, 1]]), (4, 4))
+
+
+# ====================================================================================================
+# Steps 2 + 1 on real local features (scikit-image photo, the project's dense SIFT and encoding)
+# ====================================================================================================
+@pytest.fixture(scope="module")
+def real_features():
+    features = pytest.importorskip("bowlrp.bow.features")
+    data = pytest.importorskip("skimage.data")
+    image = data.astronaut()[100:196, 150:270]  # 96 x 120 RGB crop, gray descriptors
+    feats = features.DenseSIFT(step=6, bin_sizes=(3, 5)).extract(image)
+    rng = np.random.default_rng(18)
+    vocabularies = []
+    for u in range(2):
+        d = feats.descriptors[feats.channel == u]
+        vocabularies.append(d[rng.choice(len(d), size=24, replace=False)])
+    return feats, vocabularies
+
+
+@pytest.mark.parametrize("p", [1.0, 3.0, np.inf])
+@pytest.mark.parametrize("mapping", ["hard", "rank", "soft"])
+def test_real_features_conserve_and_ignore_l1_normalisation(real_features, p, mapping):
+    encoding = pytest.importorskip("bowlrp.bow.encoding")
+    feats, vocabularies = real_features
+    plain = encoding.encode(feats, vocabularies, mapping=mapping, p=p, normalize=False)
+    normed = encoding.encode(feats, vocabularies, mapping=mapping, p=p, normalize=True)
+    # (hard and soft mappings with mean pooling are already L1-normalised; the others differ)
+    if mapping == "rank" or p != 1.0:
+        assert not np.allclose(plain.x, normed.x)
+    R3 = np.random.default_rng(19).normal(size=plain.x.size)
+    R2 = feature_relevance(plain.mapping, R3, plain.p, plain.channel_slices, feats.channel)
+    R2n = feature_relevance(normed.mapping, R3, normed.p, normed.channel_slices, feats.channel)
+    np.testing.assert_array_equal(R2, R2n)
+    assert abs(R2.sum() - R3.sum()) <= 1e-10 * np.abs(R3).sum()
+    R1 = pixel_relevance(R2, feats.boxes(), feats.image_shape)
+    assert R1.shape == feats.image_shape
+    assert abs(R1.sum() - R3.sum()) <= 1e-10 * np.abs(R3).sum()
+    np.testing.assert_allclose(R1, naive_pixels(R2, feats.boxes(), feats.image_shape), rtol=1e-9,
+                               atol=1e-13)
+
+
+# ====================================================================================================
+# numba kernels of the Taylor step against numpy twins
+# ====================================================================================================
+def twin_values(Z, S, coef, bounds, weights, code, gamma, intercept):
+    out = np.full(Z.shape[0], intercept)
+    for u in range(len(bounds) - 1):
+        Zu, Su = Z[:, bounds[u]:bounds[u + 1]], S[:, bounds[u]:bounds[u + 1]]
+        if code == 0:
+            K = Zu @ Su.T
+        elif code == 1:
+            num = (Zu[:, None, :] - Su[None]) ** 2
+            den = Zu[:, None, :] + Su[None]
+            K = np.exp(-gamma * np.divide(num, den, out=np.zeros_like(num), where=den > 0).sum(-1))
+        else:
+            K = np.exp(-gamma * ((Zu[:, None, :] - Su[None]) ** 2).sum(-1))
+        out += weights[u] * K @ coef
+    return out
+
+
+def twin_gradient(z, S, coef, bounds, weights, code, gamma):
+    out = np.zeros_like(z)
+    for u in range(len(bounds) - 1):
+        sl = slice(bounds[u], bounds[u + 1])
+        Su, zu = S[:, sl], z[sl]
+        if code == 0:
+            out[sl] = weights[u] * coef @ Su
+            continue
+        # k_u(S_i, z) for each i: the expansion with a one-hot coefficient vector
+        k = np.array([twin_values(z[None, sl], Su, np.eye(len(S))[i], [0, sl.stop - sl.start], [1.0],
+                                  code, gamma, 0.0)[0] for i in range(len(S))])
+        w = weights[u] * coef * k
+        if code == 1:
+            den = Su + zu
+            frac = np.divide(4 * Su**2, den**2, out=np.zeros_like(Su), where=den > 0)
+            out[sl] = gamma * (w @ (frac - 1.0))
+        else:
+            out[sl] = 2 * gamma * (w @ (Su - zu))
+    return out
+
+
+def test_taylor_kernels_match_numpy_twins():
+    from bowlrp.bow import _decompose_kernels as dk
+    from tests.kernel_twins import assert_matches_twin
+
+    def fast_values(*args):
+        out = np.empty(args[0].shape[0])
+        dk.expansion_values(*args, out)
+        return out
+
+    def fast_gradient(*args):
+        out = np.empty(args[0].shape[0])
+        dk.expansion_gradient(*args, out)
+        return out
+
+    rng = np.random.default_rng(20)
+    value_cases, grad_cases = [], []
+    for code in (dk.LINEAR, dk.EXP_CHI2, dk.RBF):
+        for bounds in ([0, 9], [0, 4, 9], [0, 0, 9]):
+            S = rng.random((7, 9))
+            S[rng.random(S.shape) < 0.3] = 0.0
+            Z = rng.random((5, 9))
+            Z[:, :2] = 0.0
+            coef, weights = rng.normal(size=7), rng.uniform(0.5, 2, size=len(bounds) - 1)
+            bounds = np.array(bounds, dtype=np.int64)
+            value_cases.append((Z, S, coef, bounds, weights, code, 0.6, 0.3))
+            grad_cases.append((Z[0].copy(), S, coef, bounds, weights, code, 0.6))
+    assert_matches_twin(fast_values, twin_values, value_cases, rtol=1e-12, atol=1e-13)
+    assert_matches_twin(fast_gradient, twin_gradient, grad_cases, rtol=1e-12, atol=1e-13)
+
+
+def twin_bisect(x, fx, Z, fz, S, coef, bounds, weights, code, gamma, intercept, tol, max_iter):
+    """Lock-step numpy bisection over all segments, the obviously correct version of the kernel."""
+    f = lambda P: twin_values(P, S, coef, bounds, weights, code, gamma, intercept)  # noqa: E731
+    lo, hi = np.zeros(len(Z)), np.ones(len(Z))
+    best_a = np.where(np.abs(fz) < abs(fx), 0.0, 1.0)
+    best_f = np.where(np.abs(fz) < abs(fx), fz, fx)
+    active = np.abs(best_f) > tol
+    for _ in range(max_iter):
+        if not active.any():
+            break
+        idx = np.flatnonzero(active)
+        mid = 0.5 * (lo[idx] + hi[idx])
+        fm = f(mid[:, None] * x[None, :] + (1.0 - mid[:, None]) * Z[idx])
+        improve = np.abs(fm) < np.abs(best_f[idx])
+        best_a[idx[improve]], best_f[idx[improve]] = mid[improve], fm[improve]
+        same = np.sign(fm) == np.sign(fx)
+        hi[idx[same]], lo[idx[~same]] = mid[same], mid[~same]
+        active[idx[(np.abs(fm) <= tol) | (hi[idx] - lo[idx] <= 4 * np.finfo(float).eps)]] = False
+    return best_a, best_f
+
+
+def test_bisection_kernel_matches_numpy_twin():
+    from bowlrp.bow import _decompose_kernels as dk
+    from tests.kernel_twins import assert_matches_twin
+
+    def fast(x, fx, Z, fz, *rest):
+        a, fa = np.empty(len(Z)), np.empty(len(Z))
+        dk.bisect_segments(x, fx, Z, fz, *rest, a, fa)
+        return a, fa
+
+    rng = np.random.default_rng(21)
+    cases = []
+    for code, gamma in ((dk.EXP_CHI2, 0.5), (dk.RBF, 2.0), (dk.LINEAR, 0.0)):
+        S = rng.random((9, 8))
+        coef = rng.normal(size=9)
+        bounds, weights = np.array([0, 5, 8], dtype=np.int64), np.array([1.0, 0.7])
+        C = rng.random((30, 8))
+        raw = twin_values(C, S, coef, bounds, weights, code, gamma, 0.0)
+        b = -float(np.median(raw))
+        fc = raw + b
+        x = C[0]
+        opp = np.flatnonzero(fc * fc[0] < 0)
+        assert opp.size >= 3
+        for tol, max_iter in ((1e-10, 200), (1e-3, 200), (1e-10, 5)):
+            cases.append((x, fc[0], C[opp], fc[opp], S, coef, bounds, weights, code, gamma, b, tol, max_iter))
+    # f values differ from the twin's by summation order only (~1e-15); the bisection paths agree
+    assert_matches_twin(fast, twin_bisect, cases, rtol=0, atol=1e-13)

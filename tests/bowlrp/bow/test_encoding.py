@@ -1,0 +1,148 @@
+"""Mappings (hard, rank, soft) and p-means pooling on hand-made cases; the Encoding of one image."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from bowlrp.bow.encoding import Encoding, encode, map_descriptors, pool
+from bowlrp.bow.features import LocalFeatures
+
+# prototypes on a line: distances from a descriptor v are |v - b|
+B = np.array([[0.0], [1.0], [3.0], [7.0]])
+
+
+def test_hard_mapping_is_one_hot_nearest():
+    m = map_descriptors(np.array([[0.2], [2.5], [10.0]]), B, "hard")
+    assert sp.issparse(m)
+    np.testing.assert_array_equal(m.toarray(), [[1, 0, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]])
+
+
+def test_hard_mapping_ties_go_to_the_first_prototype():
+    m = map_descriptors(np.array([[0.5]]), B, "hard")  # equidistant to words 0 and 1
+    np.testing.assert_array_equal(m.toarray(), [[1, 0, 0, 0]])
+
+
+def test_rank_mapping_is_base_to_minus_rank_for_the_n_nearest():
+    # v = 2.4: distances 2.4, 1.4, 0.6, 4.6 -> ranks 3, 2, 1, 4
+    m = map_descriptors(np.array([[2.4]]), B, "rank", rank_base=2.4, rank_n=3).toarray()[0]
+    np.testing.assert_allclose(m, [2.4**-3, 2.4**-2, 2.4**-1, 0.0], rtol=0, atol=0)
+    full = map_descriptors(np.array([[2.4]]), B, "rank", rank_base=2.0, rank_n=8).toarray()[0]
+    np.testing.assert_array_equal(full, [2.0**-3, 2.0**-2, 2.0**-1, 2.0**-4])  # n > V keeps all V
+
+
+def test_soft_mapping_is_a_softmax_of_squared_distances():
+    v = np.array([[2.4], [100.0]])  # the second one would underflow without the shift
+    beta = 0.8
+    m = map_descriptors(v, B, "soft", soft_beta=beta).toarray()
+    d2 = (v - B.T) ** 2
+    want = np.exp(-beta * d2[0]) / np.exp(-beta * d2[0]).sum()
+    np.testing.assert_allclose(m[0], want, rtol=1e-13)
+    np.testing.assert_allclose(m.sum(1), 1.0, rtol=1e-14)
+    assert np.all(np.isfinite(m)) and m[1].argmax() == 3
+
+
+def test_mapping_of_no_descriptors_is_empty():
+    assert map_descriptors(np.empty((0, 1)), B, "rank").shape == (0, 4)
+
+
+def test_pooling_p1_is_the_mean_and_p_inf_the_max():
+    dense = np.array([[1.0, 0.0, 0.5], [0.25, 0.0, 0.5], [0.0, 0.0, 0.125]])
+    m = sp.csr_matrix(dense)
+    np.testing.assert_allclose(pool(m, 1.0), dense.mean(0), rtol=0, atol=0)
+    np.testing.assert_array_equal(pool(m, np.inf), dense.max(0))
+    p = 2.5
+    np.testing.assert_allclose(pool(m, p), ((dense**p).mean(0)) ** (1 / p), rtol=1e-14)
+    p = 0.5
+    np.testing.assert_allclose(pool(m, p), ((dense**p).mean(0)) ** (1 / p), rtol=1e-14)
+
+
+def test_large_p_approaches_max_without_underflow():
+    # m^p underflows to 0 for p = 2000 when computed naively; the scaled form does not
+    dense = np.array([[0.5, 0.01], [0.25, 0.0]])
+    x = pool(sp.csr_matrix(dense), 2000.0)
+    np.testing.assert_allclose(x, dense.max(0), rtol=1e-3)
+    assert np.all(x > 0)
+
+
+@pytest.mark.parametrize("p", [0.0, -1.0, np.nan, "max", True])
+def test_bad_p_raises(p):
+    with pytest.raises(ValueError, match="pooling exponent"):
+        pool(sp.csr_matrix(np.ones((2, 2))), p)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(mapping="fuzzy"), "unknown mapping 'fuzzy'"),
+        (dict(mapping="rank", rank_base=1.0), "rank_base"),
+        (dict(mapping="rank", rank_n=0), "rank_n"),
+        (dict(mapping="soft", soft_beta=-2.0), "soft_beta"),
+    ],
+)
+def test_bad_mapping_parameters_raise(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        map_descriptors(np.zeros((1, 1)), B, **kwargs)
+
+
+def _features(descriptors, channel):
+    M = len(channel)
+    return LocalFeatures(descriptors=np.asarray(descriptors, dtype=np.float64),
+                         centers=np.zeros((M, 2)) + 8.0, support=np.full(M, 16, np.int64),
+                         channel=np.asarray(channel, np.int64), image_shape=(32, 32))
+
+
+def test_encode_two_channels_keeps_channels_apart():
+    voc0 = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    voc1 = np.array([[0.0, 0.0], [2.0, 2.0]])
+    desc = [[0.9, 0.1], [0.1, 0.8], [0.0, 0.1], [1.9, 2.0], [0.2, 0.1]]
+    ch = [0, 0, 0, 1, 1]
+    enc = encode(_features(desc, ch), [voc0, voc1], mapping="hard", p=1.0, normalize=False)
+    assert isinstance(enc, Encoding) and enc.p == 1.0
+    assert enc.channel_slices == [slice(0, 3), slice(3, 5)]
+    m = enc.mapping.toarray()
+    assert m.shape == (5, 5) and sp.isspmatrix_csr(enc.mapping)
+    # rows of channel-0 features live in columns 0..2 only, channel-1 in 3..4
+    assert not m[:3, 3:].any() and not m[3:, :3].any()
+    np.testing.assert_array_equal(m, [[0, 1, 0, 0, 0], [0, 0, 1, 0, 0], [1, 0, 0, 0, 0],
+                                      [0, 0, 0, 0, 1], [0, 0, 0, 1, 0]])
+    # mean pooling per channel over that channel's features (3 and 2)
+    np.testing.assert_allclose(enc.x, [1 / 3, 1 / 3, 1 / 3, 0.5, 0.5])
+
+
+def test_encode_normalises_each_channel_to_unit_l1_and_pools_with_p():
+    rng = np.random.default_rng(0)
+    desc = rng.random((12, 4))
+    ch = np.repeat([0, 1], 6)
+    vocs = [rng.random((5, 4)), rng.random((3, 4))]
+    for p in (1.0, 3.0, np.inf):
+        enc = encode(_features(desc, ch), vocs, mapping="rank", rank_base=2.0, rank_n=2, p=p, normalize=True)
+        for sl in enc.channel_slices:
+            assert enc.x[sl].sum() == pytest.approx(1.0, abs=1e-14)
+        raw = encode(_features(desc, ch), vocs, mapping="rank", rank_base=2.0, rank_n=2, p=p, normalize=False)
+        m = raw.mapping.toarray()
+        for u, sl in enumerate(raw.channel_slices):
+            block = m[ch == u][:, sl]
+            want = block.max(0) if np.isinf(p) else (block**p).mean(0) ** (1 / p)
+            np.testing.assert_allclose(raw.x[sl], want, rtol=1e-13)
+        assert enc.p == p and np.isinf(enc.p) == np.isinf(p)
+
+
+def test_encode_rejects_mismatched_vocabularies():
+    with pytest.raises(ValueError, match="only 1 vocabularies"):
+        encode(_features([[0.0, 0.0], [1.0, 1.0]], [0, 1]), [np.zeros((2, 2))])
+    with pytest.raises(ValueError, match="dimension 2"):
+        encode(_features([[0.0, 0.0]], [0]), [np.zeros((2, 3))])
+
+
+@pytest.mark.parametrize("n", [1, 3, 8, 20])
+def test_nearest_words_equal_a_stable_full_sort_even_with_ties(n):
+    from bowlrp.bow.encoding import _nearest
+
+    rng = np.random.default_rng(n)
+    d2 = rng.integers(0, 4, size=(300, 12)).astype(np.float64)  # many ties, also across the n-th place
+    want = np.argsort(d2, axis=1, kind="stable")[:, :n]
+    np.testing.assert_array_equal(_nearest(d2, n), want)
+    d2 = rng.random((300, 64))  # the usual case: no ties
+    np.testing.assert_array_equal(_nearest(d2, min(n, 64)), np.argsort(d2, axis=1, kind="stable")[:, :n])

@@ -1,0 +1,384 @@
+"""End-to-end explanations of fitted BoWClassifiers on real and generated images (SPEC §2).
+
+The decisive numbers: for sum-decomposable kernels the pixel map sums to ``decision_function`` to 1e-9
+(relative); for the Taylor kernels the residual is reported and consistent; the explained class's objects
+get positive relevance and the other class's objects negative relevance; no map contains NaN.
+"""
+
+from __future__ import annotations
+
+import cv2
+import joblib
+import numpy as np
+import pytest
+from sklearn.exceptions import NotFittedError
+
+from bowlrp.bow.decompose import KernelExpansion, bow_relevance, explain_tiles, find_root, tile_boxes
+from bowlrp.heatmap import Heatmap
+from bowlrp.bow.classifier import BoWClassifier
+
+skdata = pytest.importorskip("skimage.data")
+
+EXACT = ["linear", "intersection", "chi2", "hellinger"]
+TAYLOR = ["exp_chi2", "rbf"]
+
+
+@pytest.fixture(scope="module")
+def faces():
+    """scikit-image's lfw_subset: 100 faces then 100 non-faces, 25 x 25 (real photographs)."""
+    images = skdata.lfw_subset()
+    y = np.array([1] * 100 + [0] * 100)
+    return list(images[::4]), y[::4], list(images[1::8]), y[1::8]
+
+
+_FITTED = {}
+
+
+def fitted(kernel, faces):
+    """One classifier per kernel for the whole module (fits take about a second each)."""
+    if kernel not in _FITTED:
+        X, y = faces[0], faces[1]
+        _FITTED[kernel] = BoWClassifier(step=3, bin_sizes=(3,), vocabulary_size=16, kernel=kernel,
+                                        gamma="auto", random_state=0).fit(X, y)
+    return _FITTED[kernel]
+
+
+@pytest.fixture(scope="module")
+def textures():
+    """A 3-class, 2-channel problem on real textures: crops of brick, grass and gravel photographs."""
+    rng = np.random.default_rng(0)
+    sources = [skdata.brick(), skdata.grass(), skdata.gravel()]
+    images, labels = [], []
+    for label, src in enumerate(sources):
+        for _ in range(12):
+            y0, x0 = rng.integers(0, src.shape[0] - 40), rng.integers(0, src.shape[1] - 40)
+            images.append(src[y0:y0 + 40, x0:x0 + 40])
+            labels.append(["brick", "grass", "gravel"][label])
+    labels = np.array(labels)
+    clf = BoWClassifier(step=4, bin_sizes=(2, 4), vocabulary_size=12, p=3.0, channel_weights=(1.0, 0.5),
+                        kernel="intersection", random_state=0).fit(images[::2], labels[::2])
+    return clf, images[1::2], labels[1::2]
+
+
+def relative_gap(total, score):
+    return abs(total - score) / max(1.0, abs(score))
+
+
+# ====================================================================================================
+# conservation against decision_function
+# ====================================================================================================
+@pytest.mark.parametrize("kernel", EXACT)
+def test_exact_kernels_conserve_end_to_end(kernel, faces):
+    clf = fitted(kernel, faces)
+    images = faces[2]
+    decision = clf.decision_function(images)
+    for target, sign in ((clf.classes_[1], 1.0), (clf.classes_[0], -1.0)):
+        maps = clf.explain(images, target=target)
+        assert len(maps) == len(images)
+        for h, f in zip(maps, decision):
+            assert isinstance(h, Heatmap)
+            assert h.score == sign * f  # the very number decision_function returns
+            assert relative_gap(h.relevance.sum(), h.score) <= 1e-9
+            assert abs(h.residual) <= 1e-9 * max(1.0, abs(h.score))
+            sums = h.extras["level_sums"]
+            for level in ("bow", "features", "pixels"):
+                assert relative_gap(sums[level], h.score) <= 1e-9
+            assert h.method == f"bow-lrp/{kernel}"
+            assert h.target == target
+            assert np.all(np.isfinite(h.relevance))
+
+
+def test_multiclass_multichannel_conserves_for_every_class(textures):
+    clf, images, labels = textures
+    assert clf.score(images, labels) > 0.6
+    decision = clf.decision_function(images)  # (n, 3)
+    maps = clf.explain(images, target=list(clf.classes_))
+    assert len(maps) == len(images) and all(len(m) == 3 for m in maps)
+    for i, per_class in enumerate(maps):
+        for c, h in enumerate(per_class):
+            assert h.target == clf.classes_[c]
+            assert h.score == decision[i, c]
+            assert relative_gap(h.relevance.sum(), h.score) <= 1e-9
+            # features of both channels are there, each with its geometry
+            ex = h.extras
+            assert set(np.unique(ex["feature_channel"]).tolist()) == {0, 1}
+            assert ex["feature_relevance"].shape == ex["feature_support"].shape
+            assert ex["feature_centers"].shape == (ex["feature_relevance"].size, 2)
+            assert ex["bow_relevance"].shape == (clf.support_vectors_.shape[1],)
+            assert ex["channel_slices"].tolist() == [[s.start, s.stop] for s in clf.channel_slices_]
+            # Step 3 of the batched glue is Eq 24 of the array-level function
+            f = KernelExpansion(clf.kernel, clf.support_vectors_, clf.dual_coef_[c], clf.intercept_[c],
+                                channel_slices=clf.channel_slices_, channel_weights=clf.channel_weights_)
+            np.testing.assert_allclose(ex["bow_relevance"], bow_relevance(f, ex["bow"])[0], rtol=1e-12,
+                                       atol=1e-15)
+
+
+def test_max_pooling_and_other_mappings_conserve(faces):
+    X, y, images, _ = faces
+    for kw in (dict(p=np.inf, mapping="rank"), dict(p=2.0, mapping="soft"), dict(p=1.0, mapping="hard")):
+        clf = BoWClassifier(step=3, bin_sizes=(3,), vocabulary_size=8, random_state=0, **kw).fit(X, y)
+        for h, f in zip(clf.explain(images[:6], target=1), clf.decision_function(images[:6])):
+            assert h.score == f
+            assert relative_gap(h.relevance.sum(), f) <= 1e-9
+
+
+# ====================================================================================================
+# Taylor kernels
+# ====================================================================================================
+@pytest.mark.parametrize("kernel", TAYLOR)
+def test_taylor_kernels_report_root_and_residual(kernel, faces):
+    clf = fitted(kernel, faces)
+    images = faces[2][:8]
+    decision = clf.decision_function(images)
+    maps = clf.explain(images, target=1, random_state=0)
+    for h, f in zip(maps, decision):
+        assert h.score == f
+        taylor = h.extras["taylor"]
+        assert taylor["bracketed"] == 1
+        assert abs(taylor["f_root"]) <= 1e-8
+        assert taylor["root"].shape == (clf.support_vectors_.shape[1],)
+        assert np.all(taylor["root"] >= 0)
+        # the reported residual is exactly what the pixels do not explain, and it is the Taylor
+        # remainder: the lower steps conserve what Step 3 hands them
+        assert h.residual == pytest.approx(f - h.relevance.sum(), abs=1e-12)
+        assert h.residual == pytest.approx(taylor["residual"], abs=1e-9 * max(1.0, abs(f)))
+        assert np.all(np.isfinite(h.relevance))
+    # seeded: the same call gives the same maps
+    again = clf.explain(images, target=1, random_state=0)
+    for a, b in zip(maps, again):
+        np.testing.assert_array_equal(a.relevance, b.relevance)
+
+
+def test_taylor_maps_do_not_depend_on_the_batch(faces):
+    # n_candidates below the number of opposite-sign training BoWs, so the seeded draw matters
+    clf = fitted("rbf", faces)
+    images = faces[2][:5]
+    batch = clf.explain(images, target=1, n_candidates=3, random_state=7)
+    for image, h in zip(images, batch):
+        alone = clf.explain([image], target=1, n_candidates=3, random_state=7)[0]
+        np.testing.assert_array_equal(alone.relevance, h.relevance)
+        np.testing.assert_array_equal(alone.extras["taylor"]["root"], h.extras["taylor"]["root"])
+
+
+def test_searching_all_candidates_never_worsens_the_best_residual(faces):
+    # with n_candidates above the training-set size every opposite-sign candidate is bisected, a
+    # superset of any single draw, so the best |residual| can only be smaller or equal
+    clf = fitted("exp_chi2", faces)
+    images = faces[2][:6]
+    few = clf.explain(images, target=1, n_candidates=1, random_state=0)
+    many = clf.explain(images, target=1, n_candidates=10_000, random_state=0)
+    for a, b in zip(few, many):
+        assert abs(b.extras["taylor"]["residual"]) <= abs(a.extras["taylor"]["residual"]) + 1e-12
+
+
+# ====================================================================================================
+# targets, reuse of features, errors
+# ====================================================================================================
+def test_target_none_explains_the_predicted_class(faces):
+    clf = fitted("intersection", faces)
+    images = faces[2]
+    predicted = clf.predict(images)
+    maps = clf.explain(images)
+    assert [h.target for h in maps] == predicted.tolist()
+    assert all(h.score >= 0 or h.target == clf.classes_[0] for h in maps)
+
+
+def test_binary_negative_class_is_the_negated_map(faces):
+    clf = fitted("chi2", faces)
+    images = faces[2][:5]
+    pos = clf.explain(images, target=1)
+    neg = clf.explain(images, target=0)
+    for a, b in zip(pos, neg):
+        np.testing.assert_array_equal(b.relevance, -a.relevance)
+        assert b.score == -a.score
+
+
+def test_list_of_targets_extracts_features_once(faces, monkeypatch):
+    clf = fitted("intersection", faces)
+    calls = []
+    original = clf._extract
+    monkeypatch.setattr(clf, "_extract", lambda images: calls.append(len(images)) or original(images))
+    images = faces[2][:4]
+    maps = clf.explain(images, target=[1, 0])
+    assert calls == [4]
+    assert len(maps) == 4 and all(len(m) == 2 and [h.target for h in m] == [1, 0] for m in maps)
+    single = clf.explain(images, target=0)
+    for m, s in zip(maps, single):
+        np.testing.assert_array_equal(m[1].relevance, s.relevance)
+
+
+def test_string_labels_accept_labels_and_indices(textures):
+    clf, images, _ = textures
+    by_label = clf.explain(images[:2], target="grass")
+    by_index = clf.explain(images[:2], target=1)
+    for a, b in zip(by_label, by_index):
+        assert a.target == b.target == "grass"
+        np.testing.assert_array_equal(a.relevance, b.relevance)
+    with pytest.raises(ValueError, match="unknown target class 'sand'"):
+        clf.explain(images[:1], target="sand")
+
+
+def test_explain_rejects_bad_input(faces):
+    clf = fitted("intersection", faces)
+    with pytest.raises(ValueError, match="unknown target class 7"):
+        clf.explain(faces[2][:1], target=7)
+    with pytest.raises(ValueError, match="empty"):
+        clf.explain([], target=1)
+    with pytest.raises(ValueError, match="empty list"):
+        clf.explain(faces[2][:1], target=[])
+    with pytest.raises(ValueError, match="NaN"):
+        clf.explain([np.full((25, 25), np.nan)])
+    with pytest.raises(NotFittedError):
+        BoWClassifier().explain(faces[2][:1])
+
+
+def test_flat_and_noise_images_never_give_nan(faces):
+    clf = fitted("hellinger", faces)
+    rng = np.random.default_rng(0)
+    images = [np.zeros((25, 25)), np.full((30, 27), 0.7), rng.random((25, 31)), np.ones((25, 25, 3))]
+    for h in clf.explain(images) + clf.explain(images, target=0):
+        assert np.all(np.isfinite(h.relevance))
+        assert relative_gap(h.relevance.sum(), h.score) <= 1e-9
+
+
+def test_explain_is_identical_after_joblib_round_trip(faces, tmp_path):
+    clf = fitted("intersection", faces)
+    path = tmp_path / "clf.joblib"
+    joblib.dump(clf, path)
+    loaded = joblib.load(path)
+    for a, b in zip(clf.explain(faces[2][:3]), loaded.explain(faces[2][:3])):
+        np.testing.assert_array_equal(a.relevance, b.relevance)
+        assert a.score == b.score
+
+
+# ====================================================================================================
+# tiles (Fig 6)
+# ====================================================================================================
+def test_tile_boxes_cover_the_image():
+    boxes = tile_boxes((37, 50), 16, 10)
+    cover = np.zeros((37, 50), int)
+    for y0, x0, y1, x1 in boxes:
+        assert (y1 - y0, x1 - x0) == (16, 16)
+        cover[y0:y1, x0:x1] += 1
+    assert cover.min() >= 1
+    assert boxes[:, 2].max() == 37 and boxes[:, 3].max() == 50
+
+
+def test_tiles_average_maps_and_each_tile_conserves(faces):
+    clf = fitted("intersection", faces)
+    image = skdata.astronaut()[60:110, 170:230]  # 50 x 60 real photo (face region), RGB
+    h = explain_tiles(clf, image, tile=25, stride=12, target=1)
+    assert h.relevance.shape == image.shape[:2]
+    assert h.score is None and h.method == "bow-lrp/intersection/tiles"
+    boxes = h.extras["tile_boxes"]
+    crops = [image[y0:y1, x0:x1] for y0, x0, y1, x1 in boxes]
+    maps = clf.explain(crops, target=1)
+    np.testing.assert_array_equal(h.extras["tile_scores"], clf.decision_function(crops))
+    total = np.zeros(image.shape[:2])
+    for (y0, x0, y1, x1), m in zip(boxes, maps):
+        assert relative_gap(m.relevance.sum(), m.score) <= 1e-9
+        total[y0:y1, x0:x1] += m.relevance
+    np.testing.assert_allclose(h.relevance, total / h.extras["coverage"], rtol=1e-12, atol=1e-15)
+    assert np.all(np.abs(h.extras["tile_residuals"]) <= 1e-9 * np.maximum(1, np.abs(h.extras["tile_scores"])))
+
+
+# ====================================================================================================
+# sign test on generated scenes
+# ====================================================================================================
+def _scene(rng, kinds, size=64):
+    """Striped discs on a smooth noise texture; 'vertical' and 'horizontal' differ only in stripe
+    orientation, which fixed-orientation SIFT sees directly. Returns the image and one mask per kind."""
+    image = cv2.GaussianBlur(rng.normal(0.5, 0.08, (size, size)), (0, 0), 1.5)
+    masks = {"vertical": np.zeros((size, size), bool), "horizontal": np.zeros((size, size), bool)}
+    yy, xx = np.mgrid[:size, :size]
+    for kind, cell in zip(kinds, rng.permutation(4)):
+        cy = 16 + 32 * (cell // 2) + int(rng.integers(-3, 4))
+        cx = 16 + 32 * (cell % 2) + int(rng.integers(-3, 4))
+        disc = np.zeros((size, size), np.uint8)
+        cv2.circle(disc, (cx, cy), int(rng.integers(9, 13)), 1, -1)
+        coord = xx if kind == "vertical" else yy
+        stripes = 0.5 + 0.4 * np.sign(np.sin(2 * np.pi * coord / rng.uniform(4, 7) + rng.uniform(0, 6.3)))
+        image[disc > 0] = stripes[disc > 0]
+        masks[kind] |= disc > 0
+    return np.clip(image, 0, 1), masks
+
+
+def test_sign_on_generated_scenes():
+    rng = np.random.default_rng(0)
+    train, labels = [], []
+    for k in range(40):
+        kind = "vertical" if k % 2 else "horizontal"
+        train.append(_scene(rng, [kind] * int(rng.integers(1, 3)))[0])
+        labels.append(["horizontal", "vertical"][k % 2])
+    # test scenes hold one object of each class
+    test = [_scene(rng, ["vertical", "horizontal"]) for _ in range(12)]
+    clf = BoWClassifier(step=4, bin_sizes=(4,), vocabulary_size=32, random_state=0).fit(train, labels)
+    assert clf.score(train, labels) == 1.0
+    for explained, other in (("vertical", "horizontal"), ("horizontal", "vertical")):
+        maps = clf.explain([img for img, _ in test], target=explained)
+        for h, (_, masks) in zip(maps, test):
+            on_own = h.relevance[masks[explained]].mean()
+            on_other = h.relevance[masks[other]].mean()
+            background = np.abs(h.relevance[~(masks[explained] | masks[other])]).mean()
+            assert on_own > 0 > on_other
+            # (the background near objects is touched by their features' supports, hence only 2x)
+            assert min(on_own, -on_other) > 2 * background
+
+
+def test_heatmaps_with_all_extras_save_and_load(faces, tmp_path):
+    clf = fitted("exp_chi2", faces)
+    h = clf.explain(faces[2][:1], target=1)[0]
+    path = h.save(tmp_path / "h.npz")
+    back = Heatmap.load(path)
+    np.testing.assert_array_equal(back.relevance, h.relevance)
+    assert back.score == h.score and back.residual == h.residual and back.method == h.method
+    for key in ("bow_relevance", "feature_relevance", "feature_centers", "feature_boxes"):
+        np.testing.assert_array_equal(back.extras[key], h.extras[key])
+    np.testing.assert_array_equal(back.extras["taylor"]["root"], h.extras["taylor"]["root"])
+    assert back.extras["taylor"]["f_root"] == h.extras["taylor"]["f_root"]
+
+
+# ====================================================================================================
+# the Taylor machinery on fitted models and real BoW vectors
+# ====================================================================================================
+def _expansion(clf, output=0):
+    return KernelExpansion(clf.kernel, clf.support_vectors_, clf.dual_coef_[output], clf.intercept_[output],
+                           gamma=clf.gamma_, channel_slices=clf.channel_slices_,
+                           channel_weights=clf.channel_weights_)
+
+
+@pytest.mark.parametrize("kernel", TAYLOR)
+def test_fitted_expansion_matches_decision_function_and_its_gradient(kernel, faces):
+    clf = fitted(kernel, faces)
+    f = _expansion(clf)
+    X = clf.transform(faces[2][:6])
+    np.testing.assert_allclose(f.decision(X), clf.decision_function(faces[2][:6]), rtol=1e-12, atol=1e-12)
+    z = 0.5 * (X[0] + clf.train_bows_.mean(axis=0))  # a real BoW-like point, mostly positive
+    g = f.gradient(z)
+    h = 1e-7
+    inside = np.flatnonzero(z > 10 * h)  # central differences must stay in the domain z >= 0
+    assert inside.size > z.size // 2
+    for d in inside[:25]:
+        e = np.zeros_like(z)
+        e[d] = h
+        fd = (f.decision(z + e)[0] - f.decision(z - e)[0]) / (2 * h)
+        assert abs(g[d] - fd) <= 1e-5 * max(abs(g[d]), 1e-3 * np.abs(g).max())
+
+
+def test_linear_model_through_the_taylor_path_has_zero_residual(faces):
+    clf = fitted("linear", faces)
+    f = _expansion(clf)
+    for x in clf.transform(faces[2][:5]):
+        res = find_root(f, x, clf.train_bows_, random_state=0)
+        assert res.bracketed and abs(res.f_root) <= 1e-8
+        assert abs(res.residual) <= 1e-9 * max(1.0, abs(res.score))
+
+
+def test_verbose_explain_reports_progress(faces, capsys):
+    clf = fitted("intersection", faces)
+    clf.set_params(verbose=True)
+    try:
+        clf.explain(faces[2][:3])
+    finally:
+        clf.set_params(verbose=False)
+    assert "explained 3/3 images" in capsys.readouterr().err
