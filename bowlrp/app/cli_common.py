@@ -99,9 +99,8 @@ def make_explainer(model, args, network_settings=None):
 def parse_target_arg(explainer, text):
     from bowlrp.app.adapters import parse_target
 
-    classes = explainer.classes if explainer.kind == "bow" else None
     try:
-        return parse_target(text, classes)
+        return parse_target(text, explainer.classes)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
 

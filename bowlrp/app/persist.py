@@ -51,11 +51,9 @@ def model_kind(model) -> str:
     TypeError
         Neither.
     """
-    try:  # nets may be absent in a minimal installation; a model of it cannot exist then
-        from nets.model import Sequential
-    except ImportError:  # pragma: no cover - nets ships with bowlrp
-        Sequential = ()
-    if isinstance(model, Sequential):
+    from bowlrp.app.adapters import network_types
+
+    if isinstance(model, network_types()):
         return "network"
     from bowlrp.bow.classifier import BoWClassifier
 
