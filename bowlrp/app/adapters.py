@@ -207,6 +207,15 @@ def infer_input_shape(model) -> tuple[int, int, int]:
     )
 
 
+def _per_channel(value, name: str, channels: int) -> np.ndarray:
+    """One number or one per channel -> (channels,) floats; a clear error for another length."""
+    flat = np.ravel(np.asarray(value, dtype=np.float64))
+    if flat.size not in (1, channels):
+        raise ValueError(f"{name} must be one number or {channels} (one per channel of the "
+                         f"{channels}-channel input), got {flat.size}: {flat.tolist()}")
+    return np.broadcast_to(flat, (channels,)).copy()
+
+
 def _resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
     """Bilinear resize of a float (H, W) or (H, W, C) image, channel by channel (Pillow, mode F)."""
     from PIL import Image
@@ -274,10 +283,17 @@ class NetworkExplainer(_Realigned):  # implements bowlrp.explainer.Explainer
         if len(self.input_shape) != 3 or self.input_shape[0] not in (1, 3):
             raise ValueError(f"input_shape must be (C, H, W) with C = 1 or 3, got {self.input_shape}")
         channels = self.input_shape[0]
-        self.mean = np.broadcast_to(np.asarray(mean, dtype=np.float64), (channels,)).copy()
-        self.std = np.broadcast_to(np.asarray(std, dtype=np.float64), (channels,)).copy()
+        self.mean = _per_channel(mean, "mean", channels)
+        self.std = _per_channel(std, "std", channels)
         if np.any(self.std <= 0) or not np.all(np.isfinite(self.std)):
             raise ValueError(f"std must be positive, got {self.std}")
+
+    @property
+    def n_outputs(self) -> int:
+        """Outputs of the network (one forward pass of a blank image)."""
+        channels, height, width = self.input_shape
+        blank = np.zeros((height, width) if channels == 1 else (height, width, 3))
+        return int(self.decision([blank]).shape[1])
 
     def describe(self) -> dict:
         return {

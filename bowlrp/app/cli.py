@@ -60,6 +60,14 @@ def _add_network_options(parser) -> None:
     group.add_argument("--std", metavar="S[,S,S]", help="see --mean (default 1)")
 
 
+def _add_max_pixels(parser) -> None:
+    from bowlrp.imageio import DEFAULT_MAX_PIXELS
+
+    parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
+                        help=f"skip (and report) images with more pixels, read from the file header before "
+                             f"decoding (default {DEFAULT_MAX_PIXELS:,}: about 4 GiB to explain one)")
+
+
 def _add_batch_options(parser) -> None:
     parser.add_argument("-o", "--out", required=True, help="output folder (created; reruns resume in it)")
     group = parser.add_argument_group("scale")
@@ -87,6 +95,7 @@ def _add_batch_options(parser) -> None:
     out.add_argument("--overlay", action="store_true", help="draw heatmaps over a grey copy of the image")
     out.add_argument("--report", metavar="PAGE.html", help="also write a self-contained HTML report")
     out.add_argument("--report-max", type=int, default=200, help="images shown in the report (default 200)")
+    _add_max_pixels(parser)
     parser.add_argument("--read-mode", default="auto", choices=["auto", "gray", "rgb"],
                         help="how images are read (default: as stored)")
     parser.add_argument("--strict", action="store_true", help="exit 1 if any input had to be skipped")
@@ -144,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--holdout", type=float, default=None, metavar="FRACTION",
                    help="keep this stratified fraction out of training and report accuracy on it")
     p.add_argument("--read-mode", default="auto", choices=["auto", "gray", "rgb"])
+    _add_max_pixels(p)
     p.add_argument("--strict", action="store_true", help="exit 1 if any training image had to be skipped")
     _add_common(p)
     p.set_defaults(func=cmd_fit)

@@ -17,6 +17,10 @@ from bowlrp.app.cli_common import (
     UsageError,
     batch_options,
     check_inputs,
+    check_n_jobs,
+    check_output_path,
+    check_report_options,
+    describe_work,
     file_digest,
     load_model_arg,
     make_explainer,
@@ -28,6 +32,7 @@ from bowlrp.app.cli_common import (
 )
 from bowlrp.app.cli_training import (
     check_holdout,
+    check_params,
     fit_params,
     holdout_split,
     read_training_images,
@@ -53,11 +58,16 @@ def cmd_fit(args) -> int:
     from bowlrp.bow.classifier import BoWClassifier
 
     params = fit_params(args, BoWClassifier)
+    check_params(BoWClassifier(**params))
     check_holdout(args.holdout)
+    if args.max_pixels < 1:
+        raise UsageError(f"--max-pixels must be >= 1, got {args.max_pixels}")
+    check_output_path(args.output, "-o/--output")
     paths, labels = training_set(args.train)
     bins = params.get("bin_sizes", BoWClassifier().bin_sizes)
     support = 4 * max(bins if isinstance(bins, (tuple, list)) else (bins,))
-    images, y, skipped = read_training_images(paths, labels, args.read_mode, support, args.strict)
+    images, y, skipped = read_training_images(paths, labels, args.read_mode, support, args.strict,
+                                              args.max_pixels)
     fit_images, fit_y, test_images, test_y = holdout_split(images, y, args.holdout, args.random_state)
     if not args.quiet:
         warn(f"fit: {len(fit_y)} images, classes {sorted(set(fit_y.tolist()))}, parameters {params}")
@@ -115,12 +125,13 @@ def _evaluation_parts(path, summary=None):
 def cmd_explain(args) -> int:
     from bowlrp.app.report import write_report
 
+    options = batch_options(args)
     check_inputs(args.inputs)
     model = load_model_arg(args.model, args.trust_pickle)
     explainer = make_explainer(model, args)
     target = parse_target_arg(explainer, args.target)
-    result = run_batch(explainer, args.model, args.inputs, args.out, target, batch_options(args))
-    say(f"explained {result.ok} of {result.total} images ({result.new} new) -> {args.out}")
+    result = run_batch(explainer, args.model, args.inputs, args.out, target, options)
+    say(f"explained {result.ok} of {result.total} images ({describe_work(result)}) -> {args.out}")
     say(f"  scores: {result.scores_csv}\n  relevances: {result.relevances_npz}")
     if result.pending:
         say(f"  {result.pending} images still pending (--limit): rerun the same command to continue")
@@ -151,6 +162,10 @@ def cmd_evaluate(args) -> int:
     from bowlrp.app.report import ReportRow, write_report
     from bowlrp.app.runs import evaluate_run, iter_run
 
+    check_report_options(args)
+    check_n_jobs(args.n_jobs)
+    if args.out is not None:
+        check_output_path(args.out, "-o/--out")
     if not os.path.isdir(args.run):
         raise UsageError(f"{args.run!r} is not a folder (give the --out folder of 'bowlrp explain')")
     run = _run_settings(args.run)
@@ -218,21 +233,23 @@ def cmd_compare(args) -> int:
     from bowlrp.app.report import ReportRow, write_report
     from bowlrp.app.runs import compare_runs, iter_run
 
+    options = batch_options(args)
     check_inputs(args.inputs)
-    bow = make_explainer(load_model_arg(args.bow_model, args.trust_pickle), args)
+    # the network options (--composite, --mean, ...) are for NET_MODEL only
+    bow = make_explainer(load_model_arg(args.bow_model, args.trust_pickle), args, network_options=False)
     net = make_explainer(load_model_arg(args.net_model, args.trust_pickle), args)
     if bow.kind != "bow":
         raise UsageError(f"{args.bow_model} is not a BoW model (it is a {bow.kind})")
     if net.kind != "network":
         raise UsageError(f"{args.net_model} is not a network (it is a {net.kind} model)")
-    options = batch_options(args)
+    targets = {"bow": parse_target_arg(bow, args.bow_target),
+               "network": parse_target_arg(net, args.net_target)}
     results = {}
-    for name, explainer, path, target in (("bow", bow, args.bow_model, args.bow_target),
-                                          ("network", net, args.net_model, args.net_target)):
+    for name, explainer, path in (("bow", bow, args.bow_model), ("network", net, args.net_model)):
         if not args.quiet:
             warn(f"compare: explaining with the {name} model")
         results[name] = run_batch(explainer, path, args.inputs, os.path.join(args.out, name),
-                                   parse_target_arg(explainer, target), options)
+                                   targets[name], options)
     rows = compare_runs(os.path.join(args.out, "bow"), os.path.join(args.out, "network"), args.out,
                         shared=args.shared_scale, cmap=args.cmap)
     both = [r for r in rows if r["montage"]]

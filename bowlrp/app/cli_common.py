@@ -7,6 +7,7 @@ skipping, holdout split) in :mod:`bowlrp.app.cli_training`, the parser in :mod:`
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import os
 import sys
@@ -79,9 +80,22 @@ def load_model_arg(path: str, trusted: bool = False):
         raise Failure(f"cannot load {path}: {exc} (install bowlrp[onnx] for ONNX models)") from exc
 
 
-def make_explainer(model, args, network_settings=None):
-    from bowlrp.app.adapters import as_explainer
+_NETWORK_FLAGS = {"composite": "--composite", "input_shape": "--input-shape", "mean": "--mean",
+                  "std": "--std"}
 
+
+def make_explainer(model, args, network_settings=None, network_options=True):
+    """The adapter of ``model`` with the command line's settings. Network options given for a BoW
+    model are a usage error (they would be silently ignored); ``network_options=False`` leaves them
+    out (``compare`` gives them to its network only)."""
+    from bowlrp.app.adapters import as_explainer
+    from bowlrp.app.persist import model_kind
+
+    given = [flag for dest, flag in _NETWORK_FLAGS.items() if getattr(args, dest, None) is not None]
+    if not network_options:
+        args = argparse.Namespace(**{k: v for k, v in vars(args).items() if k not in _NETWORK_FLAGS})
+    elif given and model_kind(model) == "bow":
+        raise UsageError(f"{', '.join(given)} apply to network models only; this is a BoW model")
     settings = dict(network_settings or {})
     if getattr(args, "input_shape", None) is not None:
         settings["input_shape"] = parse_input_shape(args.input_shape)
@@ -100,12 +114,19 @@ def make_explainer(model, args, network_settings=None):
 
 
 def parse_target_arg(explainer, text):
+    """The target the command line names, checked against the model now (not per image)."""
     from bowlrp.app.adapters import parse_target
 
     try:
-        return parse_target(text, explainer.classes)
+        target = parse_target(text, explainer.classes)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    n_outputs = getattr(explainer, "n_outputs", None)
+    if target is not None and explainer.classes is None and n_outputs is not None \
+            and not -n_outputs <= target < n_outputs:
+        raise UsageError(f"--target {target} is out of range: the network has {n_outputs} outputs "
+                         f"(0..{n_outputs - 1})")
+    return target
 
 
 def report_skipped(result, strict: bool) -> None:
@@ -121,12 +142,48 @@ def report_skipped(result, strict: bool) -> None:
         raise Failure(f"{len(result.skipped)} inputs were skipped (--strict)")
 
 
+# ---------------------------------------------------------------------- checked before any work
+def check_output_path(path, flag: str) -> None:
+    """A usage error when ``path`` (a folder or file to write) cannot be created because it, or one
+    of the folders above it, is an existing file."""
+    target = os.path.abspath(path)
+    if flag == "-o/--out" and os.path.isfile(target):
+        raise UsageError(f"{flag} {path!r} is a file, not a folder")
+    parent = os.path.dirname(target) if flag != "-o/--out" else target
+    while parent and not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if parent and not os.path.isdir(parent):
+        raise UsageError(f"cannot create {flag} {path!r}: {parent!r} is a file, not a folder")
+
+
+def check_n_jobs(n_jobs) -> None:
+    if n_jobs is not None and n_jobs == 0:
+        raise UsageError("-j/--n-jobs must be a positive number of workers or negative (-1 = all cores), "
+                         "got 0")
+
+
+def check_report_options(args) -> None:
+    """--report-max >= 0 and a --report page that can be written, before any work starts."""
+    if getattr(args, "report_max", 0) < 0:
+        raise UsageError(f"--report-max must be >= 0, got {args.report_max}")
+    if getattr(args, "report", None):
+        check_output_path(args.report, "--report")
+
+
 # ---------------------------------------------------------------------- explain and compare
 def batch_options(args) -> dict:
+    """The options of an explain-like run, every one checked before a model or image is read."""
     if args.chunk_size < 1:
         raise UsageError(f"--chunk-size must be >= 1, got {args.chunk_size}")
     if args.limit is not None and args.limit < 0:
         raise UsageError(f"--limit must be >= 0, got {args.limit}")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.max_pixels is not None and args.max_pixels < 1:
+        raise UsageError(f"--max-pixels must be >= 1, got {args.max_pixels}")
+    check_n_jobs(args.n_jobs)
+    check_output_path(args.out, "-o/--out")
+    check_report_options(args)
     return {
         "chunk_size": args.chunk_size,
         "n_jobs": args.n_jobs,
@@ -138,8 +195,19 @@ def batch_options(args) -> dict:
         "cmap": args.cmap,
         "overlay": args.overlay,
         "read_mode": args.read_mode,
+        "max_pixels": args.max_pixels,
         "progress": not args.quiet,
     }
+
+
+def describe_work(result) -> str:
+    """What a (resumed) run computed: new images, and earlier results redone and why."""
+    text = f"{result.new} new"
+    if result.changed:
+        text += f"; {result.changed} explained again because the input file changed"
+    if result.damaged:
+        text += f"; {result.damaged} explained again because their result files were damaged"
+    return text
 
 
 def run_batch(explainer, model_path, inputs, out_dir, target, options):

@@ -74,7 +74,29 @@ def training_set(source: str):
     raise UsageError(f"training data must be a folder with one sub-folder per class or a CSV, got {source!r}")
 
 
-def read_training_images(paths, labels, read_mode: str, min_side: int, strict: bool):
+def check_params(estimator) -> None:
+    """Run the estimator's own parameter checks now, before any image is read (a usage error)."""
+    check = getattr(estimator, "_check_params", None) or getattr(estimator, "_validate_params", None)
+    try:
+        if check is not None:
+            check()
+        from bowlrp.bow.classifier import BoWClassifier
+
+        if isinstance(estimator, BoWClassifier):  # the feature extractor checks its own parameters
+            from bowlrp.bow.features import DenseSIFT
+
+            DenseSIFT(step=estimator.step, bin_sizes=estimator.bin_sizes, color=estimator.color,
+                      backend=estimator.backend, n_jobs=estimator.n_jobs).fit()
+    except (ValueError, TypeError) as exc:
+        raise UsageError(str(exc)) from None
+    n_jobs = estimator.get_params().get("n_jobs")
+    if n_jobs == 0:
+        raise UsageError("-j/--n-jobs must be a positive number of workers or negative (-1 = all cores), "
+                         "got 0")
+
+
+def read_training_images(paths, labels, read_mode: str, min_side: int, strict: bool,
+                         max_pixels=None):
     """Read the training images; skip (and list on stderr) unreadable ones and ones smaller than
     ``min_side`` pixels. Returns ``(images, y, skipped)`` with ``skipped = [(path, reason)]``.
 
@@ -85,7 +107,7 @@ def read_training_images(paths, labels, read_mode: str, min_side: int, strict: b
     """
     from bowlrp.imageio import read_images
 
-    images, ok, skipped = read_images(paths, mode=read_mode)
+    images, ok, skipped = read_images(paths, mode=read_mode, max_pixels=max_pixels)
     # images smaller than one descriptor support carry no feature: skip them like unreadable files
     usable = [min(image.shape[:2]) >= min_side for image in images]
     skipped += [(path, f"smaller than one descriptor support ({min_side}x{min_side} pixels)")

@@ -175,9 +175,9 @@ def test_memory_is_bounded_by_the_chunk(data, tmp_path, monkeypatch):
     reads, written = [], []
     original = batch.read_image
 
-    def counting_read(path, mode="auto"):
+    def counting_read(path, mode="auto", **options):
         reads.append(path)
-        return original(path, mode=mode)
+        return original(path, mode=mode, **options)
 
     monkeypatch.setattr(batch, "read_image", counting_read)
     chunk = 3
