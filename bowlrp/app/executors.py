@@ -22,8 +22,6 @@ import threading
 from contextlib import nullcontext
 from itertools import islice
 
-import numpy as np
-
 from bowlrp.app.adapters import realign
 
 __all__ = ["explain_chunk", "run_serial", "run_joblib", "run_dask", "WorkerLossError"]
@@ -46,13 +44,15 @@ def _limit_threads(threads):
         numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
 
 
-def _unusable(heatmap) -> str | None:
-    """Why a heatmap must not be written (non-finite numbers from overflowing weights), or None."""
-    if not (np.all(np.isfinite(heatmap.relevance)) and np.isfinite(heatmap.score)):
-        bad = int(np.size(heatmap.relevance) - np.count_nonzero(np.isfinite(heatmap.relevance)))
-        return (f"cannot explain: the model's numbers overflow (score {heatmap.score!r}, {bad} non-finite "
-                "relevance values); check the model's weights and the input scaling")
-    return None
+_OVERFLOW_HINT = "the model's numbers overflow: check its weights and the input scaling"
+
+
+def _failure(exc) -> str:
+    reason = f"cannot explain: {type(exc).__name__}: {exc}"
+    # Heatmap and both model branches refuse non-finite numbers with these words: say the likely cause
+    if any(words in str(exc).lower() for words in ("nan or inf", "non-finite")):
+        reason += f" ({_OVERFLOW_HINT})"
+    return reason
 
 
 def explain_chunk(explainer, keys, images, target, read_failures, threads=None):
@@ -60,7 +60,8 @@ def explain_chunk(explainer, keys, images, target, read_failures, threads=None):
 
     Runs on the workers. Returns ``[(key, Heatmap or None, reason or None)]`` including the
     images the driver could not read (``read_failures``), so the driver has one stream of results.
-    A heatmap with non-finite numbers is returned as a failure with the reason.
+    (Heatmaps never hold non-finite numbers: ``Heatmap`` and both model branches refuse them, and
+    the reason then names the likely cause, overflowing weights.)
     """
     results = [(key, None, reason) for key, reason in read_failures]
     if not keys:
@@ -72,14 +73,11 @@ def explain_chunk(explainer, keys, images, target, read_failures, threads=None):
             raise RuntimeError(f"explainer returned {len(maps)} heatmaps for {len(keys)} images")
     except Exception as exc:  # one bad image must not sink the chunk: find it
         if len(keys) == 1:
-            return results + [(keys[0], None, f"cannot explain: {type(exc).__name__}: {exc}")]
+            return results + [(keys[0], None, _failure(exc))]
         for key, image in zip(keys, images):
             results += explain_chunk(explainer, [key], [image], target, [])
         return results
-    for key, heatmap in zip(keys, maps):
-        reason = _unusable(heatmap)
-        results.append((key, None, reason) if reason else (key, heatmap, None))
-    return results
+    return results + [(key, heatmap, None) for key, heatmap in zip(keys, maps)]
 
 
 def _realigned(result):
