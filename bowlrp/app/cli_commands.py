@@ -222,8 +222,10 @@ def cmd_evaluate(args) -> int:
 def _read_csv_rows(path) -> dict:
     import csv
 
+    from bowlrp.app.run_folder import csv_read
+
     with open(path, newline="", encoding="utf-8") as fh:
-        return {row["key"]: row for row in csv.DictReader(fh)}
+        return {csv_read(row["key"]): row for row in csv.DictReader(fh)}
 
 
 # ---------------------------------------------------------------------- compare
