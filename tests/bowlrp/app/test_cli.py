@@ -162,6 +162,44 @@ def test_pickled_models_need_trust_pickle(ws, tmp_path, capsys):
         assert "--trust-pickle" in text and "runs any code" in text
 
 
+def test_every_usage_error_exits_2_before_any_image_is_read(ws, tmp_path, capsys, monkeypatch):
+    from bowlrp.app import batch
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("images were read before the usage error was found")
+
+    monkeypatch.setattr(batch, "read_image", no_reading)
+    monkeypatch.setattr("bowlrp.imageio.read_images", no_reading)
+    (tmp_path / "file").write_text("a file where a folder is expected")
+    fit = ("fit", ws["train"], "-o", tmp_path / "m.npz")
+    explain = ("explain", ws["model"], ws["train"], "-o", tmp_path / "o")
+    net = ("explain", ws["net"], ws["train"], "-o", tmp_path / "o")
+    cases = [
+        ((*fit, "-j", "0"), "-j/--n-jobs"),
+        ((*fit, "--kernel", "rbff"), "rbff"),
+        ((*fit, "--vocabulary-size", "0"), "vocabulary_size"),
+        ((*fit, "--set", "step=abc"), "step"),
+        ((*fit, "--sift-backend", "x"), "invalid choice"),
+        (("fit", ws["train"], "-o", tmp_path / "file" / "m.npz"), "is a file"),
+        ((*explain, "-j", "0"), "-j/--n-jobs"),
+        ((*explain, "--parallel-backend", "x"), "invalid choice"),
+        ((*explain, "--composite", "epsilon_plus"), "network models only"),
+        ((*explain, "--mean", "0.5"), "network models only"),
+        ((*explain, "--report", tmp_path / "r.html", "--report-max", "-1"), "--report-max"),
+        ((*explain, "--max-pixels", "0"), "--max-pixels"),
+        (("explain", ws["model"], ws["train"], "-o", tmp_path / "file" / "run"), "is a file"),
+        (("explain", ws["model"], ws["train"], "-o", tmp_path / "file"), "is a file"),
+        ((*net, "--target", "99"), "out of range"),
+        ((*net, "--mean", "0.1,0.2"), "one per channel"),
+        (("evaluate", ws["model"], tmp_path, "--report-max", "-1"), "--report-max"),
+        (("evaluate", ws["model"], tmp_path, "-j", "0"), "-j/--n-jobs"),
+    ]
+    for args, message in cases:
+        code, _, err = run_main(capsys, *args)
+        assert code == 2 and message in err and "Traceback" not in err, (args, err)
+    assert not (tmp_path / "o").exists() and not (tmp_path / "m.npz").exists()
+
+
 def test_failures_exit_1_with_one_line(ws, tmp_path, capsys):
     import joblib
 

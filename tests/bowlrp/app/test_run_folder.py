@@ -240,3 +240,27 @@ def _is_number(text):
         return True
     except ValueError:
         return False
+
+
+def test_a_crafted_table_cannot_make_compare_write_outside_its_folder(model, images, tmp_path):
+    from bowlrp.app.runs import compare_runs
+
+    for name in ("a", "b"):
+        explain_batch(NetworkExplainer(model), [images], tmp_path / name, progress=False)
+    table = tmp_path / "a" / "scores.csv"
+    rows = _rows(tmp_path / "a")
+    rows[0]["key"] = "../../escaped"
+    with open(table, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    with pytest.raises(ValueError, match=r"scores.csv, line 2: key '../../escaped'"):
+        compare_runs(tmp_path / "a", tmp_path / "b", tmp_path / "cmp" / "out")
+    assert not list(tmp_path.rglob("escaped*"))
+    rows[0]["key"], rows[0]["relevance_npz"] = "digit000", "/etc/passwd"
+    with open(table, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    with pytest.raises(ValueError, match="not one an explain run writes"):
+        compare_runs(tmp_path / "a", tmp_path / "b", tmp_path / "cmp" / "out")
