@@ -27,6 +27,7 @@ from bowlrp.app.adapters import realign
 __all__ = ["explain_chunk", "run_serial", "run_joblib", "run_dask", "WorkerLossError"]
 
 _DASK_ATTEMPTS = 4  # tries of one chunk before the run gives up
+_DASK_GRACE_SECONDS = 30.0  # how long to wait for a restarted worker when none is left
 _PARENT_POLL_SECONDS = 0.5
 
 
@@ -127,8 +128,14 @@ def run_joblib(explainer, chunks, target, n_jobs, backend):
 
 
 # ---------------------------------------------------------------------- dask
-def _worker_names(client) -> set:
+def _worker_names(client, grace: float = 0.0) -> set:
+    """Addresses of the live workers; with ``grace``, wait that long for one to (re)appear."""
     try:
+        if grace > 0:
+            try:
+                client.wait_for_workers(1, timeout=grace)
+            except TimeoutError:
+                pass
         return set(client.scheduler_info().get("workers", {}))
     except Exception:  # the scheduler itself is gone
         return set()
@@ -163,6 +170,8 @@ def run_dask(explainer, chunks, target, scheduler):
             except Exception as exc:  # explain_chunk catches model errors: this is a lost worker
                 now = _worker_names(client)
                 lost += sorted(seen - now - set(lost))
+                if not now:  # a nanny may be restarting them: wait a little before giving up
+                    now = _worker_names(client, grace=_DASK_GRACE_SECONDS)
                 seen |= now
                 tries = attempts[id(chunk)] = attempts.get(id(chunk), 0) + 1
                 if not now or tries >= _DASK_ATTEMPTS:
