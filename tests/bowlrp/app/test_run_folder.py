@@ -22,23 +22,9 @@ from bowlrp.app.batch import RunLockedError, explain_batch, read_manifest
 from bowlrp.app.run_folder import RunLock, csv_read, csv_text
 from bowlrp.imageio import list_images, read_image
 from tests.bowlrp.app import cli_data
+from tests.bowlrp.app.run_checks import CountingExplainer, assert_same_outputs, read_rows
 
 N = 8
-
-
-class CountingExplainer:
-    """Records which images reach the wrapped explainer."""
-
-    def __init__(self, inner):
-        self.inner = inner
-        self.seen = 0
-
-    def describe(self):
-        return self.inner.describe()
-
-    def explain(self, images, target=None):
-        self.seen += len(images)
-        return self.inner.explain(images, target=target)
 
 
 @pytest.fixture(scope="module")
@@ -51,24 +37,6 @@ def images(tmp_path):
     folder = tmp_path / "images"
     cli_data.write_digits(folder, N)
     return folder
-
-
-def _rows(out_dir):
-    with open(os.path.join(out_dir, "scores.csv"), newline="") as fh:
-        return list(csv.DictReader(fh))
-
-
-def _maps(out_dir):
-    with np.load(os.path.join(out_dir, "relevances.npz")) as data:
-        return {k: data[k] for k in data.files}
-
-
-def _same_outputs(a, b):
-    assert _rows(a) == _rows(b)
-    maps_a, maps_b = _maps(a), _maps(b)
-    assert list(maps_a) == list(maps_b)
-    for key in maps_a:
-        np.testing.assert_array_equal(maps_a[key], maps_b[key])
 
 
 # ------------------------------------------------------------------ item 2: changed inputs
@@ -86,10 +54,10 @@ def test_a_changed_input_set_resumes_into_the_right_results(model, images, tmp_p
     counting = CountingExplainer(explainer)
     result = explain_batch(counting, [images], out, progress=False)
     assert counting.seen == 3 and result.new == 3 and result.changed == 2 and result.damaged == 0
-    paths = [row["path"] for row in _rows(out)]
+    paths = [row["path"] for row in read_rows(out)]
     assert str(images / "digit000.jpg") in paths and str(images / "digit000.png") not in paths
     explain_batch(explainer, [images], tmp_path / "fresh", progress=False)
-    _same_outputs(tmp_path / "fresh", out)
+    assert_same_outputs(tmp_path / "fresh", out)
     again = explain_batch(CountingExplainer(explainer), [images], out, progress=False)
     assert (again.new, again.changed, again.damaged) == (0, 0, 0)
 
@@ -112,7 +80,7 @@ def test_a_damaged_result_file_is_recomputed_not_trusted(model, images, tmp_path
     counting = CountingExplainer(explainer)
     result = explain_batch(counting, [images], out, progress=False)
     assert counting.seen == 3 and result.damaged == 3 and result.changed == 0
-    _same_outputs(reference, out)
+    assert_same_outputs(reference, out)
     record = read_manifest(out)["digit002"]
     assert record["relevance_npz_size"] == os.path.getsize(out / record["relevance_npz"])
 
@@ -225,7 +193,7 @@ def test_csv_cells_cannot_become_spreadsheet_formulas(model, tmp_path):
     paths = cli_data.write_digits(folder, 2)
     os.replace(paths[0], folder / "=cmd.png")
     explain_batch(NetworkExplainer(model), [folder], tmp_path / "out", progress=False)
-    rows = _rows(tmp_path / "out")
+    rows = read_rows(tmp_path / "out")
     assert all(not cell.startswith(("=", "+", "@")) for row in rows for cell in row.values()
                if not _is_number(cell))
     from bowlrp.app.runs import iter_run
@@ -248,7 +216,7 @@ def test_a_crafted_table_cannot_make_compare_write_outside_its_folder(model, ima
     for name in ("a", "b"):
         explain_batch(NetworkExplainer(model), [images], tmp_path / name, progress=False)
     table = tmp_path / "a" / "scores.csv"
-    rows = _rows(tmp_path / "a")
+    rows = read_rows(tmp_path / "a")
     rows[0]["key"] = "../../escaped"
     with open(table, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
