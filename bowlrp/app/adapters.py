@@ -27,13 +27,15 @@ __all__ = ["BoWExplainer", "NetworkExplainer", "as_explainer", "parse_target", "
 
 
 def network_types() -> tuple:
-    """The ``nets`` model classes an adapter accepts (for ``isinstance``).
+    """The ``nets`` model classes an adapter accepts (for ``isinstance``): ``nets.Graph`` (of which
+    ``Sequential`` is one kind) where it exists, else ``Sequential``. The one place to extend."""
+    try:  # nets.Graph is being introduced next to Sequential (branch "nets"); until it is merged:
+        from nets.graph import Graph
+    except ImportError:
+        from nets.model import Sequential
 
-    A new network container (e.g. a graph model next to ``Sequential``) is added here, once.
-    """
-    from nets.model import Sequential
-
-    return (Sequential,)
+        return (Sequential,)
+    return (Graph,)
 
 
 def realign(obj, _seen=None):

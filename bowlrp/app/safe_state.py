@@ -92,7 +92,7 @@ class _Encoder:
                 raise UnsafeStateError("dicts with keys other than strings cannot be saved safely")
             return {"dict": {k: self(v, depth + 1) for k, v in value.items()}}
         if isinstance(value, _network_classes()):
-            return {"network": self.network(value)}
+            return {"network": self.network(value)}  # refuses all but a layer chain
         if is_safe_estimator(value):
             cls = type(value)
             return {"estimator": f"{cls.__module__}:{cls.__qualname__}",
@@ -101,8 +101,11 @@ class _Encoder:
         raise UnsafeStateError(f"a {kind} cannot be saved safely")
 
     def network(self, model):
-        if not hasattr(model, "names"):
-            raise UnsafeStateError(f"a {type(model).__name__} network cannot be saved in the safe format yet")
+        from nets.model import Sequential
+
+        if type(model) is not Sequential:  # a branching graph is not a chain of layers
+            raise UnsafeStateError(f"a {type(model).__name__} network inside an estimator cannot be saved "
+                                   "in the safe format yet (save the network itself with model.save)")
         layers = []
         for name, layer in zip(model.names, model.layers):
             arrays = {k: self.array(v) for k, v in layer.get_arrays().items()}
