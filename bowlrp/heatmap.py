@@ -209,30 +209,42 @@ class Heatmap:
 
     @classmethod
     def load(cls, path) -> Heatmap:
-        """Read a heatmap written by ``save(path.npz)``; every field round-trips exactly."""
+        """Read a heatmap written by ``save(path.npz)``; every field round-trips exactly.
+
+        Raises
+        ------
+        ValueError
+            Naming the file: missing, truncated or corrupt, not an NPZ archive, an NPZ of something
+            else, holding pickled objects (never loaded), or written by a newer bowlrp.
+        """
         path = os.fspath(path)
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                arrays = {key: data[key] for key in data.files}
-        except (OSError, ValueError, EOFError) as exc:
-            raise ValueError(f"{path} is not a readable heatmap NPZ file: {exc}") from exc
+        arrays = _read_npz_members(path)
         if _META_KEY not in arrays or "relevance" not in arrays:
             raise ValueError(f"{path} is an NPZ file but not a saved Heatmap (no metadata)")
-        meta = json.loads(str(arrays[_META_KEY]))
-        if meta.get("format", 0) > _NPZ_FORMAT:
+        try:
+            meta = json.loads(str(arrays[_META_KEY]))
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
+            raise ValueError(f"{path}: the heatmap's metadata is damaged ({exc})") from None
+        version = meta.get("format", 0) if isinstance(meta, dict) else None
+        if not isinstance(version, int):
+            raise ValueError(f"{path}: the heatmap's metadata is damaged (no format version)")
+        if version > _NPZ_FORMAT:
             raise ValueError(
                 f"{path} was written by a newer bowlrp (heatmap format {meta['format']}, "
                 f"this version reads up to {_NPZ_FORMAT})"
             )
-        return cls(
-            relevance=arrays["relevance"],
-            score=meta["score"],
-            target=_decode_value(meta["target"], arrays),
-            method=meta["method"],
-            image=arrays.get("image"),
-            residual=meta["residual"],
-            extras=_decode_value(meta["extras"], arrays),
-        )
+        try:
+            return cls(
+                relevance=arrays["relevance"],
+                score=meta["score"],
+                target=_decode_value(meta["target"], arrays),
+                method=meta["method"],
+                image=arrays.get("image"),
+                residual=meta["residual"],
+                extras=_decode_value(meta["extras"], arrays),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as exc:
+            raise ValueError(f"{path}: damaged heatmap file ({type(exc).__name__}: {exc})") from None
 
     def __repr__(self) -> str:
         return (
@@ -267,6 +279,26 @@ def _encode_value(value, key: str, arrays: dict):
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     raise TypeError(f"cannot save extras entry {key!r} of type {type(value).__name__}")
+
+
+def _read_npz_members(path: str) -> dict:
+    """Every member of an NPZ file; each way a file can be unusable becomes a ValueError naming it."""
+    if not os.path.isfile(path):
+        raise ValueError(f"{path}: no such heatmap file")
+    with open(path, "rb") as fh:
+        if fh.read(4) not in (b"PK\x03\x04", b"PK\x05\x06"):
+            raise ValueError(f"{path} is not a readable heatmap file (not an NPZ archive)")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {key: data[key] for key in data.files}
+    except ValueError as exc:
+        if "allow_pickle" in str(exc):
+            raise ValueError(f"{path} holds pickled Python objects, which a heatmap file never does; "
+                             "not loaded") from None
+        raise ValueError(f"{path} is not a readable heatmap NPZ file (corrupt: {exc})") from None
+    except Exception as exc:  # BadZipFile, zlib.error, EOFError, OSError of truncated members
+        raise ValueError(f"{path} is not a readable heatmap NPZ file (truncated or corrupt: "
+                         f"{type(exc).__name__}: {exc})") from None
 
 
 def _decode_value(value, arrays: dict):

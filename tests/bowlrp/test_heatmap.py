@@ -100,6 +100,42 @@ def test_load_refuses_other_files(tmp_path):
         Heatmap.load(other)
 
 
+def test_load_names_the_file_for_every_kind_of_damage(astronaut_map, tmp_path):
+    """Truncated, bit-flipped, foreign, pickled, tampered and missing files: one ValueError each,
+    naming the file (never BadZipFile, KeyError, JSONDecodeError or numpy's allow_pickle advice)."""
+    import json
+    import pickle
+    import zipfile
+
+    good = astronaut_map.save(tmp_path / "good.npz")
+    data = open(good, "rb").read()
+    cases = {"truncated.npz": data[: len(data) // 2], "header_only.npz": data[:40], "empty.npz": b"",
+             "pickle.npz": pickle.dumps({"relevance": 1}), "text.npz": b"relevance,score\n1,2\n"}
+    flipped = bytearray(data)
+    flipped[len(data) // 3: len(data) // 3 + 64] = bytes(64)
+    cases["flipped.npz"] = bytes(flipped)
+    for name, content in cases.items():
+        (tmp_path / name).write_bytes(content)
+    np.savez(tmp_path / "objects.npz", relevance=np.array([{"a": 1}], dtype=object),
+             __heatmap_meta__=np.array("{}"))
+    meta = {"format": 1, "score": 1.0, "target": {"__array__": "missing"}, "method": "m",
+            "residual": 0.0, "extras": {"__dict__": {}}}
+    np.savez(tmp_path / "dangling.npz", relevance=np.eye(2), __heatmap_meta__=np.array(json.dumps(meta)))
+    np.savez(tmp_path / "badjson.npz", relevance=np.eye(2), __heatmap_meta__=np.array("{not json"))
+    np.savez(tmp_path / "nometa.npz", relevance=np.eye(2), __heatmap_meta__=np.array('{"format": 1}'))
+    with zipfile.ZipFile(tmp_path / "foreign.npz", "w") as zf:
+        zf.writestr("readme.txt", "hello")
+    names = [*cases, "objects.npz", "dangling.npz", "badjson.npz", "nometa.npz", "foreign.npz", "absent.npz"]
+    for name in names:
+        path = tmp_path / name
+        with pytest.raises(ValueError) as info:
+            Heatmap.load(path)
+        assert type(info.value) is ValueError and str(path) in str(info.value), (name, info.value)
+        assert "allow_pickle=" not in str(info.value), name
+    with pytest.raises(ValueError, match="pickled Python objects"):
+        Heatmap.load(tmp_path / "objects.npz")
+
+
 def test_unknown_suffix_is_refused(tmp_path):
     with pytest.raises(ValueError, match="unknown heatmap file type"):
         Heatmap(np.zeros((2, 2))).save(tmp_path / "m.jpg")
