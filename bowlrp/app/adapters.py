@@ -321,7 +321,9 @@ class NetworkExplainer(_Realigned):
         return np.concatenate(logits, axis=0)
 
     def _lrp(self):
-        import nets
+        from bowlrp.app.nets_check import import_nets
+
+        nets = import_nets()
 
         kwargs = {}
         if self.composite == "epsilon_gamma_box":

@@ -195,19 +195,19 @@ def load_model(path):
     if not os.path.isfile(path):
         raise ValueError(f"model file {path!r} does not exist")
     if path.lower().endswith(".onnx"):
-        import nets
+        from bowlrp.app.nets_check import import_nets
 
-        return nets.load_onnx(path)
+        return import_nets().load_onnx(path)
     if path.lower().endswith(".txt"):  # the LRP Toolbox's plain-text network format
-        import nets
+        from bowlrp.app.nets_check import import_nets
 
-        return nets.load_toolbox(path)
+        return import_nets().load_toolbox(path)
     with open(path, "rb") as fh:
         magic = fh.read(4)
     if magic == _ZIP_MAGIC:
-        import nets
+        from bowlrp.app.nets_check import import_nets
 
-        return nets.load(path)
+        return import_nets().load(path)
     payload = _load_joblib(path)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT_NAME:
         # a bare estimator dumped with joblib.dump(clf): usable, but nothing to check it against
