@@ -12,8 +12,8 @@ import pytest
 
 import nets
 from bowlrp.app import batch
-from bowlrp.app.batch import RunMismatchError, explain_batch, read_manifest
 from bowlrp.app.adapters import NetworkExplainer
+from bowlrp.app.batch import RunMismatchError, explain_batch, read_manifest
 from bowlrp.heatmap import Heatmap
 from bowlrp.imageio import list_images, read_image
 from tests.bowlrp.app import cli_data

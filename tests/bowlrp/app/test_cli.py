@@ -18,9 +18,9 @@ from PIL import Image
 
 import nets
 from bowlrp.app.adapters import NetworkExplainer
+from bowlrp.app.persist import load_model
 from bowlrp.heatmap import Heatmap
 from bowlrp.imageio import read_image
-from bowlrp.app.persist import load_model
 from tests.bowlrp.app import cli_data
 
 N_SCENES = 20
@@ -105,6 +105,33 @@ def test_usage_errors_exit_2(ws, tmp_path, capsys):
         code, _, err = run_main(capsys, *args)
         assert code == 2, (args, err)
         assert message in err and "Traceback" not in err
+
+
+def test_backend_options_name_what_they_choose(ws, tmp_path, capsys):
+    """fit chooses the SIFT implementation (--sift-backend), explain/compare the joblib backend of the
+    workers (--parallel-backend); the old --backend still means the one that fits the command, and
+    a value of the other kind is a usage error before anything is read."""
+    from bowlrp.app.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["fit", "t", "-o", "m", "--sift-backend", "opencv"]).sift_backend == "opencv"
+    assert parser.parse_args(["fit", "t", "-o", "m", "--backend", "numba"]).sift_backend == "numba"
+    for command in (["explain", "m", "x"], ["compare", "b", "n", "x"]):
+        args = parser.parse_args([*command, "-o", "o", "--parallel-backend", "threading"])
+        assert args.parallel_backend == "threading"
+        assert parser.parse_args([*command, "-o", "o", "--backend", "loky"]).parallel_backend == "loky"
+    for args in (("fit", ws["train"], "-o", tmp_path / "m.joblib", "--backend", "loky"),
+                 ("fit", ws["train"], "-o", tmp_path / "m.joblib", "--parallel-backend", "loky"),
+                 ("explain", ws["model"], ws["train"], "-o", tmp_path / "o", "--backend", "numba"),
+                 ("explain", ws["model"], ws["train"], "-o", tmp_path / "o", "--parallel-backend", "x")):
+        code, _, err = run_main(capsys, *args)
+        assert code == 2 and ("invalid choice" in err or "unrecognized" in err), (args, err)
+    assert not os.path.exists(tmp_path / "o")
+    fit_help = bowlrp("fit", "--help", check=0).stdout
+    explain_help = bowlrp("explain", "--help", check=0).stdout
+    assert "--sift-backend" in fit_help and "--parallel-backend" not in fit_help
+    assert "--parallel-backend" in explain_help and "--sift-backend" not in explain_help
+    assert "--backend " not in fit_help + explain_help  # the old spelling is not advertised
 
 
 def test_failures_exit_1_with_one_line(ws, tmp_path, capsys):
@@ -276,8 +303,8 @@ def test_explain_limit_then_resume_equals_one_run(ws, tmp_path, capsys):
 def test_ctrl_c_stops_cleanly_and_the_rerun_resumes(ws, tmp_path):
     out = tmp_path / "run"
     inputs = [ws["train"]] * 2  # the same scenes twice: a run long enough to interrupt
-    command = [sys.executable, "-m", "bowlrp.app.cli", "explain", ws["model"], *inputs, "-o", out, "--chunk-size",
-               1, "--no-png"]
+    command = [sys.executable, "-m", "bowlrp.app.cli", "explain", ws["model"], *inputs, "-o", out,
+               "--chunk-size", 1, "--no-png"]
     proc = subprocess.Popen([str(c) for c in command], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     manifest = out / "manifest.jsonl"

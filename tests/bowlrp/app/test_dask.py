@@ -15,8 +15,8 @@ import pytest
 distributed = pytest.importorskip("distributed")
 
 import nets  # noqa: E402
-from bowlrp.app.batch import explain_batch  # noqa: E402
 from bowlrp.app.adapters import NetworkExplainer  # noqa: E402
+from bowlrp.app.batch import explain_batch  # noqa: E402
 from tests.bowlrp.app import cli_data  # noqa: E402
 
 N_IMAGES = 16

@@ -1,0 +1,267 @@
+"""The ``bowlrp`` subcommands: ``demo``, ``fit``, ``explain``, ``evaluate`` and ``compare``.
+
+Each ``cmd_*`` takes the parsed arguments (see :func:`bowlrp.app.cli.build_parser`) and returns
+an exit code, or raises :class:`~bowlrp.app.cli_common.UsageError` (exit 2) or
+:class:`~bowlrp.app.cli_common.Failure` (exit 1); :func:`bowlrp.app.cli.main` turns those into
+one line on stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from bowlrp.app.cli_common import (
+    EXIT_OK,
+    Failure,
+    UsageError,
+    batch_options,
+    check_inputs,
+    file_digest,
+    load_model_arg,
+    make_explainer,
+    parse_target_arg,
+    report_skipped,
+    run_batch,
+    say,
+    warn,
+)
+from bowlrp.app.cli_training import (
+    check_holdout,
+    fit_params,
+    holdout_split,
+    read_training_images,
+    set_verbose,
+    training_set,
+)
+
+
+# ---------------------------------------------------------------------- demo
+def cmd_demo(args) -> int:
+    from bowlrp.app import demo
+
+    # only the sizes given on the command line are passed: demo.run's own defaults stay the default
+    sizes = {name: getattr(args, name) for name in ("n_train", "n_test", "n_show", "size", "random_state")
+             if getattr(args, name) is not None}
+    demo.run(args.out, **sizes)
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------- fit
+def cmd_fit(args) -> int:
+    from bowlrp.app.persist import save_model
+    from bowlrp.bow.classifier import BoWClassifier
+
+    params = fit_params(args, BoWClassifier)
+    check_holdout(args.holdout)
+    paths, labels = training_set(args.train)
+    bins = params.get("bin_sizes", BoWClassifier().bin_sizes)
+    support = 4 * max(bins if isinstance(bins, (tuple, list)) else (bins,))
+    images, y, skipped = read_training_images(paths, labels, args.read_mode, support, args.strict)
+    fit_images, fit_y, test_images, test_y = holdout_split(images, y, args.holdout, args.random_state)
+    if not args.quiet:
+        warn(f"fit: {len(fit_y)} images, classes {sorted(set(fit_y.tolist()))}, parameters {params}")
+    # the classifier reports its long steps (features, vocabulary, SVM) on stderr while fitting;
+    # the saved model is quiet, so that explaining with it does not log every image
+    verbose = params.get("verbose", not args.quiet)
+    clf = BoWClassifier(**{**params, "verbose": verbose}).fit(fit_images, fit_y)
+    set_verbose(clf, params.get("verbose", False))
+    save_model(clf, args.output)
+    say(f"model saved to {args.output} (classes: {', '.join(map(str, clf.classes_))}; "
+        f"{len(fit_y)} training images; {len(skipped)} skipped)")
+    info = {"model": args.output, "classes": [str(c) for c in clf.classes_], "n_train": int(len(fit_y)),
+            "skipped": [[p, r] for p, r in skipped], "params": {k: repr(v) for k, v in params.items()},
+            "train_accuracy": float(clf.score(fit_images, fit_y))}
+    if test_images is not None:
+        info["holdout_accuracy"] = float(clf.score(test_images, test_y))
+        info["n_holdout"] = int(len(test_y))
+        say(f"held-out accuracy: {info['holdout_accuracy']:.3f} on {len(test_y)} images")
+    with open(args.output + ".json", "w", encoding="utf-8") as fh:
+        json.dump(info, fh, indent=2)
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------- explain
+def _run_rows(run_dir, max_rows):
+    from bowlrp.app.report import ReportRow
+    from bowlrp.app.runs import iter_run
+
+    rows = []
+    for item in iter_run(run_dir)[:max_rows]:
+        heatmap = item.heatmap()
+        rows.append(ReportRow(item.key, {heatmap.method or "relevance": heatmap}, info={"path": item.path}))
+    return rows
+
+
+def _evaluation_parts(path, summary=None):
+    """AOPC table and mean perturbation curves of an evaluation (``evaluation.json``), if there is one."""
+    if summary is None:
+        if not os.path.isfile(path):
+            return [], []
+        with open(path, encoding="utf-8") as fh:
+            summary = json.load(fh)
+    n = summary.get("n_images")
+    table = [(name, v["aopc"], v["sem"]) for name, v in summary.get("aopc", {}).items()]
+    tables = [(f"AOPC over {n} images (area over the perturbation curve; higher = faster drop)",
+               ["order", "AOPC", "sem"], table)]
+    loc = summary.get("localization")
+    if loc:
+        tables.append(("Localization", ["metric", "value"], list(loc.items())))
+    curves = [("Mean score while perturbing regions", dict(summary.get("mean_curves", {})),
+               "perturbation step", "mean score")]
+    return tables, curves
+
+
+def cmd_explain(args) -> int:
+    from bowlrp.app.report import write_report
+
+    check_inputs(args.inputs)
+    model = load_model_arg(args.model)
+    explainer = make_explainer(model, args)
+    target = parse_target_arg(explainer, args.target)
+    result = run_batch(explainer, args.model, args.inputs, args.out, target, batch_options(args))
+    say(f"explained {result.ok} of {result.total} images ({result.new} new) -> {args.out}")
+    say(f"  scores: {result.scores_csv}\n  relevances: {result.relevances_npz}")
+    if result.pending:
+        say(f"  {result.pending} images still pending (--limit): rerun the same command to continue")
+    if args.report:
+        summary = {"model": args.model, "model kind": explainer.kind, "target": args.target or "predicted",
+                   "images": result.total, "explained": result.ok, "skipped": len(result.skipped),
+                   "pending": result.pending, "output folder": os.path.abspath(args.out)}
+        tables, curves = _evaluation_parts(os.path.join(args.out, "evaluation", "evaluation.json"))
+        write_report(args.report, _run_rows(args.out, args.report_max), title=f"bowlrp explain: {args.model}",
+                     summary=summary, skipped=result.skipped, cmap=args.cmap, overlay=args.overlay,
+                     tables=tables, curves=curves,
+                     max_rows=args.report_max)
+        say(f"  report: {args.report}")
+    report_skipped(result, args.strict)
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------- evaluate
+def _run_settings(run_dir) -> dict:
+    path = os.path.join(run_dir, "run.json")
+    if not os.path.isfile(path):
+        raise UsageError(f"{run_dir!r} is not an explain output folder (no run.json)")
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def cmd_evaluate(args) -> int:
+    from bowlrp.app.report import ReportRow, write_report
+    from bowlrp.app.runs import evaluate_run, iter_run
+
+    if not os.path.isdir(args.run):
+        raise UsageError(f"{args.run!r} is not a folder (give the --out folder of 'bowlrp explain')")
+    run = _run_settings(args.run)
+    model = load_model_arg(args.model)
+    recorded = run.get("run_info", {}).get("model_sha256")
+    if recorded and recorded != file_digest(args.model):
+        raise Failure(f"{args.run} was explained with a different model file than {args.model}")
+    described = run.get("explainer", {}) if isinstance(run.get("explainer"), dict) else {}
+    network_settings = {k: described[k] for k in ("input_shape", "mean", "std", "composite", "batch_size")
+                        if k in described}
+    explainer = make_explainer(model, args, network_settings)
+    orders = [o.strip().lower() for o in args.orders.split(",") if o.strip()]
+    bad = [o for o in orders if o not in ("morf", "lerf")]
+    if bad or not orders:
+        raise UsageError(f"--orders takes morf and/or lerf, got {args.orders!r}")
+    if args.region_size < 1 or (args.steps is not None and args.steps < 1) or args.regions_per_step < 1:
+        raise UsageError("--region-size, --steps and --regions-per-step must be positive")
+    if args.masks is not None and not os.path.isdir(args.masks):
+        raise UsageError(f"mask folder {args.masks!r} does not exist")
+    out_dir = args.out or os.path.join(args.run, "evaluation")
+    try:
+        summary = evaluate_run(explainer, args.run, out_dir, orders=orders, include_random=not args.no_random,
+                               region_size=args.region_size, n_steps=args.steps,
+                               regions_per_step=args.regions_per_step, perturbation=args.perturbation,
+                               masks=args.masks, tolerance=args.tolerance, random_state=args.random_state,
+                               n_jobs=args.n_jobs, progress=not args.quiet)
+    except ValueError as exc:
+        raise Failure(str(exc)) from None
+    for name, values in summary["aopc"].items():
+        say(f"AOPC {name}: {values['aopc']:.4g} (± {values['sem']:.2g})")
+    loc = summary.get("localization")
+    if loc:
+        say(f"relevance mass accuracy {loc['mass_accuracy']:.3f}, rank accuracy {loc['rank_accuracy']:.3f}, "
+             f"pointing game {loc['pointing_game']:.3f} "
+             f"(chance {loc['chance']:.3f}, {loc['n_images']} images)")
+    say(f"evaluation written to {out_dir}")
+    if args.report:
+        settings = summary["settings"]
+        tables, curves = _evaluation_parts(None, summary)
+        aopc_rows = _read_csv_rows(os.path.join(out_dir, "aopc.csv"))
+        rows = []
+        for item in iter_run(args.run)[:args.report_max]:
+            heatmap = item.heatmap()
+            info = {k: float(v) for k, v in aopc_rows.get(item.key, {}).items() if k.startswith("aopc_")}
+            rows.append(ReportRow(item.key, {heatmap.method or "relevance": heatmap}, info=info))
+        write_report(args.report, rows, title=f"bowlrp evaluate: {args.run}",
+                     summary={"model": args.model, "run": args.run, "images": summary["n_images"],
+                              **{k: str(v) for k, v in settings.items()}},
+                     tables=tables, curves=curves, max_rows=args.report_max)
+        say(f"  report: {args.report}")
+    return EXIT_OK
+
+
+def _read_csv_rows(path) -> dict:
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as fh:
+        return {row["key"]: row for row in csv.DictReader(fh)}
+
+
+# ---------------------------------------------------------------------- compare
+def cmd_compare(args) -> int:
+    import numpy as np
+
+    from bowlrp.app.report import ReportRow, write_report
+    from bowlrp.app.runs import compare_runs, iter_run
+
+    check_inputs(args.inputs)
+    bow = make_explainer(load_model_arg(args.bow_model), args)
+    net = make_explainer(load_model_arg(args.net_model), args)
+    if bow.kind != "bow":
+        raise UsageError(f"{args.bow_model} is not a BoW model (it is a {bow.kind})")
+    if net.kind != "network":
+        raise UsageError(f"{args.net_model} is not a network (it is a {net.kind} model)")
+    options = batch_options(args)
+    results = {}
+    for name, explainer, path, target in (("bow", bow, args.bow_model, args.bow_target),
+                                          ("network", net, args.net_model, args.net_target)):
+        if not args.quiet:
+            warn(f"compare: explaining with the {name} model")
+        results[name] = run_batch(explainer, path, args.inputs, os.path.join(args.out, name),
+                                   parse_target_arg(explainer, target), options)
+    rows = compare_runs(os.path.join(args.out, "bow"), os.path.join(args.out, "network"), args.out,
+                        shared=args.shared_scale, cmap=args.cmap)
+    both = [r for r in rows if r["montage"]]
+    pearson = [r["pearson"] for r in both if r["pearson"] is not None and np.isfinite(r["pearson"])]
+    say(f"compared {len(both)} images -> {os.path.join(args.out, 'compare.csv')}, montages in "
+         f"{os.path.join(args.out, 'montage')}")
+    if pearson:
+        say(f"  mean Pearson correlation of the BoW and network maps: {float(np.mean(pearson)):.3f}")
+    if args.report:
+        bow_maps = {i.key: i for i in iter_run(os.path.join(args.out, "bow"))}
+        net_maps = {i.key: i for i in iter_run(os.path.join(args.out, "network"))}
+        report_rows = []
+        for row in both[:args.report_max]:
+            maps = {"BoW": bow_maps[row["key"]].heatmap(), "network": net_maps[row["key"]].heatmap()}
+            report_rows.append(ReportRow(row["key"], maps, image=maps["BoW"].image,
+                                         info={"pearson": row["pearson"], "spearman": row["spearman"]}))
+        table = [(r["key"], r["bow_target"], r["bow_score"], r["net_target"], r["net_score"], r["pearson"],
+                  r["spearman"]) for r in rows]
+        skipped = results["bow"].skipped + [s for s in results["network"].skipped
+                                             if s not in results["bow"].skipped]
+        write_report(args.report, report_rows, title="bowlrp compare: BoW vs network",
+                     summary={"BoW model": args.bow_model, "network": args.net_model,
+                              "images compared": len(both),
+                              "mean Pearson": float(np.mean(pearson)) if pearson else "n/a"},
+                     tables=[("Scores and agreement", ["key", "BoW target", "BoW score", "network target",
+                                                       "network score", "Pearson", "Spearman"], table)],
+                     skipped=skipped, cmap=args.cmap, overlay=args.overlay, shared_scale=args.shared_scale,
+                     max_rows=args.report_max)
+        say(f"  report: {args.report}")
+    for result in results.values():
+        report_skipped(result, args.strict)
+    return EXIT_OK
