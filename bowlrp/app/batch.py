@@ -61,7 +61,23 @@ SCORE_COLUMNS = ["key", "path", "status", "target", "score", "relevance_sum", "r
 
 
 class RunMismatchError(ValueError):
-    """The output folder holds a run with different settings (another model, target, ...)."""
+    """The output folder holds a run with different settings (another model, target, ...).
+
+    ``out_dir`` and ``changed`` (the settings that differ) let a caller say how to start over in
+    its own terms (:meth:`advice`): ``resume=False`` in Python, ``--overwrite`` on the command line.
+    """
+
+    def __init__(self, out_dir: str, changed, start_over: str = "resume=False"):
+        self.out_dir, self.changed = out_dir, list(changed)
+        super().__init__(self.advice(start_over))
+
+    def __reduce__(self):  # picklable (the default would call __init__ with the message alone)
+        return type(self), (self.out_dir, self.changed)
+
+    def advice(self, start_over: str) -> str:
+        """The message, with ``start_over`` as the way to discard the old results."""
+        return (f"{self.out_dir} holds results of a different run (changed: {', '.join(self.changed)}); "
+                f"use another output folder, or start over ({start_over})")
 
 
 @dataclass
@@ -163,10 +179,7 @@ def _check_run_file(out_dir: str, fingerprint: dict, resume: bool) -> None:
         if previous is not None and previous != fingerprint and has_results:
             changed = sorted(k for k in set(previous) | set(fingerprint)
                              if previous.get(k) != fingerprint.get(k))
-            raise RunMismatchError(
-                f"{out_dir} holds results of a different run (changed: {', '.join(changed)}); "
-                "use another output folder, or start over (--overwrite / resume=False)"
-            )
+            raise RunMismatchError(out_dir, changed)
     _write_atomic_text(path, json.dumps(fingerprint, indent=2, sort_keys=True) + "\n")
 
 

@@ -296,6 +296,7 @@ def test_explain_limit_then_resume_equals_one_run(ws, tmp_path, capsys):
     # the same folder with another target is refused, --overwrite starts over
     code, _, err = run_main(capsys, "explain", ws["model"], ws["train"], "-o", part, "--target", "circles")
     assert code == 2 and "different run" in err
+    assert "start over (--overwrite)" in err and "resume=False" not in err  # CLI words for a CLI user
     code, out, _ = run_main(capsys, "explain", ws["model"], ws["train"], "-o", part, "--target", "circles",
                             "--overwrite")
     assert code == 0 and f"({N_SCENES} new)" in out
