@@ -1,7 +1,7 @@
-"""One interface over the two branches, for the command line, batches and reports.
+"""The two implementations of :class:`bowlrp.explainer.Explainer`: a BoW/SVM pipeline and a network.
 
 A BoW/SVM pipeline explains raw images of any size; a network needs its inputs shaped, scaled and
-laid out as NCHW. The adapters here hide that difference behind four methods:
+laid out as NCHW. The adapters here hide that difference behind the protocol's methods:
 
 ``prepare(images)``
     images as read from disk -> the images the model actually sees (a network's are resized and
@@ -21,7 +21,19 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["BoWExplainer", "NetworkExplainer", "as_explainer", "parse_target"]
+from bowlrp.explainer import Explainer
+
+__all__ = ["BoWExplainer", "NetworkExplainer", "as_explainer", "parse_target", "network_types"]
+
+
+def network_types() -> tuple:
+    """The ``nets`` model classes an adapter accepts (for ``isinstance``).
+
+    A new network container (e.g. a graph model next to ``Sequential``) is added here, once.
+    """
+    from nets.model import Sequential
+
+    return (Sequential,)
 
 
 def realign(obj, _seen=None):
@@ -102,7 +114,7 @@ def _in_batches(items, size):
         yield items[start:start + size]
 
 
-class BoWExplainer(_Realigned):
+class BoWExplainer(_Realigned):  # implements bowlrp.explainer.Explainer
     """Adapter for a fitted :class:`~bowlrp.bow.classifier.BoWClassifier` (images are used as read).
 
     Parameters
@@ -168,39 +180,27 @@ class BoWExplainer(_Realigned):
         return score
 
 
-def _layer_weight(layer):
-    weight = getattr(layer, "W", None)
-    if weight is None and hasattr(layer, "get_arrays"):
-        arrays = layer.get_arrays()
-        weight = arrays.get("W", arrays.get("weight"))
-    return None if weight is None else np.asarray(weight)
+def _first_layer(model, skip):
+    """The first layer of ``model`` that is not an instance of one of the ``skip`` classes."""
+    return next((layer for layer in model.layers if not isinstance(layer, skip)), None)
 
 
 def infer_input_shape(model) -> tuple[int, int, int]:
-    """(C, H, W) a network expects, when the model says so or its first layer makes it clear.
+    """(C, H, W) a network expects, when its first layer makes it clear.
 
-    A model with an ``input_shape`` attribute is taken at its word. A first dense layer with
-    n inputs is read as a square image: n = s² -> (1, s, s), n = 3s² -> (3, s, s). Otherwise (a
-    convolution first: the spatial size is free) a ValueError asks for the shape.
+    A first dense layer (after any Flatten/Dropout) with n inputs is read as a square image:
+    n = s² -> (1, s, s), n = 3s² -> (3, s, s). Otherwise (a convolution first: the spatial size is
+    free) a ValueError asks for the shape.
     """
-    shape = getattr(model, "input_shape", None)
-    if shape is not None:
-        shape = tuple(int(s) for s in shape if s is not None)
-        shape = shape[-3:] if len(shape) >= 3 else shape
-        if len(shape) == 3:
-            return shape
-    for layer in model.layers:
-        name = type(layer).__name__
-        if name in ("Flatten", "Dropout", "Identity"):
-            continue
-        weight = _layer_weight(layer)
-        if name == "Dense" and weight is not None:
-            n = weight.shape[1]
-            for channels in (1, 3):
-                side = int(round(np.sqrt(n / channels)))
-                if channels * side * side == n:
-                    return (channels, side, side)
-        break
+    from nets.layers import Dense, Dropout, Flatten
+
+    first = _first_layer(model, (Flatten, Dropout))
+    if isinstance(first, Dense):
+        n = first.W.shape[1]
+        for channels in (1, 3):
+            side = int(round(np.sqrt(n / channels)))
+            if channels * side * side == n:
+                return (channels, side, side)
     raise ValueError(
         "cannot tell the network's input shape from the model; give it as C,H,W "
         "(command line: --input-shape 1,28,28)"
@@ -223,7 +223,7 @@ def _resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
     return out[..., 0] if image.ndim == 2 else out
 
 
-class NetworkExplainer(_Realigned):
+class NetworkExplainer(_Realigned):  # implements bowlrp.explainer.Explainer
     """Adapter for a ``nets`` model: resize, scale to [0, 1], normalise, NCHW, then LRP.
 
     Parameters
@@ -247,17 +247,19 @@ class NetworkExplainer(_Realigned):
     """
 
     kind = "network"
+    classes = None  # targets are output indices
 
     def __init__(self, model, composite="auto", input_shape=None, mean=0.0, std=1.0,
                  batch_size=1):
+        from nets.layers import Conv2D, Dense, Dropout
+
+        if not isinstance(model, network_types()):
+            raise TypeError(f"NetworkExplainer needs a nets model, got {type(model).__name__}")
         # a model that starts with a dense layer (e.g. imported from scikit-learn) takes flat rows
-        first = next((layer for layer in model.layers
-                      if type(layer).__name__ not in ("Dropout", "Identity")), None)
-        self.flat_input = type(first).__name__ == "Dense"
+        self.flat_input = isinstance(_first_layer(model, Dropout), Dense)
         if composite is None or composite == "auto":
-            first_linear = next((type(layer).__name__ for layer in model.layers
-                                 if type(layer).__name__ in ("Dense", "Conv2D")), None)
-            composite = "epsilon_plus" if first_linear == "Dense" else "epsilon_plus_flat"
+            first_linear = next((layer for layer in model.layers if isinstance(layer, (Dense, Conv2D))), None)
+            composite = "epsilon_plus" if isinstance(first_linear, Dense) else "epsilon_plus_flat"
         if isinstance(composite, str):
             from nets.composites import COMPOSITES
 
@@ -353,8 +355,9 @@ class NetworkExplainer(_Realigned):
 
 
 def as_explainer(model, composite="auto", input_shape=None, mean=0.0, std=1.0, batch_size=1):
-    """Wrap a fitted BoW pipeline or a ``nets`` model in its adapter (adapters pass through)."""
-    if isinstance(model, (BoWExplainer, NetworkExplainer)):
+    """Wrap a fitted BoW pipeline or a ``nets`` model in its adapter (an :class:`Explainer`, such
+    as an adapter, passes through)."""
+    if isinstance(model, Explainer):
         return model
     from bowlrp.app.persist import model_kind
 

@@ -38,6 +38,15 @@ def _add_common(parser) -> None:
     parser.add_argument("--traceback", action="store_true", help="show the full Python traceback on errors")
 
 
+TRUST_HELP = ("also load joblib/pickle model files (bowlrp's earlier default, or save_model(..., "
+              "format='joblib')). WARNING: loading a pickle runs any code it contains; use this only "
+              "for files from a source you trust. Without it such files are refused unread.")
+
+
+def _add_trust(parser) -> None:
+    parser.add_argument("--trust-pickle", action="store_true", help=TRUST_HELP)
+
+
 def _add_network_options(parser) -> None:
     group = parser.add_argument_group("network models (nets .npz or .onnx)")
     group.add_argument("--composite", default=None,
@@ -112,7 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "images per class, or a CSV file with columns path,label.",
                        epilog=_EPILOG, formatter_class=fmt)
     p.add_argument("train", metavar="TRAIN", help="folder of class sub-folders, or CSV path,label")
-    p.add_argument("-o", "--output", required=True, metavar="MODEL", help="model file to write (.joblib)")
+    p.add_argument("-o", "--output", required=True, metavar="MODEL",
+                   help="model file to write (the safe NPZ format; .npz is usual)")
     g = p.add_argument_group("BoW model")
     g.add_argument("--vocabulary-size", type=int, help="visual words per channel")
     g.add_argument("--kernel", help="linear, intersection, chi2, hellinger, exp_chi2, rbf")
@@ -150,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_network_options(p)
     _add_batch_options(p)
     _add_common(p)
+    _add_trust(p)
     p.set_defaults(func=cmd_explain)
 
     p = sub.add_parser("evaluate", help="AOPC (region perturbation) and localization of explained images",
@@ -176,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report-max", type=int, default=200)
     _add_network_options(p)
     _add_common(p)
+    _add_trust(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("compare", help="BoW model vs network on the same images: montages and a table",
@@ -193,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_network_options(p)
     _add_batch_options(p)
     _add_common(p)
+    _add_trust(p)
     p.set_defaults(func=cmd_compare)
     return parser
 

@@ -116,7 +116,7 @@ def cmd_explain(args) -> int:
     from bowlrp.app.report import write_report
 
     check_inputs(args.inputs)
-    model = load_model_arg(args.model)
+    model = load_model_arg(args.model, args.trust_pickle)
     explainer = make_explainer(model, args)
     target = parse_target_arg(explainer, args.target)
     result = run_batch(explainer, args.model, args.inputs, args.out, target, batch_options(args))
@@ -154,7 +154,7 @@ def cmd_evaluate(args) -> int:
     if not os.path.isdir(args.run):
         raise UsageError(f"{args.run!r} is not a folder (give the --out folder of 'bowlrp explain')")
     run = _run_settings(args.run)
-    model = load_model_arg(args.model)
+    model = load_model_arg(args.model, args.trust_pickle)
     recorded = run.get("run_info", {}).get("model_sha256")
     if recorded and recorded != file_digest(args.model):
         raise Failure(f"{args.run} was explained with a different model file than {args.model}")
@@ -219,8 +219,8 @@ def cmd_compare(args) -> int:
     from bowlrp.app.runs import compare_runs, iter_run
 
     check_inputs(args.inputs)
-    bow = make_explainer(load_model_arg(args.bow_model), args)
-    net = make_explainer(load_model_arg(args.net_model), args)
+    bow = make_explainer(load_model_arg(args.bow_model, args.trust_pickle), args)
+    net = make_explainer(load_model_arg(args.net_model, args.trust_pickle), args)
     if bow.kind != "bow":
         raise UsageError(f"{args.bow_model} is not a BoW model (it is a {bow.kind})")
     if net.kind != "network":

@@ -65,13 +65,16 @@ def check_inputs(paths) -> None:
             raise UsageError(f"input {path!r} does not exist")
 
 
-def load_model_arg(path: str):
-    from bowlrp.app.persist import load_model
+def load_model_arg(path: str, trusted: bool = False):
+    """The model in ``path``; pickle/joblib files only with ``trusted`` (--trust-pickle)."""
+    from bowlrp.app.persist import UntrustedModelError, load_model
 
     if not os.path.exists(path):
         raise UsageError(f"model file {path!r} does not exist")
     try:
-        return load_model(path)
+        return load_model(path, trusted=trusted)
+    except UntrustedModelError as exc:
+        raise Failure(f"{exc} (the option is --trust-pickle)") from None
     except ImportError as exc:  # e.g. .onnx without the onnx extra
         raise Failure(f"cannot load {path}: {exc} (install bowlrp[onnx] for ONNX models)") from exc
 
@@ -99,9 +102,8 @@ def make_explainer(model, args, network_settings=None):
 def parse_target_arg(explainer, text):
     from bowlrp.app.adapters import parse_target
 
-    classes = explainer.classes if explainer.kind == "bow" else None
     try:
-        return parse_target(text, classes)
+        return parse_target(text, explainer.classes)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
 

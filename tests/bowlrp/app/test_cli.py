@@ -134,6 +134,34 @@ def test_backend_options_name_what_they_choose(ws, tmp_path, capsys):
     assert "--backend " not in fit_help + explain_help  # the old spelling is not advertised
 
 
+def test_pickled_models_need_trust_pickle(ws, tmp_path, capsys):
+    """fit writes the safe format; a joblib/pickle model file is refused unread unless --trust-pickle
+    says it is trusted, and the help of every loading command warns what that means."""
+    import pickle
+
+    from bowlrp.app.persist import save_model, sniff_format
+
+    assert sniff_format(ws["model"]) == "npz"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.mkdir, (str(tmp_path / "pwned"),))
+
+    evil = tmp_path / "model.npz"
+    evil.write_bytes(pickle.dumps(Evil()))
+    code, _, err = run_main(capsys, "explain", evil, ws["train"], "-o", tmp_path / "o")
+    assert code == 1 and "--trust-pickle" in err and not (tmp_path / "pwned").exists()
+    old = save_model(load_model(ws["model"]), tmp_path / "old.joblib", format="joblib")
+    code, _, err = run_main(capsys, "explain", old, ws["train"], "-o", tmp_path / "o")
+    assert code == 1 and "--trust-pickle" in err and not (tmp_path / "o" / "scores.csv").exists()
+    code, _, _ = run_main(capsys, "explain", old, ws["paths"][0], "-o", tmp_path / "o", "--trust-pickle",
+                          "--no-png")
+    assert code == 0
+    for command in ("explain", "evaluate", "compare"):
+        text = " ".join(bowlrp(command, "--help", check=0).stdout.split())
+        assert "--trust-pickle" in text and "runs any code" in text
+
+
 def test_failures_exit_1_with_one_line(ws, tmp_path, capsys):
     import joblib
 
@@ -146,11 +174,21 @@ def test_failures_exit_1_with_one_line(ws, tmp_path, capsys):
     cli_data.write_bad_files(only_bad)
     code, _, err = run_main(capsys, "explain", ws["model"], only_bad, "-o", tmp_path / "o2")
     assert code == 1 and "no image could be explained" in err
-    future = tmp_path / "future.joblib"
-    payload = joblib.load(ws["model"])
+    from bowlrp.app.persist import save_model
+
+    future = save_model(load_model(ws["model"]), tmp_path / "future.joblib", format="joblib")
+    payload = joblib.load(future)
     payload["format_version"] += 1
     joblib.dump(payload, future)
-    code, _, err = run_main(capsys, "explain", future, ws["train"], "-o", tmp_path / "o3")
+    code, _, err = run_main(capsys, "explain", future, ws["train"], "-o", tmp_path / "o3", "--trust-pickle")
+    assert code == 1 and "Upgrade bowlrp" in err
+    with np.load(ws["model"], allow_pickle=False) as npz:  # the same for the safe format
+        members = {key: npz[key] for key in npz.files}
+    document = json.loads(str(members["__bowlrp_model__"]))
+    document["format_version"] += 1
+    members["__bowlrp_model__"] = np.array(json.dumps(document))
+    np.savez(tmp_path / "future.npz", **members)
+    code, _, err = run_main(capsys, "explain", tmp_path / "future.npz", ws["train"], "-o", tmp_path / "o3")
     assert code == 1 and "Upgrade bowlrp" in err
     # --strict turns skipped inputs into a failure, after writing the results
     code, _, err = run_main(capsys, "explain", ws["model"], ws["train"], "-o", tmp_path / "o4", "--strict",
