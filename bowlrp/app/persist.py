@@ -390,9 +390,9 @@ def load_model(path, trusted: bool = False):
         if _SAFE_MEMBER in members:
             return _load_safe(path)
         if _NETS_MEMBER in members:
-            import nets
+            from bowlrp.app.nets_check import import_nets
 
-            return nets.load(path)
+            return import_nets().load(path)
         raise _unreadable(path, "a zip/NPZ archive that is neither a bowlrp model nor a nets network")
     if kind == "toolbox":
         import nets
