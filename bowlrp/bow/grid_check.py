@@ -121,7 +121,7 @@ def warn_if_coarse(images, step, bin_sizes, min_descriptors: int = MIN_DESCRIPTO
         return None
     affected = sum(shape in problems for shape in shapes)
     smallest = min(problems, key=lambda s: (s[0] * s[1], s))
-    text = (f"{affected} of {len(shapes)} images are too small for the feature grid; "
-            f"for example, {problems[smallest]}")
+    which = "the image is" if len(shapes) == 1 else f"{affected} of {len(shapes)} images are"
+    text = f"{which} too small for the feature grid: {problems[smallest]}"
     warnings.warn(text, CoarseGridWarning, stacklevel=stacklevel)
     return text

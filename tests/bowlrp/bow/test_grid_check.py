@@ -53,6 +53,8 @@ def test_fit_and_explain_warn_on_small_faces_only():
         clf = BoWClassifier(vocabulary_size=16, random_state=0).fit(list(FACES[::2]), y[::2])
     with pytest.warns(CoarseGridWarning, match=r"2 of 2 images"):
         clf.explain(list(FACES[1:3]))
+    with pytest.warns(CoarseGridWarning, match=r"^the image is too small for the feature grid: a 25x25"):
+        clf.explain([FACES[1]])
     step, bins = _suggestion(grid_problem((25, 25), 4, (4,)))
     with warnings.catch_warnings():
         warnings.simplefilter("error", CoarseGridWarning)
