@@ -23,7 +23,11 @@ from nets.layers import (
 )
 from nets.model import Sequential
 
-__all__ = ["ARCHITECTURES", "build_model"]
+__all__ = ["ARCHITECTURES", "TRAINABLE_LAYERS", "build_model"]
+
+#: The layer types the specs build and ``nets.train`` can fit (it has their parameter gradients).
+TRAINABLE_LAYERS = (Dense, Conv2D, ReLU, LeakyReLU, Tanh, MaxPool2D, AvgPool2D, GlobalAvgPool2D, Flatten,
+                    Dropout)
 
 #: Named architectures (layer specs, without the output layer that ``build_model`` appends).
 ARCHITECTURES: dict[str, list] = {

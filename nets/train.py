@@ -33,25 +33,11 @@ from sklearn.utils.validation import check_is_fitted
 
 from bowlrp.jit import limited_threads
 from nets import _kernels
-from nets.architectures import ARCHITECTURES, build_model  # noqa: F401 (re-exported)
-from nets.layers import (
-    AvgPool2D,
-    Conv2D,
-    Dense,
-    Dropout,
-    Flatten,
-    GlobalAvgPool2D,
-    LeakyReLU,
-    MaxPool2D,
-    ReLU,
-    Tanh,
-)
+from nets.architectures import ARCHITECTURES, TRAINABLE_LAYERS, build_model  # noqa: F401 (re-exported)
+from nets.layers import Conv2D, Dense, Dropout, Flatten
 from nets.model import Sequential, check_batch
 
 __all__ = ["ConvNetClassifier", "ARCHITECTURES", "build_model", "loss_and_grads"]
-
-
-_TRAINABLE = (Dense, Conv2D, ReLU, LeakyReLU, Tanh, MaxPool2D, AvgPool2D, GlobalAvgPool2D, Flatten, Dropout)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -389,10 +375,10 @@ class ConvNetClassifier(ClassifierMixin, BaseEstimator):
     def _initial_model(self, input_shape, n_classes, rng, dtype):
         if isinstance(self.architecture, Sequential):
             for name, layer in zip(self.architecture.names, self.architecture.layers):
-                if not isinstance(layer, _TRAINABLE):
+                if not isinstance(layer, TRAINABLE_LAYERS):
                     raise ValueError(
                         f"layer {name!r} ({layer.kind}) is not supported by the trainer; supported: "
-                        f"{sorted(cls.kind for cls in _TRAINABLE)}"
+                        f"{sorted(cls.kind for cls in TRAINABLE_LAYERS)}"
                     )
             model = _copy_model(self.architecture, dtype)
             try:

@@ -5,10 +5,7 @@ network's class names are in its file, its tables and its report. Plus the small
 
 from __future__ import annotations
 
-import csv
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -18,41 +15,31 @@ from bowlrp.app.persist import load_model
 from bowlrp.imageio import read_image
 from nets.train import ConvNetClassifier
 from tests.bowlrp.app import cli_data
+from tests.bowlrp.app.test_cli import _rows, bowlrp
 
-N = 40  # scenes: 30 to train, 10 held out
-
-
-def bowlrp(*args, check=0):
-    proc = subprocess.run([sys.executable, "-m", "bowlrp.app.cli", *map(str, args)], capture_output=True,
-                          text=True, timeout=300)
-    assert proc.returncode == check, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
-    return proc
-
-
-def _rows(path):
-    with open(path, newline="") as fh:
-        return list(csv.DictReader(fh))
+N = 24  # scenes: 18 to train, 6 held out (--holdout 0.25)
 
 
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory):
     root = tmp_path_factory.mktemp("cnn")
     data = cli_data.write_scenes(root, N)
-    bow = bowlrp("fit", data["train"], "-o", root / "bow.npz", "--vocabulary-size", 16, "--holdout", 0.25)
+    bow = bowlrp("fit", data["train"], "-o", root / "bow.npz", "--vocabulary-size", 16, "--holdout", 0.25,
+                 check=0)
     cnn = bowlrp("fit", data["train"], "-o", root / "cnn.npz", "--model", "cnn", "--epochs", 8,
-                 "--augment", "flips", "--holdout", 0.25)
+                 "--augment", "flips", "--holdout", 0.25, check=0)
     return {"root": root, **data, "bow": root / "bow.npz", "cnn": root / "cnn.npz", "bow_fit": bow,
             "cnn_fit": cnn}
 
 
 def test_fit_cnn_reports_held_out_accuracy_like_the_bow_fit(fitted):
     for proc, path in ((fitted["bow_fit"], fitted["bow"]), (fitted["cnn_fit"], fitted["cnn"])):
-        assert "(classes: circles, polygons; 30 training images; 0 skipped)" in proc.stdout
+        assert "(classes: circles, polygons; 18 training images; 0 skipped)" in proc.stdout
         info = json.loads(open(f"{path}.json").read())
-        assert f"held-out accuracy: {info['holdout_accuracy']:.3f} on 10 images" in proc.stdout
-        assert info["classes"] == ["circles", "polygons"] and info["n_holdout"] == 10
+        assert f"held-out accuracy: {info['holdout_accuracy']:.3f} on 6 images" in proc.stdout
+        assert info["classes"] == ["circles", "polygons"] and info["n_holdout"] == 6
     # 40 x 40 scenes give 49 features with the default grid: the BoW fit says so, in one line
-    warning = "bowlrp fit: warning: 30 of 30 images are too small for the feature grid"
+    warning = "bowlrp fit: warning: 18 of 18 images are too small for the feature grid"
     assert warning in fitted["bow_fit"].stderr
     assert "CoarseGridWarning" not in fitted["bow_fit"].stderr
     assert "epoch   8" in fitted["cnn_fit"].stderr and "epoch" not in fitted["cnn_fit"].stdout  # progress
@@ -64,7 +51,8 @@ def test_fit_cnn_reports_held_out_accuracy_like_the_bow_fit(fitted):
 
 def test_compare_a_bow_model_and_a_cli_network_from_the_command_line(fitted):
     out, page = fitted["root"] / "cmp", fitted["root"] / "cmp.html"
-    proc = bowlrp("compare", fitted["bow"], fitted["cnn"], fitted["train"], "-o", out, "--report", page)
+    proc = bowlrp("compare", fitted["bow"], fitted["cnn"], fitted["train"], "-o", out, "--report", page,
+                  check=0)
     assert f"compared {N} images" in proc.stdout
     rows = _rows(out / "compare.csv")
     assert len(rows) == N and {r["net_target"] for r in rows} <= {"circles", "polygons"}  # names, not 0/1
@@ -85,7 +73,7 @@ def test_compare_a_bow_model_and_a_cli_network_from_the_command_line(fitted):
 def test_explain_a_named_class_of_a_cli_network(fitted, tmp_path):
     out = tmp_path / "ex"
     bowlrp("explain", fitted["cnn"], fitted["csv"], "-o", out, "--target", "polygons", "--report",
-           tmp_path / "r.html")
+           tmp_path / "r.html", check=0)
     rows = _rows(out / "scores.csv")
     assert len(rows) == N and {r["target"] for r in rows} == {"polygons"}
     explainer = NetworkExplainer(load_model(fitted["cnn"]))
@@ -99,7 +87,7 @@ def test_explain_a_named_class_of_a_cli_network(fitted, tmp_path):
 
 
 def test_fit_command_line_frictions(fitted, tmp_path):
-    helptext = bowlrp("fit", "--help").stdout
+    helptext = bowlrp("fit", "--help", check=0).stdout
     assert "visual words per channel (default: 256)" in helptext and "(default: 'small_cnn')" in helptext
     assert "--read-mode {auto,gray,rgb}\n                        how images are read" in helptext
     # a typo in a subcommand's option: that subcommand's usage, exit 2
