@@ -299,8 +299,12 @@ def write_report(path, rows, title: str = "bowlrp report", summary: dict | None 
         shown = rows if max_rows is None else rows[:max_rows]
         out.append(f"<h2>Heatmaps ({len(rows)} images)</h2>")
         out.append(_legend(cmap, shared_scale))
-        head = ["key", "image"] + methods + info_names
-        out.append("<table class='grid'><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>")
+        # the pictures share most of the page width equally; key and info columns take what is left
+        picture = f" style='width:{80 // (1 + len(methods))}%'"
+        head = [("key", ""), ("image", picture)] + [(m, picture) for m in methods]
+        head += [(name, "") for name in info_names]
+        cells = "".join(f"<th{style}>{html.escape(h)}</th>" for h, style in head)
+        out.append(f"<table class='grid'><tr>{cells}</tr>")
         for row in shown:
             image = row.image
             if image is None:

@@ -161,7 +161,8 @@ def test_colour_legend_and_scale_of_every_map(maps, tmp_path):
     shared = open(write_report(tmp_path / "s.html", [ReportRow("x", {"a": maps[0], "b": maps[1]})],
                                shared_scale=True), encoding="utf-8").read()
     assert shared.count(f"colour scale ±{format_value(shared_vmax(maps[:2]))}") == 2
-    assert ".grid{width:100%}" in text  # the heatmap table uses the page width
+    assert ".grid{width:100%}" in text  # the heatmap table uses the page width, the pictures most of it
+    assert text.count("<th style='width:26%'>") == 3  # image, a, b: equal shares of 80%
 
 
 @pytest.mark.parametrize("lo, hi, labels", [
