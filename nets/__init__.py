@@ -8,6 +8,8 @@ from __future__ import annotations
 import importlib
 
 __version__ = "0.1.0"
+# bowlrp.app.nets_check looks for this: another top-level package named "nets" exists on PyPI
+__bowlrp_nets__ = True
 
 # public name -> module that defines it (add a line here when a module gains a public name)
 _EXPORTS: dict[str, str] = {

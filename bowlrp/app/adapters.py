@@ -23,7 +23,8 @@ import numpy as np
 
 from bowlrp.explainer import Explainer
 
-__all__ = ["BoWExplainer", "NetworkExplainer", "as_explainer", "parse_target", "network_types"]
+__all__ = ["BoWExplainer", "NetworkExplainer", "as_explainer", "parse_target", "network_types",
+           "network_classifier", "prepare_images", "to_nchw"]
 
 
 def network_types() -> tuple:
@@ -234,19 +235,52 @@ def _resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
     return out[..., 0] if image.ndim == 2 else out
 
 
+def prepare_images(images, input_shape) -> list:
+    """Images as read -> what a network of ``input_shape`` (C, H, W) sees: floats in [0, 1] (uint8
+    divided by 255), grey (C = 1) or RGB (C = 3), resized to H x W. Networks fitted by ``bowlrp fit``
+    are trained on exactly these."""
+    channels, height, width = input_shape
+    out = []
+    for image in images:
+        img = np.asarray(image)
+        img = img / 255.0 if img.dtype == np.uint8 else img.astype(np.float64)
+        if img.ndim == 3 and img.shape[2] == 4:
+            img = img[..., :3]
+        if channels == 1 and img.ndim == 3:
+            img = img[..., :3] @ np.array([0.299, 0.587, 0.114])
+        elif channels == 3 and img.ndim == 2:
+            img = np.repeat(img[..., None], 3, axis=2)
+        out.append(np.clip(_resize(img, height, width), 0.0, 1.0))
+    return out
+
+
+def to_nchw(prepared) -> np.ndarray:
+    """Prepared (H, W) or (H, W, C) images -> one (n, C, H, W) array."""
+    return np.stack([p[None] if p.ndim == 2 else np.moveaxis(p, 2, 0) for p in prepared])
+
+
+def network_classifier(model) -> bool:
+    """True for a fitted classifier around a ``nets`` network (``model_``, ``classes_`` and
+    ``input_shape_``, as :class:`nets.train.ConvNetClassifier` has): it knows its class names and
+    input shape, so explaining it needs neither ``--input-shape`` nor output indices."""
+    return isinstance(getattr(model, "model_", None), network_types()) and hasattr(model, "classes_")
+
+
 class NetworkExplainer(_Realigned):  # implements bowlrp.explainer.Explainer
     """Adapter for a ``nets`` model: resize, scale to [0, 1], normalise, NCHW, then LRP.
 
     Parameters
     ----------
-    model : nets.Sequential
+    model : nets.Sequential, or a fitted network classifier (``nets.train.ConvNetClassifier``)
+        A classifier brings its class names (targets are then class names, and heatmaps say which
+        class they explain) and its input shape.
     composite : str or Composite, default="auto"
         A ``nets`` preset name or Composite. ``"auto"``: ``"epsilon_plus_flat"`` for networks that
         start with a convolution, ``"epsilon_plus"`` for networks that start with a dense layer
         (the Flat rule on a first dense layer spreads every neuron's relevance evenly over all
         pixels, so the map would be constant).
     input_shape : (C, H, W), optional
-        Default: :func:`infer_input_shape`.
+        Default: the classifier's ``input_shape_``, else :func:`infer_input_shape`.
     mean, std : float or sequence of C floats
         The network sees ``(image01 - mean) / std``.
     batch_size : int, default=1
@@ -258,12 +292,18 @@ class NetworkExplainer(_Realigned):  # implements bowlrp.explainer.Explainer
     """
 
     kind = "network"
-    classes = None  # targets are output indices
 
     def __init__(self, model, composite="auto", input_shape=None, mean=0.0, std=1.0,
                  batch_size=1):
         from nets.layers import Conv2D, Dense, Dropout
 
+        self.classes = None  # targets are output indices, unless the model names its classes
+        if network_classifier(model):
+            # output k scores classes_[k]; plain Python labels, as parse_target returns them
+            self.classes = [c.item() if isinstance(c, np.generic) else c for c in model.classes_]
+            if input_shape is None:
+                input_shape = tuple(int(v) for v in model.input_shape_)
+            model = model.model_
         if not isinstance(model, network_types()):
             raise TypeError(f"NetworkExplainer needs a nets model, got {type(model).__name__}")
         # a model that starts with a dense layer (e.g. imported from scikit-learn) takes flat rows
@@ -306,26 +346,15 @@ class NetworkExplainer(_Realigned):  # implements bowlrp.explainer.Explainer
             "std": self.std.tolist(),
             "batch_size": self.batch_size,
             "layers": [type(layer).__name__ for layer in self.model.layers],
+            "classes": None if self.classes is None else [str(c) for c in self.classes],
         }
 
     def prepare(self, images):
-        channels, height, width = self.input_shape
-        out = []
-        for image in images:
-            img = np.asarray(image)
-            img = img / 255.0 if img.dtype == np.uint8 else img.astype(np.float64)
-            if img.ndim == 3 and img.shape[2] == 4:
-                img = img[..., :3]
-            if channels == 1 and img.ndim == 3:
-                img = img[..., :3] @ np.array([0.299, 0.587, 0.114])
-            elif channels == 3 and img.ndim == 2:
-                img = np.repeat(img[..., None], 3, axis=2)
-            out.append(np.clip(_resize(img, height, width), 0.0, 1.0))
-        return out
+        return prepare_images(images, self.input_shape)
 
     def to_input(self, prepared) -> np.ndarray:
         """Prepared (H, W[, 3]) images in [0, 1] -> the (n, C, H, W) array the network takes."""
-        x = np.stack([p[None] if p.ndim == 2 else np.moveaxis(p, 2, 0) for p in prepared])
+        x = to_nchw(prepared)
         x = (x - self.mean[None, :, None, None]) / self.std[None, :, None, None]
         return x.reshape(len(x), -1) if self.flat_input else x
 
@@ -341,7 +370,9 @@ class NetworkExplainer(_Realigned):  # implements bowlrp.explainer.Explainer
         return np.concatenate(logits, axis=0)
 
     def _lrp(self):
-        import nets
+        from bowlrp.app.nets_check import import_nets
+
+        nets = import_nets()
 
         kwargs = {}
         if self.composite == "epsilon_gamma_box":
@@ -350,19 +381,30 @@ class NetworkExplainer(_Realigned):  # implements bowlrp.explainer.Explainer
                       "high": float(np.max((1.0 - self.mean) / self.std))}
         return nets.LRP(self.model, self.composite, **kwargs)
 
+    def _index(self, target) -> int:
+        """The output index of ``target``: a class name when the model has them, else an index."""
+        if self.classes is None:
+            return int(target)
+        if target not in self.classes:
+            raise ValueError(f"unknown target {target!r}; classes are {self.classes}")
+        return self.classes.index(target)
+
     def explain(self, images, target=None):
         prepared = self.prepare(images)
         lrp = self._lrp()
         image_shape = self.input_shape if self.flat_input else None
+        index = None if target is None else self._index(target)
         maps = []
         for part in self._batches(prepared):
-            maps += lrp.explain(self.to_input(part), target=target, image_shape=image_shape)
+            maps += lrp.explain(self.to_input(part), target=index, image_shape=image_shape)
         for heatmap, image in zip(maps, prepared):
             heatmap.image = image  # the picture the network saw, in [0, 1] (not the normalised input)
+            if self.classes is not None:  # say which class, not which output
+                heatmap.target = self.classes[int(heatmap.target)]
         return maps
 
     def score_function(self, target):
-        index = int(target)
+        index = self._index(target)
 
         def score(images):
             return self.decision(images, batch_size=max(1, len(images)))[:, index]  # one pass per batch
@@ -377,7 +419,7 @@ def as_explainer(model, composite="auto", input_shape=None, mean=0.0, std=1.0, b
         return model
     from bowlrp.app.persist import model_kind
 
-    if model_kind(model) == "network":
+    if network_classifier(model) or model_kind(model) == "network":
         return NetworkExplainer(model, composite=composite, input_shape=input_shape, mean=mean, std=std,
                                 batch_size=batch_size)
     return BoWExplainer(model, batch_size=batch_size)

@@ -160,10 +160,7 @@ def _check_run_file(out_dir: str, fingerprint: dict, resume: bool) -> None:
         if isinstance(previous, dict) and previous != fingerprint and has_results:
             changed = sorted(k for k in set(previous) | set(fingerprint)
                              if previous.get(k) != fingerprint.get(k))
-            raise RunMismatchError(
-                f"{out_dir} holds results of a different run (changed: {', '.join(changed)}); "
-                "use another output folder, or start over (--overwrite / resume=False)"
-            )
+            raise RunMismatchError(out_dir, changed)
     _write_atomic_text(path, json.dumps(fingerprint, indent=2, sort_keys=True) + "\n")
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import sys
 import traceback
+import warnings
 
 from bowlrp.app.cli_commands import cmd_compare, cmd_demo, cmd_evaluate, cmd_explain, cmd_fit
 from bowlrp.app.cli_common import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, Failure, UsageError, warn
@@ -33,6 +34,43 @@ See docs/cli.md for a walk-through."""
 
 
 # ---------------------------------------------------------------------- the parser
+def _estimator_default(model: str, param: str):
+    """The default of an estimator parameter, read from its signature (imported only for --help)."""
+    import inspect
+
+    from bowlrp.app.cli_commands import fit_model_class
+    from bowlrp.app.cli_training import FIT_FLAGS
+
+    signature = inspect.signature(fit_model_class(model).__init__)
+    return signature.parameters[FIT_FLAGS.get(param, param)].default
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Help that states each option's default: the parser's own, or for the options that set an
+    estimator parameter, the estimator's (they are passed only when given)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if text is argparse.SUPPRESS or not action.option_strings or "default" in text:
+            return text
+        if getattr(action, "estimator_default", None) is not None:
+            default = repr(_estimator_default(*action.estimator_default)).replace("%", "%%")
+            return f"{text} (default: {default})"
+        if not any(action.default is v for v in (None, False, argparse.SUPPRESS)):
+            return f"{text} (default: %(default)s)"
+        return text
+
+
+def _image_size(text: str) -> tuple[int, int]:
+    try:
+        size = tuple(int(v) for v in text.replace("x", ",").split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected H,W or S (pixels), got {text!r}") from None
+    size = size * 2 if len(size) == 1 else size
+    if len(size) != 2 or min(size) < 8:
+        raise argparse.ArgumentTypeError(f"expected H,W or S of at least 8 pixels, got {text!r}")
+    return size
+
 def _add_common(parser) -> None:
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     parser.add_argument("--traceback", action="store_true", help="show the full Python traceback on errors")
@@ -111,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"bowlrp {bowlrp.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    fmt = argparse.RawDescriptionHelpFormatter
+    fmt = _HelpFormatter
 
     p = sub.add_parser("demo", help="fit a BoW/SVM and a network on generated scenes, write their heatmaps",
                        description="Fit a BoW/SVM and a network on generated scenes and write their heatmaps "
@@ -123,40 +161,66 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, help="image side in pixels")
     p.add_argument("--random-state", type=int, help="seed")
     _add_common(p)
-    p.set_defaults(func=cmd_demo)
+    p.set_defaults(func=cmd_demo, parser=p)
 
-    p = sub.add_parser("fit", help="fit a BoW/SVM classifier on labelled images -> model file",
-                       description="Fit a BoW/SVM classifier. TRAIN is a folder with one sub-folder of "
-                                   "images per class, or a CSV file with columns path,label.",
+    p = sub.add_parser("fit", help="fit a BoW/SVM classifier or a network on labelled images -> model file",
+                       description="Fit a BoW/SVM classifier (--model bow) or a small convolutional network "
+                                   "(--model cnn). TRAIN is a folder with one sub-folder of images per "
+                                   "class, or a CSV file with columns path,label. The model file keeps the "
+                                   "class names (and a network its input shape).",
                        epilog=_EPILOG, formatter_class=fmt)
     p.add_argument("train", metavar="TRAIN", help="folder of class sub-folders, or CSV path,label")
     p.add_argument("-o", "--output", required=True, metavar="MODEL",
                    help="model file to write (the safe NPZ format; .npz is usual)")
-    g = p.add_argument_group("BoW model")
-    g.add_argument("--vocabulary-size", type=int, help="visual words per channel")
-    g.add_argument("--kernel", help="linear, intersection, chi2, hellinger, exp_chi2, rbf")
-    g.add_argument("--gamma", type=float, help="kernel width of exp_chi2 / rbf")
-    g.add_argument("--C", dest="C", type=float, help="SVM regularisation")
-    g.add_argument("--mapping", help="hard, rank or soft")
-    g.add_argument("--p", type=float, help="p of the p-means pooling (inf = max pooling)")
-    g.add_argument("--step", type=int, help="grid step of the dense features (pixels)")
-    g.add_argument("--bin-sizes", type=lambda t: tuple(int(v) for v in t.split(",")),
-                   help="SIFT bin sizes, e.g. 4 or 4,8 (one vocabulary each)")
-    g.add_argument("--color", help="gray, opponent or rgb descriptors")
-    g.add_argument("--sift-backend", choices=SIFT_BACKENDS, help="dense SIFT implementation: numba or opencv")
+    p.add_argument("--model", default="bow", choices=["bow", "cnn"],
+                   help="bow: dense SIFT bag-of-words with a kernel SVM (BoWClassifier); cnn: a small "
+                        "convolutional network (nets.train.ConvNetClassifier)")
+    g = p.add_argument_group("BoW model (--model bow)")
+    bow_flags = [
+        g.add_argument("--vocabulary-size", type=int, help="visual words per channel"),
+        g.add_argument("--kernel", help="linear, intersection, chi2, hellinger, exp_chi2, rbf"),
+        g.add_argument("--gamma", type=float, help="kernel width of exp_chi2 / rbf"),
+        g.add_argument("--C", dest="C", type=float, help="SVM regularisation"),
+        g.add_argument("--mapping", help="hard, rank or soft"),
+        g.add_argument("--p", type=float, help="p of the p-means pooling (inf = max pooling)"),
+        g.add_argument("--step", type=int, help="grid step of the dense features (pixels)"),
+        g.add_argument("--bin-sizes", type=lambda t: tuple(int(v) for v in t.split(",")),
+                       help="SIFT bin sizes, e.g. 4 or 4,8 (one vocabulary each)"),
+        g.add_argument("--color", help="gray, opponent or rgb descriptors"),
+        g.add_argument("--sift-backend", choices=SIFT_BACKENDS,
+                       help="dense SIFT implementation: numba or opencv"),
+        g.add_argument("-j", "--n-jobs", type=int, help="parallel feature extraction"),
+    ]
     # the old spelling: unambiguous here (fit has no joblib backend, the choices differ), kept for scripts
     g.add_argument("--backend", dest="sift_backend", choices=SIFT_BACKENDS, help=argparse.SUPPRESS)
-    g.add_argument("--random-state", type=int, default=0, help="seed (default 0)")
-    g.add_argument("-j", "--n-jobs", type=int, help="parallel feature extraction")
+    g = p.add_argument_group("network (--model cnn)")
+    cnn_flags = [
+        g.add_argument("--architecture", help="small_cnn (3 convolutions, global max pool) or mlp"),
+        g.add_argument("--epochs", type=int, help="passes over the training images"),
+        g.add_argument("--learning-rate", type=float, help="Adam step size"),
+        g.add_argument("--augment", choices=["flips"],
+                       help="flips: random flips/transposes of every training image (for labels they keep)"),
+    ]
+    g.add_argument("--image-size", metavar="H,W", type=_image_size,
+                   help="the network's input size; every image is resized to it (default: the size most "
+                        "training images have)")
+    g = p.add_argument_group("both")
+    g.add_argument("--random-state", type=int, default=0, help="seed")
     g.add_argument("--set", action="append", metavar="NAME=VALUE",
-                   help="any other BoWClassifier parameter (repeatable), e.g. --set rank_base=2.4")
+                   help="any other parameter of the chosen model (repeatable), e.g. --set rank_base=2.4 "
+                        "or --set batch_size=16")
+    for action in bow_flags:
+        action.estimator_default = ("bow", action.dest)
+    for action in cnn_flags:
+        action.estimator_default = ("cnn", action.dest)
     p.add_argument("--holdout", type=float, default=None, metavar="FRACTION",
                    help="keep this stratified fraction out of training and report accuracy on it")
-    p.add_argument("--read-mode", default="auto", choices=["auto", "gray", "rgb"])
+    p.add_argument("--read-mode", default="auto", choices=["auto", "gray", "rgb"],
+                   help="how images are read: as stored, or converted to gray or RGB")
     _add_max_pixels(p)
     p.add_argument("--strict", action="store_true", help="exit 1 if any training image had to be skipped")
     _add_common(p)
-    p.set_defaults(func=cmd_fit)
+    p.set_defaults(func=cmd_fit, parser=p)
 
     p = sub.add_parser("explain", help="heatmaps of a model's decisions on images",
                        description="Explain the decisions of MODEL (a BoW model file, a nets .npz network or "
@@ -166,12 +230,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", metavar="MODEL")
     p.add_argument("inputs", metavar="INPUT", nargs="+", help="image files, folders or a CSV list")
     p.add_argument("--target", default=None,
-                   help="class to explain: a label (BoW) or output index (network); default: predicted")
+                   help="class to explain: a class name (BoW models, networks fitted by 'bowlrp fit') or "
+                        "an output index (other networks); default: the predicted class")
     _add_network_options(p)
     _add_batch_options(p)
     _add_common(p)
     _add_trust(p)
-    p.set_defaults(func=cmd_explain)
+    p.set_defaults(func=cmd_explain, parser=p)
 
     p = sub.add_parser("evaluate", help="AOPC (region perturbation) and localization of explained images",
                        description="Score the heatmaps in RUN (the --out folder of 'bowlrp explain') by "
@@ -198,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_network_options(p)
     _add_common(p)
     _add_trust(p)
-    p.set_defaults(func=cmd_evaluate)
+    p.set_defaults(func=cmd_evaluate, parser=p)
 
     p = sub.add_parser("compare", help="BoW model vs network on the same images: montages and a table",
                        description="Explain the same images with a BoW model and a network; write "
@@ -216,20 +281,38 @@ def build_parser() -> argparse.ArgumentParser:
     _add_batch_options(p)
     _add_common(p)
     _add_trust(p)
-    p.set_defaults(func=cmd_compare)
+    p.set_defaults(func=cmd_compare, parser=p)
     return parser
+
+
+def _warning_printer(prog: str):
+    """Warnings (a grid too coarse for small images, ...) as one line each, every text once: a
+    batch run would otherwise repeat them, with a source line, for every chunk."""
+    seen = set()
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        text = str(message)
+        if text not in seen:
+            seen.add(text)
+            warn(f"{prog}: warning: {text}")
+
+    return show
 
 
 def main(argv=None) -> int:
     """Run the command line; returns the exit code (also used by the ``bowlrp`` script)."""
     parser = build_parser()
-    args = parser.parse_args(argv)  # exits with 2 on usage errors
+    args, unknown = parser.parse_known_args(argv)  # exits with 2 on usage errors
+    if unknown:  # reported by the subcommand's parser: its usage, not the top-level one
+        getattr(args, "parser", parser).error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     prog = f"bowlrp {args.command}"
     try:
-        return args.func(args)
+        with warnings.catch_warnings():  # restores the caller's warning display afterwards
+            warnings.showwarning = _warning_printer(prog)
+            return args.func(args)
     except UsageError as exc:
         warn(f"{prog}: error: {exc}\n(see '{prog} --help')")
         return EXIT_USAGE

@@ -53,33 +53,78 @@ def cmd_demo(args) -> int:
 
 
 # ---------------------------------------------------------------------- fit
-def cmd_fit(args) -> int:
-    from bowlrp.app.persist import save_model
+def fit_model_class(name: str):
+    """The estimator class of ``fit --model NAME``: ``bow`` (BoWClassifier) or ``cnn``
+    (nets.train.ConvNetClassifier)."""
+    if name == "cnn":
+        from bowlrp.app.nets_check import import_nets
+
+        import_nets()
+        from nets.train import ConvNetClassifier
+
+        return ConvNetClassifier
     from bowlrp.bow.classifier import BoWClassifier
 
-    params = fit_params(args, BoWClassifier)
-    check_params(BoWClassifier(**params))
+    return BoWClassifier
+
+
+def _fit_images(args, estimator_class, params, paths, labels):
+    """Training images (and their labels) ready for the estimator, the skipped files, and a note
+    on the input (the network's input shape)."""
+    if args.model == "cnn":
+        from bowlrp.app.network_training import network_training_array
+
+        # every image is resized to the network's input: none is too small
+        images, y, skipped = read_training_images(paths, labels, args.read_mode, 1, args.strict,
+                                                  args.max_pixels)
+        try:
+            X, shape = network_training_array(images, args.image_size)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        return X, y, skipped, {"input_shape": list(shape)}
+    bins = params.get("bin_sizes", estimator_class().bin_sizes)
+    support = 4 * max(bins if isinstance(bins, (tuple, list)) else (bins,))
+    images, y, skipped = read_training_images(paths, labels, args.read_mode, support, args.strict,
+                                              args.max_pixels)
+    return images, y, skipped, {}
+
+
+def cmd_fit(args) -> int:
+    import contextlib
+    import sys
+
+    from bowlrp.app.persist import save_model
+
+    estimator_class = fit_model_class(args.model)
+    params = fit_params(args, estimator_class)
+    check_params(estimator_class(**params))
     check_holdout(args.holdout)
     if args.max_pixels < 1:
         raise UsageError(f"--max-pixels must be >= 1, got {args.max_pixels}")
     check_output_path(args.output, "-o/--output")
     paths, labels = training_set(args.train)
-    bins = params.get("bin_sizes", BoWClassifier().bin_sizes)
-    support = 4 * max(bins if isinstance(bins, (tuple, list)) else (bins,))
-    images, y, skipped = read_training_images(paths, labels, args.read_mode, support, args.strict,
-                                              args.max_pixels)
+    images, y, skipped, input_info = _fit_images(args, estimator_class, params, paths, labels)
     fit_images, fit_y, test_images, test_y = holdout_split(images, y, args.holdout, args.random_state)
+    if args.model == "cnn":  # a network takes one array
+        import numpy as np
+
+        fit_images = np.stack(fit_images)
+        test_images = None if test_images is None else np.stack(test_images)
     if not args.quiet:
-        warn(f"fit: {len(fit_y)} images, classes {sorted(set(fit_y.tolist()))}, parameters {params}")
-    # the classifier reports its long steps (features, vocabulary, SVM) on stderr while fitting;
+        shape = f", input (C, H, W) {tuple(input_info['input_shape'])}" if input_info else ""
+        warn(f"fit: {estimator_class.__name__} on {len(fit_y)} images, classes "
+             f"{sorted(set(fit_y.tolist()))}, parameters {params}{shape}")
+    # the estimator reports its long steps (features, vocabulary, SVM; epochs) on stderr while fitting;
     # the saved model is quiet, so that explaining with it does not log every image
     verbose = params.get("verbose", not args.quiet)
-    clf = BoWClassifier(**{**params, "verbose": verbose}).fit(fit_images, fit_y)
+    with contextlib.redirect_stdout(sys.stderr):  # results go to stdout, progress to stderr
+        clf = estimator_class(**{**params, "verbose": verbose}).fit(fit_images, fit_y)
     set_verbose(clf, params.get("verbose", False))
     save_model(clf, args.output)
     say(f"model saved to {args.output} (classes: {', '.join(map(str, clf.classes_))}; "
         f"{len(fit_y)} training images; {len(skipped)} skipped)")
-    info = {"model": args.output, "classes": [str(c) for c in clf.classes_], "n_train": int(len(fit_y)),
+    info = {"model": args.output, "model_type": args.model, "estimator": estimator_class.__name__,
+            "classes": [str(c) for c in clf.classes_], "n_train": int(len(fit_y)), **input_info,
             "skipped": [[p, r] for p, r in skipped], "params": {k: repr(v) for k, v in params.items()},
             "train_accuracy": float(clf.score(fit_images, fit_y))}
     if test_images is not None:
@@ -92,14 +137,33 @@ def cmd_fit(args) -> int:
 
 
 # ---------------------------------------------------------------------- explain
-def _run_rows(run_dir, max_rows):
+def _true_labels(inputs, classes) -> dict:
+    """path -> true class, where the inputs tell it: the label column of a CSV list, or a class
+    sub-folder named like one of the model's ``classes`` (empty when the model has no class names)."""
+    from bowlrp.imageio import list_images
+
+    names = {str(c): c for c in classes or []}
+    labels = {}
+    for item in list_images(inputs):
+        label = item.label if item.label is not None else os.path.basename(os.path.dirname(item.path))
+        if str(label) in names:
+            labels[item.path] = names[str(label)]
+    return labels
+
+
+def _run_rows(run_dir, max_rows, labels=None, predicted=False):
+    """Report rows of an explain folder; with the true ``labels`` (path -> class) and ``predicted``
+    (the maps explain the predicted class), each prediction is marked correct or wrong."""
     from bowlrp.app.report import ReportRow
     from bowlrp.app.runs import iter_run
 
     rows = []
     for item in iter_run(run_dir)[:max_rows]:
         heatmap = item.heatmap()
-        rows.append(ReportRow(item.key, {heatmap.method or "relevance": heatmap}, info={"path": item.path}))
+        method = heatmap.method or "relevance"
+        rows.append(ReportRow(item.key, {method: heatmap}, info={"path": item.path},
+                              label=(labels or {}).get(item.path),
+                              predicted={method: heatmap.target} if predicted else {}))
     return rows
 
 
@@ -140,7 +204,9 @@ def cmd_explain(args) -> int:
                    "images": result.total, "explained": result.ok, "skipped": len(result.skipped),
                    "pending": result.pending, "output folder": os.path.abspath(args.out)}
         tables, curves = _evaluation_parts(os.path.join(args.out, "evaluation", "evaluation.json"))
-        write_report(args.report, _run_rows(args.out, args.report_max), title=f"bowlrp explain: {args.model}",
+        rows = _run_rows(args.out, args.report_max, _true_labels(args.inputs, explainer.classes),
+                         predicted=target is None)
+        write_report(args.report, rows, title=f"bowlrp explain: {args.model}",
                      summary=summary, skipped=result.skipped, cmap=args.cmap, overlay=args.overlay,
                      tables=tables, curves=curves,
                      max_rows=args.report_max)
@@ -263,11 +329,17 @@ def cmd_compare(args) -> int:
     if args.report:
         bow_maps = {i.key: i for i in iter_run(os.path.join(args.out, "bow"))}
         net_maps = {i.key: i for i in iter_run(os.path.join(args.out, "network"))}
+        labels = _true_labels(args.inputs, bow.classes)
         report_rows = []
         for row in both[:args.report_max]:
             maps = {"BoW": bow_maps[row["key"]].heatmap(), "network": net_maps[row["key"]].heatmap()}
+            # a map of the predicted class names a prediction (a network's: if it has class names)
+            predicted = {name: m.target for name, m, given in (("BoW", maps["BoW"], args.bow_target),
+                                                                ("network", maps["network"], args.net_target))
+                         if given is None and (name == "BoW" or net.classes is not None)}
             report_rows.append(ReportRow(row["key"], maps, image=maps["BoW"].image,
-                                         info={"pearson": row["pearson"], "spearman": row["spearman"]}))
+                                         info={"pearson": row["pearson"], "spearman": row["spearman"]},
+                                         label=labels.get(bow_maps[row["key"]].path), predicted=predicted))
         table = [(r["key"], r["bow_target"], r["bow_score"], r["net_target"], r["net_score"], r["pearson"],
                   r["spearman"]) for r in rows]
         skipped = results["bow"].skipped + [s for s in results["network"].skipped

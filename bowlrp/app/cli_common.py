@@ -222,4 +222,4 @@ def run_batch(explainer, model_path, inputs, out_dir, target, options):
     try:
         return explain_batch(explainer, items, out_dir, target=target, run_info=run_info, **options)
     except RunMismatchError as exc:
-        raise UsageError(str(exc)) from None
+        raise UsageError(exc.advice("--overwrite")) from None

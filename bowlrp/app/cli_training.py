@@ -14,8 +14,13 @@ import numpy as np
 
 from bowlrp.app.cli_common import Failure, UsageError, warn
 
-# command-line flag (dest) -> BoWClassifier parameter
+# command-line flag (dest) -> estimator parameter (BoWClassifier's, or ConvNetClassifier's for
+# --model cnn); fit_params refuses a flag the chosen estimator does not have
 FIT_FLAGS = {
+    "epochs": "epochs",
+    "architecture": "architecture",
+    "augment": "augment",
+    "learning_rate": "learning_rate",
     "vocabulary_size": "vocabulary_size",
     "kernel": "kernel",
     "gamma": "gamma",
@@ -53,7 +58,8 @@ def fit_params(args, estimator_class) -> dict:
         if not sep:
             raise UsageError(f"--set expects NAME=VALUE, got {assignment!r}")
         if name not in valid:
-            raise UsageError(f"unknown BoWClassifier parameter {name!r}; known: {', '.join(sorted(valid))}")
+            raise UsageError(f"unknown {estimator_class.__name__} parameter {name!r}; "
+                             f"known: {', '.join(sorted(valid))}")
         params[name] = _literal(text)
     return params
 

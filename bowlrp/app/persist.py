@@ -196,6 +196,9 @@ def sniff_format(path) -> str:
     if head.startswith(_ZIP_MAGIC):
         return "npz"
     words = head.decode("ascii", errors="replace").split()
+    from bowlrp.app.nets_check import import_nets
+
+    import_nets()  # a foreign 'nets' fails here with a clear message, not in the next line
     from nets.toolbox import _KNOWN as toolbox_layers
 
     if words and words[0] in toolbox_layers:
@@ -387,9 +390,9 @@ def load_model(path, trusted: bool = False):
         if _SAFE_MEMBER in members:
             return _load_safe(path)
         if _NETS_MEMBER in members:
-            import nets
+            from bowlrp.app.nets_check import import_nets
 
-            return nets.load(path)
+            return import_nets().load(path)
         raise _unreadable(path, "a zip/NPZ archive that is neither a bowlrp model nor a nets network")
     if kind == "toolbox":
         import nets

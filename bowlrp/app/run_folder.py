@@ -40,11 +40,37 @@ LOCK_FILE = ".bowlrp.lock"
 
 
 class RunMismatchError(ValueError):
-    """The output folder holds a run with different settings (another model, target, ...)."""
+    """The output folder holds a run with different settings (another model, target, ...).
+
+    ``out_dir`` and ``changed`` (the settings that differ) let a caller say how to start over in
+    its own terms (:meth:`advice`): ``resume=False`` in Python, ``--overwrite`` on the command line.
+    """
+
+    def __init__(self, out_dir: str, changed, start_over: str = "resume=False"):
+        self.out_dir, self.changed = out_dir, list(changed)
+        super().__init__(self.advice(start_over))
+
+    def __reduce__(self):  # picklable (the default would call __init__ with the message alone)
+        return type(self), (self.out_dir, self.changed)
+
+    def advice(self, start_over: str) -> str:
+        """The message, with ``start_over`` as the way to discard the old results."""
+        return (f"{self.out_dir} holds results of a different run (changed: {', '.join(self.changed)}); "
+                f"use another output folder, or start over ({start_over})")
 
 
 class RunLockedError(RunMismatchError):
-    """Another run is writing into the output folder right now."""
+    """Another run is writing into the output folder right now (the message names the holder)."""
+
+    def __init__(self, message: str):
+        self.out_dir, self.changed = None, []
+        ValueError.__init__(self, message)
+
+    def __reduce__(self):
+        return type(self), (str(self),)
+
+    def advice(self, start_over: str) -> str:
+        return str(self)  # starting over would not help: wait for the other run
 
 
 # ---------------------------------------------------------------------- checksums and durable files

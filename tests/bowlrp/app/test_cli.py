@@ -19,7 +19,7 @@ from PIL import Image
 import nets
 from bowlrp.app.adapters import NetworkExplainer
 from bowlrp.app.persist import load_model
-from bowlrp.heatmap import Heatmap
+from bowlrp.heatmap import Heatmap, enlarge
 from bowlrp.imageio import read_image
 from tests.bowlrp.app import cli_data
 
@@ -293,7 +293,8 @@ def test_explain_bow_writes_maps_scores_and_report(ws, tmp_path):
         assert relevance.shape == image.shape[:2]
         assert abs(relevance.sum() - expected) <= 1e-9 * max(1.0, abs(expected))  # conservation
         png = np.asarray(Image.open(out / row["heatmap_png"]))
-        np.testing.assert_array_equal(png, Heatmap.load(out / row["relevance_npz"]).render())
+        # the rendered map, enlarged by a whole factor (nearest) to >= 256 px
+        np.testing.assert_array_equal(png, enlarge(Heatmap.load(out / row["relevance_npz"]).render()))
     assert relevances.files == [r["key"] for r in ok]
     text = page.read_text()
     assert text.count("data:image/png;base64,") == 2 * N_SCENES
@@ -371,6 +372,7 @@ def test_explain_limit_then_resume_equals_one_run(ws, tmp_path, capsys):
     # the same folder with another target is refused, --overwrite starts over
     code, _, err = run_main(capsys, "explain", ws["model"], ws["train"], "-o", part, "--target", "circles")
     assert code == 2 and "different run" in err
+    assert "start over (--overwrite)" in err and "resume=False" not in err  # CLI words for a CLI user
     code, out, _ = run_main(capsys, "explain", ws["model"], ws["train"], "-o", part, "--target", "circles",
                             "--overwrite")
     assert code == 0 and f"({N_SCENES} new)" in out
