@@ -132,7 +132,9 @@ def _kill_worker(client, dead_pids):
     """SIGKILL one live worker process not killed before; returns its address."""
     import signal
 
-    pids = client.run(os.getpid)
+    # a worker killed a moment ago may still be listed: its answer is an error, not a pid
+    answers = client.run(os.getpid, on_error="return")
+    pids = {a: pid for a, pid in answers.items() if isinstance(pid, int)}
     address = next(a for a, pid in sorted(pids.items()) if pid not in dead_pids)
     dead_pids.add(pids[address])
     os.kill(pids[address], signal.SIGKILL)
