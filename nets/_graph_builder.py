@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 GRAPH_INPUT = "input"
+_LINEAR = ("Dense", "Conv2D")
 
 
 class _Tensor:
@@ -126,6 +127,76 @@ class GraphBuilder:
             self._materialized[cache] = name
         return self._materialized[cache]
 
+    # -- shared by the importers -----------------------------------------------------------------
+    def fold_batchnorm(self, key, params, output_key, sole):
+        """Fold an inference batch norm (gamma, beta, mean, var, eps) into the dense/conv node
+        computing ``key`` when the batch norm is its ``sole`` reader; False when it cannot."""
+        producer = self.producer(key, _LINEAR) if sole else None
+        if producer is None:
+            return False
+        self.replace(producer, fold_batchnorm(self.layers[producer], *params))
+        self.alias(output_key, key)
+        return True
+
+    def affine(self, where, key, factor, offset, output_key, name, sole):
+        """``key * factor + offset`` with constant (scalar or per-axis) operands: a bias added to
+        the dense/conv node before when this is its ``sole`` reader, else a :class:`nets.Scale`."""
+        import nets
+
+        shape = self.shape(key)
+        factor, f_axis = per_axis(where, factor, shape)
+        offset, o_axis = per_axis(where, offset, shape)
+        producer = self.producer(key, _LINEAR) if sole else None
+        if f_axis is None and factor == 1.0 and o_axis in (None, 1) and producer is not None:
+            bias = np.broadcast_to(offset, (shape[0],))
+            self.replace(producer, fold_bias(self.layers[producer], bias))
+            self.alias(output_key, key)
+            return
+        if f_axis is not None and o_axis is not None and f_axis != o_axis:
+            raise ValueError(f"{where}: scale and offset vary along different axes")
+        axis = f_axis if f_axis is not None else (o_axis if o_axis is not None else 1)
+        if (f_axis is None) != (o_axis is None):  # one vector, one scalar: both vectors
+            n = np.size(factor) if o_axis is None else np.size(offset)
+            factor, offset = np.broadcast_to(factor, (n,)), np.broadcast_to(offset, (n,))
+        self.add(name, nets.Scale(factor, offset=offset, axis=axis), [key], output_key)
+
+    def pad_before(self, where, key, pads, name, pool=False):
+        """(input key, symmetric padding) for a conv/pool with ``pads`` (top, left, bottom, right):
+        unequal padding becomes a zero ``Pad`` node before it (for max pooling only when its input
+        is known to be non-negative, so that the zeros never win where the source pads with -inf)."""
+        import nets
+
+        top, left, bottom, right = (int(p) for p in pads)
+        if (top, left) == (bottom, right):
+            return key, (top, left)
+        if pool and not self._nonnegative(key):
+            raise ValueError(
+                f"{where}: asymmetric padding (begin {[top, left]}, end {[bottom, right]}) of a max pool "
+                "is supported only after a ReLU (or another non-negative output)"
+            )
+        padded = key + "#pad"
+        self.add(name + "_pad", nets.Pad((top, left, bottom, right)), [key], padded)
+        return padded, (0, 0)
+
+    def _nonnegative(self, key):
+        """True when every path back from ``key`` ends in a ReLU (or a Clip at >= 0) through
+        layers that keep signs."""
+        seen, stack = set(), [self.tensors[key].node]
+        while stack:
+            name = stack.pop()
+            if name in seen:
+                continue
+            seen.add(name)
+            if name not in self.layers:
+                return False  # the graph input
+            layer = self.layers[name]
+            if layer.kind == "ReLU" or (layer.kind == "Clip" and layer.low is not None and layer.low >= 0):
+                continue
+            if layer.kind not in ("MaxPool2D", "Pad", "LRN", "Concat", "Reshape", "Flatten", "Identity"):
+                return False
+            stack.extend(self.inputs[name])
+        return True
+
     def finish(self, output_key, dtype):
         """The :class:`nets.Graph` computing ``output_key`` (unused nodes dropped; a
         :class:`nets.Sequential` when the nodes form a chain), its weights cast to ``dtype``, with
@@ -142,6 +213,11 @@ class GraphBuilder:
                 continue
             keep.add(name)
             stack.extend(self.inputs[name])
+        for name in keep:
+            if self.layers[name].kind == "Softmax" and name != out:
+                raise ValueError(
+                    f"node {name!r} (Softmax) is not the last layer; LRP explains the scores before it"
+                )
         dtype = np.dtype(dtype)
         nodes = []
         for name in self.layers:  # insertion order is topological
@@ -159,6 +235,40 @@ class GraphBuilder:
             graph = nets.Graph(nodes, inputs=(GRAPH_INPUT,), outputs=(out,))
         graph.input_shape = self.input_shape
         return graph
+
+
+def per_axis(where, constant, shape):
+    """A constant operand of an elementwise op on data of per-sample ``shape``, as a scalar or as one
+    value per index of a single axis: ``(value, axis)``; ``axis`` None for a scalar."""
+    c = np.asarray(constant, dtype=np.float64)
+    full = (1,) + tuple(shape)
+    if c.ndim > len(full):
+        raise ValueError(f"{where}: constant of shape {c.shape} has more axes than the data {full}")
+    try:
+        broadcast = np.broadcast_shapes(c.shape, full)
+    except ValueError:
+        raise ValueError(f"{where}: constant of shape {c.shape} does not broadcast to {full}") from None
+    if broadcast != full:
+        raise ValueError(f"{where}: constant of shape {c.shape} would change the data shape {full}")
+    c = c.reshape((1,) * (len(full) - c.ndim) + c.shape)
+    if c.size == 1:
+        return float(c.ravel()[0]), None
+    axes = [a for a in range(1, len(full)) if c.shape[a] > 1]
+    if len(axes) > 1:
+        raise ValueError(
+            f"{where}: the constant of shape {c.shape[1:]} varies along several axes; only a scalar or "
+            "one value per channel (or per index of one axis) is supported"
+        )
+    return c.reshape(-1), axes[0]
+
+
+def ceil_mode_extra(size, kernel, stride, begin, end):
+    """Extra end padding that a pool in ceil mode needs on one axis (ONNX and PyTorch drop a last
+    window that would start in the end padding)."""
+    out = -(-(size + begin + end - kernel) // stride) + 1
+    if (out - 1) * stride >= size + begin:
+        out -= 1
+    return max((out - 1) * stride + kernel - (size + begin + end), 0)
 
 
 def _linear_arrays(layer):

@@ -85,31 +85,6 @@ def attr_or_input(walker, node, index, attr, since, default=None):
     return node.attrs.get(attr, default)
 
 
-def per_axis(node, constant, shape):
-    """A constant operand of an elementwise op on data of per-sample ``shape``, as a scalar or as one
-    value per index of a single axis: ``(value, axis)``; ``axis`` None for a scalar."""
-    c = np.asarray(constant, dtype=np.float64)
-    full = (1,) + tuple(shape)
-    if c.ndim > len(full):
-        raise ValueError(f"{node}: constant of shape {c.shape} has more axes than the data {full}")
-    try:
-        broadcast = np.broadcast_shapes(c.shape, full)
-    except ValueError:
-        raise ValueError(f"{node}: constant of shape {c.shape} does not broadcast to {full}") from None
-    if broadcast != full:
-        raise ValueError(f"{node}: constant of shape {c.shape} would change the data shape {full}")
-    c = c.reshape((1,) * (len(full) - c.ndim) + c.shape)
-    if c.size == 1:
-        return float(c.ravel()[0]), None
-    axes = [a for a in range(1, len(full)) if c.shape[a] > 1]
-    if len(axes) > 1:
-        raise ValueError(
-            f"{node}: the constant of shape {c.shape[1:]} varies along several axes; only a scalar or "
-            "one value per channel (or per index of one axis) is supported"
-        )
-    return c.reshape(-1), axes[0]
-
-
 def same_padding(size, k, s, mode):
     """(begin, end) padding of ONNX's auto_pad SAME_UPPER / SAME_LOWER for one axis."""
     out = -(-size // s)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._graph_builder import ceil_mode_extra
 from ._onnx_fold import attr_or_input, spatial_pads
 
 
@@ -127,7 +128,7 @@ def batch_normalization(w, node):
     shape = w.builder.shape(x)
     if not all(a.size == shape[0] for a in (gamma, beta, mean, var)):
         raise ValueError(f"{node}: parameters do not have one value per channel ({shape[0]})")
-    if w.fold_into_linear(node, x, "batchnorm", gamma, beta, mean, var, eps):
+    if w.fold_into_linear(node, x, gamma, beta, mean, var, eps):
         return
     if len(shape) not in (1, 3):
         raise ValueError(f"{node}: batch norm over per-sample shape {shape} is not supported")
@@ -147,13 +148,10 @@ def _pool(w, node, kind):
     top, left, bottom, right = spatial_pads(node, shape, kernel, strides)
     if node.attrs.get("ceil_mode", 0):
         # ceil mode adds windows that hang over the end: the extra end padding they need
-        extra = []
-        for a, (begin, end) in enumerate(((top, bottom), (left, right))):
-            span = shape[1 + a] + begin + end - kernel[a]
-            out = -(-span // strides[a]) + 1
-            if (out - 1) * strides[a] >= shape[1 + a] + begin:
-                out -= 1  # the last window would start in the end padding (ONNX and PyTorch drop it)
-            extra.append(max((out - 1) * strides[a] + kernel[a] - (shape[1 + a] + begin + end), 0))
+        extra = [
+            ceil_mode_extra(shape[1 + a], kernel[a], strides[a], begin, end)
+            for a, (begin, end) in enumerate(((top, bottom), (left, right)))
+        ]
         if any(extra) and kind == "AvgPool2D":
             raise ValueError(f"{node}: ceil_mode=1 changes the output size here; not supported for averages")
         bottom, right = bottom + extra[0], right + extra[1]
@@ -416,7 +414,7 @@ def pad(w, node):
         begin[a], end[a] = pads[i], pads[i + len(axes)]
     if len(shape) != 3 or begin[:2] != [0, 0] or end[:2] != [0, 0]:
         raise ValueError(f"{node}: only spatial padding of an image is supported (pads {pads})")
-    w.add(node, w.pad_layer((begin[2], begin[3], end[2], end[3])), [x])
+    w.add(node, _nets().Pad((begin[2], begin[3], end[2], end[3])), [x])
 
 
 OPS = {

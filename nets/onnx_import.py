@@ -22,8 +22,8 @@ from collections import Counter
 
 import numpy as np
 
-from ._graph_builder import GraphBuilder, fold_batchnorm, fold_bias
-from ._onnx_fold import Evaluator, NodeRef, import_onnx, opset_of, per_axis
+from ._graph_builder import GraphBuilder
+from ._onnx_fold import Evaluator, NodeRef, import_onnx, opset_of
 from ._onnx_ops import OPS
 
 #: operators that may touch the data (any operator may appear in a constant sub-graph)
@@ -35,9 +35,6 @@ _HINTS = {
     "DequantizeLinear": " (quantized models are not supported; use the float model)",
     "QLinearConv": " (quantized models are not supported; use the float model)",
 }
-
-_LINEAR = ("Dense", "Conv2D")
-
 
 class _Walker:
     """Walks one ONNX graph; the operator handlers call back into it."""
@@ -120,13 +117,7 @@ class _Walker:
             raise ValueError(
                 f"the graph must have exactly one output computed from the input; its outputs are {outputs}"
             )
-        graph = self.builder.finish(outputs[0], dtype)
-        for node in graph.nodes:
-            if node.layer.kind == "Softmax" and node.name not in graph.outputs:
-                raise ValueError(
-                    f"node {node.name!r} (Softmax) is not the last layer; LRP explains the scores before it"
-                )
-        return graph
+        return self.builder.finish(outputs[0], dtype)
 
     def _fold(self, node, values):
         try:
@@ -145,83 +136,17 @@ class _Walker:
     def add(self, node, layer, input_keys, key=None, shape=None):
         self.builder.add(node.name, layer, input_keys, key or node.output, shape)
 
-    def _sole_linear_reader(self, key):
-        producer = self.builder.producer(key, _LINEAR)
-        return producer if producer is not None and self.readers[key] == 1 else None
-
-    def fold_into_linear(self, node, key, what, *params):
-        """Fold a batch norm into the dense/conv node that computes ``key`` for it alone."""
-        producer = self._sole_linear_reader(key) if self.fold_batchnorm else None
-        if producer is None:
-            return False
-        self.builder.replace(producer, fold_batchnorm(self.builder.layers[producer], *params))
-        self.builder.alias(node.output, key)
-        return True
+    def fold_into_linear(self, node, key, *params):
+        """Fold a batch norm into the dense/conv node computing ``key`` for it alone."""
+        sole = self.fold_batchnorm and self.readers[key] == 1
+        return self.builder.fold_batchnorm(key, params, node.output, sole)
 
     def affine(self, node, key, factor, offset):
-        """``key * factor + offset`` with constant operands: a bias folded into the dense/conv node
-        before (when it is the only reader), else a :class:`nets.Scale` node."""
-        import nets
-
-        shape = self.builder.shape(key)
-        factor, f_axis = per_axis(node, factor, shape)
-        offset, o_axis = per_axis(node, offset, shape)
-        producer = self._sole_linear_reader(key)
-        if f_axis is None and factor == 1.0 and o_axis in (None, 1) and producer is not None:
-            channels = shape[0]
-            bias = np.broadcast_to(offset, (channels,))
-            self.builder.replace(producer, fold_bias(self.builder.layers[producer], bias))
-            self.builder.alias(node.output, key)
-            return
-        if f_axis is not None and o_axis is not None and f_axis != o_axis:
-            raise ValueError(f"{node}: scale and offset vary along different axes")
-        axis = f_axis if f_axis is not None else (o_axis if o_axis is not None else 1)
-        if (f_axis is None) != (o_axis is None):  # one vector, one scalar: both vectors
-            n = np.size(factor) if o_axis is None else np.size(offset)
-            factor, offset = np.broadcast_to(factor, (n,)), np.broadcast_to(offset, (n,))
-        self.add(node, nets.Scale(factor, offset=offset, axis=axis), [key])
-
-    def pad_layer(self, pads):
-        """A nets padding layer for (top, left, bottom, right) zero padding."""
-        import nets
-
-        return nets.Pad(tuple(int(p) for p in pads))
+        """``key * factor + offset`` with constant operands (a folded bias or a Scale node)."""
+        self.builder.affine(node, key, factor, offset, node.output, node.name, self.readers[key] == 1)
 
     def pad_if_asymmetric(self, node, key, pads, pool=False):
-        """(input key, symmetric padding) for a conv/pool with ``pads`` (top, left, bottom, right):
-        unequal padding becomes a zero ``Pad`` node before it (for max pooling only when its
-        input is known to be non-negative, so that zeros never win where ONNX pads with -inf)."""
-        top, left, bottom, right = pads
-        if (top, left) == (bottom, right):
-            return key, (top, left)
-        if pool and not self._nonnegative(key):
-            raise ValueError(
-                f"{node}: asymmetric padding (begin {[top, left]}, end {[bottom, right]}) of a max pool "
-                "is supported only after a ReLU (or another non-negative output)"
-            )
-        padded = node.output + "#pad"
-        self.builder.add(node.name + "_pad", self.pad_layer(pads), [key], padded)
-        return padded, (0, 0)
-
-    def _nonnegative(self, key):
-        b = self.builder
-        name = b.tensors[key].node
-        seen = set()
-        stack = [name]
-        while stack:  # non-negative when every path back ends in a ReLU (or a Clip at >= 0)
-            name = stack.pop()
-            if name in seen:
-                continue
-            seen.add(name)
-            if name not in b.layers:
-                return False
-            layer = b.layers[name]
-            if layer.kind == "ReLU" or (layer.kind == "Clip" and layer.low is not None and layer.low >= 0):
-                continue
-            if layer.kind not in ("MaxPool2D", "Pad", "LRN", "Concat", "Reshape", "Flatten", "Identity"):
-                return False
-            stack.extend(b.inputs[name])
-        return True
+        return self.builder.pad_before(node, key, pads, node.name, pool)
 
 
 def load_onnx(path, input_shape=None, fold_batchnorm=True, dtype=np.float64):
