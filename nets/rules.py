@@ -253,24 +253,26 @@ class ZBox(Rule):
     """z^B rule for bounded inputs (first layer of image models), l <= x <= h.
 
     ``s = R / stab(Wx - W+ l - W- h)``, ``R_in = x W.T s - l W+.T s - h W-.T s``. The bias cancels
-    (as in zennit: b - b+ - b- = 0). ``low``/``high``: a scalar, one value per input channel, or an
-    array of the input's per-sample shape.
+    (as in zennit: b - b+ - b- = 0). ``low``/``high``: a scalar, one value per input channel, an
+    array of the input's per-sample shape, or None: the smallest (largest) value of the layer's
+    input in the batch being explained (the observed range).
     """
 
     def __init__(self, low, high, stabilizer=DEFAULT_EPSILON, zero_bias=False):
         super().__init__(stabilizer, zero_bias)
-        low = np.asarray(low, dtype=np.float64)
-        high = np.asarray(high, dtype=np.float64)
-        if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high))):
+        low = None if low is None else np.asarray(low, dtype=np.float64)
+        high = None if high is None else np.asarray(high, dtype=np.float64)
+        given = [v for v in (low, high) if v is not None]
+        if not all(np.all(np.isfinite(v)) for v in given):
             raise ValueError("ZBox bounds must be finite")
-        if np.any(np.broadcast_arrays(low, high)[0] > np.broadcast_arrays(low, high)[1]):
+        if len(given) == 2 and np.any(np.broadcast_arrays(low, high)[0] > np.broadcast_arrays(low, high)[1]):
             raise ValueError("ZBox needs low <= high")
         self.low, self.high = low, high
 
     def _params(self):
         return {
-            "low": self.low.tolist(),
-            "high": self.high.tolist(),
+            "low": None if self.low is None else self.low.tolist(),
+            "high": None if self.high is None else self.high.tolist(),
             **super()._params(),
         }
 
@@ -282,6 +284,8 @@ class ZBox(Rule):
     def bound(self, which, x):
         """``low`` or ``high`` broadcast against the batch ``x`` (per channel for a 1-D bound)."""
         v = self.low if which == "low" else self.high
+        if v is None:  # the observed range of this batch
+            v = np.asarray(x.min() if which == "low" else x.max(), dtype=np.float64)
         if v.ndim == 0:
             return np.full(x.shape, v, dtype=x.dtype)
         if v.ndim == 1 and x.ndim >= 2 and v.shape[0] == x.shape[1]:
