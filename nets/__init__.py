@@ -62,6 +62,7 @@ _EXPORTS: dict[str, str] = {
     "load": "nets.io",
     "from_sklearn": "nets.sklearn",
     "load_onnx": "nets.onnx_import",
+    "from_torch": "nets.torch_import",
     "load_toolbox": "nets.toolbox",
     "ConvNetClassifier": "nets.train",
 }
