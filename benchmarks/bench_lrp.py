@@ -27,7 +27,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-import types
+from pathlib import Path
 
 import numpy as np
 
@@ -94,35 +94,18 @@ def best_times(fns, rounds):
 
 # --------------------------------------------------------------------------------------------------
 def import_zennit():
-    """torch and zennit's pieces, or None. zennit's top-level package imports torchvision only for its
-    ResNet canonizers; without a matching torchvision a placeholder module stands in (unused here)."""
+    """torch and zennit's pieces, or None (the torchvision stand-in lives in the tests' shared
+    helper, ``tests/nets/torch_helpers.py``)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     try:
-        import torch
+        from tests.nets.torch_helpers import import_zennit as _import
+    finally:
+        sys.path.pop(0)
+    try:
+        torch, zennit = _import()
     except ImportError:
         return None
-    try:
-        import torchvision  # noqa: F401
-    except Exception:  # missing, or built for another torch
-        for name in [m for m in sys.modules if m.startswith("torchvision")]:
-            del sys.modules[name]
-        tv = types.ModuleType("torchvision")
-        tv.models = types.ModuleType("torchvision.models")
-        tv.models.resnet = types.ModuleType("torchvision.models.resnet")
-        tv.models.resnet.Bottleneck = type("Bottleneck", (torch.nn.Module,), {})
-        tv.models.resnet.BasicBlock = type("BasicBlock", (torch.nn.Module,), {})
-        sys.modules.update(
-            {
-                "torchvision": tv,
-                "torchvision.models": tv.models,
-                "torchvision.models.resnet": tv.models.resnet,
-            }
-        )
-    try:
-        from zennit import composites
-        from zennit.attribution import Gradient
-    except ImportError:
-        return None
-    return torch, Gradient, composites
+    return torch, zennit.attribution.Gradient, zennit.composites
 
 
 def to_torch(model, torch):
