@@ -201,7 +201,9 @@ def lrn(w, node):
     _image(w, node, x)
     a = node.attrs
     layer = _nets().LRN(
-        int(a["size"]), alpha=float(a.get("alpha", 1e-4)), beta=float(a.get("beta", 0.75)),
+        int(a["size"]),
+        alpha=float(a.get("alpha", 1e-4)),
+        beta=float(a.get("beta", 0.75)),
         bias=float(a.get("bias", 1.0)),
     )
     w.add(node, layer, [x])

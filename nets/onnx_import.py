@@ -36,6 +36,7 @@ _HINTS = {
     "QLinearConv": " (quantized models are not supported; use the float model)",
 }
 
+
 class _Walker:
     """Walks one ONNX graph; the operator handlers call back into it."""
 

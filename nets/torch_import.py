@@ -78,7 +78,9 @@ class _Converter:
 
     def sole(self, node):
         """True when ``node``'s output is read by one data node only (so it may be folded)."""
-        readers = [u for u in node.users if u.op == "output" or isinstance(self.values.get(u), self.torch.Tensor)]
+        readers = [
+            u for u in node.users if u.op == "output" or isinstance(self.values.get(u), self.torch.Tensor)
+        ]
         return len(readers) == 1
 
     def add(self, node, layer, inputs, key=None, shape=None):
@@ -103,7 +105,6 @@ class _Converter:
 
     # -- the walk ----------------------------------------------------------------------------
     def convert(self, dtype):
-        torch = self.torch
         output = None
         for node in self.gm.graph.nodes:
             if node.op == "placeholder":
@@ -135,10 +136,11 @@ class _Converter:
         return isinstance(value, self.torch.Tensor)
 
     def _module(self, node, mod):
-        handler = _MODULES.get(type(mod).__name__) if type(mod).__module__.startswith("torch.nn") else None
+        cls = type(mod)
+        handler = _MODULES.get(cls.__name__) if cls.__module__.startswith("torch.nn") else None
         if handler is None:
             raise ValueError(
-                f"module {node.target!r} of type {type(mod).__module__}.{type(mod).__name__} is not supported; "
+                f"{cls.__module__}.{cls.__name__} is not supported; "
                 f"supported modules are torch.nn.{', torch.nn.'.join(sorted(_MODULES))}"
             )
         handler(self, node, mod, node.args[0])
@@ -178,7 +180,9 @@ def _conv(c, node, m, x):
         pads = tuple(m.padding) * 2
     key, padding = c.builder.pad_before(c.where(node), x.name, pads, node.name)
     b = None if m.bias is None else _array(m.bias)
-    layer = nets.Conv2D(_array(m.weight), b, stride=m.stride, padding=padding, groups=m.groups, dilation=dilation)
+    layer = nets.Conv2D(
+        _array(m.weight), b, stride=m.stride, padding=padding, groups=m.groups, dilation=dilation
+    )
     c.builder.add(node.name, layer, [key], node.name)
 
 
@@ -237,7 +241,9 @@ def _pool(c, node, x, kind, kernel, stride, padding, ceil_mode, count_include_pa
     if kind == "max":
         layer = nets.MaxPool2D(kernel, stride=stride, padding=padding)
     else:
-        layer = nets.AvgPool2D(kernel, stride=stride, padding=padding, count_include_pad=bool(count_include_pad))
+        layer = nets.AvgPool2D(
+            kernel, stride=stride, padding=padding, count_include_pad=bool(count_include_pad)
+        )
     c.builder.add(node.name, layer, [key], node.name)
 
 
@@ -288,7 +294,9 @@ def _softmax(c, node, x, dim):
     import nets
 
     if len(c.builder.shape(x.name)) != 1 or dim not in (1, -1):
-        raise ValueError(f"Softmax over dim {dim} of per-sample shape {c.builder.shape(x.name)} is not supported")
+        raise ValueError(
+            f"Softmax over dim {dim} of per-sample shape {c.builder.shape(x.name)} is not supported"
+        )
     c.add(node, nets.Softmax(), [x])
 
 
@@ -431,7 +439,11 @@ def _clamp(c, node):
 
 
 def _hardtanh(c, node):
-    c.add(node, _nets_layer("Clip", _get(node, 1, "min_val", -1.0), _get(node, 2, "max_val", 1.0)), [node.args[0]])
+    c.add(
+        node,
+        _nets_layer("Clip", _get(node, 1, "min_val", -1.0), _get(node, 2, "max_val", 1.0)),
+        [node.args[0]],
+    )
 
 
 def _leaky(c, node):
@@ -447,15 +459,33 @@ def _dropout(c, node):
 def _f_max_pool(c, node):
     if _get(node, 6, "return_indices", False):
         raise ValueError("return_indices=True is not supported")
-    _pool(c, node, node.args[0], "max", _get(node, 1, "kernel_size"), _get(node, 2, "stride"),
-          _get(node, 3, "padding", 0), _get(node, 5, "ceil_mode", False), dilation=_get(node, 4, "dilation", 1))
+    _pool(
+        c,
+        node,
+        node.args[0],
+        "max",
+        _get(node, 1, "kernel_size"),
+        _get(node, 2, "stride"),
+        _get(node, 3, "padding", 0),
+        _get(node, 5, "ceil_mode", False),
+        dilation=_get(node, 4, "dilation", 1),
+    )
 
 
 def _f_avg_pool(c, node):
     if _get(node, 6, "divisor_override") is not None:
         raise ValueError("divisor_override is not supported")
-    _pool(c, node, node.args[0], "avg", _get(node, 1, "kernel_size"), _get(node, 2, "stride"),
-          _get(node, 3, "padding", 0), _get(node, 4, "ceil_mode", False), _get(node, 5, "count_include_pad", True))
+    _pool(
+        c,
+        node,
+        node.args[0],
+        "avg",
+        _get(node, 1, "kernel_size"),
+        _get(node, 2, "stride"),
+        _get(node, 3, "padding", 0),
+        _get(node, 4, "ceil_mode", False),
+        _get(node, 5, "count_include_pad", True),
+    )
 
 
 def _f_pad(c, node):
@@ -472,8 +502,16 @@ def _f_pad(c, node):
 
 def _f_lrn(c, node):
     size = int(_get(node, 1, "size"))
-    module = type("LRN", (), {"size": size, "alpha": _get(node, 2, "alpha", 1e-4),
-                              "beta": _get(node, 3, "beta", 0.75), "k": _get(node, 4, "k", 1.0)})
+    module = type(
+        "LRN",
+        (),
+        {
+            "size": size,
+            "alpha": _get(node, 2, "alpha", 1e-4),
+            "beta": _get(node, 3, "beta", 0.75),
+            "k": _get(node, 4, "k", 1.0),
+        },
+    )
     _lrn(c, node, module, node.args[0])
 
 
@@ -483,23 +521,58 @@ def _function_table():
 
     relu = _elementwise("ReLU")
     table = {
-        operator.add: _add, operator.iadd: _add, torch.add: _add, ("method", "add"): _add,
-        operator.sub: _sub, operator.isub: _sub, torch.sub: _sub, ("method", "sub"): _sub,
-        operator.mul: _mul, operator.imul: _mul, torch.mul: _mul, ("method", "mul"): _mul,
-        operator.truediv: _div, operator.itruediv: _div, torch.div: _div, ("method", "div"): _div,
-        torch.cat: _cat, torch.concat: _cat, torch.concatenate: _cat,
-        torch.flatten: _reshape, torch.reshape: _reshape, torch.squeeze: _reshape, torch.unsqueeze: _reshape,
-        torch.permute: _permute, torch.transpose: _permute,
-        F.relu: relu, torch.relu: relu, ("method", "relu"): relu,
-        F.relu6: _elementwise("Clip", 0.0, 6.0), F.hardtanh: _hardtanh, F.leaky_relu: _leaky,
-        torch.sigmoid: _elementwise("Sigmoid"), F.sigmoid: _elementwise("Sigmoid"),
+        operator.add: _add,
+        operator.iadd: _add,
+        torch.add: _add,
+        ("method", "add"): _add,
+        operator.sub: _sub,
+        operator.isub: _sub,
+        torch.sub: _sub,
+        ("method", "sub"): _sub,
+        operator.mul: _mul,
+        operator.imul: _mul,
+        torch.mul: _mul,
+        ("method", "mul"): _mul,
+        operator.truediv: _div,
+        operator.itruediv: _div,
+        torch.div: _div,
+        ("method", "div"): _div,
+        torch.cat: _cat,
+        torch.concat: _cat,
+        torch.concatenate: _cat,
+        torch.flatten: _reshape,
+        torch.reshape: _reshape,
+        torch.squeeze: _reshape,
+        torch.unsqueeze: _reshape,
+        torch.permute: _permute,
+        torch.transpose: _permute,
+        F.relu: relu,
+        torch.relu: relu,
+        ("method", "relu"): relu,
+        F.relu6: _elementwise("Clip", 0.0, 6.0),
+        F.hardtanh: _hardtanh,
+        F.leaky_relu: _leaky,
+        torch.sigmoid: _elementwise("Sigmoid"),
+        F.sigmoid: _elementwise("Sigmoid"),
         ("method", "sigmoid"): _elementwise("Sigmoid"),
-        torch.tanh: _elementwise("Tanh"), F.tanh: _elementwise("Tanh"), ("method", "tanh"): _elementwise("Tanh"),
-        torch.clamp: _clamp, torch.clip: _clamp, ("method", "clamp"): _clamp, ("method", "clip"): _clamp,
-        F.dropout: _dropout, F.max_pool2d: _f_max_pool, F.avg_pool2d: _f_avg_pool, F.pad: _f_pad,
+        torch.tanh: _elementwise("Tanh"),
+        F.tanh: _elementwise("Tanh"),
+        ("method", "tanh"): _elementwise("Tanh"),
+        torch.clamp: _clamp,
+        torch.clip: _clamp,
+        ("method", "clamp"): _clamp,
+        ("method", "clip"): _clamp,
+        F.dropout: _dropout,
+        F.max_pool2d: _f_max_pool,
+        F.avg_pool2d: _f_avg_pool,
+        F.pad: _f_pad,
         F.local_response_norm: _f_lrn,
-        F.adaptive_avg_pool2d: lambda c, node: _adaptive(c, node, node.args[0], _get(node, 1, "output_size"), "avg"),
-        F.adaptive_max_pool2d: lambda c, node: _adaptive(c, node, node.args[0], _get(node, 1, "output_size"), "max"),
+        F.adaptive_avg_pool2d: lambda c, node: _adaptive(
+            c, node, node.args[0], _get(node, 1, "output_size"), "avg"
+        ),
+        F.adaptive_max_pool2d: lambda c, node: _adaptive(
+            c, node, node.args[0], _get(node, 1, "output_size"), "max"
+        ),
         F.softmax: lambda c, node: _softmax(c, node, node.args[0], _get(node, 1, "dim")),
         torch.softmax: lambda c, node: _softmax(c, node, node.args[0], _get(node, 1, "dim")),
         ("method", "softmax"): lambda c, node: _softmax(c, node, node.args[0], _get(node, 1, "dim")),
@@ -571,9 +644,15 @@ def from_torch(module, example_input, fold_batchnorm=True, dtype=np.float64, che
     if not isinstance(module, torch.nn.Module):
         raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
     if module.training:
-        warnings.warn("nets.from_torch put the module in eval mode (module.eval())", UserWarning, stacklevel=2)
+        warnings.warn(
+            "nets.from_torch put the module in eval mode (module.eval())", UserWarning, stacklevel=2
+        )
         module.eval()
-    example = example_input if isinstance(example_input, torch.Tensor) else torch.as_tensor(np.asarray(example_input))
+    example = (
+        example_input
+        if isinstance(example_input, torch.Tensor)
+        else torch.as_tensor(np.asarray(example_input))
+    )
     params = next(iter(module.parameters()), None)
     if params is not None and example.dtype != params.dtype:
         example = example.to(params.dtype)

@@ -49,8 +49,16 @@ class Net:
             ins.append(self.t(self.rng.normal(size=cout) * 0.1))
         if "auto_pad" not in attrs:
             attrs["pads"] = [pad] * 4 if np.isscalar(pad) else list(pad)
-        return self.n("Conv", ins, name, kernel_shape=[k, k], strides=[stride] * 2, group=group,
-                      dilations=[dilation] * 2, **attrs)
+        return self.n(
+            "Conv",
+            ins,
+            name,
+            kernel_shape=[k, k],
+            strides=[stride] * 2,
+            group=group,
+            dilations=[dilation] * 2,
+            **attrs,
+        )
 
     def bn(self, x, c, name=None):
         g = self.rng.uniform(0.5, 1.5, c)
@@ -102,7 +110,8 @@ class Net:
     def model(self, output, in_shape):
         self.nodes[-1].output[0] = "y"
         graph = helper.make_graph(
-            self.nodes, "test",
+            self.nodes,
+            "test",
             [helper.make_tensor_value_info("x", TensorProto.FLOAT, in_shape)],
             [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", "K"])],
             self.inits,
@@ -211,8 +220,11 @@ def nhwc(opset, seed=0, bias=True):
     mean = helper.make_tensor("m", TensorProto.INT32, [1, 3, 1, 1], [1, 0, 2])
     mean = g.n("Cast", [g.n("Constant", [], value=mean)], to=TensorProto.FLOAT)
     if opset >= 9:
-        std = g.n("ConstantOfShape", [g.t([1, 3, 1, 1], np.int64)],
-                  value=helper.make_tensor("s", TensorProto.FLOAT, [1], [2.0]))
+        std = g.n(
+            "ConstantOfShape",
+            [g.t([1, 3, 1, 1], np.int64)],
+            value=helper.make_tensor("s", TensorProto.FLOAT, [1], [2.0]),
+        )
     else:
         std = g.n("Constant", [], value=helper.make_tensor("s", TensorProto.FLOAT, [1, 3, 1, 1], [2.0] * 3))
     x = g.n("Div", [g.n("Sub", [x, mean]), std])

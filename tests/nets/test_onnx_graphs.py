@@ -126,8 +126,11 @@ def test_a_hundred_node_residual_model_loads_in_seconds():
 
 def _single(node, in_shape, inits=(), opset=13):
     graph = helper.make_graph(
-        [node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, in_shape)],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], list(inits),
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, in_shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        list(inits),
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
 
@@ -135,24 +138,51 @@ def _single(node, in_shape, inits=(), opset=13):
 @pytest.mark.parametrize(
     "node, in_shape, message",
     [
-        (helper.make_node("Resize", ["x", "", "sc"], ["y"], name="up"), ["N", 2, 4, 4],
-         r"node 'up' \(Resize\): operator 'Resize' is not supported"),
-        (helper.make_node("Mul", ["x", "x"], ["y"], name="sq"), ["N", 4],
-         r"node 'sq' \(Mul\): multiplying two data tensors"),
-        (helper.make_node("Sub", ["x", "x"], ["y"], name="diff"), ["N", 4],
-         r"node 'diff' \(Sub\): subtracting one data tensor"),
-        (helper.make_node("Div", ["sc", "x"], ["y"], name="inv"), ["N", 4],
-         r"node 'inv' \(Div\): only data / constant"),
-        (helper.make_node("Concat", ["x", "x"], ["y"], axis=0, name="cat0"), ["N", 4],
-         r"node 'cat0' \(Concat\): concatenation along the batch axis"),
-        (helper.make_node("Pad", ["x", "pads"], ["y"], mode="reflect", name="refl"), ["N", 1, 4, 4],
-         r"node 'refl' \(Pad\): mode='reflect'"),
-        (helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[2, 2], pads=[0, 0, 1, 1], name="mp"),
-         ["N", 1, 4, 4], r"node 'mp' \(MaxPool\): asymmetric padding .* only after a ReLU"),
-        (helper.make_node("Transpose", ["x"], ["y"], perm=[1, 0, 2, 3], name="tb"), ["N", 2, 4, 4],
-         r"node 'tb' \(Transpose\): perm=\[1, 0, 2, 3\] moves the batch axis"),
-        (helper.make_node("Mul", ["x", "spatial"], ["y"], name="mask"), ["N", 2, 4, 4],
-         r"node 'mask' \(Mul\): the constant of shape .* varies along several axes"),
+        (
+            helper.make_node("Resize", ["x", "", "sc"], ["y"], name="up"),
+            ["N", 2, 4, 4],
+            r"node 'up' \(Resize\): operator 'Resize' is not supported",
+        ),
+        (
+            helper.make_node("Mul", ["x", "x"], ["y"], name="sq"),
+            ["N", 4],
+            r"node 'sq' \(Mul\): multiplying two data tensors",
+        ),
+        (
+            helper.make_node("Sub", ["x", "x"], ["y"], name="diff"),
+            ["N", 4],
+            r"node 'diff' \(Sub\): subtracting one data tensor",
+        ),
+        (
+            helper.make_node("Div", ["sc", "x"], ["y"], name="inv"),
+            ["N", 4],
+            r"node 'inv' \(Div\): only data / constant",
+        ),
+        (
+            helper.make_node("Concat", ["x", "x"], ["y"], axis=0, name="cat0"),
+            ["N", 4],
+            r"node 'cat0' \(Concat\): concatenation along the batch axis",
+        ),
+        (
+            helper.make_node("Pad", ["x", "pads"], ["y"], mode="reflect", name="refl"),
+            ["N", 1, 4, 4],
+            r"node 'refl' \(Pad\): mode='reflect'",
+        ),
+        (
+            helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[2, 2], pads=[0, 0, 1, 1], name="mp"),
+            ["N", 1, 4, 4],
+            r"node 'mp' \(MaxPool\): asymmetric padding .* only after a ReLU",
+        ),
+        (
+            helper.make_node("Transpose", ["x"], ["y"], perm=[1, 0, 2, 3], name="tb"),
+            ["N", 2, 4, 4],
+            r"node 'tb' \(Transpose\): perm=\[1, 0, 2, 3\] moves the batch axis",
+        ),
+        (
+            helper.make_node("Mul", ["x", "spatial"], ["y"], name="mask"),
+            ["N", 2, 4, 4],
+            r"node 'mask' \(Mul\): the constant of shape .* varies along several axes",
+        ),
     ],
 )
 def test_unsupported_graphs_are_refused_by_node_and_op(node, in_shape, message):
