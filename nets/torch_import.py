@@ -85,17 +85,22 @@ class _Converter:
 
     def add(self, node, layer, inputs, key=None, shape=None):
         keys = [a.name for a in inputs]
-        self.builder.add(node.name, layer, keys, key or node.name, shape)
+        self.builder.add(self.label(node), layer, keys, key or node.name, shape)
 
     def reshape_to_recorded(self, node, x):
         """``node`` reshapes ``x``; its per-sample shape is what the example run produced."""
         before, after = self.full_shape(x), self.full_shape(node)
         if before[0] != after[0]:
             raise ValueError(f"reshapes across the batch axis ({before} -> {after})")
-        self.builder.reshape(node.name, x.name, after[1:], node.name)
+        self.builder.reshape(node.name, x.name, after[1:], self.label(node))
 
     def affine(self, node, x, factor, offset):
-        self.builder.affine(self.where(node), x.name, factor, offset, node.name, node.name, self.sole(x))
+        where, label = self.where(node), self.label(node)
+        self.builder.affine(where, x.name, factor, offset, node.name, label, self.sole(x))
+
+    def label(self, node):
+        """The nets node name: the module path for a module (``layer1.0.conv1``), else fx's name."""
+        return str(node.target) if node.op == "call_module" else node.name
 
     def where(self, node):
         if node.op == "call_module":
@@ -178,12 +183,12 @@ def _conv(c, node, m, x):
         pads = (0, 0, 0, 0)
     else:
         pads = tuple(m.padding) * 2
-    key, padding = c.builder.pad_before(c.where(node), x.name, pads, node.name)
+    key, padding = c.builder.pad_before(c.where(node), x.name, pads, c.label(node))
     b = None if m.bias is None else _array(m.bias)
     layer = nets.Conv2D(
         _array(m.weight), b, stride=m.stride, padding=padding, groups=m.groups, dilation=dilation
     )
-    c.builder.add(node.name, layer, [key], node.name)
+    c.builder.add(c.label(node), layer, [key], node.name)
 
 
 def _linear(c, node, m, x):
@@ -237,14 +242,14 @@ def _pool(c, node, x, kind, kernel, stride, padding, ceil_mode, count_include_pa
         if any(extra) and kind == "avg":
             raise ValueError("ceil_mode=True changes the output size here; not supported for averages")
         pads = (pad[0], pad[1], pad[0] + extra[0], pad[1] + extra[1])
-    key, padding = c.builder.pad_before(c.where(node), x.name, pads, node.name, pool=kind == "max")
+    key, padding = c.builder.pad_before(c.where(node), x.name, pads, c.label(node), pool=kind == "max")
     if kind == "max":
         layer = nets.MaxPool2D(kernel, stride=stride, padding=padding)
     else:
         layer = nets.AvgPool2D(
             kernel, stride=stride, padding=padding, count_include_pad=bool(count_include_pad)
         )
-    c.builder.add(node.name, layer, [key], node.name)
+    c.builder.add(c.label(node), layer, [key], node.name)
 
 
 def _max_pool(c, node, m, x):
@@ -268,7 +273,7 @@ def _adaptive(c, node, x, size, kind):
     if out == (1, 1):
         layer = nets.GlobalAvgPool2D() if kind == "avg" else nets.GlobalMaxPool2D()
         c.add(node, layer, [x], key=node.name + "#pooled")
-        c.builder.reshape(node.name, node.name + "#pooled", (shape[0], 1, 1), node.name + "_keepdims")
+        c.builder.reshape(node.name, node.name + "#pooled", (shape[0], 1, 1), c.label(node) + "_keepdims")
         return
     if shape[1] % out[0] or shape[2] % out[1]:
         raise ValueError(f"adaptive pooling of {shape[1:]} to {out} has unequal windows; not supported")
@@ -616,7 +621,8 @@ def from_torch(module, example_input, fold_batchnorm=True, dtype=np.float64, che
     Returns
     -------
     model : nets.Graph
-        Node names are the traced node names (``layer1_0_conv1`` for ``layer1[0].conv1``).
+        Node names are the module paths (``layer1.0.conv1``) and, for functions and tensor
+        methods, the names torch.fx gave them (``add``, ``cat_1``, ``view``).
 
     Raises
     ------
@@ -633,8 +639,8 @@ def from_torch(module, example_input, fold_batchnorm=True, dtype=np.float64, che
     >>> net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.ReLU(), torch.nn.Flatten(),
     ...                           torch.nn.Linear(2 * 4 * 4, 3)).eval()
     >>> model = nets.from_torch(net, torch.zeros(1, 1, 6, 6))
-    >>> model.names
-    ['0', '1', '3']
+    >>> model.names  # module paths (the flatten is kept as a node: the dense layer reads it)
+    ['0', '1', '2', '3']
     >>> model.input_shape
     (1, 6, 6)
     """

@@ -269,7 +269,7 @@ def test_structure_of_the_converted_resnet():
     # is one GlobalAvgPool2D
     assert "BatchNorm2D" not in kinds and kinds.count("Add") == 3 and kinds.count("Conv2D") == 8
     assert kinds[-2:] == ["GlobalAvgPool2D", "Dense"]
-    assert net.node("layers_0_conv1").inputs == ("maxpool",)  # fx names: layers.0.conv1
+    assert net.node("layers.0.conv1").inputs == ("maxpool",)  # module paths name the nodes
     kept = nets.from_torch(build("resnet_basic"), example("resnet_basic"), fold_batchnorm=False)
     assert [layer.kind for layer in kept.layers].count("BatchNorm2D") == 8
     dense = [layer.kind for layer in nets.from_torch(build("densenet"), example("densenet")).layers]
