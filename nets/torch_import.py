@@ -544,7 +544,6 @@ def _function_table():
         ("method", "div"): _div,
         torch.cat: _cat,
         torch.concat: _cat,
-        torch.concatenate: _cat,
         torch.flatten: _reshape,
         torch.reshape: _reshape,
         torch.squeeze: _reshape,
@@ -587,6 +586,8 @@ def _function_table():
     for method in ("permute", "transpose"):
         table[("method", method)] = _permute
     table[("method", "contiguous")] = _passthrough
+    if hasattr(torch, "concatenate"):  # torch >= 2.1 spells it three ways
+        table[torch.concatenate] = _cat
     return table
 
 
