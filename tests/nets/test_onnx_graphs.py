@@ -193,3 +193,18 @@ def test_unsupported_graphs_are_refused_by_node_and_op(node, in_shape, message):
     ]
     with pytest.raises(ValueError, match=message):
         nets.load_onnx(_single(node, in_shape, inits))
+
+
+def test_the_application_reads_the_input_shape_from_the_file(tmp_path):
+    # a convolution first leaves the spatial size open: before graphs recorded it, the command line
+    # needed --input-shape for such a file
+    from bowlrp.app.adapters import NetworkExplainer, infer_input_shape
+    from bowlrp.app.persist import load_model
+
+    path = tmp_path / "resnet.onnx"
+    onnx.save(residual(13), str(path))
+    net = load_model(path)
+    assert infer_input_shape(net) == (3, 8, 8)
+    image = np.random.default_rng(0).uniform(size=(12, 12, 3))
+    heatmap = NetworkExplainer(net).explain([image])[0]
+    assert heatmap.relevance.sum() + heatmap.residual == pytest.approx(heatmap.score, abs=1e-9)
