@@ -327,17 +327,11 @@ def concat(w, node):
     w.add(node, _nets().Concat(axis=axis), keys, shape=tuple(out))
 
 
-def _batch_one_shape(node, target):
-    if not target or target[0] != 1:
-        raise ValueError(
-            f"{node}: reshapes across the batch axis (output shape {tuple(target)} for a batch of 1)"
-        )
-    return tuple(target[1:])
-
-
 def reshape(w, node):
+    # the batch is the file's own static batch size (a target exported with it hard-coded, as
+    # torch.onnx.export writes x.view(x.size(0), -1) for a fixed input), else 1
     x = _data_input(w, node)
-    full = (1,) + w.builder.shape(x)
+    full = (w.batch,) + w.builder.shape(x)
     target = [int(t) for t in w.const(node, node.proto.input[1], "target shape").reshape(-1)]
     if not node.attrs.get("allowzero", 0):
         target = [full[i] if t == 0 and i < len(full) else t for i, t in enumerate(target)]
@@ -345,7 +339,9 @@ def reshape(w, node):
         out = np.empty(full, dtype=np.int8).reshape(target).shape
     except ValueError:
         raise ValueError(f"{node}: cannot reshape {full} to {target}") from None
-    w.builder.reshape(node.output, x, _batch_one_shape(node, out), node.name)
+    if out[0] != w.batch:
+        raise ValueError(f"{node}: reshapes across the batch axis ({full} -> {out})")
+    w.builder.reshape(node.output, x, out[1:], node.name)
 
 
 def flatten(w, node):

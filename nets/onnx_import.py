@@ -4,9 +4,10 @@ The ONNX nodes are walked in their (topological) order. A node whose inputs are 
 (initializers, ``Constant``, ``ConstantOfShape``, and the ``Shape -> Gather -> Concat -> Reshape``
 chains that PyTorch exports build for ``x.view(x.size(0), -1)``) is evaluated once with
 ``onnx.reference`` at the opset of the model; ``Shape`` of a data tensor is known because every
-per-sample shape is (the batch is taken as 1, so a hard-coded batch of 1 in a reshape target is
-accepted). Every other node goes through the operator table of :mod:`nets._onnx_ops`, which writes
-nets nodes; the assembly (lazy reshapes, folding, pruning) is :mod:`nets._graph_builder`'s.
+per-sample shape is. The batch is taken as the file's own static batch size (``torch.onnx.export``
+without ``dynamic_axes`` hard-codes it into reshape targets), else as 1. Every other node goes
+through the operator table of :mod:`nets._onnx_ops`, which writes nets nodes; the assembly (lazy
+reshapes, folding, pruning) is :mod:`nets._graph_builder`'s.
 
 Biases written as a separate ``Add`` (``MatMul + Add``, a ``Conv`` followed by an ``Add`` of a
 (C, 1, 1) constant) and ``BatchNormalization`` that is the only reader of a dense or convolution
@@ -66,6 +67,8 @@ class _Walker:
             declared = [
                 d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in ttype.shape.dim
             ]
+        # the batch size that shape computations assume: the file's, when it fixes one
+        self.batch = declared[0] if declared and declared[0] else 1
         if input_shape is not None:
             shape = tuple(int(v) for v in input_shape)
             if declared is not None and (
@@ -105,7 +108,8 @@ class _Walker:
                 self._fold(node, {n: self.consts[n] for n in inputs})
             elif proto.op_type in ("Shape", "Size"):
                 # depends only on the (known) shape of the data; batch taken as 1
-                self._fold(node, {data[0]: np.zeros((1,) + self.builder.shape(data[0]), dtype=np.float32)})
+                probe = np.zeros((self.batch,) + self.builder.shape(data[0]), dtype=np.float32)
+                self._fold(node, {data[0]: probe})
             elif proto.op_type in OPS:
                 OPS[proto.op_type](self, node)
             else:
