@@ -235,10 +235,15 @@ def clip(w, node):
 def softmax(w, node):
     x = _data_input(w, node)
     shape = w.builder.shape(x)
-    if len(shape) != 1:
-        raise ValueError(f"{node}: Softmax over per-sample shape {shape} is not supported (only vectors)")
     axis = int(node.attrs.get("axis", -1 if w.opset >= 13 else 1))
-    if axis not in (1, -1):
+    size = int(np.prod(shape))
+    if len(shape) > 1 and max(shape) == size and (axis == 1 or shape[-1] == size):
+        # a score map of shape (K, 1, 1) (SqueezeNet's head): the softmax over its K values
+        w.builder.reshape(node.output + "#scores", x, (size,), node.name + "_flat")
+        x = node.output + "#scores"
+    elif len(shape) != 1:
+        raise ValueError(f"{node}: Softmax over per-sample shape {shape} is not supported (only vectors)")
+    elif axis not in (1, -1):
         raise ValueError(f"{node}: Softmax over axis {axis} is not supported")
     w.add(node, _nets().Softmax(), [x])
 

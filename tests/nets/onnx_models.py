@@ -186,14 +186,15 @@ def mobile(opset, seed=0, bias=True):
 
 
 def caffenet(opset, seed=0, bias=True):
-    """AlexNet/CaffeNet-like: strided conv, ReLU, LRN, max pool (ceil mode from opset 10, as Caffe
-    exports), two-group conv, LRN, pool, flatten, dense-dropout-dense, softmax."""
+    """AlexNet/CaffeNet-like: strided conv, ReLU, LRN, max pool in Caffe's ceil mode, two-group
+    conv, LRN, pool, flatten, dense-dropout-dense, softmax."""
     g = Net(opset, seed, bias)
-    ceil = {"ceil_mode": 1} if opset >= 10 else {}
+    # ceil mode from opset 10; before, the end padding it implies, as the zoo's CaffeNet-7 files
+    ceil = {"ceil_mode": 1} if opset >= 10 else {"pads": [0, 0, 1, 1]}
     x = g.n("LRN", [g.relu(g.conv("x", 3, 8, 5, stride=2))], size=5, alpha=1e-4, beta=0.75)
     x = g.n("MaxPool", [x], kernel_shape=[3, 3], strides=[2, 2], **ceil)
     x = g.n("LRN", [g.relu(g.conv(x, 8, 8, 3, pad=1, group=2))], size=3, alpha=1e-3, beta=0.75, bias=2.0)
-    x = g.n("Flatten", [g.n("MaxPool", [x], kernel_shape=[2, 2], strides=[2, 2], **ceil)])
+    x = g.n("Flatten", [g.n("MaxPool", [x], kernel_shape=[2, 2], strides=[2, 2])])
     x = g.n("Dropout", [g.relu(g.gemm(x, 8 * 2 * 2, 16))])
     return g.model(g.n("Softmax", [g.gemm(x, 16, 4)], axis=1), ["N", 3, 19, 19])
 
@@ -232,6 +233,22 @@ def nhwc(opset, seed=0, bias=True):
     return g.model(g.head(x, 6, 4), ["N", 8, 8, 3])
 
 
+def squeezenet(opset, seed=0, bias=True):
+    """SqueezeNet-style: fire modules (1x1 squeeze, then 1x1 and 3x3 expands concatenated), a
+    max pool in ceil mode, a 1x1 convolution head, global average pool and a softmax over the
+    (N, K, 1, 1) scores, as the zoo's SqueezeNet ends."""
+    g = Net(opset, seed, bias)
+    x = g.relu(g.conv("x", 3, 8, 3, stride=2))
+    ceil = {"ceil_mode": 1} if opset >= 10 else {}
+    x = g.n("MaxPool", [x], kernel_shape=[3, 3], strides=[2, 2], **ceil)
+    for cin in (8, 8):
+        s = g.relu(g.conv(x, cin, 2, 1))
+        x = g.n("Concat", [g.relu(g.conv(s, 2, 4, 1)), g.relu(g.conv(s, 2, 4, 3, pad=1))], axis=1)
+    x = g.n("Dropout", [x])
+    x = g.n("GlobalAveragePool", [g.relu(g.conv(x, 8, 5, 1))])
+    return g.model(g.n("Softmax", [x], axis=1), ["N", 3, 12, 12])
+
+
 class LRN(OpRun):
     """A correct LRN for onnx's reference evaluator (onnx 1.23's loops over the batch axis instead
     of the channels), straight from the operator's definition."""
@@ -251,4 +268,6 @@ def reference(model, X):
     return ReferenceEvaluator(model, new_ops=[LRN]).run(None, {"x": np.asarray(X, dtype=np.float32)})[0]
 
 
-BUILDERS = {f.__name__: f for f in (residual, dense_concat, inception, mobile, caffenet, shuffle, nhwc)}
+BUILDERS = {
+    f.__name__: f for f in (residual, dense_concat, inception, mobile, caffenet, shuffle, nhwc, squeezenet)
+}
