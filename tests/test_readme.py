@@ -52,3 +52,19 @@ def test_graph_example():
     logits = model(images[:4]).max(axis=1)
     np.testing.assert_allclose(R.sum(axis=(1, 2, 3)) + diag.absorbed, logits, rtol=1e-9, atol=1e-9)
     assert diag.layer_names == model.names
+
+
+def test_pytorch_example():
+    torch = pytest.importorskip("torch")
+    import nets
+
+    scope = {}
+    exec(compile(_block("import torch, nets"), "README-torch", "exec"), scope)
+    model, maps, images = scope["model"], scope["maps"], scope["images"]
+    assert isinstance(model, nets.Graph) and model.input_shape == (1, 8, 8) and len(maps) == 8
+    with torch.no_grad():
+        logits = scope["torch_model"](images).numpy()
+    np.testing.assert_allclose(model(images.numpy()), logits, rtol=1e-5, atol=1e-5)
+    for m in maps:  # the predicted class's logit, split into pixels and what biases/epsilon took
+        assert m.relevance.shape == (8, 8)
+        assert m.relevance.sum() + m.residual == pytest.approx(m.score, abs=1e-9)
