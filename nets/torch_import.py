@@ -5,7 +5,7 @@ The model is traced symbolically with ``torch.fx`` (so residual ``x + y``, ``tor
 run once on ``example_input`` with an fx interpreter that records every value: shapes come from
 that run, and everything that does not depend on the input (``x.size(0)``, arithmetic on sizes,
 parameters used in functional calls) is a constant. Each traced node that touches the data maps
-to nets nodes through the module and function tables below; anything else is refused by its module
+to nets nodes through the module and function tables of :mod:`nets._torch_ops`; anything else is refused by its module
 path and class, or its qualified function name. The conversion ends by comparing the nets model
 with PyTorch on ``example_input``.
 
@@ -15,12 +15,12 @@ it is put in eval mode (with a warning) when it was in training mode.
 
 from __future__ import annotations
 
-import operator
 import warnings
 
 import numpy as np
 
-from ._graph_builder import GraphBuilder, ceil_mode_extra
+from ._graph_builder import GraphBuilder
+from ._torch_ops import FUNCTIONS, MODULES, array, function_table
 
 _MISSING_TORCH = (
     "nets.from_torch needs the optional dependency 'torch'; install it with "
@@ -35,21 +35,6 @@ def _import_torch():
     except ImportError:
         raise ImportError(_MISSING_TORCH) from None
     return torch
-
-
-def _array(t):
-    return t.detach().cpu().numpy().astype(np.float64)
-
-
-def _pair(v):
-    return (int(v), int(v)) if np.isscalar(v) else tuple(int(x) for x in v)
-
-
-def _get(node, index, name, default=None):
-    """Argument ``index`` (positional) or ``name`` (keyword) of an fx node."""
-    if index is not None and len(node.args) > index:
-        return node.args[index]
-    return node.kwargs.get(name, default)
 
 
 class _Converter:
@@ -70,7 +55,7 @@ class _Converter:
             if self.builder.is_data(arg.name):
                 raise ValueError(f"{arg.name!r} is data where a constant is expected")
             v = self.values[arg]
-            return _array(v) if isinstance(v, self.torch.Tensor) else v
+            return array(v) if isinstance(v, self.torch.Tensor) else v
         return arg
 
     def full_shape(self, node):
@@ -142,11 +127,11 @@ class _Converter:
 
     def _module(self, node, mod):
         cls = type(mod)
-        handler = _MODULES.get(cls.__name__) if cls.__module__.startswith("torch.nn") else None
+        handler = MODULES.get(cls.__name__) if cls.__module__.startswith("torch.nn") else None
         if handler is None:
             raise ValueError(
                 f"{cls.__module__}.{cls.__name__} is not supported; "
-                f"supported modules are torch.nn.{', torch.nn.'.join(sorted(_MODULES))}"
+                f"supported modules are torch.nn.{', torch.nn.'.join(sorted(MODULES))}"
             )
         handler(self, node, mod, node.args[0])
 
@@ -155,7 +140,7 @@ class _Converter:
             key, name = ("method", node.target), f"Tensor.{node.target}"
         else:
             key, name = node.target, _qualified(node.target)
-        handler = _FUNCTIONS.get(key)
+        handler = FUNCTIONS.get(key)
         if handler is None:
             raise ValueError(f"{name} is not supported")
         handler(self, node)
@@ -164,434 +149,6 @@ class _Converter:
 def _qualified(fn):
     module = getattr(fn, "__module__", None) or ("torch" if "torch" in repr(fn) else "builtins")
     return f"{module}.{getattr(fn, '__name__', repr(fn))}"
-
-
-# ----------------------------------------------------------------------------------------------
-# modules
-def _conv(c, node, m, x):
-    import nets
-
-    if m.padding_mode != "zeros":
-        raise ValueError(f"padding_mode={m.padding_mode!r} is not supported (only zeros)")
-    if len(m.kernel_size) != 2:
-        raise ValueError("only 2-D convolutions are supported")
-    kernel, dilation = m.kernel_size, m.dilation
-    if m.padding == "same":
-        total = [d * (k - 1) for d, k in zip(dilation, kernel)]
-        pads = (total[0] // 2, total[1] // 2, total[0] - total[0] // 2, total[1] - total[1] // 2)
-    elif m.padding == "valid":
-        pads = (0, 0, 0, 0)
-    else:
-        pads = tuple(m.padding) * 2
-    key, padding = c.builder.pad_before(c.where(node), x.name, pads, c.label(node))
-    b = None if m.bias is None else _array(m.bias)
-    layer = nets.Conv2D(
-        _array(m.weight), b, stride=m.stride, padding=padding, groups=m.groups, dilation=dilation
-    )
-    c.builder.add(c.label(node), layer, [key], node.name)
-
-
-def _linear(c, node, m, x):
-    import nets
-
-    if len(c.builder.shape(x.name)) != 1:
-        raise ValueError(f"Linear on per-sample shape {c.builder.shape(x.name)} (flatten first)")
-    b = None if m.bias is None else _array(m.bias)
-    c.add(node, nets.Dense(_array(m.weight), b), [x])
-
-
-def _batchnorm(c, node, m, x):
-    import nets
-
-    if m.running_mean is None:
-        raise ValueError("track_running_stats=False uses batch statistics; not supported")
-    C = m.num_features
-    gamma = _array(m.weight) if m.affine else np.ones(C)
-    beta = _array(m.bias) if m.affine else np.zeros(C)
-    params = (gamma, beta, _array(m.running_mean), _array(m.running_var), float(m.eps))
-    if c.builder.fold_batchnorm(x.name, params, node.name, c.fold_batchnorm and c.sole(x)):
-        return
-    rank = len(c.builder.shape(x.name))
-    if (type(m).__name__, rank) not in (("BatchNorm1d", 1), ("BatchNorm2d", 3)):
-        raise ValueError(f"batch norm over per-sample shape {c.builder.shape(x.name)} is not supported")
-    kind = nets.BatchNorm1D if rank == 1 else nets.BatchNorm2D
-    c.add(node, kind(*params[:4], eps=params[4]), [x])
-
-
-def _activation(make):
-    def handler(c, node, m, x):
-        c.add(node, make(m), [x])
-
-    return handler
-
-
-def _pool(c, node, x, kind, kernel, stride, padding, ceil_mode, count_include_pad=True, dilation=1):
-    import nets
-
-    shape = c.builder.shape(x.name)
-    if len(shape) != 3:
-        raise ValueError(f"expects an image (N, C, H, W), got per-sample shape {shape}")
-    kernel = _pair(kernel)
-    stride = kernel if stride is None or stride == [] else _pair(stride)
-    pad = _pair(padding)
-    if _pair(dilation) != (1, 1):
-        raise ValueError("dilated pooling is not supported")
-    pads = (pad[0], pad[1], pad[0], pad[1])
-    if ceil_mode:
-        extra = [ceil_mode_extra(shape[1 + a], kernel[a], stride[a], pad[a], pad[a]) for a in range(2)]
-        if any(extra) and kind == "avg":
-            raise ValueError("ceil_mode=True changes the output size here; not supported for averages")
-        pads = (pad[0], pad[1], pad[0] + extra[0], pad[1] + extra[1])
-    key, padding = c.builder.pad_before(c.where(node), x.name, pads, c.label(node), pool=kind == "max")
-    if kind == "max":
-        layer = nets.MaxPool2D(kernel, stride=stride, padding=padding)
-    else:
-        layer = nets.AvgPool2D(
-            kernel, stride=stride, padding=padding, count_include_pad=bool(count_include_pad)
-        )
-    c.builder.add(c.label(node), layer, [key], node.name)
-
-
-def _max_pool(c, node, m, x):
-    if m.return_indices:
-        raise ValueError("return_indices=True is not supported")
-    _pool(c, node, x, "max", m.kernel_size, m.stride, m.padding, m.ceil_mode, dilation=m.dilation)
-
-
-def _avg_pool(c, node, m, x):
-    if m.divisor_override is not None:
-        raise ValueError("divisor_override is not supported")
-    _pool(c, node, x, "avg", m.kernel_size, m.stride, m.padding, m.ceil_mode, m.count_include_pad)
-
-
-def _adaptive(c, node, x, size, kind):
-    import nets
-
-    shape = c.builder.shape(x.name)
-    out = _pair(size if size is not None else shape[1])
-    out = tuple(shape[1 + a] if o is None else o for a, o in enumerate(out))
-    if out == (1, 1):
-        layer = nets.GlobalAvgPool2D() if kind == "avg" else nets.GlobalMaxPool2D()
-        c.add(node, layer, [x], key=node.name + "#pooled")
-        c.builder.reshape(node.name, node.name + "#pooled", (shape[0], 1, 1), c.label(node) + "_keepdims")
-        return
-    if shape[1] % out[0] or shape[2] % out[1]:
-        raise ValueError(f"adaptive pooling of {shape[1:]} to {out} has unequal windows; not supported")
-    k = (shape[1] // out[0], shape[2] // out[1])
-    if k == (1, 1):
-        c.builder.alias(node.name, x.name)
-        return
-    _pool(c, node, x, kind, k, k, 0, False)
-
-
-def _lrn(c, node, m, x):
-    import nets
-
-    if m.size % 2 == 0:
-        raise ValueError(
-            f"size={m.size}: PyTorch's window for an even size is shifted by one channel from ONNX's "
-            "(nets.LRN); only odd sizes are supported"
-        )
-    c.add(node, nets.LRN(m.size, alpha=m.alpha, beta=m.beta, bias=m.k), [x])
-
-
-def _softmax(c, node, x, dim):
-    import nets
-
-    if len(c.builder.shape(x.name)) != 1 or dim not in (1, -1):
-        raise ValueError(
-            f"Softmax over dim {dim} of per-sample shape {c.builder.shape(x.name)} is not supported"
-        )
-    c.add(node, nets.Softmax(), [x])
-
-
-def _passthrough(c, node, *args):
-    c.builder.alias(node.name, node.args[0].name)
-
-
-def _reshape_module(c, node, m, x):
-    c.reshape_to_recorded(node, x)
-
-
-def _nets_layer(name, *args):
-    import nets
-
-    return getattr(nets, name)(*args)
-
-
-_MODULES = {
-    "Conv2d": _conv,
-    "Linear": _linear,
-    "BatchNorm1d": _batchnorm,
-    "BatchNorm2d": _batchnorm,
-    "ReLU": _activation(lambda m: _nets_layer("ReLU")),
-    "ReLU6": _activation(lambda m: _nets_layer("Clip", 0.0, 6.0)),
-    "Hardtanh": _activation(lambda m: _nets_layer("Clip", m.min_val, m.max_val)),
-    "LeakyReLU": _activation(lambda m: _nets_layer("LeakyReLU", m.negative_slope)),
-    "Tanh": _activation(lambda m: _nets_layer("Tanh")),
-    "Sigmoid": _activation(lambda m: _nets_layer("Sigmoid")),
-    "MaxPool2d": _max_pool,
-    "AvgPool2d": _avg_pool,
-    "AdaptiveAvgPool2d": lambda c, node, m, x: _adaptive(c, node, x, m.output_size, "avg"),
-    "AdaptiveMaxPool2d": lambda c, node, m, x: _adaptive(c, node, x, m.output_size, "max"),
-    "LocalResponseNorm": _lrn,
-    "Dropout": _passthrough,
-    "Dropout2d": _passthrough,
-    "Identity": _passthrough,
-    "Flatten": _reshape_module,
-    "Unflatten": _reshape_module,
-    "Softmax": lambda c, node, m, x: _softmax(c, node, x, m.dim),
-}
-
-
-# ----------------------------------------------------------------------------------------------
-# functions and tensor methods
-def _add(c, node):
-    import nets
-
-    alpha = node.kwargs.get("alpha", 1)
-    if alpha != 1:
-        raise ValueError(f"alpha={alpha} is not supported")
-    a, b = node.args[0], node.args[1] if len(node.args) > 1 else node.kwargs["other"]
-    if c.is_data(a) and c.is_data(b):
-        shapes = {c.builder.shape(a.name), c.builder.shape(b.name)}
-        if len(shapes) > 1:
-            raise ValueError(f"adds tensors of different shapes {sorted(shapes)}")
-        c.add(node, nets.Add(), [a, b], shape=shapes.pop())
-        return
-    x, k = (a, b) if c.is_data(a) else (b, a)
-    c.affine(node, x, 1.0, c.value(k))
-
-
-def _sub(c, node):
-    a, b = node.args[:2]
-    if c.is_data(a) and c.is_data(b):
-        raise ValueError("subtracting one tensor from another is not supported")
-    if c.is_data(a):
-        c.affine(node, a, 1.0, -np.asarray(c.value(b), dtype=np.float64))
-    else:
-        c.affine(node, b, -1.0, c.value(a))
-
-
-def _mul(c, node):
-    a, b = node.args[:2]
-    if c.is_data(a) and c.is_data(b):
-        raise ValueError("multiplying two tensors is not supported")
-    x, k = (a, b) if c.is_data(a) else (b, a)
-    c.affine(node, x, c.value(k), 0.0)
-
-
-def _div(c, node):
-    a, b = node.args[:2]
-    if not c.is_data(a) or c.is_data(b):
-        raise ValueError("only tensor / constant is supported")
-    k = np.asarray(c.value(b), dtype=np.float64)
-    if np.any(k == 0):
-        raise ValueError("division by a constant that contains 0")
-    c.affine(node, a, 1.0 / k, 0.0)
-
-
-def _cat(c, node):
-    import nets
-
-    tensors = _get(node, 0, "tensors")
-    dim = int(_get(node, 1, "dim", 0))
-    if not all(c.is_data(t) for t in tensors):
-        raise ValueError("concatenating the data with constants is not supported")
-    rank = len(c.full_shape(tensors[0]))
-    dim = dim + rank if dim < 0 else dim
-    if dim == 0:
-        raise ValueError("concatenation along the batch axis is not supported")
-    c.add(node, nets.Concat(axis=dim), list(tensors), shape=c.full_shape(node)[1:])
-
-
-def _reshape(c, node):
-    c.reshape_to_recorded(node, node.args[0])
-
-
-def _permute(c, node):
-    import nets
-
-    x = node.args[0]
-    rank = len(c.full_shape(x))
-    if node.target == "permute" or node.target is getattr(c.torch, "permute", None):
-        dims = node.args[1:] if node.op == "call_method" else (_get(node, 1, "dims"),)
-        dims = dims[0] if len(dims) == 1 and isinstance(dims[0], (list, tuple)) else dims
-        perm = [int(d) % rank for d in dims]
-    else:  # transpose(x, dim0, dim1)
-        d0, d1 = (int(d) % rank for d in node.args[1:3])
-        perm = list(range(rank))
-        perm[d0], perm[d1] = perm[d1], perm[d0]
-    if perm[0] != 0:
-        raise ValueError(f"permutation {perm} moves the batch axis")
-    if perm == list(range(rank)):
-        c.builder.alias(node.name, x.name)
-        return
-    c.add(node, nets.Transpose(perm), [x])
-
-
-def _elementwise(name, *config):
-    def handler(c, node):
-        c.add(node, _nets_layer(name, *config), [node.args[0]])
-
-    return handler
-
-
-def _clamp(c, node):
-    low = _get(node, 1, "min")
-    high = _get(node, 2, "max")
-    c.add(node, _nets_layer("Clip", low, high), [node.args[0]])
-
-
-def _hardtanh(c, node):
-    c.add(
-        node,
-        _nets_layer("Clip", _get(node, 1, "min_val", -1.0), _get(node, 2, "max_val", 1.0)),
-        [node.args[0]],
-    )
-
-
-def _leaky(c, node):
-    c.add(node, _nets_layer("LeakyReLU", _get(node, 1, "negative_slope", 0.01)), [node.args[0]])
-
-
-def _dropout(c, node):
-    if _get(node, 2, "training", True if node.op == "call_function" else False):
-        raise ValueError("dropout with training=True (pass training=self.training and use eval mode)")
-    _passthrough(c, node)
-
-
-def _f_max_pool(c, node):
-    if _get(node, 6, "return_indices", False):
-        raise ValueError("return_indices=True is not supported")
-    _pool(
-        c,
-        node,
-        node.args[0],
-        "max",
-        _get(node, 1, "kernel_size"),
-        _get(node, 2, "stride"),
-        _get(node, 3, "padding", 0),
-        _get(node, 5, "ceil_mode", False),
-        dilation=_get(node, 4, "dilation", 1),
-    )
-
-
-def _f_avg_pool(c, node):
-    if _get(node, 6, "divisor_override") is not None:
-        raise ValueError("divisor_override is not supported")
-    _pool(
-        c,
-        node,
-        node.args[0],
-        "avg",
-        _get(node, 1, "kernel_size"),
-        _get(node, 2, "stride"),
-        _get(node, 3, "padding", 0),
-        _get(node, 4, "ceil_mode", False),
-        _get(node, 5, "count_include_pad", True),
-    )
-
-
-def _f_pad(c, node):
-    import nets
-
-    pad = [int(p) for p in _get(node, 1, "pad")]
-    if _get(node, 2, "mode", "constant") != "constant" or float(_get(node, 3, "value", 0.0) or 0.0) != 0.0:
-        raise ValueError("only zero padding is supported")
-    if len(pad) != 4 or len(c.builder.shape(node.args[0].name)) != 3:
-        raise ValueError(f"only padding of the two spatial axes of an image is supported (pad={pad})")
-    left, right, top, bottom = pad  # PyTorch lists the last axis first
-    c.add(node, nets.Pad((top, left, bottom, right)), [node.args[0]])
-
-
-def _f_lrn(c, node):
-    size = int(_get(node, 1, "size"))
-    module = type(
-        "LRN",
-        (),
-        {
-            "size": size,
-            "alpha": _get(node, 2, "alpha", 1e-4),
-            "beta": _get(node, 3, "beta", 0.75),
-            "k": _get(node, 4, "k", 1.0),
-        },
-    )
-    _lrn(c, node, module, node.args[0])
-
-
-def _function_table():
-    import torch
-    import torch.nn.functional as F
-
-    relu = _elementwise("ReLU")
-    table = {
-        operator.add: _add,
-        operator.iadd: _add,
-        torch.add: _add,
-        ("method", "add"): _add,
-        operator.sub: _sub,
-        operator.isub: _sub,
-        torch.sub: _sub,
-        ("method", "sub"): _sub,
-        operator.mul: _mul,
-        operator.imul: _mul,
-        torch.mul: _mul,
-        ("method", "mul"): _mul,
-        operator.truediv: _div,
-        operator.itruediv: _div,
-        torch.div: _div,
-        ("method", "div"): _div,
-        torch.cat: _cat,
-        torch.concat: _cat,
-        torch.flatten: _reshape,
-        torch.reshape: _reshape,
-        torch.squeeze: _reshape,
-        torch.unsqueeze: _reshape,
-        torch.permute: _permute,
-        torch.transpose: _permute,
-        F.relu: relu,
-        torch.relu: relu,
-        ("method", "relu"): relu,
-        F.relu6: _elementwise("Clip", 0.0, 6.0),
-        F.hardtanh: _hardtanh,
-        F.leaky_relu: _leaky,
-        torch.sigmoid: _elementwise("Sigmoid"),
-        F.sigmoid: _elementwise("Sigmoid"),
-        ("method", "sigmoid"): _elementwise("Sigmoid"),
-        torch.tanh: _elementwise("Tanh"),
-        F.tanh: _elementwise("Tanh"),
-        ("method", "tanh"): _elementwise("Tanh"),
-        torch.clamp: _clamp,
-        torch.clip: _clamp,
-        ("method", "clamp"): _clamp,
-        ("method", "clip"): _clamp,
-        F.dropout: _dropout,
-        F.max_pool2d: _f_max_pool,
-        F.avg_pool2d: _f_avg_pool,
-        F.pad: _f_pad,
-        F.local_response_norm: _f_lrn,
-        F.adaptive_avg_pool2d: lambda c, node: _adaptive(
-            c, node, node.args[0], _get(node, 1, "output_size"), "avg"
-        ),
-        F.adaptive_max_pool2d: lambda c, node: _adaptive(
-            c, node, node.args[0], _get(node, 1, "output_size"), "max"
-        ),
-        F.softmax: lambda c, node: _softmax(c, node, node.args[0], _get(node, 1, "dim")),
-        torch.softmax: lambda c, node: _softmax(c, node, node.args[0], _get(node, 1, "dim")),
-        ("method", "softmax"): lambda c, node: _softmax(c, node, node.args[0], _get(node, 1, "dim")),
-    }
-    for method in ("view", "reshape", "flatten", "squeeze", "unsqueeze", "view_as", "reshape_as"):
-        table[("method", method)] = _reshape
-    for method in ("permute", "transpose"):
-        table[("method", method)] = _permute
-    table[("method", "contiguous")] = _passthrough
-    if hasattr(torch, "concatenate"):  # torch >= 2.1 spells it three ways
-        table[torch.concatenate] = _cat
-    return table
-
-
-_FUNCTIONS: dict = {}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -646,8 +203,8 @@ def from_torch(module, example_input, fold_batchnorm=True, dtype=np.float64, che
     (1, 6, 6)
     """
     torch = _import_torch()
-    if not _FUNCTIONS:
-        _FUNCTIONS.update(_function_table())
+    if not FUNCTIONS:
+        FUNCTIONS.update(function_table())
     if not isinstance(module, torch.nn.Module):
         raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
     if module.training:
