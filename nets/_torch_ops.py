@@ -358,77 +358,43 @@ def _f_pad(c, node):
 
 
 def function_table():
+    """{function or ("method", name): handler} for the functions and tensor methods above."""
     import torch
     import torch.nn.functional as F
 
-    relu = _elementwise("ReLU")
-    table = {
-        operator.add: _add,
-        operator.iadd: _add,
-        torch.add: _add,
-        ("method", "add"): _add,
-        operator.sub: _sub,
-        operator.isub: _sub,
-        torch.sub: _sub,
-        ("method", "sub"): _sub,
-        operator.mul: _mul,
-        operator.imul: _mul,
-        torch.mul: _mul,
-        ("method", "mul"): _mul,
-        operator.truediv: _div,
-        operator.itruediv: _div,
-        torch.div: _div,
-        ("method", "div"): _div,
-        torch.cat: _cat,
-        torch.concat: _cat,
-        torch.flatten: _reshape,
-        torch.reshape: _reshape,
-        torch.squeeze: _reshape,
-        torch.unsqueeze: _reshape,
-        torch.permute: _permute,
-        torch.transpose: _permute,
-        F.relu: relu,
-        torch.relu: relu,
-        ("method", "relu"): relu,
-        F.relu6: _elementwise("Clip", 0.0, 6.0),
-        F.hardtanh: _hardtanh,
-        F.leaky_relu: _leaky,
-        torch.sigmoid: _elementwise("Sigmoid"),
-        F.sigmoid: _elementwise("Sigmoid"),
-        ("method", "sigmoid"): _elementwise("Sigmoid"),
-        torch.tanh: _elementwise("Tanh"),
-        F.tanh: _elementwise("Tanh"),
-        ("method", "tanh"): _elementwise("Tanh"),
-        torch.clamp: _clamp,
-        torch.clip: _clamp,
-        ("method", "clamp"): _clamp,
-        ("method", "clip"): _clamp,
-        F.dropout: _dropout,
-        F.max_pool2d: _f_max_pool,
-        F.avg_pool2d: _f_avg_pool,
-        F.pad: _f_pad,
-        F.local_response_norm: _f_lrn,
-        F.adaptive_avg_pool2d: lambda c, node: _adaptive(
-            c, node, node.args[0], _get(node, 1, "output_size"), "avg"
-        ),
-        F.adaptive_max_pool2d: lambda c, node: _adaptive(
-            c, node, node.args[0], _get(node, 1, "output_size"), "max"
-        ),
-        F.softmax: lambda c, node: _softmax(c, node, node.args[0], _get(node, 1, "dim")),
-        torch.softmax: lambda c, node: _softmax(c, node, node.args[0], _get(node, 1, "dim")),
-        ("method", "softmax"): lambda c, node: _softmax(c, node, node.args[0], _get(node, 1, "dim")),
+    softmax = lambda c, node: _softmax(c, node, node.args[0], _get(node, 1, "dim"))  # noqa: E731
+    adaptive = {
+        kind: lambda c, node, kind=kind: _adaptive(c, node, node.args[0], _get(node, 1, "output_size"), kind)
+        for kind in ("avg", "max")
     }
-    for method in ("view", "reshape", "flatten", "squeeze", "unsqueeze", "view_as", "reshape_as"):
-        table[("method", method)] = _reshape
-    for method in ("permute", "transpose"):
-        table[("method", method)] = _permute
-    table[("method", "contiguous")] = _passthrough
-    if hasattr(torch, "concatenate"):  # torch >= 2.1 spells it three ways
-        table[torch.concatenate] = _cat
-    return table
-
-
-_FUNCTIONS: dict = {}
+    # handler -> the functions and (as strings) the tensor methods it converts
+    groups = [
+        (_add, [operator.add, operator.iadd, torch.add, "add"]),
+        (_sub, [operator.sub, operator.isub, torch.sub, "sub"]),
+        (_mul, [operator.mul, operator.imul, torch.mul, "mul"]),
+        (_div, [operator.truediv, operator.itruediv, torch.div, "div"]),
+        (_cat, [torch.cat, torch.concat, getattr(torch, "concatenate", torch.cat)]),
+        (_reshape, [torch.flatten, torch.reshape, torch.squeeze, torch.unsqueeze]),
+        (_reshape, ["view", "reshape", "flatten", "squeeze", "unsqueeze", "view_as", "reshape_as"]),
+        (_permute, [torch.permute, torch.transpose, "permute", "transpose"]),
+        (_passthrough, ["contiguous"]),
+        (_elementwise("ReLU"), [F.relu, torch.relu, "relu"]),
+        (_elementwise("Sigmoid"), [F.sigmoid, torch.sigmoid, "sigmoid"]),
+        (_elementwise("Tanh"), [F.tanh, torch.tanh, "tanh"]),
+        (_elementwise("Clip", 0.0, 6.0), [F.relu6]),
+        (_hardtanh, [F.hardtanh]),
+        (_leaky, [F.leaky_relu]),
+        (_clamp, [torch.clamp, torch.clip, "clamp", "clip"]),
+        (_dropout, [F.dropout]),
+        (_f_max_pool, [F.max_pool2d]),
+        (_f_avg_pool, [F.avg_pool2d]),
+        (adaptive["avg"], [F.adaptive_avg_pool2d]),
+        (adaptive["max"], [F.adaptive_max_pool2d]),
+        (_f_pad, [F.pad]),
+        (_f_lrn, [F.local_response_norm]),
+        (softmax, [F.softmax, torch.softmax, "softmax"]),
+    ]
+    return {("method", fn) if isinstance(fn, str) else fn: handler for handler, fns in groups for fn in fns}
 
 
 FUNCTIONS: dict = {}  # filled on first use (importing torch lazily)

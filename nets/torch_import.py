@@ -5,9 +5,9 @@ The model is traced symbolically with ``torch.fx`` (so residual ``x + y``, ``tor
 run once on ``example_input`` with an fx interpreter that records every value: shapes come from
 that run, and everything that does not depend on the input (``x.size(0)``, arithmetic on sizes,
 parameters used in functional calls) is a constant. Each traced node that touches the data maps
-to nets nodes through the module and function tables of :mod:`nets._torch_ops`; anything else is refused by its module
-path and class, or its qualified function name. The conversion ends by comparing the nets model
-with PyTorch on ``example_input``.
+to nets nodes through the module and function tables of :mod:`nets._torch_ops`; anything else is
+refused by its module path and class, or its qualified function name. The conversion ends by
+comparing the nets model with PyTorch on ``example_input``.
 
 The weights are copied (``dtype``, default float64); the module itself is not changed, except that
 it is put in eval mode (with a warning) when it was in training mode.
