@@ -82,11 +82,10 @@ class GraphBuilder:
 
     def add(self, name, layer, input_keys, output_key, shape=None):
         """Append a node computing ``output_key`` from ``input_keys``; its output shape is
-        ``shape`` or, for a one-input layer, what the layer makes of a zero sample."""
+        ``shape`` or, for a one-input layer, what the layer computes for one sample."""
         sources = [self.node_of(k) for k in input_keys]
         if shape is None:
-            probe = np.zeros((1,) + self.shape(input_keys[0]), dtype=np.float64)
-            shape = layer.forward(probe).shape[1:]
+            shape = _output_shape(layer, (1,) + self.shape(input_keys[0]))
         name = self._unique(name)
         self.layers[name] = layer
         self.inputs[name] = sources
@@ -235,6 +234,19 @@ class GraphBuilder:
             graph = nets.Graph(nodes, inputs=(GRAPH_INPUT,), outputs=(out,))
         graph.input_shape = self.input_shape
         return graph
+
+
+def _output_shape(layer, full):
+    """Per-sample output shape of a one-input ``layer`` for input of shape ``full`` (batch 1):
+    from its ``output_shape`` when it has one (convolutions and pools: a forward pass over a
+    224 x 224 image would make loading a ResNet take as long as explaining it), else by running it
+    on zeros."""
+    if hasattr(layer, "output_shape"):
+        check = getattr(layer, "check_input", None)
+        if check is not None:  # the input checks of forward (channels), on a zero-strided probe
+            check(np.broadcast_to(np.zeros((), dtype=np.float64), full))
+        return tuple(layer.output_shape(full))[1:]
+    return layer.forward(np.zeros(full, dtype=np.float64)).shape[1:]
 
 
 def per_axis(where, constant, shape):
