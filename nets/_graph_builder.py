@@ -139,8 +139,8 @@ class GraphBuilder:
 
     def affine(self, where, key, factor, offset, output_key, name, sole):
         """``key * factor + offset`` with constant (scalar or per-axis) operands: a bias added to
-        the dense/conv node before when this is its ``sole`` reader, else a :class:`nets.Scale`."""
-        import nets
+        the dense/conv node before, or merged into the Scale node before, when this is its
+        ``sole`` reader; else a new :class:`nets.Scale`."""
 
         shape = self.shape(key)
         factor, f_axis = per_axis(where, factor, shape)
@@ -154,10 +154,20 @@ class GraphBuilder:
         if f_axis is not None and o_axis is not None and f_axis != o_axis:
             raise ValueError(f"{where}: scale and offset vary along different axes")
         axis = f_axis if f_axis is not None else (o_axis if o_axis is not None else 1)
-        if (f_axis is None) != (o_axis is None):  # one vector, one scalar: both vectors
-            n = np.size(factor) if o_axis is None else np.size(offset)
-            factor, offset = np.broadcast_to(factor, (n,)), np.broadcast_to(offset, (n,))
-        self.add(name, nets.Scale(factor, offset=offset, axis=axis), [key], output_key)
+        previous = self.producer(key, ("Scale",)) if sole else None
+        if previous is not None:  # (x * f1 + o1) * f2 + o2 as one Scale: (x - mean) / std
+            before = self.layers[previous]
+            f1, o1 = np.asarray(before.factor, dtype=np.float64), np.asarray(before.offset, dtype=np.float64)
+            axes = {axis} if f_axis is not None or o_axis is not None else set()
+            if f1.ndim or o1.ndim:
+                axes.add(before.axis % (len(shape) + 1))
+            if len(axes) <= 1:
+                axis = axes.pop() if axes else 1
+                factor, offset = f1 * factor, o1 * factor + offset
+                self.replace(previous, _scale(factor, offset, axis))
+                self.alias(output_key, key)
+                return
+        self.add(name, _scale(factor, offset, axis), [key], output_key)
 
     def pad_before(self, where, key, pads, name, pool=False):
         """(input key, symmetric padding) for a conv/pool with ``pads`` (top, left, bottom, right):
@@ -234,6 +244,17 @@ class GraphBuilder:
             graph = nets.Graph(nodes, inputs=(GRAPH_INPUT,), outputs=(out,))
         graph.input_shape = self.input_shape
         return graph
+
+
+def _scale(factor, offset, axis):
+    """A :class:`nets.Scale`; a scalar next to a vector is repeated to its length."""
+    import nets
+
+    factor, offset = np.asarray(factor, dtype=np.float64), np.asarray(offset, dtype=np.float64)
+    if factor.ndim != offset.ndim:
+        n = max(factor.size, offset.size)
+        factor, offset = np.broadcast_to(factor, (n,)), np.broadcast_to(offset, (n,))
+    return nets.Scale(factor, offset=offset, axis=axis)
 
 
 def _output_shape(layer, full):

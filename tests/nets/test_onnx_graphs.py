@@ -75,10 +75,10 @@ def test_structure_of_the_other_models():
     assert kinds["inception"].count("Concat") == 1 and "LRN" in kinds["inception"]
     assert kinds["inception"][-1] == "Softmax" and "Pad" in kinds["inception"]  # asymmetric pool pads
     assert kinds["mobile"][:2] == ["Pad", "Conv2D"] and kinds["mobile"].count("Clip") == 2
-    assert kinds["mobile"].count("Scale") == 2  # the Mul, then the Add (a Scale is no dense/conv)
+    assert kinds["mobile"].count("Scale") == 1  # the Mul and the Add after it: one Scale
     assert kinds["caffenet"].count("LRN") == 2
     assert kinds["shuffle"].count("Reshape") == 2 and "Transpose" in kinds["shuffle"]
-    assert kinds["nhwc"][:3] == ["Transpose", "Scale", "Scale"]
+    assert kinds["nhwc"][:3] == ["Transpose", "Scale", "Conv2D"]  # (x - mean) / std: one Scale
     mobile = nets.load_onnx(BUILDERS["mobile"](13))
     groups = [layer.groups for layer in mobile.layers if layer.kind == "Conv2D"]
     assert groups == [1, 8, 1, 4]
