@@ -305,6 +305,11 @@ class _WithFunction(nn.Module):
         return torch.exp(x)
 
 
+class _BatchMix(nn.Module):
+    def forward(self, x):
+        return x.view(-1, 4)  # folds the batch into the rows
+
+
 class _Branchy(nn.Module):
     def forward(self, x):
         if x.sum() > 0:  # data-dependent control flow: torch.fx cannot trace it
@@ -324,6 +329,7 @@ class _Branchy(nn.Module):
         (_WithModule(nn.MaxPool2d(2, return_indices=True)), r"return_indices=True"),
         (_WithFunction(), r"node 'exp' \(torch\.exp\): torch\.exp is not supported"),
         (_Branchy(), r"torch\.fx cannot trace this model"),
+        (_BatchMix(), r"node 'view' \(view\): reshapes across the batch axis"),
     ],
 )
 def test_unsupported_modules_and_functions_are_refused_by_name(model, message):
