@@ -8,7 +8,7 @@ What is measured, in one run (ratios, not seconds, are meaningful on a shared ma
 * float32, inputs uniform in [0, 1) of shape (3, 32, 32); a ResNet-style ``nets.Graph`` with
   He-initialised weights: stem conv 3x3x16 + batch norm + ReLU, then three stages of two basic
   blocks (conv-bn-relu-conv-bn + identity or 1x1-conv-bn shortcut, residual ``Add``, ReLU) with 16,
-  32 and 64 channels (stride 2 between stages), global average pooling, dense 10: 20 convolutions;
+  32 and 64 channels (stride 2 between stages), global average pooling, dense 10: 15 convolutions;
 * ``forward``: ``model(X)``; ``LRP``: ``nets.LRP(model, preset).relevance(X)`` for the predicted
   class, its forward pass included (batch norm folded once, when the explainer is built). Target:
   LRP / forward <= 3;

@@ -14,6 +14,8 @@ in topological order, so every pass is a loop over them:
 
 from __future__ import annotations
 
+import heapq
+
 import numpy as np
 
 from nets.layers import Layer
@@ -77,26 +79,31 @@ def _as_names(value, what):
 
 
 def _topological(nodes, input_names):
-    """The nodes sorted so that every node follows its inputs (stable: the given order where the
-    dependencies allow); ValueError for unknown names and cycles."""
-    by_name = {n.name: n for n in nodes}
-    for n in nodes:
+    """The nodes sorted so that every node follows its inputs (stable: among the nodes that are
+    ready, the one given first), in O(nodes + edges); ValueError for unknown names and cycles."""
+    position = {n.name: i for i, n in enumerate(nodes)}
+    waiting = [0] * len(nodes)  # inputs not yet computed, per node
+    users = [[] for _ in nodes]
+    for i, n in enumerate(nodes):
         for src in n.inputs:
-            if src not in by_name and src not in input_names:
+            if src in position:
+                waiting[i] += 1
+                users[position[src]].append(i)
+            elif src not in input_names:
                 raise ValueError(f"node {n.name!r} reads {src!r}, which is neither a graph input nor a node")
-    done = set(input_names)
-    order, pending = [], list(nodes)
-    while pending:
-        rest = []
-        for n in pending:
-            if all(src in done for src in n.inputs):
-                order.append(n)
-                done.add(n.name)
-            else:
-                rest.append(n)
-        if len(rest) == len(pending):
-            raise ValueError(f"the graph has a cycle through {sorted(n.name for n in rest)}")
-        pending = rest
+    ready = [i for i, w in enumerate(waiting) if w == 0]
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        i = heapq.heappop(ready)
+        order.append(nodes[i])
+        for j in users[i]:
+            waiting[j] -= 1
+            if waiting[j] == 0:
+                heapq.heappush(ready, j)
+    if len(order) < len(nodes):
+        stuck = sorted(n.name for n, w in zip(nodes, waiting) if w > 0)
+        raise ValueError(f"the graph has a cycle through {stuck}")
     return order
 
 

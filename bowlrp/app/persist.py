@@ -52,17 +52,17 @@ def model_kind(model) -> str:
         Neither.
     """
     try:  # nets may be absent in a minimal installation; a model of it cannot exist then
-        from nets.model import Sequential
+        from nets.graph import Graph  # a Sequential is a Graph too
     except ImportError:  # pragma: no cover - nets ships with bowlrp
-        Sequential = ()
-    if isinstance(model, Sequential):
+        Graph = ()
+    if isinstance(model, Graph):
         return "network"
     from bowlrp.bow.classifier import BoWClassifier
 
     if isinstance(model, BoWClassifier):
         return "bow"
     raise TypeError(
-        f"expected a fitted BoWClassifier or a nets.Sequential, got {type(model).__name__}"
+        f"expected a fitted BoWClassifier or a nets.Sequential (or nets.Graph), got {type(model).__name__}"
     )
 
 

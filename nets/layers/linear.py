@@ -21,7 +21,21 @@ __all__ = ["Dense", "Conv2D"]
 _IM2COL_MAX_ELEMENTS = 1 << 22
 
 
-class Dense(Layer):
+class _Weighted(Layer):
+    """A linear layer with a weight array ``W`` and an optional bias ``b`` (saved as such)."""
+
+    is_linear = True
+
+    def get_arrays(self):
+        return {"W": self.W} if self.b is None else {"W": self.W, "b": self.b}
+
+    @classmethod
+    def from_config(cls, config, arrays=None):
+        arrays = arrays or {}
+        return cls(arrays["W"], arrays.get("b"), **dict(config or {}))
+
+
+class Dense(_Weighted):
     """Fully connected layer ``y = x @ W.T + b``.
 
     Parameters
@@ -55,14 +69,6 @@ class Dense(Layer):
     def out_features(self):
         return self.W.shape[0]
 
-    def get_arrays(self):
-        return {"W": self.W} if self.b is None else {"W": self.W, "b": self.b}
-
-    @classmethod
-    def from_config(cls, config, arrays=None):
-        arrays = arrays or {}
-        return cls(arrays["W"], arrays.get("b"), **dict(config or {}))
-
     def linear(self, x, W, b):
         y = x @ W.T
         if b is not None:
@@ -87,7 +93,7 @@ class Dense(Layer):
         return grad @ self.W
 
 
-class Conv2D(Layer):
+class Conv2D(_Weighted):
     """2-D convolution (cross-correlation, as in PyTorch and ONNX), NCHW, optionally grouped and
     dilated.
 
@@ -166,14 +172,6 @@ class Conv2D(Layer):
         if self.dilation != (1, 1):
             config["dilation"] = list(self.dilation)
         return config
-
-    def get_arrays(self):
-        return {"W": self.W} if self.b is None else {"W": self.W, "b": self.b}
-
-    @classmethod
-    def from_config(cls, config, arrays=None):
-        arrays = arrays or {}
-        return cls(arrays["W"], arrays.get("b"), **dict(config or {}))
 
     def output_shape(self, input_shape):
         n, _, h, w = input_shape

@@ -277,3 +277,39 @@ def test_nodes_are_sorted_topologically():
         outputs="out",
     )
     assert g.names == ["a", "b", "out"]
+
+
+def test_comparison_methods_and_heatmaps_on_a_graph():
+    graph, _ = GRAPHS["residual"][0]()
+    X = inputs((3, 8, 8), n=4)
+    refs = np.random.default_rng(5).normal(size=(40, 3, 8, 8))
+    f = graph(X)[:, 0]
+    w = np.array([1.0, -1.0, 0.0])  # explain logit 0 - logit 1, which changes sign among the refs
+    R, roots, found = nets.TaylorDecomposition(graph, refs).relevance(X, target=w, return_roots=True)
+    assert R.shape == X.shape and found.all()
+    np.testing.assert_allclose(graph(roots) @ w, 0, atol=1e-8)
+    S = nets.Sensitivity(graph).relevance(X, target=0)
+    G = nets.GradientTimesInput(graph).relevance(X, target=0)
+    np.testing.assert_allclose(S, (G / X) ** 2, rtol=1e-9)
+    maps = nets.LRP(graph, "epsilon_plus").explain(X, target=0)
+    assert len(maps) == 4 and maps[0].relevance.shape == (8, 8)
+    extras = maps[0].extras
+    assert extras["relevance_out"].shape == extras["bias_absorbed"].shape == (len(extras["layer_names"]),)
+    total = maps[0].relevance.sum() + extras["bias_absorbed"].sum() + extras["stabiliser_absorbed"].sum()
+    assert total == pytest.approx(f[0], abs=1e-9)
+
+
+def test_softmax_output_node_is_dropped():
+    graph, _ = GRAPHS["inception"][0]()
+    nodes = list(graph.nodes) + [Node("prob", nets.Softmax(), ["fc"])]
+    with_softmax = nets.Graph(nodes)
+    X = inputs((3, 6, 6))
+    np.testing.assert_allclose(with_softmax(X).sum(axis=1), 1.0)
+    lrp = nets.LRP(with_softmax)
+    assert lrp.model.output == "fc"
+    np.testing.assert_array_equal(lrp.relevance(X), nets.LRP(graph).relevance(X))
+    bad = nets.Graph(
+        list(graph.nodes[:-1]) + [Node("sm", nets.Softmax(), ["gap"]), Node("fc2", graph["fc"], ["sm"])]
+    )
+    with pytest.raises(ValueError, match="Softmax is only supported as the last layer"):
+        nets.LRP(bad)

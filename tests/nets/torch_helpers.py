@@ -45,7 +45,7 @@ def import_zennit():
     return torch, sys.modules["zennit"]
 
 
-def _module(layer, torch, zennit):
+def _module(layer, torch, zennit, dtype):
     t = torch.nn
     if isinstance(layer, nets.Dense):
         m = t.Linear(layer.W.shape[1], layer.W.shape[0], bias=layer.b is not None)
@@ -83,15 +83,16 @@ def _module(layer, torch, zennit):
         return None  # torch.cat in forward: its gradient routes relevance slice by slice
     else:
         raise TypeError(f"no PyTorch twin for {layer.kind}")
-    m.weight.data = torch.from_numpy(np.array(layer.W, dtype=np.float64))
+    m.weight.data = torch.from_numpy(np.array(layer.W, dtype=dtype))
     if layer.b is not None:
-        m.bias.data = torch.from_numpy(np.array(layer.b, dtype=np.float64))
+        m.bias.data = torch.from_numpy(np.array(layer.b, dtype=dtype))
     return m
 
 
-def to_torch(graph, torch, zennit):
-    """A float64 ``torch.nn.Module`` computing ``graph`` node by node (modules registered in
-    topological order, so zennit's "first layer" is the first convolution reading the input)."""
+def to_torch(graph, torch, zennit, dtype=np.float64):
+    """A ``torch.nn.Module`` (float64, or ``dtype``) computing ``graph`` node by node (modules
+    registered in topological order, so zennit's "first layer" is the first convolution reading the
+    input)."""
 
     class GraphModule(torch.nn.Module):
         def __init__(self):
@@ -99,7 +100,7 @@ def to_torch(graph, torch, zennit):
             self.node_modules = torch.nn.ModuleDict()
             self.plan = []
             for node, src in zip(graph.nodes, graph.sources):
-                m = _module(node.layer, torch, zennit)
+                m = _module(node.layer, torch, zennit, dtype)
                 key = node.name.replace(".", "_")
                 if m is not None:
                     self.node_modules[key] = m
@@ -120,7 +121,8 @@ def to_torch(graph, torch, zennit):
                 acts.append(out)
             return acts[-1]
 
-    return GraphModule().double().eval()
+    module = GraphModule().eval()
+    return module.double() if np.dtype(dtype) == np.float64 else module.float()
 
 
 #: our preset name -> zennit composite (ZBox bounds as given)
@@ -138,7 +140,7 @@ def zennit_composite(zennit, preset, low=None, high=None):
 def zennit_relevance(torch, zennit, module, X, target, preset, low=None, high=None):
     """zennit's relevance of ``target`` (one int per sample) under ``preset``; the explained output
     relevance is the target logit, as in ``nets.LRP``."""
-    x = torch.from_numpy(np.asarray(X, dtype=np.float64)).requires_grad_(True)
+    x = torch.from_numpy(np.array(X)).requires_grad_(True)  # the module's dtype
     lo = None if low is None else torch.full_like(x, low)
     hi = None if high is None else torch.full_like(x, high)
     composite = zennit_composite(zennit, preset, lo, hi)
