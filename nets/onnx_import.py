@@ -50,9 +50,24 @@ class _Walker:
         self.consts = {t.name: onnx.numpy_helper.to_array(t) for t in self.graph.initializer}
         key, shape = self._read_input(input_shape)
         self.builder = GraphBuilder(key, shape)
+        outputs = [o.name for o in self.graph.output]
+        if len(outputs) != 1:
+            raise ValueError(f"the graph must have exactly one output; its outputs are {outputs}")
+        self.needed = self._needed(outputs[0])
         # how many nodes (or graph outputs) read each tensor: folding needs a sole reader
-        self.readers = Counter(n for node in self.graph.node for n in node.input if n)
-        self.readers.update(o.name for o in self.graph.output)
+        self.readers = Counter(n for i in self.needed for n in self.graph.node[i].input if n)
+        self.readers.update(outputs)
+
+    def _needed(self, output):
+        """Indices of the nodes the output depends on (an auxiliary head or a dangling branch is
+        not read, so an operator there cannot stop the import)."""
+        wanted, keep = {output}, set()
+        for i in range(len(self.graph.node) - 1, -1, -1):
+            proto = self.graph.node[i]
+            if any(o in wanted for o in proto.output if o):
+                keep.add(i)
+                wanted.update(n for n in proto.input if n)
+        return keep
 
     # -- graph input -------------------------------------------------------------------------
     def _read_input(self, input_shape):
@@ -96,6 +111,8 @@ class _Walker:
     # -- the walk ----------------------------------------------------------------------------
     def build(self, dtype):
         for index, proto in enumerate(self.graph.node):
+            if index not in self.needed:
+                continue
             node = NodeRef(self.onnx, proto, index)
             if proto.domain not in ("", "ai.onnx"):
                 raise ValueError(f"{node}: operator from domain {proto.domain!r} is not supported")
@@ -117,12 +134,10 @@ class _Walker:
                     f"{node}: operator {proto.op_type!r} is not supported{_HINTS.get(proto.op_type, '')}; "
                     f"supported operators are {', '.join(SUPPORTED_OPERATORS)}"
                 )
-        outputs = [o.name for o in self.graph.output]
-        if len(outputs) != 1 or not self.builder.is_data(outputs[0]):
-            raise ValueError(
-                f"the graph must have exactly one output computed from the input; its outputs are {outputs}"
-            )
-        return self.builder.finish(outputs[0], dtype)
+        output = self.graph.output[0].name
+        if not self.builder.is_data(output):
+            raise ValueError(f"the graph output {output!r} is not computed from the input")
+        return self.builder.finish(output, dtype)
 
     def _fold(self, node, values):
         try:

@@ -120,6 +120,19 @@ def test_a_hundred_node_residual_model_loads_in_seconds():
     np.testing.assert_allclose(net(X), reference(model, X), rtol=1e-4, atol=1e-4)
 
 
+def test_a_dangling_branch_is_not_read():
+    # an auxiliary branch that no output reads (here with an operator nets does not have) is skipped
+    model = residual(13)
+    first = model.graph.node[0].output[0]
+    model.graph.node.append(helper.make_node("Resize", [first, "", "aux_scales"], ["aux"], name="aux_up"))
+    model.graph.initializer.append(
+        onnx.numpy_helper.from_array(np.array([1, 1, 2, 2], dtype=np.float32), "aux_scales")
+    )
+    net = nets.load_onnx(model)
+    X = sample("residual")
+    np.testing.assert_allclose(net(X), nets.load_onnx(residual(13))(X), rtol=0, atol=0)
+
+
 # ------------------------------------------------------------------------------------------------
 # refusals name the node and the operator
 
