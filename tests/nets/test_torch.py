@@ -279,6 +279,25 @@ def test_structure_of_the_converted_resnet():
     assert mobile.layers[0].kind == "Pad"  # the even 'same' kernel pads asymmetrically
 
 
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_lrp_conserves_on_the_converted_models_with_zero_biases(name):
+    model = build(name, dtype=torch.float64)
+    with torch.no_grad():
+        for m in model.modules():
+            if getattr(m, "bias", None) is not None:
+                m.bias.zero_()
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.zero_()
+        if name == "shuffle_nhwc":
+            model.mean.zero_()
+    X = example(name, n=2, dtype=torch.float64).abs()
+    net = nets.from_torch(model, X)
+    for composite in ("epsilon_plus", "epsilon_alpha2_beta1_flat"):
+        R, diag = nets.LRP(net, composite).relevance(X.numpy(), target=1, return_diagnostics=True)
+        assert np.all(np.isfinite(R)) and np.all(np.abs(diag.bias_absorbed) <= 1e-12)
+        np.testing.assert_allclose(R.reshape(2, -1).sum(axis=1) + diag.absorbed, diag.score, atol=1e-9)
+
+
 def test_training_mode_is_switched_off_with_a_warning():
     model = build("alexnet").train()
     with pytest.warns(UserWarning, match="eval mode"):
