@@ -217,3 +217,13 @@ def test_the_application_reads_the_input_shape_from_the_file(tmp_path):
     image = np.random.default_rng(0).uniform(size=(12, 12, 3))
     heatmap = NetworkExplainer(net).explain([image])[0]
     assert heatmap.relevance.sum() + heatmap.residual == pytest.approx(heatmap.score, abs=1e-9)
+
+
+@pytest.mark.parametrize("name", sorted(BUILDERS))
+def test_imported_graphs_save_and_load(name, tmp_path):
+    net = nets.load_onnx(BUILDERS[name](13))
+    path = net.save(tmp_path / f"{name}.npz")
+    again = nets.load(path)
+    X = sample(name)
+    np.testing.assert_array_equal(again(X), net(X))
+    assert again.names == net.names

@@ -298,6 +298,18 @@ def test_lrp_conserves_on_the_converted_models_with_zero_biases(name):
         np.testing.assert_allclose(R.reshape(2, -1).sum(axis=1) + diag.absorbed, diag.score, atol=1e-9)
 
 
+def test_example_input_as_a_numpy_array_and_other_dtypes():
+    model = build("mobilenet")  # float32 weights
+    X = example("mobilenet", dtype=torch.float64).numpy()  # float64 numpy: cast to the model's dtype
+    net = nets.from_torch(model, X)
+    with torch.no_grad():
+        np.testing.assert_allclose(net(X), model(torch.from_numpy(X).float()).numpy(), rtol=1e-5, atol=1e-5)
+    with pytest.raises(TypeError, match="torch.nn.Module"):
+        nets.from_torch(lambda x: x, X)
+    with pytest.raises(ValueError, match="batch"):
+        nets.from_torch(model, X[0, 0, 0])
+
+
 def test_training_mode_is_switched_off_with_a_warning():
     model = build("alexnet").train()
     with pytest.warns(UserWarning, match="eval mode"):
