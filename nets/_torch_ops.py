@@ -17,7 +17,9 @@ from ._graph_builder import ceil_mode_extra
 
 
 def array(t):
-    return t.detach().cpu().numpy().astype(np.float64)
+    """A tensor (or an already recorded array) as a float64 numpy array."""
+    t = t.detach().cpu().numpy() if hasattr(t, "detach") else t
+    return np.asarray(t, dtype=np.float64)
 
 
 def _pair(v):
@@ -47,7 +49,7 @@ def _conv(c, node, m, x):
     elif m.padding == "valid":
         pads = (0, 0, 0, 0)
     else:
-        pads = tuple(m.padding) * 2
+        pads = _pair(m.padding) * 2
     key, padding = c.builder.pad_before(c.where(node), x.name, pads, c.label(node))
     b = None if m.bias is None else array(m.bias)
     layer = nets.Conv2D(
@@ -337,6 +339,30 @@ def _functional(module_handler, *parameters):
     return handler
 
 
+def _f_conv(c, node):
+    """F.conv2d(x, weight, bias, stride, padding, dilation, groups) with constant weights."""
+    weight = c.value(_get(node, 1, "weight"))
+    bias = _get(node, 2, "bias")
+    m = SimpleNamespace(
+        weight=weight,
+        bias=None if bias is None else c.value(bias),
+        stride=_pair(_get(node, 3, "stride", 1)),
+        padding=_get(node, 4, "padding", 0),
+        dilation=_pair(_get(node, 5, "dilation", 1)),
+        groups=int(_get(node, 6, "groups", 1)),
+        padding_mode="zeros",
+        kernel_size=tuple(np.shape(weight)[2:]),
+    )
+    _conv(c, node, m, node.args[0])
+
+
+def _f_linear(c, node):
+    """F.linear(x, weight, bias) with constant weights."""
+    bias = _get(node, 2, "bias")
+    m = SimpleNamespace(weight=c.value(_get(node, 1, "weight")), bias=None if bias is None else c.value(bias))
+    _linear(c, node, m, node.args[0])
+
+
 _POOL = (("kernel_size", None), ("stride", None), ("padding", 0))
 _f_max_pool = _functional(_max_pool, *_POOL, ("dilation", 1), ("ceil_mode", False), ("return_indices", False))
 _f_avg_pool = _functional(
@@ -386,6 +412,8 @@ def function_table():
         (_leaky, [F.leaky_relu]),
         (_clamp, [torch.clamp, torch.clip, "clamp", "clip"]),
         (_dropout, [F.dropout]),
+        (_f_conv, [F.conv2d]),
+        (_f_linear, [F.linear]),
         (_f_max_pool, [F.max_pool2d]),
         (_f_avg_pool, [F.avg_pool2d]),
         (adaptive["avg"], [F.adaptive_avg_pool2d]),

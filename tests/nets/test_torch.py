@@ -212,6 +212,22 @@ class ShuffleNHWC(nn.Module):
         return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
 
 
+class Functional(nn.Module):
+    """Functional calls on parameters: one convolution weight used twice (weight sharing),
+    F.conv2d with 'same' padding and with a stride, F.linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(3, 3, 3, 3) * 0.3)
+        self.bias = nn.Parameter(torch.randn(3) * 0.1)
+        self.fc = nn.Parameter(torch.randn(4, 3))
+
+    def forward(self, x):
+        x = F.relu(F.conv2d(x, self.weight, self.bias, padding="same"))
+        x = F.relu(F.conv2d(x, self.weight, None, stride=2, padding=1))
+        return F.linear(F.adaptive_avg_pool2d(x, 1).flatten(1), self.fc)
+
+
 MODELS = {
     "resnet_basic": (lambda: ResNet(BasicBlock), (3, 16, 16)),
     "resnet_bottleneck": (lambda: ResNet(Bottleneck, blocks=(1, 1)), (3, 16, 16)),
@@ -220,6 +236,7 @@ MODELS = {
     "mobilenet": (MobileNet, (4, 9, 9)),
     "alexnet": (AlexNet, (3, 23, 23)),
     "shuffle_nhwc": (ShuffleNHWC, (6, 6, 3)),
+    "functional": (Functional, (3, 6, 6)),
 }
 
 
