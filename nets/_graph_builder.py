@@ -183,7 +183,7 @@ class GraphBuilder:
                 f"{where}: asymmetric padding (begin {[top, left]}, end {[bottom, right]}) of a max pool "
                 "is supported only after a ReLU (or another non-negative output)"
             )
-        padded = key + "#pad"
+        padded = f"{key}#pad:{name}"  # per consumer: two may pad one tensor differently
         self.add(name + "_pad", nets.Pad((top, left, bottom, right)), [key], padded)
         return padded, (0, 0)
 
