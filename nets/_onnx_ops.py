@@ -163,6 +163,12 @@ def _pool(w, node, kind):
     else:
         include = bool(node.attrs.get("count_include_pad", 0))  # ONNX default 0
         if (top, left) != (bottom, right) and not include:
+            windows = zip(kernel, strides, (top, left), (bottom, right), shape[1:])
+            if all(k - b >= n and (n + b + e - k) // st == 0 for k, st, b, e, n in windows):
+                # one window over the whole map (GoogLeNet's last pool as the zoo converted it):
+                # padding that is never counted leaves the mean of the map
+                _global_pool(w, node, nets.GlobalAvgPool2D())
+                return
             raise ValueError(
                 f"{node}: asymmetric padding with count_include_pad=0 is not supported "
                 f"(begin {[top, left]}, end {[bottom, right]})"
