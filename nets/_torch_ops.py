@@ -132,15 +132,14 @@ def _avg_pool(c, node, m, x):
 
 
 def _adaptive(c, node, x, size, kind):
-    import nets
 
     shape = c.builder.shape(x.name)
-    out = _pair(size if size is not None else shape[1])
-    out = tuple(shape[1 + a] if o is None else o for a, o in enumerate(out))
+    if len(shape) != 3:
+        raise ValueError(f"expects an image (N, C, H, W), got per-sample shape {shape}")
+    out = (size, size) if size is None or np.isscalar(size) else tuple(size)
+    out = tuple(shape[1 + a] if o is None else int(o) for a, o in enumerate(out))  # None: kept
     if out == (1, 1):
-        layer = nets.GlobalAvgPool2D() if kind == "avg" else nets.GlobalMaxPool2D()
-        c.add(node, layer, [x], key=node.name + "#pooled")
-        c.builder.reshape(node.name, node.name + "#pooled", (shape[0], 1, 1), c.label(node) + "_keepdims")
+        _global_pool(c, node, x, kind, keepdim=True)
         return
     if shape[1] % out[0] or shape[2] % out[1]:
         raise ValueError(f"adaptive pooling of {shape[1:]} to {out} has unequal windows; not supported")
@@ -149,6 +148,30 @@ def _adaptive(c, node, x, size, kind):
         c.builder.alias(node.name, x.name)
         return
     _pool(c, node, x, kind, k, k, 0, False)
+
+
+def _global_pool(c, node, x, kind, keepdim):
+    import nets
+
+    layer = nets.GlobalAvgPool2D() if kind == "avg" else nets.GlobalMaxPool2D()
+    if not keepdim:
+        c.add(node, layer, [x])
+        return
+    # nets' global pools return (N, C): a (C, 1, 1) view, which a following flatten undoes
+    c.add(node, layer, [x], key=node.name + "#pooled")
+    channels = c.builder.shape(x.name)[0]
+    c.builder.reshape(node.name, node.name + "#pooled", (channels, 1, 1), c.label(node) + "_keepdims")
+
+
+def _mean(c, node):
+    """x.mean((2, 3)) / torch.mean(x, dim=[-2, -1], keepdim=...): a global average pool."""
+    x = node.args[0]
+    rank = len(c.full_shape(x))
+    dims = _get(node, 1, "dim")
+    dims = [dims] if np.isscalar(dims) else list(dims or [])
+    if rank != 4 or sorted(int(d) % rank for d in dims) != [2, 3]:
+        raise ValueError(f"mean over dims {dims} of a {rank}-D tensor (only the spatial axes 2, 3)")
+    _global_pool(c, node, x, "avg", bool(_get(node, 2, "keepdim", False)))
 
 
 def _lrn(c, node, m, x):
@@ -419,6 +442,7 @@ def function_table():
         (adaptive["avg"], [F.adaptive_avg_pool2d]),
         (adaptive["max"], [F.adaptive_max_pool2d]),
         (_f_pad, [F.pad]),
+        (_mean, [torch.mean, "mean"]),
         (_f_lrn, [F.local_response_norm]),
         (softmax, [F.softmax, torch.softmax, "softmax"]),
     ]
