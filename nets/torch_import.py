@@ -166,8 +166,8 @@ def from_torch(module, example_input, fold_batchnorm=True, dtype=np.float64, che
         (``x + y``, ``torch.add``), concatenates (``torch.cat``), reshapes (``flatten``, ``view``,
         ``reshape``), permutes, pads (``F.pad``), averages over the spatial axes (``x.mean((2, 3))``),
         scales by constants or calls ``F.conv2d`` / ``F.linear`` on its parameters (shared weights
-        too). A module in training mode is put in
-        eval mode (with a warning): batch norm then uses its running statistics.
+        too). A module in training mode is put in eval mode (with a warning): batch norm then
+        uses its running statistics.
     example_input : torch.Tensor or array
         One batch of inputs as the model takes it, e.g. ``torch.zeros(1, 3, 224, 224)``: it fixes
         the per-sample input shape (``graph.input_shape``) and the shapes of every reshape.
