@@ -229,6 +229,17 @@ class Functional(nn.Module):
         return F.linear(pooled, self.fc)
 
 
+def Activations():  # noqa: N802 (a model factory, named like the classes above)
+    """The other element-wise modules, an average pool that does not count its padding, and a
+    batch norm over features between linear layers."""
+    return nn.Sequential(
+        nn.Conv2d(2, 4, 3, padding=1), nn.LeakyReLU(0.1), nn.Conv2d(4, 4, 1), nn.Tanh(),
+        nn.Conv2d(4, 4, 1), nn.Sigmoid(), nn.Identity(), nn.Hardtanh(-0.5, 0.5),
+        nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False), nn.Flatten(),
+        nn.Linear(4 * 3 * 3, 6), nn.ReLU(), nn.BatchNorm1d(6), nn.Linear(6, 3),
+    )  # fmt: skip
+
+
 MODELS = {
     "resnet_basic": (lambda: ResNet(BasicBlock), (3, 16, 16)),
     "resnet_bottleneck": (lambda: ResNet(Bottleneck, blocks=(1, 1)), (3, 16, 16)),
@@ -238,6 +249,7 @@ MODELS = {
     "alexnet": (AlexNet, (3, 23, 23)),
     "shuffle_nhwc": (ShuffleNHWC, (6, 6, 3)),
     "functional": (Functional, (3, 6, 6)),
+    "activations": (Activations, (2, 5, 5)),
 }
 
 
@@ -247,7 +259,7 @@ def build(name, seed=0, dtype=torch.float32):
     model = MODELS[name][0]()
     with torch.no_grad():
         for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
+            if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
                 m.weight.uniform_(0.5, 1.5)
                 m.bias.normal_(0, 0.1)
                 m.running_mean.normal_(0, 0.1)
@@ -304,7 +316,7 @@ def test_lrp_conserves_on_the_converted_models_with_zero_biases(name):
         for m in model.modules():
             if getattr(m, "bias", None) is not None:
                 m.bias.zero_()
-            if isinstance(m, nn.BatchNorm2d):
+            if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
                 m.running_mean.zero_()
         if name == "shuffle_nhwc":
             model.mean.zero_()
