@@ -111,6 +111,16 @@ class Layer:
         activation keeps the shape; a reshape only relabels positions)."""
         return [R.reshape(xs[0].shape)]
 
+    def __setstate__(self, state):
+        # Arrays unpickled out of a received buffer (dask, multiprocessing) can sit at an address
+        # that is not a multiple of their item size. numpy's matmul then bypasses BLAS and sums in
+        # another order, so a distributed run would differ in the last bit from a local one: copy
+        # such arrays to fresh (aligned) memory.
+        for key, value in state.items():
+            if isinstance(value, np.ndarray) and not value.flags.aligned:
+                state[key] = value.copy()
+        self.__dict__.update(state)
+
     def get_config(self) -> dict:
         return {}
 
