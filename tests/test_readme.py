@@ -42,6 +42,39 @@ def test_network_example():
     R, maps, X = scope["R"], scope["maps"], scope["X"]
     assert R.shape == X[:8].shape == (8, 64) and len(maps) == 8 and maps[0].relevance.shape == (8, 8)
     assert np.all(np.isfinite(R))
-    # epsilon-LRP with small epsilon: pixel relevance + what the biases absorbed = the logit
-    for m in maps:
+    # what the explanation misses (score - relevance) is exactly what the diagnostics say the biases
+    # and epsilons absorbed, measured from the rules' denominators (not by difference)
+    diag = scope["diag"]
+    for i, m in enumerate(maps):
+        absorbed = m.extras["bias_absorbed"].sum() + m.extras["stabiliser_absorbed"].sum()
+        assert m.residual == pytest.approx(absorbed, abs=1e-9)
+        assert diag.residual[i] == pytest.approx(diag.absorbed[i], abs=1e-9)
+        assert m.score == pytest.approx(diag.score[i], abs=1e-12)
+
+
+def test_graph_example():
+    import nets
+
+    scope = {}
+    exec(compile(_block("import numpy as np, nets"), "README-graph", "exec"), scope)
+    R, diag, model, images = scope["R"], scope["diag"], scope["model"], scope["images"]
+    assert R.shape == images[:4].shape and isinstance(model, nets.Graph)
+    logits = model(images[:4]).max(axis=1)
+    np.testing.assert_allclose(R.sum(axis=(1, 2, 3)) + diag.absorbed, logits, rtol=1e-9, atol=1e-9)
+    assert diag.layer_names == model.names
+
+
+def test_pytorch_example():
+    torch = pytest.importorskip("torch")
+    import nets
+
+    scope = {}
+    exec(compile(_block("import torch, nets"), "README-torch", "exec"), scope)
+    model, maps, images = scope["model"], scope["maps"], scope["images"]
+    assert isinstance(model, nets.Graph) and model.input_shape == (1, 8, 8) and len(maps) == 8
+    with torch.no_grad():
+        logits = scope["torch_model"](images).numpy()
+    np.testing.assert_allclose(model(images.numpy()), logits, rtol=1e-5, atol=1e-5)
+    for m in maps:  # the predicted class's logit, split into pixels and what biases/epsilon took
+        assert m.relevance.shape == (8, 8)
         assert m.relevance.sum() + m.residual == pytest.approx(m.score, abs=1e-9)

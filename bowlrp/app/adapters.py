@@ -28,14 +28,10 @@ __all__ = ["BoWExplainer", "NetworkExplainer", "as_explainer", "parse_target", "
 
 
 def network_types() -> tuple:
-    """The ``nets`` model classes an adapter accepts (for ``isinstance``): ``nets.Graph`` (of which
-    ``Sequential`` is one kind) where it exists, else ``Sequential``. The one place to extend."""
-    try:  # nets.Graph is being introduced next to Sequential (branch "nets"); until it is merged:
-        from nets.graph import Graph
-    except ImportError:
-        from nets.model import Sequential
+    """The ``nets`` model classes an adapter accepts (for ``isinstance``): ``nets.Graph``, of which
+    ``Sequential`` (a chain) is one kind. The one place to extend."""
+    from nets.graph import Graph
 
-        return (Sequential,)
     return (Graph,)
 
 

@@ -89,7 +89,7 @@ def model_kind(model) -> str:
     if isinstance(model, BoWClassifier):
         return "bow"
     raise TypeError(
-        f"expected a fitted BoWClassifier or a nets.Sequential, got {type(model).__name__}"
+        f"expected a fitted BoWClassifier or a nets.Sequential (or nets.Graph), got {type(model).__name__}"
     )
 
 
