@@ -28,6 +28,8 @@ The presets reproduce zennit's composites of the same names (default epsilon and
 
 ``epsilon_gamma_box`` without ``low``/``high`` takes the box from the model's ``input_range`` (the
 data it was trained on) when known, else from each batch's observed input range, and warns which.
+The box bounds the first layers' *own* input: when a ``Scale`` (input standardisation) or ``Pad``
+node precedes them, give the bounds in that space (or None, the observed range).
 """
 
 from __future__ import annotations

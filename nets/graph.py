@@ -217,10 +217,6 @@ class Graph:
                 out[j].append(i)
         return out
 
-    def reads_input(self, i):
-        """True when node ``i`` reads the graph input directly."""
-        return 0 in self.sources[i]
-
     def __repr__(self):
         body = "\n".join(f"  ({n.name}): {n.layer!r} <- {', '.join(n.inputs)}" for n in self.nodes)
         return f"{type(self).__name__}(\n{body}\n)"

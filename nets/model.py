@@ -1,6 +1,7 @@
 """``Sequential``: a feed-forward network as an ordered list of named layers.
 
-The model is a callable from inputs to logits. ``trace`` runs the same forward pass but keeps every
+A ``Sequential`` is a ``nets.Graph`` whose nodes form a chain, so it runs on the graph engine: the
+model is a callable from inputs to logits, and ``trace`` runs the same forward pass but keeps every
 intermediate activation, which is what the relevance and gradient passes walk back through; so the
 explanation reuses exactly the numbers the prediction computed.
 """

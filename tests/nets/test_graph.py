@@ -313,3 +313,22 @@ def test_softmax_output_node_is_dropped():
     )
     with pytest.raises(ValueError, match="Softmax is only supported as the last layer"):
         nets.LRP(bad)
+
+
+def test_a_node_may_read_one_value_twice():
+    rng = np.random.default_rng(2)
+    W = rng.normal(size=(3, 4))
+    graph = nets.Graph(
+        [
+            Node("cat", nets.Concat(), ["input", "input"]),
+            Node("dense", nets.Dense(np.hstack([W, 2 * W])), ["cat"]),
+            Node("twice", nets.Add(), ["dense", "dense"]),
+        ]
+    )
+    X = rng.normal(size=(5, 4))
+    np.testing.assert_allclose(graph(X), 2 * X @ (3 * W).T, rtol=1e-12)
+    np.testing.assert_allclose(graph.gradient(X, np.ones((5, 3))), np.tile(6 * W.sum(0), (5, 1)), rtol=1e-12)
+    R, diag = nets.LRP(graph, LRP0).relevance(X, target=1, return_diagnostics=True)
+    # LRP-0 of a linear model is x * w: both copies of the input pass their share back
+    np.testing.assert_allclose(R, X * 6 * W[1], rtol=1e-9)
+    np.testing.assert_allclose(R.sum(1), graph(X)[:, 1], rtol=1e-9)
