@@ -12,7 +12,7 @@ OUT ?= demo_out
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev]" --extra-index-url https://download.pytorch.org/whl/cpu
+	$(PY) -m pip install --quiet -e ".[dev]"
 	$(PY) -m pip install --quiet --no-deps zennit==0.5.1
 	touch $(STAMP)
 
