@@ -185,14 +185,18 @@ def _first_layer(model, skip):
 
 
 def infer_input_shape(model) -> tuple[int, int, int]:
-    """(C, H, W) a network expects, when its first layer makes it clear.
+    """(C, H, W) a network expects, when the model says it or its first layer makes it clear.
 
-    A first dense layer (after any Flatten/Dropout) with n inputs is read as a square image:
+    A graph imported from a file with a static input shape (``nets.load_onnx``) records it as
+    ``input_shape``. A first dense layer (after any Flatten/Dropout) with n inputs is read as a square image:
     n = s² -> (1, s, s), n = 3s² -> (3, s, s). Otherwise (a convolution first: the spatial size is
     free) a ValueError asks for the shape.
     """
     from nets.layers import Dense, Dropout, Flatten
 
+    recorded = getattr(model, "input_shape", None)
+    if recorded is not None and len(recorded) == 3:
+        return tuple(int(v) for v in recorded)
     first = _first_layer(model, (Flatten, Dropout))
     if isinstance(first, Dense):
         n = first.W.shape[1]
