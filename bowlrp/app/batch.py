@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bowlrp.app.executors import run_dask, run_joblib, run_serial
+from bowlrp.app.executors import run_chunks
 from bowlrp.app.run_folder import (
     HEATMAP_DIR,
     MANIFEST,
@@ -53,13 +53,14 @@ from bowlrp.app.run_folder import (
     RUN_FILE,
     SCORES_CSV,
     SUMMARY_JSON,
+    ResultWriter,
     RunLock,
     RunLockedError,
     RunMismatchError,
     csv_text,
     file_sha256,
-    finish_file,
     fsync_folder,
+    jsonable,
     open_manifest,
     read_manifest,
     verified,
@@ -140,14 +141,6 @@ class Progress:
 
 
 # ---------------------------------------------------------------------- run file
-def _jsonable(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    return str(value)
-
-
 def _check_run_file(out_dir: str, fingerprint: dict, resume: bool) -> None:
     path = os.path.join(out_dir, RUN_FILE)
     if resume and os.path.exists(path):
@@ -235,42 +228,11 @@ def _reusable(out_dir, items, records) -> tuple[set, int, int]:
 
 
 # ---------------------------------------------------------------------- writing results
-def _save_heatmap(out_dir, key, heatmap, png, render_options) -> dict:
-    """Write the NPZ (and PNG) of one image durably; returns the manifest fields naming them."""
-    fields = {}
-    npz_rel = os.path.join(RELEVANCE_DIR, f"{key}.npz")
-    tmp = os.path.join(out_dir, RELEVANCE_DIR, f".{key}.tmp.npz")
-    heatmap.save(tmp)
-    size, digest = finish_file(tmp, os.path.join(out_dir, npz_rel))
-    fields.update(relevance_npz=npz_rel, relevance_npz_size=size, relevance_npz_sha256=digest)
-    fields["heatmap_png"] = ""
-    if png:
-        png_rel = os.path.join(HEATMAP_DIR, f"{key}.png")
-        tmp = os.path.join(out_dir, HEATMAP_DIR, f".{key}.tmp.png")
-        options = dict(render_options)
-        if options.get("overlay") and heatmap.image is None:
-            options["overlay"] = False
-        heatmap.save(tmp, **options)
-        size, digest = finish_file(tmp, os.path.join(out_dir, png_rel))
-        fields.update(heatmap_png=png_rel, heatmap_png_size=size, heatmap_png_sha256=digest)
-    return fields
-
-
-def _record(key, item, heatmap, reason, digest=None, files=None):
-    if heatmap is None:
+def _record(key, item, fields, reason, digest=None):
+    """The manifest record of one image: ``fields`` from :class:`ResultWriter`, or None and a reason."""
+    if fields is None:
         return {"key": key, "path": item.path, "status": "skipped", "reason": reason, "input_sha256": digest}
-    return {
-        "key": key,
-        "path": item.path,
-        "input_sha256": digest,
-        "status": "ok",
-        "target": _jsonable(heatmap.target),
-        "score": heatmap.score,
-        "relevance_sum": heatmap.total,
-        "residual": heatmap.residual,
-        "method": heatmap.method,
-        **(files or {}),
-    }
+    return {"key": key, "path": item.path, "input_sha256": digest, "status": "ok", **fields}
 
 
 def _write_outputs(out_dir: str, items: list[ImageItem], records: dict[str, dict]) -> dict:
@@ -393,7 +355,7 @@ def _explain_locked(explainer, items, out_dir, target, chunk_size, n_jobs, backe
     fingerprint = {
         "format": RUN_FORMAT,
         "explainer": describe() if callable(describe) else type(explainer).__name__,
-        "target": _jsonable(target),
+        "target": jsonable(target),
         "png": bool(png), **render_options, "overlay": bool(render_options["overlay"]),
         "read_mode": read_mode, "run_info": run_info or {},
     }
@@ -408,31 +370,26 @@ def _explain_locked(explainer, items, out_dir, target, chunk_size, n_jobs, backe
 
     digests: dict[str, str] = {}
     chunks = _read_chunks(todo, chunk_size, read_mode, max_pixels, digests)
-    if scheduler is not None:
-        results = run_dask(explainer, chunks, target, scheduler)
-    elif n_jobs == 1 and backend is None:
-        results = run_serial(explainer, chunks, target)
-    else:
-        results = run_joblib(explainer, chunks, target, n_jobs, backend)
+    write = ResultWriter(out_dir, png, render_options)
+    results = run_chunks(explainer, chunks, target, write, n_jobs, backend, scheduler)
 
     bar = Progress(len(todo), "explain", enabled=progress)
     new, interrupted = 0, False
     manifest = open_manifest(out_dir)
     try:
         for chunk_results in results:
-            # the chunk's files first (each fsync'ed and renamed, then their folders fsync'ed), so
-            # that no manifest record ever names a file a power cut could still take away
-            files = {key: _save_heatmap(out_dir, key, heatmap, png, render_options)
-                     for key, heatmap, _reason in chunk_results if heatmap is not None}
-            for folder in (RELEVANCE_DIR, HEATMAP_DIR) if files else ():
+            # the chunk's files are in place (each fsync'ed and renamed, by whichever process wrote
+            # it); fsync their folders before the records, so that no manifest record ever names a
+            # file a power cut could still take away
+            for folder in (RELEVANCE_DIR, HEATMAP_DIR) if any(f for _, f, _ in chunk_results) else ():
                 fsync_folder(os.path.join(out_dir, folder))
-            for key, heatmap, reason in chunk_results:
-                record = _record(key, by_key[key], heatmap, reason, digests.get(key), files.get(key))
-                new += heatmap is not None
+            for key, fields, reason in chunk_results:
+                record = _record(key, by_key[key], fields, reason, digests.get(key))
+                new += fields is not None
                 manifest.write(json.dumps(record) + "\n")
                 manifest.flush()
                 records[key] = record
-                bar.update(done=heatmap is not None, skipped=heatmap is None)
+                bar.update(done=fields is not None, skipped=fields is None)
                 if on_result is not None:
                     on_result(record)
             os.fsync(manifest.fileno())  # a chunk's records survive a power cut, not just a crash

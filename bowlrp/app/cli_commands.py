@@ -187,10 +187,12 @@ def _evaluation_parts(path, summary=None):
 
 
 def cmd_explain(args) -> int:
+    from bowlrp.app.executors import prepare_workers
     from bowlrp.app.report import write_report
 
     options = batch_options(args)
     check_inputs(args.inputs)
+    prepare_workers(options["n_jobs"], options["backend"], options["scheduler"])  # overlaps the loading
     model = load_model_arg(args.model, args.trust_pickle)
     explainer = make_explainer(model, args)
     target = parse_target_arg(explainer, args.target)

@@ -1,9 +1,13 @@
 """Where the chunks of a batch run are explained: in this process, in joblib workers, on a dask cluster.
 
-Each executor takes an iterator of chunks ``(keys, images, read_failures)`` and yields, per chunk,
-``[(key, Heatmap or None, reason or None)]`` as chunks finish. The numbers do not depend on the
-executor: each image's explanation is computed by the same code (:func:`explain_chunk`) on the
-same inputs.
+Each executor takes an iterator of chunks ``(keys, images, read_failures)`` and a writer of one
+image's result files (:class:`bowlrp.app.run_folder.ResultWriter`), and yields, per chunk,
+``[(key, record fields or None, reason or None)]`` as chunks finish. The numbers do not depend on
+the executor: each image's explanation is computed by the same code (:func:`explain_chunk`) on the
+same inputs, and its files are written by the same writer. Local worker processes
+(:mod:`bowlrp.app.process_pool`, the default for ``n_jobs != 1``) write their own results; joblib
+backends and dask send the heatmaps back and the driver writes them (dask workers may not see the
+output folder).
 
 Two guarantees beyond that:
 
@@ -24,7 +28,8 @@ from itertools import islice
 
 from bowlrp.app.adapters import realign
 
-__all__ = ["explain_chunk", "run_serial", "run_joblib", "run_dask", "WorkerLossError"]
+__all__ = ["explain_chunk", "prepare_workers", "run_chunks", "run_serial", "run_joblib", "run_dask",
+           "WorkerLossError"]
 
 _DASK_ATTEMPTS = 4  # tries of one chunk before the run gives up
 _DASK_GRACE_SECONDS = 30.0  # how long to wait for a restarted worker when none is left
@@ -81,26 +86,60 @@ def explain_chunk(explainer, keys, images, target, read_failures, threads=None):
     return results + [(key, heatmap, None) for key, heatmap in zip(keys, maps)]
 
 
-def _realigned(result):
-    for _key, heatmap, _reason in result:
-        if heatmap is not None:
+def written(result, write, received=False):
+    """``explain_chunk``'s result with each heatmap replaced by ``write(key, heatmap)``, the fields
+    of its manifest record (the heatmap is dropped: nothing holds more than a chunk)."""
+    out = []
+    for key, heatmap, reason in result:
+        if heatmap is not None and received:
             realign(heatmap)  # received arrays may sit at odd offsets (see adapters.realign)
-    return result
+        out.append((key, None if heatmap is None else write(key, heatmap), reason))
+    return out
+
+
+def run_chunks(explainer, chunks, target, write, n_jobs=1, backend=None, scheduler=None):
+    """The executor ``explain_batch`` asked for: dask with a ``scheduler``, in this process for
+    ``n_jobs == 1`` (no backend), joblib with a ``backend``, else local worker processes."""
+    if scheduler is not None:
+        return run_dask(explainer, chunks, target, write, scheduler)
+    if n_jobs == 1 and backend is None:
+        return run_serial(explainer, chunks, target, write)
+    if backend is None:
+        from bowlrp.app.process_pool import available, run_processes
+
+        if available(explainer):
+            return run_processes(explainer, chunks, target, write, n_jobs)
+    return run_joblib(explainer, chunks, target, write, n_jobs, backend)
+
+
+def prepare_workers(n_jobs=1, backend=None, scheduler=None) -> None:
+    """Start what the workers of a coming run are forked from (when :func:`run_chunks` will use
+    local worker processes), so that it imports the model libraries while the caller still loads
+    the model and lists the images. Optional: a run starts it itself when it has not been."""
+    if scheduler is None and backend is None and n_jobs != 1:
+        from bowlrp.app.process_pool import prestart
+
+        prestart()
 
 
 # ---------------------------------------------------------------------- in this process
-def run_serial(explainer, chunks, target):
+def run_serial(explainer, chunks, target, write):
     for keys, images, failures in chunks:
-        yield explain_chunk(explainer, keys, images, target, failures)
+        yield written(explain_chunk(explainer, keys, images, target, failures), write)
 
 
 # ---------------------------------------------------------------------- joblib
-def _exit_with_parent(parent_pid: int) -> None:
+def _exit_with_parent(parent_pid: int | None = None) -> None:
     """Worker initializer: exit as soon as the parent process is gone.
 
     A worker is re-parented (to init or a subreaper) when its parent dies, so a changed
-    ``os.getppid()`` means the run is over; a daemon thread checks twice a second.
+    ``os.getppid()`` means the run is over; a daemon thread checks twice a second. ``parent_pid``
+    None watches the parent the worker has now (a fork server's workers watch the server, which
+    exits when the run's process does).
     """
+    if parent_pid is None:
+        parent_pid = os.getppid()
+
     def watch():
         import time
 
@@ -111,7 +150,7 @@ def _exit_with_parent(parent_pid: int) -> None:
     threading.Thread(target=watch, name="bowlrp-parent-watch", daemon=True).start()
 
 
-def run_joblib(explainer, chunks, target, n_jobs, backend):
+def run_joblib(explainer, chunks, target, write, n_jobs, backend):
     from joblib import Parallel, delayed, parallel_config
 
     backend_name = backend or "loky"
@@ -124,7 +163,7 @@ def run_joblib(explainer, chunks, target, n_jobs, backend):
         parallel = Parallel(n_jobs=n_jobs, return_as="generator_unordered", pre_dispatch="2*n_jobs")
         tasks = (delayed(explain_chunk)(explainer, k, i, target, f, threads=1) for k, i, f in chunks)
         for result in parallel(tasks):
-            yield _realigned(result)
+            yield written(result, write, received=True)
 
 
 # ---------------------------------------------------------------------- dask
@@ -141,7 +180,7 @@ def _worker_names(client, grace: float = 0.0) -> set:
         return set()
 
 
-def run_dask(explainer, chunks, target, scheduler):
+def run_dask(explainer, chunks, target, write, scheduler):
     from distributed import Client, as_completed
 
     own_client = not isinstance(scheduler, Client)
@@ -188,7 +227,7 @@ def run_dask(explainer, chunks, target, scheduler):
             following = next(chunks, None)
             if following is not None:
                 running.add(submit(following))
-            yield _realigned(result)
+            yield written(result, write, received=True)
     finally:
         if own_client:
             client.close()

@@ -22,11 +22,13 @@ import socket
 import sys
 import time
 
+import numpy as np
+
 __all__ = [
     "MANIFEST", "RUN_FILE", "SCORES_CSV", "RELEVANCES_NPZ", "SUMMARY_JSON", "HEATMAP_DIR",
     "RELEVANCE_DIR", "LOCK_FILE", "RunMismatchError", "RunLockedError", "RunLock", "read_manifest",
     "open_manifest", "file_sha256", "fsync_folder", "finish_file", "verified", "csv_text", "csv_read",
-    "safe_key",
+    "safe_key", "ResultWriter", "jsonable",
 ]
 
 MANIFEST = "manifest.jsonl"
@@ -120,6 +122,50 @@ def verified(out_dir: str, record: dict) -> bool:
         if file_sha256(path) != expected_sha:
             return False
     return True
+
+
+# ---------------------------------------------------------------------- one image's result files
+def jsonable(value):
+    """A number or string JSON can hold (numpy scalars as Python ones; anything else as text)."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
+
+
+class ResultWriter:
+    """Writes the files of one explained image durably and says what the manifest records of it.
+
+    Picklable (plain settings), so that local worker processes can write their own results: the
+    driver then only appends manifest records, after fsync'ing the folders the files were renamed
+    into. Every writer, in whichever process, writes the same bytes for the same heatmap.
+    """
+
+    def __init__(self, out_dir, png: bool, render_options: dict):
+        self.out_dir, self.png, self.render_options = os.fspath(out_dir), bool(png), dict(render_options)
+
+    def __call__(self, key: str, heatmap) -> dict:
+        """Write ``relevance/KEY.npz`` (and ``heatmaps/KEY.png``), each to a temporary name, fsync'ed
+        and renamed; returns the record fields: the heatmap's numbers and the files' sizes and checksums."""
+        fields = {"target": jsonable(heatmap.target), "score": heatmap.score, "relevance_sum": heatmap.total,
+                  "residual": heatmap.residual, "method": heatmap.method}
+        npz_rel = os.path.join(RELEVANCE_DIR, f"{key}.npz")
+        tmp = os.path.join(self.out_dir, RELEVANCE_DIR, f".{key}.tmp.npz")
+        heatmap.save(tmp)
+        size, digest = finish_file(tmp, os.path.join(self.out_dir, npz_rel))
+        fields.update(relevance_npz=npz_rel, relevance_npz_size=size, relevance_npz_sha256=digest)
+        fields["heatmap_png"] = ""
+        if self.png:
+            png_rel = os.path.join(HEATMAP_DIR, f"{key}.png")
+            tmp = os.path.join(self.out_dir, HEATMAP_DIR, f".{key}.tmp.png")
+            options = dict(self.render_options)
+            if options.get("overlay") and heatmap.image is None:
+                options["overlay"] = False
+            heatmap.save(tmp, **options)
+            size, digest = finish_file(tmp, os.path.join(self.out_dir, png_rel))
+            fields.update(heatmap_png=png_rel, heatmap_png_size=size, heatmap_png_sha256=digest)
+        return fields
 
 
 # ---------------------------------------------------------------------- manifest

@@ -157,11 +157,59 @@ def test_memory_is_bounded_by_the_chunk(data, tmp_path, monkeypatch):
     assert len(written) == N_GOOD + 3
 
 
-def test_joblib_workers_give_the_serial_results(data, tmp_path):
+@pytest.mark.parametrize("backend", [None, "loky"])
+def test_parallel_workers_give_the_serial_results(data, tmp_path, backend):
+    """The default pool (workers write their own files) and joblib's loky (the driver writes them)."""
     explainer = NetworkExplainer(data["model"])
     explain_batch(explainer, [data["images"]], tmp_path / "serial", chunk_size=3, progress=False)
-    explain_batch(explainer, [data["images"]], tmp_path / "loky", chunk_size=3, n_jobs=2, progress=False)
-    assert_same_outputs(tmp_path / "serial", tmp_path / "loky")
+    explain_batch(explainer, [data["images"]], tmp_path / "par", chunk_size=3, n_jobs=2, backend=backend,
+                  progress=False)
+    assert_same_outputs(tmp_path / "serial", tmp_path / "par")
+
+
+def test_an_interrupted_parallel_run_stops_its_workers_and_resumes(data, tmp_path):
+    """Closing the run early (an exception in the driver) terminates the workers before the lock is
+    released, and the rerun completes the folder with the serial results."""
+    from bowlrp.app import process_pool
+
+    seen = []
+
+    def stop_after_two(record):
+        seen.append(record["key"])
+        if len(seen) == 2:
+            raise RuntimeError("stop")
+
+    explainer = NetworkExplainer(data["model"])
+    started = []
+    original = process_pool.ProcessPoolExecutor
+
+    class Recording(original):
+        def shutdown(self, *args, **kwargs):
+            started.extend((self._processes or {}).values())  # the workers, before shutdown forgets them
+            super().shutdown(*args, **kwargs)
+
+    process_pool.ProcessPoolExecutor = Recording
+    try:
+        with pytest.raises(RuntimeError, match="stop"):
+            explain_batch(explainer, [data["images"]], tmp_path / "par", chunk_size=1, n_jobs=2,
+                          progress=False, on_result=stop_after_two)
+    finally:
+        process_pool.ProcessPoolExecutor = original
+    assert started and not any(p.is_alive() for p in started)
+    explain_batch(explainer, [data["images"]], tmp_path / "par", chunk_size=3, n_jobs=2, progress=False)
+    explain_batch(explainer, [data["images"]], tmp_path / "serial", chunk_size=3, progress=False)
+    assert_same_outputs(tmp_path / "serial", tmp_path / "par")
+
+
+def test_classes_of_a_script_are_left_to_loky(data):
+    """Workers forked from the server do not run the user's script, so they could not unpickle a
+    class defined in it: such explainers go to joblib's loky, which pickles classes by value."""
+    from bowlrp.app.process_pool import available
+
+    script_class = type("ScriptExplainer", (), {"__module__": "__main__"})
+    assert not available(script_class())
+    assert available(NetworkExplainer(data["model"])) == \
+        ("forkserver" in __import__("multiprocessing").get_all_start_methods())
 
 
 def test_bad_arguments(data, tmp_path):

@@ -1,4 +1,6 @@
-"""A killed parallel run leaves no worker processes behind (SIGKILL or SIGTERM of the parent)."""
+"""A killed parallel run leaves no worker processes behind (SIGKILL or SIGTERM of the parent), with
+the default worker pool (forked from a server process: the workers are grandchildren of the run)
+and with joblib's loky."""
 
 from __future__ import annotations
 
@@ -31,6 +33,15 @@ def _children(pid: int) -> set[int]:
     return found
 
 
+def _descendants(pid: int) -> set[int]:
+    found, todo = set(), [pid]
+    while todo:
+        children = _children(todo.pop()) - found
+        found |= children
+        todo += children
+    return found
+
+
 def _alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as fh:
@@ -46,19 +57,23 @@ def inputs(tmp_path_factory):
     return {"net": cli_data.digits_network(str(root / "digits.npz")), "images": str(root / "images")}
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
-def test_workers_exit_within_10_s_of_their_parent(inputs, tmp_path, sig):
+@pytest.mark.parametrize("sig, backend", [(signal.SIGKILL, None), (signal.SIGTERM, None),
+                                          (signal.SIGKILL, "loky")])
+def test_workers_exit_within_10_s_of_their_parent(inputs, tmp_path, sig, backend):
     command = [sys.executable, "-m", "bowlrp.app.cli", "explain", inputs["net"], *[inputs["images"]] * 8,
                "-o", tmp_path / "out", "-j", "2", "--chunk-size", "1", "--no-png", "-q"]
+    command += ["--parallel-backend", backend] if backend else []
     parent = subprocess.Popen([str(c) for c in command], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 120
         workers = set()
-        while len(workers) < 2 and time.monotonic() < deadline and parent.poll() is None:
+        # the two workers, the resource tracker, and the fork server (default pool): all must go
+        wanted = 3 if backend == "loky" else 4
+        while len(workers) < wanted and time.monotonic() < deadline and parent.poll() is None:
             time.sleep(0.2)
-            # the loky workers (the resource tracker is a child too: it must go as well)
-            workers = _children(parent.pid)
-        assert len(workers) >= 2, f"no workers seen; stderr: {parent.stderr.read().decode()[-2000:]}"
+            workers = _descendants(parent.pid)
+        assert len(workers) >= wanted, \
+            f"workers seen: {workers}; stderr: {parent.stderr.read().decode()[-2000:]}"
         time.sleep(1.0)  # the workers are busy explaining
         os.kill(parent.pid, sig)
         parent.wait(timeout=30)
