@@ -12,8 +12,20 @@ that is the baseline. Measured in one run, on the same image files and model:
 
 Workers are started (and numba kernels loaded in them) before timing: a warm-up batch runs first.
 
+``--jobs``: what ``bowlrp explain -j 2`` gains over ``-j 1``, start-up included (the issue-15 target:
+at least 1.6x the throughput from 100 images on). 100, 200 and 400 scenes of 64 x 64, for a
+``BoWClassifier(vocabulary_size=64)`` and for the demo's small CNN (``ConvNetClassifier("small_cnn")``,
+LRP epsilon-plus-flat), repeats interleaved. Every parallel run starts cold, as a command-line run
+does: no worker pool and no fork server left from the previous run. Modes: ``-j 1`` (in this
+process, as the command line runs it), ``-j 1`` with one BLAS/numba thread (the work of one worker,
+in this process), ``-j 2`` (the default worker pool: forked from a warm server, model sent once,
+workers write their files) and ``-j 2`` on joblib's loky (the pool used before). Besides wall time
+(meaningless on a loaded machine except as a ratio), CPU seconds: the driver's, and the workers'
+(with their server's), read from ``getrusage(RUSAGE_CHILDREN)`` once the pool is gone.
+
     .venv/bin/python benchmarks/bench_scale.py            # 96 scenes of 96 x 96
     .venv/bin/python benchmarks/bench_scale.py --quick    # 16 scenes of 64 x 64
+    .venv/bin/python benchmarks/bench_scale.py --jobs     # -j 1 vs -j 2, 100/200/400 scenes, 3 repeats
 """
 
 from __future__ import annotations
@@ -21,7 +33,9 @@ from __future__ import annotations
 import argparse
 import os
 import pathlib
+import resource
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -45,8 +59,8 @@ def write_scenes(folder: pathlib.Path, n: int, size: int, seed: int) -> None:
 
 
 def fit_model(size: int):
-    from bowlrp.bow.classifier import BoWClassifier
     from bowlrp.app.scenes import make_scenes
+    from bowlrp.bow.classifier import BoWClassifier
 
     train = make_scenes(n_images=40, size=size, random_state=123)
     return BoWClassifier(vocabulary_size=64, random_state=0).fit(list(train.images), train.labels)
@@ -83,16 +97,150 @@ def timed(label, func, n_images, rows, baseline=None):
     return rate
 
 
+def fit_cnn(size: int):
+    """The demo's small CNN (fewer epochs: the weights do not change the cost of explaining)."""
+    from bowlrp.app.scenes import make_scenes
+    from nets.train import ConvNetClassifier
+
+    train = make_scenes(n_images=40, size=size, random_state=123)
+    return ConvNetClassifier("small_cnn", epochs=3, random_state=0).fit(train.images, train.labels)
+
+
+def _stop_pools() -> None:
+    """End every worker pool and fork server this process started, and reap them (a cold start for
+    the next run, and their CPU time lands in RUSAGE_CHILDREN)."""
+    from multiprocessing import forkserver
+
+    from joblib.externals.loky import get_reusable_executor
+
+    get_reusable_executor().shutdown(wait=True)
+    server = forkserver._forkserver  # no public way to stop it: what a fresh command-line run sees
+    if getattr(server, "_forkserver_pid", None) is not None:
+        server._stop()
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def cli_runs(model, folder, work, repeats) -> dict:
+    """Wall seconds of whole ``bowlrp explain`` commands, -j 1 and -j 2 interleaved: what a user
+    waits for (the fork server's imports overlap the command's own loading of the model)."""
+    import subprocess
+
+    from bowlrp.app.persist import save_model
+
+    path = save_model(model, work / "model.npz")
+    walls = {1: [], 2: []}
+    for _ in range(repeats):
+        for jobs in walls:
+            command = [sys.executable, "-m", "bowlrp.app.cli", "explain", str(path), str(folder), "-o",
+                       str(work / "cli_out"), "-j", str(jobs), "-q", "--overwrite"]
+            start = time.perf_counter()
+            subprocess.run(command, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+            walls[jobs].append(time.perf_counter() - start)
+    return walls
+
+
+def _line(xs, ys):
+    """Least-squares ``y = a + b x``: (a, b)."""
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    b = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+    return my - b * mx, b
+
+
+def report(name, sizes, modes, runs, cli, repeats) -> None:
+    print(f"\n{name}, load average {os.getloadavg()[0]:.1f} (medians of {repeats}, CPU in ms per image)")
+    print(f"{'images':>6} {'mode':<20} {'img/s':>7} {'spread':>13} {'vs -j 1':>8} "
+          f"{'driver CPU':>10} {'worker CPU':>10}")
+    for n in sizes:
+        base = [n / wall for wall, _, _ in runs[n, "-j 1"]]
+        for mode in modes:
+            rates = [n / wall for wall, _, _ in runs[n, mode]]
+            # the ratio of each repeat (its runs followed each other), then their median
+            ratio = statistics.median(r / b for r, b in zip(rates, base))
+            driver = statistics.median(c for _, c, _ in runs[n, mode]) / n * 1e3
+            workers = statistics.median(c for _, _, c in runs[n, mode]) / n * 1e3
+            print(f"{n:>6} {mode:<20} {statistics.median(rates):7.1f} "
+                  f"{min(rates):6.1f}-{max(rates):<6.1f} x{ratio:<7.2f} {driver:10.2f} {workers:10.2f}",
+                  flush=True)
+    # start-up and running costs, from a line through the medians over the batch sizes
+    print("mode                 start-up: wall s, CPU s (driver + workers) | running: img/s (vs -j 1), "
+          "CPU ms/image")
+    steady = {}
+    for mode in modes:
+        med = [[statistics.median(run[k] for run in runs[n, mode]) for k in range(3)] for n in sizes]
+        wall0, wall1 = _line(sizes, [m[0] for m in med])
+        cpu0, cpu1 = _line(sizes, [m[1] + m[2] for m in med])
+        steady[mode] = 1 / wall1
+        print(f"{mode:<20} {wall0:8.2f} s {cpu0:6.2f} s {'':>22}| {steady[mode]:7.1f} "
+              f"(x{steady[mode] / steady['-j 1']:.2f}) {cpu1 * 1e3:7.2f}")
+    one, two = statistics.median(cli[1]), statistics.median(cli[2])
+    print(f"bowlrp explain, {sizes[0]} images, whole command: -j 1 {one:.2f} s, -j 2 {two:.2f} s "
+          f"(spreads {min(cli[1]):.2f}-{max(cli[1]):.2f}, {min(cli[2]):.2f}-{max(cli[2]):.2f}): "
+          f"-j 2 / -j 1 throughput x{statistics.median(a / b for a, b in zip(cli[1], cli[2])):.2f}",
+          flush=True)
+
+
+def jobs_benchmark(sizes=(100, 200, 400), repeats=3, side=64) -> None:
+    from bowlrp.app.adapters import BoWExplainer, NetworkExplainer
+    from bowlrp.app.batch import explain_batch
+    from bowlrp.jit import limited_threads
+
+    work = pathlib.Path(tempfile.mkdtemp(prefix="bench_jobs_"))
+    try:
+        folders = {}
+        for n in sizes:
+            folders[n] = work / f"scenes{n}"
+            write_scenes(folders[n], n, side, seed=0)
+        bow, cnn = fit_model(side), fit_cnn(side)
+        models = {"BoW/SVM (64 words)": (BoWExplainer(bow), bow),
+                  "small CNN (LRP)": (NetworkExplainer(cnn), cnn)}
+        modes = {"-j 1": {"n_jobs": 1}, "-j 1, 1 thread": {"n_jobs": 1, "threads": 1},
+                 "-j 2": {"n_jobs": 2}, "-j 2 loky (before)": {"n_jobs": 2, "backend": "loky"}}
+        print(f"-j 1 vs -j 2: scenes of {side}x{side}, {os.cpu_count()} cores, load average "
+              f"{os.getloadavg()[0]:.1f}", flush=True)
+        for name, (explainer, model) in models.items():
+            explain_batch(explainer, [str(folders[sizes[0]])], work / "warm", resume=False,
+                          progress=False)  # numba kernels loaded in this process
+            runs = {(n, mode): [] for n in sizes for mode in modes}
+            for _ in range(repeats):
+                for n in sizes:
+                    for mode, options in modes.items():  # interleaved: the load hits every mode alike
+                        options = dict(options)
+                        threads = options.pop("threads", None)
+                        _stop_pools()
+                        wall, cpu, children = time.perf_counter(), time.process_time(), _children_cpu()
+                        with limited_threads(threads):
+                            explain_batch(explainer, [str(folders[n])], work / "out", resume=False,
+                                          progress=False, **options)
+                        wall = time.perf_counter() - wall
+                        cpu = time.process_time() - cpu
+                        _stop_pools()
+                        runs[n, mode].append((wall, cpu, _children_cpu() - children))
+            cli = cli_runs(model, folders[sizes[0]], work, repeats)
+            report(name, sizes, modes, runs, cli, repeats)
+    finally:
+        _stop_pools()
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
+    parser.add_argument("--jobs", action="store_true", help="-j 1 vs -j 2 at 100, 200, 400 images")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats of --jobs")
     args = parser.parse_args(argv)
+    if args.jobs:
+        jobs_benchmark(sizes=(20, 40) if args.quick else (100, 200, 400), repeats=args.repeats)
+        return 0
     n, size = (16, 64) if args.quick else (96, 96)
 
     from distributed import Client, LocalCluster
 
-    from bowlrp.app.batch import explain_batch
     from bowlrp.app.adapters import BoWExplainer
+    from bowlrp.app.batch import explain_batch
 
     work = pathlib.Path(tempfile.mkdtemp(prefix="bench_scale_"))
     try:

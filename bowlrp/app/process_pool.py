@@ -38,8 +38,9 @@ from bowlrp.app.executors import _exit_with_parent, explain_chunk, written
 
 __all__ = ["available", "prestart", "run_processes"]
 
-# what the server imports before it forks workers: the heavy modules both model kinds need
-_PRELOAD = ["bowlrp.app.process_pool", "bowlrp.app.adapters", "bowlrp.bow.classifier", "nets"]
+# what the server imports before it forks workers; without a model at hand: what both kinds need
+_PRELOAD = ["bowlrp.app.process_pool", "bowlrp.app.adapters", "bowlrp.bow.classifier", "nets",
+            "bowlrp.app._server_warmup"]
 
 _worker: dict = {}  # in a worker: the explainer and the writer, set once by the initializer
 
@@ -54,9 +55,21 @@ def available(explainer=None) -> bool:
     return all(type(obj).__module__ != "__main__" for obj in (explainer, getattr(explainer, "model", None)))
 
 
-def _context():
+def _preload(explainer=None) -> list:
+    """Modules the workers of ``explainer`` need (all of ``_PRELOAD`` without one): importing only
+    those keeps the server's start short (a network needs no BoW pipeline, and the other way round)."""
+    if explainer is None:
+        return list(_PRELOAD)
+    model = getattr(explainer, "model", None)
+    modules = ["bowlrp.app.process_pool", type(explainer).__module__, type(model).__module__]
+    if type(model).__module__.split(".")[0] == "nets":
+        modules.append("nets")  # LRP itself, imported on the first explanation
+    return modules + ["bowlrp.app._server_warmup"]
+
+
+def _context(explainer=None):
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(_PRELOAD)  # no effect once the server runs: it keeps what it has
+    context.set_forkserver_preload(_preload(explainer))  # no effect once the server runs
     return context
 
 
@@ -151,7 +164,7 @@ def run_processes(explainer, chunks, target, write, n_jobs):
     """Explain ``chunks`` in ``n_jobs`` forked workers; yield each chunk's written results as it
     finishes (see :mod:`bowlrp.app.executors` for the protocol)."""
     n = _n_workers(n_jobs)
-    pool = ProcessPoolExecutor(n, mp_context=_context(), initializer=_init_worker,
+    pool = ProcessPoolExecutor(n, mp_context=_context(explainer), initializer=_init_worker,
                                initargs=(explainer, write))
     finished = False
     try:
