@@ -23,10 +23,13 @@ says how many were new, changed or damaged. Files that could not be read or expl
 recorded as ``skipped`` with the reason; they are tried again on a rerun. One run at a time writes
 into a folder (a lock; the second run is told which process holds it).
 
-Parallelism: ``n_jobs`` workers through joblib (any joblib backend), or a dask distributed cluster
-(``scheduler``: an address such as ``tcp://10.0.0.5:8786`` or a ``distributed.Client``). Images are
-read by the driver and sent to the workers, so workers need no access to the input files; the model
-is sent once per worker (dask) or once per chunk (joblib). See :mod:`bowlrp.app.executors`.
+Parallelism: ``n_jobs`` local worker processes (forked from a warm server, the model sent once per
+worker, each worker writing its own result files: :mod:`bowlrp.app.process_pool`), a joblib backend
+(``backend``: loky, threading, ...; the model goes with every chunk and the driver writes), or a
+dask distributed cluster (``scheduler``: an address such as ``tcp://10.0.0.5:8786`` or a
+``distributed.Client``; the model is sent once per worker, the driver writes). Images are read by
+the driver and sent to the workers, so workers need no access to the input files. See
+:mod:`bowlrp.app.executors`.
 """
 
 from __future__ import annotations

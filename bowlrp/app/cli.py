@@ -117,7 +117,7 @@ def _add_batch_options(parser) -> None:
     group.add_argument("-j", "--n-jobs", type=int, default=1,
                        help="parallel workers via joblib (-1 = all cores)")
     group.add_argument("--parallel-backend", default=None, choices=PARALLEL_BACKENDS,
-                       help="joblib backend of the -j workers (default loky); not the SIFT backend of fit")
+                       help="joblib backend of the -j workers (default: our own pool), not fit's SIFT one")
     # the old spelling: unambiguous here (explain has no SIFT backend), kept for existing scripts
     group.add_argument("--backend", dest="parallel_backend", choices=PARALLEL_BACKENDS,
                        help=argparse.SUPPRESS)
