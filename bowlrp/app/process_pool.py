@@ -18,6 +18,8 @@ instead:
   every file itself, which on small images took longer than explaining them.
 * **Threads.** Each worker runs one numba thread and one BLAS/OpenMP thread: the workers are the
   parallelism, and a second pool per process would only fight over the same cores.
+* **No idle start.** Until the first worker is up, the driver explains chunks itself (one thread),
+  so a short run is not slower than ``-j 1`` because of the start-up.
 
 Guarantees kept: the same code explains and writes each image, so results are bit-identical to a
 serial run; workers exit within about a second of the driver's death (they watch the server, which
@@ -35,12 +37,17 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from multiprocessing import spawn
 
 from bowlrp.app.executors import _exit_with_parent, explain_chunk, written
+from bowlrp.jit import limited_threads
 
 __all__ = ["available", "prestart", "run_processes"]
 
 # what the server imports before it forks workers; without a model at hand: what both kinds need
 _PRELOAD = ["bowlrp.app.process_pool", "bowlrp.app.adapters", "bowlrp.bow.classifier", "nets",
             "bowlrp.app._server_warmup"]
+
+# while the workers start, the driver explains chunks itself (tests turn it off to make the workers
+# do every chunk)
+DRIVER_HELPS = True
 
 _worker: dict = {}  # in a worker: the explainer and the writer, set once by the initializer
 
@@ -169,14 +176,20 @@ def run_processes(explainer, chunks, target, write, n_jobs):
     finished = False
     try:
         with _without_main():  # every worker starts here: the pool starts one per submit, up to n
-            for _ in range(n):
-                pool.submit(os.getpid)
+            started = [pool.submit(os.getpid) for _ in range(n)]
         chunks, pending = iter(chunks), set()
-        # two chunks per worker in flight: one running, one waiting, and no more images in memory
         for chunk in chunks:
-            pending.add(pool.submit(_explain_and_write, chunk[0], chunk[1], target, chunk[2]))
-            if len(pending) >= 2 * n:
-                break
+            if pending or not DRIVER_HELPS or all(future.done() for future in started):
+                # two chunks per worker in flight: one running, one waiting, no more images in memory
+                pending.add(pool.submit(_explain_and_write, chunk[0], chunk[1], target, chunk[2]))
+                if len(pending) >= 2 * n:
+                    break
+            else:
+                # no worker is up yet (the server may still be importing): explain the chunk here, as
+                # a serial run would, on one thread so as not to slow the start; a short run then
+                # never takes longer than the serial one
+                with limited_threads(1):
+                    yield written(explain_chunk(explainer, chunk[0], chunk[1], target, chunk[2]), write)
         while pending:
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:

@@ -157,9 +157,13 @@ def test_memory_is_bounded_by_the_chunk(data, tmp_path, monkeypatch):
     assert len(written) == N_GOOD + 3
 
 
-@pytest.mark.parametrize("backend", [None, "loky"])
-def test_parallel_workers_give_the_serial_results(data, tmp_path, backend):
-    """The default pool (workers write their own files) and joblib's loky (the driver writes them)."""
+@pytest.mark.parametrize("backend, driver_helps", [(None, False), (None, True), ("loky", False)])
+def test_parallel_workers_give_the_serial_results(data, tmp_path, monkeypatch, backend, driver_helps):
+    """The default pool (workers write their own files; the driver helps while they start, or not)
+    and joblib's loky (the driver writes them)."""
+    from bowlrp.app import process_pool
+
+    monkeypatch.setattr(process_pool, "DRIVER_HELPS", driver_helps)
     explainer = NetworkExplainer(data["model"])
     explain_batch(explainer, [data["images"]], tmp_path / "serial", chunk_size=3, progress=False)
     explain_batch(explainer, [data["images"]], tmp_path / "par", chunk_size=3, n_jobs=2, backend=backend,
@@ -167,11 +171,12 @@ def test_parallel_workers_give_the_serial_results(data, tmp_path, backend):
     assert_same_outputs(tmp_path / "serial", tmp_path / "par")
 
 
-def test_an_interrupted_parallel_run_stops_its_workers_and_resumes(data, tmp_path):
+def test_an_interrupted_parallel_run_stops_its_workers_and_resumes(data, tmp_path, monkeypatch):
     """Closing the run early (an exception in the driver) terminates the workers before the lock is
     released, and the rerun completes the folder with the serial results."""
     from bowlrp.app import process_pool
 
+    monkeypatch.setattr(process_pool, "DRIVER_HELPS", False)
     seen = []
 
     def stop_after_two(record):
