@@ -18,8 +18,8 @@ instead:
   every file itself, which on small images took longer than explaining them.
 * **Threads.** Each worker runs one numba thread and one BLAS/OpenMP thread: the workers are the
   parallelism, and a second pool per process would only fight over the same cores.
-* **No idle start.** Until the first worker is up, the driver explains chunks itself (one thread),
-  so a short run is not slower than ``-j 1`` because of the start-up.
+* **No idle start.** Until the workers are up, the driver explains chunks itself (one thread), so
+  the start-up overlaps useful work instead of adding to it.
 
 Guarantees kept: the same code explains and writes each image, so results are bit-identical to a
 serial run; workers exit within about a second of the driver's death (they watch the server, which
@@ -33,6 +33,7 @@ import contextlib
 import multiprocessing
 import os
 import signal
+import threading
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from multiprocessing import spawn
 
@@ -155,6 +156,18 @@ def _n_workers(n_jobs: int) -> int:
     return max(1, n_jobs if n_jobs > 0 else cores + 1 + n_jobs)
 
 
+def _start_workers(pool: ProcessPoolExecutor, n: int, started: list) -> None:
+    """Start the ``n`` workers (the pool starts one per submit). Each start waits until the server
+    has imported its modules and forked the worker, so it runs in a thread of its own while the
+    driver works; ``started`` receives a future per worker, done once that worker is up."""
+    with _without_main():
+        for _ in range(n):
+            try:
+                started.append(pool.submit(os.getpid))
+            except RuntimeError:  # the run was stopped meanwhile: no more workers
+                return
+
+
 def _stop(pool: ProcessPoolExecutor) -> None:
     """Cancel queued chunks and end the workers now (a worker still writing could otherwise touch
     the folder after the run released its lock). ``_processes`` is the executor's own table of its
@@ -173,13 +186,16 @@ def run_processes(explainer, chunks, target, write, n_jobs):
     n = _n_workers(n_jobs)
     pool = ProcessPoolExecutor(n, mp_context=_context(explainer), initializer=_init_worker,
                                initargs=(explainer, write))
-    finished = False
+    finished, starter = False, None
     try:
-        with _without_main():  # every worker starts here: the pool starts one per submit, up to n
-            started = [pool.submit(os.getpid) for _ in range(n)]
+        started = []
+        starter = threading.Thread(target=_start_workers, args=(pool, n, started), daemon=True,
+                                   name="bowlrp-start-workers")
+        starter.start()
         chunks, pending = iter(chunks), set()
         for chunk in chunks:
-            if pending or not DRIVER_HELPS or all(future.done() for future in started):
+            up = not starter.is_alive() and all(future.done() for future in started)
+            if pending or not DRIVER_HELPS or up:
                 # two chunks per worker in flight: one running, one waiting, no more images in memory
                 pending.add(pool.submit(_explain_and_write, chunk[0], chunk[1], target, chunk[2]))
                 if len(pending) >= 2 * n:
@@ -187,7 +203,7 @@ def run_processes(explainer, chunks, target, write, n_jobs):
             else:
                 # no worker is up yet (the server may still be importing): explain the chunk here, as
                 # a serial run would, on one thread so as not to slow the start; a short run then
-                # never takes longer than the serial one
+                # takes about the longer of the serial run and the start-up, not their sum
                 with limited_threads(1):
                     yield written(explain_chunk(explainer, chunk[0], chunk[1], target, chunk[2]), write)
         while pending:
@@ -200,6 +216,8 @@ def run_processes(explainer, chunks, target, write, n_jobs):
                 yield result
         finished = True
     finally:
+        if starter is not None:
+            starter.join()  # no worker may start after the pool is stopped
         if finished:
             pool.shutdown(wait=True)
         else:
