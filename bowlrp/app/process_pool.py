@@ -19,7 +19,8 @@ instead:
 * **Threads.** Each worker runs one numba thread and one BLAS/OpenMP thread: the workers are the
   parallelism, and a second pool per process would only fight over the same cores.
 * **No idle start.** Until the workers are up, the driver explains chunks itself (one thread), so
-  the start-up overlaps useful work instead of adding to it.
+  the start-up overlaps useful work instead of adding to it; a run the driver finishes alone kills
+  the still-importing server rather than wait for it.
 
 Guarantees kept: the same code explains and writes each image, so results are bit-identical to a
 serial run; workers exit within about a second of the driver's death (they watch the server, which
@@ -164,8 +165,21 @@ def _start_workers(pool: ProcessPoolExecutor, n: int, started: list) -> None:
         for _ in range(n):
             try:
                 started.append(pool.submit(os.getpid))
-            except RuntimeError:  # the run was stopped meanwhile: no more workers
+            except (RuntimeError, OSError, EOFError):  # the run ended first (see _abandon_server)
                 return
+
+
+def _abandon_server() -> None:
+    """The run finished before its workers came up (the driver did every chunk): kill the server that
+    is still importing instead of waiting for it; the next run starts a new one."""
+    from multiprocessing import forkserver
+
+    pid = getattr(getattr(forkserver, "_forkserver", None), "_forkserver_pid", None)
+    if pid is not None:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def _stop(pool: ProcessPoolExecutor) -> None:
@@ -186,7 +200,7 @@ def run_processes(explainer, chunks, target, write, n_jobs):
     n = _n_workers(n_jobs)
     pool = ProcessPoolExecutor(n, mp_context=_context(explainer), initializer=_init_worker,
                                initargs=(explainer, write))
-    finished, starter = False, None
+    finished, starter, submitted = False, None, False
     try:
         started = []
         starter = threading.Thread(target=_start_workers, args=(pool, n, started), daemon=True,
@@ -198,6 +212,7 @@ def run_processes(explainer, chunks, target, write, n_jobs):
             if pending or not DRIVER_HELPS or up:
                 # two chunks per worker in flight: one running, one waiting, no more images in memory
                 pending.add(pool.submit(_explain_and_write, chunk[0], chunk[1], target, chunk[2]))
+                submitted = True
                 if len(pending) >= 2 * n:
                     break
             else:
@@ -217,8 +232,10 @@ def run_processes(explainer, chunks, target, write, n_jobs):
         finished = True
     finally:
         if starter is not None:
+            if finished and not submitted and starter.is_alive():
+                _abandon_server()
             starter.join()  # no worker may start after the pool is stopped
-        if finished:
+        if finished and submitted:
             pool.shutdown(wait=True)
         else:
             _stop(pool)
