@@ -308,3 +308,71 @@ def row_sums(a, out):  # pragma: no cover - compiled
         for j in range(a.shape[1]):
             acc += a[i, j]
         out[i] = acc
+
+
+# ``unfold`` / ``fold``: the im2col layout the convolution layers use, one (K, P) matrix per image
+# (``out[n, (c * KH + i) * KW + j, oh * OW + ow]``). Every row is one shifted copy of an input row,
+# so with stride 1 both kernels stream contiguous memory (the row-per-position ``im2col`` above
+# gathers across channels, which made it cost as much as the GEMM); and ``W2 (O, K) @ cols (K, P)``
+# lands directly in the NCHW output. Parallel over (image, channel) pairs: each writes its own rows
+# (unfold) or its own output plane (fold), so there are no races and the order is fixed.
+@_parallel_or_serial
+def unfold(x, kh, kw, sh, sw, ph, pw, out):  # pragma: no cover - compiled
+    n_img, n_ch, h, w = x.shape
+    oh_n = (h + 2 * ph - kh) // sh + 1
+    ow_n = (w + 2 * pw - kw) // sw + 1
+    for nc in prange(n_img * n_ch):
+        n, c = nc // n_ch, nc % n_ch
+        xc = x[n, c]
+        for i in range(kh):
+            for j in range(kw):
+                o = out[n, (c * kh + i) * kw + j]
+                # the output columns whose tap (i, j) falls inside the image: [lo, hi)
+                lo = max(0, (pw - j + sw - 1) // sw)
+                hi = max(lo, min(ow_n, (w - 1 + pw - j) // sw + 1))
+                x0 = j - pw
+                for oh in range(oh_n):
+                    yy = oh * sh - ph + i
+                    base = oh * ow_n
+                    if yy < 0 or yy >= h:
+                        o[base : base + ow_n] = 0.0
+                        continue
+                    o[base : base + lo] = 0.0
+                    xr = xc[yy]
+                    if sw == 1 and hi - lo >= 32:  # one vectorised copy per row (see ``fold``)
+                        o[base + lo : base + hi] = xr[lo + x0 : hi + x0]
+                    else:
+                        for ow in range(lo, hi):
+                            o[base + ow] = xr[ow * sw + x0]
+                    o[base + hi : base + ow_n] = 0.0
+
+
+@_parallel_or_serial
+def fold(cols, kh, kw, sh, sw, ph, pw, out):  # pragma: no cover - compiled
+    """The transpose of ``unfold``: overlapping contributions are added."""
+    n_img, n_ch, h, w = out.shape
+    oh_n = (h + 2 * ph - kh) // sh + 1
+    ow_n = (w + 2 * pw - kw) // sw + 1
+    for nc in prange(n_img * n_ch):
+        n, c = nc // n_ch, nc % n_ch
+        oc = out[n, c]
+        oc[:, :] = 0.0
+        for i in range(kh):
+            for j in range(kw):
+                col = cols[n, (c * kh + i) * kw + j]
+                lo = max(0, (pw - j + sw - 1) // sw)
+                hi = max(lo, min(ow_n, (w - 1 + pw - j) // sw + 1))
+                x0 = j - pw
+                for oh in range(oh_n):
+                    yy = oh * sh - ph + i
+                    if yy < 0 or yy >= h:
+                        continue
+                    orow = oc[yy]
+                    base = oh * ow_n
+                    if sw == 1 and hi - lo >= 32:
+                        # a sliced add is vectorised (the loop is not: LLVM cannot rule out that
+                        # out and cols overlap) but costs ~100 ns per call, more than a short row
+                        orow[lo + x0 : hi + x0] += col[base + lo : base + hi]
+                    else:
+                        for ow in range(lo, hi):
+                            orow[ow * sw + x0] += col[base + ow]

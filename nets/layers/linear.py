@@ -1,8 +1,9 @@
 """Dense and convolution layers: the linear maps with weights (``linear`` / ``linear_transpose``).
 
-Dense layers use numpy's matmul (BLAS); convolutions use a numba ``im2col`` and one GEMM (one
-batched GEMM over the groups of a grouped convolution), their transpose one GEMM and a numba
-``col2im``.
+Dense layers use numpy's matmul (BLAS); convolutions unfold the input with a numba kernel
+(``unfold``: one (K, P) column matrix per image) and run one GEMM per image (a batched GEMM over
+the groups of a grouped convolution), their transpose one GEMM and a numba ``fold``; a 1x1
+convolution with stride 1 and no padding skips both.
 """
 
 from __future__ import annotations
@@ -193,30 +194,40 @@ class Conv2D(_Weighted):
         out[:, :, ::dh, ::dw] = W
         return out
 
+    def _is_pointwise(self, kh, kw):
+        """A 1x1 kernel, stride 1, no padding: the unfolded input is the input itself."""
+        return (kh, kw) == (1, 1) and self.stride == (1, 1) and self.padding == (0, 0)
+
     def linear(self, x, W, b):
-        x = np.ascontiguousarray(x)
         n = x.shape[0]
         _, _, oh, ow = self.output_shape(x.shape)
         W = self._dilated(W)
         o, _, kh, kw = W.shape  # W may be a stack of modified weights (more output channels)
         dtype = _float_dtype(x, W)
+        x = np.ascontiguousarray(x, dtype=dtype)
         W2 = W.reshape(W.shape[0], -1).astype(dtype, copy=False)
         g = self.groups
         k, p = W2.shape[1] * g, oh * ow
         out = np.empty((n, o, oh, ow), dtype=dtype)
+        out3 = out.reshape(n, o, p)
+        pointwise = self._is_pointwise(kh, kw)
         for i0, i1 in self._chunks(n, p, k):
-            cols = np.empty(((i1 - i0) * p, k), dtype=dtype)
-            _kernels.im2col(x[i0:i1].astype(dtype, copy=False), kh, kw, *self.stride, *self.padding, cols)
-            if g == 1:
-                # (O, K) @ (K, P) per image, written straight into the NCHW output (no transpose copy)
-                np.matmul(
-                    W2, cols.reshape(i1 - i0, p, k).transpose(0, 2, 1), out=out[i0:i1].reshape(i1 - i0, o, p)
-                )
+            if pointwise:
+                cols = x[i0:i1].reshape(i1 - i0, k, p)
             else:
-                # the im2col columns are channel-major, so group gi owns one contiguous block of them:
+                cols = np.empty((i1 - i0, k, p), dtype=dtype)
+                _kernels.unfold(x[i0:i1], kh, kw, *self.stride, *self.padding, cols)
+            if g == 1:
+                # (O, K) @ (K, P) per image, straight into the NCHW output
+                np.matmul(W2, cols, out=out3[i0:i1])
+            else:
+                # the unfolded rows are channel-major, so group gi owns one contiguous block of them:
                 # (G, O/G, K/G) @ (n, G, K/G, P) in one batched GEMM
-                cg = cols.reshape(i1 - i0, p, g, k // g).transpose(0, 2, 3, 1)
-                np.matmul(W2.reshape(g, o // g, k // g), cg, out=out[i0:i1].reshape(i1 - i0, g, o // g, p))
+                np.matmul(
+                    W2.reshape(g, o // g, k // g),
+                    cols.reshape(i1 - i0, g, k // g, p),
+                    out=out3[i0:i1].reshape(i1 - i0, g, o // g, p),
+                )
         if b is not None:
             out += b.astype(dtype, copy=False).reshape(1, -1, 1, 1)
         return out
@@ -229,18 +240,28 @@ class Conv2D(_Weighted):
         dtype = _float_dtype(s, W)
         W2 = W.reshape(W.shape[0], -1).astype(dtype, copy=False)
         s3 = np.ascontiguousarray(s, dtype=dtype).reshape(n, o, oh * ow)
-        out = np.empty(input_shape, dtype=dtype)
         g = self.groups
         k, p = W2.shape[1] * g, oh * ow
+        if g == 1:
+            Wt = W2.T  # (K, O)
+        else:
+            Wt = W2.reshape(g, o // g, k // g).transpose(0, 2, 1)  # (G, K/G, O/G)
+        out = np.empty(input_shape, dtype=dtype)
+        pointwise = self._is_pointwise(kh, kw)
         for i0, i1 in self._chunks(n, p, k):
-            if g == 1:
-                # (P, O) @ (O, K) per image: the columns of the transposed convolution
-                cols = np.matmul(s3[i0:i1].transpose(0, 2, 1), W2).reshape((i1 - i0) * p, k)
+            # (K, O) @ (O, P) per image: the unfolded columns of the transposed convolution
+            if pointwise:  # they are the input gradient itself
+                cols = out[i0:i1].reshape(i1 - i0, k, p)
             else:
-                sg = s3[i0:i1].reshape(i1 - i0, g, o // g, p).transpose(0, 1, 3, 2)
-                cg = np.matmul(sg, W2.reshape(g, o // g, k // g))  # (n, G, P, K/G)
-                cols = np.ascontiguousarray(cg.transpose(0, 2, 1, 3)).reshape((i1 - i0) * p, k)
-            _kernels.col2im(cols, kh, kw, *self.stride, *self.padding, out[i0:i1])
+                cols = np.empty((i1 - i0, k, p), dtype=dtype)
+            if g == 1:
+                np.matmul(Wt, s3[i0:i1], out=cols)
+            else:
+                np.matmul(
+                    Wt, s3[i0:i1].reshape(i1 - i0, g, o // g, p), out=cols.reshape(i1 - i0, g, k // g, p)
+                )
+            if not pointwise:
+                _kernels.fold(cols, kh, kw, *self.stride, *self.padding, out[i0:i1])
         return out
 
     def linear_transpose_ones(self, s, input_shape):

@@ -110,6 +110,61 @@ def test_col2im_matches_twin_and_is_the_transpose_of_im2col():
     assert_matches_twin(col2im_fast, col2im_twin, cases)
 
 
+def unfold_fast(x, g):
+    n, c, h, w = x.shape
+    oh, ow = _out_size(h, w, *g)
+    out = np.full((n, c * g[0] * g[1], oh * ow), np.nan)
+    _kernels.unfold(x, *g, out)
+    return out
+
+
+def unfold_twin(x, g):
+    win = _windows(x, *g, 0.0)  # (N, C, OH, OW, kh, kw)
+    n, c, oh, ow, kh, kw = win.shape
+    return win.transpose(0, 1, 4, 5, 2, 3).reshape(n, c * kh * kw, oh * ow)
+
+
+def test_unfold_matches_twin_and_is_im2col_per_image():
+    cases = [(x, g) for g, x in _cases()]
+    assert_matches_twin(unfold_fast, unfold_twin, cases)
+    for x, g in cases:  # the same entries as the row-per-position layout, per image transposed
+        n = x.shape[0]
+        cols = im2col_twin(x, g)
+        np.testing.assert_array_equal(
+            unfold_fast(x, g), cols.reshape(n, -1, cols.shape[1]).transpose(0, 2, 1)
+        )
+
+
+def fold_fast(cols, shape, g):
+    out = np.full(shape, np.nan)
+    _kernels.fold(cols, *g, out)
+    return out
+
+
+def fold_twin(cols, shape, g):
+    n, k, p = cols.shape
+    return col2im_twin(cols.transpose(0, 2, 1).reshape(n * p, k), shape, g)
+
+
+def test_fold_matches_twin_and_is_the_transpose_of_unfold():
+    rng = np.random.default_rng(3)
+    cases = []
+    for g, x in _cases(3):
+        cols = rng.normal(size=unfold_twin(x, g).shape)
+        cases.append((cols, x.shape, g))
+        assert np.isclose((unfold_fast(x, g) * cols).sum(), (x * fold_fast(cols, x.shape, g)).sum())
+    assert_matches_twin(fold_fast, fold_twin, cases)
+
+
+def test_unfold_and_fold_with_a_kernel_wider_than_the_padded_row_edge():
+    # taps that never land inside the image (lo >= hi) must write zeros / add nothing
+    x = np.random.default_rng(4).normal(size=(1, 2, 2, 3))
+    g = (3, 5, 1, 2, 2, 3)
+    assert_matches_twin(unfold_fast, unfold_twin, [(x, g)])
+    cols = np.random.default_rng(5).normal(size=unfold_twin(x, g).shape)
+    assert_matches_twin(fold_fast, fold_twin, [(cols, x.shape, g)])
+
+
 # ------------------------------------------------------------------------------------------------
 def max_pool_fast(x, g):
     n, c, h, w = x.shape
