@@ -317,10 +317,11 @@ def row_sums(a, out):  # pragma: no cover - compiled
 # lands directly in the NCHW output. Parallel over (image, channel) pairs: each writes its own rows
 # (unfold) or its own output plane (fold), so there are no races and the order is fixed.
 @_parallel_or_serial
-def unfold(x, kh, kw, sh, sw, ph, pw, out):  # pragma: no cover - compiled
+def unfold(x, kh, kw, sh, sw, ph, pw, oh0, out):  # pragma: no cover - compiled
+    """Output rows ``oh0 .. oh0 + out.shape[2] // OW`` (a band of them, or all with ``oh0 = 0``)."""
     n_img, n_ch, h, w = x.shape
-    oh_n = (h + 2 * ph - kh) // sh + 1
     ow_n = (w + 2 * pw - kw) // sw + 1
+    rows = out.shape[2] // ow_n
     for nc in prange(n_img * n_ch):
         n, c = nc // n_ch, nc % n_ch
         xc = x[n, c]
@@ -331,9 +332,9 @@ def unfold(x, kh, kw, sh, sw, ph, pw, out):  # pragma: no cover - compiled
                 lo = max(0, (pw - j + sw - 1) // sw)
                 hi = max(lo, min(ow_n, (w - 1 + pw - j) // sw + 1))
                 x0 = j - pw
-                for oh in range(oh_n):
-                    yy = oh * sh - ph + i
-                    base = oh * ow_n
+                for r in range(rows):
+                    yy = (oh0 + r) * sh - ph + i
+                    base = r * ow_n
                     if yy < 0 or yy >= h:
                         o[base : base + ow_n] = 0.0
                         continue
@@ -348,27 +349,29 @@ def unfold(x, kh, kw, sh, sw, ph, pw, out):  # pragma: no cover - compiled
 
 
 @_parallel_or_serial
-def fold(cols, kh, kw, sh, sw, ph, pw, out):  # pragma: no cover - compiled
-    """The transpose of ``unfold``: overlapping contributions are added."""
+def fold(cols, kh, kw, sh, sw, ph, pw, oh0, zero, out):  # pragma: no cover - compiled
+    """The transpose of ``unfold`` (same band arguments): overlapping contributions are added, to
+    zeros (``zero``) or to what ``out`` holds (the next band of the same images)."""
     n_img, n_ch, h, w = out.shape
-    oh_n = (h + 2 * ph - kh) // sh + 1
     ow_n = (w + 2 * pw - kw) // sw + 1
+    rows = cols.shape[2] // ow_n
     for nc in prange(n_img * n_ch):
         n, c = nc // n_ch, nc % n_ch
         oc = out[n, c]
-        oc[:, :] = 0.0
+        if zero:
+            oc[:, :] = 0.0
         for i in range(kh):
             for j in range(kw):
                 col = cols[n, (c * kh + i) * kw + j]
                 lo = max(0, (pw - j + sw - 1) // sw)
                 hi = max(lo, min(ow_n, (w - 1 + pw - j) // sw + 1))
                 x0 = j - pw
-                for oh in range(oh_n):
-                    yy = oh * sh - ph + i
+                for r in range(rows):
+                    yy = (oh0 + r) * sh - ph + i
                     if yy < 0 or yy >= h:
                         continue
                     orow = oc[yy]
-                    base = oh * ow_n
+                    base = r * ow_n
                     if sw == 1 and hi - lo >= 32:
                         # a sliced add is vectorised (the loop is not: LLVM cannot rule out that
                         # out and cols overlap) but costs ~100 ns per call, more than a short row

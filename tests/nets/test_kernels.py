@@ -114,7 +114,7 @@ def unfold_fast(x, g):
     n, c, h, w = x.shape
     oh, ow = _out_size(h, w, *g)
     out = np.full((n, c * g[0] * g[1], oh * ow), np.nan)
-    _kernels.unfold(x, *g, out)
+    _kernels.unfold(x, *g, 0, out)
     return out
 
 
@@ -137,7 +137,7 @@ def test_unfold_matches_twin_and_is_im2col_per_image():
 
 def fold_fast(cols, shape, g):
     out = np.full(shape, np.nan)
-    _kernels.fold(cols, *g, out)
+    _kernels.fold(cols, *g, 0, True, out)
     return out
 
 
@@ -154,6 +154,23 @@ def test_fold_matches_twin_and_is_the_transpose_of_unfold():
         cases.append((cols, x.shape, g))
         assert np.isclose((unfold_fast(x, g) * cols).sum(), (x * fold_fast(cols, x.shape, g)).sum())
     assert_matches_twin(fold_fast, fold_twin, cases)
+
+
+def test_unfold_and_fold_by_bands_of_output_rows_equal_the_whole():
+    rng = np.random.default_rng(6)
+    for g, x in _cases(6):
+        n, c, h, w = x.shape
+        oh, ow = _out_size(h, w, *g)
+        whole = unfold_twin(x, g)
+        cols = rng.normal(size=whole.shape)
+        folded = np.full(x.shape, np.nan)
+        for r0 in range(0, oh, 2):  # bands of two output rows (the last one may be shorter)
+            r1 = min(oh, r0 + 2)
+            band = np.full((n, whole.shape[1], (r1 - r0) * ow), np.nan)
+            _kernels.unfold(x, *g, r0, band)
+            np.testing.assert_array_equal(band, whole[:, :, r0 * ow : r1 * ow])
+            _kernels.fold(np.ascontiguousarray(cols[:, :, r0 * ow : r1 * ow]), *g, r0, r0 == 0, folded)
+        np.testing.assert_allclose(folded, fold_twin(cols, x.shape, g), rtol=1e-12, atol=1e-12)
 
 
 def test_unfold_and_fold_with_a_kernel_wider_than_the_padded_row_edge():
