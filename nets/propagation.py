@@ -207,6 +207,35 @@ def _row_sum(a):
     return a.reshape(a.shape[0], -1).sum(axis=1, dtype=np.float64)
 
 
+def _accumulate(R_in, contrib, factor, dtype):
+    """``R_in + factor * contrib``, storing the first contribution (owned, writable) as is."""
+    if factor != 1.0:
+        contrib = factor * contrib
+    if R_in is None:
+        fresh = contrib.flags.owndata and contrib.flags.writeable and contrib.dtype == dtype
+        return contrib if fresh else np.array(contrib, dtype=dtype)
+    R_in += contrib
+    return R_in
+
+
+def _stacked_transposes(layer, pending, input_shape):
+    """``(xin, factor, back)`` for the pending terms ``(xin, factor, s, W_modified)``: terms that
+    multiply the same input (alpha and beta of AlphaBeta: x * (a W+^T s+ - b W-^T s-)) go back as
+    ONE transposed map of the stacked weights, ``[W1; W2]^T [f1 s1; f2 s2]`` (one GEMM over twice the
+    channels, one col2im instead of two, one product with x); the others one by one."""
+    by_input = {}
+    for xin, factor, s, Wm in pending:
+        by_input.setdefault(id(xin), (xin, []))[1].append((factor, s, Wm))
+    for xin, items in by_input.values():
+        if len(items) == 1:
+            factor, s, Wm = items[0]
+            yield xin, factor, layer.linear_transpose(s, Wm, input_shape)
+            continue
+        s_all = np.concatenate([s if f == 1.0 else f * s for f, s, _ in items], axis=1)
+        W_all = np.concatenate([Wm for _, _, Wm in items], axis=0)
+        yield xin, 1.0, layer.linear_transpose(s_all, W_all, input_shape)
+
+
 def _propagate_linear(layer, rule, x, y, R, precomputed=None, stab=None):
     W = getattr(layer, "W", None)
     b = None if rule.zero_bias else getattr(layer, "b", None)
@@ -215,6 +244,9 @@ def _propagate_linear(layer, rule, x, y, R, precomputed=None, stab=None):
     inputs = _Inputs(x, rule)
     R_in = None  # the first contribution is stored, later ones are added (no zero-fill pass)
     bias_absorbed = np.zeros(x.shape[0], dtype=np.float64)
+    # dense/conv terms are sent back together at the end (see ``_stacked_transposes``)
+    stackable = isinstance(layer, (Dense, Conv2D)) and getattr(layer, "groups", 1) == 1
+    pending = []
     for gi, group in enumerate(rule.groups()):
         Rg = R
         if group.gate == "positive":
@@ -263,21 +295,20 @@ def _propagate_linear(layer, rule, x, y, R, precomputed=None, stab=None):
         for t, xin in terms:
             if xin is None:
                 continue
+            factor = group.coef * t.sign
+            if stackable and t.input != "ones" and t.weight != "ones":
+                pending.append((xin, factor, s, _modify(t.weight, W, gamma)))
+                continue
             if t.weight == "ones" and hasattr(layer, "linear_transpose_ones"):
                 back = layer.linear_transpose_ones(s, x.shape)  # Flat: same numbers, less work
             else:
                 back = layer.linear_transpose(s, _modify(t.weight, W, gamma), x.shape)
-            factor = group.coef * t.sign
             contrib = back if t.input == "ones" else xin * back  # 1 * back: skip the product
-            if factor != 1.0:
-                contrib = factor * contrib
-            if R_in is None:
-                fresh = contrib.flags.owndata and contrib.flags.writeable and contrib.dtype == dtype
-                R_in = contrib if fresh else np.array(contrib, dtype=dtype)  # owned and writable
-            else:
-                R_in += contrib
+            R_in = _accumulate(R_in, contrib, factor, dtype)
         for sign, tb in biases:
             bias_absorbed += group.coef * sign * _bias_absorbed(s, tb)
+    for xin, factor, back in _stacked_transposes(layer, pending, x.shape):
+        R_in = _accumulate(R_in, xin * back, factor, dtype)
     if R_in is None:  # every term vanished (all-zero input parts)
         R_in = np.zeros(x.shape, dtype=dtype)
     return R_in, bias_absorbed

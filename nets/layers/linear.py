@@ -28,6 +28,7 @@ _IM2COL_MAX_ELEMENTS = 1 << 22
 #: an image whose column matrix is larger is unfolded in bands of output rows of at most this many
 #: elements (1 MiB in float32: the L2 cache of one core)
 _BAND_MAX_ELEMENTS = 1 << 18
+_BLOCK_MAX_ELEMENTS = 1 << 22
 
 
 _pool = None
@@ -253,7 +254,8 @@ class Conv2D(_Weighted):
         output rows whose columns stay in the L2 cache between the unfold and the GEMM (otherwise
         both stream the whole matrix through memory, which costs as much as the arithmetic)."""
         if oh * ow * k <= _BAND_MAX_ELEMENTS:
-            return [(i0, i1, 0, oh) for i0, i1 in self._chunks(n, oh * ow, k)]
+            per = max(1, _BLOCK_MAX_ELEMENTS // (oh * ow * k))
+            return [(i0, min(n, i0 + per), 0, oh) for i0 in range(0, n, per)]
         rows = max(1, _BAND_MAX_ELEMENTS // (ow * k))
         return [(i, i + 1, r0, min(oh, r0 + rows)) for i in range(n) for r0 in range(0, oh, rows)]
 
