@@ -395,3 +395,35 @@ def test_row_sums_matches_twin_in_float64():
     assert_matches_twin(
         row_sums_fast, lambda a: a.astype(np.float64).sum(axis=1), [(a64,), (a32,)], rtol=1e-10, atol=1e-9
     )
+
+
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("band", [1 << 40, 60])  # whole images, or bands of a few output rows
+@pytest.mark.parametrize("threads", [1, 2])
+def test_conv2d_blocks_match_the_unfold_twin_on_any_thread_count(build, monkeypatch, band, threads):
+    """Conv2D's forward and transpose, cut into bands and dealt out to worker threads, equal the
+    one-matrix-per-image twin (and do not depend on the thread count)."""
+    import numba
+
+    from bowlrp.jit import limited_threads
+    from nets import Conv2D
+    from nets.layers import linear
+
+    if threads > numba.config.NUMBA_NUM_THREADS:
+        pytest.skip("needs two numba threads")
+    monkeypatch.setattr(linear, "_BAND_MAX_ELEMENTS", band)
+    rng = np.random.default_rng(7)
+    for g, x in _cases(7):
+        kh, kw, sh, sw, ph, pw = g
+        conv = Conv2D(rng.normal(size=(4, x.shape[1], kh, kw)), stride=(sh, sw), padding=(ph, pw))
+        x = np.concatenate([x, x[::-1] + 1.0])  # at least two images, so the workers share them
+        n, c, h, w = x.shape
+        oh, ow = _out_size(h, w, *g)
+        W2 = conv.W.reshape(4, -1)
+        with limited_threads(threads):
+            y = conv.forward(x)
+            s = rng.normal(size=y.shape)
+            back = conv.backward(x, y, s)
+        np.testing.assert_allclose(y.reshape(n, 4, -1), W2 @ unfold_twin(x, g), rtol=1e-12, atol=1e-12)
+        want = fold_twin(W2.T @ s.reshape(n, 4, oh * ow), x.shape, g)
+        np.testing.assert_allclose(back, want, rtol=1e-12, atol=1e-12)
