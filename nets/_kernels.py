@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bowlrp.jit import jit_both, prange
+from bowlrp.jit import jit_both, jit_serial, prange
 
 #: kernels whose output has fewer elements run the serial build: a parallel region costs a thread
 #: wake-up and a barrier, which small arrays never win back (and on a busy machine a descheduled
@@ -316,6 +316,13 @@ def row_sums(a, out):  # pragma: no cover - compiled
 # gathers across channels, which made it cost as much as the GEMM); and ``W2 (O, K) @ cols (K, P)``
 # lands directly in the NCHW output. Parallel over (image, channel) pairs: each writes its own rows
 # (unfold) or its own output plane (fold), so there are no races and the order is fixed.
+@jit_serial(inline="always")
+def _tap_columns(j, sw, pw, w, ow_n):  # pragma: no cover - compiled
+    """``[lo, hi)``: the output columns whose kernel column ``j`` falls inside the image."""
+    lo = max(0, (pw - j + sw - 1) // sw)
+    return lo, max(lo, min(ow_n, (w - 1 + pw - j) // sw + 1))
+
+
 @_parallel_or_serial
 def unfold(x, kh, kw, sh, sw, ph, pw, oh0, out):  # pragma: no cover - compiled
     """Output rows ``oh0 .. oh0 + out.shape[2] // OW`` (a band of them, or all with ``oh0 = 0``)."""
@@ -328,9 +335,7 @@ def unfold(x, kh, kw, sh, sw, ph, pw, oh0, out):  # pragma: no cover - compiled
         for i in range(kh):
             for j in range(kw):
                 o = out[n, (c * kh + i) * kw + j]
-                # the output columns whose tap (i, j) falls inside the image: [lo, hi)
-                lo = max(0, (pw - j + sw - 1) // sw)
-                hi = max(lo, min(ow_n, (w - 1 + pw - j) // sw + 1))
+                lo, hi = _tap_columns(j, sw, pw, w, ow_n)
                 x0 = j - pw
                 for r in range(rows):
                     yy = (oh0 + r) * sh - ph + i
@@ -363,8 +368,7 @@ def fold(cols, kh, kw, sh, sw, ph, pw, oh0, zero, out):  # pragma: no cover - co
         for i in range(kh):
             for j in range(kw):
                 col = cols[n, (c * kh + i) * kw + j]
-                lo = max(0, (pw - j + sw - 1) // sw)
-                hi = max(lo, min(ow_n, (w - 1 + pw - j) // sw + 1))
+                lo, hi = _tap_columns(j, sw, pw, w, ow_n)
                 x0 = j - pw
                 for r in range(rows):
                     yy = (oh0 + r) * sh - ph + i
