@@ -140,6 +140,11 @@ class _Inputs:
             v = np.broadcast_to(np.ones((1,) + x.shape[1:], dtype=x.dtype), x.shape)
         else:  # "low" / "high" (ZBox)
             v = self.rule.bound(key, x)
+            raw = getattr(self.rule, key, None)
+            if x.shape[0] > 1 and (raw is None or np.ndim(raw) < x.ndim):
+                # a scalar, per-channel or per-pixel bound is the same for every sample: a view
+                # with batch stride 0, so its linear map runs on one sample (``_shared``)
+                v = np.broadcast_to(v[:1], x.shape)
         self._cache[key] = v
         return v
 
@@ -200,6 +205,11 @@ def forward_for_rule(layer, rule, x):
     y = stacked[:, :o]
     z = {gi: stacked[:, o * (k + 1) : o * (k + 2)] for k, (gi, _, _) in enumerate(fusable)}
     return y, z
+
+
+def _shared(a):
+    """True for a batch-broadcast view (every sample the same array)."""
+    return a.ndim > 0 and a.shape[0] > 1 and a.strides[0] == 0
 
 
 def _row_sum(a):
@@ -277,8 +287,9 @@ def _propagate_linear(layer, rule, x, y, R, precomputed=None, stab=None):
                 tb = _modify(t.bias, b, gamma) if t.bias is not None else None
                 if xin is None:
                     zt = None if tb is None else _bias_term(layer, tb, y.shape, dtype)
-                elif t.input == "ones":
-                    # the same for every sample (Flat, WSquare): one sample's worth, broadcast later
+                elif t.input == "ones" or _shared(xin):
+                    # the same for every sample (Flat, WSquare, ZBox's bounds): one sample's worth,
+                    # broadcast later
                     zt = layer.linear(xin[:1], _modify(t.weight, W, gamma), tb)
                 else:
                     zt = layer.linear(xin, _modify(t.weight, W, gamma), tb)
