@@ -427,3 +427,34 @@ def test_conv2d_blocks_match_the_unfold_twin_on_any_thread_count(build, monkeypa
         np.testing.assert_allclose(y.reshape(n, 4, -1), W2 @ unfold_twin(x, g), rtol=1e-12, atol=1e-12)
         want = fold_twin(W2.T @ s.reshape(n, 4, oh * ow), x.shape, g)
         np.testing.assert_allclose(back, want, rtol=1e-12, atol=1e-12)
+
+
+def test_a_pass_over_convolutions_holds_blas_at_one_thread_and_restores_it(build):
+    import numba
+    from threadpoolctl import threadpool_info
+
+    from bowlrp.jit import limited_threads
+    from nets import Conv2D, Dense
+    from nets.layers.linear import one_blas_thread_for
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("needs two numba threads")
+
+    def blas_threads():  # numpy's BLAS (scipy may have loaded another one, which we do not use)
+        return {
+            p["num_threads"]
+            for p in threadpool_info()
+            if p["user_api"] == "blas" and "numpy" in p["filepath"]
+        }
+
+    conv, dense = Conv2D(np.ones((1, 1, 1, 1))), Dense(np.ones((1, 1)))
+    with limited_threads(2):
+        before = blas_threads()
+        with one_blas_thread_for([dense, conv]):
+            assert blas_threads() == {1}
+            with one_blas_thread_for([conv]):  # nested passes (a trace inside an LRP): no change
+                assert blas_threads() == {1}
+            assert blas_threads() == {1}
+        assert blas_threads() == before
+        with one_blas_thread_for([dense]):  # no convolution: BLAS keeps its threads
+            assert blas_threads() == before
