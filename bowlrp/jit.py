@@ -1,13 +1,28 @@
-"""The project's numba policy, in one place.
+"""The project's numba and threads policy, in one place.
 
-Every numba kernel of ``bowlrp`` and ``nets`` is compiled through these two decorators so that the
-choices below hold everywhere:
+Compilation: every numba kernel of ``bowlrp`` and ``nets`` goes through these decorators, so that
 
 * ``fastmath`` is always off: conservation (sum of relevance equals the score) is asserted to 1e-9
-  and reassociated floating-point sums would break it.
-* serial kernels are cached on disk (``cache=True``) so a second process does not recompile them.
-* parallel kernels say so explicitly (``parallel=True``) and use ``numba.prange`` over independent
-  slices only (rows of a Gram matrix, images of a batch), never over a reduction whose order matters.
+  and reassociated floating-point sums would break it;
+* kernels are cached on disk (``cache=True``) so a second process does not recompile them;
+* parallel kernels use ``numba.prange`` over independent slices only (rows of a Gram matrix, images
+  of a batch), never over a reduction whose order matters, so the parallel and the serial build of a
+  kernel give bit-identical results.
+
+Threads: one size rule, one limiter, one batch runner.
+
+* :func:`jit_both` compiles a ``prange`` kernel twice; calling the result runs the parallel build only
+  when :func:`use_parallel` says the work pays for waking threads (one threshold,
+  :data:`PARALLEL_MIN_WORK`, for every kernel of the project).
+* :func:`limited_threads` is the only way the project changes thread counts (numba's and BLAS/OpenMP's
+  through threadpoolctl), and it always restores them.
+* :func:`parallel_map` runs the images of a batch on threads; inside it every kernel runs its serial
+  build and BLAS runs one thread, so the threads never nest.
+* numba's OpenMP workers wait passively (``OMP_WAIT_POLICY=PASSIVE`` unless the user set a policy):
+  with the default policy they busy-wait after every parallel region and steal the cores from the
+  BLAS threads of the next matrix product (VGG-style forward, 2 cores: 345 ms with 2 numba and 2 BLAS
+  threads against 283 ms with one of each). This must happen before numba starts its OpenMP runtime,
+  which it does lazily at the first parallel region, hence at import of this module.
 
 Kernels are private functions in a ``_kernels.py`` module that take arrays and write into
 preallocated outputs; the public wrappers validate input. Each kernel has a slow numpy twin in the
@@ -17,13 +32,39 @@ tests (see ``tests/kernel_twins.py``).
 from __future__ import annotations
 
 import contextlib
+import functools
+import os
+import threading
 import types
 
-import numba
+if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"  # read by libgomp when numba first loads it
 
-__all__ = ["jit_serial", "jit_parallel", "jit_both", "limited_threads", "prange"]
+import numba  # noqa: E402  (after the OpenMP policy above)
+
+__all__ = [
+    "PARALLEL_MIN_WORK",
+    "jit_serial",
+    "jit_parallel",
+    "jit_both",
+    "use_parallel",
+    "forced_builds",
+    "limited_threads",
+    "parallel_map",
+    "prange",
+]
 
 prange = numba.prange
+
+#: Work (about one floating-point operation per unit) below which a kernel runs its serial build. A
+#: parallel region costs a thread wake-up and a barrier (tens of microseconds with passive waiting),
+#: and on a busy machine a descheduled worker makes the whole region wait for a scheduler slice;
+#: measured on 2 cores, threads pay off from about 10^7 operations (a Gram block of 10^7 terms, a
+#: 0.5-megapixel SIFT image, an NCHW tensor of 1.3e5 elements).
+PARALLEL_MIN_WORK = 10_000_000
+
+_local = threading.local()  # .serial: this thread is a worker of parallel_map
+_forced = None  # "parallel" / "serial" while forced_builds() is active (tests)
 
 
 def jit_serial(func=None, **options):
@@ -41,12 +82,33 @@ def jit_serial(func=None, **options):
 
 def jit_parallel(func=None, **options):
     """Compile ``func`` with ``parallel=True``, cached, no fastmath. Use ``prange`` inside."""
-    options = {"cache": True, "fastmath": False, "nogil": True, "parallel": True, **options}
-    if options.get("fastmath"):
-        raise ValueError("fastmath is not allowed in bowlrp kernels: it breaks conservation")
-    if func is None:
-        return lambda f: numba.njit(**options)(f)
-    return numba.njit(**options)(func)
+    return jit_serial(func, **{"parallel": True, **options})
+
+
+def use_parallel(work):
+    """Whether a kernel doing ``work`` operations should run its parallel build: the one size rule.
+
+    False inside a :func:`parallel_map` worker (the batch is the parallelism there), when numba has
+    one thread, or below :data:`PARALLEL_MIN_WORK`.
+    """
+    if getattr(_local, "serial", False):
+        return False
+    if _forced is not None:
+        return _forced == "parallel"
+    return numba.get_num_threads() > 1 and work >= PARALLEL_MIN_WORK
+
+
+@contextlib.contextmanager
+def forced_builds(kind):
+    """Run every :func:`jit_both` kernel's ``"parallel"`` or ``"serial"`` build (tests compare them)."""
+    global _forced
+    if kind not in ("parallel", "serial"):
+        raise ValueError(f"kind must be 'parallel' or 'serial', got {kind!r}")
+    before, _forced = _forced, kind
+    try:
+        yield
+    finally:
+        _forced = before
 
 
 def _renamed(func, name):
@@ -58,46 +120,129 @@ def _renamed(func, name):
     return copy
 
 
-def jit_both(func=None, **options):
-    """Compile one ``prange`` kernel twice: ``(parallel_build, serial_build)``.
+class BothBuilds:
+    """A ``prange`` kernel compiled twice; a call runs the build :func:`use_parallel` picks.
 
-    The serial build (``prange`` runs as ``range``) serves small inputs, where waking threads and
-    joining them costs more than the work. It compiles a renamed copy of the function: numba's
-    on-disk cache is keyed by the function's qualified name and bytecode, not by the ``parallel``
-    flag, so two builds of one function would otherwise load each other's cached machine code.
+    Attributes
+    ----------
+    parallel, serial : numba dispatchers
+        The two builds of the same source (``prange`` runs as ``range`` in the serial one).
+    """
+
+    def __init__(self, func, work, options):
+        self.parallel = jit_parallel(func, **options)
+        # numba's on-disk cache is keyed by the function's qualified name and bytecode, not by the
+        # ``parallel`` flag: a renamed copy keeps the two builds from loading each other's code
+        self.serial = jit_serial(_renamed(func, f"{func.__name__}__serial"), **options)
+        self.work = work
+        functools.update_wrapper(self, func)
+
+    def build(self, work):
+        """The build to run for ``work`` operations."""
+        return self.parallel if use_parallel(work) else self.serial
+
+    def __call__(self, *args):
+        return self.build(self.work(*args))(*args)
+
+
+def _output_work(*args):
+    """Default work estimate: the size of the output (the last argument) times 64 operations."""
+    return args[-1].size * 64
+
+
+def jit_both(func=None, work=None, **options):
+    """Compile one ``prange`` kernel as :class:`BothBuilds` (parallel and serial build).
+
+    Parameters
+    ----------
+    func : callable
+        The kernel; its ``prange`` loops must run over independent slices.
+    work : callable, optional
+        ``work(*args)`` estimates the operations of a call (default: 64 per element of the last
+        argument, the output); :func:`use_parallel` decides from it.
+    **options
+        numba options for both builds.
     """
     if func is None:
-        return lambda f: jit_both(f, **options)
-    serial_name = f"{func.__name__}__serial"
-    return jit_parallel(func, **options), jit_serial(_renamed(func, serial_name), **options)
+        return lambda f: jit_both(f, work=work, **options)
+    return BothBuilds(func, work or _output_work, options)
 
 
+# -------------------------------------------------------------------------------------------- threads
 _threadpool_controller = None
+_threadpool_lock = threading.Lock()
+
+
+def _controller():
+    global _threadpool_controller
+    with _threadpool_lock:
+        if _threadpool_controller is None:
+            from threadpoolctl import ThreadpoolController
+
+            _threadpool_controller = ThreadpoolController()
+    return _threadpool_controller
 
 
 @contextlib.contextmanager
 def limited_threads(n, numba_threads=True, user_api=None):
     """Run a block with at most ``n`` BLAS/OpenMP threads (and numba threads, unless told not to).
 
-    Small batches run faster on one thread, and on a busy machine much faster: every parallel region
-    waits for all of its threads to be scheduled. ``n=None`` leaves the settings alone. The
-    threadpoolctl controller is built once (scanning the loaded libraries costs about 0.6 ms, which
-    per-image calls would pay every time); the settings are restored afterwards.
+    The project's only thread setter; the settings are restored afterwards. ``n=None`` leaves them
+    alone. The threadpoolctl controller is built once (scanning the loaded libraries costs about
+    0.6 ms, which per-image calls would pay every time). numba's count is per calling thread.
     """
-    global _threadpool_controller
     if n is None:
         yield
         return
     n = max(1, int(n))
-    if _threadpool_controller is None:
-        from threadpoolctl import ThreadpoolController
-
-        _threadpool_controller = ThreadpoolController()
     before = numba.get_num_threads()
     if numba_threads:
         numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
     try:
-        with _threadpool_controller.limit(limits=n, user_api=user_api):
+        with _controller().limit(limits=n, user_api=user_api):
             yield
     finally:
         numba.set_num_threads(before)
+
+
+def _run_serially(func, chunk):
+    _local.serial = True
+    try:
+        return [func(item) for item in chunk]
+    finally:
+        _local.serial = False
+
+
+def parallel_map(func, items, work):
+    """``[func(item) for item in items]``, on numba's thread count of threads when the work pays.
+
+    Parameters
+    ----------
+    func : callable
+        Called once per item; should spend its time in ``nogil`` numba kernels (every kernel of the
+        project is), else the threads wait for the GIL.
+    items : sequence
+    work : float
+        Estimated operations of the whole batch (see :func:`use_parallel`).
+
+    Returns
+    -------
+    list
+        In the order of ``items``; the same numbers as the serial loop, because every item is computed
+        by the same serial code whichever thread runs it.
+    """
+    items = list(items)
+    n_threads = min(numba.get_num_threads(), len(items))
+    if n_threads < 2 or not use_parallel(work):
+        return [func(item) for item in items]
+    from concurrent.futures import ThreadPoolExecutor
+
+    # a few contiguous chunks per thread: little dispatch overhead, and a slow chunk (a descheduled
+    # thread on a busy machine) does not hold up the others for long
+    n_chunks = min(len(items), 4 * n_threads)
+    bounds = [len(items) * k // n_chunks for k in range(n_chunks + 1)]
+    chunks = [items[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+    # one BLAS thread while the batch threads run: nested pools would oversubscribe the cores
+    with limited_threads(1, numba_threads=False, user_api="blas"), ThreadPoolExecutor(n_threads) as pool:
+        results = list(pool.map(functools.partial(_run_serially, func), chunks))
+    return [out for chunk in results for out in chunk]

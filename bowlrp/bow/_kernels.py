@@ -144,9 +144,8 @@ def _gram(X, YT, bounds, weights, kind, gamma, sx, sy, row0, symmetric, out):
 
 
 # The same body twice: parallel over row chunks for big matrices, serial for small ones (kernel rows of
-# a few images, as prediction and explanation compute them), where starting and joining threads costs
-# more than the work (prange runs as a plain range in the serial build).
-gram_kernel, gram_kernel_serial = jit_both(_gram, error_model="numpy")
+# a few images, as prediction and explanation compute them); the caller picks with ``.build(work)``.
+gram_kernel = jit_both(_gram, error_model="numpy")
 
 
 def _dimension_contributions(SVT, coef, X, dim_weights, kind, out):
@@ -183,5 +182,4 @@ def _dimension_contributions(SVT, coef, X, dim_weights, kind, out):
                 out[o, j, d] *= w
 
 
-dimension_contributions_kernel, dimension_contributions_kernel_serial = jit_both(
-    _dimension_contributions, error_model="numpy")
+dimension_contributions_kernel = jit_both(_dimension_contributions, error_model="numpy")

@@ -48,7 +48,6 @@ _CODES = {
 KERNELS = tuple(_CODES)
 DECOMPOSABLE_KERNELS = ("linear", "intersection", "chi2", "hellinger")
 _SIGNED_OK = ("linear", "rbf")  # kernels defined for negative inputs
-_PARALLEL_MIN_WORK = 10_000_000
 
 
 def check_kernel(kernel):
@@ -174,9 +173,8 @@ def gram(kernel, X, Y=None, gamma=None, weights=None, slices=None, block_rows=25
     start = time.perf_counter()
     for r0 in range(0, n, max(1, int(block_rows))):
         r1 = min(n, r0 + max(1, int(block_rows)))
-        # threads only pay off beyond ~10^7 kernel terms (measured on 2 cores)
-        work = (r1 - r0) * m * X.shape[1] / (2 if symmetric else 1)
-        kernel_fn = _kernels.gram_kernel if work >= _PARALLEL_MIN_WORK else _kernels.gram_kernel_serial
+        work = (r1 - r0) * m * X.shape[1] / (2 if symmetric else 1)  # kernel terms
+        kernel_fn = _kernels.gram_kernel.build(work)
         kernel_fn(X[r0:r1], YT, bounds, weights, code, gamma, sx[r0:r1], sy, r0, symmetric, out[r0:r1])
         if verbose:
             print(f"[bowlrp] {kernel} Gram rows {r1}/{n} ({time.perf_counter() - start:.1f} s)",
@@ -238,8 +236,6 @@ def dimension_contributions(kernel, SV, coef, X, weights=None, slices=None):
     dim_weights = np.repeat(weights, np.diff(bounds))
     out = np.empty((coef.shape[0], X.shape[0], X.shape[1]))
     if out.size:
-        parallel = X.shape[0] > 1 and out.size * SV.shape[0] >= _PARALLEL_MIN_WORK
-        fn = (_kernels.dimension_contributions_kernel if parallel
-              else _kernels.dimension_contributions_kernel_serial)
+        fn = _kernels.dimension_contributions_kernel.build(out.size * SV.shape[0] if X.shape[0] > 1 else 0)
         fn(np.ascontiguousarray(SV.T), coef, X, dim_weights, _CODES[kernel], out)
     return out

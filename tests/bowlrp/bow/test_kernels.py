@@ -89,7 +89,7 @@ def _raw_gram(X, Y, kind, gamma, bounds, weights, fn=None):
 @pytest.mark.parametrize("build", ["parallel", "serial"])
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_gram_kernel_matches_twin(kernel, build):
-    fn = _kernels.gram_kernel if build == "parallel" else _kernels.gram_kernel_serial
+    fn = getattr(_kernels.gram_kernel, build)
     code = {"linear": 0, "intersection": 1, "chi2": 2, "hellinger": 3, "exp_chi2": 4, "rbf": 5}[kernel]
     cases = []
     for seed, (n, m, sizes) in enumerate([(5, 7, (12,)), (9, 4, (5, 11, 3)), (1, 1, (1,)), (6, 6, (30,))]):
@@ -126,8 +126,7 @@ def test_channel_sums_matches_twin():
 @pytest.mark.parametrize("kernel", DECOMPOSABLE_KERNELS)
 def test_dimension_contributions_kernel_matches_twin(kernel, build):
     code = {"linear": 0, "intersection": 1, "chi2": 2, "hellinger": 3}[kernel]
-    fn = (_kernels.dimension_contributions_kernel if build == "parallel"
-          else _kernels.dimension_contributions_kernel_serial)
+    fn = getattr(_kernels.dimension_contributions_kernel, build)
 
     def fast(SV, coef, X, dim_weights):
         out = np.full((coef.shape[0], X.shape[0], X.shape[1]), np.nan)
