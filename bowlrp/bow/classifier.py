@@ -20,7 +20,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
 from bowlrp.jit import limited_threads
-from bowlrp.bow.encoding import check_mapping, check_p, encode
+from bowlrp.bow.encoding import check_mapping, check_p, encode_many
 from bowlrp.bow.features import DenseSIFT
 from bowlrp.bow.kernels import check_kernel, gram
 from bowlrp.bow.svm import OneVsRestKernelSVC
@@ -185,15 +185,12 @@ class BoWClassifier(ClassifierMixin, BaseEstimator):
         """One Encoding per image (mapping matrix, pooled BoW vector), encoded image by image."""
         check_is_fitted(self, "vocabularies_")
         start = time.perf_counter()
-        out = []
         # One BLAS thread: the per-image distance products are small (threads cost more than they save)
-        # and the numbers then cannot depend on the machine's thread count.
+        # and the numbers then cannot depend on the machine's thread count; images go to threads.
         with limited_threads(1, numba_threads=False, user_api="blas"):
-            for k, f in enumerate(features, 1):
-                out.append(encode(f, self.vocabularies_, self.mapping, self.rank_base, self.rank_n,
-                                  self.soft_beta, self.p, self.normalize))
-                if self.verbose and (k == len(features) or k % max(1, len(features) // 10) == 0):
-                    self._log(f"encoded {k}/{len(features)} images ({time.perf_counter() - start:.1f} s)")
+            out = encode_many(features, self.vocabularies_, self.mapping, self.rank_base, self.rank_n,
+                              self.soft_beta, self.p, self.normalize)
+        self._log(f"encoded {len(out)}/{len(out)} images ({time.perf_counter() - start:.1f} s)")
         return out
 
     def _decision_from_bows(self, X):

@@ -247,14 +247,14 @@ def test_gram_tiles_chunks_and_blocks_beyond_one_tile(kernel):
     assert np.array_equal(K, K.T)
 
 
-def test_parallel_and_serial_builds_agree_bitwise(monkeypatch):
-    import bowlrp.bow.kernels as kernels_module
+def test_parallel_and_serial_builds_agree_bitwise():
+    from bowlrp.jit import forced_builds
 
     X = _histograms(70, 40, seed=30)
     Y = _histograms(90, 40, seed=31)
-    monkeypatch.setattr(kernels_module, "_PARALLEL_MIN_WORK", 0)  # force threads
-    par = [gram(k, X, Y, gamma=0.4) for k in KERNELS] + [gram("exp_chi2", X, gamma=0.4)]
-    monkeypatch.setattr(kernels_module, "_PARALLEL_MIN_WORK", float("inf"))  # force serial
-    ser = [gram(k, X, Y, gamma=0.4) for k in KERNELS] + [gram("exp_chi2", X, gamma=0.4)]
+    with forced_builds("parallel"):  # force threads
+        par = [gram(k, X, Y, gamma=0.4) for k in KERNELS] + [gram("exp_chi2", X, gamma=0.4)]
+    with forced_builds("serial"):
+        ser = [gram(k, X, Y, gamma=0.4) for k in KERNELS] + [gram("exp_chi2", X, gamma=0.4)]
     for a, b in zip(par, ser):
         assert np.array_equal(a, b)
