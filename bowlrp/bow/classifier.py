@@ -19,12 +19,12 @@ from sklearn.metrics.pairwise import additive_chi2_kernel, euclidean_distances
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
-from bowlrp.jit import limited_threads
 from bowlrp.bow.encoding import check_mapping, check_p, encode_many
 from bowlrp.bow.features import DenseSIFT
 from bowlrp.bow.kernels import check_kernel, gram
 from bowlrp.bow.svm import OneVsRestKernelSVC
 from bowlrp.bow.vocabulary import fit_vocabularies
+from bowlrp.jit import limited_threads
 
 __all__ = ["BoWClassifier"]
 
