@@ -1,7 +1,7 @@
 """Numba kernels of the encoding (private; :mod:`bowlrp.bow.encoding` validates and wraps them).
 
 The mapping of one image is kept as the arrays of a CSR matrix (``indptr``, ``indices``, ``data``): a
-rank or hard mapping has the same number of entries in every row of a channel, so the kernels write
+rank or hard mapping has the same number of entries ``n`` in every row, so the selection kernel writes
 them in place, columns in increasing order within a row (scipy's canonical order). Pooling reads the
 same arrays. Each kernel has a numpy twin in ``tests/bowlrp/bow/test_encoding.py``.
 """
@@ -35,32 +35,6 @@ def nearest_words(d2, n, out):
             out[i, k] = j
             if count < n:
                 count += 1
-
-
-@jit_serial
-def rank_rows(d2, n, values, offset, rows, indptr, indices, data):
-    """Write the rank mapping of descriptors ``rows`` (their distances ``d2``) into CSR arrays.
-
-    The word of rank ``r`` (1 = nearest) gets ``values[r - 1]``; columns are shifted by ``offset``
-    (the channel's first BoW dimension) and sorted increasingly within each row. ``indptr`` must
-    already give each row ``n`` slots.
-    """
-    order = d2.shape[0]
-    nearest = np.empty((order, n), np.int64)
-    nearest_words(d2, n, nearest)
-    for i in range(order):
-        start = indptr[rows[i]]
-        # insertion sort of the n (column, value) pairs by column: n is small
-        for r in range(n):
-            col = nearest[i, r] + offset
-            val = values[r]
-            k = r
-            while k > 0 and indices[start + k - 1] > col:
-                indices[start + k] = indices[start + k - 1]
-                data[start + k] = data[start + k - 1]
-                k -= 1
-            indices[start + k] = col
-            data[start + k] = val
 
 
 @jit_serial
@@ -98,3 +72,34 @@ def pool_csr(indptr, indices, data, offset, p, out):
     for d in range(n_cols):
         if out[d] > 0.0:
             out[d] = out[d] * (sums[d] / n_rows) ** (1.0 / p)
+
+
+@jit_serial
+def rank_from_products(products, sq_norms, proto_sq_norms, n, values, offset, indices, data):
+    """Rank mapping of one channel's descriptors straight from their products with the prototypes.
+
+    Row ``i`` gets ``n`` entries at ``indices/data[i * n : (i + 1) * n]``. The squared distances are
+    ``max(sq_norms[i] + proto_sq_norms[j] - 2 products[i, j], 0)``, the very operations (and order)
+    of :func:`bowlrp.bow.vocabulary.squared_distances`, so the ranks are those of those distances;
+    they are formed one row at a time and never stored.
+    """
+    n_rows, n_words = products.shape
+    d2 = np.empty((1, n_words))  # one row at a time, as a matrix for nearest_words
+    nearest = np.empty((1, n), np.int64)
+    for i in range(n_rows):
+        for j in range(n_words):
+            d = sq_norms[i] + proto_sq_norms[j]
+            d -= 2.0 * products[i, j]
+            d2[0, j] = d if d >= 0.0 else 0.0  # np.maximum(d, 0.0), -0.0 included
+        nearest_words(d2, n, nearest)
+        start = i * n
+        # insertion sort of the n (column, value) pairs by column (scipy's canonical order)
+        for r in range(n):
+            col = nearest[0, r] + offset
+            k = r
+            while k > 0 and indices[start + k - 1] > col:
+                indices[start + k] = indices[start + k - 1]
+                data[start + k] = data[start + k - 1]
+                k -= 1
+            indices[start + k] = col
+            data[start + k] = values[r]

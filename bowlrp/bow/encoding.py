@@ -99,10 +99,12 @@ def _rank_values(mapping, rank_base, rank_n, n_words):
     return n, float(rank_base) ** -np.arange(1, n + 1, dtype=np.float64)
 
 
-def _map_rows(d2, mapping, rank_base, rank_n, soft_beta, offset=0):
-    """CSR arrays ``(indptr, indices, data)`` of the mapping of the rows of ``d2`` (M, V)."""
-    M, V = d2.shape
+def _map_rows(descriptors, prototypes, proto_sq_norms, mapping, rank_base, rank_n, soft_beta, offset=0):
+    """CSR arrays ``(indptr, indices, data)`` of the mapping of ``descriptors`` (M, D), columns shifted
+    by ``offset``. The distances are those of :func:`~bowlrp.bow.vocabulary.squared_distances`."""
+    M, V = descriptors.shape[0], prototypes.shape[0]
     if mapping == "soft":
+        d2 = squared_distances(descriptors, prototypes, proto_sq_norms)
         # softmax of -beta d2, shifted by the row minimum so that the largest term is exp(0) = 1;
         # entries that underflow to 0 are not stored
         e = np.exp(-float(soft_beta) * (d2 - d2.min(axis=1, keepdims=True)))
@@ -112,12 +114,14 @@ def _map_rows(d2, mapping, rank_base, rank_n, soft_beta, offset=0):
         np.cumsum(np.bincount(rows, minlength=M), out=indptr[1:])
         return indptr, (cols + offset).astype(np.int64), e[rows, cols]
     n, values = _rank_values(mapping, rank_base, rank_n, V)
-    indptr = np.arange(0, M * n + 1, n, dtype=np.int64)
     indices = np.empty(M * n, np.int64)
     data = np.empty(M * n, np.float64)
     if M:
-        _k.rank_rows(d2, n, values, offset, np.arange(M), indptr, indices, data)
-    return indptr, indices, data
+        # the distance formula is evaluated row by row inside the selection kernel
+        products = descriptors @ prototypes.T
+        sq_norms = np.einsum("md,md->m", descriptors, descriptors)
+        _k.rank_from_products(products, sq_norms, proto_sq_norms, n, values, offset, indices, data)
+    return np.arange(0, M * n + 1, n, dtype=np.int64), indices, data
 
 
 def map_descriptors(descriptors, prototypes, mapping="rank", rank_base=2.0, rank_n=4, soft_beta=1.0):
@@ -136,8 +140,9 @@ def map_descriptors(descriptors, prototypes, mapping="rank", rank_base=2.0, rank
     M, V = np.asarray(descriptors).shape[0], prototypes.shape[0]
     if M == 0:
         return sp.csr_matrix((0, V))
-    indptr, indices, data = _map_rows(squared_distances(descriptors, prototypes), mapping, rank_base, rank_n,
-                                      soft_beta)
+    descriptors = np.asarray(descriptors, dtype=np.float64)
+    indptr, indices, data = _map_rows(descriptors, prototypes, np.einsum("vd,vd->v", prototypes, prototypes),
+                                      mapping, rank_base, rank_n, soft_beta)
     return sp.csr_matrix((data, indices, indptr), shape=(M, V))
 
 
@@ -199,8 +204,7 @@ def _encode_one(features, prototypes, mapping, rank_base, rank_n, soft_beta, p, 
             idx = np.flatnonzero(channel == u)
             mine = descriptors[idx]
         if idx.size:
-            csr = _map_rows(squared_distances(mine, b, b_sq), mapping, rank_base, rank_n, soft_beta,
-                            int(offsets[u]))
+            csr = _map_rows(mine, b, b_sq, mapping, rank_base, rank_n, soft_beta, int(offsets[u]))
             x_u = x[slices[u]]
             _k.pool_csr(*csr, int(offsets[u]), p, x_u)
             if normalize:
@@ -209,18 +213,24 @@ def _encode_one(features, prototypes, mapping, rank_base, rank_n, soft_beta, p, 
                     x_u /= total
             parts.append(csr)
             rows.append(idx)
-    return Encoding(x=x, channel_slices=slices, p=p, csr=_stack_rows(parts, rows, descriptors.shape[0]))
+    csr = _stack_rows(parts, rows, descriptors.shape[0], in_order=contiguous)
+    return Encoding(x=x, channel_slices=slices, p=p, csr=csr)
 
 
-def _stack_rows(parts, rows, n_rows):
-    """One CSR (indptr, indices, data) of the channels' row blocks, rows back in feature order."""
+def _stack_rows(parts, rows, n_rows, in_order):
+    """One CSR (indptr, indices, data) of the channels' row blocks, rows back in feature order.
+
+    ``in_order``: the blocks' rows, one after another, are already the features in order.
+    """
+    if len(parts) == 1 and in_order:
+        return parts[0]
     if not parts:
         return np.zeros(n_rows + 1, np.int64), np.zeros(0, np.int64), np.zeros(0)
-    order = np.concatenate(rows)
     counts = np.concatenate([np.diff(indptr) for indptr, _, _ in parts])
     indices = np.concatenate([c for _, c, _ in parts])
     data = np.concatenate([d for _, _, d in parts])
-    if order.size != n_rows or np.any(order != np.arange(n_rows)):
+    if not in_order:
+        order = np.concatenate(rows)
         # channels interleaved: gather each feature's entries from its block
         starts = np.concatenate([[0], np.cumsum(counts)])[:-1]
         inverse = np.empty_like(order)

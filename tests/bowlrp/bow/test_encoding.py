@@ -159,25 +159,34 @@ def _rank_twin(d2, n, values, offset):
 
 
 @pytest.mark.parametrize("n", [1, 2, 4, 7])
-def test_rank_rows_kernel_matches_twin_with_ties(n):
+def test_rank_from_products_kernel_matches_twin_with_ties(n):
     from bowlrp.bow import _encoding_kernels as K
+    from bowlrp.bow.vocabulary import squared_distances
     from tests.kernel_twins import assert_matches_twin
 
-    def fast(d2, offset):
-        M = d2.shape[0]
+    def fast(descriptors, prototypes, offset):
+        M = descriptors.shape[0]
         indptr = np.arange(0, M * n + 1, n)
         indices = np.full(M * n, -1, np.int64)
         data = np.full(M * n, np.nan)
         values = 2.0 ** -np.arange(1, n + 1)
-        K.rank_rows(d2, n, values, offset, np.arange(M), indptr, indices, data)
+        K.rank_from_products(descriptors @ prototypes.T, (descriptors**2).sum(1), (prototypes**2).sum(1), n,
+                             values, offset, indices, data)
         for i in range(M):  # columns sorted within a row, as scipy's canonical format
             assert np.all(np.diff(indices[indptr[i]:indptr[i + 1]]) > 0)
-        return sp.csr_matrix((data, indices, indptr), shape=(M, offset + d2.shape[1])).toarray()
+        return sp.csr_matrix((data, indices, indptr), shape=(M, offset + prototypes.shape[0])).toarray()
+
+    def slow(descriptors, prototypes, offset):
+        d2 = squared_distances(descriptors, prototypes)
+        return _rank_twin(d2, n, 2.0 ** -np.arange(1, n + 1), offset)
 
     rng = np.random.default_rng(n)
-    cases = [(rng.integers(0, 3, size=(50, 9)).astype(float), 0),  # many ties, across the n-th place
-             (rng.random((40, 16)), 5)]
-    assert_matches_twin(fast, lambda d2, off: _rank_twin(d2, n, 2.0 ** -np.arange(1, n + 1), off), cases)
+    # small integers: many exactly equal distances, also across the n-th place; a zero descriptor
+    ties = rng.integers(0, 2, size=(50, 3)).astype(float)
+    ties[0] = 0.0
+    cases = [(ties, rng.integers(0, 2, size=(9, 3)).astype(float), 0),
+             (rng.random((40, 6)), rng.random((16, 6)), 5)]
+    assert_matches_twin(fast, slow, cases)
 
 
 @pytest.mark.parametrize("p", [1.0, 0.5, 2.5, np.inf])
