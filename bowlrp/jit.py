@@ -91,11 +91,13 @@ def use_parallel(work):
     False inside a :func:`parallel_map` worker (the batch is the parallelism there), when numba has
     one thread, or below :data:`PARALLEL_MIN_WORK`.
     """
+    if _forced is None and work < PARALLEL_MIN_WORK:
+        return False  # the common case first: numba.get_num_threads() costs microseconds
     if getattr(_local, "serial", False):
         return False
     if _forced is not None:
         return _forced == "parallel"
-    return numba.get_num_threads() > 1 and work >= PARALLEL_MIN_WORK
+    return numba.get_num_threads() > 1
 
 
 @contextlib.contextmanager

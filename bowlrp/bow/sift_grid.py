@@ -88,14 +88,21 @@ def frame_layout(height, width, bin_size, step):
     return (*arrays, offset)
 
 
+@functools.lru_cache(maxsize=64)
 def gaussian_taps(sigma):
-    """Normalised 1-D Gaussian taps (radius ceil(4 sigma)); ``[1.0]`` when sigma is 0."""
+    """Normalised 1-D Gaussian taps (radius ceil(4 sigma)); ``[1.0]`` when sigma is 0.
+
+    Cached (read-only array): every image of a data set uses the same few sigmas.
+    """
     if sigma <= 0:
-        return np.ones(1)
-    radius = max(1, int(math.ceil(4.0 * sigma)))
-    x = np.arange(-radius, radius + 1, dtype=np.float64)
-    taps = np.exp(-0.5 * (x / sigma) ** 2)
-    return taps / taps.sum()
+        taps = np.ones(1)
+    else:
+        radius = max(1, int(math.ceil(4.0 * sigma)))
+        x = np.arange(-radius, radius + 1, dtype=np.float64)
+        taps = np.exp(-0.5 * (x / sigma) ** 2)
+        taps = taps / taps.sum()
+    taps.flags.writeable = False
+    return taps
 
 
 def default_smoothing(bin_size):
