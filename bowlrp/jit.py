@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import sys
 import threading
 import types
 
@@ -172,16 +173,20 @@ def jit_both(func=None, work=None, **options):
 
 # -------------------------------------------------------------------------------------------- threads
 _threadpool_controller = None
+_threadpool_modules = -1  # len(sys.modules) when the controller was built
 _threadpool_lock = threading.Lock()
 
 
 def _controller():
-    global _threadpool_controller
+    """threadpoolctl's controller, rebuilt when modules were imported since (they may have loaded
+    another BLAS or OpenMP library, e.g. scipy's own OpenBLAS, which an old controller would miss)."""
+    global _threadpool_controller, _threadpool_modules
     with _threadpool_lock:
-        if _threadpool_controller is None:
+        if _threadpool_controller is None or len(sys.modules) != _threadpool_modules:
             from threadpoolctl import ThreadpoolController
 
             _threadpool_controller = ThreadpoolController()
+            _threadpool_modules = len(sys.modules)
     return _threadpool_controller
 
 
