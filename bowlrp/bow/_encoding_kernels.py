@@ -39,11 +39,10 @@ def nearest_words(d2, n, out):
 
 @jit_serial
 def pool_csr(indptr, indices, data, offset, p, out):
-    """p-means pooling of the rows of a CSR mapping into ``out`` (column ``offset + d`` -> ``out[d]``).
+    """Mean (``p == 1``) or max (any other ``p``) pooling of the rows of a CSR mapping into ``out``
+    (column ``offset + d`` -> ``out[d]``); the rows are summed in order, then divided by their number.
 
-    ``p == 1``: mean (rows summed in order, then divided by ``n_rows``); ``p == inf``: max; other
-    ``p``: ``c_d ((1/M) sum_l (m_ld / c_d)^p)^(1/p)`` with ``c_d`` the column maximum, which does not
-    underflow for large ``p``.
+    Other ``p`` start from the maxima: see :func:`column_ratios` and :func:`scale_pooled`.
     """
     n_cols = out.shape[0]
     n_rows = indptr.shape[0] - 1
@@ -62,16 +61,75 @@ def pool_csr(indptr, indices, data, offset, p, out):
     for k in range(first, nnz):
         if data[k] > out[indices[k] - offset]:
             out[indices[k] - offset] = data[k]
-    if p == np.inf:
-        return
-    sums = np.zeros(n_cols)
+
+
+@jit_serial
+def column_ratios(indptr, indices, data, offset, col_max):
+    """Each column's entries in row order, divided by the column maximum, columns one after another.
+
+    Returns ``(ratios, bounds)``: column ``d``'s ratios are ``ratios[bounds[d]:bounds[d + 1]]`` (the
+    order in which the scipy/numpy version this replaced summed them). Columns whose maximum is 0
+    hold zeros.
+    """
+    n_cols = col_max.shape[0]
+    first = indptr[0]
+    nnz = indptr[indptr.shape[0] - 1]
+    bounds = np.zeros(n_cols + 1, np.int64)
+    for k in range(first, nnz):
+        bounds[indices[k] - offset + 1] += 1
+    for d in range(n_cols):
+        bounds[d + 1] += bounds[d]
+    ratios = np.empty(nnz - first)
+    fill = bounds[:-1].copy()
     for k in range(first, nnz):
         d = indices[k] - offset
+        ratios[fill[d]] = data[k] / col_max[d] if col_max[d] > 0.0 else 0.0
+        fill[d] += 1
+    return ratios, bounds
+
+
+@jit_serial
+def scale_pooled(powers, bounds, n_rows, p, out):
+    """``out[d] *= (sum of column d's powers / n_rows)^(1/p)`` where ``out[d] > 0`` (the column maxima).
+
+    The sums are pairwise in numpy's order (``np.sum``), so the pooled vector equals the numpy one.
+    """
+    for d in range(out.shape[0]):
         if out[d] > 0.0:
-            sums[d] += (data[k] / out[d]) ** p
-    for d in range(n_cols):
-        if out[d] > 0.0:
-            out[d] = out[d] * (sums[d] / n_rows) ** (1.0 / p)
+            total = _pairwise_sum(powers, bounds[d], bounds[d + 1] - bounds[d])
+            out[d] = out[d] * (total / n_rows) ** (1.0 / p)
+
+
+@jit_serial
+def _pairwise_sum(a, start, n):
+    """``np.sum(a[start:start + n])`` in numpy's pairwise order (8 running sums in blocks of 128)."""
+    if n < 8:
+        res = -0.0
+        for i in range(n):
+            res += a[start + i]
+        return res
+    if n <= 128:
+        r0, r1, r2, r3 = a[start], a[start + 1], a[start + 2], a[start + 3]
+        r4, r5, r6, r7 = a[start + 4], a[start + 5], a[start + 6], a[start + 7]
+        i = 8
+        while i < n - n % 8:
+            r0 += a[start + i]
+            r1 += a[start + i + 1]
+            r2 += a[start + i + 2]
+            r3 += a[start + i + 3]
+            r4 += a[start + i + 4]
+            r5 += a[start + i + 5]
+            r6 += a[start + i + 6]
+            r7 += a[start + i + 7]
+            i += 8
+        res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+        while i < n:
+            res += a[start + i]
+            i += 1
+        return res
+    half = n // 2
+    half -= half % 8
+    return _pairwise_sum(a, start, half) + _pairwise_sum(a, start + half, n - half)
 
 
 @jit_serial

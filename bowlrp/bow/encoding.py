@@ -170,8 +170,20 @@ def pool(mapping, p=1.0):
     p = check_p(p)
     mapping = sp.csr_matrix(mapping, dtype=np.float64)
     x = np.zeros(mapping.shape[1])
-    _k.pool_csr(mapping.indptr.astype(np.int64), mapping.indices.astype(np.int64), mapping.data, 0, p, x)
+    _pool_csr((mapping.indptr.astype(np.int64), mapping.indices.astype(np.int64), mapping.data), 0, p, x)
     return x
+
+
+def _pool_csr(csr, offset, p, out):
+    """p-means pooling of the CSR arrays ``csr`` (rows = features) into ``out`` (see :func:`pool`)."""
+    indptr, indices, data = csr
+    _k.pool_csr(indptr, indices, data, offset, p, out)  # the mean, or the column maxima
+    if p == 1.0 or np.isinf(p) or indptr.size < 2:
+        return
+    # c_d ((1/M) sum_l (m_ld / c_d)^p)^(1/p): the powers by numpy itself (its fast paths for p = 2
+    # and 0.5, and its own vectorised pow), so the numbers are those of the numpy version
+    ratios, bounds = _k.column_ratios(indptr, indices, data, offset, out)
+    _k.scale_pooled(np.power(ratios, p), bounds, indptr.size - 1, p, out)
 
 
 def _prototypes(vocabularies):
@@ -206,7 +218,7 @@ def _encode_one(features, prototypes, mapping, rank_base, rank_n, soft_beta, p, 
         if idx.size:
             csr = _map_rows(mine, b, b_sq, mapping, rank_base, rank_n, soft_beta, int(offsets[u]))
             x_u = x[slices[u]]
-            _k.pool_csr(*csr, int(offsets[u]), p, x_u)
+            _pool_csr(csr, int(offsets[u]), p, x_u)
             if normalize:
                 total = x_u.sum()
                 if total > 0:

@@ -190,8 +190,8 @@ def test_rank_from_products_kernel_matches_twin_with_ties(n):
 
 
 @pytest.mark.parametrize("p", [1.0, 0.5, 2.5, np.inf])
-def test_pool_csr_kernel_matches_twin_on_a_row_block_with_offset(p):
-    from bowlrp.bow import _encoding_kernels as K
+def test_pooling_kernels_match_twin_on_a_row_block_with_offset(p):
+    from bowlrp.bow.encoding import _pool_csr
     from tests.kernel_twins import assert_matches_twin
 
     rng = np.random.default_rng(3)
@@ -201,8 +201,8 @@ def test_pool_csr_kernel_matches_twin_on_a_row_block_with_offset(p):
 
     def fast(rows):
         out = np.full(7, np.nan)
-        K.pool_csr(m.indptr[rows[0]:rows[-1] + 2].astype(np.int64), m.indices.astype(np.int64), m.data, 3,
-                   p, out)
+        csr = (m.indptr[rows[0]:rows[-1] + 2].astype(np.int64), m.indices.astype(np.int64), m.data)
+        _pool_csr(csr, 3, p, out)
         return out
 
     def slow(rows):
@@ -238,3 +238,25 @@ def test_encode_many_on_threads_equals_encode_image_by_image_and_interleaved_cha
         shuffled = encode(g, vocs, mapping=mapping, p=2.0)
         np.testing.assert_array_equal(shuffled.mapping.toarray(), one[0].mapping.toarray()[perm])
         np.testing.assert_allclose(shuffled.x, one[0].x, rtol=1e-14)
+
+
+def _pool_as_before(mapping, p):
+    """The scipy/numpy pooling the numba kernel replaced (per column: divide, power, np.sum)."""
+    mapping = sp.csr_matrix(mapping)
+    M, V = mapping.shape
+    col_max = np.asarray(mapping.max(axis=0).toarray()).ravel()
+    csc = mapping.tocsc()
+    x = np.zeros(V)
+    for d in np.flatnonzero(col_max > 0):
+        values = csc.data[csc.indptr[d]:csc.indptr[d + 1]] / col_max[d]
+        x[d] = col_max[d] * (np.sum(values ** p) / M) ** (1.0 / p)
+    return x
+
+
+@pytest.mark.parametrize("p", [0.5, 2.0, 3.0, 7.5])
+def test_general_p_pooling_is_bit_identical_to_the_numpy_version(p):
+    rng = np.random.default_rng(int(p * 10))
+    for rows in (1, 5, 9, 40, 300):  # columns with < 8, <= 128 and > 128 entries (numpy's pairwise sum)
+        dense = rng.random((rows, 6)) * (rng.random((rows, 6)) < 0.7)
+        dense[:, 4] = 0.0
+        assert np.array_equal(pool(sp.csr_matrix(dense), p), _pool_as_before(dense, p))
