@@ -168,3 +168,39 @@ def test_limited_threads_limits_blas_and_numba_and_restores_them():
         assert numba.get_num_threads() == before_numba
     assert numba.get_num_threads() == before_numba
     assert [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"] == before_blas
+
+
+def test_split_batch_equals_the_whole_call_and_checks_lengths():
+    from bowlrp.jit import forced_builds, split_batch
+
+    x = np.arange(30.0).reshape(10, 3)
+    y = np.arange(10.0)
+
+    def per_row(a, b):
+        return a * 2.0 + b[:, None], b + 1.0
+
+    with forced_builds("parallel"):  # parts on threads although the batch is tiny
+        got = split_batch(per_row, x, y, work=0)
+        single = split_batch(lambda a: a.sum(axis=1), x, work=0)
+    want = per_row(x, y)
+    assert isinstance(got, tuple) and all(np.array_equal(g, w) for g, w in zip(got, want))
+    np.testing.assert_array_equal(single, x.sum(axis=1))
+    np.testing.assert_array_equal(split_batch(lambda a: a + 1, x[:1]), x[:1] + 1)  # one row: one call
+    with pytest.raises(ValueError, match="same length"):
+        split_batch(per_row, x, y[:3])
+
+
+def test_split_batch_of_a_network_forward_on_digits_matches_the_whole_batch():
+    from sklearn.datasets import load_digits
+    from sklearn.neural_network import MLPClassifier
+
+    import nets
+    from bowlrp.jit import forced_builds, split_batch
+
+    X, y = load_digits(return_X_y=True)
+    X = X[:300] / 16.0
+    clf = MLPClassifier((32,), max_iter=60, random_state=0).fit(X, y[:300])
+    model = nets.from_sklearn(clf)
+    with forced_builds("parallel"):
+        got = split_batch(model, X, work=0)
+    np.testing.assert_allclose(got, model(X), rtol=1e-12, atol=1e-12)  # round-off of smaller GEMMs only
