@@ -13,6 +13,8 @@ with other jobs: a second thread only helps when the other core is free).
   ``nets.LRP(model, "epsilon_plus_flat").relevance(X)``;
 * the same forward by (numba, BLAS) thread counts (1,1), (1,2), (2,1), (2,2), the measurement that
   located the oversubscription (busy-waiting OpenMP workers of numba against OpenBLAS's threads);
+* forward and LRP through ``bowlrp.jit.split_batch``: the batch in halves on two threads, each with
+  serial kernels and one BLAS thread (one pool only);
 * a ``BoWClassifier`` (step 4, bin 4, 64 words, intersection kernel) on 96 x 96 generated scenes:
   ``transform`` and ``explain`` of a batch of 48 images.
 
@@ -28,7 +30,7 @@ import time
 
 import numpy as np
 
-from bowlrp.jit import limited_threads
+from bowlrp.jit import limited_threads, split_batch
 
 
 def he(rng, shape, fan_in):
@@ -90,8 +92,13 @@ def main(argv=None):
     model(X)
     grid = {f"({a},{b})": (a, b) for a in (1, 2) for b in (1, 2)}
     report("VGG forward by (numba, BLAS)", interleaved(grid, lambda: model(X), rounds), "(1,1)", "(2,2)")
-    report("VGG forward", interleaved(both, lambda: model(X), rounds))
-    report("VGG LRP", interleaved(both, lambda: lrp.relevance(X), rounds))
+    # the batch in two halves on two threads, serial kernels and one BLAS thread each (split_batch;
+    # with one thread it is the plain call)
+    report("VGG forward, split", interleaved(both, lambda: split_batch(model, X), rounds))
+    report("VGG LRP, split", interleaved(both, lambda: split_batch(lrp.relevance, X), rounds))
+    if not args.quick:  # one pool of each: slow and erratic when the machine is busy
+        report("VGG forward", interleaved(both, lambda: model(X), rounds))
+        report("VGG LRP", interleaved(both, lambda: lrp.relevance(X), rounds))
 
     from bowlrp.app.scenes import make_scenes
     from bowlrp.bow.classifier import BoWClassifier

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import os
 import sys
 import threading
@@ -214,10 +215,40 @@ def limited_threads(n, numba_threads=True, user_api=None):
         numba.set_num_threads(before)
 
 
-def _run_serially(func, chunk):
+_executor = None
+_executor_lock = threading.Lock()
+
+
+def _reset_executor():
+    global _executor
+    _executor = None  # a forked child has the pool object but none of its threads
+
+
+os.register_at_fork(after_in_child=_reset_executor)
+
+
+def _workers():
+    """The batch threads, started once: starting threads per call cost ~3 ms on a busy machine (a new
+    thread waits for a scheduler slot before ``start`` returns), more than a small batch's work."""
+    global _executor
+    with _executor_lock:
+        if _executor is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            _executor = ThreadPoolExecutor(max(1, numba.config.NUMBA_NUM_THREADS - 1),
+                                           thread_name_prefix="bowlrp-batch")
+    return _executor
+
+
+def _drain(func, chunks, results, next_chunk):
+    """Compute chunks, taken in order from the shared counter, until none is left (kernels serial)."""
     _local.serial = True
     try:
-        return [func(item) for item in chunk]
+        while True:
+            k = next(next_chunk)  # itertools.count: atomic under the GIL
+            if k >= len(chunks):
+                return
+            results[k] = [func(item) for item in chunks[k]]
     finally:
         _local.serial = False
 
@@ -229,7 +260,7 @@ def parallel_map(func, items, work):
     ----------
     func : callable
         Called once per item; should spend its time in ``nogil`` numba kernels (every kernel of the
-        project is), else the threads wait for the GIL.
+        project is) or BLAS, else the threads wait for the GIL.
     items : sequence
     work : float
         Estimated operations of the whole batch (see :func:`use_parallel`).
@@ -244,16 +275,19 @@ def parallel_map(func, items, work):
     n_threads = min(numba.get_num_threads(), len(items))
     if n_threads < 2 or not use_parallel(work):
         return [func(item) for item in items]
-    from concurrent.futures import ThreadPoolExecutor
-
-    # a few contiguous chunks per thread: little dispatch overhead, and a slow chunk (a descheduled
-    # thread on a busy machine) does not hold up the others for long
+    # a few contiguous chunks per thread, handed out in order: little dispatch overhead, and a slow
+    # thread (descheduled on a busy machine) takes fewer chunks instead of holding up the others
     n_chunks = min(len(items), 4 * n_threads)
     bounds = [len(items) * k // n_chunks for k in range(n_chunks + 1)]
     chunks = [items[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+    results = [None] * n_chunks
+    next_chunk = itertools.count()
     # one BLAS thread while the batch threads run: nested pools would oversubscribe the cores
-    with limited_threads(1, numba_threads=False, user_api="blas"), ThreadPoolExecutor(n_threads) as pool:
-        results = list(pool.map(functools.partial(_run_serially, func), chunks))
+    with limited_threads(1, numba_threads=False, user_api="blas"):
+        helpers = [_workers().submit(_drain, func, chunks, results, next_chunk) for _ in range(n_threads - 1)]
+        _drain(func, chunks, results, next_chunk)  # the calling thread works too
+        for helper in helpers:
+            helper.result()  # waits, and re-raises a helper's exception
     return [out for chunk in results for out in chunk]
 
 
