@@ -44,6 +44,7 @@ import numpy as np
 
 from bowlrp.app.adapters import realign
 from bowlrp.imageio import ImageItem, ImageReadError, list_images, read_image
+from bowlrp.jit import limited_threads
 
 __all__ = ["explain_batch", "BatchResult", "RunMismatchError", "Progress", "read_manifest"]
 
@@ -193,12 +194,10 @@ def _clear_previous(out_dir: str) -> None:
 
 # ---------------------------------------------------------------------- the work of one chunk
 def _limit_threads(threads):
-    """One numba thread per worker process: workers are the parallelism, and several processes
-    each running a full pool of numba threads would fight over the same cores."""
-    if threads is not None:
-        import numba
-
-        numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
+    """One numba and BLAS thread per worker process while it explains (restored afterwards): workers
+    are the parallelism, and several processes each running full thread pools would fight over the
+    same cores."""
+    return limited_threads(threads)
 
 
 def _explain_chunk(explainer, keys, images, target, read_failures, threads=None):
@@ -210,18 +209,18 @@ def _explain_chunk(explainer, keys, images, target, read_failures, threads=None)
     results = [(key, None, reason) for key, reason in read_failures]
     if not keys:
         return results
-    _limit_threads(threads)
-    try:
-        maps = explainer.explain(list(images), target=target)
-        if len(maps) != len(keys):
-            raise RuntimeError(f"explainer returned {len(maps)} heatmaps for {len(keys)} images")
-        return results + [(key, heatmap, None) for key, heatmap in zip(keys, maps)]
-    except Exception as exc:  # one bad image must not sink the chunk: find it
-        if len(keys) == 1:
-            return results + [(keys[0], None, f"cannot explain: {type(exc).__name__}: {exc}")]
-        for key, image in zip(keys, images):
-            results += _explain_chunk(explainer, [key], [image], target, [])
-        return results
+    with _limit_threads(threads):
+        try:
+            maps = explainer.explain(list(images), target=target)
+            if len(maps) != len(keys):
+                raise RuntimeError(f"explainer returned {len(maps)} heatmaps for {len(keys)} images")
+            return results + [(key, heatmap, None) for key, heatmap in zip(keys, maps)]
+        except Exception as exc:  # one bad image must not sink the chunk: find it
+            if len(keys) == 1:
+                return results + [(keys[0], None, f"cannot explain: {type(exc).__name__}: {exc}")]
+            for key, image in zip(keys, images):
+                results += _explain_chunk(explainer, [key], [image], target, [])
+            return results
 
 
 def _read_chunks(items: list[ImageItem], chunk_size: int, read_mode: str) -> Iterator[tuple]:
