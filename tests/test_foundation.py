@@ -199,7 +199,7 @@ def test_split_batch_of_a_network_forward_on_digits_matches_the_whole_batch():
 
     X, y = load_digits(return_X_y=True)
     X = X[:300] / 16.0
-    clf = MLPClassifier((32,), max_iter=60, random_state=0).fit(X, y[:300])
+    clf = MLPClassifier((32,), max_iter=2000, random_state=0).fit(X, y[:300])
     model = nets.from_sklearn(clf)
     with forced_builds("parallel"):
         got = split_batch(model, X, work=0)
