@@ -49,6 +49,33 @@ def summary(ts):
     return f"{np.median(ts):8.1f} ms [{ts.min():.1f}..{ts.max():.1f}]"
 
 
+def measure(images, y, words, rounds):
+    """Times of extraction, encoding and transform with each backend, one thread."""
+    with limited_threads(1):
+        clfs = {b: BoWClassifier(vocabulary_size=words, backend=b, random_state=0).fit(images, y)
+                for b in ("numba", "opencv")}
+        feats = clfs["numba"]._extract(images)
+        fns = {
+            "ours: extract": lambda: clfs["numba"]._extract(images),
+            "ours: encode": lambda: clfs["numba"]._encode(feats),
+            "ours: transform": lambda: clfs["numba"].transform(images),
+            "opencv: extract": lambda: clfs["opencv"]._extract(images),
+            "opencv: transform": lambda: clfs["opencv"].transform(images),
+        }
+        return interleaved(fns, rounds)
+
+
+def report(words, t, rounds):
+    print(f"\n{words} words (median [min..max] of {rounds} rounds)")
+    for name, ts in t.items():
+        print(f"  {name:<20}{summary(ts)}")
+    med = {k: float(np.median(v)) for k, v in t.items()}
+    print(f"  encode / our extract          {med['ours: encode'] / med['ours: extract']:.2f}")
+    print(f"  transform: opencv / ours      {med['opencv: transform'] / med['ours: transform']:.2f}x")
+    per_round = np.asarray(t["opencv: transform"]) / np.asarray(t["ours: transform"])
+    print(f"  (per-round ratios {per_round.min():.2f}..{per_round.max():.2f})")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
@@ -59,26 +86,7 @@ def main(argv=None):
     print(f"transform of {n} gray crops 64 x 64, one thread; load average {os.getloadavg()[0]:.1f} "
           "(2 cores shared with other jobs)")
     for words in (64, 256):
-        with limited_threads(1):
-            clfs = {b: BoWClassifier(vocabulary_size=words, backend=b, random_state=0).fit(images, y)
-                    for b in ("numba", "opencv")}
-            feats = {b: c._extract(images) for b, c in clfs.items()}
-            fns = {
-                "ours: extract": lambda: clfs["numba"]._extract(images),
-                "ours: encode": lambda: clfs["numba"]._encode(feats["numba"]),
-                "ours: transform": lambda: clfs["numba"].transform(images),
-                "opencv: extract": lambda: clfs["opencv"]._extract(images),
-                "opencv: transform": lambda: clfs["opencv"].transform(images),
-            }
-            t = interleaved(fns, rounds)
-        print(f"\n{words} words (median [min..max] of {rounds} rounds)")
-        for name, ts in t.items():
-            print(f"  {name:<20}{summary(ts)}")
-        med = {k: float(np.median(v)) for k, v in t.items()}
-        print(f"  encode / our extract          {med['ours: encode'] / med['ours: extract']:.2f}")
-        print(f"  transform: opencv / ours      {med['opencv: transform'] / med['ours: transform']:.2f}x")
-        per_round = np.asarray(t["opencv: transform"]) / np.asarray(t["ours: transform"])
-        print(f"  (per-round ratios {per_round.min():.2f}..{per_round.max():.2f})")
+        report(words, measure(images, y, words, rounds), rounds)
     return 0
 
 

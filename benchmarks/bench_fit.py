@@ -8,8 +8,9 @@ scikit-learn ``MiniBatchKMeans`` (its defaults, ``random_state=0``) -> hard-assi
 ``SVC(kernel="precomputed")`` on the histogram-intersection Gram matrix. Ours:
 ``BoWClassifier(vocabulary_size=V, random_state=0)`` (our SIFT, rank mapping, intersection kernel).
 Both with the same vocabulary size and C = 3, on the demo's generated scenes (``bowlrp.app.scenes``:
-polygons vs circles, with distractors), fitted on one half and scored on the other. Each fit is timed per stage (ours: inside ``fit`` itself, by
-wrapping the functions it calls); rounds alternate; medians and spreads (min..max) are printed.
+polygons vs circles, with distractors), fitted on one half and scored on the other. Each fit is
+timed per stage (ours: inside ``fit`` itself, by wrapping the functions it calls); rounds alternate;
+medians and spreads (min..max) are printed.
 Threads: each library's defaults (the machine has 2 cores shared with other jobs).
 """
 
