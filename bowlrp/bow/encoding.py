@@ -103,6 +103,11 @@ def _map_rows(descriptors, prototypes, proto_sq_norms, mapping, rank_base, rank_
     """CSR arrays ``(indptr, indices, data)`` of the mapping of ``descriptors`` (M, D), columns shifted
     by ``offset``. The distances are those of :func:`~bowlrp.bow.vocabulary.squared_distances`."""
     M, V = descriptors.shape[0], prototypes.shape[0]
+    sq_norms = np.einsum("md,md->m", descriptors, descriptors)
+    if not np.all(np.isfinite(sq_norms)):  # NaN or inf in a descriptor (or an overflowing norm)
+        bad = int(np.flatnonzero(~np.isfinite(sq_norms))[0])
+        raise ValueError(f"descriptor {bad} contains NaN or infinite values (or values too large to "
+                         "square); descriptors must be finite")
     if mapping == "soft":
         d2 = squared_distances(descriptors, prototypes, proto_sq_norms)
         # softmax of -beta d2, shifted by the row minimum so that the largest term is exp(0) = 1;
@@ -119,7 +124,6 @@ def _map_rows(descriptors, prototypes, proto_sq_norms, mapping, rank_base, rank_
     if M:
         # the distance formula is evaluated row by row inside the selection kernel
         products = descriptors @ prototypes.T
-        sq_norms = np.einsum("md,md->m", descriptors, descriptors)
         _k.rank_from_products(products, sq_norms, proto_sq_norms, n, values, offset, indices, data)
     return np.arange(0, M * n + 1, n, dtype=np.int64), indices, data
 

@@ -260,3 +260,12 @@ def test_general_p_pooling_is_bit_identical_to_the_numpy_version(p):
         dense = rng.random((rows, 6)) * (rng.random((rows, 6)) < 0.7)
         dense[:, 4] = 0.0
         assert np.array_equal(pool(sp.csr_matrix(dense), p), _pool_as_before(dense, p))
+
+
+@pytest.mark.parametrize("mapping", ["hard", "rank", "soft"])
+def test_non_finite_descriptors_are_a_clear_error(mapping):
+    desc = np.array([[0.5], [np.nan], [1.0]])
+    with pytest.raises(ValueError, match="descriptor 1 contains NaN or infinite"):
+        encode(_features(desc, [0, 0, 0]), [B], mapping=mapping)
+    with pytest.raises(ValueError, match="descriptor 0 contains NaN or infinite"):
+        map_descriptors(np.array([[np.inf]]), B, mapping)
