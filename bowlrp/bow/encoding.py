@@ -141,6 +141,7 @@ def map_descriptors(descriptors, prototypes, mapping="rank", rank_base=2.0, rank
     """
     check_mapping(mapping, rank_base, rank_n, soft_beta)
     prototypes = np.asarray(prototypes, dtype=np.float64)
+    _check_prototypes(prototypes, "prototypes")
     M, V = np.asarray(descriptors).shape[0], prototypes.shape[0]
     if M == 0:
         return sp.csr_matrix((0, V))
@@ -193,7 +194,15 @@ def _pool_csr(csr, offset, p, out):
 def _prototypes(vocabularies):
     """(prototypes, their squared norms) per channel: computed once for a batch."""
     prototypes = [np.asarray(getattr(v, "cluster_centers_", v), dtype=np.float64) for v in vocabularies]
+    for u, b in enumerate(prototypes):
+        _check_prototypes(b, f"vocabulary {u}")
     return [(b, np.einsum("vd,vd->v", b, b)) for b in prototypes]
+
+
+def _check_prototypes(b, name):
+    if b.ndim != 2 or b.shape[0] == 0 or not np.all(np.isfinite(b)):
+        raise ValueError(f"{name} must be a non-empty finite (V, D) array of prototypes, got shape {b.shape}"
+                         + ("" if b.ndim != 2 or b.shape[0] == 0 else " with NaN or infinite values"))
 
 
 def _encode_one(features, prototypes, mapping, rank_base, rank_n, soft_beta, p, normalize):

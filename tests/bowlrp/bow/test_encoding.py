@@ -269,3 +269,10 @@ def test_non_finite_descriptors_are_a_clear_error(mapping):
         encode(_features(desc, [0, 0, 0]), [B], mapping=mapping)
     with pytest.raises(ValueError, match="descriptor 0 contains NaN or infinite"):
         map_descriptors(np.array([[np.inf]]), B, mapping)
+
+
+def test_empty_or_non_finite_vocabularies_are_a_clear_error():
+    with pytest.raises(ValueError, match="vocabulary 0 must be a non-empty"):
+        encode(_features([[0.5]], [0]), [np.zeros((0, 1))])
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        map_descriptors(np.array([[0.5]]), np.array([[np.nan]]), "rank")
