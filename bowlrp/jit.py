@@ -17,12 +17,14 @@ Threads: one size rule, one limiter, one batch runner.
 * :func:`limited_threads` is the only way the project changes thread counts (numba's and BLAS/OpenMP's
   through threadpoolctl), and it always restores them.
 * :func:`parallel_map` runs the images of a batch on threads; inside it every kernel runs its serial
-  build and BLAS runs one thread, so the threads never nest.
+  build and BLAS runs one thread, so the threads never nest. :func:`split_batch` does the same for
+  a batch array (a network's forward or LRP pass).
 * numba's OpenMP workers wait passively (``OMP_WAIT_POLICY=PASSIVE`` unless the user set a policy):
   with the default policy they busy-wait after every parallel region and steal the cores from the
-  BLAS threads of the next matrix product (VGG-style forward, 2 cores: 345 ms with 2 numba and 2 BLAS
-  threads against 283 ms with one of each). This must happen before numba starts its OpenMP runtime,
-  which it does lazily at the first parallel region, hence at import of this module.
+  BLAS threads of the next matrix product (VGG-style forward, 2 cores: 375 ms with 2 numba and 2 BLAS
+  threads against 261 ms with one of each; 198 ms against 227 ms with passive waiting). This must
+  happen before numba starts its OpenMP runtime, which it does lazily at the first parallel region,
+  hence at import of this module.
 
 Kernels are private functions in a ``_kernels.py`` module that take arrays and write into
 preallocated outputs; the public wrappers validate input. Each kernel has a slow numpy twin in the
