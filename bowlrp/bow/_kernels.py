@@ -1,8 +1,10 @@
-"""Numba kernels of the BoW branch: Gram matrices and per-dimension kernel contributions.
+"""Numba kernels of the BoW branch: Gram matrices, per-dimension kernel contributions and the
+gradient of a kernel expansion (the Taylor step).
 
 Private: these functions take validated, C-contiguous float64 arrays and write into preallocated
-outputs. The public wrappers live in :mod:`bowlrp.bow.kernels`; each kernel here has a numpy twin in
-``tests/bowlrp/test_kernels.py``.
+outputs. The public wrappers live in :mod:`bowlrp.bow.kernels`, whose registry is the only place that
+maps kernel names to the codes below; each kernel here has a numpy twin in
+``tests/bowlrp/bow/test_kernels.py`` (the gradient's in ``test_decompose.py``).
 
 Layout choice (why ``YT`` is transposed): for a fixed row ``x_i`` the kernels loop over the
 dimensions ``d`` and, inside, over the columns ``j`` of ``YT[d, :]``. The inner loop is then a plain
@@ -12,7 +14,7 @@ order d = 0, 1, 2, ... so results do not depend on the number of threads. Dimens
 ``x_id == 0`` are skipped for the histogram kernels, where their terms are exactly zero for
 non-negative inputs; BoW histograms are often sparse, so this is a large saving.
 
-Kernel codes (``kind``):
+Kernel codes (``kind``, the ``code`` of the built-in entries of the registry):
 
 ====  ==============  =========================================================
 code  name            per-channel value
@@ -185,3 +187,43 @@ def _dimension_contributions(SVT, coef, X, dim_weights, kind, out):
 
 dimension_contributions_kernel, dimension_contributions_kernel_serial = jit_both(
     _dimension_contributions, error_model="numpy")
+
+
+@jit_serial(error_model="numpy")
+def expansion_gradient(z, S, coef, bounds, weights, kind, gamma, out):
+    """out[d] = df/dz_d at one point z of f(z) = sum_u weights[u] sum_i coef[i] k_u(S[i], z).
+
+    For the differentiable kinds (LINEAR, EXP_CHI2, RBF). exp-chi2: dk/dz_d = k gamma (4 s_d^2 /
+    (s_d + z_d)^2 - 1), the fraction 0 where s_d = z_d = 0; RBF: dk/dz_d = 2 gamma k (s_d - z_d);
+    linear: s_d. Serial: the Taylor step calls it on one point at a time.
+    """
+    for d in range(out.shape[0]):
+        out[d] = 0.0
+    for u in range(bounds.shape[0] - 1):
+        lo = bounds[u]
+        hi = bounds[u + 1]
+        for i in range(S.shape[0]):
+            s = S[i]
+            if kind == LINEAR:
+                w = weights[u] * coef[i]
+                for d in range(lo, hi):
+                    out[d] += w * s[d]
+                continue
+            acc = 0.0
+            for d in range(lo, hi):
+                diff = s[d] - z[d]
+                if kind == EXP_CHI2:
+                    den = s[d] + z[d]
+                    if den > 0.0:
+                        acc += diff * diff / den
+                else:
+                    acc += diff * diff
+            w = weights[u] * coef[i] * math.exp(-gamma * acc)
+            if kind == EXP_CHI2:
+                for d in range(lo, hi):
+                    den = s[d] + z[d]
+                    frac = 4.0 * s[d] * s[d] / (den * den) if den > 0.0 else 0.0
+                    out[d] += w * gamma * (frac - 1.0)
+            else:
+                for d in range(lo, hi):
+                    out[d] += 2.0 * gamma * w * (s[d] - z[d])

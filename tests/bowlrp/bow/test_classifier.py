@@ -94,14 +94,14 @@ def test_decision_function_is_b_plus_sum_a_k_from_attributes(faces, params):
     got = clf.decision_function(Xt[:20])
     np.testing.assert_allclose(got.reshape(want.shape), want, rtol=0, atol=1e-10)
     # the internal path the explanation uses gives the very same numbers
-    encodings = clf._encode(clf._extract(Xt[:20]))
+    encodings = clf.encode_features(clf.extract_features(Xt[:20]))
     assert np.array_equal(np.stack([e.x for e in encodings]), bows)
-    assert np.array_equal(clf._decision_from_bows(bows).reshape(got.shape), got)
+    assert np.array_equal(clf.decision_from_bows(bows).reshape(got.shape), got)
     assert np.array_equal(clf.train_bows_, clf.transform(X[:60]))
 
 
 def test_encodings_follow_the_contract(fitted, faces):
-    enc = fitted._encode(fitted._extract(faces[2][:3]))
+    enc = fitted.encode_features(fitted.extract_features(faces[2][:3]))
     V = fitted.support_vectors_.shape[1]
     for e in enc:
         assert e.mapping.shape[1] == V and e.x.shape == (V,) and e.p == 1.0
@@ -130,7 +130,7 @@ def test_sklearn_contract(fitted, faces):
     with pytest.raises(NotFittedError):
         twin.predict(Xt[:2])
     with pytest.raises(NotFittedError):
-        twin._decision_from_bows(np.zeros((1, 16)))
+        twin.decision_from_bows(np.zeros((1, 16)))
     assert twin.fit(X[:40], y[:40]) is twin
     assert fitted.predict(Xt).shape == (len(Xt),)
     assert set(fitted.predict(Xt)) <= set(fitted.classes_)
@@ -222,4 +222,4 @@ def test_predicting_bad_images_raises(fitted):
     with pytest.raises(ValueError, match="smaller than one descriptor"):
         fitted.decision_function([np.zeros((5, 5))])
     with pytest.raises(ValueError, match="BoW vectors must have shape"):
-        fitted._decision_from_bows(np.zeros((2, 3)))
+        fitted.decision_from_bows(np.zeros((2, 3)))

@@ -196,8 +196,8 @@ def test_binary_negative_class_is_the_negated_map(faces):
 def test_list_of_targets_extracts_features_once(faces, monkeypatch):
     clf = fitted("intersection", faces)
     calls = []
-    original = clf._extract
-    monkeypatch.setattr(clf, "_extract", lambda images: calls.append(len(images)) or original(images))
+    original = clf.extract_features
+    monkeypatch.setattr(clf, "extract_features", lambda images: calls.append(len(images)) or original(images))
     images = faces[2][:4]
     maps = clf.explain(images, target=[1, 0])
     assert calls == [4]

@@ -1,0 +1,134 @@
+"""One SVM output as a kernel expansion: the object the score -> BoW step decomposes.
+
+f(z) = b + sum_i a_i sum_u beta_u k_u(x_i[u], z[u]). Its values come from the same engine as
+``BoWClassifier.decision_function`` (:func:`bowlrp.bow.kernels.gram`), its per-dimension terms
+from :func:`bowlrp.bow.kernels.dimension_contributions` and its gradient from
+:func:`bowlrp.bow.kernels.expansion_gradient`: what a kernel is lives in the kernel registry only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from bowlrp.bow.kernels import dimension_contributions, expansion_gradient, gram, kernel_spec
+from bowlrp.validation import check_channel_slices, check_channel_weights
+
+__all__ = ["KernelExpansion"]
+
+
+@dataclass
+class KernelExpansion:
+    """One SVM output as a kernel expansion f(z) = b + sum_i a_i sum_u beta_u k_u(x_i[u], z[u]).
+
+    One row of ``dual_coef_`` and one ``intercept_`` of a fitted
+    :class:`~bowlrp.bow.classifier.BoWClassifier` (see its :meth:`kernel_expansion`), with the
+    kernel, its ``gamma`` and the channel layout. ``negated()`` gives -f (the negative class of a
+    binary problem).
+
+    Parameters
+    ----------
+    kernel : str
+        A name of the kernel registry (:mod:`bowlrp.bow.kernels`): sum-decomposable kernels are
+        explained exactly, differentiable ones by a Taylor step.
+    support_vectors : ndarray of shape (n_sv, V)
+    coef : ndarray of shape (n_sv,)
+        a_i = y_i alpha_i.
+    intercept : float
+    gamma : float, optional
+        Bandwidth of the kernels that have one (default 1.0, as in :func:`bowlrp.bow.kernels.gram`).
+    channel_slices : list of slice, optional
+        Dimensions of each channel (one channel by default); normalised to a list of slices.
+    channel_weights : array-like of shape (n_channels,), optional
+        beta_u (ones by default); normalised to a float array.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from bowlrp.bow.decompose import KernelExpansion
+    >>> f = KernelExpansion("linear", np.array([[1.0, 0.0], [0.0, 2.0]]), np.array([1.0, -1.0]), 0.5)
+    >>> f.decision(np.array([[1.0, 1.0]]))
+    array([-0.5])
+    """
+
+    kernel: str
+    support_vectors: np.ndarray
+    coef: np.ndarray
+    intercept: float
+    gamma: float | None = None
+    channel_slices: list | None = None
+    channel_weights: np.ndarray | None = None
+
+    def __post_init__(self):
+        spec = kernel_spec(self.kernel)
+        sv = np.asarray(self.support_vectors, dtype=np.float64)
+        if sv.ndim != 2:
+            raise ValueError(f"support_vectors must be 2-D (n_sv, V), got shape {sv.shape}")
+        coef = np.asarray(self.coef, dtype=np.float64).ravel()
+        if coef.size != sv.shape[0]:
+            raise ValueError(f"got {coef.size} coefficients for {sv.shape[0]} support vectors")
+        if not (np.all(np.isfinite(sv)) and np.all(np.isfinite(coef))):
+            raise ValueError("support vectors or coefficients contain NaN or inf")
+        if not spec.signed and sv.size and sv.min() < 0:
+            raise ValueError(f"kernel {self.kernel!r} needs non-negative support vectors")
+        self.support_vectors, self.coef = np.ascontiguousarray(sv), np.ascontiguousarray(coef)
+        self.intercept = float(self.intercept)
+        if spec.uses_gamma:
+            if self.gamma is None:
+                self.gamma = 1.0  # the default of bowlrp.bow.kernels.gram (and of scikit-learn's chi2_kernel)
+            if not np.isfinite(self.gamma) or self.gamma <= 0:
+                raise ValueError(f"kernel {self.kernel!r} needs a positive finite gamma, got {self.gamma}")
+            self.gamma = float(self.gamma)
+        self.channel_slices = check_channel_slices(self.channel_slices, sv.shape[1])
+        self.channel_weights = check_channel_weights(self.channel_weights, len(self.channel_slices))
+
+    @property
+    def n_dims(self) -> int:
+        """V, the length of the BoW vector."""
+        return self.support_vectors.shape[1]
+
+    @property
+    def exact(self) -> bool:
+        """True when the kernel is sum-decomposable (Eq 24); otherwise the Taylor step explains it."""
+        return kernel_spec(self.kernel).exact
+
+    def negated(self) -> KernelExpansion:
+        """The expansion of -f."""
+        return KernelExpansion(self.kernel, self.support_vectors, -self.coef, -self.intercept,
+                               self.gamma, self.channel_slices, self.channel_weights)
+
+    def check_points(self, Z) -> np.ndarray:
+        """Z as a float (n, V) array of points this expansion accepts (one point may be given as (V,))."""
+        Z = np.asarray(Z, dtype=np.float64)
+        if Z.ndim == 1:
+            Z = Z[None, :]
+        if Z.ndim != 2 or Z.shape[1] != self.n_dims:
+            raise ValueError(f"BoW vectors must have {self.n_dims} dimensions, got shape {Z.shape}")
+        if not np.all(np.isfinite(Z)):
+            raise ValueError("BoW vectors contain NaN or inf")
+        if not kernel_spec(self.kernel).signed and Z.size and Z.min() < 0:
+            raise ValueError(f"kernel {self.kernel!r} needs non-negative BoW vectors; got negative values")
+        return Z
+
+    def _kernel_kwargs(self):
+        return dict(gamma=self.gamma, weights=self.channel_weights, slices=self.channel_slices)
+
+    def decision(self, Z) -> np.ndarray:
+        """f(z) for each row of Z, shape (n,): the Gram engine of ``decision_function``."""
+        Z = self.check_points(Z)
+        return gram(self.kernel, Z, self.support_vectors, **self._kernel_kwargs()) @ self.coef + self.intercept
+
+    def contributions(self, X) -> np.ndarray:
+        """(n, V) with [j, d] = beta_u(d) sum_i a_i k_d(x_id, X_jd) (sum-decomposable kernels)."""
+        if not self.exact:
+            raise ValueError(f"kernel {self.kernel!r} is not sum-decomposable; use the Taylor path")
+        return dimension_contributions(self.kernel, self.support_vectors, self.coef, self.check_points(X),
+                                       weights=self.channel_weights, slices=self.channel_slices)[0]
+
+    def gradient(self, z) -> np.ndarray:
+        """Gradient of f at one point z, shape (V,) (see :func:`bowlrp.bow.kernels.expansion_gradient`)."""
+        z = self.check_points(z)
+        if z.shape[0] != 1:
+            raise ValueError("gradient takes one point")
+        return expansion_gradient(self.kernel, z[0], self.support_vectors, self.coef, **self._kernel_kwargs())
