@@ -190,40 +190,43 @@ dimension_contributions_kernel, dimension_contributions_kernel_serial = jit_both
 
 
 @jit_serial(error_model="numpy")
-def expansion_gradient(z, S, coef, bounds, weights, kind, gamma, out):
-    """out[d] = df/dz_d at one point z of f(z) = sum_u weights[u] sum_i coef[i] k_u(S[i], z).
+def expansion_gradient(Z, S, coef, bounds, weights, kind, gamma, out):
+    """out[k, d] = df/dz_d at the point Z[k] of f(z) = sum_u weights[u] sum_i coef[i] k_u(S[i], z).
 
     For the differentiable kinds (LINEAR, EXP_CHI2, RBF). exp-chi2: dk/dz_d = k gamma (4 s_d^2 /
     (s_d + z_d)^2 - 1), the fraction 0 where s_d = z_d = 0; RBF: dk/dz_d = 2 gamma k (s_d - z_d);
-    linear: s_d. Serial: the Taylor step calls it on one point at a time.
+    linear: s_d. Serial and row by row: each point's gradient does not depend on the other rows.
     """
-    for d in range(out.shape[0]):
-        out[d] = 0.0
-    for u in range(bounds.shape[0] - 1):
-        lo = bounds[u]
-        hi = bounds[u + 1]
-        for i in range(S.shape[0]):
-            s = S[i]
-            if kind == LINEAR:
-                w = weights[u] * coef[i]
+    for k in range(Z.shape[0]):
+        z = Z[k]
+        g = out[k]
+        for d in range(g.shape[0]):
+            g[d] = 0.0
+        for u in range(bounds.shape[0] - 1):
+            lo = bounds[u]
+            hi = bounds[u + 1]
+            for i in range(S.shape[0]):
+                s = S[i]
+                if kind == LINEAR:
+                    w = weights[u] * coef[i]
+                    for d in range(lo, hi):
+                        g[d] += w * s[d]
+                    continue
+                acc = 0.0
                 for d in range(lo, hi):
-                    out[d] += w * s[d]
-                continue
-            acc = 0.0
-            for d in range(lo, hi):
-                diff = s[d] - z[d]
+                    diff = s[d] - z[d]
+                    if kind == EXP_CHI2:
+                        den = s[d] + z[d]
+                        if den > 0.0:
+                            acc += diff * diff / den
+                    else:
+                        acc += diff * diff
+                w = weights[u] * coef[i] * math.exp(-gamma * acc)
                 if kind == EXP_CHI2:
-                    den = s[d] + z[d]
-                    if den > 0.0:
-                        acc += diff * diff / den
+                    for d in range(lo, hi):
+                        den = s[d] + z[d]
+                        frac = 4.0 * s[d] * s[d] / (den * den) if den > 0.0 else 0.0
+                        g[d] += w * gamma * (frac - 1.0)
                 else:
-                    acc += diff * diff
-            w = weights[u] * coef[i] * math.exp(-gamma * acc)
-            if kind == EXP_CHI2:
-                for d in range(lo, hi):
-                    den = s[d] + z[d]
-                    frac = 4.0 * s[d] * s[d] / (den * den) if den > 0.0 else 0.0
-                    out[d] += w * gamma * (frac - 1.0)
-            else:
-                for d in range(lo, hi):
-                    out[d] += 2.0 * gamma * w * (s[d] - z[d])
+                    for d in range(lo, hi):
+                        g[d] += 2.0 * gamma * w * (s[d] - z[d])

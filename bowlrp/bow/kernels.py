@@ -49,6 +49,7 @@ __all__ = [
     "kernel_spec",
     "check_kernel",
     "gram",
+    "KernelColumns",
     "dimension_contributions",
     "expansion_gradient",
     "channel_bounds",
@@ -232,30 +233,35 @@ def gram(kernel, X, Y=None, gamma=None, weights=None, slices=None, block_rows=25
     spec = kernel_spec(kernel)
     gamma = _check_gamma(kernel, gamma)
     X = _check_matrix(X, "X", kernel)
-    symmetric = Y is None
-    Y = X if symmetric else _check_matrix(Y, "Y", kernel, n_features=X.shape[1])
+    if Y is not None:
+        Y = _check_matrix(Y, "Y", kernel, n_features=X.shape[1])
+        return KernelColumns(kernel, Y, gamma, weights, slices).rows(X, block_rows, verbose, checked=True)
     bounds = channel_bounds(X.shape[1], slices)
     weights = check_channel_weights(weights, bounds.shape[0] - 1)
     if spec.code is None:
-        return _numpy_gram(spec, X, Y, gamma, weights, bounds)
+        return _numpy_gram(spec, X, X, gamma, weights, bounds)
     if spec.code == _kernels.HELLINGER:  # sqrt once per entry instead of once per pair
         X = np.sqrt(X)
-        Y = X if symmetric else np.sqrt(Y)
-    n, m = X.shape[0], Y.shape[0]
+    sx = np.zeros((X.shape[0], bounds.shape[0] - 1))
+    if spec.code == _kernels.EXP_CHI2:
+        _kernels._channel_sums(X, bounds, sx)
+    out = _fill(kernel, X, np.ascontiguousarray(X.T), bounds, weights, spec.code, gamma, sx, sx, True,
+                block_rows, verbose)
+    lower = np.tril_indices(X.shape[0], -1)
+    out[lower] = out.T[lower]
+    return out
+
+
+def _fill(kernel, X, YT, bounds, weights, code, gamma, sx, sy, symmetric, block_rows, verbose):
+    """Run the numba Gram kernel over blocks of rows (serial or parallel by the amount of work)."""
+    n, m = X.shape[0], YT.shape[1]
     out = np.empty((n, m))
     if n == 0 or m == 0:
         return out
-    YT = np.ascontiguousarray(Y.T)
-    sx = np.zeros((n, bounds.shape[0] - 1))
-    sy = sx if symmetric else np.zeros((m, bounds.shape[0] - 1))
-    if spec.code == _kernels.EXP_CHI2:
-        _kernels._channel_sums(X, bounds, sx)
-        if not symmetric:
-            _kernels._channel_sums(Y, bounds, sy)
-    code = spec.code
     start = time.perf_counter()
-    for r0 in range(0, n, max(1, int(block_rows))):
-        r1 = min(n, r0 + max(1, int(block_rows)))
+    step = max(1, int(block_rows))
+    for r0 in range(0, n, step):
+        r1 = min(n, r0 + step)
         # threads only pay off beyond ~10^7 kernel terms (measured on 2 cores)
         work = (r1 - r0) * m * X.shape[1] / (2 if symmetric else 1)
         kernel_fn = _kernels.gram_kernel if work >= _PARALLEL_MIN_WORK else _kernels.gram_kernel_serial
@@ -263,10 +269,64 @@ def gram(kernel, X, Y=None, gamma=None, weights=None, slices=None, block_rows=25
         if verbose:
             print(f"[bowlrp] {kernel} Gram rows {r1}/{n} ({time.perf_counter() - start:.1f} s)",
                   file=sys.stderr, flush=True)
-    if symmetric:
-        lower = np.tril_indices(n, -1)
-        out[lower] = out.T[lower]
     return out
+
+
+class KernelColumns:
+    """The fixed columns Y of kernel matrices K(X, Y) (e.g. support vectors), prepared once.
+
+    Validated, transposed and summed per channel once, so that many calls of :meth:`rows` (an SVM's
+    decision function, the Taylor root search) pay only for their rows. ``rows(X)`` gives the same
+    numbers as ``gram(kernel, X, Y, ...)``, which uses this class itself.
+
+    Parameters
+    ----------
+    kernel : str
+    Y : array-like of shape (m, V)
+    gamma, weights, slices : optional
+        As in :func:`gram`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from bowlrp.bow.kernels import KernelColumns
+    >>> cols = KernelColumns("intersection", np.array([[0.5, 0.5], [1.0, 0.0]]))
+    >>> cols.rows(np.array([[0.25, 0.75]]))
+    array([[0.75, 0.25]])
+    """
+
+    def __init__(self, kernel, Y, gamma=None, weights=None, slices=None):
+        self.kernel = kernel
+        self.spec = kernel_spec(kernel)
+        self.gamma = _check_gamma(kernel, gamma)
+        self.Y = _check_matrix(Y, "Y", kernel)
+        self.bounds = channel_bounds(self.Y.shape[1], slices)
+        self.weights = check_channel_weights(weights, self.bounds.shape[0] - 1)
+        if self.spec.code is not None:
+            Yk = np.sqrt(self.Y) if self.spec.code == _kernels.HELLINGER else self.Y
+            self._YT = np.ascontiguousarray(Yk.T)
+            self._sy = np.zeros((Yk.shape[0], self.bounds.shape[0] - 1))
+            if self.spec.code == _kernels.EXP_CHI2:
+                _kernels._channel_sums(Yk, self.bounds, self._sy)
+
+    @property
+    def n_features(self) -> int:
+        """V, the dimensions of every row and column."""
+        return self.Y.shape[1]
+
+    def rows(self, X, block_rows=256, verbose=False, checked=False):
+        """K(X, Y) of shape (n, m); ``checked=True`` skips validating X (already a valid float array)."""
+        if not checked:
+            X = _check_matrix(X, "X", self.kernel, n_features=self.n_features)
+        if self.spec.code is None:
+            return _numpy_gram(self.spec, X, self.Y, self.gamma, self.weights, self.bounds)
+        if self.spec.code == _kernels.HELLINGER:
+            X = np.sqrt(X)
+        sx = np.zeros((X.shape[0], self.bounds.shape[0] - 1))
+        if self.spec.code == _kernels.EXP_CHI2:
+            _kernels._channel_sums(X, self.bounds, sx)
+        return _fill(self.kernel, X, self._YT, self.bounds, self.weights, self.spec.code, self.gamma, sx,
+                     self._sy, False, block_rows, verbose)
 
 
 def dimension_contributions(kernel, SV, coef, X, weights=None, slices=None):
@@ -326,8 +386,8 @@ def dimension_contributions(kernel, SV, coef, X, weights=None, slices=None):
     return out
 
 
-def expansion_gradient(kernel, z, SV, coef, gamma=None, weights=None, slices=None):
-    """Gradient at one point z of f(z) = sum_u weights[u] sum_i coef[i] k_u(SV[i, slice_u], z[slice_u]).
+def expansion_gradient(kernel, Z, SV, coef, gamma=None, weights=None, slices=None):
+    """Gradient of f(z) = sum_u weights[u] sum_i coef[i] k_u(SV[i, slice_u], z[slice_u]) at points Z.
 
     The Taylor step (Eq 25) of differentiable kernels (and of ``"linear"``). exp-chi2:
     dk/dz_d = k(x_i, z) gamma (4 x_id^2 / (x_id + z_d)^2 - 1), the fraction being 0 when
@@ -336,7 +396,8 @@ def expansion_gradient(kernel, z, SV, coef, gamma=None, weights=None, slices=Non
     Parameters
     ----------
     kernel : str
-    z : array-like of shape (V,)
+    Z : array-like of shape (V,) or (k, V)
+        One point or a batch of points (each row's gradient is computed on its own).
     SV : array-like of shape (n_sv, V)
     coef : array-like of shape (n_sv,)
     gamma, weights, slices : optional
@@ -344,25 +405,28 @@ def expansion_gradient(kernel, z, SV, coef, gamma=None, weights=None, slices=Non
 
     Returns
     -------
-    ndarray of shape (V,)
+    ndarray of the shape of ``Z``
     """
     spec = kernel_spec(kernel)
     if not spec.differentiable:
         raise ValueError(f"kernel {kernel!r} is not differentiable; it has no Taylor step")
     gamma = _check_gamma(kernel, gamma)
     SV = _check_matrix(SV, "SV", kernel)
-    z = _check_matrix(np.asarray(z, dtype=np.float64).reshape(1, -1), "z", kernel, n_features=SV.shape[1])[0]
+    Z = np.asarray(Z, dtype=np.float64)
+    one = Z.ndim == 1
+    Z = _check_matrix(Z.reshape(1, -1) if one else Z, "Z", kernel, n_features=SV.shape[1])
     coef = _check_coef(coef, SV.shape[0]).ravel()
     bounds = channel_bounds(SV.shape[1], slices)
     weights = check_channel_weights(weights, bounds.shape[0] - 1)
-    out = np.zeros(SV.shape[1])
+    out = np.zeros(Z.shape)
     if spec.code is None:
         for u in range(bounds.shape[0] - 1):
             sl = slice(bounds[u], bounds[u + 1])
-            out[sl] = weights[u] * (coef @ spec.gradient(z[sl], SV[:, sl], gamma))
-        return out
-    _kernels.expansion_gradient(z, SV, np.ascontiguousarray(coef), bounds, weights, spec.code, gamma, out)
-    return out
+            for k, z in enumerate(Z):
+                out[k, sl] = weights[u] * (coef @ spec.gradient(z[sl], SV[:, sl], gamma))
+    else:
+        _kernels.expansion_gradient(Z, SV, np.ascontiguousarray(coef), bounds, weights, spec.code, gamma, out)
+    return out[0] if one else out
 
 
 def _check_coef(coef, n_sv):

@@ -31,7 +31,7 @@ from bowlrp.bow.decompose.explain import explain_classifier
 from bowlrp.bow.decompose.kernel import bow_relevance, explain_bow
 from bowlrp.bow.decompose.pixels import pixel_relevance
 from bowlrp.bow.decompose.pooling import feature_relevance
-from bowlrp.bow.decompose.taylor import TaylorResult, find_root, taylor_relevance
+from bowlrp.bow.decompose.taylor import TaylorResult, find_root, find_roots, taylor_relevance
 from bowlrp.bow.decompose.tiles import explain_tiles, tile_boxes
 from bowlrp.bow.kernels import KERNELS, REGISTRY
 
@@ -42,6 +42,7 @@ __all__ = [
     "bow_relevance",
     "taylor_relevance",
     "find_root",
+    "find_roots",
     "TaylorResult",
     "explain_bow",
     "feature_relevance",

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bowlrp.bow.kernels import dimension_contributions, expansion_gradient, gram, kernel_spec
+from bowlrp.bow.kernels import KernelColumns, dimension_contributions, expansion_gradient, kernel_spec
 from bowlrp.validation import check_channel_slices, check_channel_weights
 
 __all__ = ["KernelExpansion"]
@@ -54,6 +54,7 @@ class KernelExpansion:
 
     kernel: str
     support_vectors: np.ndarray
+    # (the support vectors laid out once for kernel rows: see __post_init__)
     coef: np.ndarray
     intercept: float
     gamma: float | None = None
@@ -82,6 +83,7 @@ class KernelExpansion:
             self.gamma = float(self.gamma)
         self.channel_slices = check_channel_slices(self.channel_slices, sv.shape[1])
         self.channel_weights = check_channel_weights(self.channel_weights, len(self.channel_slices))
+        self._columns = KernelColumns(self.kernel, self.support_vectors, **self._kernel_kwargs())
 
     @property
     def n_dims(self) -> int:
@@ -115,9 +117,17 @@ class KernelExpansion:
         return dict(gamma=self.gamma, weights=self.channel_weights, slices=self.channel_slices)
 
     def decision(self, Z) -> np.ndarray:
-        """f(z) for each row of Z, shape (n,): the Gram engine of ``decision_function``."""
-        Z = self.check_points(Z)
-        return gram(self.kernel, Z, self.support_vectors, **self._kernel_kwargs()) @ self.coef + self.intercept
+        """f(z) for each row of Z, shape (n,): the Gram engine of ``decision_function``.
+
+        The sum over the support vectors runs row by row (not as one BLAS product), so a point's
+        value never depends on the other rows of Z: the root search evaluates segments in batches.
+        """
+        return self.values(self.check_points(Z))
+
+    def values(self, Z) -> np.ndarray:
+        """f(z) for each row of an already valid float (n, V) array Z (no checks: the root search's
+        inner loop, whose points are convex combinations of checked points)."""
+        return (self._columns.rows(Z, checked=True) * self.coef).sum(axis=1) + self.intercept
 
     def contributions(self, X) -> np.ndarray:
         """(n, V) with [j, d] = beta_u(d) sum_i a_i k_d(x_id, X_jd) (sum-decomposable kernels)."""
@@ -127,8 +137,10 @@ class KernelExpansion:
                                        weights=self.channel_weights, slices=self.channel_slices)[0]
 
     def gradient(self, z) -> np.ndarray:
-        """Gradient of f at one point z, shape (V,) (see :func:`bowlrp.bow.kernels.expansion_gradient`)."""
-        z = self.check_points(z)
-        if z.shape[0] != 1:
-            raise ValueError("gradient takes one point")
-        return expansion_gradient(self.kernel, z[0], self.support_vectors, self.coef, **self._kernel_kwargs())
+        """Gradient of f at one point z (V,), or at each row of a batch (k, V), of the same shape.
+
+        See :func:`bowlrp.bow.kernels.expansion_gradient` for the formulas.
+        """
+        Z = self.check_points(z)
+        out = expansion_gradient(self.kernel, Z, self.support_vectors, self.coef, **self._kernel_kwargs())
+        return out[0] if np.ndim(z) == 1 else out

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from bowlrp.bow.decompose.expansion import KernelExpansion
-from bowlrp.bow.decompose.taylor import find_root
+from bowlrp.bow.decompose.taylor import find_roots
 
 __all__ = ["bow_relevance", "explain_bow"]
 
@@ -78,6 +78,6 @@ def explain_bow(expansion: KernelExpansion, X, candidates=None, n_candidates=16,
         candidate_scores = expansion.decision(candidates)
     # An int seed (or None) seeds every row's draw on its own, so a row's explanation does not depend
     # on the other rows of the batch; a RandomState instance is consumed row after row.
-    results = [find_root(expansion, x, candidates, n_candidates=n_candidates, n_roots=n_roots,
-                         random_state=random_state, candidate_scores=candidate_scores) for x in X]
+    results = find_roots(expansion, X, candidates, n_candidates=n_candidates, n_roots=n_roots,
+                         random_state=random_state, candidate_scores=candidate_scores)
     return np.stack([r.relevance for r in results]) if results else np.zeros((0, X.shape[1])), results

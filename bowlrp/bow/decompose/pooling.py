@@ -88,12 +88,14 @@ def feature_relevance(mapping, bow_rel, p=1.0, channel_slices=None, feature_chan
         w_data = (ratio == 1.0).astype(np.float64)
     else:
         w_data = ratio**p
-    w = sp.csr_matrix((w_data, m.indices, m.indptr), shape=m.shape)
-    col = np.asarray(w.sum(axis=0)).ravel()
+    # col_d = sum_l w_ld and R2_l = sum_d w_ld R3_d / col_d, as plain bincounts over the CSR arrays
+    # (each sums its terms in storage order, as scipy's own products do, without building objects)
+    col = np.bincount(m.indices, weights=w_data, minlength=n_dims)
     covered = colmax > 0  # col >= 1 on these (the maximum itself contributes 1)
     scaled = np.zeros(n_dims)
     scaled[covered] = r3[covered] / col[covered]
-    out = w @ scaled
+    rows = np.repeat(np.arange(n_feat), np.diff(m.indptr))
+    out = np.bincount(rows, weights=w_data * scaled[m.indices], minlength=n_feat)
 
     # Uncovered dimensions: equal split over the channel's features.
     for u, sl in enumerate(slices):

@@ -21,7 +21,7 @@ from bowlrp.bow.decompose.expansion import KernelExpansion
 from bowlrp.bow.kernels import kernel_spec
 from bowlrp.roots import bracketed_roots
 
-__all__ = ["TaylorResult", "taylor_relevance", "find_root"]
+__all__ = ["TaylorResult", "taylor_relevance", "find_root", "find_roots"]
 
 
 @dataclass
@@ -125,49 +125,78 @@ def find_root(expansion: KernelExpansion, x, candidates, n_candidates=16, n_root
     >>> bool(abs(res.f_root) <= 1e-10), bool(abs(res.score - res.relevance.sum() - res.residual) < 1e-12)
     (True, True)
     """
+    return find_roots(expansion, x, candidates, n_candidates, n_roots, tol, max_iter, random_state,
+                      candidate_scores)[0]
+
+
+def find_roots(expansion: KernelExpansion, X, candidates, n_candidates=16, n_roots=1, tol=1e-10,
+               max_iter=200, random_state=None, candidate_scores=None) -> list[TaylorResult]:
+    """:func:`find_root` for every row of X, with one root search over all their segments at once.
+
+    Each row's candidates are drawn as in :func:`find_root` (an int seed seeds every row's draw on
+    its own; a RandomState instance is consumed row after row), and every segment's search depends
+    only on its own values, so a row's result does not depend on the other rows.
+
+    Returns
+    -------
+    list of TaylorResult, one per row of X
+    """
     if not kernel_spec(expansion.kernel).differentiable:
         raise ValueError(f"the Taylor path needs a differentiable kernel, got {expansion.kernel!r}")
     if int(n_candidates) < 1 or int(n_roots) < 1:
         raise ValueError(f"n_candidates and n_roots must be >= 1, got {n_candidates}, {n_roots}")
-    x = expansion.check_points(x)[0]
+    X = expansion.check_points(X)
     C = expansion.check_points(candidates)
     if C.shape[0] == 0:
         raise ValueError("the root search needs at least one candidate BoW vector")
-    fx = float(expansion.decision(x)[0])
-    if fx == 0.0:
-        zero = np.zeros_like(x)
-        return TaylorResult(zero, x.copy(), 0.0, 0.0, 0.0, x[None, :].copy(), -1, True)
     if candidate_scores is None:
         fc = expansion.decision(C)
     else:
         fc = np.asarray(candidate_scores, dtype=np.float64).ravel()
         if fc.shape != (C.shape[0],):
             raise ValueError(f"got {fc.size} candidate scores for {C.shape[0]} candidates")
-    opposite = np.flatnonzero(fc * fx < 0)
-    if opposite.size == 0:
-        # No bracket: expand around the candidate closest to a root (reported via f_root, bracketed).
-        j = int(np.argmin(np.abs(fc)))
-        rel, rho = taylor_relevance(expansion, x, C[j])
-        return TaylorResult(rel, C[j].copy(), float(fc[j]), fx, rho, C[j][None, :].copy(), j, False)
-    rng = check_random_state(random_state)
-    if opposite.size > n_candidates:
-        opposite = np.sort(rng.choice(opposite, size=int(n_candidates), replace=False))
-    Z = C[opposite]
+    fX = expansion.decision(X)
+    results: list = [None] * X.shape[0]
+    rows, picks = [], []  # segments: (row of X, candidate index)
+    for r, (x, fx) in enumerate(zip(X, fX)):
+        if fx == 0.0:
+            zero = np.zeros_like(x)
+            results[r] = TaylorResult(zero, x.copy(), 0.0, 0.0, 0.0, x[None, :].copy(), -1, True)
+            continue
+        opposite = np.flatnonzero(fc * fx < 0)
+        if opposite.size == 0:
+            # No bracket: expand around the candidate closest to a root (reported via f_root, bracketed).
+            j = int(np.argmin(np.abs(fc)))
+            rel, rho = taylor_relevance(expansion, x, C[j])
+            results[r] = TaylorResult(rel, C[j].copy(), float(fc[j]), float(fx), rho, C[j][None, :].copy(),
+                                      j, False)
+            continue
+        if opposite.size > n_candidates:
+            rng = check_random_state(random_state)
+            opposite = np.sort(rng.choice(opposite, size=int(n_candidates), replace=False))
+        rows.append(np.full(opposite.size, r))
+        picks.append(opposite)
+    if not rows:
+        return results
+    rows, picks = np.concatenate(rows), np.concatenate(picks)
+    Xs, Zs = X[rows], C[picks]
 
     def on_segments(a, index):  # f(a x + (1 - a) z) for the segments still searched
-        return expansion.decision(a[:, None] * x[None, :] + (1.0 - a[:, None]) * Z[index])
+        return expansion.values(a[:, None] * Xs[index] + (1.0 - a[:, None]) * Zs[index])
 
     # a = 0 is the candidate (value f(z), opposite sign), a = 1 is x (value f(x))
-    a, _ = bracketed_roots(on_segments, fc[opposite], np.full(opposite.size, fx), tol=tol, max_iter=max_iter)
-    roots = a[:, None] * x[None, :] + (1.0 - a[:, None]) * Z
-    froots = expansion.decision(roots)
-    rels = np.empty_like(roots)
-    for k, r in enumerate(roots):
-        rels[k] = (x - r) * expansion.gradient(r)
-    rhos = fx - rels.sum(axis=1)
-    order = np.argsort(np.abs(rhos), kind="stable")
-    best = order[: int(n_roots)]
-    rel = rels[best].mean(axis=0)
-    k0 = int(order[0])
-    return TaylorResult(rel, roots[k0].copy(), float(froots[k0]), fx, float(fx - rel.sum()),
-                        roots[best].copy(), int(opposite[k0]), True)
+    a, _ = bracketed_roots(on_segments, fc[picks], fX[rows], tol=tol, max_iter=max_iter)
+    roots = a[:, None] * Xs + (1.0 - a[:, None]) * Zs
+    froots = expansion.values(roots)
+    rels = (Xs - roots) * expansion.gradient(roots)
+    for r in np.unique(rows):
+        seg = np.flatnonzero(rows == r)
+        fx = float(fX[r])
+        rhos = fx - rels[seg].sum(axis=1)
+        order = seg[np.argsort(np.abs(rhos), kind="stable")]
+        best = order[: int(n_roots)]
+        rel = rels[best].mean(axis=0)
+        k0 = int(order[0])
+        results[r] = TaylorResult(rel, roots[k0].copy(), float(froots[k0]), fx, float(fx - rel.sum()),
+                                  roots[best].copy(), int(picks[k0]), True)
+    return results

@@ -530,10 +530,10 @@ def test_taylor_kernels_match_numpy_twins():
         return KernelExpansion(names[code], S, coef, intercept, gamma=gamma, channel_slices=slices,
                                channel_weights=weights).decision(Z)
 
-    def fast_gradient(*args):
-        out = np.empty(args[0].shape[0])
-        _kernels.expansion_gradient(*args, out)
-        return out
+    def fast_gradient(z, *args):
+        out = np.empty((1, z.shape[0]))
+        _kernels.expansion_gradient(z[None, :], *args, out)
+        return out[0]
 
     rng = np.random.default_rng(20)
     value_cases, grad_cases = [], []
