@@ -31,13 +31,13 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
 from bowlrp.bow import _kernels
-from bowlrp.validation import check_channel_weights, channel_bounds
+from bowlrp.validation import channel_bounds, check_channel_weights
 
 __all__ = [
     "Kernel",

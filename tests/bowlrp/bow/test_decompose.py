@@ -560,9 +560,9 @@ def test_root_search_matches_a_lock_step_bisection_twin():
         coef = rng.normal(size=9)
         slices, weights = [slice(0, 5), slice(5, 8)], np.array([1.0, 0.7])
         C = rng.random((30, 8))
-        f0 = KernelExpansion(kernel, S, coef, 0.0, gamma=gamma, channel_slices=slices, channel_weights=weights)
-        f = KernelExpansion(kernel, S, coef, -float(np.median(f0.decision(C))), gamma=gamma,
-                            channel_slices=slices, channel_weights=weights)
+        layout = dict(gamma=gamma, channel_slices=slices, channel_weights=weights)
+        f0 = KernelExpansion(kernel, S, coef, 0.0, **layout)
+        f = KernelExpansion(kernel, S, coef, -float(np.median(f0.decision(C))), **layout)
         fc = f.decision(C)
         x = C[0]
         opp = np.flatnonzero(fc * fc[0] < 0)

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from sklearn.exceptions import NotFittedError
 
+from bowlrp.bow.classifier import BoWClassifier
 from bowlrp.bow.decompose import KernelExpansion, bow_relevance, explain_tiles, find_root, tile_boxes
 from bowlrp.heatmap import Heatmap
-from bowlrp.bow.classifier import BoWClassifier
 
 skdata = pytest.importorskip("skimage.data")
 
