@@ -44,7 +44,7 @@ import numpy as np
 from sklearn.base import BaseEstimator
 
 from bowlrp.bow import _sift_kernels as _k
-from bowlrp.validation import check_image, check_images
+from bowlrp.validation import check_image, check_images, to_grey
 
 __all__ = ["LocalFeatures", "DenseSIFT"]
 
@@ -53,7 +53,6 @@ PARALLEL_MIN_PIXELS = 1 << 19  # images at least this large use the parallel ker
 MAX_ABS_PIXEL = 1e100  # far below the float64 overflow of squared gradients (~1e154)
 _COLORS = ("gray", "opponent", "rgb")
 _BACKENDS = ("numba", "opencv")
-_LUMA = np.array([0.299, 0.587, 0.114])
 _OPPONENT = np.array(
     [
         [1.0 / math.sqrt(2.0), -1.0 / math.sqrt(2.0), 0.0],
@@ -202,7 +201,7 @@ def color_planes(image, color):
     if color == "gray":
         if image.ndim == 2:
             return [image]
-        return [np.ascontiguousarray(image @ _LUMA)]
+        return [np.ascontiguousarray(to_grey(image))]
     rgb = image if image.ndim == 3 else np.repeat(image[:, :, None], 3, axis=2)
     if color == "rgb":
         return [np.ascontiguousarray(rgb[:, :, c]) for c in range(3)]
