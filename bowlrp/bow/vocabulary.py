@@ -99,7 +99,7 @@ class VisualVocabulary(TransformerMixin, BaseEstimator):
         self.verbose = verbose
 
     def _check_params(self):
-        """Explicit checks with scikit-learn's public ``check_scalar`` (the package's one validation style)."""
+        """Explicit checks with the public ``check_scalar`` (the one validation style of the package)."""
         for name in ("n_words", "max_descriptors", "n_init", "batch_size"):
             check_scalar(getattr(self, name), name, Integral, min_val=1)
         if self.method not in ("minibatch", "kmeans"):
