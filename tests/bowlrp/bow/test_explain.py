@@ -456,3 +456,21 @@ def test_registry_refuses_incomplete_or_built_in_entries():
     assert "no_term" not in REGISTRY and "no_grad" not in REGISTRY
     with pytest.raises(ValueError, match="unknown kernel"):
         BoWClassifier(kernel="poly").fit([np.zeros((16, 16))] * 2, [0, 1])
+
+
+def test_readme_registry_example_runs_as_written():
+    import pathlib
+    import re
+
+    from bowlrp.bow.kernels import REGISTRY, unregister_kernel
+
+    readme = (pathlib.Path(__file__).resolve().parents[3] / "README.md").read_text()
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", readme, flags=re.S) if "register_kernel(" in b]
+    assert len(blocks) == 1
+    images = list(skdata.lfw_subset())
+    scope = {"images": images, "y": [1] * 100 + [0] * 100, "BoWClassifier": BoWClassifier}
+    try:
+        exec(compile(blocks[0], "README-registry", "exec"), scope)
+        assert "double_min" in REGISTRY
+    finally:
+        unregister_kernel("double_min")
