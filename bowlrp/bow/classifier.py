@@ -18,7 +18,6 @@ from numbers import Integral, Real
 import numpy as np
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.metrics.pairwise import additive_chi2_kernel, euclidean_distances
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d
@@ -82,8 +81,9 @@ class BoWClassifier(ClassifierMixin, BaseEstimator):
         p-means pooling exponent in (0, inf]; 1 = mean pooling, ``np.inf`` = max pooling.
     normalize : bool, default=True
         L1-normalise each channel's BoW vector.
-    kernel : {"intersection", "chi2", "hellinger", "linear", "exp_chi2", "rbf"}, default="intersection"
-        SVM kernel (see :mod:`bowlrp.bow.kernels`).
+    kernel : str, default="intersection"
+        SVM kernel, a name of the kernel registry (:mod:`bowlrp.bow.kernels`): "intersection", "chi2",
+        "hellinger", "linear" (explained exactly), "exp_chi2", "rbf" (Taylor step) or a registered one.
     gamma : float or "auto", default=1.0
         Bandwidth of "exp_chi2" / "rbf"; "auto" uses 1 / (mean training distance). The value used is
         ``gamma_``.
@@ -385,9 +385,7 @@ class BoWClassifier(ClassifierMixin, BaseEstimator):
         bounds = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
         means = []
         for a, b in zip(bounds[:-1], bounds[1:]):
-            part = X[:, a:b]
-            D = -additive_chi2_kernel(part) if self.kernel == "exp_chi2" else euclidean_distances(
-                part, squared=True)
+            D = kernel_spec(self.kernel).pairwise_distance(X[:, a:b])
             means.append(D[np.triu_indices(X.shape[0], 1)].mean())
         mean = float(np.mean(means))
         return 1.0 / mean if mean > 0 else 1.0

@@ -35,6 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from sklearn.metrics.pairwise import additive_chi2_kernel, euclidean_distances
 
 from bowlrp.bow import _kernels
 from bowlrp.validation import channel_bounds, check_channel_weights
@@ -54,6 +55,10 @@ __all__ = [
     "expansion_gradient",
     "channel_bounds",
 ]
+
+
+def _squared_euclidean(X):
+    return euclidean_distances(X, squared=True)
 
 
 @dataclass(frozen=True)
@@ -83,6 +88,9 @@ class Kernel:
     gradient : callable, optional
         ``gradient(z, S, gamma) -> (n_sv, V_u)``: dk(S_i, z)/dz_d of one channel at one point z
         (differentiable kernels without a code).
+    distance : callable, optional
+        ``distance(X) -> (n, n)``: the pairwise distances inside the exponential of a kernel with a
+        bandwidth, whose mean sets ``gamma="auto"`` of ``BoWClassifier`` (default: squared Euclidean).
     """
 
     name: str
@@ -94,6 +102,11 @@ class Kernel:
     term: Callable | None = None
     channel: Callable | None = None
     gradient: Callable | None = None
+    distance: Callable | None = None
+
+    def pairwise_distance(self, X) -> np.ndarray:
+        """The (n, n) distances that set ``gamma="auto"`` (``distance``, or squared Euclidean)."""
+        return (self.distance or _squared_euclidean)(X)
 
     @property
     def differentiable(self) -> bool:
@@ -107,9 +120,10 @@ _BUILT_IN = (
     Kernel("chi2", exact=True, formula="sum_d 2 x_d y_d / (x_d + y_d)", code=_kernels.CHI2),
     Kernel("hellinger", exact=True, formula="sum_d sqrt(x_d y_d)", code=_kernels.HELLINGER),
     Kernel("exp_chi2", exact=False, uses_gamma=True,
-           formula="exp(-gamma sum_d (x_d - y_d)^2 / (x_d + y_d))", code=_kernels.EXP_CHI2),
+           formula="exp(-gamma sum_d (x_d - y_d)^2 / (x_d + y_d))", code=_kernels.EXP_CHI2,
+           distance=lambda X: -additive_chi2_kernel(X)),
     Kernel("rbf", exact=False, signed=True, uses_gamma=True, formula="exp(-gamma ||x - y||^2)",
-           code=_kernels.RBF),
+           code=_kernels.RBF, distance=_squared_euclidean),
 )
 #: name -> Kernel, every kernel known to the package (built-in and registered)
 REGISTRY: dict[str, Kernel] = {k.name: k for k in _BUILT_IN}
