@@ -11,13 +11,12 @@ import cv2
 import joblib
 import numpy as np
 import pytest
+from skimage import data as skdata
 from sklearn.exceptions import NotFittedError
 
 from bowlrp.bow.classifier import BoWClassifier
 from bowlrp.bow.decompose import KernelExpansion, bow_relevance, explain_tiles, find_root, tile_boxes
 from bowlrp.heatmap import Heatmap
-
-skdata = pytest.importorskip("skimage.data")
 
 EXACT = ["linear", "intersection", "chi2", "hellinger"]
 TAYLOR = ["exp_chi2", "rbf"]
