@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from bowlrp.bow import _kernels
+
 __all__ = ["pixel_relevance"]
 
 
@@ -74,13 +76,8 @@ def pixel_relevance(feature_rel, boxes, image_shape) -> np.ndarray:
     keep = area > 0
     density = np.zeros_like(rel)
     density[keep] = rel[keep] / area[keep]
-    # Difference image of shape (H+1, W+1); np.bincount accumulates repeated corners in O(M).
-    stride = width + 1
-    size = (height + 1) * stride
-    diff = np.bincount(y0 * stride + x0, weights=density, minlength=size)
-    diff -= np.bincount(y0 * stride + x1, weights=density, minlength=size)
-    diff -= np.bincount(y1 * stride + x0, weights=density, minlength=size)
-    diff += np.bincount(y1 * stride + x1, weights=density, minlength=size)
-    diff = diff.reshape(height + 1, stride)
-    out = np.cumsum(np.cumsum(diff, axis=0), axis=1)
+    # Difference image of shape (H+1, W+1) and its 2-D cumulative sum, in one numba kernel (O(M + HW))
+    out = np.zeros((height + 1, width + 1))
+    _kernels.spread_boxes(np.ascontiguousarray(y0), np.ascontiguousarray(x0), np.ascontiguousarray(y1),
+                          np.ascontiguousarray(x1), density, out)
     return np.ascontiguousarray(out[:height, :width])

@@ -587,3 +587,29 @@ def test_root_search_matches_a_lock_step_bisection_twin():
             # f is monotone enough near the root that both land within tol / |f'| of each other
             slope = abs(np.dot(f.gradient(res.root), x - z))
             np.testing.assert_allclose(res.root, mid * x + (1 - mid) * z, atol=4 * tol / slope + 1e-12)
+
+
+def _bincount_pixels(rel, boxes, shape):
+    """Numpy twin of the pixel kernel: four bincounts of the corners and two cumulative sums."""
+    H, W = shape
+    b = np.clip(np.asarray(boxes, np.int64), 0, [H, W, H, W])
+    y0, x0, y1, x1 = b.T
+    area = (y1 - y0) * (x1 - x0)
+    density = np.where(area > 0, rel / np.maximum(area, 1), 0.0)
+    stride, size = W + 1, (H + 1) * (W + 1)
+    diff = np.bincount(y0 * stride + x0, weights=density, minlength=size)
+    diff -= np.bincount(y0 * stride + x1, weights=density, minlength=size)
+    diff -= np.bincount(y1 * stride + x0, weights=density, minlength=size)
+    diff += np.bincount(y1 * stride + x1, weights=density, minlength=size)
+    return np.cumsum(np.cumsum(diff.reshape(H + 1, stride), axis=0), axis=1)[:H, :W]
+
+
+def test_pixel_kernel_matches_its_numpy_twin_bit_for_bit():
+    from tests.kernel_twins import assert_matches_twin
+
+    rng = np.random.default_rng(22)
+    cases = []
+    for shape, step, side in [((37, 53), 4, 16), ((16, 16), 3, 12), ((5, 80), 2, 8)]:
+        boxes = dense_grid_boxes(shape, step, side)
+        cases.append((rng.normal(size=len(boxes)), boxes, shape))
+    assert_matches_twin(pixel_relevance, _bincount_pixels, cases, rtol=0, atol=0)
