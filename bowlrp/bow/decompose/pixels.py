@@ -27,13 +27,9 @@ def _check_boxes(boxes, n_features: int, image_shape) -> tuple[np.ndarray, tuple
     height, width = int(image_shape[0]), int(image_shape[1])
     if height <= 0 or width <= 0:
         raise ValueError(f"image_shape must be positive, got {(height, width)}")
-    boxes = boxes.astype(np.int64)
     # Clip to the image (EXTENSION: |area(l)| counts the clipped pixels), so border features conserve.
-    y0 = np.clip(boxes[:, 0], 0, height)
-    x0 = np.clip(boxes[:, 1], 0, width)
-    y1 = np.clip(boxes[:, 2], 0, height)
-    x1 = np.clip(boxes[:, 3], 0, width)
-    return np.stack([y0, x0, y1, x1], axis=1), (height, width)
+    clipped = np.clip(boxes.astype(np.int64), 0, np.array([height, width, height, width], dtype=np.int64))
+    return clipped, (height, width)
 
 
 def pixel_relevance(feature_rel, boxes, image_shape) -> np.ndarray:

@@ -56,8 +56,13 @@ def feature_relevance(mapping, bow_rel, p=1.0, channel_slices=None, feature_chan
     array([1.1, 1.1, 3.1])
     """
     p = check_p(p)
-    m = sp.csr_matrix(mapping, dtype=np.float64, copy=True)  # never touch the caller's Encoding
-    m.sum_duplicates()
+    m = mapping
+    canonical = (sp.issparse(m) and m.format == "csr" and m.dtype == np.float64 and m.has_canonical_format
+                 and np.all(m.data != 0))
+    if not canonical:  # (an Encoding's mapping is canonical already: read as it is, never modified)
+        m = sp.csr_matrix(mapping, dtype=np.float64, copy=True)  # never touch the caller's Encoding
+        m.sum_duplicates()
+        m.eliminate_zeros()
     n_feat, n_dims = m.shape
     r3 = np.asarray(bow_rel, dtype=np.float64).ravel()
     if r3.size != n_dims:
@@ -78,7 +83,6 @@ def feature_relevance(mapping, bow_rel, p=1.0, channel_slices=None, feature_chan
         raise ValueError(f"feature_channel values must lie in [0, {len(slices)})")
 
     # Column maxima (per dimension). A column is only fed by the features of its own channel.
-    m.eliminate_zeros()
     colmax = np.zeros(n_dims)
     if m.nnz:
         np.maximum.at(colmax, m.indices, m.data)

@@ -156,6 +156,23 @@ def find_roots(expansion: KernelExpansion, X, candidates, n_candidates=16, n_roo
         if fc.shape != (C.shape[0],):
             raise ValueError(f"got {fc.size} candidate scores for {C.shape[0]} candidates")
     fX = expansion.decision(X)
+    k = int(n_candidates)
+    if random_state is None or isinstance(random_state, (int, np.integer)):
+        # an int seed gives every row the draw RandomState(seed).choice(n, k, replace=False) makes,
+        # i.e. the first k of RandomState(seed).permutation(n): computed once per n, not once per row
+        cache: dict = {}
+
+        def draw(n):
+            if random_state is None:
+                return check_random_state(None).permutation(n)[:k]
+            if n not in cache:
+                cache[n] = check_random_state(random_state).permutation(n)[:k]
+            return cache[n]
+    else:
+        rng = check_random_state(random_state)  # a RandomState instance is consumed row after row
+
+        def draw(n):
+            return rng.permutation(n)[:k]
     results: list = [None] * X.shape[0]
     rows, picks = [], []  # segments: (row of X, candidate index)
     for r, (x, fx) in enumerate(zip(X, fX)):
@@ -172,8 +189,7 @@ def find_roots(expansion: KernelExpansion, X, candidates, n_candidates=16, n_roo
                                       j, False)
             continue
         if opposite.size > n_candidates:
-            rng = check_random_state(random_state)
-            opposite = np.sort(rng.choice(opposite, size=int(n_candidates), replace=False))
+            opposite = np.sort(opposite[draw(opposite.size)])
         rows.append(np.full(opposite.size, r))
         picks.append(opposite)
     if not rows:
