@@ -196,40 +196,86 @@ def expansion_gradient(Z, S, coef, bounds, weights, kind, gamma, out):
     For the differentiable kinds (LINEAR, EXP_CHI2, RBF). exp-chi2: dk/dz_d = k gamma (4 s_d^2 /
     (s_d + z_d)^2 - 1), the fraction 0 where s_d = z_d = 0; RBF: dk/dz_d = 2 gamma k (s_d - z_d);
     linear: s_d. Serial and row by row: each point's gradient does not depend on the other rows.
+
+    Support vectors are sparse histograms, so the work per (point, support vector) runs over the
+    vector's non-zero dimensions only: the kernel value through the identities of the Gram kernel
+    (exp-chi2: sum_d (s - z)^2 / (s + z) = sum s + sum z - 4 sum_{s_d > 0} s z / (s + z); RBF:
+    ||s - z||^2 = ||s||^2 + ||z||^2 - 2 s.z, both clipped at 0), and the gradient's constant parts
+    (-gamma w for exp-chi2, -2 gamma w z_d for RBF) added once per channel.
     """
+    n_sv = S.shape[0]
+    n_ch = bounds.shape[0] - 1
+    # non-zero dimensions of each support vector, per channel: idx[start[i, u]:start[i, u + 1]]
+    nnz = 0
+    for i in range(n_sv):
+        for d in range(S.shape[1]):
+            if S[i, d] != 0.0:
+                nnz += 1
+    idx = np.empty(nnz, dtype=np.int64)
+    start = np.empty((n_sv, n_ch + 1), dtype=np.int64)
+    own = np.zeros((n_sv, n_ch))  # sum of s (exp-chi2) or of s^2 (RBF) per channel
+    pos = 0
+    for i in range(n_sv):
+        for u in range(n_ch):
+            start[i, u] = pos
+            for d in range(bounds[u], bounds[u + 1]):
+                v = S[i, d]
+                if v != 0.0:
+                    idx[pos] = d
+                    pos += 1
+                    own[i, u] += v * v if kind == RBF else v
+        start[i, n_ch] = pos
     for k in range(Z.shape[0]):
         z = Z[k]
         g = out[k]
         for d in range(g.shape[0]):
             g[d] = 0.0
-        for u in range(bounds.shape[0] - 1):
+        for u in range(n_ch):
             lo = bounds[u]
             hi = bounds[u + 1]
-            for i in range(S.shape[0]):
-                s = S[i]
-                if kind == LINEAR:
+            if kind == LINEAR:
+                for i in range(n_sv):
                     w = weights[u] * coef[i]
-                    for d in range(lo, hi):
-                        g[d] += w * s[d]
-                    continue
-                acc = 0.0
-                for d in range(lo, hi):
-                    diff = s[d] - z[d]
+                    for p in range(start[i, u], start[i, u + 1]):
+                        g[idx[p]] += w * S[i, idx[p]]
+                continue
+            zsum = 0.0
+            for d in range(lo, hi):
+                zsum += z[d] * z[d] if kind == RBF else z[d]
+            base = 0.0
+            for i in range(n_sv):
+                cross = 0.0
+                for p in range(start[i, u], start[i, u + 1]):
+                    d = idx[p]
                     if kind == EXP_CHI2:
-                        den = s[d] + z[d]
-                        if den > 0.0:
-                            acc += diff * diff / den
+                        if z[d] != 0.0:
+                            cross += S[i, d] * z[d] / (S[i, d] + z[d])
                     else:
-                        acc += diff * diff
-                w = weights[u] * coef[i] * math.exp(-gamma * acc)
+                        cross += S[i, d] * z[d]
                 if kind == EXP_CHI2:
-                    for d in range(lo, hi):
-                        den = s[d] + z[d]
-                        frac = 4.0 * s[d] * s[d] / (den * den) if den > 0.0 else 0.0
-                        g[d] += w * gamma * (frac - 1.0)
+                    dist = own[i, u] + zsum - 4.0 * cross
                 else:
-                    for d in range(lo, hi):
-                        g[d] += 2.0 * gamma * w * (s[d] - z[d])
+                    dist = own[i, u] + zsum - 2.0 * cross
+                if dist < 0.0:
+                    dist = 0.0
+                w = weights[u] * coef[i] * math.exp(-gamma * dist)
+                if kind == EXP_CHI2:
+                    for p in range(start[i, u], start[i, u + 1]):
+                        d = idx[p]
+                        den = S[i, d] + z[d]
+                        g[d] += w * gamma * (4.0 * S[i, d] * S[i, d] / (den * den))
+                    base += w * gamma
+                else:
+                    for p in range(start[i, u], start[i, u + 1]):
+                        d = idx[p]
+                        g[d] += 2.0 * gamma * w * S[i, d]
+                    base += 2.0 * gamma * w
+            if kind == EXP_CHI2:
+                for d in range(lo, hi):
+                    g[d] -= base
+            else:
+                for d in range(lo, hi):
+                    g[d] -= base * z[d]
 
 
 @jit_serial

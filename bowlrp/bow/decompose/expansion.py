@@ -54,7 +54,6 @@ class KernelExpansion:
 
     kernel: str
     support_vectors: np.ndarray
-    # (the support vectors laid out once for kernel rows: see __post_init__)
     coef: np.ndarray
     intercept: float
     gamma: float | None = None
@@ -83,7 +82,6 @@ class KernelExpansion:
             self.gamma = float(self.gamma)
         self.channel_slices = check_channel_slices(self.channel_slices, sv.shape[1])
         self.channel_weights = check_channel_weights(self.channel_weights, len(self.channel_slices))
-        self._columns = KernelColumns(self.kernel, self.support_vectors, **self._kernel_kwargs())
 
     @property
     def n_dims(self) -> int:
@@ -126,8 +124,14 @@ class KernelExpansion:
 
     def values(self, Z) -> np.ndarray:
         """f(z) for each row of an already valid float (n, V) array Z (no checks: the root search's
-        inner loop, whose points are convex combinations of checked points)."""
-        return (self._columns.rows(Z, checked=True) * self.coef).sum(axis=1) + self.intercept
+        inner loop, whose points are convex combinations of checked points).
+
+        K(Z, SV) is computed as K(SV, Z).T: the Gram kernel skips the zero dimensions of its rows, and
+        the support vectors are sparser than points on segments between two BoWs (the skipped terms
+        are exact zeros either way, so the numbers are the same; only the work shrinks).
+        """
+        K = KernelColumns(self.kernel, Z, **self._kernel_kwargs()).rows(self.support_vectors, checked=True)
+        return (K.T * self.coef).sum(axis=1) + self.intercept
 
     def contributions(self, X) -> np.ndarray:
         """(n, V) with [j, d] = beta_u(d) sum_i a_i k_d(x_id, X_jd) (sum-decomposable kernels)."""
