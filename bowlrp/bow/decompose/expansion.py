@@ -131,7 +131,8 @@ class KernelExpansion:
         are exact zeros either way, so the numbers are the same; only the work shrinks).
         """
         K = KernelColumns(self.kernel, Z, **self._kernel_kwargs()).rows(self.support_vectors, checked=True)
-        return (K.T * self.coef).sum(axis=1) + self.intercept
+        # C-contiguous rows: numpy then sums each row the same way whatever the number of rows
+        return (np.ascontiguousarray(K.T) * self.coef).sum(axis=1) + self.intercept
 
     def contributions(self, X) -> np.ndarray:
         """(n, V) with [j, d] = beta_u(d) sum_i a_i k_d(x_id, X_jd) (sum-decomposable kernels)."""
