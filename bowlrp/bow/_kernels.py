@@ -225,57 +225,79 @@ def expansion_gradient(Z, S, coef, bounds, weights, kind, gamma, out):
                     pos += 1
                     own[i, u] += v * v if kind == RBF else v
         start[i, n_ch] = pos
-    for k in range(Z.shape[0]):
-        z = Z[k]
-        g = out[k]
-        for d in range(g.shape[0]):
-            g[d] = 0.0
-        for u in range(n_ch):
-            lo = bounds[u]
-            hi = bounds[u + 1]
-            if kind == LINEAR:
-                for i in range(n_sv):
-                    w = weights[u] * coef[i]
-                    for p in range(start[i, u], start[i, u + 1]):
-                        g[idx[p]] += w * S[i, idx[p]]
-                continue
-            zsum = 0.0
-            for d in range(lo, hi):
-                zsum += z[d] * z[d] if kind == RBF else z[d]
-            base = 0.0
+    # Column layout (as in the Gram kernel): dimensions outside, points inside, so that every inner
+    # loop runs over the n points contiguously and vectorises; ZT and gT are (V, n).
+    n = Z.shape[0]
+    ZT = np.ascontiguousarray(Z.T)
+    gT = np.zeros((Z.shape[1], n))
+    zsum = np.empty(n)
+    cross = np.empty(n)
+    wk = np.empty(n)
+    base = np.empty(n)
+    for u in range(n_ch):
+        lo = bounds[u]
+        hi = bounds[u + 1]
+        if kind == LINEAR:
             for i in range(n_sv):
-                cross = 0.0
+                w = weights[u] * coef[i]
                 for p in range(start[i, u], start[i, u + 1]):
                     d = idx[p]
-                    if kind == EXP_CHI2:
-                        if z[d] != 0.0:
-                            cross += S[i, d] * z[d] / (S[i, d] + z[d])
-                    else:
-                        cross += S[i, d] * z[d]
+                    g = gT[d]
+                    for k in range(n):
+                        g[k] += w * S[i, d]
+            continue
+        for k in range(n):
+            zsum[k] = 0.0
+            base[k] = 0.0
+        for d in range(lo, hi):
+            row = ZT[d]
+            for k in range(n):
+                zsum[k] += row[k] * row[k] if kind == RBF else row[k]
+        for i in range(n_sv):
+            for k in range(n):
+                cross[k] = 0.0
+            for p in range(start[i, u], start[i, u + 1]):
+                d = idx[p]
+                sd = S[i, d]
+                row = ZT[d]
                 if kind == EXP_CHI2:
-                    dist = own[i, u] + zsum - 4.0 * cross
+                    for k in range(n):
+                        cross[k] += sd * row[k] / (sd + row[k])  # sd > 0: no 0/0; z = 0 adds 0
                 else:
-                    dist = own[i, u] + zsum - 2.0 * cross
+                    for k in range(n):
+                        cross[k] += sd * row[k]
+            scale = 4.0 if kind == EXP_CHI2 else 2.0
+            for k in range(n):
+                dist = own[i, u] + zsum[k] - scale * cross[k]
                 if dist < 0.0:
                     dist = 0.0
-                w = weights[u] * coef[i] * math.exp(-gamma * dist)
+                wk[k] = weights[u] * coef[i] * math.exp(-gamma * dist)
+            for p in range(start[i, u], start[i, u + 1]):
+                d = idx[p]
+                sd = S[i, d]
+                row = ZT[d]
+                g = gT[d]
                 if kind == EXP_CHI2:
-                    for p in range(start[i, u], start[i, u + 1]):
-                        d = idx[p]
-                        den = S[i, d] + z[d]
-                        g[d] += w * gamma * (4.0 * S[i, d] * S[i, d] / (den * den))
-                    base += w * gamma
+                    for k in range(n):
+                        den = sd + row[k]
+                        g[k] += wk[k] * gamma * (4.0 * sd * sd / (den * den))
                 else:
-                    for p in range(start[i, u], start[i, u + 1]):
-                        d = idx[p]
-                        g[d] += 2.0 * gamma * w * S[i, d]
-                    base += 2.0 * gamma * w
+                    for k in range(n):
+                        g[k] += 2.0 * gamma * wk[k] * sd
+            for k in range(n):
+                base[k] += wk[k] * gamma if kind == EXP_CHI2 else 2.0 * gamma * wk[k]
+        for d in range(lo, hi):
+            g = gT[d]
+            row = ZT[d]
             if kind == EXP_CHI2:
-                for d in range(lo, hi):
-                    g[d] -= base
+                for k in range(n):
+                    g[k] -= base[k]
             else:
-                for d in range(lo, hi):
-                    g[d] -= base * z[d]
+                for k in range(n):
+                    g[k] -= base[k] * row[k]
+    for k in range(n):
+        for d in range(Z.shape[1]):
+            out[k, d] = gT[d, k]
 
 
 @jit_serial
