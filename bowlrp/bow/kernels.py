@@ -301,6 +301,8 @@ class KernelColumns:
     Y : array-like of shape (m, V)
     gamma, weights, slices : optional
         As in :func:`gram`.
+    checked : bool, default=False
+        Skip validating Y (already a finite, C-contiguous float64 array the kernel accepts).
 
     Examples
     --------
@@ -311,11 +313,12 @@ class KernelColumns:
     array([[0.75, 0.25]])
     """
 
-    def __init__(self, kernel, Y, gamma=None, weights=None, slices=None):
+    def __init__(self, kernel, Y, gamma=None, weights=None, slices=None, checked=False):
         self.kernel = kernel
         self.spec = kernel_spec(kernel)
         self.gamma = _check_gamma(kernel, gamma)
-        self.Y = _check_matrix(Y, "Y", kernel)
+        # checked=True: Y is already a valid C-contiguous float64 array (the Taylor step's points)
+        self.Y = np.ascontiguousarray(Y, dtype=np.float64) if checked else _check_matrix(Y, "Y", kernel)
         self.bounds = channel_bounds(self.Y.shape[1], slices)
         self.weights = check_channel_weights(weights, self.bounds.shape[0] - 1)
         if self.spec.code is not None:

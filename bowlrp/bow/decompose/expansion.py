@@ -130,8 +130,8 @@ class KernelExpansion:
         the support vectors are sparser than points on segments between two BoWs (the skipped terms
         are exact zeros either way, so the numbers are the same; only the work shrinks).
         """
-        K = KernelColumns(self.kernel, Z, **self._kernel_kwargs()).rows(self.support_vectors, checked=True,
-                                                                           parallel=False)
+        columns = KernelColumns(self.kernel, Z, **self._kernel_kwargs(), checked=True)
+        K = columns.rows(self.support_vectors, checked=True, parallel=False)
         # C-contiguous rows: numpy then sums each row the same way whatever the number of rows
         return (np.ascontiguousarray(K.T) * self.coef).sum(axis=1) + self.intercept
 
