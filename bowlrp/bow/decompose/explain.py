@@ -76,15 +76,21 @@ def explain_classifier(clf, images, target=None, n_candidates=16, n_roots=1, ran
             raise ValueError("target is an empty list: give at least one class to explain")
         per_image = [requested] * len(encodings)
 
-    # Step 3 per explained class, over the images that ask for it (one batched call each)
+    # Step 3, one batched call per SVM output over the images that need it. Two classes share one
+    # output: classes_[0] is explained as -f, whose relevance at every level (and Taylor root search,
+    # which is symmetric under f -> -f) is exactly the negation of f's, so f is decomposed once.
     bow_rel: dict = {}
-    for c in sorted({c for cs in per_image for c in cs}):
-        rows = [i for i, cs in enumerate(per_image) if c in cs]
+    binary = len(classes) == 2
+    groups = [1] if binary else sorted({c for cs in per_image for c in cs})
+    for c in groups:
+        rows = [i for i, cs in enumerate(per_image) if (binary and cs) or c in cs]
         f = clf.kernel_expansion(classes[c])
         R3, taylor = explain_bow(f, X[rows], clf.train_bows_, n_candidates, n_roots, random_state,
                                  candidate_scores=clf.training_scores(c) if not f.exact else None)
         for k, i in enumerate(rows):
             bow_rel[i, c] = (R3[k], taylor[k], f.intercept)
+            if binary and 0 in per_image[i]:
+                bow_rel[i, 0] = (-R3[k], None if taylor[k] is None else taylor[k].negated(), -f.intercept)
 
     method = f"bow-lrp/{clf.kernel}"
     bounds = np.array([[s.start, s.stop] for s in encodings[0].channel_slices]) if encodings else None

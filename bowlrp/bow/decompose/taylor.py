@@ -58,6 +58,11 @@ class TaylorResult:
     candidate: int
     bracketed: bool
 
+    def negated(self) -> TaylorResult:
+        """The result for -f: the same roots, every value and relevance negated."""
+        return TaylorResult(-self.relevance, self.root, -self.f_root, -self.score, -self.residual, self.roots,
+                            self.candidate, self.bracketed)
+
 
 def taylor_relevance(expansion: KernelExpansion, x, root) -> tuple[np.ndarray, float]:
     """R3 = (x - x0) * grad f(x0) and the residual rho = f(x) - sum R3, for a given root x0.
