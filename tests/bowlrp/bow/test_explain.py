@@ -192,6 +192,26 @@ def test_binary_negative_class_is_the_negated_map(faces):
         assert b.score == -a.score
 
 
+@pytest.mark.parametrize("kernel", TAYLOR)
+def test_binary_taylor_negative_class_has_the_same_roots_and_negated_values(kernel, faces):
+    # -f has the roots of f; its Taylor relevance and residual are the exact negations, whether the
+    # classes are asked for one by one, together, or come from the prediction
+    clf = fitted(kernel, faces)
+    images = faces[2][:6]
+    pos = clf.explain(images, target=1)
+    neg = clf.explain(images, target=0)
+    both = clf.explain(images, target=[0, 1])
+    predicted = clf.explain(images)
+    for i, (a, b) in enumerate(zip(pos, neg)):
+        np.testing.assert_array_equal(b.relevance, -a.relevance)
+        np.testing.assert_array_equal(b.extras["taylor"]["root"], a.extras["taylor"]["root"])
+        assert b.extras["taylor"]["f_root"] == -a.extras["taylor"]["f_root"] and b.residual == -a.residual
+        np.testing.assert_array_equal(both[i][0].relevance, b.relevance)
+        np.testing.assert_array_equal(both[i][1].relevance, a.relevance)
+        want = a if predicted[i].target == clf.classes_[1] else b
+        np.testing.assert_array_equal(predicted[i].relevance, want.relevance)
+
+
 def test_list_of_targets_extracts_features_once(faces, monkeypatch):
     clf = fitted("intersection", faces)
     calls = []
