@@ -24,6 +24,7 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d
 
 from bowlrp.bow.encoding import check_mapping, encode
 from bowlrp.bow.features import DenseSIFT
+from bowlrp.bow.grid_check import warn_if_coarse
 from bowlrp.bow.kernels import kernel_spec
 from bowlrp.bow.svm import OneVsRestKernelSVC
 from bowlrp.bow.vocabulary import fit_vocabularies
@@ -348,6 +349,7 @@ class BoWClassifier(ClassifierMixin, BaseEstimator):
         """
         self._check_params()
         n = _n_images(images)
+        warn_if_coarse(images, self.step, self.bin_sizes)
         y = column_or_1d(np.asarray(y), warn=True)
         if y.shape[0] != n:
             raise ValueError(f"got {n} images but {y.shape[0]} labels; they must match")
@@ -472,6 +474,7 @@ class BoWClassifier(ClassifierMixin, BaseEstimator):
         from bowlrp.bow.decompose import explain_classifier
 
         _n_images(images)
+        warn_if_coarse(images, self.step, self.bin_sizes)
         return explain_classifier(self, images, target, n_candidates, n_roots, random_state)
 
     def __sklearn_tags__(self):
