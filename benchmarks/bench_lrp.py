@@ -27,7 +27,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-import types
+from pathlib import Path
 
 import numpy as np
 
@@ -94,35 +94,21 @@ def best_times(fns, rounds):
 
 # --------------------------------------------------------------------------------------------------
 def import_zennit():
-    """torch and zennit's pieces, or None. zennit's top-level package imports torchvision only for its
-    ResNet canonizers; without a matching torchvision a placeholder module stands in (unused here)."""
+    """``(torch, zennit)``, or None (the torchvision stand-in and the zennit call live in the tests'
+    shared helper, ``tests/nets/torch_helpers.py``)."""
     try:
-        import torch
+        return torch_helpers().import_zennit()
     except ImportError:
         return None
+
+
+def torch_helpers():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     try:
-        import torchvision  # noqa: F401
-    except Exception:  # missing, or built for another torch
-        for name in [m for m in sys.modules if m.startswith("torchvision")]:
-            del sys.modules[name]
-        tv = types.ModuleType("torchvision")
-        tv.models = types.ModuleType("torchvision.models")
-        tv.models.resnet = types.ModuleType("torchvision.models.resnet")
-        tv.models.resnet.Bottleneck = type("Bottleneck", (torch.nn.Module,), {})
-        tv.models.resnet.BasicBlock = type("BasicBlock", (torch.nn.Module,), {})
-        sys.modules.update(
-            {
-                "torchvision": tv,
-                "torchvision.models": tv.models,
-                "torchvision.models.resnet": tv.models.resnet,
-            }
-        )
-    try:
-        from zennit import composites
-        from zennit.attribution import Gradient
-    except ImportError:
-        return None
-    return torch, Gradient, composites
+        from tests.nets import torch_helpers as helpers
+    finally:
+        sys.path.pop(0)
+    return helpers
 
 
 def to_torch(model, torch):
@@ -149,29 +135,14 @@ def to_torch(model, torch):
     return torch.nn.Sequential(*mods).eval()
 
 
-# our preset name -> zennit composite factory (bounds of ZBox: the [0, 1] pixel range)
-ZENNIT_PRESETS = {
-    "epsilon_plus_flat": lambda c, X: c.EpsilonPlusFlat(),
-    "epsilon_plus": lambda c, X: c.EpsilonPlus(),
-    "epsilon_alpha2_beta1": lambda c, X: c.EpsilonAlpha2Beta1(),
-    "epsilon_alpha2_beta1_flat": lambda c, X: c.EpsilonAlpha2Beta1Flat(),
-    "epsilon_gamma_box": lambda c, X: c.EpsilonGammaBox(low=X * 0, high=X * 0 + 1),
-}
+#: the presets compared with zennit (ZBox bounds: the [0, 1] pixel range)
+ZENNIT_PRESETS = sorted(nets.composites.COMPOSITES)
 
 
 def zennit_relevance(tz, tmodel, X, target, preset="epsilon_plus_flat"):
-    torch, Gradient, composites = tz
-    x = torch.from_numpy(X).requires_grad_(True)
-    composite = ZENNIT_PRESETS[preset](composites, torch.from_numpy(X))
-    with Gradient(model=tmodel, composite=composite) as attributor:
-        # the explained output relevance is the target logit (as nets.LRP): one-hot times logit
-        def attr_output(out):
-            mask = torch.zeros_like(out)
-            mask[torch.arange(len(out)), torch.from_numpy(target)] = 1.0
-            return out.detach() * mask
-
-        _, relevance = attributor(x, attr_output)
-    return relevance.detach().numpy()
+    torch, zennit = tz
+    box = {"low": 0.0, "high": 1.0} if preset == "epsilon_gamma_box" else {}
+    return torch_helpers().zennit_relevance(torch, zennit, tmodel, X, target, preset, **box)
 
 
 # --------------------------------------------------------------------------------------------------

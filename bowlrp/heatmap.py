@@ -21,6 +21,10 @@ from typing import Any
 
 import numpy as np
 
+from bowlrp.npz_values import decode_value as _decode_value
+from bowlrp.npz_values import encode_value as _encode_value
+from bowlrp.validation import to_grey
+
 __all__ = [
     "Heatmap",
     "COLORMAPS",
@@ -29,7 +33,13 @@ __all__ = [
     "shared_vmax",
     "montage",
     "save_png",
+    "enlarge",
+    "PNG_MIN_SIDE",
 ]
+
+# Saved heatmap PNGs are enlarged to at least this many pixels on the longer side: a 25 x 25 map
+# saved as is is a smudge in any image viewer.
+PNG_MIN_SIDE = 256
 
 # Each colour map: anchor positions in [-1, 1] (value / vmax) and RGB colours in [0, 1].
 # Zero is an anchor of every map, so 0 lands exactly on the centre colour.
@@ -165,27 +175,27 @@ class Heatmap:
         """Sum of the pixel relevance (equals ``score - residual``)."""
         return float(self.relevance.sum())
 
-    def normalized(self) -> np.ndarray:
-        """Relevance divided by max |R| (Eq 35; for display only, values in [-1, 1])."""
-        peak = float(np.max(np.abs(self.relevance)))
-        return self.relevance / peak if peak > 0 else np.zeros_like(self.relevance)
-
     def render(self, cmap: str = "bwr", vmax: float | None = None, overlay: bool = False,
                alpha: float = 0.6) -> np.ndarray:
         """Colour image of the map, uint8 (H, W, 3). See :func:`render`."""
         return render(self, cmap=cmap, vmax=vmax, overlay=overlay, alpha=alpha)
 
     # ------------------------------------------------------------------ I/O
-    def save(self, path, **render_options) -> str:
+    def save(self, path, min_side: int | None = PNG_MIN_SIDE, **render_options) -> str:
         """Save to ``path``: ``.png`` writes the rendered map (to look at), ``.npz`` every field
-        exactly (to compute with; read back with :meth:`load`). Returns the path written."""
+        exactly (to compute with; read back with :meth:`load`). Returns the path written.
+
+        A PNG is enlarged by a whole factor (nearest neighbour: every pixel becomes a square of one
+        colour) until its longer side is at least ``min_side`` (default :data:`PNG_MIN_SIDE`);
+        ``min_side=None`` keeps the map's own size. ``render_options`` go to :meth:`render`.
+        """
         path = os.fspath(path)
         suffix = os.path.splitext(path)[1].lower()
         if suffix == ".png":
-            save_png(self.render(**render_options), path)
+            save_png(enlarge(self.render(**render_options), min_side), path)
         elif suffix == ".npz":
-            if render_options:
-                raise TypeError("render options apply to .png only")
+            if render_options or min_side != PNG_MIN_SIDE:
+                raise TypeError("render options and min_side apply to .png only")
             self._save_npz(path)
         else:
             raise ValueError(f"unknown heatmap file type {suffix!r}: use .png or .npz")
@@ -209,30 +219,42 @@ class Heatmap:
 
     @classmethod
     def load(cls, path) -> Heatmap:
-        """Read a heatmap written by ``save(path.npz)``; every field round-trips exactly."""
+        """Read a heatmap written by ``save(path.npz)``; every field round-trips exactly.
+
+        Raises
+        ------
+        ValueError
+            Naming the file: missing, truncated or corrupt, not an NPZ archive, an NPZ of something
+            else, holding pickled objects (never loaded), or written by a newer bowlrp.
+        """
         path = os.fspath(path)
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                arrays = {key: data[key] for key in data.files}
-        except (OSError, ValueError, EOFError) as exc:
-            raise ValueError(f"{path} is not a readable heatmap NPZ file: {exc}") from exc
+        arrays = _read_npz_members(path)
         if _META_KEY not in arrays or "relevance" not in arrays:
             raise ValueError(f"{path} is an NPZ file but not a saved Heatmap (no metadata)")
-        meta = json.loads(str(arrays[_META_KEY]))
-        if meta.get("format", 0) > _NPZ_FORMAT:
+        try:
+            meta = json.loads(str(arrays[_META_KEY]))
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
+            raise ValueError(f"{path}: the heatmap's metadata is damaged ({exc})") from None
+        version = meta.get("format", 0) if isinstance(meta, dict) else None
+        if not isinstance(version, int):
+            raise ValueError(f"{path}: the heatmap's metadata is damaged (no format version)")
+        if version > _NPZ_FORMAT:
             raise ValueError(
                 f"{path} was written by a newer bowlrp (heatmap format {meta['format']}, "
                 f"this version reads up to {_NPZ_FORMAT})"
             )
-        return cls(
-            relevance=arrays["relevance"],
-            score=meta["score"],
-            target=_decode_value(meta["target"], arrays),
-            method=meta["method"],
-            image=arrays.get("image"),
-            residual=meta["residual"],
-            extras=_decode_value(meta["extras"], arrays),
-        )
+        try:
+            return cls(
+                relevance=arrays["relevance"],
+                score=meta["score"],
+                target=_decode_value(meta["target"], arrays),
+                method=meta["method"],
+                image=arrays.get("image"),
+                residual=meta["residual"],
+                extras=_decode_value(meta["extras"], arrays),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as exc:
+            raise ValueError(f"{path}: damaged heatmap file ({type(exc).__name__}: {exc})") from None
 
     def __repr__(self) -> str:
         return (
@@ -241,47 +263,25 @@ class Heatmap:
         )
 
 
-# ---------------------------------------------------------------------- NPZ value encoding
-# Arrays are stored as NPZ members; everything else as JSON with references to those members.
-# Tagged dicts keep types that JSON would lose (tuples, non-string keys are refused).
-def _encode_value(value, key: str, arrays: dict):
-    if isinstance(value, np.ndarray):
-        if value.dtype == object:
-            raise TypeError(f"extras entry {key!r} is an object array; store numeric or string arrays")
-        arrays[key] = value
-        return {"__array__": key}
-    if isinstance(value, np.generic):
-        return _encode_value(value.item(), key, arrays)
-    if isinstance(value, dict):
-        out = {}
-        for k, v in value.items():
-            if not isinstance(k, str):
-                raise TypeError(f"extras keys must be strings, got {k!r} in {key!r}")
-            out[k] = _encode_value(v, f"{key}/{k}", arrays)
-        return {"__dict__": out}
-    if isinstance(value, (list, tuple)):
-        items = [_encode_value(v, f"{key}/{i}", arrays) for i, v in enumerate(value)]
-        return {"__tuple__" if isinstance(value, tuple) else "__list__": items}
-    if isinstance(value, float) and not math.isfinite(value):
-        return {"__float__": repr(value)}
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    raise TypeError(f"cannot save extras entry {key!r} of type {type(value).__name__}")
-
-
-def _decode_value(value, arrays: dict):
-    if isinstance(value, dict):
-        if "__array__" in value:
-            return arrays[value["__array__"]]
-        if "__dict__" in value:
-            return {k: _decode_value(v, arrays) for k, v in value["__dict__"].items()}
-        if "__list__" in value:
-            return [_decode_value(v, arrays) for v in value["__list__"]]
-        if "__tuple__" in value:
-            return tuple(_decode_value(v, arrays) for v in value["__tuple__"])
-        if "__float__" in value:
-            return float(value["__float__"])
-    return value
+# ---------------------------------------------------------------------- reading NPZ files
+def _read_npz_members(path: str) -> dict:
+    """Every member of an NPZ file; each way a file can be unusable becomes a ValueError naming it."""
+    if not os.path.isfile(path):
+        raise ValueError(f"{path}: no such heatmap file")
+    with open(path, "rb") as fh:
+        if fh.read(4) not in (b"PK\x03\x04", b"PK\x05\x06"):
+            raise ValueError(f"{path} is not a readable heatmap file (not an NPZ archive)")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {key: data[key] for key in data.files}
+    except ValueError as exc:
+        if "allow_pickle" in str(exc):
+            raise ValueError(f"{path} holds pickled Python objects, which a heatmap file never does; "
+                             "not loaded") from None
+        raise ValueError(f"{path} is not a readable heatmap NPZ file (corrupt: {exc})") from None
+    except Exception as exc:  # BadZipFile, zlib.error, EOFError, OSError of truncated members
+        raise ValueError(f"{path} is not a readable heatmap NPZ file (truncated or corrupt: "
+                         f"{type(exc).__name__}: {exc})") from None
 
 
 # ---------------------------------------------------------------------- rendering
@@ -348,7 +348,7 @@ def _to_uint8_rgb(image: np.ndarray) -> np.ndarray:
 
 def _grey(image: np.ndarray) -> np.ndarray:
     rgb = _to_uint8_rgb(image).astype(np.float64) / 255.0
-    luminance = rgb @ np.array([0.299, 0.587, 0.114])
+    luminance = to_grey(rgb)
     return np.repeat(luminance[..., None], 3, axis=2)
 
 
@@ -399,6 +399,23 @@ def save_png(rgb: np.ndarray, path) -> str:
     return path
 
 
+def enlarge(rgb: np.ndarray, min_side: int | None = PNG_MIN_SIDE) -> np.ndarray:
+    """Repeat every pixel ``k x k`` times, with the smallest whole ``k`` that makes the longer side at
+    least ``min_side`` (``k = 1``, a copy-free return, when it already is or ``min_side`` is None).
+
+    Nearest neighbour by a whole factor keeps pixels square and invents no colour.
+    """
+    rgb = np.asarray(rgb)
+    if min_side is None:
+        return rgb
+    if isinstance(min_side, bool) or not isinstance(min_side, (int, np.integer)) or min_side < 1:
+        raise ValueError(f"min_side must be a positive whole number of pixels or None, got {min_side!r}")
+    factor = math.ceil(int(min_side) / max(rgb.shape[0], rgb.shape[1]))
+    if factor <= 1:
+        return rgb
+    return np.repeat(np.repeat(rgb, factor, axis=0), factor, axis=1)
+
+
 # ---------------------------------------------------------------------- montage
 def _cell(item, cmap: str, vmax, overlay: bool) -> np.ndarray:
     if isinstance(item, Heatmap):
@@ -417,8 +434,8 @@ def _resize_nearest(img: np.ndarray, height: int, width: int) -> np.ndarray:
 
 def montage(items, labels=None, ncols: int | None = None, path=None, cmap: str = "bwr",
             shared: bool = False, overlay: bool = False, cell_size: int | None = None,
-            pad: int = 4, label_height: int = 14) -> np.ndarray:
-    """A labelled grid of heatmaps and images, e.g. image | BoW map | network map.
+            pad: int = 4, label_height: int = 14, colorbar: bool = True) -> np.ndarray:
+    """A labelled grid of heatmaps and images, e.g. image | BoW map | network map, with a colour bar.
 
     Parameters
     ----------
@@ -435,11 +452,19 @@ def montage(items, labels=None, ncols: int | None = None, path=None, cmap: str =
         Put all heatmaps on one colour scale (:func:`shared_vmax`) instead of one scale each.
     overlay : bool
         Draw heatmaps that carry an image over its grey version.
+    colorbar : bool
+        When there is a heatmap, add a colour bar under the grid (:func:`bowlrp.colorbar.colorbar`):
+        the value range of the shared scale, or, with one scale per map, ``-max|R| .. +max|R|`` and
+        each map's own max |R| written under it. The canvas is widened to the bar's minimum width.
 
     Returns
     -------
-    ndarray (rows * (cell + label + pad) + pad, ncols * (cell + pad) + pad, 3), uint8
+    ndarray, uint8 RGB. Without colour bar: (rows * (cell + label + pad) + pad,
+    ncols * (cell + pad) + pad, 3); the colour bar adds a line per row for the ranges (one scale
+    per map) and the bar's strip at the bottom.
     """
+    from bowlrp import colorbar as bar
+
     items = list(items)
     if not items:
         raise ValueError("montage needs at least one item")
@@ -453,12 +478,18 @@ def montage(items, labels=None, ncols: int | None = None, path=None, cmap: str =
     nrows = -(-len(items) // ncols)
     maps = [it for it in items if isinstance(it, Heatmap)]
     vmax = shared_vmax(maps) if shared and maps else None
+    colorbar = colorbar and bool(maps)
+    # with one scale per map, every map says its own range on a line under it
+    ranges = [bar.format_value(np.max(np.abs(it.relevance))) if isinstance(it, Heatmap) else None
+              for it in items] if colorbar and vmax is None else None
     cells = [_cell(it, cmap, vmax, overlay) for it in items]
     if cell_size is None:
         cell_size = max(max(c.shape[0], c.shape[1]) for c in cells)
         cell_size = max(cell_size, 96)  # small maps (MNIST) are enlarged to be seen
     lab = label_height if labels is not None else 0
-    height = nrows * (cell_size + lab + pad) + pad
+    under = label_height if ranges is not None else 0
+    row_height = cell_size + lab + under + pad
+    height = nrows * row_height + pad
     width = ncols * (cell_size + pad) + pad
     canvas = np.full((height, width, 3), 255, dtype=np.uint8)
     for k, cell in enumerate(cells):
@@ -466,28 +497,39 @@ def montage(items, labels=None, ncols: int | None = None, path=None, cmap: str =
         scale = cell_size / max(cell.shape[0], cell.shape[1])
         h = max(1, round(cell.shape[0] * scale))
         w = max(1, round(cell.shape[1] * scale))
-        y = pad + r * (cell_size + lab + pad) + lab
+        y = pad + r * row_height + lab
         x = pad + c * (cell_size + pad)
         canvas[y:y + h, x:x + w] = _resize_nearest(cell, h, w)
-    if labels is not None:
-        canvas = _draw_labels(canvas, labels, ncols, cell_size, lab, pad)
+    captions = []  # (x, y, text)
+    for k in range(len(items)):
+        r, c = divmod(k, ncols)
+        x, y = pad + c * (cell_size + pad), pad + r * row_height
+        if labels is not None:
+            captions.append((x, y, labels[k]))
+        if ranges is not None and ranges[k] is not None:
+            captions.append((x, y + lab + cell_size, f"max|R| {ranges[k]}"))
+    if captions:
+        canvas = _draw_captions(canvas, captions, cell_size)
+    if colorbar:
+        note = "one scale for all maps" if vmax is not None else "each map on its own scale"
+        strip = bar.colorbar(max(width, bar.MIN_WIDTH), cmap=cmap, vmax=vmax, note=note)
+        wide = np.full((height, strip.shape[1], 3), 255, dtype=np.uint8)
+        wide[:, :width] = canvas
+        canvas = np.concatenate([wide, strip], axis=0)
     if path is not None:
         save_png(canvas, path)
     return canvas
 
 
-def _draw_labels(canvas, labels, ncols, cell_size, lab, pad):
+def _draw_captions(canvas, captions, max_width):
     from PIL import Image, ImageDraw, ImageFont
 
     img = Image.fromarray(canvas)
     draw = ImageDraw.Draw(img)
     font = ImageFont.load_default()
-    for k, text in enumerate(labels):
-        r, c = divmod(k, ncols)
-        y = pad + r * (cell_size + lab + pad)
-        x = pad + c * (cell_size + pad)
+    for x, y, text in captions:
         # shorten captions that would overflow their cell
-        while text and draw.textlength(text, font=font) > cell_size:
+        while text and draw.textlength(text, font=font) > max_width:
             text = text[:-4] + "..." if len(text) > 4 else ""
         draw.text((x, y), text, fill=(0, 0, 0), font=font)
     return np.asarray(img)

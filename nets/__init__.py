@@ -1,4 +1,5 @@
-"""nets: multilayer networks (dense, conv, pooling, batch norm) and their LRP explanations.
+"""nets: networks as graphs of layers (dense, conv, pooling, batch norm, residual adds, concat, ...)
+and their LRP explanations.
 
 Public names are imported lazily, as in ``bowlrp``.
 """
@@ -8,10 +9,14 @@ from __future__ import annotations
 import importlib
 
 __version__ = "0.1.0"
+# bowlrp.app.nets_check looks for this: another top-level package named "nets" exists on PyPI
+__bowlrp_nets__ = True
 
 # public name -> module that defines it (add a line here when a module gains a public name)
 _EXPORTS: dict[str, str] = {
     "Sequential": "nets.model",
+    "Graph": "nets.graph",
+    "Node": "nets.graph",
     "Dense": "nets.layers",
     "Conv2D": "nets.layers",
     "MaxPool2D": "nets.layers",
@@ -26,6 +31,16 @@ _EXPORTS: dict[str, str] = {
     "BatchNorm2D": "nets.layers",
     "Dropout": "nets.layers",
     "Softmax": "nets.layers",
+    "Add": "nets.layers",
+    "Concat": "nets.layers",
+    "Scale": "nets.layers",
+    "Pad": "nets.layers",
+    "LRN": "nets.layers",
+    "Transpose": "nets.layers",
+    "Reshape": "nets.layers",
+    "Clip": "nets.layers",
+    "GlobalMaxPool2D": "nets.layers",
+    "Identity": "nets.layers",
     "LRP": "nets.attribution",
     "Diagnostics": "nets.attribution",
     "Sensitivity": "nets.attribution",
@@ -44,10 +59,12 @@ _EXPORTS: dict[str, str] = {
     "Pass": "nets.rules",
     "Norm": "nets.rules",
     "WinnerTakesAll": "nets.rules",
+    "LRNTaylor": "nets.rules",
     "save_model": "nets.io",
     "load": "nets.io",
     "from_sklearn": "nets.sklearn",
     "load_onnx": "nets.onnx_import",
+    "from_torch": "nets.torch_import",
     "load_toolbox": "nets.toolbox",
     "ConvNetClassifier": "nets.train",
 }

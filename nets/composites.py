@@ -1,18 +1,22 @@
 """Composites: which rule explains which layer, and a registry of named presets.
 
-A ``Composite`` assigns a rule to every layer of a model, in this order of precedence:
+A ``Composite`` assigns a rule to every node (layer) of a model, in this order of precedence:
 
-1. ``name_map``  - layer name -> rule;
-2. ``index_map`` - layer index (in the original model, negative counts from the end) -> rule;
-3. ``first_map`` - the first layer in execution order whose type matches gets this rule
-   (e.g. Flat on the first dense/conv layer);
+1. ``name_map``  - node name -> rule;
+2. ``index_map`` - node index (in the original model's topological order, negative counts from the
+   end) -> rule;
+3. ``first_map`` - the *first layers* whose type matches get this rule (e.g. Flat on the first
+   dense/conv layer): every matching node that reads the graph input, directly or through nodes of
+   other types only (in a chain: the first matching layer in execution order);
 4. ``layer_map`` - (layer types, rule) pairs, first match wins; types are classes or kind strings;
-5. the base map shared by every composite: activations, flatten and dropout ``Pass``, batch norm
-   ``Pass`` (as zennit does for a batch norm the canonizer could not fold), average pooling ``Norm``,
-   max pooling ``WinnerTakesAll``, any other linear layer ``Epsilon``.
+5. the base map shared by every composite: activations, ``Clip``, ``LRN``, dropout, identity and the
+   structural layers (flatten, reshape, transpose, pad, concat) ``Pass``; batch norm and ``Scale``
+   ``Pass`` (as zennit does for a batch norm the canonizer could not fold); residual ``Add`` and
+   average pooling ``Norm`` (zennit's ``Sum`` and ``AvgPool`` rule); max pooling
+   ``WinnerTakesAll``; any other linear layer ``Epsilon``.
 
 The presets reproduce zennit's composites of the same names (default epsilon and stabiliser 1e-6;
-"first layer" means the first layer of the first_map's types in execution order):
+"first layer" as in point 3):
 
 ================================  =================================================================
 ``epsilon_plus``                   conv ZPlus, dense Epsilon
@@ -21,24 +25,39 @@ The presets reproduce zennit's composites of the same names (default epsilon and
 ``epsilon_alpha2_beta1_flat``      as epsilon_alpha2_beta1, the first dense-or-conv layer Flat
 ``epsilon_gamma_box(low, high)``   first conv ZBox(low, high), other conv Gamma(0.25), dense Epsilon
 ================================  =================================================================
+
+``epsilon_gamma_box`` without ``low``/``high`` takes the box from the model's ``input_range`` (the
+data it was trained on) when known, else from each batch's observed input range, and warns which.
+The box bounds the first layers' *own* input: when a ``Scale`` (input standardisation) or ``Pad``
+node precedes them, give the bounds in that space (or None, the observed range).
 """
 
 from __future__ import annotations
 
 from nets.layers import (
+    LRN,
+    Add,
     AvgPool2D,
     BatchNorm1D,
     BatchNorm2D,
+    Clip,
+    Concat,
     Conv2D,
     Dense,
     Dropout,
     Flatten,
     GlobalAvgPool2D,
+    GlobalMaxPool2D,
+    Identity,
     LeakyReLU,
     MaxPool2D,
+    Pad,
     ReLU,
+    Reshape,
+    Scale,
     Sigmoid,
     Tanh,
+    Transpose,
 )
 from nets.propagation import check_rule_for_layer
 from nets.rules import (
@@ -67,15 +86,16 @@ __all__ = [
     "epsilon_gamma_box",
 ]
 
-_ACTIVATIONS = (ReLU, LeakyReLU, Tanh, Sigmoid)
+_ACTIVATIONS = (ReLU, LeakyReLU, Tanh, Sigmoid, Clip)
+_STRUCTURAL = (Flatten, Reshape, Transpose, Pad, Concat, Dropout, Identity)
 
 
 def _base_map(stabilizer=DEFAULT_EPSILON):
     return [
-        (_ACTIVATIONS + (Flatten, Dropout), Pass()),
-        ((BatchNorm1D, BatchNorm2D), Pass()),
-        ((AvgPool2D, GlobalAvgPool2D), Norm(stabilizer)),
-        ((MaxPool2D,), WinnerTakesAll()),
+        (_ACTIVATIONS + _STRUCTURAL + (LRN,), Pass()),
+        ((BatchNorm1D, BatchNorm2D, Scale), Pass()),
+        ((Add, AvgPool2D, GlobalAvgPool2D), Norm(stabilizer)),
+        ((MaxPool2D, GlobalMaxPool2D), WinnerTakesAll()),
         ((Dense, Conv2D), Epsilon(DEFAULT_EPSILON)),
     ]
 
@@ -102,7 +122,7 @@ class Composite:
     index_map : dict int -> Rule, optional
     name_map : dict str -> Rule, optional
     first_map : list of (types, Rule), optional
-        Applied to the first layer in execution order matching one of the types.
+        Applied to every first layer (see the module docstring) matching one of the types.
     stabilizer : float or callable, default 1e-6
         Stabiliser of the base map's ``Norm`` on average pooling.
 
@@ -153,20 +173,16 @@ class Composite:
         unknown = set(self.name_map) - set(original.names)
         if unknown:
             raise KeyError(f"name_map refers to unknown layers {sorted(unknown)}; layers: {original.names}")
+        first = _first_layers(model, self.first_map)
         rules = []
-        first_done = False
         for j, (name, layer) in enumerate(zip(model.names, model.layers)):
             rule = None
             if name in self.name_map:
                 rule = self.name_map[name]
             elif origin[j] in index_map:
                 rule = index_map[origin[j]]
-            if not first_done:
-                for types, first_rule in self.first_map:
-                    if _matches(layer, types):
-                        first_done = True
-                        rule = first_rule if rule is None else rule
-                        break
+            if rule is None and j in first:
+                rule = first[j]
             if rule is None:
                 for types, map_rule in self.layer_map + _base_map(self.stabilizer):
                     if _matches(layer, types):
@@ -185,6 +201,27 @@ class Composite:
             if value:
                 parts.append(f"{key}={value!r}")
         return f"Composite({', '.join(parts)})"
+
+
+def _first_layers(model, first_map):
+    """{node index: rule} for the first layers: nodes matching a first_map type that the graph
+    input reaches through nodes matching none of them (a chain: the first matching layer)."""
+
+    def match(layer):
+        for types, rule in first_map:
+            if _matches(layer, types):
+                return rule
+        return None
+
+    out = {}
+    clear = [True]  # per position of trace's list: reached from the input without a match
+    for j, layer in enumerate(model.layers):
+        reached = any(clear[k] for k in model.sources[j])
+        rule = match(layer) if first_map else None
+        if reached and rule is not None:
+            out[j] = rule
+        clear.append(reached and rule is None)
+    return out
 
 
 def epsilon_plus(epsilon=DEFAULT_EPSILON, stabilizer=DEFAULT_EPSILON, zero_bias=False):
@@ -218,12 +255,13 @@ def epsilon_alpha2_beta1_flat(epsilon=DEFAULT_EPSILON, stabilizer=DEFAULT_EPSILO
 
 
 def epsilon_gamma_box(
-    low, high, epsilon=DEFAULT_EPSILON, gamma=0.25, stabilizer=DEFAULT_EPSILON, zero_bias=False
+    low=None, high=None, epsilon=DEFAULT_EPSILON, gamma=0.25, stabilizer=DEFAULT_EPSILON, zero_bias=False
 ):
     """First conv ZBox(low, high), other conv Gamma(gamma), dense Epsilon (zennit's EpsilonGammaBox).
 
     As in zennit only a convolution counts as the first layer here: a model without convolutions
-    gets Epsilon on every dense layer.
+    gets Epsilon on every dense layer. ``low``/``high`` None: the observed range of each batch
+    (``nets.LRP`` fills them from the model's ``input_range`` first, when known).
     """
     return Composite(
         layer_map=[(Conv2D, Gamma(gamma, stabilizer, zero_bias)), (Dense, Epsilon(epsilon, zero_bias))],

@@ -2,9 +2,14 @@
 
 Layout of the archive (a plain zip of ``.npy`` members, readable with ``numpy.load``)::
 
-    __architecture__   0-d unicode array: JSON {"format": "nets.Sequential", "version": 1,
-                       "layers": [{"kind", "name", "config", "arrays": [keys]}, ...]}
-    layer<i>/<key>     the arrays of layer i (``layer.get_arrays()``), dtype kept
+    __architecture__   0-d unicode array: JSON {"format": "nets.Graph", "version": 2,
+                       "inputs": [name], "outputs": [name], "sequential": bool,
+                       "input_range": [low, high] or null,
+                       "layers": [{"kind", "name", "config", "arrays": [keys], "inputs": [names]}, ...]}
+    layer<i>/<key>     the arrays of node i (``layer.get_arrays()``), dtype kept
+
+Version 1 (``"format": "nets.Sequential"``, no ``inputs``: a chain) is still read. A model saved
+from a ``Sequential`` loads as a ``Sequential``, any other graph as a ``Graph``.
 
 Nothing is pickled, so loading a file cannot run code. Arrays keep their dtype and the JSON keeps
 floats exactly (``repr`` round trip), so a loaded model computes bit-identical outputs. The zip
@@ -23,9 +28,11 @@ import numpy as np
 
 __all__ = ["save_model", "load", "FORMAT_NAME", "FORMAT_VERSION"]
 
-FORMAT_NAME = "nets.Sequential"
+FORMAT_NAME = "nets.Graph"
 #: Bump when the layout changes; files with a larger number are refused with a clear message.
-FORMAT_VERSION = 1
+#: 1: chains only (format "nets.Sequential"); 2: graphs (node inputs, graph inputs/outputs).
+FORMAT_VERSION = 2
+_FORMAT_NAMES = {1: "nets.Sequential", 2: FORMAT_NAME}
 _ARCH_KEY = "__architecture__"
 
 
@@ -43,11 +50,12 @@ def _json_default(value):
 
 
 def save_model(model, path):
-    """Save a :class:`nets.Sequential` to one ``.npz`` file (architecture as JSON plus weights).
+    """Save a :class:`nets.Graph` (or ``Sequential``) to one ``.npz`` file (architecture as JSON plus
+    weights).
 
     Parameters
     ----------
-    model : nets.Sequential
+    model : nets.Graph or nets.Sequential
     path : str or os.PathLike
         Written exactly as given (no suffix is appended); ``.npz`` is the natural suffix. The file
         is written to a temporary name first and then moved into place, so an interrupted save
@@ -67,19 +75,26 @@ def save_model(model, path):
     >>> loaded.names, np.array_equal(loaded(np.ones((1, 2))), model(np.ones((1, 2))))
     (['dense_0', 'relu_1'], True)
     """
+    from .graph import Graph
     from .model import Sequential
 
-    if not isinstance(model, Sequential):
-        raise TypeError(f"save_model expects a nets.Sequential, got {type(model).__name__}")
+    if not isinstance(model, Graph):
+        raise TypeError(f"save_model expects a nets.Graph or nets.Sequential, got {type(model).__name__}")
     path = os.fspath(path)
     layers_meta = []
     arrays: dict[str, np.ndarray] = {}
-    for i, (name, layer) in enumerate(zip(model.names, model.layers)):
-        layer_arrays = layer.get_arrays()
+    for i, node in enumerate(model.nodes):
+        layer_arrays = node.layer.get_arrays()
         for key, value in layer_arrays.items():
             arrays[_array_key(i, key)] = np.asarray(value)
         layers_meta.append(
-            {"kind": layer.kind, "name": name, "config": layer.get_config(), "arrays": sorted(layer_arrays)}
+            {
+                "kind": node.layer.kind,
+                "name": node.name,
+                "config": node.layer.get_config(),
+                "arrays": sorted(layer_arrays),
+                "inputs": list(node.inputs),
+            }
         )
     from . import __version__
 
@@ -87,6 +102,10 @@ def save_model(model, path):
         "format": FORMAT_NAME,
         "version": FORMAT_VERSION,
         "nets_version": __version__,
+        "inputs": list(model.inputs),
+        "outputs": list(model.outputs),
+        "sequential": isinstance(model, Sequential),
+        "input_range": None if model.input_range is None else list(model.input_range),
         "layers": layers_meta,
     }
     arrays[_ARCH_KEY] = np.array(json.dumps(architecture, default=_json_default))
@@ -132,7 +151,9 @@ def _parse_architecture(path, members):
         arch = json.loads(str(raw))
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}: the architecture is not valid JSON ({exc})") from None
-    if not isinstance(arch, dict) or arch.get("format") != FORMAT_NAME:
+    except RecursionError:
+        raise ValueError(f"{path}: the architecture JSON is nested too deeply to be a nets model") from None
+    if not isinstance(arch, dict) or arch.get("format") not in _FORMAT_NAMES.values():
         raise ValueError(
             f"{path}: not a nets model file "
             f"(format {arch.get('format') if isinstance(arch, dict) else None!r})"
@@ -140,6 +161,8 @@ def _parse_architecture(path, members):
     version = arch.get("version")
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise ValueError(f"{path}: invalid format version {version!r}")
+    if version <= FORMAT_VERSION and arch["format"] != _FORMAT_NAMES[version]:
+        raise ValueError(f"{path}: format {arch['format']!r} does not match version {version}")
     if version > FORMAT_VERSION:
         raise ValueError(
             f"{path}: written by a newer version of nets (file format version {version}; this version "
@@ -148,9 +171,12 @@ def _parse_architecture(path, members):
     layers = arch.get("layers")
     if not isinstance(layers, list) or not layers:
         raise ValueError(f"{path}: the architecture lists no layers")
+    keys = {"kind", "name", "config", "arrays"} | ({"inputs"} if version >= 2 else set())
     for i, meta in enumerate(layers):
-        if not isinstance(meta, dict) or not {"kind", "name", "config", "arrays"} <= set(meta):
-            raise ValueError(f"{path}: layer {i} description misses kind/name/config/arrays")
+        if not isinstance(meta, dict) or not keys <= set(meta):
+            raise ValueError(f"{path}: layer {i} description misses {'/'.join(sorted(keys))}")
+        if not isinstance(meta["config"], dict) or not isinstance(meta["arrays"], list):
+            raise ValueError(f"{path}: layer {i} has a config that is not an object or arrays not a list")
     return arch
 
 
@@ -163,8 +189,9 @@ def load(path):
 
     Returns
     -------
-    model : nets.Sequential
-        Same layers, names, configs and arrays (dtypes included) as the saved model.
+    model : nets.Sequential or nets.Graph
+        Same nodes, names, configs and arrays (dtypes included) as the saved model; a model saved
+        from a ``Sequential`` (and every format-1 file) loads as a ``Sequential``.
 
     Raises
     ------
@@ -172,7 +199,8 @@ def load(path):
         When ``path`` does not exist.
     ValueError
         When the file is not a nets model, is corrupt or truncated, misses a member, names an
-        unknown layer type, or comes from a newer format version.
+        unknown layer type, describes an invalid graph, is nested absurdly deeply, or comes from a
+        newer format version.
 
     Examples
     --------
@@ -182,15 +210,23 @@ def load(path):
     >>> nets.load(path)(np.ones((2, 3))).ravel().tolist()
     [3.0, 3.0]
     """
-    from .layers import layer_from_config
-    from .model import Sequential
-
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"no such nets model file: {path}")
     members = _read_archive(path)
     arch = _parse_architecture(path, members)
-    layers, names = [], []
+    try:
+        return _build(path, arch, members)
+    except RecursionError:
+        raise ValueError(f"{path}: the architecture is nested too deeply to be a nets model") from None
+
+
+def _build(path, arch, members):
+    from .graph import Graph, Node, _check_range
+    from .layers import layer_from_config
+    from .model import Sequential
+
+    nodes = []
     for i, meta in enumerate(arch["layers"]):
         arrays = {}
         for key in meta["arrays"]:
@@ -201,10 +237,21 @@ def load(path):
                 )
             arrays[key] = members[member]
         try:
-            layers.append(layer_from_config(meta["kind"], meta["config"], arrays))
+            layer = layer_from_config(meta["kind"], meta["config"], arrays)
         except (ValueError, TypeError, KeyError) as exc:
             raise ValueError(
                 f"{path}: cannot rebuild layer {i} {meta['name']!r} ({meta['kind']}): {exc}"
             ) from None
-        names.append(meta["name"])
-    return Sequential(layers, names=names)
+        nodes.append((meta["name"], layer, meta.get("inputs")))
+    try:
+        if arch["version"] == 1 or arch.get("sequential"):
+            model = Sequential([layer for _, layer, _ in nodes], names=[name for name, _, _ in nodes])
+            if arch["version"] >= 2 and model.inputs != tuple(arch.get("inputs", ())):
+                raise ValueError("a Sequential's input name does not match")
+        else:
+            model = Graph([Node(*n) for n in nodes], arch.get("inputs"), arch.get("outputs"))
+        if arch.get("input_range") is not None:
+            model.input_range = _check_range(arch["input_range"])
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{path}: invalid graph ({exc})") from None
+    return model

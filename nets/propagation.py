@@ -1,10 +1,17 @@
 """The one engine that evaluates every LRP rule on every layer.
 
-``propagate(layer, rule, x, y, R)`` returns the input relevance and the per-sample relevance the
-layer's bias absorbed. For linear layers it evaluates the rule's groups of terms (see
-``nets.rules``) through ``layer.linear`` and ``layer.linear_transpose`` only, so dense layers run
-on BLAS, convolutions on im2col + GEMM, pooling on the numba kernels, and a new rule never needs
-new numerics.
+``propagate_node(layer, rule, xs, y, R)`` returns the relevance at each input of a node and what
+the step absorbed, per sample: the bias's share, the stabiliser's share and (LRN's Taylor rule) the
+expansion's remainder. The absorbed amounts are computed from the denominators, independently of
+the relevance sent back, so "sum of input relevance + absorbed = f(x)" checks the numerics of the
+backward pass. For linear layers it evaluates the rule's groups of terms (see ``nets.rules``)
+through ``layer.linear`` and ``layer.linear_transpose`` only, so dense layers run on BLAS,
+convolutions on im2col + GEMM, pooling on the numba kernels, and a new rule never needs new
+numerics. ``propagate(layer, rule, x, y, R)`` is the one-input form (input relevance, bias share).
+
+Rules of the merging layers: ``Add`` splits R in proportion to each input's contribution,
+``R_i = a_i R / stab(sum_j a_j)`` (zennit's ``Sum`` with ``Norm``); ``Concat`` and the other
+structural layers route relevance back exactly (``Pass``, through ``layer.route``).
 
 Two exact shortcuts keep the relevance pass close to the cost of a forward pass:
 
@@ -19,10 +26,10 @@ from __future__ import annotations
 import numpy as np
 
 from nets import _kernels
-from nets.layers import Conv2D, Dense, MaxPool2D, _BatchNorm
-from nets.rules import Rule
+from nets.layers import LRN, Add, Conv2D, Dense, Pad, _ChannelAffine
+from nets.rules import Epsilon, Norm, Rule
 
-__all__ = ["propagate", "forward_for_rule", "stabilised_divide", "check_rule_for_layer"]
+__all__ = ["propagate", "propagate_node", "forward_for_rule", "stabilised_divide", "check_rule_for_layer"]
 
 
 def stabilised_divide(R, z, stabilizer):
@@ -54,21 +61,29 @@ def check_rule_for_layer(rule, layer, where=""):
     """Raise TypeError when ``rule`` is not defined for ``layer``."""
     if not isinstance(rule, Rule):
         raise TypeError(f"{where}expected a nets.rules.Rule, got {type(rule).__name__}")
+    name = type(rule).__name__
+    if isinstance(layer, Add):
+        # the only rules that split a sum by contribution; Pass would duplicate the relevance
+        if not isinstance(rule, (Norm, Epsilon)):
+            raise TypeError(f"{where}Add takes Norm or Epsilon (R_i = a_i R / stab(sum a)), not {name}")
+        return
     if rule.kind == "maxpool":
-        if not isinstance(layer, MaxPool2D):
-            raise TypeError(f"{where}{type(rule).__name__} is only defined for MaxPool2D, not {layer.kind}")
+        if not hasattr(layer, "scatter"):
+            raise TypeError(
+                f"{where}{name} is only defined for MaxPool2D and GlobalMaxPool2D, not {layer.kind}"
+            )
+    elif rule.kind == "lrn_taylor":
+        if not isinstance(layer, LRN):
+            raise TypeError(f"{where}{name} is only defined for LRN, not {layer.kind}")
     elif rule.kind == "linear":
         if not layer.is_linear:
-            raise TypeError(
-                f"{where}rule {type(rule).__name__} needs a linear layer, {layer.kind} is not one"
-            )
+            raise TypeError(f"{where}rule {name} needs a linear layer, {layer.kind} is not one")
         if getattr(layer, "W", None) is None and not rule.parameter_free:
-            raise TypeError(
-                f"{where}rule {type(rule).__name__} needs weights; {layer.kind} has none (use Norm)"
-            )
+            raise TypeError(f"{where}rule {name} needs weights; {layer.kind} has none (use Norm)")
     elif rule.kind == "passthrough":
-        # batch norm may pass (zennit's presets do, for a batch norm the canonizer could not fold)
-        if (layer.is_linear and not isinstance(layer, _BatchNorm)) or isinstance(layer, MaxPool2D):
+        # a per-channel affine map (batch norm, Scale) may pass (zennit's presets do, for a batch
+        # norm the canonizer could not fold); any other linear map or a max pool may not
+        if (layer.is_linear and not isinstance(layer, _ChannelAffine)) or hasattr(layer, "scatter"):
             raise TypeError(f"{where}Pass would skip the linear map of {layer.kind}; give it a linear rule")
 
 
@@ -144,8 +159,8 @@ def _fusable_groups(layer, rule, inputs):
     """Groups whose denominator is ONE linear map of x itself: a single live term whose input is x
     (or x+ of a non-negative x, x- of a non-positive x), e.g. ZPlus / AlphaBeta / Gamma after a
     ReLU. Their z can come out of the forward pass's im2col and GEMM."""
-    if rule.kind != "linear" or not isinstance(layer, (Dense, Conv2D)):
-        return []
+    if rule.kind != "linear" or not isinstance(layer, (Dense, Conv2D)) or getattr(layer, "groups", 1) != 1:
+        return []  # (a grouped convolution cannot stack modified weights as extra output channels)
     fusable = []
     for gi, group in enumerate(rule.groups()):
         live = [t for t in group.terms if inputs.get(t.input) is not None]
@@ -161,6 +176,8 @@ def _fusable_groups(layer, rule, inputs):
 def forward_for_rule(layer, rule, x):
     """``layer.forward(x)`` and ``{group index: z}``: the denominators of the rule's fusable groups
     computed in the same pass, by stacking their modified weights under W (one im2col, one GEMM)."""
+    if layer.n_inputs != 1:
+        return layer.forward(*x), {}
     inputs = _Inputs(x, rule)
     fusable = _fusable_groups(layer, rule, inputs) if rule.kind == "linear" else []
     if not fusable:
@@ -185,7 +202,12 @@ def forward_for_rule(layer, rule, x):
     return y, z
 
 
-def _propagate_linear(layer, rule, x, y, R, precomputed=None):
+def _row_sum(a):
+    """Per-sample sum in float64."""
+    return a.reshape(a.shape[0], -1).sum(axis=1, dtype=np.float64)
+
+
+def _propagate_linear(layer, rule, x, y, R, precomputed=None, stab=None):
     W = getattr(layer, "W", None)
     b = None if rule.zero_bias else getattr(layer, "b", None)
     gamma = getattr(rule, "gamma", 0.0)
@@ -236,6 +258,8 @@ def _propagate_linear(layer, rule, x, y, R, precomputed=None):
             if z is None:  # every term vanished: z = 0, all of R is absorbed
                 z = np.zeros(y.shape, dtype=dtype)
         s = stabilised_divide(Rg, z, rule.stabilizer)
+        if stab is not None:  # what this group does not send back: sum R_g - sum s z
+            stab -= group.coef * _row_sum(s * z)
         for t, xin in terms:
             if xin is None:
                 continue
@@ -259,15 +283,51 @@ def _propagate_linear(layer, rule, x, y, R, precomputed=None):
     return R_in, bias_absorbed
 
 
-def propagate(layer, rule, x, y, R, precomputed=None):
-    """Relevance at the input of ``layer`` (input ``x``, output ``y``) from the relevance ``R`` at its
-    output, under ``rule``; returns ``(R_in, bias_absorbed)`` (bias share per sample).
-    ``precomputed`` holds denominators from ``forward_for_rule``."""
+def propagate_node(layer, rule, xs, y, R, precomputed=None, absorbed=False):
+    """Relevance at each input of a node (inputs ``xs``, output ``y``) from the relevance ``R`` at
+    its output, under ``rule``.
+
+    Returns ``(R_ins, bias, stab, taylor)``: a list with one array per input, and per sample the
+    relevance the bias absorbed, and (only with ``absorbed=True``, else None) the stabiliser's share
+    (with outputs a rule leaves out) and the Taylor remainder of ``LRNTaylor``.
+    ``precomputed`` holds denominators from ``forward_for_rule``.
+    """
     if R.shape != y.shape:
         raise ValueError(f"{layer.kind}: relevance has shape {R.shape}, the output has shape {y.shape}")
-    zero = np.zeros(x.shape[0], dtype=np.float64)
-    if rule.kind == "passthrough":
-        return R.reshape(x.shape), zero
+    n = y.shape[0]
+    zero = np.zeros(n, dtype=np.float64)
+    stab = _row_sum(R) if absorbed else None  # the relevance in; each step subtracts what it keeps
+    taylor = zero.copy() if absorbed else None
+    if isinstance(layer, Add):
+        s = stabilised_divide(R, y, rule.stabilizer)
+        if absorbed:
+            stab -= _row_sum(s * y)
+        return [x * s for x in xs], zero, stab, taylor
+    if rule.kind == "linear":
+        R_in, bias = _propagate_linear(layer, rule, xs[0], y, R, precomputed, stab)
+        return [R_in], bias, stab, taylor
+    if rule.kind == "lrn_taylor":
+        x = xs[0]
+        s = stabilised_divide(R, y, rule.stabilizer)
+        if absorbed:
+            sy = s * y
+            stab -= _row_sum(sy)
+            taylor += _row_sum(sy * layer.taylor_loss(x))
+        return [x * layer.backward(x, y, s)], zero, stab, taylor
     if rule.kind == "maxpool":
-        return layer.scatter(x, y, R), zero
-    return _propagate_linear(layer, rule, x, y, R, precomputed)
+        out = [layer.scatter(xs[0], y, R)]
+    else:  # passthrough
+        out = layer.route(xs, y, R)
+    if absorbed:
+        # routing loses nothing, except the relevance an explicit Pad's zeros received (non-zero
+        # only for rules that do not scale with the input: Flat, WSquare, ZBox's bounds)
+        stab = stab - sum(_row_sum(r) for r in out) if isinstance(layer, Pad) else zero.copy()
+    return out, zero, stab, taylor
+
+
+def propagate(layer, rule, x, y, R, precomputed=None):
+    """Relevance at the input of the one-input ``layer`` (input ``x``, output ``y``) from the
+    relevance ``R`` at its output, under ``rule``; returns ``(R_in, bias_absorbed)`` (bias share per
+    sample). ``precomputed`` holds denominators from ``forward_for_rule``."""
+    out, bias, _, _ = propagate_node(layer, rule, [x], y, R, precomputed)
+    return out[0], bias

@@ -18,7 +18,9 @@ to z and must return the denominator. Wherever the denominator is exactly 0 the 
 relevance over a zero denominator is absorbed instead of becoming NaN (0/0 -> 0).
 
 ``zero_bias=True`` drops every bias term (the conservation setting). Rules for layers without a
-linear map: ``Pass`` (activations, flatten, dropout) and ``WinnerTakesAll`` (max pooling).
+linear map: ``Pass`` (activations, structural layers, dropout: relevance unchanged or exactly
+re-routed), ``WinnerTakesAll`` (max pooling) and ``LRNTaylor`` (local response normalisation).
+A residual ``Add`` takes ``Norm`` (or ``Epsilon``): ``R_i = a_i R / stab(sum_j a_j)``.
 """
 
 from __future__ import annotations
@@ -41,11 +43,14 @@ __all__ = [
     "Pass",
     "Norm",
     "WinnerTakesAll",
+    "LRNTaylor",
     "DEFAULT_EPSILON",
 ]
 
 #: the default epsilon/stabiliser of every rule and preset (as in zennit's composites)
 DEFAULT_EPSILON = 1e-6
+#: how far alpha - beta may be from 1 (the difference of two decimal floats such as 2.2 - 1.2)
+_ALPHA_BETA_TOL = 1e-9
 
 _INPUTS = {"x", "pos", "neg", "ones", "low", "high"}
 _PARAMS = {"id", "pos", "neg", "square", "ones", "gamma_pos", "gamma_neg"}
@@ -180,7 +185,8 @@ class ZPlus(Rule):
 
 
 class AlphaBeta(Rule):
-    """alpha-beta rule (Bach et al. 2015), alpha - beta = 1, both >= 0.
+    """alpha-beta rule (Bach et al. 2015), alpha - beta = 1 (to 1e-9, so 2.2 and 1.2 are accepted),
+    both >= 0.
 
     ``z_a = W+ x+ + W- x- + b+``, ``z_b = W- x+ + W+ x- + b-``;
     ``R_in = alpha (x+ W+.T s_a + x- W-.T s_a) - beta (x+ W-.T s_b + x- W+.T s_b)``.
@@ -202,7 +208,7 @@ class AlphaBeta(Rule):
         alpha, beta = float(alpha), float(beta)
         if not (np.isfinite(alpha) and np.isfinite(beta)) or alpha < 0 or beta < 0:
             raise ValueError(f"AlphaBeta needs alpha >= 0 and beta >= 0, got alpha={alpha}, beta={beta}")
-        if alpha - beta != 1:
+        if abs(alpha - beta - 1) > _ALPHA_BETA_TOL:
             raise ValueError(f"AlphaBeta needs alpha - beta == 1, got alpha={alpha}, beta={beta}")
         super().__init__(stabilizer, zero_bias)
         self.alpha, self.beta = alpha, beta
@@ -247,24 +253,26 @@ class ZBox(Rule):
     """z^B rule for bounded inputs (first layer of image models), l <= x <= h.
 
     ``s = R / stab(Wx - W+ l - W- h)``, ``R_in = x W.T s - l W+.T s - h W-.T s``. The bias cancels
-    (as in zennit: b - b+ - b- = 0). ``low``/``high``: a scalar, one value per input channel, or an
-    array of the input's per-sample shape.
+    (as in zennit: b - b+ - b- = 0). ``low``/``high``: a scalar, one value per input channel, an
+    array of the input's per-sample shape, or None: the smallest (largest) value of the layer's
+    input in the batch being explained (the observed range).
     """
 
     def __init__(self, low, high, stabilizer=DEFAULT_EPSILON, zero_bias=False):
         super().__init__(stabilizer, zero_bias)
-        low = np.asarray(low, dtype=np.float64)
-        high = np.asarray(high, dtype=np.float64)
-        if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high))):
+        low = None if low is None else np.asarray(low, dtype=np.float64)
+        high = None if high is None else np.asarray(high, dtype=np.float64)
+        given = [v for v in (low, high) if v is not None]
+        if not all(np.all(np.isfinite(v)) for v in given):
             raise ValueError("ZBox bounds must be finite")
-        if np.any(np.broadcast_arrays(low, high)[0] > np.broadcast_arrays(low, high)[1]):
+        if len(given) == 2 and np.any(np.broadcast_arrays(low, high)[0] > np.broadcast_arrays(low, high)[1]):
             raise ValueError("ZBox needs low <= high")
         self.low, self.high = low, high
 
     def _params(self):
         return {
-            "low": self.low.tolist(),
-            "high": self.high.tolist(),
+            "low": None if self.low is None else self.low.tolist(),
+            "high": None if self.high is None else self.high.tolist(),
             **super()._params(),
         }
 
@@ -276,6 +284,8 @@ class ZBox(Rule):
     def bound(self, which, x):
         """``low`` or ``high`` broadcast against the batch ``x`` (per channel for a 1-D bound)."""
         v = self.low if which == "low" else self.high
+        if v is None:  # the observed range of this batch
+            v = np.asarray(x.min() if which == "low" else x.max(), dtype=np.float64)
         if v.ndim == 0:
             return np.full(x.shape, v, dtype=x.dtype)
         if v.ndim == 1 and x.ndim >= 2 and v.shape[0] == x.shape[1]:
@@ -328,3 +338,23 @@ class WinnerTakesAll(_ParameterFreeRule):
     """Max pooling: each window's relevance goes to its maximum input; ties share it equally."""
 
     kind = "maxpool"
+
+
+class LRNTaylor(_ParameterFreeRule):
+    """First-order Taylor rule for local response normalisation (Binder et al. 2016, ICANN, "LRP for
+    neural networks with local renormalization layers").
+
+    ``R_i = x_i sum_j (dy_j / dx_i) s_j`` with ``s_j = R_j / stab(y_j)``: each output's relevance is
+    split in proportion to the first-order terms of its expansion. Not conserving: the higher-order
+    rest, ``sum_j s_j y_j 2 beta (D_j - bias) / D_j``, is reported as ``taylor_absorbed`` in the
+    diagnostics (and the stabiliser's share as ``stabiliser_absorbed``).
+    """
+
+    kind = "lrn_taylor"
+
+    def __init__(self, stabilizer=DEFAULT_EPSILON):
+        super().__init__()
+        self.stabilizer = _check_stabilizer(stabilizer)
+
+    def _params(self):
+        return {"stabilizer": self.stabilizer}

@@ -1,7 +1,7 @@
-"""One interface over the two branches, for the command line, batches and reports.
+"""The two implementations of :class:`bowlrp.explainer.Explainer`: a BoW/SVM pipeline and a network.
 
 A BoW/SVM pipeline explains raw images of any size; a network needs its inputs shaped, scaled and
-laid out as NCHW. The adapters here hide that difference behind four methods:
+laid out as NCHW. The adapters here hide that difference behind the protocol's methods:
 
 ``prepare(images)``
     images as read from disk -> the images the model actually sees (a network's are resized and
@@ -21,7 +21,19 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["BoWExplainer", "NetworkExplainer", "as_explainer", "parse_target"]
+from bowlrp.explainer import Explainer
+from bowlrp.validation import to_grey
+
+__all__ = ["BoWExplainer", "NetworkExplainer", "as_explainer", "parse_target", "network_types",
+           "network_classifier", "prepare_images", "to_nchw"]
+
+
+def network_types() -> tuple:
+    """The ``nets`` model classes an adapter accepts (for ``isinstance``): ``nets.Graph``, of which
+    ``Sequential`` (a chain) is one kind. The one place to extend."""
+    from nets.graph import Graph
+
+    return (Graph,)
 
 
 def realign(obj, _seen=None):
@@ -102,7 +114,7 @@ def _in_batches(items, size):
         yield items[start:start + size]
 
 
-class BoWExplainer(_Realigned):
+class BoWExplainer(_Realigned):  # implements bowlrp.explainer.Explainer
     """Adapter for a fitted :class:`~bowlrp.bow.classifier.BoWClassifier` (images are used as read).
 
     Parameters
@@ -168,43 +180,44 @@ class BoWExplainer(_Realigned):
         return score
 
 
-def _layer_weight(layer):
-    weight = getattr(layer, "W", None)
-    if weight is None and hasattr(layer, "get_arrays"):
-        arrays = layer.get_arrays()
-        weight = arrays.get("W", arrays.get("weight"))
-    return None if weight is None else np.asarray(weight)
+def _first_layer(model, skip):
+    """The first layer of ``model`` that is not an instance of one of the ``skip`` classes."""
+    return next((layer for layer in model.layers if not isinstance(layer, skip)), None)
 
 
 def infer_input_shape(model) -> tuple[int, int, int]:
-    """(C, H, W) a network expects, when the model says so or its first layer makes it clear.
+    """(C, H, W) a network expects, when the model says it or its first layer makes it clear.
 
-    A model with an ``input_shape`` attribute is taken at its word. A first dense layer with
-    n inputs is read as a square image: n = s² -> (1, s, s), n = 3s² -> (3, s, s). Otherwise (a
-    convolution first: the spatial size is free) a ValueError asks for the shape.
+    A graph imported from a file with a static input shape (``nets.load_onnx``) records it as
+    ``input_shape``. A first dense layer (after any Flatten/Dropout) with n inputs is read as a square image:
+    n = s² -> (1, s, s), n = 3s² -> (3, s, s). Otherwise (a convolution first: the spatial size is
+    free) a ValueError asks for the shape.
     """
-    shape = getattr(model, "input_shape", None)
-    if shape is not None:
-        shape = tuple(int(s) for s in shape if s is not None)
-        shape = shape[-3:] if len(shape) >= 3 else shape
-        if len(shape) == 3:
-            return shape
-    for layer in model.layers:
-        name = type(layer).__name__
-        if name in ("Flatten", "Dropout", "Identity"):
-            continue
-        weight = _layer_weight(layer)
-        if name == "Dense" and weight is not None:
-            n = weight.shape[1]
-            for channels in (1, 3):
-                side = int(round(np.sqrt(n / channels)))
-                if channels * side * side == n:
-                    return (channels, side, side)
-        break
+    from nets.layers import Dense, Dropout, Flatten
+
+    recorded = getattr(model, "input_shape", None)
+    if recorded is not None and len(recorded) == 3:
+        return tuple(int(v) for v in recorded)
+    first = _first_layer(model, (Flatten, Dropout))
+    if isinstance(first, Dense):
+        n = first.W.shape[1]
+        for channels in (1, 3):
+            side = int(round(np.sqrt(n / channels)))
+            if channels * side * side == n:
+                return (channels, side, side)
     raise ValueError(
         "cannot tell the network's input shape from the model; give it as C,H,W "
         "(command line: --input-shape 1,28,28)"
     )
+
+
+def _per_channel(value, name: str, channels: int) -> np.ndarray:
+    """One number or one per channel -> (channels,) floats; a clear error for another length."""
+    flat = np.ravel(np.asarray(value, dtype=np.float64))
+    if flat.size not in (1, channels):
+        raise ValueError(f"{name} must be one number or {channels} (one per channel of the "
+                         f"{channels}-channel input), got {flat.size}: {flat.tolist()}")
+    return np.broadcast_to(flat, (channels,)).copy()
 
 
 def _resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -223,19 +236,52 @@ def _resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
     return out[..., 0] if image.ndim == 2 else out
 
 
-class NetworkExplainer(_Realigned):
+def prepare_images(images, input_shape) -> list:
+    """Images as read -> what a network of ``input_shape`` (C, H, W) sees: floats in [0, 1] (uint8
+    divided by 255), grey (C = 1) or RGB (C = 3), resized to H x W. Networks fitted by ``bowlrp fit``
+    are trained on exactly these."""
+    channels, height, width = input_shape
+    out = []
+    for image in images:
+        img = np.asarray(image)
+        img = img / 255.0 if img.dtype == np.uint8 else img.astype(np.float64)
+        if img.ndim == 3 and img.shape[2] == 4:
+            img = img[..., :3]
+        if channels == 1 and img.ndim == 3:
+            img = to_grey(img)
+        elif channels == 3 and img.ndim == 2:
+            img = np.repeat(img[..., None], 3, axis=2)
+        out.append(np.clip(_resize(img, height, width), 0.0, 1.0))
+    return out
+
+
+def to_nchw(prepared) -> np.ndarray:
+    """Prepared (H, W) or (H, W, C) images -> one (n, C, H, W) array."""
+    return np.stack([p[None] if p.ndim == 2 else np.moveaxis(p, 2, 0) for p in prepared])
+
+
+def network_classifier(model) -> bool:
+    """True for a fitted classifier around a ``nets`` network (``model_``, ``classes_`` and
+    ``input_shape_``, as :class:`nets.train.ConvNetClassifier` has): it knows its class names and
+    input shape, so explaining it needs neither ``--input-shape`` nor output indices."""
+    return isinstance(getattr(model, "model_", None), network_types()) and hasattr(model, "classes_")
+
+
+class NetworkExplainer(_Realigned):  # implements bowlrp.explainer.Explainer
     """Adapter for a ``nets`` model: resize, scale to [0, 1], normalise, NCHW, then LRP.
 
     Parameters
     ----------
-    model : nets.Sequential
+    model : nets.Sequential, or a fitted network classifier (``nets.train.ConvNetClassifier``)
+        A classifier brings its class names (targets are then class names, and heatmaps say which
+        class they explain) and its input shape.
     composite : str or Composite, default="auto"
         A ``nets`` preset name or Composite. ``"auto"``: ``"epsilon_plus_flat"`` for networks that
         start with a convolution, ``"epsilon_plus"`` for networks that start with a dense layer
         (the Flat rule on a first dense layer spreads every neuron's relevance evenly over all
         pixels, so the map would be constant).
     input_shape : (C, H, W), optional
-        Default: :func:`infer_input_shape`.
+        Default: the classifier's ``input_shape_``, else :func:`infer_input_shape`.
     mean, std : float or sequence of C floats
         The network sees ``(image01 - mean) / std``.
     batch_size : int, default=1
@@ -250,14 +296,22 @@ class NetworkExplainer(_Realigned):
 
     def __init__(self, model, composite="auto", input_shape=None, mean=0.0, std=1.0,
                  batch_size=1):
+        from nets.layers import Conv2D, Dense, Dropout
+
+        self.classes = None  # targets are output indices, unless the model names its classes
+        if network_classifier(model):
+            # output k scores classes_[k]; plain Python labels, as parse_target returns them
+            self.classes = [c.item() if isinstance(c, np.generic) else c for c in model.classes_]
+            if input_shape is None:
+                input_shape = tuple(int(v) for v in model.input_shape_)
+            model = model.model_
+        if not isinstance(model, network_types()):
+            raise TypeError(f"NetworkExplainer needs a nets model, got {type(model).__name__}")
         # a model that starts with a dense layer (e.g. imported from scikit-learn) takes flat rows
-        first = next((layer for layer in model.layers
-                      if type(layer).__name__ not in ("Dropout", "Identity")), None)
-        self.flat_input = type(first).__name__ == "Dense"
+        self.flat_input = isinstance(_first_layer(model, Dropout), Dense)
         if composite is None or composite == "auto":
-            first_linear = next((type(layer).__name__ for layer in model.layers
-                                 if type(layer).__name__ in ("Dense", "Conv2D")), None)
-            composite = "epsilon_plus" if first_linear == "Dense" else "epsilon_plus_flat"
+            first_linear = next((layer for layer in model.layers if isinstance(layer, (Dense, Conv2D))), None)
+            composite = "epsilon_plus" if isinstance(first_linear, Dense) else "epsilon_plus_flat"
         if isinstance(composite, str):
             from nets.composites import COMPOSITES
 
@@ -272,10 +326,17 @@ class NetworkExplainer(_Realigned):
         if len(self.input_shape) != 3 or self.input_shape[0] not in (1, 3):
             raise ValueError(f"input_shape must be (C, H, W) with C = 1 or 3, got {self.input_shape}")
         channels = self.input_shape[0]
-        self.mean = np.broadcast_to(np.asarray(mean, dtype=np.float64), (channels,)).copy()
-        self.std = np.broadcast_to(np.asarray(std, dtype=np.float64), (channels,)).copy()
+        self.mean = _per_channel(mean, "mean", channels)
+        self.std = _per_channel(std, "std", channels)
         if np.any(self.std <= 0) or not np.all(np.isfinite(self.std)):
             raise ValueError(f"std must be positive, got {self.std}")
+
+    @property
+    def n_outputs(self) -> int:
+        """Outputs of the network (one forward pass of a blank image)."""
+        channels, height, width = self.input_shape
+        blank = np.zeros((height, width) if channels == 1 else (height, width, 3))
+        return int(self.decision([blank]).shape[1])
 
     def describe(self) -> dict:
         return {
@@ -286,26 +347,15 @@ class NetworkExplainer(_Realigned):
             "std": self.std.tolist(),
             "batch_size": self.batch_size,
             "layers": [type(layer).__name__ for layer in self.model.layers],
+            "classes": None if self.classes is None else [str(c) for c in self.classes],
         }
 
     def prepare(self, images):
-        channels, height, width = self.input_shape
-        out = []
-        for image in images:
-            img = np.asarray(image)
-            img = img / 255.0 if img.dtype == np.uint8 else img.astype(np.float64)
-            if img.ndim == 3 and img.shape[2] == 4:
-                img = img[..., :3]
-            if channels == 1 and img.ndim == 3:
-                img = img[..., :3] @ np.array([0.299, 0.587, 0.114])
-            elif channels == 3 and img.ndim == 2:
-                img = np.repeat(img[..., None], 3, axis=2)
-            out.append(np.clip(_resize(img, height, width), 0.0, 1.0))
-        return out
+        return prepare_images(images, self.input_shape)
 
     def to_input(self, prepared) -> np.ndarray:
         """Prepared (H, W[, 3]) images in [0, 1] -> the (n, C, H, W) array the network takes."""
-        x = np.stack([p[None] if p.ndim == 2 else np.moveaxis(p, 2, 0) for p in prepared])
+        x = to_nchw(prepared)
         x = (x - self.mean[None, :, None, None]) / self.std[None, :, None, None]
         return x.reshape(len(x), -1) if self.flat_input else x
 
@@ -321,7 +371,9 @@ class NetworkExplainer(_Realigned):
         return np.concatenate(logits, axis=0)
 
     def _lrp(self):
-        import nets
+        from bowlrp.app.nets_check import import_nets
+
+        nets = import_nets()
 
         kwargs = {}
         if self.composite == "epsilon_gamma_box":
@@ -330,19 +382,30 @@ class NetworkExplainer(_Realigned):
                       "high": float(np.max((1.0 - self.mean) / self.std))}
         return nets.LRP(self.model, self.composite, **kwargs)
 
+    def _index(self, target) -> int:
+        """The output index of ``target``: a class name when the model has them, else an index."""
+        if self.classes is None:
+            return int(target)
+        if target not in self.classes:
+            raise ValueError(f"unknown target {target!r}; classes are {self.classes}")
+        return self.classes.index(target)
+
     def explain(self, images, target=None):
         prepared = self.prepare(images)
         lrp = self._lrp()
         image_shape = self.input_shape if self.flat_input else None
+        index = None if target is None else self._index(target)
         maps = []
         for part in self._batches(prepared):
-            maps += lrp.explain(self.to_input(part), target=target, image_shape=image_shape)
+            maps += lrp.explain(self.to_input(part), target=index, image_shape=image_shape)
         for heatmap, image in zip(maps, prepared):
             heatmap.image = image  # the picture the network saw, in [0, 1] (not the normalised input)
+            if self.classes is not None:  # say which class, not which output
+                heatmap.target = self.classes[int(heatmap.target)]
         return maps
 
     def score_function(self, target):
-        index = int(target)
+        index = self._index(target)
 
         def score(images):
             return self.decision(images, batch_size=max(1, len(images)))[:, index]  # one pass per batch
@@ -351,12 +414,13 @@ class NetworkExplainer(_Realigned):
 
 
 def as_explainer(model, composite="auto", input_shape=None, mean=0.0, std=1.0, batch_size=1):
-    """Wrap a fitted BoW pipeline or a ``nets`` model in its adapter (adapters pass through)."""
-    if isinstance(model, (BoWExplainer, NetworkExplainer)):
+    """Wrap a fitted BoW pipeline or a ``nets`` model in its adapter (an :class:`Explainer`, such
+    as an adapter, passes through)."""
+    if isinstance(model, Explainer):
         return model
     from bowlrp.app.persist import model_kind
 
-    if model_kind(model) == "network":
+    if network_classifier(model) or model_kind(model) == "network":
         return NetworkExplainer(model, composite=composite, input_shape=input_shape, mean=mean, std=std,
                                 batch_size=batch_size)
     return BoWExplainer(model, batch_size=batch_size)

@@ -14,22 +14,25 @@ Memory stays bounded: images are read chunk by chunk in the driver, at most a fe
 are in flight, and each finished image is written and dropped at once. The final ``relevances.npz``
 is streamed map by map into the zip file.
 
-Resuming: a record is appended to the manifest only after the image's files are in place (written
-to a temporary name, then renamed), so after an interruption, at any moment, the manifest lists
-exactly the images that are done. Running the same command again reads it and explains only the
-rest. Files that could not be read or explained are recorded as ``skipped`` with the reason; they
-are tried again on a rerun (the file may have been fixed).
+Resuming: a record is appended to the manifest only after the image's files are durably in place
+(written to a temporary name, fsync'ed, renamed), so after an interruption, at any moment, the
+manifest lists only images that are done. Running the same command again keeps a recorded result
+only if its input has the same path and content (SHA-256) and its files still have the recorded
+size and checksum (see :mod:`bowlrp.app.run_folder`); everything else is explained, and the result
+says how many were new, changed or damaged. Files that could not be read or explained are
+recorded as ``skipped`` with the reason; they are tried again on a rerun. One run at a time writes
+into a folder (a lock; the second run is told which process holds it).
 
 Parallelism: ``n_jobs`` workers through joblib (any joblib backend), or a dask distributed cluster
 (``scheduler``: an address such as ``tcp://10.0.0.5:8786`` or a ``distributed.Client``). Images are
 read by the driver and sent to the workers, so workers need no access to the input files; the model
-is sent once per worker (dask) or once per chunk (joblib). The numbers do not depend on the
-executor: each image's explanation is computed by the same code on the same inputs.
+is sent once per worker (dask) or once per chunk (joblib). See :mod:`bowlrp.app.executors`.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
 import os
@@ -38,36 +41,44 @@ import time
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from itertools import islice
 
 import numpy as np
 
-from bowlrp.app.adapters import realign
-from bowlrp.imageio import ImageItem, ImageReadError, list_images, read_image
-from bowlrp.jit import limited_threads
+from bowlrp.app.executors import run_dask, run_joblib, run_serial
+from bowlrp.app.run_folder import (
+    HEATMAP_DIR,
+    MANIFEST,
+    RELEVANCE_DIR,
+    RELEVANCES_NPZ,
+    RUN_FILE,
+    SCORES_CSV,
+    SUMMARY_JSON,
+    RunLock,
+    RunLockedError,
+    RunMismatchError,
+    csv_text,
+    file_sha256,
+    finish_file,
+    fsync_folder,
+    open_manifest,
+    read_manifest,
+    verified,
+)
+from bowlrp.imageio import DEFAULT_MAX_PIXELS, ImageItem, ImageReadError, list_images, read_image
 
-__all__ = ["explain_batch", "BatchResult", "RunMismatchError", "Progress", "read_manifest"]
+__all__ = ["explain_batch", "BatchResult", "RunMismatchError", "RunLockedError", "Progress", "read_manifest"]
 
-MANIFEST = "manifest.jsonl"
-RUN_FILE = "run.json"
-SCORES_CSV = "scores.csv"
-RELEVANCES_NPZ = "relevances.npz"
-SUMMARY_JSON = "summary.json"
-HEATMAP_DIR = "heatmaps"
-RELEVANCE_DIR = "relevance"
 RUN_FORMAT = 1
 
 SCORE_COLUMNS = ["key", "path", "status", "target", "score", "relevance_sum", "residual", "method",
                  "heatmap_png", "relevance_npz", "reason"]
 
 
-class RunMismatchError(ValueError):
-    """The output folder holds a run with different settings (another model, target, ...)."""
-
-
 @dataclass
 class BatchResult:
-    """What :func:`explain_batch` did. ``skipped`` lists ``(key, path, reason)``."""
+    """What :func:`explain_batch` did. ``skipped`` lists ``(key, path, reason)``; ``changed`` and
+    ``damaged`` count earlier results explained again because their input changed (path or
+    content) or their result files no longer matched the manifest."""
 
     out_dir: str
     total: int
@@ -75,6 +86,8 @@ class BatchResult:
     new: int
     skipped: list = field(default_factory=list)
     pending: int = 0
+    changed: int = 0
+    damaged: int = 0
 
     @property
     def complete(self) -> bool:
@@ -126,24 +139,7 @@ class Progress:
         self.stream.flush()
 
 
-# ---------------------------------------------------------------------- manifest and run file
-def read_manifest(out_dir) -> dict[str, dict]:
-    """The latest manifest record of each key (a torn last line from a crash is ignored)."""
-    records: dict[str, dict] = {}
-    path = os.path.join(out_dir, MANIFEST)
-    if not os.path.exists(path):
-        return records
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut short by an interruption: that image is redone
-            if isinstance(record, dict) and "key" in record:
-                records[record["key"]] = record
-    return records
-
-
+# ---------------------------------------------------------------------- run file
 def _jsonable(value):
     if isinstance(value, np.generic):
         return value.item()
@@ -158,16 +154,13 @@ def _check_run_file(out_dir: str, fingerprint: dict, resume: bool) -> None:
         with open(path, encoding="utf-8") as fh:
             try:
                 previous = json.load(fh)
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, UnicodeDecodeError):
                 previous = None
         has_results = os.path.exists(os.path.join(out_dir, MANIFEST))
-        if previous is not None and previous != fingerprint and has_results:
+        if isinstance(previous, dict) and previous != fingerprint and has_results:
             changed = sorted(k for k in set(previous) | set(fingerprint)
                              if previous.get(k) != fingerprint.get(k))
-            raise RunMismatchError(
-                f"{out_dir} holds results of a different run (changed: {', '.join(changed)}); "
-                "use another output folder, or start over (--overwrite / resume=False)"
-            )
+            raise RunMismatchError(out_dir, changed)
     _write_atomic_text(path, json.dumps(fingerprint, indent=2, sort_keys=True) + "\n")
 
 
@@ -175,6 +168,8 @@ def _write_atomic_text(path: str, text: str) -> None:
     tmp = f"{path}.tmp-{os.getpid()}"
     with open(tmp, "w", encoding="utf-8") as fh:
         fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
     os.replace(tmp, path)
 
 
@@ -192,112 +187,63 @@ def _clear_previous(out_dir: str) -> None:
                     os.remove(os.path.join(folder, name))
 
 
-# ---------------------------------------------------------------------- the work of one chunk
-def _limit_threads(threads):
-    """One numba and BLAS thread per worker process while it explains (restored afterwards): workers
-    are the parallelism, and several processes each running full thread pools would fight over the
-    same cores."""
-    return limited_threads(threads)
-
-
-def _explain_chunk(explainer, keys, images, target, read_failures, threads=None):
-    """Explain a chunk; on an error, explain image by image so only the bad ones are lost.
-
-    Runs on the workers. Returns ``[(key, Heatmap or None, reason or None)]`` including the
-    images the driver could not read (``read_failures``), so the driver has one stream of results.
-    """
-    results = [(key, None, reason) for key, reason in read_failures]
-    if not keys:
-        return results
-    with _limit_threads(threads):
-        try:
-            maps = explainer.explain(list(images), target=target)
-            if len(maps) != len(keys):
-                raise RuntimeError(f"explainer returned {len(maps)} heatmaps for {len(keys)} images")
-            return results + [(key, heatmap, None) for key, heatmap in zip(keys, maps)]
-        except Exception as exc:  # one bad image must not sink the chunk: find it
-            if len(keys) == 1:
-                return results + [(keys[0], None, f"cannot explain: {type(exc).__name__}: {exc}")]
-            for key, image in zip(keys, images):
-                results += _explain_chunk(explainer, [key], [image], target, [])
-            return results
-
-
-def _read_chunks(items: list[ImageItem], chunk_size: int, read_mode: str) -> Iterator[tuple]:
-    """Yield (keys, images, read_failures) per chunk; images are read only when a chunk is due."""
+# ---------------------------------------------------------------------- reading inputs
+def _read_chunks(items: list[ImageItem], chunk_size: int, read_mode: str, max_pixels,
+                 digests: dict) -> Iterator[tuple]:
+    """Yield (keys, images, read_failures) per chunk; images are read only when a chunk is due.
+    Each file is read once: its bytes are hashed (``digests[key]``) and decoded."""
     for start in range(0, len(items), chunk_size):
         keys, images, failures = [], [], []
         for item in items[start:start + chunk_size]:
             try:
-                images.append(read_image(item.path, mode=read_mode))
+                with open(item.path, "rb") as fh:
+                    data = fh.read()
+            except OSError as exc:
+                failures.append((item.key, f"cannot read the file: {exc.strerror or exc}"))
+                continue
+            digests[item.key] = hashlib.sha256(data).hexdigest()
+            try:
+                images.append(read_image(item.path, mode=read_mode, max_pixels=max_pixels, data=data))
                 keys.append(item.key)
             except ImageReadError as exc:
                 failures.append((item.key, exc.reason))
         yield keys, images, failures
 
 
-# ---------------------------------------------------------------------- executors
-def _run_serial(explainer, chunks, target):
-    for keys, images, failures in chunks:
-        yield _explain_chunk(explainer, keys, images, target, failures)
-
-
-def _run_joblib(explainer, chunks, target, n_jobs, backend):
-    from contextlib import nullcontext
-
-    from joblib import Parallel, delayed, parallel_config
-
-    # parallel_config (not Parallel(backend=...)) also finds the external backends such as "dask"
-    with parallel_config(backend=backend) if backend is not None else nullcontext():
-        parallel = Parallel(n_jobs=n_jobs, return_as="generator_unordered", pre_dispatch="2*n_jobs")
-        tasks = (delayed(_explain_chunk)(explainer, k, i, target, f, threads=1) for k, i, f in chunks)
-        for result in parallel(tasks):
-            for _key, heatmap, _reason in result:
-                if heatmap is not None:
-                    realign(heatmap)
-            yield result
-
-
-def _run_dask(explainer, chunks, target, scheduler):
-    from distributed import Client, as_completed
-
-    own_client = not isinstance(scheduler, Client)
-    client = Client(scheduler) if own_client else scheduler
+def _input_digest(path: str) -> str | None:
     try:
-        workers = client.scheduler_info().get("workers", {})
-        slots = max(1, sum(int(w.get("nthreads", 1)) for w in workers.values()))
-        window = 2 * slots  # chunks in flight: enough to keep every worker busy, no more
-        model = client.scatter(explainer, broadcast=True)
-        chunks = iter(chunks)
+        return file_sha256(path)
+    except OSError:
+        return None
 
-        def submit(chunk):
-            keys, images, failures = chunk
-            return client.submit(_explain_chunk, model, keys, images, target, failures, threads=1, pure=False)
 
-        running = as_completed([submit(c) for c in islice(chunks, window)])
-        for future in running:
-            result = future.result()
-            future.release()
-            for _key, heatmap, _reason in result:
-                if heatmap is not None:
-                    realign(heatmap)  # received arrays may sit at odd offsets (see realign)
-            following = next(chunks, None)
-            if following is not None:
-                running.add(submit(following))
-            yield result
-    finally:
-        if own_client:
-            client.close()
+def _reusable(out_dir, items, records) -> tuple[set, int, int]:
+    """Keys whose recorded result can be kept: same input path, same input bytes, result files
+    intact. Also counts the results dropped because the input changed and because they are damaged."""
+    done, changed, damaged = set(), 0, 0
+    for item in items:
+        record = records.get(item.key)
+        if record is None or record.get("status") != "ok":
+            continue
+        if record.get("path") != item.path or record.get("input_sha256") != _input_digest(item.path):
+            changed += 1
+        elif not verified(out_dir, record):
+            damaged += 1
+        else:
+            done.add(item.key)
+    return done, changed, damaged
 
 
 # ---------------------------------------------------------------------- writing results
-def _save_heatmap(out_dir, key, heatmap, png, render_options):
+def _save_heatmap(out_dir, key, heatmap, png, render_options) -> dict:
+    """Write the NPZ (and PNG) of one image durably; returns the manifest fields naming them."""
+    fields = {}
     npz_rel = os.path.join(RELEVANCE_DIR, f"{key}.npz")
-    npz_path = os.path.join(out_dir, npz_rel)
     tmp = os.path.join(out_dir, RELEVANCE_DIR, f".{key}.tmp.npz")
     heatmap.save(tmp)
-    os.replace(tmp, npz_path)
-    png_rel = ""
+    size, digest = finish_file(tmp, os.path.join(out_dir, npz_rel))
+    fields.update(relevance_npz=npz_rel, relevance_npz_size=size, relevance_npz_sha256=digest)
+    fields["heatmap_png"] = ""
     if png:
         png_rel = os.path.join(HEATMAP_DIR, f"{key}.png")
         tmp = os.path.join(out_dir, HEATMAP_DIR, f".{key}.tmp.png")
@@ -305,24 +251,25 @@ def _save_heatmap(out_dir, key, heatmap, png, render_options):
         if options.get("overlay") and heatmap.image is None:
             options["overlay"] = False
         heatmap.save(tmp, **options)
-        os.replace(tmp, os.path.join(out_dir, png_rel))
-    return png_rel, npz_rel
+        size, digest = finish_file(tmp, os.path.join(out_dir, png_rel))
+        fields.update(heatmap_png=png_rel, heatmap_png_size=size, heatmap_png_sha256=digest)
+    return fields
 
 
-def _record(key, item, heatmap, reason, png_rel="", npz_rel=""):
+def _record(key, item, heatmap, reason, digest=None, files=None):
     if heatmap is None:
-        return {"key": key, "path": item.path, "status": "skipped", "reason": reason}
+        return {"key": key, "path": item.path, "status": "skipped", "reason": reason, "input_sha256": digest}
     return {
         "key": key,
         "path": item.path,
+        "input_sha256": digest,
         "status": "ok",
         "target": _jsonable(heatmap.target),
         "score": heatmap.score,
         "relevance_sum": heatmap.total,
         "residual": heatmap.residual,
         "method": heatmap.method,
-        "heatmap_png": png_rel,
-        "relevance_npz": npz_rel,
+        **(files or {}),
     }
 
 
@@ -340,7 +287,7 @@ def _write_outputs(out_dir: str, items: list[ImageItem], records: dict[str, dict
             if record is None:
                 record = {"key": item.key, "path": item.path, "status": "pending"}
             counts[record["status"]] += 1
-            row = {k: ("" if record.get(k) is None else record.get(k)) for k in SCORE_COLUMNS}
+            row = {k: csv_text(record.get(k)) for k in SCORE_COLUMNS}
             for k in ("score", "relevance_sum", "residual"):
                 if isinstance(record.get(k), float):
                     row[k] = repr(record[k])  # exact: a reader gets the same float back
@@ -362,14 +309,16 @@ def _write_outputs(out_dir: str, items: list[ImageItem], records: dict[str, dict
 def explain_batch(explainer, items, out_dir, *, target=None, chunk_size: int = 8, n_jobs: int = 1,
                   backend=None, scheduler=None, limit: int | None = None, resume: bool = True,
                   png: bool = True, cmap: str = "bwr", overlay: bool = False, read_mode: str = "auto",
-                  run_info: dict | None = None, progress: bool = True, on_result=None) -> BatchResult:
+                  max_pixels: int | None = DEFAULT_MAX_PIXELS, run_info: dict | None = None,
+                  progress: bool = True, on_result=None) -> BatchResult:
     """Explain many images, writing each result as soon as it is ready; resumable.
 
     Parameters
     ----------
-    explainer : object with ``explain(images, target=None) -> list[Heatmap]``
-        For example :class:`bowlrp.app.adapters.BoWExplainer` or ``NetworkExplainer``. Must be
-        picklable for ``n_jobs != 1`` and dask.
+    explainer : bowlrp.explainer.Explainer
+        For example :class:`bowlrp.app.adapters.BoWExplainer` or ``NetworkExplainer`` (at least
+        ``explain(images, target=None) -> list[Heatmap]``). Must be picklable for ``n_jobs != 1``
+        and dask.
     items : list of ImageItem, or paths / folders / CSV files (see :func:`bowlrp.imageio.list_images`)
     out_dir : str or path
         Output folder (layout in the module docstring). Created when missing.
@@ -386,9 +335,13 @@ def explain_batch(explainer, items, out_dir, *, target=None, chunk_size: int = 8
     limit : int, optional
         Explain at most this many new images in this call (the rest stays pending for a rerun).
     resume : bool
-        Continue a previous run in ``out_dir`` (default). False starts over, deleting its results.
+        Continue a previous run in ``out_dir`` (default): results whose input (path and content)
+        is unchanged and whose files are intact are kept, everything else is explained. False
+        starts over, deleting its results.
     png, cmap, overlay : rendering of the per-image heatmap PNGs.
     read_mode : {"auto", "gray", "rgb"}
+    max_pixels : int or None
+        Larger images (from their header, before decoding) are skipped with the reason.
     run_info : dict, optional
         Extra settings that identify the run (e.g. a hash of the model file); a resumed run must
         have the same.
@@ -405,6 +358,8 @@ def explain_batch(explainer, items, out_dir, *, target=None, chunk_size: int = 8
     ------
     RunMismatchError
         ``out_dir`` holds a run with other settings and ``resume`` is True.
+    RunLockedError
+        Another run is writing into ``out_dir`` (the message says which process).
     KeyboardInterrupt
         Passed on after the finished images are safely recorded; rerun to resume.
     """
@@ -413,6 +368,8 @@ def explain_batch(explainer, items, out_dir, *, target=None, chunk_size: int = 8
     chunk_size = int(chunk_size)
     if limit is not None and int(limit) < 0:
         raise ValueError(f"limit must be >= 0, got {limit}")
+    if isinstance(n_jobs, bool) or not isinstance(n_jobs, (int, np.integer)) or n_jobs == 0:
+        raise ValueError(f"n_jobs must be a non-zero integer (-1 = all cores), got {n_jobs!r}")
     if not (items and all(isinstance(i, ImageItem) for i in items)):
         items = list_images(items)
     keys = [item.key for item in items]
@@ -422,6 +379,14 @@ def explain_batch(explainer, items, out_dir, *, target=None, chunk_size: int = 8
     os.makedirs(os.path.join(out_dir, RELEVANCE_DIR), exist_ok=True)
     if png:
         os.makedirs(os.path.join(out_dir, HEATMAP_DIR), exist_ok=True)
+    with RunLock(out_dir):
+        return _explain_locked(explainer, items, out_dir, target, chunk_size, n_jobs, backend, scheduler,
+                               limit, resume, png, {"cmap": cmap, "overlay": overlay}, read_mode,
+                               max_pixels, run_info, progress, on_result)
+
+
+def _explain_locked(explainer, items, out_dir, target, chunk_size, n_jobs, backend, scheduler, limit,
+                    resume, png, render_options, read_mode, max_pixels, run_info, progress, on_result):
     if not resume:
         _clear_previous(out_dir)
     describe = getattr(explainer, "describe", None)
@@ -429,41 +394,41 @@ def explain_batch(explainer, items, out_dir, *, target=None, chunk_size: int = 8
         "format": RUN_FORMAT,
         "explainer": describe() if callable(describe) else type(explainer).__name__,
         "target": _jsonable(target),
-        "png": bool(png), "cmap": cmap, "overlay": bool(overlay), "read_mode": read_mode,
-        "run_info": run_info or {},
+        "png": bool(png), **render_options, "overlay": bool(render_options["overlay"]),
+        "read_mode": read_mode, "run_info": run_info or {},
     }
     _check_run_file(out_dir, fingerprint, resume)
 
     records = read_manifest(out_dir)
-    done = {k for k, r in records.items()
-            if r.get("status") == "ok" and os.path.exists(os.path.join(out_dir, r.get("relevance_npz", "")))}
+    done, changed, damaged = _reusable(out_dir, items, records)
     todo = [item for item in items if item.key not in done]
     if limit is not None:
         todo = todo[:int(limit)]
     by_key = {item.key: item for item in items}
 
-    chunks = _read_chunks(todo, chunk_size, read_mode)
+    digests: dict[str, str] = {}
+    chunks = _read_chunks(todo, chunk_size, read_mode, max_pixels, digests)
     if scheduler is not None:
-        results = _run_dask(explainer, chunks, target, scheduler)
+        results = run_dask(explainer, chunks, target, scheduler)
     elif n_jobs == 1 and backend is None:
-        results = _run_serial(explainer, chunks, target)
+        results = run_serial(explainer, chunks, target)
     else:
-        results = _run_joblib(explainer, chunks, target, n_jobs, backend)
+        results = run_joblib(explainer, chunks, target, n_jobs, backend)
 
     bar = Progress(len(todo), "explain", enabled=progress)
-    render_options = {"cmap": cmap, "overlay": overlay}
     new, interrupted = 0, False
-    manifest = open(os.path.join(out_dir, MANIFEST), "a", encoding="utf-8")
+    manifest = open_manifest(out_dir)
     try:
         for chunk_results in results:
+            # the chunk's files first (each fsync'ed and renamed, then their folders fsync'ed), so
+            # that no manifest record ever names a file a power cut could still take away
+            files = {key: _save_heatmap(out_dir, key, heatmap, png, render_options)
+                     for key, heatmap, _reason in chunk_results if heatmap is not None}
+            for folder in (RELEVANCE_DIR, HEATMAP_DIR) if files else ():
+                fsync_folder(os.path.join(out_dir, folder))
             for key, heatmap, reason in chunk_results:
-                item = by_key[key]
-                if heatmap is not None:
-                    png_rel, npz_rel = _save_heatmap(out_dir, key, heatmap, png, render_options)
-                    record = _record(key, item, heatmap, None, png_rel, npz_rel)
-                    new += 1
-                else:
-                    record = _record(key, item, None, reason)
+                record = _record(key, by_key[key], heatmap, reason, digests.get(key), files.get(key))
+                new += heatmap is not None
                 manifest.write(json.dumps(record) + "\n")
                 manifest.flush()
                 records[key] = record
@@ -483,7 +448,7 @@ def explain_batch(explainer, items, out_dir, *, target=None, chunk_size: int = 8
             sys.stderr.write(f"\ninterrupted: {new} new images saved in {out_dir}; rerun to resume\n")
 
     counts = _write_outputs(out_dir, items, records)
-    skipped = [(k, by_key[k].path, records[k].get("reason", "")) for k in keys
-               if records.get(k, {}).get("status") == "skipped"]
+    skipped = [(item.key, item.path, records[item.key].get("reason", "")) for item in items
+               if records.get(item.key, {}).get("status") == "skipped"]
     return BatchResult(out_dir=out_dir, total=len(items), ok=counts["ok"], new=new, skipped=skipped,
-                       pending=counts["pending"])
+                       pending=counts["pending"], changed=changed, damaged=damaged)

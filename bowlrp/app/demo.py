@@ -20,6 +20,7 @@ import numpy as np
 
 from bowlrp.app.scenes import make_scenes
 
+
 def _balanced(labels, n):
     """Indices of n scenes, half of each class where possible, in their original order."""
     pos, neg = np.flatnonzero(labels == 1), np.flatnonzero(labels != 1)
@@ -47,10 +48,12 @@ def run(out="demo_out", n_train=800, n_test=100, n_show=6, size=64, random_state
     random_state : int
         Seed of the scenes, the vocabulary and the network.
     """
-    import nets
     from bowlrp import BoWClassifier
+    from bowlrp.app.nets_check import import_nets
     from bowlrp.evaluation import mask_fraction, relevance_mass_accuracy
     from bowlrp.heatmap import Heatmap, montage
+
+    nets = import_nets()  # before any ``from nets...``: a foreign "nets" fails here, with a clear message
     from nets.train import ConvNetClassifier
 
     out = pathlib.Path(out)
@@ -63,7 +66,8 @@ def run(out="demo_out", n_train=800, n_test=100, n_show=6, size=64, random_state
     train = scenes.subset(slice(0, n_train))
     test = scenes.subset(slice(n_train, n_train + n_test))
     positive = 1  # label of "polygons": the class both models explain
-    _say(f"generated {len(scenes)} scenes of {size}x{size} (polygons vs circles) in {out}/")
+    _say(f"generated {len(scenes)} scenes of {size}x{size} pixels in memory (polygons vs circles): "
+         f"{n_train} to train, {n_test} to test")
 
     bow = BoWClassifier(step=4, bin_sizes=(4,), vocabulary_size=128, mapping="rank", kernel="intersection",
                         C=3.0, random_state=random_state)

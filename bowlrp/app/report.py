@@ -22,17 +22,21 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bowlrp.heatmap import Heatmap, _to_uint8_rgb, render, shared_vmax
+from bowlrp.colorbar import COLOUR_WORDS, format_value
+from bowlrp.heatmap import COLORMAPS, Heatmap, _to_uint8_rgb, render, shared_vmax
 
-__all__ = ["ReportRow", "write_report", "png_data_uri", "svg_curves"]
+__all__ = ["ReportRow", "write_report", "png_data_uri", "svg_curves", "nice_ticks"]
 
 _CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px;color:#222}
+body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:16px 24px;color:#222}
 h1{font-size:1.5em;margin-bottom:.2em} h2{font-size:1.15em;margin-top:1.6em}
 table{border-collapse:collapse;margin:.6em 0} td,th{border:1px solid #ccc;padding:4px 8px;vertical-align:top}
 th{background:#f3f3f3;text-align:left} td.num{text-align:right;font-variant-numeric:tabular-nums}
-.grid td{text-align:center} .grid img{image-rendering:pixelated;display:block;margin:0 auto 4px}
-.small{font-size:.85em;color:#555} .skipped{color:#a33}
+.grid{width:100%} .grid td{text-align:center}
+.grid img{image-rendering:pixelated;display:block;margin:0 auto 4px;width:100%;min-width:96px;max-width:512px}
+.small{font-size:.85em;color:#555} .skipped{color:#a33} .right{color:#1a7f37} .wrong{color:#c62828}
+.legend{display:flex;align-items:center;gap:8px;margin:.4em 0 .8em;max-width:640px}
+.legend .bar{flex:1;height:14px;border:1px solid #999}
 """
 
 _PALETTE = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#7f7f7f"]
@@ -51,13 +55,20 @@ class ReportRow:
     maps : dict of str -> Heatmap
         Heatmaps by method label, shown left to right.
     info : dict of str -> value
-        Extra cells (e.g. the true label, the path).
+        Extra cells (e.g. the path).
+    label : optional
+        The image's true class, when known: shown next to each prediction.
+    predicted : dict of str -> value, optional
+        The class each method's model predicted (by method label); with ``label`` known, the page
+        says "correct" or "wrong" under that map.
     """
 
     key: str
     maps: dict = field(default_factory=dict)
     image: np.ndarray | None = None
     info: dict = field(default_factory=dict)
+    label: object = None
+    predicted: dict = field(default_factory=dict)
 
 
 def png_data_uri(rgb: np.ndarray, max_side: int | None = None, min_side: int = 96) -> str:
@@ -107,6 +118,26 @@ def _table(columns, rows) -> str:
     return f"<table>{head}{''.join(body)}</table>"
 
 
+def nice_ticks(lo: float, hi: float, n: int = 5):
+    """Round axis ticks covering [lo, hi]: a step of 1, 2, 2.5 or 5 times a power of ten.
+
+    Returns ``(start, stop, ticks)``: the axis range (widened to whole steps) and about ``n``
+    ``(value, label)`` pairs with as many decimals as the step needs (``0.25``, ``0.5``, ``10``).
+    """
+    lo, hi = float(lo), float(hi)
+    if hi <= lo:  # one value: a unit range around it
+        lo, hi = lo - 0.5, hi + 0.5
+    raw = (hi - lo) / max(n - 1, 1)
+    power = 10.0 ** math.floor(math.log10(raw))
+    step = next(m * power for m in (1.0, 2.0, 2.5, 5.0, 10.0) if m * power >= raw * (1 - 1e-9))
+    first, last = math.floor(lo / step + 1e-9), math.ceil(hi / step - 1e-9)
+    mantissa = step / 10.0 ** math.floor(math.log10(step))
+    decimals = max(0, -math.floor(math.log10(step)) + (1 if abs(mantissa - 2.5) < 1e-9 else 0))
+    ticks = [(k * step, f"{k * step:.{decimals}f}") for k in range(first, last + 1)]
+    ticks = [(v, "0" if float(t) == 0.0 else t) for v, t in ticks]  # no "-0.0"
+    return first * step, last * step, ticks
+
+
 def svg_curves(series: dict, title: str = "", xlabel: str = "perturbation step",
                ylabel: str = "score", width: int = 420, height: int = 260) -> str:
     """A small line chart as inline SVG (no plotting library needed).
@@ -131,11 +162,7 @@ def svg_curves(series: dict, title: str = "", xlabel: str = "perturbation step",
         return ""
     xs = np.concatenate([x for x, _ in lines.values()])
     ys = np.concatenate([y for _, y in lines.values()])
-    x0, x1 = float(xs.min()), float(xs.max())
-    y0, y1 = float(ys.min()), float(ys.max())
-    x1 = x1 if x1 > x0 else x0 + 1.0
-    if y1 <= y0:
-        y0, y1 = y0 - 0.5, y1 + 0.5
+    (x0, x1, x_ticks), (y0, y1, y_ticks) = nice_ticks(xs.min(), xs.max()), nice_ticks(ys.min(), ys.max())
     left, right, top, bottom = 56, 12, 24, 38
     pw, ph = width - left - right, height - top - bottom
 
@@ -148,13 +175,12 @@ def svg_curves(series: dict, title: str = "", xlabel: str = "perturbation step",
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
              f'font-size="11" font-family="sans-serif">',
              f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="#fff" stroke="#999"/>']
-    for t in np.linspace(0, 1, 5):
-        yv = y0 + t * (y1 - y0)
-        xv = x0 + t * (x1 - x0)
-        parts.append(f'<text x="{left - 4}" y="{py(yv) + 4:.1f}" text-anchor="end">{_fmt(yv)}</text>')
-        parts.append(f'<text x="{px(xv):.1f}" y="{top + ph + 14}" text-anchor="middle">{_fmt(xv)}</text>')
+    for yv, text in y_ticks:
+        parts.append(f'<text x="{left - 4}" y="{py(yv) + 4:.1f}" text-anchor="end">{text}</text>')
         parts.append(f'<line x1="{left}" x2="{left + pw}" y1="{py(yv):.1f}" y2="{py(yv):.1f}" '
                      'stroke="#eee"/>')
+    for xv, text in x_ticks:
+        parts.append(f'<text x="{px(xv):.1f}" y="{top + ph + 14}" text-anchor="middle">{text}</text>')
     if y0 < 0 < y1:
         parts.append(f'<line x1="{left}" x2="{left + pw}" y1="{py(0):.1f}" y2="{py(0):.1f}" stroke="#aaa" '
                      'stroke-dasharray="3,3"/>')
@@ -175,15 +201,45 @@ def svg_curves(series: dict, title: str = "", xlabel: str = "perturbation step",
     return "".join(parts)
 
 
-def _map_cell(heatmap: Heatmap, vmax, cmap: str, overlay: bool, max_side: int) -> str:
+def _verdict(label, predicted) -> str:
+    """'predicted X · true Y: correct/wrong' (HTML), or what of it is known."""
+    if predicted is None:
+        return f"true label {html.escape(str(label))}" if label is not None else ""
+    text = f"predicted {html.escape(str(predicted))}"
+    if label is None:
+        return text
+    right = str(predicted) == str(label)  # labels read back from CSV files are strings
+    verdict = "<b class='right'>correct</b>" if right else "<b class='wrong'>wrong</b>"
+    return f"{text} · true {html.escape(str(label))}: {verdict}"
+
+
+def _map_cell(heatmap: Heatmap, vmax, cmap: str, overlay: bool, max_side: int, verdict: str = "") -> str:
     use_overlay = overlay and heatmap.image is not None
     rgb = render(heatmap, cmap=cmap, vmax=vmax, overlay=use_overlay)
-    lines = [f"score {_fmt(heatmap.score)}" if heatmap.score is not None else "",
+    scale = float(np.max(np.abs(heatmap.relevance))) if vmax is None else vmax
+    lines = [verdict,
+             f"score {_fmt(heatmap.score)}" if heatmap.score is not None else "",
              f"target {html.escape(str(heatmap.target))}" if heatmap.target is not None else "",
              f"ΣR {_fmt(heatmap.total)}",
-             f"residual {_fmt(heatmap.residual)}" if heatmap.residual is not None else ""]
+             f"residual {_fmt(heatmap.residual)}" if heatmap.residual is not None else "",
+             f"colour scale ±{format_value(scale)}"]
     caption = "<br>".join(line for line in lines if line)
     return f'<img src="{png_data_uri(rgb, max_side)}" alt="heatmap"><span class="small">{caption}</span>'
+
+
+def _legend(cmap: str, shared_scale: bool) -> str:
+    """The colour bar of the page, drawn in CSS (a gradient through the colour map's anchors)."""
+    positions, colours = COLORMAPS[cmap]
+    stops = ", ".join(f"rgb({r * 255:.0f},{g * 255:.0f},{b * 255:.0f}) {(p + 1) * 50:.0f}%"
+                      for p, (r, g, b) in zip(positions, colours))
+    negative, positive = COLOUR_WORDS.get(cmap, ("negative", "positive"))
+    scale = ("one colour scale per row: ±the row's largest |R|" if shared_scale
+             else "each map on its own scale: ±its max |R|")
+    return (f"<div class='legend'><span class='small'>{negative}: against the explained class "
+            f"&nbsp;−s</span><span class='bar' style='background:linear-gradient(to right, {stops})'></span>"
+            f"<span class='small'>+s&nbsp; {positive}: for it</span></div>"
+            f"<p class='small'>0 is the centre colour; s, the relevance drawn at full colour, is under "
+            f"each map ({scale}).</p>")
 
 
 def write_report(path, rows, title: str = "bowlrp report", summary: dict | None = None,
@@ -242,11 +298,13 @@ def write_report(path, rows, title: str = "bowlrp report", summary: dict | None 
         info_names = list(dict.fromkeys(k for row in rows for k in row.info))
         shown = rows if max_rows is None else rows[:max_rows]
         out.append(f"<h2>Heatmaps ({len(rows)} images)</h2>")
-        out.append("<p class='small'>red: relevance for the explained class, blue: against; "
-                   + ("one colour scale per row" if shared_scale else "each map on its own scale (max |R|)")
-                   + ".</p>")
-        head = ["key", "image"] + methods + info_names
-        out.append("<table class='grid'><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>")
+        out.append(_legend(cmap, shared_scale))
+        # the pictures share most of the page width equally; key and info columns take what is left
+        picture = f" style='width:{80 // (1 + len(methods))}%'"
+        head = [("key", ""), ("image", picture)] + [(m, picture) for m in methods]
+        head += [(name, "") for name in info_names]
+        cells = "".join(f"<th{style}>{html.escape(h)}</th>" for h, style in head)
+        out.append(f"<table class='grid'><tr>{cells}</tr>")
         for row in shown:
             image = row.image
             if image is None:
@@ -259,8 +317,9 @@ def write_report(path, rows, title: str = "bowlrp report", summary: dict | None 
                 cells.append("<td></td>")
             for method in methods:
                 heatmap = row.maps.get(method)
+                verdict = _verdict(row.label, row.predicted.get(method))
                 cells.append("<td></td>" if heatmap is None
-                             else f"<td>{_map_cell(heatmap, vmax, cmap, overlay, max_side)}</td>")
+                             else f"<td>{_map_cell(heatmap, vmax, cmap, overlay, max_side, verdict)}</td>")
             for name in info_names:
                 cells.append(f"<td>{html.escape(_fmt(row.info.get(name)))}</td>")
             out.append("<tr>" + "".join(cells) + "</tr>")

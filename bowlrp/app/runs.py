@@ -21,7 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bowlrp.app.batch import RELEVANCE_DIR, SCORES_CSV, Progress
+from bowlrp.app.batch import Progress
+from bowlrp.app.run_folder import RELEVANCE_DIR, SCORES_CSV, csv_read, csv_text, safe_key
 from bowlrp.heatmap import Heatmap, montage
 from bowlrp.imageio import IMAGE_SUFFIXES, ImageReadError, read_image
 
@@ -52,7 +53,8 @@ def iter_run(run_dir) -> list[RunImage]:
     Raises
     ------
     ValueError
-        The folder holds no finished run (no ``scores.csv``).
+        The folder holds no finished run (no ``scores.csv``), or a row names a key that is not one
+        our runs write or a result file outside the folder (a crafted table).
     """
     run_dir = os.fspath(run_dir)
     table = os.path.join(run_dir, SCORES_CSV)
@@ -61,10 +63,18 @@ def iter_run(run_dir) -> list[RunImage]:
                          "run 'bowlrp explain' first")
     out = []
     with open(table, newline="", encoding="utf-8") as fh:
-        for row in csv.DictReader(fh):
-            if row.get("status") == "ok":
-                npz = row.get("relevance_npz") or os.path.join(RELEVANCE_DIR, f"{row['key']}.npz")
-                out.append(RunImage(row["key"], row["path"], os.path.join(run_dir, npz)))
+        for line, row in enumerate(csv.DictReader(fh), start=2):
+            row = {k: csv_read(v or "") for k, v in row.items() if k is not None}
+            if row.get("status") != "ok":
+                continue
+            key = row.get("key")
+            npz = os.path.join(run_dir, row.get("relevance_npz") or os.path.join(RELEVANCE_DIR, f"{key}.npz"))
+            inside = os.path.commonpath([os.path.realpath(run_dir), os.path.realpath(npz)]) == \
+                os.path.realpath(run_dir)
+            if not safe_key(key) or not inside:
+                raise ValueError(f"{table}, line {line}: key {key!r} / file {row.get('relevance_npz')!r} "
+                                 "is not one an explain run writes (the table was edited or crafted)")
+            out.append(RunImage(key, row.get("path", ""), npz))
     return out
 
 
@@ -228,7 +238,7 @@ def evaluate_run(explainer, run_dir, out_dir=None, *, orders=("morf", "lerf"), i
         sys.stderr.write(f"warning: rescoring the intact images differs from the explained scores by up to "
                          f"{score_check:.3g} (relative): is this the model that was explained?\n")
 
-    from bowlrp.evaluation import aopc
+    from bowlrp.evaluation import aopc, aopc_per_image, aopc_sem
 
     summary = {
         "run": os.path.abspath(os.fspath(run_dir)),
@@ -241,19 +251,15 @@ def evaluate_run(explainer, run_dir, out_dir=None, *, orders=("morf", "lerf"), i
     }
     for name in names:
         s = scores[name]
-        per_image = (s[:, :1] - s).sum(axis=1) / s.shape[1]
-        summary["aopc"][name] = {
-            "aopc": aopc(s),
-            "sem": float(per_image.std(ddof=1) / np.sqrt(len(per_image))) if len(per_image) > 1 else 0.0,
-        }
+        summary["aopc"][name] = {"aopc": aopc(s), "sem": aopc_sem(s)}
         summary["mean_curves"][name] = s.mean(axis=0).tolist()
 
     with open(os.path.join(out_dir, AOPC_CSV), "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
         writer.writerow(["key", "target", "score"] + [f"aopc_{n}" for n in names])
         for i, item in enumerate(images):
-            row = [item.key, targets[i], repr(float(scores[names[0]][i, 0]))]
-            row += [repr(float(((scores[n][i, 0] - scores[n][i]).sum()) / (steps + 1))) for n in names]
+            row = [csv_text(item.key), csv_text(targets[i]), repr(float(scores[names[0]][i, 0]))]
+            row += [repr(float(aopc_per_image(scores[n][i:i + 1])[0])) for n in names]
             writer.writerow(row)
     with open(os.path.join(out_dir, CURVES_CSV), "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
@@ -286,7 +292,7 @@ def evaluate_run(explainer, run_dir, out_dir=None, *, orders=("morf", "lerf"), i
         with open(os.path.join(out_dir, LOCALIZATION_CSV), "w", newline="", encoding="utf-8") as fh:
             writer = csv.writer(fh)
             writer.writerow(["key", "mass_accuracy", "rank_accuracy", "pointing_game", "mask_fraction"])
-            writer.writerows([[r[0]] + [repr(float(v)) for v in r[1:]] for r in rows])
+            writer.writerows([[csv_text(r[0])] + [repr(float(v)) for v in r[1:]] for r in rows])
         summary["localization"] = localization_scores(maps, masks=gts, tolerance=tolerance) if maps else None
         summary["localization_missing_masks"] = missing
         if missing:
@@ -363,6 +369,5 @@ def compare_runs(bow_dir, net_dir, out_dir, labels=("BoW", "network"), shared: b
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else ["key"])
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: (repr(v) if isinstance(v, float) else ("" if v is None else v))
-                             for k, v in row.items()})
+            writer.writerow({k: (repr(v) if isinstance(v, float) else csv_text(v)) for k, v in row.items()})
     return rows

@@ -44,6 +44,8 @@ class Scenes:
         (0 for circles), ``value`` (fill brightness).
     class_names : tuple of str
         Names of labels 0 and 1.
+    positive : str
+        The key of ``masks`` that makes an image positive (``"polygon"`` here).
     """
 
     images: np.ndarray
@@ -51,6 +53,7 @@ class Scenes:
     masks: dict
     objects: list = field(repr=False)
     class_names: tuple = ("circles", "polygons")
+    positive: str = "polygon"
 
     def __len__(self):
         return len(self.labels)
@@ -58,7 +61,7 @@ class Scenes:
     @property
     def positive_masks(self) -> np.ndarray:
         """(n, H, W) bool: the masks of the objects that make an image positive (the polygons)."""
-        return self.masks["polygon"]
+        return self.masks[self.positive]
 
     def subset(self, index) -> Scenes:
         """The scenes selected by ``index`` (anything that indexes a numpy array)."""
@@ -70,6 +73,7 @@ class Scenes:
             masks={k: v[idx] for k, v in self.masks.items()},
             objects=[self.objects[i] for i in idx],
             class_names=self.class_names,
+            positive=self.positive,
         )
 
 

@@ -34,6 +34,7 @@ import scipy.sparse as sp
 from bowlrp.bow import _encoding_kernels as _k
 from bowlrp.bow.vocabulary import squared_distances
 from bowlrp.jit import parallel_map
+from bowlrp.validation import check_p
 
 __all__ = ["MAPPINGS", "Encoding", "check_mapping", "map_descriptors", "pool", "encode", "encode_many"]
 
@@ -82,13 +83,6 @@ def check_mapping(mapping, rank_base=2.0, rank_n=4, soft_beta=1.0):
     if mapping == "soft":
         if not isinstance(soft_beta, Real) or not np.isfinite(soft_beta) or soft_beta <= 0:
             raise ValueError(f"soft_beta must be a positive finite number, got {soft_beta!r}")
-
-
-def check_p(p):
-    """Validate the pooling exponent p in (0, inf]; return it as a float."""
-    if isinstance(p, bool) or not isinstance(p, Real) or np.isnan(p) or p <= 0:
-        raise ValueError(f"pooling exponent p must be in (0, inf] (np.inf for max pooling), got {p!r}")
-    return float(p)
 
 
 def _rank_values(mapping, rank_base, rank_n, n_words):

@@ -19,6 +19,8 @@ import math
 
 import numpy as np
 
+from bowlrp.validation import to_grey
+
 __all__ = [
     "COLORS",
     "triangle_weights",
@@ -31,7 +33,6 @@ __all__ = [
 ]
 
 COLORS = ("gray", "opponent", "rgb")
-_LUMA = np.array([0.299, 0.587, 0.114])
 OPPONENT = np.array(
     [
         [1.0 / math.sqrt(2.0), -1.0 / math.sqrt(2.0), 0.0],
@@ -115,7 +116,7 @@ def color_planes(image, color):
     if color == "gray":
         if image.ndim == 2:
             return [image]
-        return [np.ascontiguousarray(image @ _LUMA)]
+        return [np.ascontiguousarray(to_grey(image))]
     rgb = image if image.ndim == 3 else np.repeat(image[:, :, None], 3, axis=2)
     if color == "rgb":
         return [np.ascontiguousarray(rgb[:, :, c]) for c in range(3)]

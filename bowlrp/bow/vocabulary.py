@@ -13,10 +13,9 @@ import time
 from numbers import Integral
 
 import numpy as np
-from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
+from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.cluster import KMeans, MiniBatchKMeans
-from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils import check_random_state, check_scalar
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from bowlrp.jit import limited_threads
@@ -103,16 +102,6 @@ class VisualVocabulary(TransformerMixin, BaseEstimator):
     (1, 2)
     """
 
-    _parameter_constraints = {
-        "n_words": [Interval(Integral, 1, None, closed="left")],
-        "max_descriptors": [Interval(Integral, 1, None, closed="left")],
-        "method": [StrOptions({"minibatch", "kmeans"})],
-        "n_init": [Interval(Integral, 1, None, closed="left")],
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
-        "random_state": ["random_state"],
-        "verbose": ["boolean"],
-    }
-
     def __init__(self, n_words=256, max_descriptors=100_000, method="minibatch", n_init=3,
                  batch_size=2048, random_state=None, verbose=False):
         self.n_words = n_words
@@ -123,9 +112,19 @@ class VisualVocabulary(TransformerMixin, BaseEstimator):
         self.random_state = random_state
         self.verbose = verbose
 
-    @_fit_context(prefer_skip_nested_validation=True)
+    def _check_params(self):
+        """Explicit checks with the public ``check_scalar`` (the one validation style of the package)."""
+        for name in ("n_words", "max_descriptors", "n_init", "batch_size"):
+            check_scalar(getattr(self, name), name, Integral, min_val=1)
+        if self.method not in ("minibatch", "kmeans"):
+            raise ValueError(f"method must be 'minibatch' or 'kmeans', got {self.method!r}")
+        if not isinstance(self.verbose, (bool, np.bool_)):
+            raise TypeError(f"verbose must be a bool, got {self.verbose!r}")
+        check_random_state(self.random_state)
+
     def fit(self, X, y=None):
         """Cluster the descriptors ``X`` (N, D) into ``n_words`` prototypes. Returns self."""
+        self._check_params()
         X = validate_data(self, X, dtype=np.float64, ensure_min_samples=1)
         rng = check_random_state(self.random_state)
         if X.shape[0] > self.max_descriptors:

@@ -5,7 +5,8 @@ import pytest
 from PIL import Image
 from skimage import data
 
-from bowlrp.heatmap import COLORMAPS, Heatmap, colorize, montage, render, shared_vmax
+from bowlrp.colorbar import colorbar, format_value
+from bowlrp.heatmap import COLORMAPS, PNG_MIN_SIDE, Heatmap, colorize, enlarge, montage, render, shared_vmax
 
 
 @pytest.fixture
@@ -100,6 +101,42 @@ def test_load_refuses_other_files(tmp_path):
         Heatmap.load(other)
 
 
+def test_load_names_the_file_for_every_kind_of_damage(astronaut_map, tmp_path):
+    """Truncated, bit-flipped, foreign, pickled, tampered and missing files: one ValueError each,
+    naming the file (never BadZipFile, KeyError, JSONDecodeError or numpy's allow_pickle advice)."""
+    import json
+    import pickle
+    import zipfile
+
+    good = astronaut_map.save(tmp_path / "good.npz")
+    data = open(good, "rb").read()
+    cases = {"truncated.npz": data[: len(data) // 2], "header_only.npz": data[:40], "empty.npz": b"",
+             "pickle.npz": pickle.dumps({"relevance": 1}), "text.npz": b"relevance,score\n1,2\n"}
+    flipped = bytearray(data)
+    flipped[len(data) // 3: len(data) // 3 + 64] = bytes(64)
+    cases["flipped.npz"] = bytes(flipped)
+    for name, content in cases.items():
+        (tmp_path / name).write_bytes(content)
+    np.savez(tmp_path / "objects.npz", relevance=np.array([{"a": 1}], dtype=object),
+             __heatmap_meta__=np.array("{}"))
+    meta = {"format": 1, "score": 1.0, "target": {"__array__": "missing"}, "method": "m",
+            "residual": 0.0, "extras": {"__dict__": {}}}
+    np.savez(tmp_path / "dangling.npz", relevance=np.eye(2), __heatmap_meta__=np.array(json.dumps(meta)))
+    np.savez(tmp_path / "badjson.npz", relevance=np.eye(2), __heatmap_meta__=np.array("{not json"))
+    np.savez(tmp_path / "nometa.npz", relevance=np.eye(2), __heatmap_meta__=np.array('{"format": 1}'))
+    with zipfile.ZipFile(tmp_path / "foreign.npz", "w") as zf:
+        zf.writestr("readme.txt", "hello")
+    names = [*cases, "objects.npz", "dangling.npz", "badjson.npz", "nometa.npz", "foreign.npz", "absent.npz"]
+    for name in names:
+        path = tmp_path / name
+        with pytest.raises(ValueError) as info:
+            Heatmap.load(path)
+        assert type(info.value) is ValueError and str(path) in str(info.value), (name, info.value)
+        assert "allow_pickle=" not in str(info.value), name
+    with pytest.raises(ValueError, match="pickled Python objects"):
+        Heatmap.load(tmp_path / "objects.npz")
+
+
 def test_unknown_suffix_is_refused(tmp_path):
     with pytest.raises(ValueError, match="unknown heatmap file type"):
         Heatmap(np.zeros((2, 2))).save(tmp_path / "m.jpg")
@@ -173,16 +210,34 @@ def test_overlay_with_gray_float_image():
 
 
 def test_png_save_writes_the_rendered_map(tmp_path, astronaut_map):
+    # 64 x 64 is saved 4 x larger (256 px, the default PNG_MIN_SIDE): each pixel a 4 x 4 square
     path = astronaut_map.save(tmp_path / "sub" / "map.png", cmap="coldhot")
     back = np.asarray(Image.open(path))
-    np.testing.assert_array_equal(back, astronaut_map.render(cmap="coldhot"))
+    want = np.repeat(np.repeat(astronaut_map.render(cmap="coldhot"), 4, axis=0), 4, axis=1)
+    np.testing.assert_array_equal(back, want)
+    native = astronaut_map.save(tmp_path / "native.png", cmap="coldhot", min_side=None)
+    np.testing.assert_array_equal(np.asarray(Image.open(native)), astronaut_map.render(cmap="coldhot"))
+
+
+@pytest.mark.parametrize("shape, factor", [((25, 25), 11), ((8, 8), 32), ((64, 100), 3), ((300, 20), 1)])
+def test_png_is_enlarged_by_a_whole_factor_to_256(tmp_path, shape, factor):
+    relevance = np.random.default_rng(0).normal(size=shape)
+    png = np.asarray(Image.open(Heatmap(relevance).save(tmp_path / "m.png")))
+    assert max(png.shape[:2]) >= PNG_MIN_SIDE == 256
+    assert png.shape[:2] == (shape[0] * factor, shape[1] * factor)
+    np.testing.assert_array_equal(png[::factor, ::factor], render(relevance))  # nearest: no new colours
+    assert np.array_equal(enlarge(render(relevance)), png)
+    with pytest.raises(ValueError, match="min_side"):
+        enlarge(png, min_side=0)
+    with pytest.raises(TypeError, match="min_side apply to .png only"):
+        Heatmap(relevance).save(tmp_path / "m.npz", min_side=64)
 
 
 def test_montage_shape_and_file(tmp_path, astronaut_map):
     other = Heatmap(-astronaut_map.relevance[:32, :32])
     items = [astronaut_map.image, astronaut_map, other, astronaut_map.image]
     out = montage(items, labels=["image", "BoW", "net", "image"], ncols=3, path=tmp_path / "m.png",
-                  cell_size=64, pad=4, label_height=14, shared=True)
+                  cell_size=64, pad=4, label_height=14, shared=True, colorbar=False)
     assert out.shape == (2 * (64 + 14 + 4) + 4, 3 * (64 + 4) + 4, 3)
     assert np.array_equal(np.asarray(Image.open(tmp_path / "m.png")), out)
     # the first cell holds the image itself (64 x 64 at scale 1)
@@ -205,3 +260,48 @@ def test_montage_errors():
         montage([])
     with pytest.raises(ValueError, match="labels"):
         montage([np.zeros((2, 2))], labels=["a", "b"])
+
+
+def _blue_and_red_columns(strip):
+    """Columns of the colour bar's first row that are pure blue / pure red."""
+    row = strip[6].astype(int)
+    return np.flatnonzero((row == [0, 0, 255]).all(axis=1)), np.flatnonzero((row == [255, 0, 0]).all(axis=1))
+
+
+def test_montage_colour_bar_on_a_shared_scale(astronaut_map):
+    other = Heatmap(-0.5 * astronaut_map.relevance)
+    grid = montage([astronaut_map.image, astronaut_map, other], cell_size=64, pad=4, label_height=14,
+                   shared=True, colorbar=False)
+    out = montage([astronaut_map.image, astronaut_map, other], cell_size=64, pad=4, label_height=14,
+                  shared=True)
+    # the grid is unchanged on top, widened to the bar's minimum width; the bar is added below
+    assert out.shape[1] == max(grid.shape[1], 300)
+    np.testing.assert_array_equal(out[:grid.shape[0], :grid.shape[1]], grid)
+    strip = out[grid.shape[0]:]
+    np.testing.assert_array_equal(strip, colorbar(out.shape[1], vmax=shared_vmax([astronaut_map, other]),
+                                                  note="one scale for all maps"))
+    blue, red = _blue_and_red_columns(strip)
+    assert blue.max() < out.shape[1] / 2 < red.min()  # blue (against) left, red (for) right
+    # the value range is written: the labels differ from those of another range
+    assert not np.array_equal(strip, colorbar(out.shape[1], vmax=2 * shared_vmax([astronaut_map]),
+                                              note="one scale for all maps"))
+
+
+def test_montage_with_one_scale_per_map_writes_each_range(astronaut_map):
+    weak = Heatmap(0.001 * astronaut_map.relevance)
+    out = montage([astronaut_map, weak], labels=["a", "b"], cell_size=64, pad=4, label_height=14)
+    rows = 4 + 14 + 64 + 14 + 4  # pad, label, cell, the range line, pad
+    assert out.shape[0] == rows + colorbar(300, note="each map on its own scale").shape[0]
+    range_line = out[4 + 14 + 64:4 + 14 + 64 + 14]
+    assert np.any(range_line[:, 4:68] < 255) and np.any(range_line[:, 72:136] < 255)
+    assert not np.array_equal(range_line[:, 4:68], range_line[:, 72:136])  # different numbers
+    np.testing.assert_array_equal(out[rows:], colorbar(out.shape[1], note="each map on its own scale"))
+    # images alone need no scale
+    assert montage([astronaut_map.image], cell_size=64).shape[0] == 4 + 64 + 4
+
+
+def test_colour_bar_values_are_rounded_and_narrow_bars_refused():
+    assert format_value(0.0123456) == "0.0123" and format_value(1234.5) == "1.23e+03"
+    assert format_value(0.0) == "0"
+    with pytest.raises(ValueError, match="at least 300"):
+        colorbar(100)

@@ -10,27 +10,32 @@ from __future__ import annotations
 import numpy as np
 
 
-def conv_matrix(W, in_shape, stride, padding):
+def conv_matrix(W, in_shape, stride, padding, groups=1, dilation=(1, 1)):
     """(O*OH*OW, C*H*W) matrix of a convolution (per sample), built by looping over connections;
-    also returns the output shape (O, OH, OW)."""
-    o_n, c_n, kh, kw = W.shape
+    also returns the output shape (O, OH, OW). ``groups``: output block g reads input block g;
+    ``dilation``: spacing of the kernel taps."""
+    o_n, cg, kh, kw = W.shape
     c, h, w = in_shape
-    assert c == c_n
+    assert c == cg * groups and o_n % groups == 0
+    og = o_n // groups
     sh, sw = stride
     ph, pw = padding
-    oh = (h + 2 * ph - kh) // sh + 1
-    ow = (w + 2 * pw - kw) // sw + 1
+    dh, dw = dilation
+    oh = (h + 2 * ph - (kh - 1) * dh - 1) // sh + 1
+    ow = (w + 2 * pw - (kw - 1) * dw - 1) // sw + 1
     M = np.zeros((o_n * oh * ow, c * h * w))
     for o in range(o_n):
+        g = o // og
         for a in range(oh):
             for b in range(ow):
                 row = (o * oh + a) * ow + b
-                for cc in range(c):
+                for k in range(cg):
+                    cc = g * cg + k
                     for i in range(kh):
                         for j in range(kw):
-                            y, x = a * sh - ph + i, b * sw - pw + j
+                            y, x = a * sh - ph + i * dh, b * sw - pw + j * dw
                             if 0 <= y < h and 0 <= x < w:
-                                M[row, (cc * h + y) * w + x] = W[o, cc, i, j]
+                                M[row, (cc * h + y) * w + x] = W[o, k, i, j]
     return M, (o_n, oh, ow)
 
 

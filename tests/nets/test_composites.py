@@ -119,8 +119,8 @@ def test_composite_errors():
     model = _mlp(rng)
     with pytest.raises(ValueError, match="unknown composite 'eps'"):
         nets.LRP(model, "eps")
-    with pytest.raises(TypeError, match="epsilon_gamma_box.*low"):
-        nets.LRP(model, "epsilon_gamma_box")
+    with pytest.raises(TypeError, match="epsilon_gamma_box.*unexpected"), pytest.warns(UserWarning):
+        nets.LRP(model, "epsilon_gamma_box", lo=0.0)
     with pytest.raises(KeyError, match="unknown layers"):
         nets.LRP(model, Composite(name_map={"conv1": ZPlus()}))
     with pytest.raises(IndexError, match="layer 7"):

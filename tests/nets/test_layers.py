@@ -37,7 +37,7 @@ def test_conv_transpose_is_the_adjoint():
 
 
 def test_conv_chunks_give_the_same_result(monkeypatch):
-    import nets.layers as L
+    import nets.layers.linear as L
 
     rng = np.random.default_rng(2)
     layer = nets.Conv2D(rng.normal(size=(2, 2, 3, 3)), rng.normal(size=2), padding=1)

@@ -284,3 +284,12 @@ def test_multichannel_input_and_verbose_output(capsys):
     assert clf.score(X, y) >= 0.9
     with pytest.raises(ValueError, match="per-sample shape"):
         clf.predict(X[:, :2])
+
+
+def test_layer_spec_builder_lives_in_its_own_module():
+    import nets.architectures
+    import nets.train
+
+    # moved out of the trainer (issue 11); the old import path keeps working
+    assert nets.train.build_model is nets.architectures.build_model
+    assert nets.train.ARCHITECTURES is nets.architectures.ARCHITECTURES

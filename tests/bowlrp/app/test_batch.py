@@ -3,7 +3,6 @@ joblib parallelism. The explainer is a real one: LRP on an MLP trained on scikit
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 
@@ -12,11 +11,12 @@ import pytest
 
 import nets
 from bowlrp.app import batch
-from bowlrp.app.batch import RunMismatchError, explain_batch, read_manifest
 from bowlrp.app.adapters import NetworkExplainer
+from bowlrp.app.batch import RunMismatchError, explain_batch, read_manifest
 from bowlrp.heatmap import Heatmap
 from bowlrp.imageio import list_images, read_image
 from tests.bowlrp.app import cli_data
+from tests.bowlrp.app.run_checks import CountingExplainer, assert_same_outputs, read_relevances, read_rows
 
 N_GOOD = 12
 
@@ -31,40 +31,6 @@ def data(tmp_path_factory):
     return {"root": root, "images": str(images), "bad": bad, "model": nets.load(model_path)}
 
 
-class CountingExplainer:
-    """Counts how many images reach the wrapped explainer (to prove resumed runs skip done work)."""
-
-    def __init__(self, inner):
-        self.inner = inner
-        self.seen = 0
-
-    def describe(self):
-        return self.inner.describe()
-
-    def explain(self, images, target=None):
-        self.seen += len(images)
-        return self.inner.explain(images, target=target)
-
-
-def _rows(out_dir):
-    with open(os.path.join(out_dir, "scores.csv"), newline="") as fh:
-        return list(csv.DictReader(fh))
-
-
-def _relevances(out_dir):
-    with np.load(os.path.join(out_dir, "relevances.npz")) as data:
-        return {k: data[k] for k in data.files}
-
-
-def _assert_same_outputs(a, b):
-    rows_a, rows_b = _rows(a), _rows(b)
-    assert rows_a == rows_b
-    rel_a, rel_b = _relevances(a), _relevances(b)
-    assert list(rel_a) == list(rel_b)
-    for key in rel_a:
-        np.testing.assert_array_equal(rel_a[key], rel_b[key])
-
-
 def test_serial_run_writes_every_output(data, tmp_path, capsys):
     explainer = NetworkExplainer(data["model"])
     result = explain_batch(explainer, [data["images"]], tmp_path / "out", chunk_size=5)
@@ -75,11 +41,11 @@ def test_serial_run_writes_every_output(data, tmp_path, capsys):
     reasons = {k: r for k, _, r in result.skipped}
     assert "not an image" in reasons["notes"] and "corrupt" in reasons["truncated"]
 
-    rows = _rows(out)
+    rows = read_rows(out)
     assert [r["key"] for r in rows] == [item.key for item in list_images([data["images"]])]
     ok = [r for r in rows if r["status"] == "ok"]
     assert len(ok) == N_GOOD
-    relevances = _relevances(out)
+    relevances = read_relevances(out)
     assert sorted(relevances) == sorted(r["key"] for r in ok)
     # the scores are the network's logits of the predicted class, the maps the LRP maps
     images = [read_image(r["path"]) for r in ok]
@@ -127,7 +93,7 @@ def test_interrupted_run_resumes_without_recomputing(data, tmp_path):
     assert result.new == N_GOOD - done_ok and result.ok == N_GOOD
     for key, mtime in mtimes.items():  # and the files of finished images were not rewritten
         assert os.stat(tmp_path / "part" / "relevance" / f"{key}.npz").st_mtime_ns == mtime
-    _assert_same_outputs(tmp_path / "full", tmp_path / "part")
+    assert_same_outputs(tmp_path / "full", tmp_path / "part")
 
 
 def test_torn_manifest_line_is_redone(data, tmp_path):
@@ -144,7 +110,7 @@ def test_torn_manifest_line_is_redone(data, tmp_path):
     ok_before = sum(json.loads(line)["status"] == "ok" for line in lines[:-1])
     assert counting.seen == N_GOOD - ok_before
     explain_batch(explainer, [data["images"]], tmp_path / "full", progress=False)
-    _assert_same_outputs(tmp_path / "full", out)
+    assert_same_outputs(tmp_path / "full", out)
 
 
 def test_limit_leaves_the_rest_pending(data, tmp_path):
@@ -152,7 +118,7 @@ def test_limit_leaves_the_rest_pending(data, tmp_path):
     out = tmp_path / "out"
     result = explain_batch(explainer, [data["images"]], out, limit=4, progress=False)
     assert result.pending == N_GOOD + 3 - 4 and not result.complete
-    statuses = [r["status"] for r in _rows(out)]
+    statuses = [r["status"] for r in read_rows(out)]
     assert statuses.count("pending") == N_GOOD + 3 - 4
     assert json.loads((out / "summary.json").read_text())["complete"] is False
     result = explain_batch(explainer, [data["images"]], out, progress=False)
@@ -167,7 +133,7 @@ def test_other_settings_in_the_same_folder_are_refused(data, tmp_path):
         explain_batch(explainer, [data["images"]], out, target=3, progress=False)
     result = explain_batch(explainer, [data["images"]], out, target=3, resume=False, progress=False)
     assert result.new == N_GOOD
-    assert {r["target"] for r in _rows(out) if r["status"] == "ok"} == {"3"}
+    assert {r["target"] for r in read_rows(out) if r["status"] == "ok"} == {"3"}
 
 
 def test_memory_is_bounded_by_the_chunk(data, tmp_path, monkeypatch):
@@ -175,9 +141,9 @@ def test_memory_is_bounded_by_the_chunk(data, tmp_path, monkeypatch):
     reads, written = [], []
     original = batch.read_image
 
-    def counting_read(path, mode="auto"):
+    def counting_read(path, mode="auto", **options):
         reads.append(path)
-        return original(path, mode=mode)
+        return original(path, mode=mode, **options)
 
     monkeypatch.setattr(batch, "read_image", counting_read)
     chunk = 3
@@ -195,7 +161,7 @@ def test_joblib_workers_give_the_serial_results(data, tmp_path):
     explainer = NetworkExplainer(data["model"])
     explain_batch(explainer, [data["images"]], tmp_path / "serial", chunk_size=3, progress=False)
     explain_batch(explainer, [data["images"]], tmp_path / "loky", chunk_size=3, n_jobs=2, progress=False)
-    _assert_same_outputs(tmp_path / "serial", tmp_path / "loky")
+    assert_same_outputs(tmp_path / "serial", tmp_path / "loky")
 
 
 def test_bad_arguments(data, tmp_path):

@@ -18,9 +18,9 @@ from PIL import Image
 
 import nets
 from bowlrp.app.adapters import NetworkExplainer
-from bowlrp.heatmap import Heatmap
-from bowlrp.imageio import read_image
 from bowlrp.app.persist import load_model
+from bowlrp.heatmap import Heatmap, enlarge
+from bowlrp.imageio import read_image
 from tests.bowlrp.app import cli_data
 
 N_SCENES = 20
@@ -107,6 +107,99 @@ def test_usage_errors_exit_2(ws, tmp_path, capsys):
         assert message in err and "Traceback" not in err
 
 
+def test_backend_options_name_what_they_choose(ws, tmp_path, capsys):
+    """fit chooses the SIFT implementation (--sift-backend), explain/compare the joblib backend of the
+    workers (--parallel-backend); the old --backend still means the one that fits the command, and
+    a value of the other kind is a usage error before anything is read."""
+    from bowlrp.app.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["fit", "t", "-o", "m", "--sift-backend", "opencv"]).sift_backend == "opencv"
+    assert parser.parse_args(["fit", "t", "-o", "m", "--backend", "numba"]).sift_backend == "numba"
+    for command in (["explain", "m", "x"], ["compare", "b", "n", "x"]):
+        args = parser.parse_args([*command, "-o", "o", "--parallel-backend", "threading"])
+        assert args.parallel_backend == "threading"
+        assert parser.parse_args([*command, "-o", "o", "--backend", "loky"]).parallel_backend == "loky"
+    for args in (("fit", ws["train"], "-o", tmp_path / "m.joblib", "--backend", "loky"),
+                 ("fit", ws["train"], "-o", tmp_path / "m.joblib", "--parallel-backend", "loky"),
+                 ("explain", ws["model"], ws["train"], "-o", tmp_path / "o", "--backend", "numba"),
+                 ("explain", ws["model"], ws["train"], "-o", tmp_path / "o", "--parallel-backend", "x")):
+        code, _, err = run_main(capsys, *args)
+        assert code == 2 and ("invalid choice" in err or "unrecognized" in err), (args, err)
+    assert not os.path.exists(tmp_path / "o")
+    fit_help = bowlrp("fit", "--help", check=0).stdout
+    explain_help = bowlrp("explain", "--help", check=0).stdout
+    assert "--sift-backend" in fit_help and "--parallel-backend" not in fit_help
+    assert "--parallel-backend" in explain_help and "--sift-backend" not in explain_help
+    assert "--backend " not in fit_help + explain_help  # the old spelling is not advertised
+
+
+def test_pickled_models_need_trust_pickle(ws, tmp_path, capsys):
+    """fit writes the safe format; a joblib/pickle model file is refused unread unless --trust-pickle
+    says it is trusted, and the help of every loading command warns what that means."""
+    import pickle
+
+    from bowlrp.app.persist import save_model, sniff_format
+
+    assert sniff_format(ws["model"]) == "npz"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.mkdir, (str(tmp_path / "pwned"),))
+
+    evil = tmp_path / "model.npz"
+    evil.write_bytes(pickle.dumps(Evil()))
+    code, _, err = run_main(capsys, "explain", evil, ws["train"], "-o", tmp_path / "o")
+    assert code == 1 and "--trust-pickle" in err and not (tmp_path / "pwned").exists()
+    old = save_model(load_model(ws["model"]), tmp_path / "old.joblib", format="joblib")
+    code, _, err = run_main(capsys, "explain", old, ws["train"], "-o", tmp_path / "o")
+    assert code == 1 and "--trust-pickle" in err and not (tmp_path / "o" / "scores.csv").exists()
+    code, _, _ = run_main(capsys, "explain", old, ws["paths"][0], "-o", tmp_path / "o", "--trust-pickle",
+                          "--no-png")
+    assert code == 0
+    for command in ("explain", "evaluate", "compare"):
+        text = " ".join(bowlrp(command, "--help", check=0).stdout.split())
+        assert "--trust-pickle" in text and "runs any code" in text
+
+
+def test_every_usage_error_exits_2_before_any_image_is_read(ws, tmp_path, capsys, monkeypatch):
+    from bowlrp.app import batch
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("images were read before the usage error was found")
+
+    monkeypatch.setattr(batch, "read_image", no_reading)
+    monkeypatch.setattr("bowlrp.imageio.read_images", no_reading)
+    (tmp_path / "file").write_text("a file where a folder is expected")
+    fit = ("fit", ws["train"], "-o", tmp_path / "m.npz")
+    explain = ("explain", ws["model"], ws["train"], "-o", tmp_path / "o")
+    net = ("explain", ws["net"], ws["train"], "-o", tmp_path / "o")
+    cases = [
+        ((*fit, "-j", "0"), "-j/--n-jobs"),
+        ((*fit, "--kernel", "rbff"), "rbff"),
+        ((*fit, "--vocabulary-size", "0"), "vocabulary_size"),
+        ((*fit, "--set", "step=abc"), "step"),
+        ((*fit, "--sift-backend", "x"), "invalid choice"),
+        (("fit", ws["train"], "-o", tmp_path / "file" / "m.npz"), "is a file"),
+        ((*explain, "-j", "0"), "-j/--n-jobs"),
+        ((*explain, "--parallel-backend", "x"), "invalid choice"),
+        ((*explain, "--composite", "epsilon_plus"), "network models only"),
+        ((*explain, "--mean", "0.5"), "network models only"),
+        ((*explain, "--report", tmp_path / "r.html", "--report-max", "-1"), "--report-max"),
+        ((*explain, "--max-pixels", "0"), "--max-pixels"),
+        (("explain", ws["model"], ws["train"], "-o", tmp_path / "file" / "run"), "is a file"),
+        (("explain", ws["model"], ws["train"], "-o", tmp_path / "file"), "is a file"),
+        ((*net, "--target", "99"), "out of range"),
+        ((*net, "--mean", "0.1,0.2"), "one per channel"),
+        (("evaluate", ws["model"], tmp_path, "--report-max", "-1"), "--report-max"),
+        (("evaluate", ws["model"], tmp_path, "-j", "0"), "-j/--n-jobs"),
+    ]
+    for args, message in cases:
+        code, _, err = run_main(capsys, *args)
+        assert code == 2 and message in err and "Traceback" not in err, (args, err)
+    assert not (tmp_path / "o").exists() and not (tmp_path / "m.npz").exists()
+
+
 def test_failures_exit_1_with_one_line(ws, tmp_path, capsys):
     import joblib
 
@@ -119,11 +212,21 @@ def test_failures_exit_1_with_one_line(ws, tmp_path, capsys):
     cli_data.write_bad_files(only_bad)
     code, _, err = run_main(capsys, "explain", ws["model"], only_bad, "-o", tmp_path / "o2")
     assert code == 1 and "no image could be explained" in err
-    future = tmp_path / "future.joblib"
-    payload = joblib.load(ws["model"])
+    from bowlrp.app.persist import save_model
+
+    future = save_model(load_model(ws["model"]), tmp_path / "future.joblib", format="joblib")
+    payload = joblib.load(future)
     payload["format_version"] += 1
     joblib.dump(payload, future)
-    code, _, err = run_main(capsys, "explain", future, ws["train"], "-o", tmp_path / "o3")
+    code, _, err = run_main(capsys, "explain", future, ws["train"], "-o", tmp_path / "o3", "--trust-pickle")
+    assert code == 1 and "Upgrade bowlrp" in err
+    with np.load(ws["model"], allow_pickle=False) as npz:  # the same for the safe format
+        members = {key: npz[key] for key in npz.files}
+    document = json.loads(str(members["__bowlrp_model__"]))
+    document["format_version"] += 1
+    members["__bowlrp_model__"] = np.array(json.dumps(document))
+    np.savez(tmp_path / "future.npz", **members)
+    code, _, err = run_main(capsys, "explain", tmp_path / "future.npz", ws["train"], "-o", tmp_path / "o3")
     assert code == 1 and "Upgrade bowlrp" in err
     # --strict turns skipped inputs into a failure, after writing the results
     code, _, err = run_main(capsys, "explain", ws["model"], ws["train"], "-o", tmp_path / "o4", "--strict",
@@ -190,7 +293,8 @@ def test_explain_bow_writes_maps_scores_and_report(ws, tmp_path):
         assert relevance.shape == image.shape[:2]
         assert abs(relevance.sum() - expected) <= 1e-9 * max(1.0, abs(expected))  # conservation
         png = np.asarray(Image.open(out / row["heatmap_png"]))
-        np.testing.assert_array_equal(png, Heatmap.load(out / row["relevance_npz"]).render())
+        # the rendered map, enlarged by a whole factor (nearest) to >= 256 px
+        np.testing.assert_array_equal(png, enlarge(Heatmap.load(out / row["relevance_npz"]).render()))
     assert relevances.files == [r["key"] for r in ok]
     text = page.read_text()
     assert text.count("data:image/png;base64,") == 2 * N_SCENES
@@ -268,6 +372,7 @@ def test_explain_limit_then_resume_equals_one_run(ws, tmp_path, capsys):
     # the same folder with another target is refused, --overwrite starts over
     code, _, err = run_main(capsys, "explain", ws["model"], ws["train"], "-o", part, "--target", "circles")
     assert code == 2 and "different run" in err
+    assert "start over (--overwrite)" in err and "resume=False" not in err  # CLI words for a CLI user
     code, out, _ = run_main(capsys, "explain", ws["model"], ws["train"], "-o", part, "--target", "circles",
                             "--overwrite")
     assert code == 0 and f"({N_SCENES} new)" in out
@@ -276,8 +381,8 @@ def test_explain_limit_then_resume_equals_one_run(ws, tmp_path, capsys):
 def test_ctrl_c_stops_cleanly_and_the_rerun_resumes(ws, tmp_path):
     out = tmp_path / "run"
     inputs = [ws["train"]] * 2  # the same scenes twice: a run long enough to interrupt
-    command = [sys.executable, "-m", "bowlrp.app.cli", "explain", ws["model"], *inputs, "-o", out, "--chunk-size",
-               1, "--no-png"]
+    command = [sys.executable, "-m", "bowlrp.app.cli", "explain", ws["model"], *inputs, "-o", out,
+               "--chunk-size", 1, "--no-png"]
     proc = subprocess.Popen([str(c) for c in command], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     manifest = out / "manifest.jsonl"

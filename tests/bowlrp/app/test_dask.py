@@ -15,8 +15,8 @@ import pytest
 distributed = pytest.importorskip("distributed")
 
 import nets  # noqa: E402
-from bowlrp.app.batch import explain_batch  # noqa: E402
 from bowlrp.app.adapters import NetworkExplainer  # noqa: E402
+from bowlrp.app.batch import explain_batch  # noqa: E402
 from tests.bowlrp.app import cli_data  # noqa: E402
 
 N_IMAGES = 16
@@ -110,3 +110,80 @@ def test_command_line_scheduler_matches_serial(cluster, data, tmp_path):
     with np.load(data["serial"] / "relevances.npz") as a, np.load(out / "relevances.npz") as b:
         for key in a.files:
             np.testing.assert_array_equal(a[key], b[key])
+
+
+class SlowExplainer:
+    """A real explainer that takes its time, so that workers can die in the middle of a run."""
+
+    def __init__(self, inner, seconds=0.15):
+        self.inner, self.seconds = inner, seconds
+
+    def describe(self):
+        return self.inner.describe()
+
+    def explain(self, images, target=None):
+        import time
+
+        time.sleep(self.seconds * len(images))
+        return self.inner.explain(images, target=target)
+
+
+def _kill_worker(client, dead_pids):
+    """SIGKILL one live worker process not killed before; returns its address."""
+    import signal
+
+    # a worker killed a moment ago may still be listed: its answer is an error, not a pid
+    answers = client.run(os.getpid, on_error="return")
+    pids = {a: pid for a, pid in answers.items() if isinstance(pid, int)}
+    address = next(a for a, pid in sorted(pids.items()) if pid not in dead_pids)
+    dead_pids.add(pids[address])
+    os.kill(pids[address], signal.SIGKILL)
+    return address
+
+
+def test_the_run_survives_workers_dying_one_after_the_other(data, tmp_path):
+    """Both original workers are killed one after the other while chunks and the model's copies
+    are on them (the second before the first is back: the model is lost with it), then, with the
+    cluster back at full strength, a restarted one; the nannies restart them each time. The run
+    finishes with the serial numbers."""
+    explainer = SlowExplainer(NetworkExplainer(nets.load(data["model"])))
+    with distributed.LocalCluster(n_workers=2, processes=True, host="127.0.0.1", threads_per_worker=1,
+                                  dashboard_address=None) as local, distributed.Client(local) as client:
+        originals = set(client.run(os.getpid).values())
+        dead, killed, seen = set(), [], []
+
+        def kill_during_the_run(record):
+            seen.append(record["key"])
+            if len(seen) == 10:
+                client.wait_for_workers(2, timeout=60)  # back at full strength
+            if len(seen) in (2, 3, 10):
+                killed.append(_kill_worker(client, dead))
+
+        result = explain_batch(explainer, [data["images"]], tmp_path / "dask", chunk_size=1,
+                               scheduler=client, progress=False, on_result=kill_during_the_run)
+    assert len(killed) == 3 and originals <= dead
+    assert result.ok == N_IMAGES and result.pending == 0
+    _assert_equal_runs(data["serial"], tmp_path / "dask")
+
+
+def test_losing_every_worker_names_the_dead(data, tmp_path, monkeypatch):
+    from bowlrp.app import executors
+    from bowlrp.app.executors import WorkerLossError
+
+    monkeypatch.setattr(executors, "_DASK_GRACE_SECONDS", 3.0)
+    explainer = SlowExplainer(NetworkExplainer(nets.load(data["model"])))
+    with distributed.LocalCluster(n_workers=1, processes=True, host="127.0.0.1", threads_per_worker=1,
+                                  dashboard_address=None) as local, distributed.Client(local) as client:
+        killed = []
+
+        def kill_for_good(record):
+            if not killed:
+                killed.append(_kill_worker(client, set()))
+                local.scale(0)  # no restart: the cluster is gone for good
+
+        with pytest.raises(WorkerLossError, match="losing workers") as info:
+            explain_batch(explainer, [data["images"]], tmp_path / "dask", chunk_size=1, scheduler=client,
+                          progress=False, on_result=kill_for_good)
+    assert killed[0] in str(info.value)
+    # what was finished is kept: a rerun on a working cluster resumes
+    assert 1 <= len([line for line in open(tmp_path / "dask" / "manifest.jsonl")]) < N_IMAGES + 3

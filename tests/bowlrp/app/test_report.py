@@ -15,8 +15,8 @@ from PIL import Image
 
 import nets
 from bowlrp.app.adapters import NetworkExplainer
-from bowlrp.heatmap import Heatmap, render, shared_vmax
 from bowlrp.app.report import ReportRow, png_data_uri, svg_curves, write_report
+from bowlrp.heatmap import Heatmap, render, shared_vmax
 from tests.bowlrp.app import cli_data
 
 
@@ -131,3 +131,52 @@ def test_report_with_curves_and_large_images(tmp_path):
 def test_png_data_uri_round_trip():
     rgb = (np.arange(100 * 120 * 3) % 251).astype(np.uint8).reshape(100, 120, 3)
     np.testing.assert_array_equal(_decode(png_data_uri(rgb)), rgb)
+
+
+def test_true_label_and_correct_or_wrong_next_to_each_prediction(maps, tmp_path):
+    rows = [ReportRow("right", {"LRP": maps[0], "other": maps[1]}, label=3,
+                      predicted={"LRP": 3, "other": "5"}),
+            ReportRow("label only", {"LRP": maps[2]}, label="7"),
+            ReportRow("unknown", {"LRP": maps[3]})]
+    text = open(write_report(tmp_path / "r.html", rows), encoding="utf-8").read()
+    cells = re.findall(r"<td><img[^>]*><span class=\"small\">(.*?)</span></td>", text)
+    assert len(cells) == 4
+    assert cells[0].startswith("predicted 3 · true 3: <b class='right'>correct</b>")
+    assert cells[1].startswith("predicted 5 · true 3: <b class='wrong'>wrong</b>")
+    assert cells[2].startswith("true label 7") and "predicted" not in cells[2]
+    assert cells[3].startswith("score ")  # nothing known: no verdict
+
+
+def test_colour_legend_and_scale_of_every_map(maps, tmp_path):
+    from bowlrp.colorbar import format_value
+
+    text = open(write_report(tmp_path / "r.html", [ReportRow("x", {"a": maps[0], "b": maps[1]})],
+                             cmap="coldhot"), encoding="utf-8").read()
+    gradient = re.search(r"linear-gradient\(to right, (.*?)\)'", text).group(1)
+    assert gradient.startswith("rgb(0,255,255) 0%") and gradient.endswith("rgb(255,255,0) 100%")
+    assert "rgb(0,0,0) 50%" in gradient  # coldhot is black-centred: 0 in the middle
+    assert "blue/cyan: against the explained class" in text and "red/yellow: for it" in text
+    for heatmap in maps[:2]:  # each map on its own scale: its own max |R| under it
+        assert f"colour scale ±{format_value(np.abs(heatmap.relevance).max())}" in text
+    shared = open(write_report(tmp_path / "s.html", [ReportRow("x", {"a": maps[0], "b": maps[1]})],
+                               shared_scale=True), encoding="utf-8").read()
+    assert shared.count(f"colour scale ±{format_value(shared_vmax(maps[:2]))}") == 2
+    assert ".grid{width:100%}" in text  # the heatmap table uses the page width, the pictures most of it
+    assert text.count("<th style='width:26%'>") == 3  # image, a, b: equal shares of 80%
+
+
+@pytest.mark.parametrize("lo, hi, labels", [
+    (0.0123, 0.2837, ["0", "0.1", "0.2", "0.3"]),
+    (-3.2, 7.9, ["-5", "0", "5", "10"]),
+    (0.0, 99.0, ["0", "25", "50", "75", "100"]),
+    (0.0, 1.0, ["0", "0.25", "0.50", "0.75", "1.00"]),
+    (2.0, 2.0, ["1.50", "1.75", "2.00", "2.25", "2.50"]),
+])
+def test_plot_ticks_are_round_numbers(lo, hi, labels):
+    from bowlrp.app.report import nice_ticks
+
+    start, stop, ticks = nice_ticks(lo, hi)
+    assert [t for _, t in ticks] == labels
+    assert start <= lo and stop >= hi and ticks[0][0] == start and ticks[-1][0] == stop
+    svg = svg_curves({"MoRF": [hi, lo]} if hi > lo else {"flat": [lo, lo]})
+    assert all(f">{t}</text>" in svg for t in labels)

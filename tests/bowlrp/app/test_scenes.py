@@ -83,3 +83,26 @@ def test_bad_parameters(kwargs, match):
     args = {"n_images": 2, **kwargs}
     with pytest.raises(ValueError, match=match):
         make_scenes(**args)
+
+
+def test_photo_scenes_paste_real_patches_where_the_masks_say():
+    from bowlrp.app.photos import photo_scenes
+
+    a = photo_scenes(10, size=80, patch=30, random_state=1)
+    np.testing.assert_array_equal(a.images, photo_scenes(10, size=80, patch=30, random_state=1).images)
+    assert not np.array_equal(a.images, photo_scenes(10, size=80, patch=30, random_state=2).images)
+    assert a.images.shape == (10, 80, 80) and 0.0 <= a.images.min() and a.images.max() <= 1.0
+    assert a.labels.tolist() == [0, 1] * 5 and a.class_names == ("coffee cup", "cat's eye")
+    eye, cup = a.masks["cat's eye"], a.masks["coffee cup"]
+    np.testing.assert_array_equal(a.positive_masks, eye)
+    assert (eye.sum(axis=(1, 2)) == 900 * a.labels).all()
+    assert (cup.sum(axis=(1, 2)) == 900 * (1 - a.labels)).all()
+    # every eye scene holds the same eye patch, every cup scene the same cup patch, at the masked place
+    eyes = [img[m].reshape(30, 30) for img, m in zip(a.images, eye) if m.any()]
+    cups = [img[m].reshape(30, 30) for img, m in zip(a.images, cup) if m.any()]
+    assert all(np.array_equal(e, eyes[0]) for e in eyes) and all(np.array_equal(c, cups[0]) for c in cups)
+    assert not np.allclose(eyes[0], cups[0])
+    sub = a.subset([1, 3])
+    assert sub.positive == "cat's eye" and sub.positive_masks.shape == (2, 80, 80)
+    with pytest.raises(ValueError, match="patch < size"):
+        photo_scenes(2, size=30, patch=30)

@@ -258,3 +258,31 @@ def test_parallel_and_serial_builds_agree_bitwise():
         ser = [gram(k, X, Y, gamma=0.4) for k in KERNELS] + [gram("exp_chi2", X, gamma=0.4)]
     for a, b in zip(par, ser):
         assert np.array_equal(a, b)
+
+
+def test_one_registry_says_everything_about_a_kernel():
+    from bowlrp.bow.kernels import REGISTRY, kernel_spec
+
+    # one code per built-in kernel, the numba kernels' own constants, no second numbering anywhere
+    codes = {k: REGISTRY[k].code for k in KERNELS}
+    assert codes == {"linear": _kernels.LINEAR, "intersection": _kernels.INTERSECTION, "chi2": _kernels.CHI2,
+                     "hellinger": _kernels.HELLINGER, "exp_chi2": _kernels.EXP_CHI2, "rbf": _kernels.RBF}
+    assert len(set(codes.values())) == len(codes)
+    assert DECOMPOSABLE_KERNELS == tuple(k for k in KERNELS if REGISTRY[k].exact)
+    assert {k for k in KERNELS if REGISTRY[k].signed} == {"linear", "rbf"}
+    assert {k for k in KERNELS if REGISTRY[k].uses_gamma} == {"exp_chi2", "rbf"}
+    assert {k for k in KERNELS if REGISTRY[k].differentiable} == {"linear", "exp_chi2", "rbf"}
+    # negative input is refused exactly where the registry says so
+    X = -_histograms(3, 5)
+    for kernel in KERNELS:
+        if kernel_spec(kernel).signed:
+            assert np.all(np.isfinite(gram(kernel, X)))
+        else:
+            with pytest.raises(ValueError, match="Negative values"):
+                gram(kernel, X)
+    # gamma="auto" distances: exp-chi2 uses the chi2 distance, rbf the squared Euclidean one
+    B = _histograms(4, 6, seed=3) + 0.01
+    np.testing.assert_allclose(kernel_spec("exp_chi2").pairwise_distance(B),
+                               -np.log(chi2_kernel(B, gamma=1.0)), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(kernel_spec("rbf").pairwise_distance(B),
+                               -np.log(rbf_kernel(B, gamma=1.0)), rtol=1e-10, atol=1e-12)
