@@ -45,8 +45,8 @@ def write_scenes(folder: pathlib.Path, n: int, size: int, seed: int) -> None:
 
 
 def fit_model(size: int):
-    from bowlrp.bow.classifier import BoWClassifier
     from bowlrp.app.scenes import make_scenes
+    from bowlrp.bow.classifier import BoWClassifier
 
     train = make_scenes(n_images=40, size=size, random_state=123)
     return BoWClassifier(vocabulary_size=64, random_state=0).fit(list(train.images), train.labels)
@@ -91,8 +91,8 @@ def main(argv=None) -> int:
 
     from distributed import Client, LocalCluster
 
-    from bowlrp.app.batch import explain_batch
     from bowlrp.app.adapters import BoWExplainer
+    from bowlrp.app.batch import explain_batch
 
     work = pathlib.Path(tempfile.mkdtemp(prefix="bench_scale_"))
     try:

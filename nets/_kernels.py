@@ -23,25 +23,10 @@ import numpy as np
 
 from bowlrp.jit import jit_both, jit_serial, prange
 
-#: kernels whose output has fewer elements run the serial build: a parallel region costs a thread
-#: wake-up and a barrier, which small arrays never win back (and on a busy machine a descheduled
-#: worker makes every region wait for a scheduler slice)
-PARALLEL_MIN_ELEMENTS = 1 << 17
-
-
-def _parallel_or_serial(func):
-    """Compile ``func`` twice (``prange`` parallel and serial) and pick by the size of the output,
-    always the last argument. Both builds run the same source; the tests check both."""
-    parallel, serial = jit_both(func)
-
-    def call(*args):
-        if args[-1].size >= PARALLEL_MIN_ELEMENTS:
-            return parallel(*args)
-        return serial(*args)
-
-    call.__name__, call.__doc__ = func.__name__, func.__doc__
-    call.parallel, call.serial = parallel, serial
-    return call
+#: every kernel is compiled twice (``prange`` parallel and serial, same source; the tests check both)
+#: and a call runs the build the project's size rule picks from the output size
+#: (:func:`bowlrp.jit.use_parallel`)
+_parallel_or_serial = jit_both
 
 
 @_parallel_or_serial

@@ -5,15 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from bowlrp.jit import forced_builds
 from nets import _kernels
 from tests.kernel_twins import assert_matches_twin
 
 
 @pytest.fixture(autouse=True, params=["parallel", "serial"])
-def build(request, monkeypatch):
+def build(request):
     """Run every test with the parallel and with the serial build of the kernels."""
-    monkeypatch.setattr(_kernels, "PARALLEL_MIN_ELEMENTS", 0 if request.param == "parallel" else 1 << 62)
-    return request.param
+    with forced_builds(request.param):
+        yield request.param
 
 
 GEOMETRIES = [  # (kh, kw, sh, sw, ph, pw)
