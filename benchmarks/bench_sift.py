@@ -183,7 +183,7 @@ def main(argv=None):
         f"OpenCV {cv2.__version__}, default threads {cv2.getNumThreads()}, "
         f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
     )
-    for step, bin_sizes in ((4, (4,)), (4, (4, 8)), (8, (4, 6, 8))):
+    for step, bin_sizes in ((4, (4,)), (8, (4,)), (4, (4, 8)), (8, (4, 6, 8))):
         n_desc, one, allc = bench_speed(images, step, bin_sizes, rounds)
         print(f"\nstep {step}, bin sizes {bin_sizes}: {n_desc} descriptors ({n_desc / n:.0f} per image)")
         for label, res in (("1 thread each", one), ("all cores each", allc)):

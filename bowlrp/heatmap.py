@@ -23,6 +23,7 @@ import numpy as np
 
 from bowlrp.npz_values import decode_value as _decode_value
 from bowlrp.npz_values import encode_value as _encode_value
+from bowlrp.validation import to_grey
 
 __all__ = [
     "Heatmap",
@@ -173,11 +174,6 @@ class Heatmap:
     def total(self) -> float:
         """Sum of the pixel relevance (equals ``score - residual``)."""
         return float(self.relevance.sum())
-
-    def normalized(self) -> np.ndarray:
-        """Relevance divided by max |R| (Eq 35; for display only, values in [-1, 1])."""
-        peak = float(np.max(np.abs(self.relevance)))
-        return self.relevance / peak if peak > 0 else np.zeros_like(self.relevance)
 
     def render(self, cmap: str = "bwr", vmax: float | None = None, overlay: bool = False,
                alpha: float = 0.6) -> np.ndarray:
@@ -352,7 +348,7 @@ def _to_uint8_rgb(image: np.ndarray) -> np.ndarray:
 
 def _grey(image: np.ndarray) -> np.ndarray:
     rgb = _to_uint8_rgb(image).astype(np.float64) / 255.0
-    luminance = rgb @ np.array([0.299, 0.587, 0.114])
+    luminance = to_grey(rgb)
     return np.repeat(luminance[..., None], 3, axis=2)
 
 

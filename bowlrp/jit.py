@@ -1,13 +1,30 @@
-"""The project's numba policy, in one place.
+"""The project's numba and threads policy, in one place.
 
-Every numba kernel of ``bowlrp`` and ``nets`` is compiled through these two decorators so that the
-choices below hold everywhere:
+Compilation: every numba kernel of ``bowlrp`` and ``nets`` goes through these decorators, so that
 
 * ``fastmath`` is always off: conservation (sum of relevance equals the score) is asserted to 1e-9
-  and reassociated floating-point sums would break it.
-* serial kernels are cached on disk (``cache=True``) so a second process does not recompile them.
-* parallel kernels say so explicitly (``parallel=True``) and use ``numba.prange`` over independent
-  slices only (rows of a Gram matrix, images of a batch), never over a reduction whose order matters.
+  and reassociated floating-point sums would break it;
+* kernels are cached on disk (``cache=True``) so a second process does not recompile them;
+* parallel kernels use ``numba.prange`` over independent slices only (rows of a Gram matrix, images
+  of a batch), never over a reduction whose order matters, so the parallel and the serial build of a
+  kernel give bit-identical results.
+
+Threads: one size rule, one limiter, one batch runner.
+
+* :func:`jit_both` compiles a ``prange`` kernel twice; calling the result runs the parallel build only
+  when :func:`use_parallel` says the work pays for waking threads (one threshold,
+  :data:`PARALLEL_MIN_WORK`, for every kernel of the project).
+* :func:`limited_threads` is the only way the project changes thread counts (numba's and BLAS/OpenMP's
+  through threadpoolctl), and it always restores them.
+* :func:`parallel_map` runs the images of a batch on threads; inside it every kernel runs its serial
+  build and BLAS runs one thread, so the threads never nest. :func:`split_batch` does the same for
+  a batch array (a network's forward or LRP pass).
+* numba's OpenMP workers wait passively (``OMP_WAIT_POLICY=PASSIVE`` unless the user set a policy):
+  with the default policy they busy-wait after every parallel region and steal the cores from the
+  BLAS threads of the next matrix product (VGG-style forward, 2 cores: 375 ms with 2 numba and 2 BLAS
+  threads against 261 ms with one of each; 198 ms against 227 ms with passive waiting). This must
+  happen before numba starts its OpenMP runtime, which it does lazily at the first parallel region,
+  hence at import of this module.
 
 Kernels are private functions in a ``_kernels.py`` module that take arrays and write into
 preallocated outputs; the public wrappers validate input. Each kernel has a slow numpy twin in the
@@ -17,13 +34,43 @@ tests (see ``tests/kernel_twins.py``).
 from __future__ import annotations
 
 import contextlib
+import functools
+import itertools
+import os
+import sys
+import threading
 import types
 
-import numba
+if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"  # read by libgomp when numba first loads it
 
-__all__ = ["jit_serial", "jit_parallel", "jit_both", "limited_threads", "prange"]
+import numba  # noqa: E402  (after the OpenMP policy above)
+import numpy as np  # noqa: E402
+
+__all__ = [
+    "PARALLEL_MIN_WORK",
+    "jit_serial",
+    "jit_parallel",
+    "jit_both",
+    "use_parallel",
+    "forced_builds",
+    "limited_threads",
+    "parallel_map",
+    "split_batch",
+    "prange",
+]
 
 prange = numba.prange
+
+#: Work (about one floating-point operation per unit) below which a kernel runs its serial build. A
+#: parallel region costs a thread wake-up and a barrier (tens of microseconds with passive waiting),
+#: and on a busy machine a descheduled worker makes the whole region wait for a scheduler slice;
+#: measured on 2 cores, threads pay off from about 10^7 operations (a Gram block of 10^7 terms, a
+#: 0.5-megapixel SIFT image, an NCHW tensor of 1.3e5 elements).
+PARALLEL_MIN_WORK = 10_000_000
+
+_local = threading.local()  # .serial: this thread is a worker of parallel_map
+_forced = None  # "parallel" / "serial" while forced_builds() is active (tests)
 
 
 def jit_serial(func=None, **options):
@@ -41,12 +88,35 @@ def jit_serial(func=None, **options):
 
 def jit_parallel(func=None, **options):
     """Compile ``func`` with ``parallel=True``, cached, no fastmath. Use ``prange`` inside."""
-    options = {"cache": True, "fastmath": False, "nogil": True, "parallel": True, **options}
-    if options.get("fastmath"):
-        raise ValueError("fastmath is not allowed in bowlrp kernels: it breaks conservation")
-    if func is None:
-        return lambda f: numba.njit(**options)(f)
-    return numba.njit(**options)(func)
+    return jit_serial(func, **{"parallel": True, **options})
+
+
+def use_parallel(work):
+    """Whether a kernel doing ``work`` operations should run its parallel build: the one size rule.
+
+    False inside a :func:`parallel_map` worker (the batch is the parallelism there), when numba has
+    one thread, or below :data:`PARALLEL_MIN_WORK`.
+    """
+    if _forced is None and work < PARALLEL_MIN_WORK:
+        return False  # the common case first: numba.get_num_threads() costs microseconds
+    if getattr(_local, "serial", False):
+        return False
+    if _forced is not None:
+        return _forced == "parallel"
+    return numba.get_num_threads() > 1
+
+
+@contextlib.contextmanager
+def forced_builds(kind):
+    """Run every :func:`jit_both` kernel's ``"parallel"`` or ``"serial"`` build (tests compare them)."""
+    global _forced
+    if kind not in ("parallel", "serial"):
+        raise ValueError(f"kind must be 'parallel' or 'serial', got {kind!r}")
+    before, _forced = _forced, kind
+    try:
+        yield
+    finally:
+        _forced = before
 
 
 def _renamed(func, name):
@@ -58,46 +128,208 @@ def _renamed(func, name):
     return copy
 
 
-def jit_both(func=None, **options):
-    """Compile one ``prange`` kernel twice: ``(parallel_build, serial_build)``.
+class BothBuilds:
+    """A ``prange`` kernel compiled twice; a call runs the build :func:`use_parallel` picks.
 
-    The serial build (``prange`` runs as ``range``) serves small inputs, where waking threads and
-    joining them costs more than the work. It compiles a renamed copy of the function: numba's
-    on-disk cache is keyed by the function's qualified name and bytecode, not by the ``parallel``
-    flag, so two builds of one function would otherwise load each other's cached machine code.
+    Attributes
+    ----------
+    parallel, serial : numba dispatchers
+        The two builds of the same source (``prange`` runs as ``range`` in the serial one).
+    """
+
+    def __init__(self, func, work, options):
+        self.parallel = jit_parallel(func, **options)
+        # numba's on-disk cache is keyed by the function's qualified name and bytecode, not by the
+        # ``parallel`` flag: a renamed copy keeps the two builds from loading each other's code
+        self.serial = jit_serial(_renamed(func, f"{func.__name__}__serial"), **options)
+        self.work = work
+        functools.update_wrapper(self, func)
+
+    def build(self, work):
+        """The build to run for ``work`` operations."""
+        return self.parallel if use_parallel(work) else self.serial
+
+    def __call__(self, *args):
+        return self.build(self.work(*args))(*args)
+
+
+def _output_work(*args):
+    """Default work estimate: the size of the output (the last argument) times 64 operations."""
+    return args[-1].size * 64
+
+
+def jit_both(func=None, work=None, **options):
+    """Compile one ``prange`` kernel as :class:`BothBuilds` (parallel and serial build).
+
+    Parameters
+    ----------
+    func : callable
+        The kernel; its ``prange`` loops must run over independent slices.
+    work : callable, optional
+        ``work(*args)`` estimates the operations of a call (default: 64 per element of the last
+        argument, the output); :func:`use_parallel` decides from it.
+    **options
+        numba options for both builds.
     """
     if func is None:
-        return lambda f: jit_both(f, **options)
-    serial_name = f"{func.__name__}__serial"
-    return jit_parallel(func, **options), jit_serial(_renamed(func, serial_name), **options)
+        return lambda f: jit_both(f, work=work, **options)
+    return BothBuilds(func, work or _output_work, options)
 
 
+# -------------------------------------------------------------------------------------------- threads
 _threadpool_controller = None
+_threadpool_modules = -1  # len(sys.modules) when the controller was built
+_threadpool_lock = threading.Lock()
+
+
+def _controller():
+    """threadpoolctl's controller, rebuilt when modules were imported since (they may have loaded
+    another BLAS or OpenMP library, e.g. scipy's own OpenBLAS, which an old controller would miss)."""
+    global _threadpool_controller, _threadpool_modules
+    with _threadpool_lock:
+        if _threadpool_controller is None or len(sys.modules) != _threadpool_modules:
+            from threadpoolctl import ThreadpoolController
+
+            _threadpool_controller = ThreadpoolController()
+            _threadpool_modules = len(sys.modules)
+    return _threadpool_controller
 
 
 @contextlib.contextmanager
 def limited_threads(n, numba_threads=True, user_api=None):
     """Run a block with at most ``n`` BLAS/OpenMP threads (and numba threads, unless told not to).
 
-    Small batches run faster on one thread, and on a busy machine much faster: every parallel region
-    waits for all of its threads to be scheduled. ``n=None`` leaves the settings alone. The
-    threadpoolctl controller is built once (scanning the loaded libraries costs about 0.6 ms, which
-    per-image calls would pay every time); the settings are restored afterwards.
+    The project's only thread setter; the settings are restored afterwards. ``n=None`` leaves them
+    alone. The threadpoolctl controller is built once (scanning the loaded libraries costs about
+    0.6 ms, which per-image calls would pay every time). numba's count is per calling thread.
     """
-    global _threadpool_controller
     if n is None:
         yield
         return
     n = max(1, int(n))
-    if _threadpool_controller is None:
-        from threadpoolctl import ThreadpoolController
-
-        _threadpool_controller = ThreadpoolController()
     before = numba.get_num_threads()
     if numba_threads:
         numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
     try:
-        with _threadpool_controller.limit(limits=n, user_api=user_api):
+        with _controller().limit(limits=n, user_api=user_api):
             yield
     finally:
         numba.set_num_threads(before)
+
+
+_executor = None
+_executor_lock = threading.Lock()
+
+
+def _reset_executor():
+    global _executor
+    _executor = None  # a forked child has the pool object but none of its threads
+
+
+os.register_at_fork(after_in_child=_reset_executor)
+
+
+def _workers():
+    """The batch threads, started once: starting threads per call cost ~3 ms on a busy machine (a new
+    thread waits for a scheduler slot before ``start`` returns), more than a small batch's work."""
+    global _executor
+    with _executor_lock:
+        if _executor is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            _executor = ThreadPoolExecutor(max(1, numba.config.NUMBA_NUM_THREADS - 1),
+                                           thread_name_prefix="bowlrp-batch")
+    return _executor
+
+
+def _drain(func, chunks, results, next_chunk):
+    """Compute chunks, taken in order from the shared counter, until none is left (kernels serial)."""
+    _local.serial = True
+    try:
+        while True:
+            k = next(next_chunk)  # itertools.count: atomic under the GIL
+            if k >= len(chunks):
+                return
+            results[k] = [func(item) for item in chunks[k]]
+    finally:
+        _local.serial = False
+
+
+def parallel_map(func, items, work):
+    """``[func(item) for item in items]``, on numba's thread count of threads when the work pays.
+
+    Parameters
+    ----------
+    func : callable
+        Called once per item; should spend its time in ``nogil`` numba kernels (every kernel of the
+        project is) or BLAS, else the threads wait for the GIL.
+    items : sequence
+    work : float
+        Estimated operations of the whole batch (see :func:`use_parallel`).
+
+    Returns
+    -------
+    list
+        In the order of ``items``; the same numbers as the serial loop, because every item is computed
+        by the same serial code whichever thread runs it.
+    """
+    items = list(items)
+    n_threads = min(numba.get_num_threads(), len(items))
+    if n_threads < 2 or not use_parallel(work):
+        return [func(item) for item in items]
+    # a few contiguous chunks per thread, handed out in order: little dispatch overhead, and a slow
+    # thread (descheduled on a busy machine) takes fewer chunks instead of holding up the others
+    n_chunks = min(len(items), 4 * n_threads)
+    bounds = [len(items) * k // n_chunks for k in range(n_chunks + 1)]
+    chunks = [items[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+    results = [None] * n_chunks
+    next_chunk = itertools.count()
+    # one BLAS thread while the batch threads run: nested pools would oversubscribe the cores
+    with limited_threads(1, numba_threads=False, user_api="blas"):
+        helpers = [_workers().submit(_drain, func, chunks, results, next_chunk) for _ in range(n_threads - 1)]
+        _drain(func, chunks, results, next_chunk)  # the calling thread works too
+        for helper in helpers:
+            helper.result()  # waits, and re-raises a helper's exception
+    return [out for chunk in results for out in chunk]
+
+
+def split_batch(func, *arrays, work=None, min_rows=2):
+    """``func(*arrays)`` for a batch (arrays share axis 0), computed as contiguous parts on threads.
+
+    The batch is cut into one part per numba thread (at least ``min_rows`` rows each), every part runs
+    on its own thread with serial kernels and one BLAS thread (:func:`parallel_map`), and the results
+    (arrays, or tuples of arrays) are concatenated along axis 0. This is how a network's forward or
+    LRP pass uses both cores: two BLAS threads around every GEMM plus numba's own parallel regions
+    oversubscribe two cores and wait on each other (VGG-style forward on a loaded 2-core machine:
+    1.7 s on one thread, 10 s with 2 numba and 2 BLAS threads, 1.1 s split in two halves).
+
+    Parameters
+    ----------
+    func : callable
+        Computes row ``i`` of its outputs from row ``i`` of its inputs only (per-sample work).
+    *arrays : numpy.ndarray
+        Inputs with the same length along axis 0.
+    work : float, optional
+        Estimated operations of the whole call (:func:`use_parallel`); default: always worth it
+        when there are at least two parts.
+    min_rows : int
+        Smallest part.
+
+    Returns
+    -------
+    numpy.ndarray or tuple of numpy.ndarray
+        As ``func`` returns; equal to ``func(*arrays)`` up to float round-off (a matrix product
+        over fewer rows may round differently).
+    """
+    n = len(arrays[0])
+    if any(len(a) != n for a in arrays):
+        raise ValueError(f"arrays must have the same length along axis 0, got {[len(a) for a in arrays]}")
+    n_parts = min(numba.get_num_threads(), n // max(1, int(min_rows)))
+    if n_parts < 2 or not use_parallel(PARALLEL_MIN_WORK if work is None else work):
+        return func(*arrays)
+    bounds = [n * k // n_parts for k in range(n_parts + 1)]
+    parts = parallel_map(lambda ab: func(*(a[ab[0]:ab[1]] for a in arrays)),
+                         list(zip(bounds[:-1], bounds[1:])), PARALLEL_MIN_WORK if work is None else work)
+    if isinstance(parts[0], tuple):
+        return tuple(np.concatenate(column) for column in zip(*parts))
+    return np.concatenate(parts)

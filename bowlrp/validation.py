@@ -1,4 +1,5 @@
-"""Input checks for images, shared by the feature extractor and the BoW pipeline.
+"""Input checks shared by every layer: images, the pooling exponent, channel layouts and weights, and
+the one grey conversion.
 
 Images are numpy arrays (H, W) gray or (H, W, 3) RGB; (H, W, 1) is taken as gray. ``uint8`` and
 ``uint16`` are scaled to [0, 1]; float images are used as given (expected in [0, 1]). Everything comes
@@ -7,9 +8,86 @@ back as float64 so that the numba kernels see one dtype.
 
 from __future__ import annotations
 
+from numbers import Real
+
 import numpy as np
 
-__all__ = ["check_image", "check_images"]
+__all__ = ["check_image", "check_images", "check_p", "check_channel_slices", "channel_bounds",
+           "check_channel_weights", "to_grey", "LUMA", "InvalidParameterError"]
+
+#: ITU-R BT.601 luma weights: the one RGB -> grey conversion of the package
+LUMA = np.array([0.299, 0.587, 0.114])
+
+
+class InvalidParameterError(ValueError, TypeError):
+    """A parameter of the wrong type or value (both a ValueError and a TypeError, as scikit-learn's)."""
+
+
+def to_grey(rgb):
+    """Luminance ``rgb @ LUMA`` of an (..., 3) array (BT.601 weights), the package's only grey conversion.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> float(to_grey(np.array([1.0, 1.0, 1.0])))
+    1.0
+    """
+    return np.asarray(rgb)[..., :3] @ LUMA
+
+
+def check_p(p):
+    """Validate the p-means pooling exponent p in (0, inf] (``np.inf``: max pooling); return a float.
+
+    Raises :class:`InvalidParameterError` (a ValueError and a TypeError) for a non-number, NaN or p <= 0.
+    """
+    if isinstance(p, bool) or not isinstance(p, Real):
+        raise InvalidParameterError(f"pooling exponent p must be a number in (0, inf] (np.inf for max "
+                                    f"pooling), got {p!r}")
+    if not p > 0:  # also NaN
+        raise InvalidParameterError(f"pooling exponent p must be > 0 (np.inf for max pooling), got {p!r}")
+    return float(p)
+
+
+def check_channel_slices(channel_slices, n_dims):
+    """The channels of a vector of ``n_dims`` dimensions as a list of contiguous slices.
+
+    ``None`` is one channel; otherwise slices (or ``(start, stop)`` pairs) must tile ``0..n_dims`` in
+    order (a channel may be empty).
+    """
+    if channel_slices is None:
+        return [slice(0, int(n_dims))]
+    slices = []
+    stop_prev = 0
+    for s in channel_slices:
+        if isinstance(s, slice):
+            start, stop, step = s.start or 0, s.stop, s.step or 1
+        else:
+            (start, stop), step = (int(v) for v in s), 1
+        if step != 1 or start != stop_prev or stop is None or stop < start:
+            raise ValueError(f"channel slices must tile 0..{n_dims} contiguously, got {list(channel_slices)}")
+        slices.append(slice(int(start), int(stop)))
+        stop_prev = int(stop)
+    if stop_prev != n_dims:
+        raise ValueError(f"channel slices cover {stop_prev} dimensions, the data has {n_dims}")
+    return slices
+
+
+def channel_bounds(n_dims, slices=None):
+    """Channel boundaries (n_channels + 1,) int64 of :func:`check_channel_slices`' slices."""
+    checked = check_channel_slices(slices, n_dims)
+    return np.array([0] + [s.stop for s in checked], dtype=np.int64)
+
+
+def check_channel_weights(weights, n_channels):
+    """Kernel weights of the channels as a float64 (n_channels,) array (None: all 1)."""
+    if weights is None:
+        return np.ones(n_channels)
+    weights = np.asarray(weights, dtype=np.float64).ravel()
+    if weights.shape != (n_channels,):
+        raise ValueError(f"expected {n_channels} channel weights, got {weights.shape[0]}")
+    if not np.all(np.isfinite(weights)) or np.any(weights < 0):
+        raise ValueError(f"channel weights must be finite and non-negative, got {weights.tolist()}")
+    return weights
 
 _INTEGER_SCALE = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
 

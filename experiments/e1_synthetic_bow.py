@@ -60,6 +60,8 @@ def main(argv=None):
     out = common.prepare_out(args.out)
     clock = common.Clock()
 
+    from bowlrp.app.scenes import make_scenes
+    from bowlrp.bow.classifier import BoWClassifier
     from bowlrp.evaluation import (
         localization_scores,
         mask_fraction,
@@ -67,8 +69,6 @@ def main(argv=None):
         relevance_mass_accuracy,
     )
     from bowlrp.heatmap import montage
-    from bowlrp.bow.classifier import BoWClassifier
-    from bowlrp.app.scenes import make_scenes
 
     q = args.quick
     n_train = args.n_train or (60 if q else 600)

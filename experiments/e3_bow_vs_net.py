@@ -102,9 +102,9 @@ def _aopc_row(curves, name, extra):
 
 def run_mnist(args, out, clock):
     import nets
+    from bowlrp.bow.classifier import BoWClassifier
     from bowlrp.evaluation import perturbation_curves
     from bowlrp.heatmap import montage
-    from bowlrp.bow.classifier import BoWClassifier
     from datasets.mnist import load_mnist
 
     q = args.quick
@@ -215,10 +215,10 @@ def run_mnist(args, out, clock):
 
 
 def run_scenes(args, out, clock):
+    from bowlrp.app.scenes import make_scenes
+    from bowlrp.bow.classifier import BoWClassifier
     from bowlrp.evaluation import localization_scores, perturbation_curves
     from bowlrp.heatmap import montage
-    from bowlrp.bow.classifier import BoWClassifier
-    from bowlrp.app.scenes import make_scenes
 
     q = args.quick
     n_train = args.n_train or (60 if q else 600)

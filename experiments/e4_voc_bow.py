@@ -43,9 +43,9 @@ def main(argv=None):
     out = common.prepare_out(args.out)
     clock = common.Clock()
 
+    from bowlrp.bow.classifier import BoWClassifier
     from bowlrp.evaluation import localization_scores
     from bowlrp.heatmap import montage
-    from bowlrp.bow.classifier import BoWClassifier
     from datasets.voc import VOC_CLASSES, load_voc
 
     q = args.quick

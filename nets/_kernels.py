@@ -21,27 +21,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from bowlrp.jit import jit_both, prange
+from bowlrp.jit import jit_both, jit_serial, prange
 
-#: kernels whose output has fewer elements run the serial build: a parallel region costs a thread
-#: wake-up and a barrier, which small arrays never win back (and on a busy machine a descheduled
-#: worker makes every region wait for a scheduler slice)
-PARALLEL_MIN_ELEMENTS = 1 << 17
-
-
-def _parallel_or_serial(func):
-    """Compile ``func`` twice (``prange`` parallel and serial) and pick by the size of the output,
-    always the last argument. Both builds run the same source; the tests check both."""
-    parallel, serial = jit_both(func)
-
-    def call(*args):
-        if args[-1].size >= PARALLEL_MIN_ELEMENTS:
-            return parallel(*args)
-        return serial(*args)
-
-    call.__name__, call.__doc__ = func.__name__, func.__doc__
-    call.parallel, call.serial = parallel, serial
-    return call
+#: every kernel is compiled twice (``prange`` parallel and serial, same source; the tests check both)
+#: and a call runs the build the project's size rule picks from the output size
+#: (:func:`bowlrp.jit.use_parallel`)
+_parallel_or_serial = jit_both
 
 
 @_parallel_or_serial
@@ -308,3 +293,78 @@ def row_sums(a, out):  # pragma: no cover - compiled
         for j in range(a.shape[1]):
             acc += a[i, j]
         out[i] = acc
+
+
+# ``unfold`` / ``fold``: the im2col layout the convolution layers use, one (K, P) matrix per image
+# (``out[n, (c * KH + i) * KW + j, oh * OW + ow]``). Every row is one shifted copy of an input row,
+# so with stride 1 both kernels stream contiguous memory (the row-per-position ``im2col`` above
+# gathers across channels, which made it cost as much as the GEMM); and ``W2 (O, K) @ cols (K, P)``
+# lands directly in the NCHW output. Parallel over (image, channel) pairs: each writes its own rows
+# (unfold) or its own output plane (fold), so there are no races and the order is fixed.
+@jit_serial(inline="always")
+def _tap_columns(j, sw, pw, w, ow_n):  # pragma: no cover - compiled
+    """``[lo, hi)``: the output columns whose kernel column ``j`` falls inside the image."""
+    lo = max(0, (pw - j + sw - 1) // sw)
+    return lo, max(lo, min(ow_n, (w - 1 + pw - j) // sw + 1))
+
+
+@_parallel_or_serial
+def unfold(x, kh, kw, sh, sw, ph, pw, oh0, out):  # pragma: no cover - compiled
+    """Output rows ``oh0 .. oh0 + out.shape[2] // OW`` (a band of them, or all with ``oh0 = 0``)."""
+    n_img, n_ch, h, w = x.shape
+    ow_n = (w + 2 * pw - kw) // sw + 1
+    rows = out.shape[2] // ow_n
+    for nc in prange(n_img * n_ch):
+        n, c = nc // n_ch, nc % n_ch
+        xc = x[n, c]
+        for i in range(kh):
+            for j in range(kw):
+                o = out[n, (c * kh + i) * kw + j]
+                lo, hi = _tap_columns(j, sw, pw, w, ow_n)
+                x0 = j - pw
+                for r in range(rows):
+                    yy = (oh0 + r) * sh - ph + i
+                    base = r * ow_n
+                    if yy < 0 or yy >= h:
+                        o[base : base + ow_n] = 0.0
+                        continue
+                    o[base : base + lo] = 0.0
+                    xr = xc[yy]
+                    if sw == 1 and hi - lo >= 32:  # one vectorised copy per row (see ``fold``)
+                        o[base + lo : base + hi] = xr[lo + x0 : hi + x0]
+                    else:
+                        for ow in range(lo, hi):
+                            o[base + ow] = xr[ow * sw + x0]
+                    o[base + hi : base + ow_n] = 0.0
+
+
+@_parallel_or_serial
+def fold(cols, kh, kw, sh, sw, ph, pw, oh0, zero, out):  # pragma: no cover - compiled
+    """The transpose of ``unfold`` (same band arguments): overlapping contributions are added, to
+    zeros (``zero``) or to what ``out`` holds (the next band of the same images)."""
+    n_img, n_ch, h, w = out.shape
+    ow_n = (w + 2 * pw - kw) // sw + 1
+    rows = cols.shape[2] // ow_n
+    for nc in prange(n_img * n_ch):
+        n, c = nc // n_ch, nc % n_ch
+        oc = out[n, c]
+        if zero:
+            oc[:, :] = 0.0
+        for i in range(kh):
+            for j in range(kw):
+                col = cols[n, (c * kh + i) * kw + j]
+                lo, hi = _tap_columns(j, sw, pw, w, ow_n)
+                x0 = j - pw
+                for r in range(rows):
+                    yy = (oh0 + r) * sh - ph + i
+                    if yy < 0 or yy >= h:
+                        continue
+                    orow = oc[yy]
+                    base = r * ow_n
+                    if sw == 1 and hi - lo >= 32:
+                        # a sliced add is vectorised (the loop is not: LLVM cannot rule out that
+                        # out and cols overlap) but costs ~100 ns per call, more than a short row
+                        orow[lo + x0 : hi + x0] += col[base + lo : base + hi]
+                    else:
+                        for ow in range(lo, hi):
+                            orow[ow * sw + x0] += col[base + ow]

@@ -22,6 +22,7 @@ import warnings
 
 import numpy as np
 
+from bowlrp.roots import bracketed_roots
 from nets.explainer import _Explainer, _output_relevance, check_batch
 from nets.lrp import LRP, Diagnostics
 
@@ -86,19 +87,24 @@ class TaylorDecomposition(_Explainer):
     """First-order Taylor decomposition of the whole network at a root point.
 
     For each sample x and explained output f, reference inputs z with f(x) * f(z) < 0 are the
-    candidates; for the ``n_candidates`` nearest (Euclidean) of them, bisection on a in [0, 1] finds
-    x0 = a x + (1 - a) z with f(x0) = 0 (to ``tol``). Then ``R = (x - x0) * df/dx(x0)`` and the
+    candidates; for the ``n_candidates`` nearest (Euclidean) of them, a safeguarded secant search on
+    a in [0, 1] (:func:`bowlrp.roots.bracketed_roots`) finds x0 = a x + (1 - a) z with f(x0) = 0 (to
+    ``tol``). Then ``R = (x - x0) * df/dx(x0)`` and the
     residual rho = f(x) - sum(R) is what the first-order expansion misses. The root with the
     smallest |rho| is kept (or the ``n_roots`` best are averaged).
 
     Parameters
     ----------
     model : nets.Sequential
-    references : array (M, ...) of inputs, e.g. training samples
+    references : array (M, ...) of inputs, required
+        Where the roots are searched: inputs of the same per-sample shape as ``X`` whose scores fall
+        on both sides of zero, typically a few hundred training samples (e.g. ``X_train[:200]``).
+        There is no default: a root needs an input the model scores on the other side of zero, and
+        only the data can supply one. Their forward pass is computed once, here.
     n_candidates : int, default 8
     n_roots : int, default 1
     tol : float, default 1e-10
-        Stop bisecting when |f(x0)| <= tol or after ``max_iter`` halvings.
+        Stop the root search on a segment when |f(x0)| <= tol or after ``max_iter`` evaluations.
     max_iter : int, default 100
 
     Notes
@@ -110,8 +116,12 @@ class TaylorDecomposition(_Explainer):
 
     method = "taylor"
 
-    def __init__(self, model, references, n_candidates=8, n_roots=1, tol=1e-10, max_iter=100):
+    def __init__(self, model, references=None, n_candidates=8, n_roots=1, tol=1e-10, max_iter=100):
         super().__init__(model)
+        if references is None:
+            raise TypeError("TaylorDecomposition needs references=...: inputs (M, ...) of the explained "
+                            "samples' shape, e.g. a few hundred training samples, among which the root "
+                            "search finds inputs scored on the other side of zero")
         self.references = check_batch(references, "references")
         if int(n_candidates) < 1 or int(n_roots) < 1:
             raise ValueError("n_candidates and n_roots must be >= 1")
@@ -140,7 +150,7 @@ class TaylorDecomposition(_Explainer):
                 continue
             d = ((ref_flat[cand] - X[i].reshape(1, -1)) ** 2).sum(axis=1)
             cand = cand[np.argsort(d, kind="stable")[: self.n_candidates]]
-            x0 = self._bisect(X[i], self.references[cand], w, f_x)
+            x0 = self._bisect(X[i], self.references[cand], w, f_x, f_ref[cand])
             grads = self.model.gradient(x0, np.broadcast_to(w, (len(x0), w.size)).astype(x0.dtype))
             Rc = (X[i][None] - x0) * grads
             rho = np.abs(f_x - Rc.reshape(len(Rc), -1).sum(axis=1))
@@ -157,23 +167,16 @@ class TaylorDecomposition(_Explainer):
             )
         return X, R, roots, found, scores, labels
 
-    def _bisect(self, x, Z, w, f_x):
-        """Vectorised bisection over the candidates: a in [lo, hi], f(a x + (1-a) z) changes sign."""
-        lo = np.zeros(len(Z))  # a = 0 is the reference (sign opposite to f(x))
-        hi = np.ones(len(Z))  # a = 1 is x
+    def _bisect(self, x, Z, w, f_x, f_z):
+        """Roots on the segments a x + (1 - a) z (a = 0: reference, a = 1: x), all candidates at once,
+        by the core's safeguarded secant search (:func:`bowlrp.roots.bracketed_roots`)."""
         shape = (-1,) + (1,) * (x.ndim)
-        for _ in range(self.max_iter):
-            a = 0.5 * (lo + hi)
-            pts = a.reshape(shape) * x[None] + (1 - a).reshape(shape) * Z
-            f = self.model.forward(pts) @ w
-            same_as_x = f * f_x > 0
-            hi = np.where(same_as_x, a, hi)
-            lo = np.where(same_as_x, lo, a)
-            if np.all(np.abs(f) <= self.tol):
-                break
-        a = 0.5 * (lo + hi)
-        pts = a.reshape(shape) * x[None] + (1 - a).reshape(shape) * Z
-        return pts
+
+        def on_segments(a, index):
+            return self.model.forward(a.reshape(shape) * x[None] + (1 - a).reshape(shape) * Z[index]) @ w
+
+        a, _ = bracketed_roots(on_segments, f_z, np.full(len(Z), f_x), tol=self.tol, max_iter=self.max_iter)
+        return a.reshape(shape) * x[None] + (1 - a).reshape(shape) * Z
 
     def relevance(self, X, target=None, return_roots=False):
         """Taylor relevance (same shape as ``X``); with ``return_roots`` also the root points and a

@@ -19,6 +19,7 @@ import heapq
 import numpy as np
 
 from nets.layers import Layer
+from nets.layers.linear import one_blas_thread_for
 
 __all__ = ["Node", "Graph", "check_batch"]
 
@@ -237,17 +238,18 @@ class Graph:
         """
         a = check_batch(X)
         acts, extras = [a], []
-        for i, node in enumerate(self.nodes):
-            xs = [acts[j] for j in self.sources[i]]
-            try:
-                if step is None:
-                    out = node.layer.forward(*xs)
-                else:
-                    out, extra = step(i, node.layer, xs)
-                    extras.append(extra)
-            except ValueError as err:
-                raise ValueError(f"layer {node.name!r}: {err}") from None
-            acts.append(out)
+        with one_blas_thread_for(self.layers):  # (one thread policy for the whole pass)
+            for i, node in enumerate(self.nodes):
+                xs = [acts[j] for j in self.sources[i]]
+                try:
+                    if step is None:
+                        out = node.layer.forward(*xs)
+                    else:
+                        out, extra = step(i, node.layer, xs)
+                        extras.append(extra)
+                except ValueError as err:
+                    raise ValueError(f"layer {node.name!r}: {err}") from None
+                acts.append(out)
         return acts if step is None else (acts, extras)
 
     def forward(self, X):
@@ -269,6 +271,10 @@ class Graph:
         """
         at = [None] * len(acts)
         at[-1] = signal
+        with one_blas_thread_for(self.layers):
+            return self._backpropagate(acts, at, step)
+
+    def _backpropagate(self, acts, at, step):
         for i in range(len(self.nodes) - 1, -1, -1):
             s, at[i + 1] = at[i + 1], None  # freed as soon as it is used
             node = self.nodes[i]

@@ -140,6 +140,11 @@ class _Inputs:
             v = np.broadcast_to(np.ones((1,) + x.shape[1:], dtype=x.dtype), x.shape)
         else:  # "low" / "high" (ZBox)
             v = self.rule.bound(key, x)
+            raw = getattr(self.rule, key, None)
+            if x.shape[0] > 1 and (raw is None or np.ndim(raw) < x.ndim):
+                # a scalar, per-channel or per-pixel bound is the same for every sample: a view
+                # with batch stride 0, so its linear map runs on one sample (``_shared``)
+                v = np.broadcast_to(v[:1], x.shape)
         self._cache[key] = v
         return v
 
@@ -202,9 +207,43 @@ def forward_for_rule(layer, rule, x):
     return y, z
 
 
+def _shared(a):
+    """True for a batch-broadcast view (every sample the same array)."""
+    return a.ndim > 0 and a.shape[0] > 1 and a.strides[0] == 0
+
+
 def _row_sum(a):
     """Per-sample sum in float64."""
     return a.reshape(a.shape[0], -1).sum(axis=1, dtype=np.float64)
+
+
+def _accumulate(R_in, contrib, factor, dtype):
+    """``R_in + factor * contrib``, storing the first contribution (owned, writable) as is."""
+    if factor != 1.0:
+        contrib = factor * contrib
+    if R_in is None:
+        fresh = contrib.flags.owndata and contrib.flags.writeable and contrib.dtype == dtype
+        return contrib if fresh else np.array(contrib, dtype=dtype)
+    R_in += contrib
+    return R_in
+
+
+def _stacked_transposes(layer, pending, input_shape):
+    """``(xin, factor, back)`` for the pending terms ``(xin, factor, s, W_modified)``: terms that
+    multiply the same input (alpha and beta of AlphaBeta: x * (a W+^T s+ - b W-^T s-)) go back as
+    ONE transposed map of the stacked weights, ``[W1; W2]^T [f1 s1; f2 s2]`` (one GEMM over twice the
+    channels, one col2im instead of two, one product with x); the others one by one."""
+    by_input = {}
+    for xin, factor, s, Wm in pending:
+        by_input.setdefault(id(xin), (xin, []))[1].append((factor, s, Wm))
+    for xin, items in by_input.values():
+        if len(items) == 1:
+            factor, s, Wm = items[0]
+            yield xin, factor, layer.linear_transpose(s, Wm, input_shape)
+            continue
+        s_all = np.concatenate([s if f == 1.0 else f * s for f, s, _ in items], axis=1)
+        W_all = np.concatenate([Wm for _, _, Wm in items], axis=0)
+        yield xin, 1.0, layer.linear_transpose(s_all, W_all, input_shape)
 
 
 def _propagate_linear(layer, rule, x, y, R, precomputed=None, stab=None):
@@ -215,6 +254,9 @@ def _propagate_linear(layer, rule, x, y, R, precomputed=None, stab=None):
     inputs = _Inputs(x, rule)
     R_in = None  # the first contribution is stored, later ones are added (no zero-fill pass)
     bias_absorbed = np.zeros(x.shape[0], dtype=np.float64)
+    # dense/conv terms are sent back together at the end (see ``_stacked_transposes``)
+    stackable = isinstance(layer, (Dense, Conv2D)) and getattr(layer, "groups", 1) == 1
+    pending = []
     for gi, group in enumerate(rule.groups()):
         Rg = R
         if group.gate == "positive":
@@ -245,8 +287,9 @@ def _propagate_linear(layer, rule, x, y, R, precomputed=None, stab=None):
                 tb = _modify(t.bias, b, gamma) if t.bias is not None else None
                 if xin is None:
                     zt = None if tb is None else _bias_term(layer, tb, y.shape, dtype)
-                elif t.input == "ones":
-                    # the same for every sample (Flat, WSquare): one sample's worth, broadcast later
+                elif t.input == "ones" or _shared(xin):
+                    # the same for every sample (Flat, WSquare, ZBox's bounds): one sample's worth,
+                    # broadcast later
                     zt = layer.linear(xin[:1], _modify(t.weight, W, gamma), tb)
                 else:
                     zt = layer.linear(xin, _modify(t.weight, W, gamma), tb)
@@ -263,21 +306,20 @@ def _propagate_linear(layer, rule, x, y, R, precomputed=None, stab=None):
         for t, xin in terms:
             if xin is None:
                 continue
+            factor = group.coef * t.sign
+            if stackable and t.input != "ones" and t.weight != "ones":
+                pending.append((xin, factor, s, _modify(t.weight, W, gamma)))
+                continue
             if t.weight == "ones" and hasattr(layer, "linear_transpose_ones"):
                 back = layer.linear_transpose_ones(s, x.shape)  # Flat: same numbers, less work
             else:
                 back = layer.linear_transpose(s, _modify(t.weight, W, gamma), x.shape)
-            factor = group.coef * t.sign
             contrib = back if t.input == "ones" else xin * back  # 1 * back: skip the product
-            if factor != 1.0:
-                contrib = factor * contrib
-            if R_in is None:
-                fresh = contrib.flags.owndata and contrib.flags.writeable and contrib.dtype == dtype
-                R_in = contrib if fresh else np.array(contrib, dtype=dtype)  # owned and writable
-            else:
-                R_in += contrib
+            R_in = _accumulate(R_in, contrib, factor, dtype)
         for sign, tb in biases:
             bias_absorbed += group.coef * sign * _bias_absorbed(s, tb)
+    for xin, factor, back in _stacked_transposes(layer, pending, x.shape):
+        R_in = _accumulate(R_in, xin * back, factor, dtype)
     if R_in is None:  # every term vanished (all-zero input parts)
         R_in = np.zeros(x.shape, dtype=dtype)
     return R_in, bias_absorbed

@@ -79,17 +79,66 @@ def _scale_rows(x, out):
             out[i, j] = 2.0 * x[i, j]
 
 
+_scaled = jit_both(_scale_rows, work=lambda x, out: x.size)
+
+
 def test_jit_both_gives_two_builds_that_never_share_a_cache_entry():
-    parallel, serial = jit_both(_scale_rows)
+    parallel, serial = _scaled.parallel, _scaled.serial
     assert parallel.targetoptions["parallel"] is True
     assert not serial.targetoptions.get("parallel", False)
     # numba's disk cache is keyed by qualified name, not by the parallel flag: the names must differ
     assert parallel.py_func.__qualname__ != serial.py_func.__qualname__
     x = np.arange(12.0).reshape(3, 4)
-    for build in (parallel, serial):
+    for build in (parallel, serial, _scaled):
         out = np.empty_like(x)
         build(x, out)
         np.testing.assert_array_equal(out, 2.0 * x)
+
+
+def test_one_size_rule_picks_the_build():
+    import numba
+
+    from bowlrp.jit import PARALLEL_MIN_WORK, forced_builds, use_parallel
+
+    assert _scaled.build(PARALLEL_MIN_WORK - 1) is _scaled.serial
+    many_threads = numba.get_num_threads() > 1
+    assert (_scaled.build(PARALLEL_MIN_WORK) is _scaled.parallel) == many_threads
+    with forced_builds("parallel"):
+        assert use_parallel(0) and _scaled.build(0) is _scaled.parallel
+        with forced_builds("serial"):
+            assert not use_parallel(1e30)
+        assert use_parallel(0)
+    with pytest.raises(ValueError, match="'parallel' or 'serial'"), forced_builds("both"):
+        pass
+
+
+def test_parallel_map_keeps_order_runs_kernels_serially_and_restores_blas():
+    from threadpoolctl import threadpool_info
+
+    from bowlrp.jit import forced_builds, parallel_map, use_parallel
+
+    blas = [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+    seen = []
+
+    def work(i):
+        seen.append(use_parallel(1e30))  # inside a batch worker every kernel runs serially
+        return i * i
+
+    with forced_builds("parallel"):  # threads although the batch is tiny
+        assert parallel_map(work, range(23), work=0) == [i * i for i in range(23)]
+    assert seen and not any(seen)
+    assert parallel_map(work, [], work=1e30) == []
+    assert parallel_map(work, range(5), work=0) == [0, 1, 4, 9, 16]  # below the rule: a plain loop
+    assert [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"] == blas
+
+
+def test_numba_openmp_workers_wait_passively():
+    import os
+
+    import bowlrp.jit  # noqa: F401
+
+    # ours, unless the user chose a policy (busy-waiting workers oversubscribe the cores)
+    assert os.environ.get("OMP_WAIT_POLICY") is not None or "GOMP_SPINCOUNT" in os.environ
 
 
 def test_submodules_are_reachable_from_the_package():
@@ -119,3 +168,39 @@ def test_limited_threads_limits_blas_and_numba_and_restores_them():
         assert numba.get_num_threads() == before_numba
     assert numba.get_num_threads() == before_numba
     assert [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"] == before_blas
+
+
+def test_split_batch_equals_the_whole_call_and_checks_lengths():
+    from bowlrp.jit import forced_builds, split_batch
+
+    x = np.arange(30.0).reshape(10, 3)
+    y = np.arange(10.0)
+
+    def per_row(a, b):
+        return a * 2.0 + b[:, None], b + 1.0
+
+    with forced_builds("parallel"):  # parts on threads although the batch is tiny
+        got = split_batch(per_row, x, y, work=0)
+        single = split_batch(lambda a: a.sum(axis=1), x, work=0)
+    want = per_row(x, y)
+    assert isinstance(got, tuple) and all(np.array_equal(g, w) for g, w in zip(got, want))
+    np.testing.assert_array_equal(single, x.sum(axis=1))
+    np.testing.assert_array_equal(split_batch(lambda a: a + 1, x[:1]), x[:1] + 1)  # one row: one call
+    with pytest.raises(ValueError, match="same length"):
+        split_batch(per_row, x, y[:3])
+
+
+def test_split_batch_of_a_network_forward_on_digits_matches_the_whole_batch():
+    from sklearn.datasets import load_digits
+    from sklearn.neural_network import MLPClassifier
+
+    import nets
+    from bowlrp.jit import forced_builds, split_batch
+
+    X, y = load_digits(return_X_y=True)
+    X = X[:300] / 16.0
+    clf = MLPClassifier((32,), max_iter=2000, random_state=0).fit(X, y[:300])
+    model = nets.from_sklearn(clf)
+    with forced_builds("parallel"):
+        got = split_batch(model, X, work=0)
+    np.testing.assert_allclose(got, model(X), rtol=1e-12, atol=1e-12)  # round-off of smaller GEMMs only

@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from bowlrp.explainer import Explainer
+from bowlrp.validation import to_grey
 
 __all__ = ["BoWExplainer", "NetworkExplainer", "as_explainer", "parse_target", "network_types",
            "network_classifier", "prepare_images", "to_nchw"]
@@ -247,7 +248,7 @@ def prepare_images(images, input_shape) -> list:
         if img.ndim == 3 and img.shape[2] == 4:
             img = img[..., :3]
         if channels == 1 and img.ndim == 3:
-            img = img[..., :3] @ np.array([0.299, 0.587, 0.114])
+            img = to_grey(img)
         elif channels == 3 and img.ndim == 2:
             img = np.repeat(img[..., None], 3, axis=2)
         out.append(np.clip(_resize(img, height, width), 0.0, 1.0))

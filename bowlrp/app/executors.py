@@ -27,6 +27,7 @@ from contextlib import nullcontext
 from itertools import islice
 
 from bowlrp.app.adapters import realign
+from bowlrp.jit import limited_threads
 
 __all__ = ["explain_chunk", "prepare_workers", "run_chunks", "run_serial", "run_joblib", "run_dask",
            "WorkerLossError"]
@@ -41,15 +42,6 @@ class WorkerLossError(RuntimeError):
 
 
 # ---------------------------------------------------------------------- the work of one chunk
-def _limit_threads(threads):
-    """One numba thread per worker process: workers are the parallelism, and several processes
-    each running a full pool of numba threads would fight over the same cores."""
-    if threads is not None:
-        import numba
-
-        numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
-
-
 _OVERFLOW_HINT = "the model's numbers overflow: check its weights and the input scaling"
 
 
@@ -72,17 +64,19 @@ def explain_chunk(explainer, keys, images, target, read_failures, threads=None):
     results = [(key, None, reason) for key, reason in read_failures]
     if not keys:
         return results
-    _limit_threads(threads)
-    try:
-        maps = explainer.explain(list(images), target=target)
-        if len(maps) != len(keys):
-            raise RuntimeError(f"explainer returned {len(maps)} heatmaps for {len(keys)} images")
-    except Exception as exc:  # one bad image must not sink the chunk: find it
-        if len(keys) == 1:
-            return results + [(keys[0], None, _failure(exc))]
-        for key, image in zip(keys, images):
-            results += explain_chunk(explainer, [key], [image], target, [])
-        return results
+    # workers are the parallelism: one numba and one BLAS thread each while they explain (restored
+    # afterwards), or several processes with full thread pools would fight over the same cores
+    with limited_threads(threads):
+        try:
+            maps = explainer.explain(list(images), target=target)
+            if len(maps) != len(keys):
+                raise RuntimeError(f"explainer returned {len(maps)} heatmaps for {len(keys)} images")
+        except Exception as exc:  # one bad image must not sink the chunk: find it
+            if len(keys) == 1:
+                return results + [(keys[0], None, _failure(exc))]
+            for key, image in zip(keys, images):
+                results += explain_chunk(explainer, [key], [image], target, [])
+            return results
     return results + [(key, heatmap, None) for key, heatmap in zip(keys, maps)]
 
 

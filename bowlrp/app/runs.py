@@ -238,7 +238,7 @@ def evaluate_run(explainer, run_dir, out_dir=None, *, orders=("morf", "lerf"), i
         sys.stderr.write(f"warning: rescoring the intact images differs from the explained scores by up to "
                          f"{score_check:.3g} (relative): is this the model that was explained?\n")
 
-    from bowlrp.evaluation import aopc
+    from bowlrp.evaluation import aopc, aopc_per_image, aopc_sem
 
     summary = {
         "run": os.path.abspath(os.fspath(run_dir)),
@@ -251,11 +251,7 @@ def evaluate_run(explainer, run_dir, out_dir=None, *, orders=("morf", "lerf"), i
     }
     for name in names:
         s = scores[name]
-        per_image = (s[:, :1] - s).sum(axis=1) / s.shape[1]
-        summary["aopc"][name] = {
-            "aopc": aopc(s),
-            "sem": float(per_image.std(ddof=1) / np.sqrt(len(per_image))) if len(per_image) > 1 else 0.0,
-        }
+        summary["aopc"][name] = {"aopc": aopc(s), "sem": aopc_sem(s)}
         summary["mean_curves"][name] = s.mean(axis=0).tolist()
 
     with open(os.path.join(out_dir, AOPC_CSV), "w", newline="", encoding="utf-8") as fh:
@@ -263,7 +259,7 @@ def evaluate_run(explainer, run_dir, out_dir=None, *, orders=("morf", "lerf"), i
         writer.writerow(["key", "target", "score"] + [f"aopc_{n}" for n in names])
         for i, item in enumerate(images):
             row = [csv_text(item.key), csv_text(targets[i]), repr(float(scores[names[0]][i, 0]))]
-            row += [repr(float(((scores[n][i, 0] - scores[n][i]).sum()) / (steps + 1))) for n in names]
+            row += [repr(float(aopc_per_image(scores[n][i:i + 1])[0])) for n in names]
             writer.writerow(row)
     with open(os.path.join(out_dir, CURVES_CSV), "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)

@@ -19,7 +19,7 @@ LEGACY_MODULES = {
     "bowlrp.pipeline": "bowlrp.bow.classifier",
     **{f"bowlrp.{name}": f"bowlrp.bow.{name}"
        for name in ("features", "_sift_kernels", "vocabulary", "encoding", "kernels", "_kernels", "svm",
-                    "decompose", "_decompose_kernels")},
+                    "decompose")},
     **{f"bowlrp.{name}": f"bowlrp.app.{name}"
        for name in ("batch", "cli", "demo", "persist", "report", "runs")},
     "bowlrp.explainers": "bowlrp.app.adapters",

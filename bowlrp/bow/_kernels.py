@@ -1,8 +1,10 @@
-"""Numba kernels of the BoW branch: Gram matrices and per-dimension kernel contributions.
+"""Numba kernels of the BoW branch: Gram matrices, per-dimension kernel contributions and the
+gradient of a kernel expansion (the Taylor step).
 
 Private: these functions take validated, C-contiguous float64 arrays and write into preallocated
-outputs. The public wrappers live in :mod:`bowlrp.bow.kernels`; each kernel here has a numpy twin in
-``tests/bowlrp/test_kernels.py``.
+outputs. The public wrappers live in :mod:`bowlrp.bow.kernels`, whose registry is the only place that
+maps kernel names to the codes below; each kernel here has a numpy twin in
+``tests/bowlrp/bow/test_kernels.py`` (the gradient's in ``test_decompose.py``).
 
 Layout choice (why ``YT`` is transposed): for a fixed row ``x_i`` the kernels loop over the
 dimensions ``d`` and, inside, over the columns ``j`` of ``YT[d, :]``. The inner loop is then a plain
@@ -12,7 +14,7 @@ order d = 0, 1, 2, ... so results do not depend on the number of threads. Dimens
 ``x_id == 0`` are skipped for the histogram kernels, where their terms are exactly zero for
 non-negative inputs; BoW histograms are often sparse, so this is a large saving.
 
-Kernel codes (``kind``):
+Kernel codes (``kind``, the ``code`` of the built-in entries of the registry):
 
 ====  ==============  =========================================================
 code  name            per-channel value
@@ -144,9 +146,8 @@ def _gram(X, YT, bounds, weights, kind, gamma, sx, sy, row0, symmetric, out):
 
 
 # The same body twice: parallel over row chunks for big matrices, serial for small ones (kernel rows of
-# a few images, as prediction and explanation compute them), where starting and joining threads costs
-# more than the work (prange runs as a plain range in the serial build).
-gram_kernel, gram_kernel_serial = jit_both(_gram, error_model="numpy")
+# a few images, as prediction and explanation compute them); the caller picks with ``.build(work)``.
+gram_kernel = jit_both(_gram, error_model="numpy")
 
 
 def _dimension_contributions(SVT, coef, X, dim_weights, kind, out):
@@ -183,5 +184,144 @@ def _dimension_contributions(SVT, coef, X, dim_weights, kind, out):
                 out[o, j, d] *= w
 
 
-dimension_contributions_kernel, dimension_contributions_kernel_serial = jit_both(
-    _dimension_contributions, error_model="numpy")
+dimension_contributions_kernel = jit_both(_dimension_contributions, error_model="numpy")
+
+
+@jit_serial(error_model="numpy")
+def expansion_gradient(Z, S, coef, bounds, weights, kind, gamma, out):
+    """out[k, d] = df/dz_d at the point Z[k] of f(z) = sum_u weights[u] sum_i coef[i] k_u(S[i], z).
+
+    For the differentiable kinds (LINEAR, EXP_CHI2, RBF). exp-chi2: dk/dz_d = k gamma (4 s_d^2 /
+    (s_d + z_d)^2 - 1), the fraction 0 where s_d = z_d = 0; RBF: dk/dz_d = 2 gamma k (s_d - z_d);
+    linear: s_d. Serial and row by row: each point's gradient does not depend on the other rows.
+
+    Support vectors are sparse histograms, so the work per (point, support vector) runs over the
+    vector's non-zero dimensions only: the kernel value through the identities of the Gram kernel
+    (exp-chi2: sum_d (s - z)^2 / (s + z) = sum s + sum z - 4 sum_{s_d > 0} s z / (s + z); RBF:
+    ||s - z||^2 = ||s||^2 + ||z||^2 - 2 s.z, both clipped at 0), and the gradient's constant parts
+    (-gamma w for exp-chi2, -2 gamma w z_d for RBF) added once per channel.
+    """
+    n_sv = S.shape[0]
+    n_ch = bounds.shape[0] - 1
+    # non-zero dimensions of each support vector, per channel: idx[start[i, u]:start[i, u + 1]]
+    nnz = 0
+    for i in range(n_sv):
+        for d in range(S.shape[1]):
+            if S[i, d] != 0.0:
+                nnz += 1
+    idx = np.empty(nnz, dtype=np.int64)
+    start = np.empty((n_sv, n_ch + 1), dtype=np.int64)
+    own = np.zeros((n_sv, n_ch))  # sum of s (exp-chi2) or of s^2 (RBF) per channel
+    pos = 0
+    for i in range(n_sv):
+        for u in range(n_ch):
+            start[i, u] = pos
+            for d in range(bounds[u], bounds[u + 1]):
+                v = S[i, d]
+                if v != 0.0:
+                    idx[pos] = d
+                    pos += 1
+                    own[i, u] += v * v if kind == RBF else v
+        start[i, n_ch] = pos
+    # Column layout (as in the Gram kernel): dimensions outside, points inside, so that every inner
+    # loop runs over the n points contiguously and vectorises; ZT and gT are (V, n).
+    n = Z.shape[0]
+    ZT = np.ascontiguousarray(Z.T)
+    gT = np.zeros((Z.shape[1], n))
+    zsum = np.empty(n)
+    cross = np.empty(n)
+    wk = np.empty(n)
+    base = np.empty(n)
+    for u in range(n_ch):
+        lo = bounds[u]
+        hi = bounds[u + 1]
+        if kind == LINEAR:
+            for i in range(n_sv):
+                w = weights[u] * coef[i]
+                for p in range(start[i, u], start[i, u + 1]):
+                    d = idx[p]
+                    g = gT[d]
+                    for k in range(n):
+                        g[k] += w * S[i, d]
+            continue
+        for k in range(n):
+            zsum[k] = 0.0
+            base[k] = 0.0
+        for d in range(lo, hi):
+            row = ZT[d]
+            for k in range(n):
+                zsum[k] += row[k] * row[k] if kind == RBF else row[k]
+        for i in range(n_sv):
+            for k in range(n):
+                cross[k] = 0.0
+            for p in range(start[i, u], start[i, u + 1]):
+                d = idx[p]
+                sd = S[i, d]
+                row = ZT[d]
+                if kind == EXP_CHI2:
+                    for k in range(n):
+                        cross[k] += sd * row[k] / (sd + row[k])  # sd > 0: no 0/0; z = 0 adds 0
+                else:
+                    for k in range(n):
+                        cross[k] += sd * row[k]
+            scale = 4.0 if kind == EXP_CHI2 else 2.0
+            for k in range(n):
+                dist = own[i, u] + zsum[k] - scale * cross[k]
+                if dist < 0.0:
+                    dist = 0.0
+                wk[k] = weights[u] * coef[i] * math.exp(-gamma * dist)
+            for p in range(start[i, u], start[i, u + 1]):
+                d = idx[p]
+                sd = S[i, d]
+                row = ZT[d]
+                g = gT[d]
+                if kind == EXP_CHI2:
+                    for k in range(n):
+                        den = sd + row[k]
+                        g[k] += wk[k] * gamma * (4.0 * sd * sd / (den * den))
+                else:
+                    for k in range(n):
+                        g[k] += 2.0 * gamma * wk[k] * sd
+            for k in range(n):
+                base[k] += wk[k] * gamma if kind == EXP_CHI2 else 2.0 * gamma * wk[k]
+        for d in range(lo, hi):
+            g = gT[d]
+            row = ZT[d]
+            if kind == EXP_CHI2:
+                for k in range(n):
+                    g[k] -= base[k]
+            else:
+                for k in range(n):
+                    g[k] -= base[k] * row[k]
+    for k in range(n):
+        for d in range(Z.shape[1]):
+            out[k, d] = gT[d, k]
+
+
+@jit_serial
+def spread_boxes(y0, x0, y1, x1, density, out):
+    """Pixel map of boxes (Eq 34): out (H+1, W+1), zeros on entry, becomes the 2-D cumulative sum of the
+    difference image in which box i adds ``density[i]`` at (y0, x0) and (y1, x1) and subtracts it at
+    (y0, x1) and (y1, x0). The four corner images are accumulated separately in feature order and then
+    combined, as four ``np.bincount`` calls would, so the map is the same to the last bit.
+    """
+    rows, cols = out.shape
+    a = np.zeros((rows, cols))
+    b = np.zeros((rows, cols))
+    c = np.zeros((rows, cols))
+    d = np.zeros((rows, cols))
+    for i in range(density.shape[0]):
+        w = density[i]
+        a[y0[i], x0[i]] += w
+        b[y0[i], x1[i]] += w
+        c[y1[i], x0[i]] += w
+        d[y1[i], x1[i]] += w
+    for r in range(rows):
+        for k in range(cols):
+            out[r, k] = ((a[r, k] - b[r, k]) - c[r, k]) + d[r, k]
+    for r in range(1, rows):
+        for k in range(cols):
+            out[r, k] += out[r - 1, k]
+    for r in range(rows):
+        for k in range(1, cols):
+            out[r, k] += out[r, k - 1]

@@ -11,9 +11,10 @@ between overlapping frames instead of being redone per keypoint:
    triangular filter, evaluated only at the bin centres that some frame on the grid uses.
 4. ``assemble_normalize``: gather the 4 x 4 x 8 values of every frame, zero flat patches, L2 / clip / L2.
 
-Every kernel writes into preallocated outputs and has a numpy twin in ``tests/bowlrp/test_features.py``.
-Each parallel driver has a serial twin compiled from the same per-row helper: ``extract_many`` runs many
-images on threads and must not nest parallel regions.
+Every kernel writes into preallocated outputs and has a numpy twin in ``tests/bowlrp/bow/test_features.py``.
+Each driver is compiled twice by :func:`bowlrp.jit.jit_both` (parallel and serial build of the same
+source); a call runs the build the project's size rule picks, and always the serial one inside the
+batch threads of :func:`bowlrp.jit.parallel_map`.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import math
 
 import numpy as np
 
-from bowlrp.jit import jit_parallel, jit_serial, prange
+from bowlrp.jit import jit_both, jit_serial, prange
 
 N_ORIENTATIONS = 8
 TWO_PI = 2.0 * math.pi
@@ -73,7 +74,7 @@ def _convolve_row_y(src, taps, y, dst):
             dst[y, x] += w * src[yy, x]
 
 
-@jit_parallel
+@jit_both(work=lambda image, taps, tmp, out: 2 * image.size * taps.size)
 def smooth_separable(image, taps, tmp, out):
     """Separable convolution of ``image`` (H, W) with the odd-length 1-D ``taps``, rows then columns.
 
@@ -85,15 +86,6 @@ def smooth_separable(image, taps, tmp, out):
     for y in prange(height):
         _convolve_row_y(tmp, taps, y, out)
 
-
-@jit_serial
-def smooth_separable_serial(image, taps, tmp, out):
-    """Serial twin of :func:`smooth_separable` (for use inside thread pools)."""
-    height = image.shape[0]
-    for y in range(height):
-        _convolve_row_x(image, taps, y, tmp)
-    for y in range(height):
-        _convolve_row_y(tmp, taps, y, out)
 
 
 # ----------------------------------------------------------------------------------------- orientations
@@ -200,7 +192,7 @@ def _orientation_row(image, y, bin0, w0, w1):
         w1_row[x] = v1
 
 
-@jit_parallel(error_model="numpy")
+@jit_both(work=lambda image, bin0, w0, w1: 40 * image.size, error_model="numpy")
 def orientation_field(image, bin0, w0, w1):
     """Gradient magnitude of ``image`` split linearly between two adjacent orientation bins.
 
@@ -210,12 +202,6 @@ def orientation_field(image, bin0, w0, w1):
     for y in prange(image.shape[0]):
         _orientation_row(image, y, bin0, w0, w1)
 
-
-@jit_serial(error_model="numpy")
-def orientation_field_serial(image, bin0, w0, w1):
-    """Serial twin of :func:`orientation_field`."""
-    for y in range(image.shape[0]):
-        _orientation_row(image, y, bin0, w0, w1)
 
 
 # -------------------------------------------------------------------------------------- spatial binning
@@ -258,7 +244,7 @@ def _pool_columns_row(bin0, w0, w1, starts, weights, offset, y, out):
                 out[y, c, (b + 1) & 7] += w * w1[y, x]
 
 
-@jit_parallel
+@jit_both(work=lambda bin0, w0, w1, starts, weights, offset, out: 4 * out.size // 8 * weights.size)
 def pool_columns(bin0, w0, w1, starts, weights, offset, out):
     """Triangular filter along x, evaluated at the bins that start at columns ``starts``.
 
@@ -269,12 +255,6 @@ def pool_columns(bin0, w0, w1, starts, weights, offset, out):
     for y in prange(bin0.shape[0]):
         _pool_columns_row(bin0, w0, w1, starts, weights, offset, y, out)
 
-
-@jit_serial
-def pool_columns_serial(bin0, w0, w1, starts, weights, offset, out):
-    """Serial twin of :func:`pool_columns`."""
-    for y in range(bin0.shape[0]):
-        _pool_columns_row(bin0, w0, w1, starts, weights, offset, y, out)
 
 
 @jit_serial(inline="always")
@@ -296,7 +276,7 @@ def _pool_rows_one(columns, starts, weights, offset, r, out):
             d[k] += w * s[k]
 
 
-@jit_parallel
+@jit_both(work=lambda columns, starts, weights, offset, out: 2 * out.size * weights.size)
 def pool_rows(columns, starts, weights, offset, out):
     """Triangular filter along y of the column-pooled planes ``columns`` (H, C, 8).
 
@@ -306,12 +286,6 @@ def pool_rows(columns, starts, weights, offset, out):
     for r in prange(starts.shape[0]):
         _pool_rows_one(columns, starts, weights, offset, r, out)
 
-
-@jit_serial
-def pool_rows_serial(columns, starts, weights, offset, out):
-    """Serial twin of :func:`pool_rows`."""
-    for r in range(starts.shape[0]):
-        _pool_rows_one(columns, starts, weights, offset, r, out)
 
 
 # ------------------------------------------------------------------------------------- normalisation
@@ -416,7 +390,7 @@ def _assemble_row(pooled, row_index, col_index, area, threshold, clip, fy, out, 
             out[f, k] *= inv2
 
 
-@jit_parallel
+@jit_both(work=lambda pooled, row_index, col_index, area, threshold, clip, out, energy: 6 * out.size)
 def assemble_normalize(pooled, row_index, col_index, area, threshold, clip, out, energy):
     """Gather each frame's 4 x 4 x 8 histogram and normalise it into ``out`` (n_frames, 128).
 
@@ -428,24 +402,6 @@ def assemble_normalize(pooled, row_index, col_index, area, threshold, clip, out,
     for fy in prange(row_index.shape[0]):
         _assemble_row(pooled, row_index, col_index, area, threshold, clip, fy, out, energy)
 
-
-@jit_serial
-def assemble_normalize_serial(pooled, row_index, col_index, area, threshold, clip, out, energy):
-    """Serial twin of :func:`assemble_normalize`."""
-    for fy in range(row_index.shape[0]):
-        _assemble_row(pooled, row_index, col_index, area, threshold, clip, fy, out, energy)
-
-
-KERNELS = {
-    True: (smooth_separable, orientation_field, pool_columns, pool_rows, assemble_normalize),
-    False: (
-        smooth_separable_serial,
-        orientation_field_serial,
-        pool_columns_serial,
-        pool_rows_serial,
-        assemble_normalize_serial,
-    ),
-}
 
 
 def empty_orientation_field(shape):

@@ -15,19 +15,28 @@ x_d = ((1/M_u) sum_l m_d(l)^p)^(1/p); p = 1 is mean pooling and p = inf (``np.in
 For other p the sum is evaluated as c_d ((1/M_u) sum_l (m_d(l)/c_d)^p)^(1/p) with c_d = max_l m_d(l),
 which is the same number without underflow for large p. Optional L1 normalisation is per channel
 (a channel whose pooled vector is all zero stays zero).
+
+Speed: an image is encoded by one matrix product per channel (BLAS, one image at a time so that the
+numbers never depend on the batch) and two numba kernels (top-n selection fused with the CSR layout,
+then pooling, :mod:`bowlrp.bow._encoding_kernels`); the scipy matrix of the mapping is only built when
+the explanation asks for it. :func:`encode_many` runs a batch on threads (:func:`bowlrp.jit.parallel_map`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+from dataclasses import dataclass, field
 from numbers import Real
 
 import numpy as np
 import scipy.sparse as sp
 
+from bowlrp.bow import _encoding_kernels as _k
 from bowlrp.bow.vocabulary import squared_distances
+from bowlrp.jit import parallel_map
+from bowlrp.validation import check_p
 
-__all__ = ["MAPPINGS", "Encoding", "check_mapping", "map_descriptors", "pool", "encode"]
+__all__ = ["MAPPINGS", "Encoding", "check_mapping", "map_descriptors", "pool", "encode", "encode_many"]
 
 MAPPINGS = ("hard", "rank", "soft")
 
@@ -38,20 +47,28 @@ class Encoding:
 
     Attributes
     ----------
-    mapping : scipy.sparse.csr_matrix of shape (M, V_total)
-        m_d(l) before pooling; row l is non-zero only in the columns of feature l's channel.
     x : ndarray of shape (V_total,)
         The BoW vector after p-means pooling and optional per-channel L1 normalisation.
     channel_slices : list of slice
         The columns of each channel (channel u uses vocabulary u).
     p : float
         Pooling exponent (``np.inf`` for max pooling).
+    csr : tuple of ndarray
+        ``(indptr, indices, data)`` of the mapping, rows in feature order, columns sorted in each row.
+    mapping : scipy.sparse.csr_matrix of shape (M, V_total)
+        m_d(l) before pooling, built from ``csr`` on first access; row l is non-zero only in the
+        columns of feature l's channel.
     """
 
-    mapping: sp.csr_matrix
     x: np.ndarray
     channel_slices: list
     p: float
+    csr: tuple = field(repr=False)
+
+    @functools.cached_property
+    def mapping(self):
+        indptr, indices, data = self.csr
+        return sp.csr_matrix((data, indices, indptr), shape=(indptr.size - 1, self.x.size))
 
 
 def check_mapping(mapping, rank_base=2.0, rank_n=4, soft_beta=1.0):
@@ -68,11 +85,41 @@ def check_mapping(mapping, rank_base=2.0, rank_n=4, soft_beta=1.0):
             raise ValueError(f"soft_beta must be a positive finite number, got {soft_beta!r}")
 
 
-def check_p(p):
-    """Validate the pooling exponent p in (0, inf]; return it as a float."""
-    if isinstance(p, bool) or not isinstance(p, Real) or np.isnan(p) or p <= 0:
-        raise ValueError(f"pooling exponent p must be in (0, inf] (np.inf for max pooling), got {p!r}")
-    return float(p)
+def _rank_values(mapping, rank_base, rank_n, n_words):
+    """(n, values): the entries a row of a rank or hard mapping holds, nearest word first."""
+    if mapping == "hard":
+        return 1, np.ones(1)
+    n = min(int(rank_n), n_words)
+    return n, float(rank_base) ** -np.arange(1, n + 1, dtype=np.float64)
+
+
+def _map_rows(descriptors, prototypes, proto_sq_norms, mapping, rank_base, rank_n, soft_beta, offset=0):
+    """CSR arrays ``(indptr, indices, data)`` of the mapping of ``descriptors`` (M, D), columns shifted
+    by ``offset``. The distances are those of :func:`~bowlrp.bow.vocabulary.squared_distances`."""
+    M, V = descriptors.shape[0], prototypes.shape[0]
+    sq_norms = np.einsum("md,md->m", descriptors, descriptors)
+    if not np.all(np.isfinite(sq_norms)):  # NaN or inf in a descriptor (or an overflowing norm)
+        bad = int(np.flatnonzero(~np.isfinite(sq_norms))[0])
+        raise ValueError(f"descriptor {bad} contains NaN or infinite values (or values too large to "
+                         "square); descriptors must be finite")
+    if mapping == "soft":
+        d2 = squared_distances(descriptors, prototypes, proto_sq_norms)
+        # softmax of -beta d2, shifted by the row minimum so that the largest term is exp(0) = 1;
+        # entries that underflow to 0 are not stored
+        e = np.exp(-float(soft_beta) * (d2 - d2.min(axis=1, keepdims=True)))
+        e /= e.sum(axis=1, keepdims=True)
+        rows, cols = np.nonzero(e)
+        indptr = np.zeros(M + 1, np.int64)
+        np.cumsum(np.bincount(rows, minlength=M), out=indptr[1:])
+        return indptr, (cols + offset).astype(np.int64), e[rows, cols]
+    n, values = _rank_values(mapping, rank_base, rank_n, V)
+    indices = np.empty(M * n, np.int64)
+    data = np.empty(M * n, np.float64)
+    if M:
+        # the distance formula is evaluated row by row inside the selection kernel
+        products = descriptors @ prototypes.T
+        _k.rank_from_products(products, sq_norms, proto_sq_norms, n, values, offset, indices, data)
+    return np.arange(0, M * n + 1, n, dtype=np.int64), indices, data
 
 
 def map_descriptors(descriptors, prototypes, mapping="rank", rank_base=2.0, rank_n=4, soft_beta=1.0):
@@ -88,47 +135,24 @@ def map_descriptors(descriptors, prototypes, mapping="rank", rank_base=2.0, rank
     """
     check_mapping(mapping, rank_base, rank_n, soft_beta)
     prototypes = np.asarray(prototypes, dtype=np.float64)
+    _check_prototypes(prototypes, "prototypes")
     M, V = np.asarray(descriptors).shape[0], prototypes.shape[0]
     if M == 0:
         return sp.csr_matrix((0, V))
-    d2 = squared_distances(descriptors, prototypes)
-    rows = np.arange(M)
-    if mapping == "hard":
-        cols = np.argmin(d2, axis=1)
-        return sp.csr_matrix((np.ones(M), (rows, cols)), shape=(M, V))
-    if mapping == "rank":
-        n = min(int(rank_n), V)
-        order = _nearest(d2, n)
-        values = np.broadcast_to(float(rank_base) ** -np.arange(1, n + 1, dtype=np.float64), (M, n))
-        indptr = np.arange(0, M * n + 1, n)
-        m = sp.csr_matrix((values.ravel().copy(), order.ravel(), indptr), shape=(M, V))
-        m.sort_indices()
-        return m
-    # soft: softmax of -beta d2, shifted by the row minimum so that the largest term is exp(0) = 1
-    e = np.exp(-float(soft_beta) * (d2 - d2.min(axis=1, keepdims=True)))
-    e /= e.sum(axis=1, keepdims=True)
-    return sp.csr_matrix(e)
+    descriptors = np.asarray(descriptors, dtype=np.float64)
+    indptr, indices, data = _map_rows(descriptors, prototypes, np.einsum("vd,vd->v", prototypes, prototypes),
+                                      mapping, rank_base, rank_n, soft_beta)
+    return sp.csr_matrix((data, indices, indptr), shape=(M, V))
 
 
 def _nearest(d2, n):
     """Indices of the n smallest entries of each row of d2, nearest first; equal distances are ranked
-    by prototype index (exactly as a stable argsort would), so the result is deterministic.
-
-    A full sort of all V distances per descriptor dominated encoding time; a partial selection of the
-    n candidates costs O(V) per row.
-    """
-    V = d2.shape[1]
-    if n >= V:
-        return np.argsort(d2, axis=1, kind="stable")
-    cand = np.argpartition(d2, n - 1, axis=1)[:, :n]
-    cand_d = np.take_along_axis(d2, cand, axis=1)
-    order = np.take_along_axis(cand, np.lexsort((cand, cand_d), axis=1), axis=1)
-    # a tie across the n-th place may have let argpartition keep a higher index than a stable sort
-    # would: redo those (rare) rows with the stable sort
-    tied = np.count_nonzero(d2 <= cand_d.max(axis=1)[:, None], axis=1) > n
-    if tied.any():
-        order[tied] = np.argsort(d2[tied], axis=1, kind="stable")[:, :n]
-    return order
+    by prototype index (exactly as a stable argsort would), so the result is deterministic."""
+    d2 = np.ascontiguousarray(d2, dtype=np.float64)
+    n = min(int(n), d2.shape[1])
+    out = np.empty((d2.shape[0], n), np.int64)
+    _k.nearest_words(d2, n, out)
+    return out
 
 
 def pool(mapping, p=1.0):
@@ -143,21 +167,99 @@ def pool(mapping, p=1.0):
     (array([0.75, 0.25]), array([1. , 0.5]))
     """
     p = check_p(p)
-    mapping = sp.csr_matrix(mapping)
-    M, V = mapping.shape
-    if M == 0:
-        return np.zeros(V)
-    if p == 1.0:
-        return np.asarray(mapping.sum(axis=0)).ravel() / M
-    col_max = np.asarray(mapping.max(axis=0).toarray()).ravel()
-    if np.isinf(p):
-        return col_max
-    csc = mapping.tocsc()
-    x = np.zeros(V)
-    for d in np.flatnonzero(col_max > 0):
-        values = csc.data[csc.indptr[d]:csc.indptr[d + 1]] / col_max[d]
-        x[d] = col_max[d] * (np.sum(values ** p) / M) ** (1.0 / p)
+    mapping = sp.csr_matrix(mapping, dtype=np.float64)
+    x = np.zeros(mapping.shape[1])
+    _pool_csr((mapping.indptr.astype(np.int64), mapping.indices.astype(np.int64), mapping.data), 0, p, x)
     return x
+
+
+def _pool_csr(csr, offset, p, out):
+    """p-means pooling of the CSR arrays ``csr`` (rows = features) into ``out`` (see :func:`pool`)."""
+    indptr, indices, data = csr
+    _k.pool_csr(indptr, indices, data, offset, p, out)  # the mean, or the column maxima
+    if p == 1.0 or np.isinf(p) or indptr.size < 2:
+        return
+    # c_d ((1/M) sum_l (m_ld / c_d)^p)^(1/p): the powers by numpy itself (its fast paths for p = 2
+    # and 0.5, and its own vectorised pow), so the numbers are those of the numpy version
+    ratios, bounds = _k.column_ratios(indptr, indices, data, offset, out)
+    _k.scale_pooled(np.power(ratios, p), bounds, indptr.size - 1, p, out)
+
+
+def _prototypes(vocabularies):
+    """(prototypes, their squared norms) per channel: computed once for a batch."""
+    prototypes = [np.asarray(getattr(v, "cluster_centers_", v), dtype=np.float64) for v in vocabularies]
+    for u, b in enumerate(prototypes):
+        _check_prototypes(b, f"vocabulary {u}")
+    return [(b, np.einsum("vd,vd->v", b, b)) for b in prototypes]
+
+
+def _check_prototypes(b, name):
+    if b.ndim != 2 or b.shape[0] == 0 or not np.all(np.isfinite(b)):
+        raise ValueError(f"{name} must be a non-empty finite (V, D) array of prototypes, got shape {b.shape}"
+                         + ("" if b.ndim != 2 or b.shape[0] == 0 else " with NaN or infinite values"))
+
+
+def _encode_one(features, prototypes, mapping, rank_base, rank_n, soft_beta, p, normalize):
+    sizes = [b.shape[0] for b, _ in prototypes]
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    slices = [slice(int(offsets[u]), int(offsets[u + 1])) for u in range(len(sizes))]
+    descriptors = np.asarray(features.descriptors, dtype=np.float64)
+    channel = np.asarray(features.channel)
+    if channel.size and (channel.min() < 0 or channel.max() >= len(prototypes)):
+        raise ValueError(f"features have channel indices up to {channel.max()} but only "
+                         f"{len(prototypes)} vocabularies were given")
+    x = np.zeros(offsets[-1])
+    parts, rows = [], []
+    # DenseSIFT gives the channels one after another: then each is a slice, not a gathered copy
+    contiguous = bool(np.all(channel[:-1] <= channel[1:]))
+    for u, (b, b_sq) in enumerate(prototypes):
+        if descriptors.shape[1] != b.shape[1]:
+            raise ValueError(f"descriptors have dimension {descriptors.shape[1]}, vocabulary {u} "
+                             f"expects {b.shape[1]}")
+        if contiguous:
+            lo, hi = np.searchsorted(channel, [u, u + 1])
+            idx, mine = np.arange(lo, hi), descriptors[lo:hi]
+        else:
+            idx = np.flatnonzero(channel == u)
+            mine = descriptors[idx]
+        if idx.size:
+            csr = _map_rows(mine, b, b_sq, mapping, rank_base, rank_n, soft_beta, int(offsets[u]))
+            x_u = x[slices[u]]
+            _pool_csr(csr, int(offsets[u]), p, x_u)
+            if normalize:
+                total = x_u.sum()
+                if total > 0:
+                    x_u /= total
+            parts.append(csr)
+            rows.append(idx)
+    csr = _stack_rows(parts, rows, descriptors.shape[0], in_order=contiguous)
+    return Encoding(x=x, channel_slices=slices, p=p, csr=csr)
+
+
+def _stack_rows(parts, rows, n_rows, in_order):
+    """One CSR (indptr, indices, data) of the channels' row blocks, rows back in feature order.
+
+    ``in_order``: the blocks' rows, one after another, are already the features in order.
+    """
+    if len(parts) == 1 and in_order:
+        return parts[0]
+    if not parts:
+        return np.zeros(n_rows + 1, np.int64), np.zeros(0, np.int64), np.zeros(0)
+    counts = np.concatenate([np.diff(indptr) for indptr, _, _ in parts])
+    indices = np.concatenate([c for _, c, _ in parts])
+    data = np.concatenate([d for _, _, d in parts])
+    if not in_order:
+        order = np.concatenate(rows)
+        # channels interleaved: gather each feature's entries from its block
+        starts = np.concatenate([[0], np.cumsum(counts)])[:-1]
+        inverse = np.empty_like(order)
+        inverse[order] = np.arange(order.size)
+        counts, starts = counts[inverse], starts[inverse]
+        take = np.concatenate([np.arange(s, s + c) for s, c in zip(starts, counts)] or [np.zeros(0, int)])
+        indices, data = indices[take], data[take]
+    indptr = np.zeros(n_rows + 1, np.int64)
+    np.cumsum(counts, out=indptr[1:])
+    return indptr, indices, data
 
 
 def encode(features, vocabularies, mapping="rank", rank_base=2.0, rank_n=4, soft_beta=1.0, p=1.0,
@@ -194,35 +296,26 @@ def encode(features, vocabularies, mapping="rank", rank_base=2.0, rank_n=4, soft
            [0., 1.],
            [0., 1.]]), array([0.33333333, 0.66666667]))
     """
+    return encode_many([features], vocabularies, mapping, rank_base, rank_n, soft_beta, p, normalize)[0]
+
+
+def encode_many(features, vocabularies, mapping="rank", rank_base=2.0, rank_n=4, soft_beta=1.0, p=1.0,
+                normalize=True):
+    """Encode a list of ``LocalFeatures`` (see :func:`encode`), image by image, on threads when it pays.
+
+    Every image is encoded by the same serial code whichever thread runs it, so the numbers do not
+    depend on the batch or the number of threads.
+
+    Returns
+    -------
+    list of Encoding
+    """
     check_mapping(mapping, rank_base, rank_n, soft_beta)
     p = check_p(p)
-    prototypes = [np.asarray(getattr(v, "cluster_centers_", v), dtype=np.float64) for v in vocabularies]
-    sizes = [b.shape[0] for b in prototypes]
-    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
-    slices = [slice(int(offsets[u]), int(offsets[u + 1])) for u in range(len(sizes))]
-    descriptors = np.asarray(features.descriptors, dtype=np.float64)
-    channel = np.asarray(features.channel)
-    M = descriptors.shape[0]
-    if channel.size and (channel.min() < 0 or channel.max() >= len(prototypes)):
-        raise ValueError(f"features have channel indices up to {channel.max()} but only "
-                         f"{len(prototypes)} vocabularies were given")
-    rows, cols, vals = [], [], []
-    x = np.zeros(offsets[-1])
-    for u, b in enumerate(prototypes):
-        idx = np.flatnonzero(channel == u)
-        if descriptors.shape[1] != b.shape[1]:
-            raise ValueError(f"descriptors have dimension {descriptors.shape[1]}, vocabulary {u} "
-                             f"expects {b.shape[1]}")
-        m_u = map_descriptors(descriptors[idx], b, mapping, rank_base, rank_n, soft_beta).tocoo()
-        rows.append(idx[m_u.row])
-        cols.append(m_u.col + offsets[u])
-        vals.append(m_u.data)
-        x_u = pool(m_u.tocsr(), p)
-        if normalize:
-            total = x_u.sum()
-            x_u = x_u / total if total > 0 else x_u
-        x[slices[u]] = x_u
-    m = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
-                      shape=(M, int(offsets[-1])))
-    m.sort_indices()
-    return Encoding(mapping=m, x=x, channel_slices=slices, p=p)
+    prototypes = _prototypes(vocabularies)
+    features = list(features)
+    dims = sum(b.shape[0] * b.shape[1] for b, _ in prototypes) / max(1, len(prototypes))
+    work = 2.0 * dims * sum(len(f) for f in features)  # the distance products dominate
+    return parallel_map(
+        lambda f: _encode_one(f, prototypes, mapping, rank_base, rank_n, soft_beta, p, normalize),
+        features, work)

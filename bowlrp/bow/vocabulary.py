@@ -13,12 +13,12 @@ import time
 from numbers import Integral
 
 import numpy as np
-from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
+from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.cluster import KMeans, MiniBatchKMeans
-from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils import check_random_state, check_scalar
 from sklearn.utils.validation import check_is_fitted, validate_data
-from threadpoolctl import threadpool_limits
+
+from bowlrp.jit import limited_threads
 
 __all__ = ["VisualVocabulary", "squared_distances", "fit_vocabularies"]
 
@@ -44,6 +44,19 @@ def squared_distances(descriptors, prototypes, prototype_sq_norms=None):
     d2 -= 2.0 * (descriptors @ prototypes.T)
     np.maximum(d2, 0.0, out=d2)
     return d2
+
+
+def _distinct_rows_at_least(X, n):
+    """The number of distinct rows of ``X`` if it is below ``n``, else some number >= ``n``.
+
+    Equal rows have equal sums of their entries weighted by a fixed random vector (numpy reduces
+    every row the same way), so distinct sums prove distinct rows: a cheap lower bound that settles
+    the usual case. Only when it is below ``n`` are the rows sorted (``np.unique``, 0.5 s for 35,000
+    SIFT descriptors, a third of the vocabulary step).
+    """
+    weights = np.random.default_rng(0).standard_normal(X.shape[1])
+    bound = np.unique((X * weights).sum(axis=1)).size
+    return bound if bound >= n else np.unique(X, axis=0).shape[0]
 
 
 class VisualVocabulary(TransformerMixin, BaseEstimator):
@@ -89,16 +102,6 @@ class VisualVocabulary(TransformerMixin, BaseEstimator):
     (1, 2)
     """
 
-    _parameter_constraints = {
-        "n_words": [Interval(Integral, 1, None, closed="left")],
-        "max_descriptors": [Interval(Integral, 1, None, closed="left")],
-        "method": [StrOptions({"minibatch", "kmeans"})],
-        "n_init": [Interval(Integral, 1, None, closed="left")],
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
-        "random_state": ["random_state"],
-        "verbose": ["boolean"],
-    }
-
     def __init__(self, n_words=256, max_descriptors=100_000, method="minibatch", n_init=3,
                  batch_size=2048, random_state=None, verbose=False):
         self.n_words = n_words
@@ -109,15 +112,25 @@ class VisualVocabulary(TransformerMixin, BaseEstimator):
         self.random_state = random_state
         self.verbose = verbose
 
-    @_fit_context(prefer_skip_nested_validation=True)
+    def _check_params(self):
+        """Explicit checks with the public ``check_scalar`` (the one validation style of the package)."""
+        for name in ("n_words", "max_descriptors", "n_init", "batch_size"):
+            check_scalar(getattr(self, name), name, Integral, min_val=1)
+        if self.method not in ("minibatch", "kmeans"):
+            raise ValueError(f"method must be 'minibatch' or 'kmeans', got {self.method!r}")
+        if not isinstance(self.verbose, (bool, np.bool_)):
+            raise TypeError(f"verbose must be a bool, got {self.verbose!r}")
+        check_random_state(self.random_state)
+
     def fit(self, X, y=None):
         """Cluster the descriptors ``X`` (N, D) into ``n_words`` prototypes. Returns self."""
+        self._check_params()
         X = validate_data(self, X, dtype=np.float64, ensure_min_samples=1)
         rng = check_random_state(self.random_state)
         if X.shape[0] > self.max_descriptors:
             # sorted indices: the subsample keeps the original order, so it only depends on the seed
             X = X[np.sort(rng.choice(X.shape[0], self.max_descriptors, replace=False))]
-        n_distinct = np.unique(X, axis=0).shape[0]
+        n_distinct = _distinct_rows_at_least(X, self.n_words)
         if n_distinct < self.n_words:
             raise ValueError(
                 f"cannot build {self.n_words} visual words from {n_distinct} distinct descriptors "
@@ -133,7 +146,7 @@ class VisualVocabulary(TransformerMixin, BaseEstimator):
         # machine) they cost far more than they save (measured: 18x slower for 5k x 16 words), so
         # small clusterings run on one thread (always, so their result is the same on every machine).
         small = X.shape[0] * self.n_words < 20_000_000
-        with threadpool_limits(limits=1 if small else None):
+        with limited_threads(1 if small else None, numba_threads=False):
             km.fit(X)
         self.cluster_centers_ = np.ascontiguousarray(km.cluster_centers_, dtype=np.float64)
         self.n_descriptors_fit_ = int(X.shape[0])

@@ -1,14 +1,21 @@
 """Dense and convolution layers: the linear maps with weights (``linear`` / ``linear_transpose``).
 
-Dense layers use numpy's matmul (BLAS); convolutions use a numba ``im2col`` and one GEMM (one
-batched GEMM over the groups of a grouped convolution), their transpose one GEMM and a numba
-``col2im``.
+Dense layers use numpy's matmul (BLAS); convolutions unfold the input with a numba kernel
+(``unfold``: one (K, P) column matrix per image) and run one GEMM per image (a batched GEMM over
+the groups of a grouped convolution), their transpose one GEMM and a numba ``fold``; a 1x1
+convolution with stride 1 and no padding skips both.
 """
 
 from __future__ import annotations
 
+import contextlib
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numba
 import numpy as np
 
+from bowlrp.jit import limited_threads
 from nets import _kernels
 from nets.layers.base import Layer, _as_param, _check_input, _float_dtype, _pair, _pool_out_size
 
@@ -19,6 +26,79 @@ __all__ = ["Dense", "Conv2D"]
 # smaller chunks were faster single-threaded but far slower with threads on a busy machine (every
 # chunk is a parallel region whose threads must all be scheduled), so this is the compromise.
 _IM2COL_MAX_ELEMENTS = 1 << 22
+#: an image whose column matrix is larger is unfolded in bands of output rows of at most this many
+#: elements (1 MiB in float32: the L2 cache of one core)
+_BAND_MAX_ELEMENTS = 1 << 18
+_BLOCK_MAX_ELEMENTS = 1 << 22
+
+
+_pool = None
+_pool_lock = threading.Lock()
+_state = threading.local()  # ``blas_held``: this thread's pass already holds BLAS at one thread
+
+
+@contextlib.contextmanager
+def one_blas_thread_for(layers):
+    """Hold BLAS at one thread for a whole pass over ``layers`` when they include a convolution
+    and numba has more than one thread (the convolutions then use their own worker threads).
+
+    Changing the BLAS thread count per layer made every following multi-threaded BLAS call slow
+    (VGG-64, batch 32, 2 threads: LRP 863 ms toggling per layer, 350 ms held for the pass).
+    """
+    if (
+        getattr(_state, "blas_held", False)
+        or numba.get_num_threads() < 2
+        or not any(isinstance(layer, Conv2D) for layer in layers)
+    ):
+        yield
+        return
+    _state.blas_held = True
+    try:
+        with limited_threads(1, numba_threads=False, user_api="blas"):
+            yield
+    finally:
+        _state.blas_held = False
+
+
+def _run_blocks(blocks, work):
+    """Call ``work(i0, i1, r0, r1, serial)`` for every block of ``Conv2D._blocks``.
+
+    With one thread (``numba.get_num_threads()``) in sequence with the kernels' own choice of build.
+    With more, the images are dealt out to that many worker threads, each running its images'
+    blocks in order with the serial kernels and single-threaded BLAS: one fork/join per layer
+    instead of a numba parallel region and a BLAS thread team per block (which on two cores made
+    two threads slower than one: the pools oversubscribe them and every small region waits for all
+    its threads to be scheduled). A block's numbers do not depend on the thread that runs it; the
+    bands of one image stay in one thread because ``fold`` accumulates across them.
+    """
+    global _pool
+    threads = numba.get_num_threads()
+    images = sorted({b[0] for b in blocks})
+    if threads < 2 or len(images) < 2:
+        for block in blocks:
+            work(*block, False)
+        return
+    threads = min(threads, len(images))
+    share = {i0: k % threads for k, i0 in enumerate(images)}
+    lists = [[b for b in blocks if share[b[0]] == t] for t in range(threads)]
+
+    def run(lst):
+        for block in lst:
+            work(*block, True)
+
+    with _pool_lock:
+        if _pool is None or _pool._max_workers < threads:
+            _pool = ThreadPoolExecutor(threads, thread_name_prefix="nets-conv")
+        pool = _pool
+    # (measured on VGG-224, 2 threads: without the BLAS limit the workers' GEMMs start a BLAS
+    # team each and the pass runs 2-10x slower)
+    with (
+        contextlib.nullcontext()
+        if getattr(_state, "blas_held", False)
+        else limited_threads(1, numba_threads=False, user_api="blas")
+    ):
+        for future in [pool.submit(run, lst) for lst in lists]:
+            future.result()
 
 
 class _Weighted(Layer):
@@ -193,30 +273,55 @@ class Conv2D(_Weighted):
         out[:, :, ::dh, ::dw] = W
         return out
 
+    def _is_pointwise(self, kh, kw):
+        """A 1x1 kernel, stride 1, no padding: the unfolded input is the input itself."""
+        return (kh, kw) == (1, 1) and self.stride == (1, 1) and self.padding == (0, 0)
+
+    def _blocks(self, n, oh, ow, k):
+        """``(i0, i1, r0, r1)``: the images and output rows each unfold + GEMM step covers. Images
+        whose column matrix is small go together (``_chunks``); a larger one is cut into bands of
+        output rows whose columns stay in the L2 cache between the unfold and the GEMM (otherwise
+        both stream the whole matrix through memory, which costs as much as the arithmetic)."""
+        if oh * ow * k <= _BAND_MAX_ELEMENTS:
+            per = max(1, _BLOCK_MAX_ELEMENTS // (oh * ow * k))
+            return [(i0, min(n, i0 + per), 0, oh) for i0 in range(0, n, per)]
+        rows = max(1, _BAND_MAX_ELEMENTS // (ow * k))
+        return [(i, i + 1, r0, min(oh, r0 + rows)) for i in range(n) for r0 in range(0, oh, rows)]
+
     def linear(self, x, W, b):
-        x = np.ascontiguousarray(x)
         n = x.shape[0]
         _, _, oh, ow = self.output_shape(x.shape)
         W = self._dilated(W)
         o, _, kh, kw = W.shape  # W may be a stack of modified weights (more output channels)
         dtype = _float_dtype(x, W)
+        x = np.ascontiguousarray(x, dtype=dtype)
         W2 = W.reshape(W.shape[0], -1).astype(dtype, copy=False)
         g = self.groups
         k, p = W2.shape[1] * g, oh * ow
+        Wg = W2.reshape(g, o // g, k // g)
         out = np.empty((n, o, oh, ow), dtype=dtype)
-        for i0, i1 in self._chunks(n, p, k):
-            cols = np.empty(((i1 - i0) * p, k), dtype=dtype)
-            _kernels.im2col(x[i0:i1].astype(dtype, copy=False), kh, kw, *self.stride, *self.padding, cols)
-            if g == 1:
-                # (O, K) @ (K, P) per image, written straight into the NCHW output (no transpose copy)
-                np.matmul(
-                    W2, cols.reshape(i1 - i0, p, k).transpose(0, 2, 1), out=out[i0:i1].reshape(i1 - i0, o, p)
-                )
+        out3 = out.reshape(n, o, p)
+        pointwise = self._is_pointwise(kh, kw)
+
+        def work(i0, i1, r0, r1, serial):
+            m, p0, p1 = i1 - i0, r0 * ow, r1 * ow
+            if pointwise:
+                cols = x.reshape(n, k, p)[i0:i1, :, p0:p1]
             else:
-                # the im2col columns are channel-major, so group gi owns one contiguous block of them:
-                # (G, O/G, K/G) @ (n, G, K/G, P) in one batched GEMM
-                cg = cols.reshape(i1 - i0, p, g, k // g).transpose(0, 2, 3, 1)
-                np.matmul(W2.reshape(g, o // g, k // g), cg, out=out[i0:i1].reshape(i1 - i0, g, o // g, p))
+                cols = np.empty((m, k, p1 - p0), dtype=dtype)
+                unfold = _kernels.unfold.serial if serial else _kernels.unfold
+                unfold(x[i0:i1], kh, kw, *self.stride, *self.padding, r0, cols)
+            # (O, K) @ (K, P) per image, straight into the NCHW output; the unfolded rows are
+            # channel-major, so for a grouped convolution group gi owns one contiguous block of
+            # them: (G, O/G, K/G) @ (m, G, K/G, P) in one batched GEMM (splitting an axis of the
+            # output view is always a view, so ``out=`` writes into ``out``)
+            target = out3[i0:i1, :, p0:p1]
+            if g == 1:
+                np.matmul(W2, cols, out=target)
+            else:
+                np.matmul(Wg, cols.reshape(m, g, k // g, p1 - p0), out=target.reshape(m, g, o // g, p1 - p0))
+
+        _run_blocks(self._blocks(n, oh, ow, k), work)
         if b is not None:
             out += b.astype(dtype, copy=False).reshape(1, -1, 1, 1)
         return out
@@ -229,18 +334,30 @@ class Conv2D(_Weighted):
         dtype = _float_dtype(s, W)
         W2 = W.reshape(W.shape[0], -1).astype(dtype, copy=False)
         s3 = np.ascontiguousarray(s, dtype=dtype).reshape(n, o, oh * ow)
-        out = np.empty(input_shape, dtype=dtype)
         g = self.groups
         k, p = W2.shape[1] * g, oh * ow
-        for i0, i1 in self._chunks(n, p, k):
-            if g == 1:
-                # (P, O) @ (O, K) per image: the columns of the transposed convolution
-                cols = np.matmul(s3[i0:i1].transpose(0, 2, 1), W2).reshape((i1 - i0) * p, k)
+        Wt = W2.reshape(g, o // g, k // g).transpose(0, 2, 1)  # (G, K/G, O/G)
+        out = np.empty(input_shape, dtype=dtype)
+        pointwise = self._is_pointwise(kh, kw)
+
+        def work(i0, i1, r0, r1, serial):
+            m, p0, p1 = i1 - i0, r0 * ow, r1 * ow
+            # (K, O) @ (O, P) per image: the unfolded columns of the transposed convolution (for
+            # a pointwise one, the input gradient itself)
+            if pointwise:
+                cols = out.reshape(n, k, p)[i0:i1, :, p0:p1]
             else:
-                sg = s3[i0:i1].reshape(i1 - i0, g, o // g, p).transpose(0, 1, 3, 2)
-                cg = np.matmul(sg, W2.reshape(g, o // g, k // g))  # (n, G, P, K/G)
-                cols = np.ascontiguousarray(cg.transpose(0, 2, 1, 3)).reshape((i1 - i0) * p, k)
-            _kernels.col2im(cols, kh, kw, *self.stride, *self.padding, out[i0:i1])
+                cols = np.empty((m, k, p1 - p0), dtype=dtype)
+            sb = s3[i0:i1, :, p0:p1]
+            if g == 1:
+                np.matmul(Wt[0], sb, out=cols)
+            else:
+                np.matmul(Wt, sb.reshape(m, g, o // g, p1 - p0), out=cols.reshape(m, g, k // g, p1 - p0))
+            if not pointwise:
+                fold = _kernels.fold.serial if serial else _kernels.fold
+                fold(cols, kh, kw, *self.stride, *self.padding, r0, r0 == 0, out[i0:i1])
+
+        _run_blocks(self._blocks(n, oh, ow, k), work)
         return out
 
     def linear_transpose_ones(self, s, input_shape):

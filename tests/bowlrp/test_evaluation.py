@@ -46,6 +46,23 @@ def test_aopc_formula_by_hand():
     assert aopc(s) == pytest.approx(by_hand, abs=1e-15)
 
 
+def test_one_aopc_computation_serves_curves_and_summaries(linear_case):
+    # per image, mean and standard error come from one function; the curve's numbers are exactly those
+    from bowlrp.evaluation import aopc_per_image, aopc_sem
+
+    s = np.array([[5.0, 3.0, 1.0], [2.0, 2.0, 0.0], [1.0, 2.0, 3.0]])
+    per = aopc_per_image(s)
+    np.testing.assert_allclose(per, [6 / 3, 2 / 3, -3 / 3], rtol=1e-15)
+    assert aopc_sem(s) == pytest.approx(per.std(ddof=1) / np.sqrt(3), rel=1e-15)
+    assert aopc_sem(s[:1]) == 0.0
+    w, X, model, R = linear_case
+    curve = region_perturbation(model, X, R, region_size=3, perturbation="constant", value=0.0)
+    np.testing.assert_array_equal(curve.aopc_per_image, aopc_per_image(curve.scores))
+    assert curve.aopc == aopc(curve.scores) and curve.to_dict()["aopc_sem"] == aopc_sem(curve.scores)
+    with pytest.raises(ValueError, match=r"\(n, L\+1\)"):
+        aopc_per_image(np.ones(3))
+
+
 def test_morf_with_true_relevance_is_greedy_optimal(linear_case):
     # constant-0 replacement on a linear model removes exactly the region sums of w*x, so MoRF's drop
     # after k steps is the sum of the k largest region sums: computable by hand, and no order does better

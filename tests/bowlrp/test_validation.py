@@ -6,7 +6,17 @@ import numpy as np
 import pytest
 from skimage import data
 
-from bowlrp.validation import check_image, check_images
+from bowlrp.validation import (
+    LUMA,
+    InvalidParameterError,
+    channel_bounds,
+    check_channel_slices,
+    check_channel_weights,
+    check_image,
+    check_images,
+    check_p,
+    to_grey,
+)
 
 
 def test_uint8_and_uint16_are_scaled_to_unit_range():
@@ -79,3 +89,43 @@ def test_check_images_collections():
         check_images([np.zeros((4, 4)), np.full((4, 4), np.nan)])
     with pytest.raises(ValueError, match="image 0 of size 4x4"):
         check_images([np.zeros((4, 4))], min_side=8)
+
+
+# ---------------------------------------------------------------------------------- shared helpers
+def test_check_p_accepts_positive_numbers_and_inf_only():
+    assert check_p(1) == 1.0 and check_p(np.inf) == np.inf and isinstance(check_p(np.float32(2)), float)
+    for bad in (0.0, -1.0, np.nan, "max", True, None):
+        with pytest.raises(InvalidParameterError, match="pooling exponent p must be"):
+            check_p(bad)
+    # one error for both callers' conventions: a ValueError and a TypeError
+    assert issubclass(InvalidParameterError, ValueError) and issubclass(InvalidParameterError, TypeError)
+
+
+def test_channel_slices_tile_the_dimensions():
+    assert check_channel_slices(None, 5) == [slice(0, 5)]
+    assert check_channel_slices([(0, 2), slice(2, 5)], 5) == [slice(0, 2), slice(2, 5)]
+    assert check_channel_slices([slice(0, 0), slice(0, 5)], 5) == [slice(0, 0), slice(0, 5)]  # empty ok
+    np.testing.assert_array_equal(channel_bounds(5, [slice(0, 2), slice(2, 5)]), [0, 2, 5])
+    assert channel_bounds(5).dtype == np.int64
+    with pytest.raises(ValueError, match="tile 0..5 contiguously"):
+        check_channel_slices([slice(0, 2), slice(3, 5)], 5)
+    with pytest.raises(ValueError, match="cover 4 dimensions, the data has 5"):
+        check_channel_slices([slice(0, 4)], 5)
+
+
+def test_channel_weights_are_finite_non_negative_one_per_channel():
+    np.testing.assert_array_equal(check_channel_weights(None, 3), np.ones(3))
+    np.testing.assert_array_equal(check_channel_weights([1, 0.5], 2), [1.0, 0.5])
+    with pytest.raises(ValueError, match="expected 2 channel weights, got 3"):
+        check_channel_weights([1, 1, 1], 2)
+    for bad in ([1.0, -1.0], [1.0, np.nan]):
+        with pytest.raises(ValueError, match="finite and non-negative"):
+            check_channel_weights(bad, 2)
+
+
+def test_to_grey_is_the_bt601_luma_of_real_photos():
+    rgb = data.astronaut()[:32, :32] / 255.0
+    np.testing.assert_array_equal(to_grey(rgb), rgb @ np.array([0.299, 0.587, 0.114]))
+    assert LUMA.sum() == pytest.approx(1.0)
+    rgba = np.concatenate([rgb, np.ones(rgb.shape[:2] + (1,))], axis=2)
+    np.testing.assert_array_equal(to_grey(rgba), to_grey(rgb))  # alpha ignored

@@ -5,15 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from bowlrp.jit import forced_builds
 from nets import _kernels
 from tests.kernel_twins import assert_matches_twin
 
 
 @pytest.fixture(autouse=True, params=["parallel", "serial"])
-def build(request, monkeypatch):
+def build(request):
     """Run every test with the parallel and with the serial build of the kernels."""
-    monkeypatch.setattr(_kernels, "PARALLEL_MIN_ELEMENTS", 0 if request.param == "parallel" else 1 << 62)
-    return request.param
+    with forced_builds(request.param):
+        yield request.param
 
 
 GEOMETRIES = [  # (kh, kw, sh, sw, ph, pw)
@@ -108,6 +109,78 @@ def test_col2im_matches_twin_and_is_the_transpose_of_im2col():
         # adjointness: <im2col(x), cols> == <x, col2im(cols)>
         assert np.isclose((im2col_fast(x, g) * cols).sum(), (x * col2im_fast(cols, x.shape, g)).sum())
     assert_matches_twin(col2im_fast, col2im_twin, cases)
+
+
+def unfold_fast(x, g):
+    n, c, h, w = x.shape
+    oh, ow = _out_size(h, w, *g)
+    out = np.full((n, c * g[0] * g[1], oh * ow), np.nan)
+    _kernels.unfold(x, *g, 0, out)
+    return out
+
+
+def unfold_twin(x, g):
+    win = _windows(x, *g, 0.0)  # (N, C, OH, OW, kh, kw)
+    n, c, oh, ow, kh, kw = win.shape
+    return win.transpose(0, 1, 4, 5, 2, 3).reshape(n, c * kh * kw, oh * ow)
+
+
+def test_unfold_matches_twin_and_is_im2col_per_image():
+    cases = [(x, g) for g, x in _cases()]
+    assert_matches_twin(unfold_fast, unfold_twin, cases)
+    for x, g in cases:  # the same entries as the row-per-position layout, per image transposed
+        n = x.shape[0]
+        cols = im2col_twin(x, g)
+        np.testing.assert_array_equal(
+            unfold_fast(x, g), cols.reshape(n, -1, cols.shape[1]).transpose(0, 2, 1)
+        )
+
+
+def fold_fast(cols, shape, g):
+    out = np.full(shape, np.nan)
+    _kernels.fold(cols, *g, 0, True, out)
+    return out
+
+
+def fold_twin(cols, shape, g):
+    n, k, p = cols.shape
+    return col2im_twin(cols.transpose(0, 2, 1).reshape(n * p, k), shape, g)
+
+
+def test_fold_matches_twin_and_is_the_transpose_of_unfold():
+    rng = np.random.default_rng(3)
+    cases = []
+    for g, x in _cases(3):
+        cols = rng.normal(size=unfold_twin(x, g).shape)
+        cases.append((cols, x.shape, g))
+        assert np.isclose((unfold_fast(x, g) * cols).sum(), (x * fold_fast(cols, x.shape, g)).sum())
+    assert_matches_twin(fold_fast, fold_twin, cases)
+
+
+def test_unfold_and_fold_by_bands_of_output_rows_equal_the_whole():
+    rng = np.random.default_rng(6)
+    for g, x in _cases(6):
+        n, c, h, w = x.shape
+        oh, ow = _out_size(h, w, *g)
+        whole = unfold_twin(x, g)
+        cols = rng.normal(size=whole.shape)
+        folded = np.full(x.shape, np.nan)
+        for r0 in range(0, oh, 2):  # bands of two output rows (the last one may be shorter)
+            r1 = min(oh, r0 + 2)
+            band = np.full((n, whole.shape[1], (r1 - r0) * ow), np.nan)
+            _kernels.unfold(x, *g, r0, band)
+            np.testing.assert_array_equal(band, whole[:, :, r0 * ow : r1 * ow])
+            _kernels.fold(np.ascontiguousarray(cols[:, :, r0 * ow : r1 * ow]), *g, r0, r0 == 0, folded)
+        np.testing.assert_allclose(folded, fold_twin(cols, x.shape, g), rtol=1e-12, atol=1e-12)
+
+
+def test_unfold_and_fold_with_a_kernel_wider_than_the_padded_row_edge():
+    # taps that never land inside the image (lo >= hi) must write zeros / add nothing
+    x = np.random.default_rng(4).normal(size=(1, 2, 2, 3))
+    g = (3, 5, 1, 2, 2, 3)
+    assert_matches_twin(unfold_fast, unfold_twin, [(x, g)])
+    cols = np.random.default_rng(5).normal(size=unfold_twin(x, g).shape)
+    assert_matches_twin(fold_fast, fold_twin, [(cols, x.shape, g)])
 
 
 # ------------------------------------------------------------------------------------------------
@@ -323,3 +396,66 @@ def test_row_sums_matches_twin_in_float64():
     assert_matches_twin(
         row_sums_fast, lambda a: a.astype(np.float64).sum(axis=1), [(a64,), (a32,)], rtol=1e-10, atol=1e-9
     )
+
+
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("band", [1 << 40, 60])  # whole images, or bands of a few output rows
+@pytest.mark.parametrize("threads", [1, 2])
+def test_conv2d_blocks_match_the_unfold_twin_on_any_thread_count(build, monkeypatch, band, threads):
+    """Conv2D's forward and transpose, cut into bands and dealt out to worker threads, equal the
+    one-matrix-per-image twin (and do not depend on the thread count)."""
+    import numba
+
+    from bowlrp.jit import limited_threads
+    from nets import Conv2D
+    from nets.layers import linear
+
+    if threads > numba.config.NUMBA_NUM_THREADS:
+        pytest.skip("needs two numba threads")
+    monkeypatch.setattr(linear, "_BAND_MAX_ELEMENTS", band)
+    rng = np.random.default_rng(7)
+    for g, x in _cases(7):
+        kh, kw, sh, sw, ph, pw = g
+        conv = Conv2D(rng.normal(size=(4, x.shape[1], kh, kw)), stride=(sh, sw), padding=(ph, pw))
+        x = np.concatenate([x, x[::-1] + 1.0])  # at least two images, so the workers share them
+        n, c, h, w = x.shape
+        oh, ow = _out_size(h, w, *g)
+        W2 = conv.W.reshape(4, -1)
+        with limited_threads(threads):
+            y = conv.forward(x)
+            s = rng.normal(size=y.shape)
+            back = conv.backward(x, y, s)
+        np.testing.assert_allclose(y.reshape(n, 4, -1), W2 @ unfold_twin(x, g), rtol=1e-12, atol=1e-12)
+        want = fold_twin(W2.T @ s.reshape(n, 4, oh * ow), x.shape, g)
+        np.testing.assert_allclose(back, want, rtol=1e-12, atol=1e-12)
+
+
+def test_a_pass_over_convolutions_holds_blas_at_one_thread_and_restores_it(build):
+    import numba
+    from threadpoolctl import threadpool_info
+
+    from bowlrp.jit import limited_threads
+    from nets import Conv2D, Dense
+    from nets.layers.linear import one_blas_thread_for
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("needs two numba threads")
+
+    def blas_threads():  # numpy's BLAS (scipy may have loaded another one, which we do not use)
+        return {
+            p["num_threads"]
+            for p in threadpool_info()
+            if p["user_api"] == "blas" and "numpy" in p["filepath"]
+        }
+
+    conv, dense = Conv2D(np.ones((1, 1, 1, 1))), Dense(np.ones((1, 1)))
+    with limited_threads(2):
+        before = blas_threads()
+        with one_blas_thread_for([dense, conv]):
+            assert blas_threads() == {1}
+            with one_blas_thread_for([conv]):  # nested passes (a trace inside an LRP): no change
+                assert blas_threads() == {1}
+            assert blas_threads() == {1}
+        assert blas_threads() == before
+        with one_blas_thread_for([dense]):  # no convolution: BLAS keeps its threads
+            assert blas_threads() == before

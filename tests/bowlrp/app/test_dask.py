@@ -25,7 +25,7 @@ N_IMAGES = 16
 @pytest.fixture(scope="module")
 def cluster():
     with distributed.LocalCluster(n_workers=2, processes=True, host="127.0.0.1", threads_per_worker=1,
-                                  dashboard_address=None) as local:
+                                  dashboard_address=":0") as local:
         yield local
 
 
@@ -148,7 +148,7 @@ def test_the_run_survives_workers_dying_one_after_the_other(data, tmp_path):
     finishes with the serial numbers."""
     explainer = SlowExplainer(NetworkExplainer(nets.load(data["model"])))
     with distributed.LocalCluster(n_workers=2, processes=True, host="127.0.0.1", threads_per_worker=1,
-                                  dashboard_address=None) as local, distributed.Client(local) as client:
+                                  dashboard_address=":0") as local, distributed.Client(local) as client:
         originals = set(client.run(os.getpid).values())
         dead, killed, seen = set(), [], []
 
@@ -173,7 +173,7 @@ def test_losing_every_worker_names_the_dead(data, tmp_path, monkeypatch):
     monkeypatch.setattr(executors, "_DASK_GRACE_SECONDS", 3.0)
     explainer = SlowExplainer(NetworkExplainer(nets.load(data["model"])))
     with distributed.LocalCluster(n_workers=1, processes=True, host="127.0.0.1", threads_per_worker=1,
-                                  dashboard_address=None) as local, distributed.Client(local) as client:
+                                  dashboard_address=":0") as local, distributed.Client(local) as client:
         killed = []
 
         def kill_for_good(record):

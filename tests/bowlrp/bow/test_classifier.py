@@ -94,14 +94,14 @@ def test_decision_function_is_b_plus_sum_a_k_from_attributes(faces, params):
     got = clf.decision_function(Xt[:20])
     np.testing.assert_allclose(got.reshape(want.shape), want, rtol=0, atol=1e-10)
     # the internal path the explanation uses gives the very same numbers
-    encodings = clf._encode(clf._extract(Xt[:20]))
+    encodings = clf.encode_features(clf.extract_features(Xt[:20]))
     assert np.array_equal(np.stack([e.x for e in encodings]), bows)
-    assert np.array_equal(clf._decision_from_bows(bows).reshape(got.shape), got)
+    assert np.array_equal(clf.decision_from_bows(bows).reshape(got.shape), got)
     assert np.array_equal(clf.train_bows_, clf.transform(X[:60]))
 
 
 def test_encodings_follow_the_contract(fitted, faces):
-    enc = fitted._encode(fitted._extract(faces[2][:3]))
+    enc = fitted.encode_features(fitted.extract_features(faces[2][:3]))
     V = fitted.support_vectors_.shape[1]
     for e in enc:
         assert e.mapping.shape[1] == V and e.x.shape == (V,) and e.p == 1.0
@@ -130,7 +130,7 @@ def test_sklearn_contract(fitted, faces):
     with pytest.raises(NotFittedError):
         twin.predict(Xt[:2])
     with pytest.raises(NotFittedError):
-        twin._decision_from_bows(np.zeros((1, 16)))
+        twin.decision_from_bows(np.zeros((1, 16)))
     assert twin.fit(X[:40], y[:40]) is twin
     assert fitted.predict(Xt).shape == (len(Xt),)
     assert set(fitted.predict(Xt)) <= set(fitted.classes_)
@@ -222,4 +222,75 @@ def test_predicting_bad_images_raises(fitted):
     with pytest.raises(ValueError, match="smaller than one descriptor"):
         fitted.decision_function([np.zeros((5, 5))])
     with pytest.raises(ValueError, match="BoW vectors must have shape"):
-        fitted._decision_from_bows(np.zeros((2, 3)))
+        fitted.decision_from_bows(np.zeros((2, 3)))
+
+
+# ---------------------------------------------------------------------------------- sklearn checks
+# scikit-learn's checks that need no generated 2-D feature matrix (BoWClassifier takes images): they run
+# for real here; the data-driven ones run on OneVsRestKernelSVC, the estimator on the BoW vectors.
+_IMAGE_INPUT_CHECKS = [
+    "check_no_attributes_set_in_init", "check_get_params_invariance", "check_set_params",
+    "check_parameters_default_constructible", "check_estimator_repr", "check_estimator_cloneable",
+    "check_estimator_tags_renamed", "check_valid_tag_types", "check_mixin_order",
+    "check_do_not_raise_errors_in_init_or_set_params", "check_estimator_sparse_tag",
+]
+
+
+@pytest.mark.parametrize("check", _IMAGE_INPUT_CHECKS)
+def test_sklearn_checks_that_apply_to_image_input(check):
+    import sklearn.utils.estimator_checks as estimator_checks
+
+    getattr(estimator_checks, check)("BoWClassifier", BoWClassifier(**SMALL, probability=True))
+
+
+def test_tags_say_the_input_is_images_not_a_feature_matrix():
+    from sklearn.utils import get_tags
+
+    tags = get_tags(BoWClassifier())
+    assert tags.input_tags.two_d_array is False and tags.input_tags.sparse is False
+    assert tags.estimator_type == "classifier" and tags.non_deterministic is False
+
+
+# ---------------------------------------------------------------------------------- predict_proba
+def test_predict_proba_is_platt_scaling_and_off_by_default(faces):
+    X, y, Xt, yt = faces
+    plain = BoWClassifier(**SMALL).fit(X[:60], y[:60])
+    assert not hasattr(plain, "predict_proba")  # as SVC(probability=False)
+    clf = BoWClassifier(**SMALL, probability=True).fit(X[:60], y[:60])
+    # probability=True changes nothing else: same SVMs, same decision values
+    np.testing.assert_array_equal(clf.decision_function(Xt[:20]), plain.decision_function(Xt[:20]))
+    P = clf.predict_proba(Xt[:20])
+    assert P.shape == (20, 2) and np.all((P >= 0) & (P <= 1))
+    np.testing.assert_allclose(P.sum(axis=1), 1.0, rtol=0, atol=1e-15)
+    f = clf.decision_function(Xt[:20])
+    A, B = clf.svm_.probA_[0], clf.svm_.probB_[0]
+    np.testing.assert_allclose(P[:, 1], 1.0 / (1.0 + np.exp(A * f + B)), rtol=1e-12)
+    assert A < 0  # a larger score means a likelier classes_[1]
+    # calibrated on held-out folds: on new faces the probabilities are informative
+    from sklearn.metrics import log_loss
+
+    P_all = clf.predict_proba(Xt)
+    assert log_loss(yt, P_all) < log_loss(yt, np.full_like(P_all, 0.5))
+    np.testing.assert_array_equal(P_all, BoWClassifier(**SMALL, probability=True).fit(X[:60], y[:60])
+                                  .predict_proba(Xt))  # seeded internal CV
+    np.testing.assert_allclose(clf.predict_log_proba(Xt[:3]), np.log(P_all[:3]))
+
+
+def test_predict_proba_multiclass_normalises_one_vs_rest():
+    train, y_train, test, y_test = _texture_crops()
+    clf = BoWClassifier(**SMALL, probability=True).fit(train, y_train)
+    P = clf.predict_proba(test)
+    assert P.shape == (len(test), 3)
+    np.testing.assert_allclose(P.sum(axis=1), 1.0, rtol=0, atol=1e-12)
+    S = clf.decision_function(test)
+    raw = 1.0 / (1.0 + np.exp(clf.svm_.probA_ * S + clf.svm_.probB_))
+    np.testing.assert_allclose(P, raw / raw.sum(axis=1, keepdims=True), rtol=1e-12)
+    assert np.mean(clf.classes_[P.argmax(axis=1)] == np.asarray(y_test)) > 0.8
+
+
+def test_probability_needs_two_samples_per_class_and_a_bool(faces):
+    X, y, _, _ = faces
+    with pytest.raises(ValueError, match="at least 2 training samples"):
+        BoWClassifier(**SMALL, probability=True).fit(X[:3], [0, 1, 1])
+    with pytest.raises(ValueError, match="probability"):
+        BoWClassifier(**SMALL, probability="yes").fit(X[:10], y[:10])

@@ -9,7 +9,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from skimage import data
 
+from bowlrp.bow import _kernels
 from bowlrp.bow.decompose import (
     KernelExpansion,
     bow_relevance,
@@ -18,6 +20,8 @@ from bowlrp.bow.decompose import (
     pixel_relevance,
     taylor_relevance,
 )
+from bowlrp.bow.encoding import encode
+from bowlrp.bow.features import DenseSIFT
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -84,7 +88,6 @@ def centred(problem, candidates):
 # ====================================================================================================
 @pytest.mark.parametrize("kernel", ["linear", "intersection", "chi2", "hellinger"])
 def test_bow_relevance_conserves_and_matches_eq24(kernel):
-    pytest.importorskip("bowlrp.bow.kernels")
     rng = np.random.default_rng(1)
     f, S, a, b, slices, beta = make_problem(kernel, rng)
     X = rng.random((5, f.n_dims))
@@ -103,7 +106,6 @@ def test_bow_relevance_conserves_and_matches_eq24(kernel):
 
 
 def test_negated_expansion_negates_relevance():
-    pytest.importorskip("bowlrp.bow.kernels")
     rng = np.random.default_rng(2)
     f = make_problem("intersection", rng)[0]
     X = rng.random((3, f.n_dims))
@@ -445,10 +447,8 @@ def test_pixel_relevance_rejects_bad_input():
 # ====================================================================================================
 @pytest.fixture(scope="module")
 def real_features():
-    features = pytest.importorskip("bowlrp.bow.features")
-    data = pytest.importorskip("skimage.data")
     image = data.astronaut()[100:196, 150:270]  # 96 x 120 RGB crop, gray descriptors
-    feats = features.DenseSIFT(step=6, bin_sizes=(3, 5)).extract(image)
+    feats = DenseSIFT(step=6, bin_sizes=(3, 5)).extract(image)
     rng = np.random.default_rng(18)
     vocabularies = []
     for u in range(2):
@@ -460,10 +460,9 @@ def real_features():
 @pytest.mark.parametrize("p", [1.0, 3.0, np.inf])
 @pytest.mark.parametrize("mapping", ["hard", "rank", "soft"])
 def test_real_features_conserve_and_ignore_l1_normalisation(real_features, p, mapping):
-    encoding = pytest.importorskip("bowlrp.bow.encoding")
     feats, vocabularies = real_features
-    plain = encoding.encode(feats, vocabularies, mapping=mapping, p=p, normalize=False)
-    normed = encoding.encode(feats, vocabularies, mapping=mapping, p=p, normalize=True)
+    plain = encode(feats, vocabularies, mapping=mapping, p=p, normalize=False)
+    normed = encode(feats, vocabularies, mapping=mapping, p=p, normalize=True)
     # (hard and soft mappings with mean pooling are already L1-normalised; the others differ)
     if mapping == "rank" or p != 1.0:
         assert not np.allclose(plain.x, normed.x)
@@ -486,9 +485,9 @@ def twin_values(Z, S, coef, bounds, weights, code, gamma, intercept):
     out = np.full(Z.shape[0], intercept)
     for u in range(len(bounds) - 1):
         Zu, Su = Z[:, bounds[u]:bounds[u + 1]], S[:, bounds[u]:bounds[u + 1]]
-        if code == 0:
+        if code == _kernels.LINEAR:
             K = Zu @ Su.T
-        elif code == 1:
+        elif code == _kernels.EXP_CHI2:
             num = (Zu[:, None, :] - Su[None]) ** 2
             den = Zu[:, None, :] + Su[None]
             K = np.exp(-gamma * np.divide(num, den, out=np.zeros_like(num), where=den > 0).sum(-1))
@@ -503,14 +502,14 @@ def twin_gradient(z, S, coef, bounds, weights, code, gamma):
     for u in range(len(bounds) - 1):
         sl = slice(bounds[u], bounds[u + 1])
         Su, zu = S[:, sl], z[sl]
-        if code == 0:
+        if code == _kernels.LINEAR:
             out[sl] = weights[u] * coef @ Su
             continue
         # k_u(S_i, z) for each i: the expansion with a one-hot coefficient vector
         k = np.array([twin_values(z[None, sl], Su, np.eye(len(S))[i], [0, sl.stop - sl.start], [1.0],
                                   code, gamma, 0.0)[0] for i in range(len(S))])
         w = weights[u] * coef * k
-        if code == 1:
+        if code == _kernels.EXP_CHI2:
             den = Su + zu
             frac = np.divide(4 * Su**2, den**2, out=np.zeros_like(Su), where=den > 0)
             out[sl] = gamma * (w @ (frac - 1.0))
@@ -520,22 +519,25 @@ def twin_gradient(z, S, coef, bounds, weights, code, gamma):
 
 
 def test_taylor_kernels_match_numpy_twins():
-    from bowlrp.bow import _decompose_kernels as dk
+    # f(z) of an expansion comes from the Gram engine (bowlrp.bow.kernels.gram, the code path of
+    # decision_function) and its gradient from the numba kernel _kernels.expansion_gradient
     from tests.kernel_twins import assert_matches_twin
 
-    def fast_values(*args):
-        out = np.empty(args[0].shape[0])
-        dk.expansion_values(*args, out)
-        return out
+    names = {_kernels.LINEAR: "linear", _kernels.EXP_CHI2: "exp_chi2", _kernels.RBF: "rbf"}
 
-    def fast_gradient(*args):
-        out = np.empty(args[0].shape[0])
-        dk.expansion_gradient(*args, out)
-        return out
+    def fast_values(Z, S, coef, bounds, weights, code, gamma, intercept):
+        slices = [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
+        return KernelExpansion(names[code], S, coef, intercept, gamma=gamma, channel_slices=slices,
+                               channel_weights=weights).decision(Z)
+
+    def fast_gradient(z, *args):
+        out = np.empty((1, z.shape[0]))
+        _kernels.expansion_gradient(z[None, :], *args, out)
+        return out[0]
 
     rng = np.random.default_rng(20)
     value_cases, grad_cases = [], []
-    for code in (dk.LINEAR, dk.EXP_CHI2, dk.RBF):
+    for code in (_kernels.LINEAR, _kernels.EXP_CHI2, _kernels.RBF):
         for bounds in ([0, 9], [0, 4, 9], [0, 0, 9]):
             S = rng.random((7, 9))
             S[rng.random(S.shape) < 0.3] = 0.0
@@ -549,50 +551,65 @@ def test_taylor_kernels_match_numpy_twins():
     assert_matches_twin(fast_gradient, twin_gradient, grad_cases, rtol=1e-12, atol=1e-13)
 
 
-def twin_bisect(x, fx, Z, fz, S, coef, bounds, weights, code, gamma, intercept, tol, max_iter):
-    """Lock-step numpy bisection over all segments, the obviously correct version of the kernel."""
-    f = lambda P: twin_values(P, S, coef, bounds, weights, code, gamma, intercept)  # noqa: E731
-    lo, hi = np.zeros(len(Z)), np.ones(len(Z))
-    best_a = np.where(np.abs(fz) < abs(fx), 0.0, 1.0)
-    best_f = np.where(np.abs(fz) < abs(fx), fz, fx)
-    active = np.abs(best_f) > tol
-    for _ in range(max_iter):
-        if not active.any():
-            break
-        idx = np.flatnonzero(active)
-        mid = 0.5 * (lo[idx] + hi[idx])
-        fm = f(mid[:, None] * x[None, :] + (1.0 - mid[:, None]) * Z[idx])
-        improve = np.abs(fm) < np.abs(best_f[idx])
-        best_a[idx[improve]], best_f[idx[improve]] = mid[improve], fm[improve]
-        same = np.sign(fm) == np.sign(fx)
-        hi[idx[same]], lo[idx[~same]] = mid[same], mid[~same]
-        active[idx[(np.abs(fm) <= tol) | (hi[idx] - lo[idx] <= 4 * np.finfo(float).eps)]] = False
-    return best_a, best_f
-
-
-def test_bisection_kernel_matches_numpy_twin():
-    from bowlrp.bow import _decompose_kernels as dk
-    from tests.kernel_twins import assert_matches_twin
-
-    def fast(x, fx, Z, fz, *rest):
-        a, fa = np.empty(len(Z)), np.empty(len(Z))
-        dk.bisect_segments(x, fx, Z, fz, *rest, a, fa)
-        return a, fa
-
+def test_root_search_matches_a_lock_step_bisection_twin():
+    # The roots on the segments of find_root's set-up (three kernels, two channels, loose and tight
+    # tolerances) are the roots a plain numpy bisection finds: same bracket, same tolerance.
     rng = np.random.default_rng(21)
-    cases = []
-    for code, gamma in ((dk.EXP_CHI2, 0.5), (dk.RBF, 2.0), (dk.LINEAR, 0.0)):
+    for kernel, gamma in (("exp_chi2", 0.5), ("rbf", 2.0), ("linear", None)):
         S = rng.random((9, 8))
         coef = rng.normal(size=9)
-        bounds, weights = np.array([0, 5, 8], dtype=np.int64), np.array([1.0, 0.7])
+        slices, weights = [slice(0, 5), slice(5, 8)], np.array([1.0, 0.7])
         C = rng.random((30, 8))
-        raw = twin_values(C, S, coef, bounds, weights, code, gamma, 0.0)
-        b = -float(np.median(raw))
-        fc = raw + b
+        layout = dict(gamma=gamma, channel_slices=slices, channel_weights=weights)
+        f0 = KernelExpansion(kernel, S, coef, 0.0, **layout)
+        f = KernelExpansion(kernel, S, coef, -float(np.median(f0.decision(C))), **layout)
+        fc = f.decision(C)
         x = C[0]
         opp = np.flatnonzero(fc * fc[0] < 0)
         assert opp.size >= 3
-        for tol, max_iter in ((1e-10, 200), (1e-3, 200), (1e-10, 5)):
-            cases.append((x, fc[0], C[opp], fc[opp], S, coef, bounds, weights, code, gamma, b, tol, max_iter))
-    # f values differ from the twin's by summation order only (~1e-15); the bisection paths agree
-    assert_matches_twin(fast, twin_bisect, cases, rtol=0, atol=1e-13)
+        for tol in (1e-10, 1e-3):
+            res = find_root(f, x, C, n_candidates=len(C), tol=tol, random_state=0)
+            assert res.bracketed and abs(res.f_root) <= tol
+            # numpy twin: bisection on the segment of the kept candidate, to the same tolerance, where
+            # the segment has a single sign change (then the root is unique and both must find it)
+            z = C[res.candidate]
+            grid = np.linspace(0, 1, 401)
+            along = f.decision(grid[:, None] * x + (1 - grid[:, None]) * z)
+            if np.count_nonzero(np.diff(np.sign(along))) != 1:
+                continue
+            lo, hi = 0.0, 1.0
+            for _ in range(200):
+                mid = 0.5 * (lo + hi)
+                fm = f.decision(mid * x + (1 - mid) * z)[0]
+                if abs(fm) <= tol:
+                    break
+                lo, hi = (lo, mid) if np.sign(fm) == np.sign(fc[0]) else (mid, hi)
+            # f is monotone enough near the root that both land within tol / |f'| of each other
+            slope = abs(np.dot(f.gradient(res.root), x - z))
+            np.testing.assert_allclose(res.root, mid * x + (1 - mid) * z, atol=4 * tol / slope + 1e-12)
+
+
+def _bincount_pixels(rel, boxes, shape):
+    """Numpy twin of the pixel kernel: four bincounts of the corners and two cumulative sums."""
+    H, W = shape
+    b = np.clip(np.asarray(boxes, np.int64), 0, [H, W, H, W])
+    y0, x0, y1, x1 = b.T
+    area = (y1 - y0) * (x1 - x0)
+    density = np.where(area > 0, rel / np.maximum(area, 1), 0.0)
+    stride, size = W + 1, (H + 1) * (W + 1)
+    diff = np.bincount(y0 * stride + x0, weights=density, minlength=size)
+    diff -= np.bincount(y0 * stride + x1, weights=density, minlength=size)
+    diff -= np.bincount(y1 * stride + x0, weights=density, minlength=size)
+    diff += np.bincount(y1 * stride + x1, weights=density, minlength=size)
+    return np.cumsum(np.cumsum(diff.reshape(H + 1, stride), axis=0), axis=1)[:H, :W]
+
+
+def test_pixel_kernel_matches_its_numpy_twin_bit_for_bit():
+    from tests.kernel_twins import assert_matches_twin
+
+    rng = np.random.default_rng(22)
+    cases = []
+    for shape, step, side in [((37, 53), 4, 16), ((16, 16), 3, 12), ((5, 80), 2, 8)]:
+        boxes = dense_grid_boxes(shape, step, side)
+        cases.append((rng.normal(size=len(boxes)), boxes, shape))
+    assert_matches_twin(pixel_relevance, _bincount_pixels, cases, rtol=0, atol=0)

@@ -146,3 +146,133 @@ def test_nearest_words_equal_a_stable_full_sort_even_with_ties(n):
     np.testing.assert_array_equal(_nearest(d2, n), want)
     d2 = rng.random((300, 64))  # the usual case: no ties
     np.testing.assert_array_equal(_nearest(d2, min(n, 64)), np.argsort(d2, axis=1, kind="stable")[:, :n])
+
+
+# ------------------------------------------------------------------------ kernels against numpy twins
+def _rank_twin(d2, n, values, offset):
+    """Dense rank mapping by a stable full sort: the obviously correct definition."""
+    out = np.zeros((d2.shape[0], offset + d2.shape[1]))
+    order = np.argsort(d2, axis=1, kind="stable")[:, :n]
+    for i, row in enumerate(order):
+        out[i, offset + row] = values
+    return out
+
+
+@pytest.mark.parametrize("n", [1, 2, 4, 7])
+def test_rank_from_products_kernel_matches_twin_with_ties(n):
+    from bowlrp.bow import _encoding_kernels as K
+    from bowlrp.bow.vocabulary import squared_distances
+    from tests.kernel_twins import assert_matches_twin
+
+    def fast(descriptors, prototypes, offset):
+        M = descriptors.shape[0]
+        indptr = np.arange(0, M * n + 1, n)
+        indices = np.full(M * n, -1, np.int64)
+        data = np.full(M * n, np.nan)
+        values = 2.0 ** -np.arange(1, n + 1)
+        K.rank_from_products(descriptors @ prototypes.T, (descriptors**2).sum(1), (prototypes**2).sum(1), n,
+                             values, offset, indices, data)
+        for i in range(M):  # columns sorted within a row, as scipy's canonical format
+            assert np.all(np.diff(indices[indptr[i]:indptr[i + 1]]) > 0)
+        return sp.csr_matrix((data, indices, indptr), shape=(M, offset + prototypes.shape[0])).toarray()
+
+    def slow(descriptors, prototypes, offset):
+        d2 = squared_distances(descriptors, prototypes)
+        return _rank_twin(d2, n, 2.0 ** -np.arange(1, n + 1), offset)
+
+    rng = np.random.default_rng(n)
+    # small integers: many exactly equal distances, also across the n-th place; a zero descriptor
+    ties = rng.integers(0, 2, size=(50, 3)).astype(float)
+    ties[0] = 0.0
+    cases = [(ties, rng.integers(0, 2, size=(9, 3)).astype(float), 0),
+             (rng.random((40, 6)), rng.random((16, 6)), 5)]
+    assert_matches_twin(fast, slow, cases)
+
+
+@pytest.mark.parametrize("p", [1.0, 0.5, 2.5, np.inf])
+def test_pooling_kernels_match_twin_on_a_row_block_with_offset(p):
+    from bowlrp.bow.encoding import _pool_csr
+    from tests.kernel_twins import assert_matches_twin
+
+    rng = np.random.default_rng(3)
+    dense = rng.random((9, 7)) * (rng.random((9, 7)) < 0.4)
+    dense[:, 2] = 0.0  # a column no feature uses stays 0
+    m = sp.csr_matrix(np.hstack([np.zeros((9, 3)), dense]))
+
+    def fast(rows):
+        out = np.full(7, np.nan)
+        csr = (m.indptr[rows[0]:rows[-1] + 2].astype(np.int64), m.indices.astype(np.int64), m.data)
+        _pool_csr(csr, 3, p, out)
+        return out
+
+    def slow(rows):
+        block = dense[rows]
+        return block.max(0) if np.isinf(p) else ((block**p).mean(0)) ** (1 / p)
+
+    assert_matches_twin(fast, slow, [(np.arange(9),), (np.arange(2, 6),)], rtol=1e-13)
+
+
+def test_encode_many_on_threads_equals_encode_image_by_image_and_interleaved_channels():
+    from skimage import data
+
+    from bowlrp.bow.encoding import encode_many
+    from bowlrp.bow.features import DenseSIFT
+    from bowlrp.jit import forced_builds
+
+    images = [data.camera()[:64, :80], data.coins()[:48, :48], data.astronaut()[:56, :56]]
+    feats = DenseSIFT(step=6, bin_sizes=(3, 4)).extract_many(images)
+    rng = np.random.default_rng(0)
+    vocs = [rng.random((12, 128)), rng.random((5, 128))]
+    for mapping in ("hard", "rank", "soft"):
+        one = [encode(f, vocs, mapping=mapping, p=2.0) for f in feats]
+        with forced_builds("parallel"):  # threads although the batch is small
+            many = encode_many(feats, vocs, mapping=mapping, p=2.0)
+        for a, b in zip(one, many):
+            assert np.array_equal(a.x, b.x)
+            assert (a.mapping != b.mapping).nnz == 0
+        # features given with their channels interleaved: the same rows, in their own order
+        f = feats[0]
+        perm = rng.permutation(len(f))
+        g = LocalFeatures(f.descriptors[perm], f.centers[perm], f.support[perm], f.channel[perm],
+                          f.image_shape)
+        shuffled = encode(g, vocs, mapping=mapping, p=2.0)
+        np.testing.assert_array_equal(shuffled.mapping.toarray(), one[0].mapping.toarray()[perm])
+        np.testing.assert_allclose(shuffled.x, one[0].x, rtol=1e-14)
+
+
+def _pool_as_before(mapping, p):
+    """The scipy/numpy pooling the numba kernel replaced (per column: divide, power, np.sum)."""
+    mapping = sp.csr_matrix(mapping)
+    M, V = mapping.shape
+    col_max = np.asarray(mapping.max(axis=0).toarray()).ravel()
+    csc = mapping.tocsc()
+    x = np.zeros(V)
+    for d in np.flatnonzero(col_max > 0):
+        values = csc.data[csc.indptr[d]:csc.indptr[d + 1]] / col_max[d]
+        x[d] = col_max[d] * (np.sum(values ** p) / M) ** (1.0 / p)
+    return x
+
+
+@pytest.mark.parametrize("p", [0.5, 2.0, 3.0, 7.5])
+def test_general_p_pooling_is_bit_identical_to_the_numpy_version(p):
+    rng = np.random.default_rng(int(p * 10))
+    for rows in (1, 5, 9, 40, 300):  # columns with < 8, <= 128 and > 128 entries (numpy's pairwise sum)
+        dense = rng.random((rows, 6)) * (rng.random((rows, 6)) < 0.7)
+        dense[:, 4] = 0.0
+        assert np.array_equal(pool(sp.csr_matrix(dense), p), _pool_as_before(dense, p))
+
+
+@pytest.mark.parametrize("mapping", ["hard", "rank", "soft"])
+def test_non_finite_descriptors_are_a_clear_error(mapping):
+    desc = np.array([[0.5], [np.nan], [1.0]])
+    with pytest.raises(ValueError, match="descriptor 1 contains NaN or infinite"):
+        encode(_features(desc, [0, 0, 0]), [B], mapping=mapping)
+    with pytest.raises(ValueError, match="descriptor 0 contains NaN or infinite"):
+        map_descriptors(np.array([[np.inf]]), B, mapping)
+
+
+def test_empty_or_non_finite_vocabularies_are_a_clear_error():
+    with pytest.raises(ValueError, match="vocabulary 0 must be a non-empty"):
+        encode(_features([[0.5]], [0]), [np.zeros((0, 1))])
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        map_descriptors(np.array([[0.5]]), np.array([[np.nan]]), "rank")

@@ -11,13 +11,12 @@ import cv2
 import joblib
 import numpy as np
 import pytest
+from skimage import data as skdata
 from sklearn.exceptions import NotFittedError
 
+from bowlrp.bow.classifier import BoWClassifier
 from bowlrp.bow.decompose import KernelExpansion, bow_relevance, explain_tiles, find_root, tile_boxes
 from bowlrp.heatmap import Heatmap
-from bowlrp.bow.classifier import BoWClassifier
-
-skdata = pytest.importorskip("skimage.data")
 
 EXACT = ["linear", "intersection", "chi2", "hellinger"]
 TAYLOR = ["exp_chi2", "rbf"]
@@ -193,11 +192,31 @@ def test_binary_negative_class_is_the_negated_map(faces):
         assert b.score == -a.score
 
 
+@pytest.mark.parametrize("kernel", TAYLOR)
+def test_binary_taylor_negative_class_has_the_same_roots_and_negated_values(kernel, faces):
+    # -f has the roots of f; its Taylor relevance and residual are the exact negations, whether the
+    # classes are asked for one by one, together, or come from the prediction
+    clf = fitted(kernel, faces)
+    images = faces[2][:6]
+    pos = clf.explain(images, target=1)
+    neg = clf.explain(images, target=0)
+    both = clf.explain(images, target=[0, 1])
+    predicted = clf.explain(images)
+    for i, (a, b) in enumerate(zip(pos, neg)):
+        np.testing.assert_array_equal(b.relevance, -a.relevance)
+        np.testing.assert_array_equal(b.extras["taylor"]["root"], a.extras["taylor"]["root"])
+        assert b.extras["taylor"]["f_root"] == -a.extras["taylor"]["f_root"] and b.residual == -a.residual
+        np.testing.assert_array_equal(both[i][0].relevance, b.relevance)
+        np.testing.assert_array_equal(both[i][1].relevance, a.relevance)
+        want = a if predicted[i].target == clf.classes_[1] else b
+        np.testing.assert_array_equal(predicted[i].relevance, want.relevance)
+
+
 def test_list_of_targets_extracts_features_once(faces, monkeypatch):
     clf = fitted("intersection", faces)
     calls = []
-    original = clf._extract
-    monkeypatch.setattr(clf, "_extract", lambda images: calls.append(len(images)) or original(images))
+    original = clf.extract_features
+    monkeypatch.setattr(clf, "extract_features", lambda images: calls.append(len(images)) or original(images))
     images = faces[2][:4]
     maps = clf.explain(images, target=[1, 0])
     assert calls == [4]
@@ -382,3 +401,95 @@ def test_verbose_explain_reports_progress(faces, capsys):
     finally:
         clf.set_params(verbose=False)
     assert "explained 3/3 images" in capsys.readouterr().err
+
+
+# ====================================================================================================
+# one registry entry adds a kernel: fit, decide and explain with a registered toy kernel
+# ====================================================================================================
+def _cauchy_channel(X, Y, gamma):
+    d2 = ((X[:, None, :] - Y[None, :, :]) ** 2).sum(-1)
+    return 1.0 / (1.0 + gamma * d2)
+
+
+def _cauchy_gradient(z, S, gamma):
+    k = 1.0 / (1.0 + gamma * ((S - z[None, :]) ** 2).sum(1))
+    return 2.0 * gamma * (k**2)[:, None] * (S - z[None, :])
+
+
+@pytest.fixture
+def toy_kernels():
+    from bowlrp.bow.kernels import Kernel, register_kernel, unregister_kernel
+
+    register_kernel(Kernel("double_min", exact=True, formula="sum_d 2 min(x_d, y_d)",
+                           term=lambda x, y: 2.0 * np.minimum(x, y)))
+    register_kernel(Kernel("cauchy", exact=False, signed=True, uses_gamma=True,
+                           formula="1 / (1 + gamma ||x - y||^2)", channel=_cauchy_channel,
+                           gradient=_cauchy_gradient))
+    yield
+    unregister_kernel("double_min")
+    unregister_kernel("cauchy")
+
+
+def test_a_registered_kernel_fits_decides_and_explains(faces, toy_kernels):
+    X, y, Xt, _ = faces
+    # exact toy kernel: twice the intersection kernel, explained by Eq 24, conserves to 1e-9
+    clf = BoWClassifier(step=3, bin_sizes=(3,), vocabulary_size=16, kernel="double_min", C=0.5,
+                        random_state=0).fit(X, y)
+    ref = BoWClassifier(step=3, bin_sizes=(3,), vocabulary_size=16, kernel="intersection", C=1.0,
+                        random_state=0).fit(X, y)
+    B = clf.transform(Xt[:6])
+    np.testing.assert_allclose(clf.decision_function(Xt[:6]), ref.decision_function(Xt[:6]), rtol=1e-6,
+                               atol=1e-6)  # 2 min with C/2 is the same SVM as min with C
+    want = 2.0 * np.minimum(B[:, None, :], clf.support_vectors_[None]).sum(-1) @ clf.dual_coef_[0] \
+        + clf.intercept_[0]
+    np.testing.assert_allclose(clf.decision_function(Xt[:6]), want, rtol=1e-12, atol=1e-12)
+    for h in clf.explain(Xt[:6], target=1):
+        assert h.method == "bow-lrp/double_min" and "taylor" not in h.extras
+        assert relative_gap(h.relevance.sum(), h.score) <= 1e-9
+    # Taylor toy kernel: a root with |f(x0)| <= 1e-8 and the residual reported
+    clf = BoWClassifier(step=3, bin_sizes=(3,), vocabulary_size=16, kernel="cauchy", gamma="auto",
+                        random_state=0).fit(X, y)
+    f = clf.kernel_expansion(1)
+    z = clf.train_bows_[0]
+    g = f.gradient(z)
+    e = np.zeros_like(z)
+    e[3] = 1e-6
+    assert g[3] == pytest.approx((f.decision(z + e)[0] - f.decision(z - e)[0]) / 2e-6, rel=1e-5, abs=1e-9)
+    for h in clf.explain(Xt[:4], target=1):
+        taylor = h.extras["taylor"]
+        assert taylor["bracketed"] == 1 and abs(taylor["f_root"]) <= 1e-8
+        assert h.residual == pytest.approx(h.score - h.relevance.sum(), abs=1e-12)
+
+
+def test_registry_refuses_incomplete_or_built_in_entries():
+    from bowlrp.bow.kernels import REGISTRY, Kernel, register_kernel, unregister_kernel
+
+    with pytest.raises(ValueError, match="built-in"):
+        register_kernel(Kernel("rbf", exact=False))
+    with pytest.raises(ValueError, match="term"):
+        register_kernel(Kernel("no_term", exact=True))
+    with pytest.raises(ValueError, match="gradient"):
+        register_kernel(Kernel("no_grad", exact=False, channel=_cauchy_channel))
+    with pytest.raises(ValueError, match="no registered kernel"):
+        unregister_kernel("never_registered")
+    assert "no_term" not in REGISTRY and "no_grad" not in REGISTRY
+    with pytest.raises(ValueError, match="unknown kernel"):
+        BoWClassifier(kernel="poly").fit([np.zeros((16, 16))] * 2, [0, 1])
+
+
+def test_readme_registry_example_runs_as_written():
+    import pathlib
+    import re
+
+    from bowlrp.bow.kernels import REGISTRY, unregister_kernel
+
+    readme = (pathlib.Path(__file__).resolve().parents[3] / "README.md").read_text()
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", readme, flags=re.S) if "register_kernel(" in b]
+    assert len(blocks) == 1
+    images = list(skdata.lfw_subset())
+    scope = {"images": images, "y": [1] * 100 + [0] * 100, "BoWClassifier": BoWClassifier}
+    try:
+        exec(compile(blocks[0], "README-registry", "exec"), scope)
+        assert "double_min" in REGISTRY
+    finally:
+        unregister_kernel("double_min")

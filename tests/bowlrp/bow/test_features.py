@@ -12,17 +12,17 @@ from skimage import data
 from sklearn.base import clone
 
 from bowlrp.bow import _sift_kernels as K
-from bowlrp.bow.features import (
-    DenseSIFT,
-    LocalFeatures,
+from bowlrp.bow.features import DenseSIFT, LocalFeatures
+from bowlrp.bow.sift_grid import (
     bin_layout,
     color_planes,
     default_smoothing,
     gaussian_taps,
     grid_starts,
-    numba_descriptors,
     triangle_weights,
 )
+from bowlrp.bow.sift_numba import numba_descriptors
+from bowlrp.jit import forced_builds
 from tests.kernel_twins import assert_matches_twin
 
 RNG = np.random.default_rng(0)
@@ -120,7 +120,7 @@ def _image(h, w, seed):
     return rng.random((h, w))
 
 
-@pytest.mark.parametrize("kernel", [K.smooth_separable, K.smooth_separable_serial])
+@pytest.mark.parametrize("kernel", [K.smooth_separable.parallel, K.smooth_separable.serial])
 def test_smooth_matches_twin(kernel):
     def fast(image, taps):
         out = np.empty_like(image)
@@ -141,7 +141,7 @@ def test_smooth_matches_twin(kernel):
     assert_matches_twin(fast, twin_smooth, cases)
 
 
-@pytest.mark.parametrize("kernel", [K.orientation_field, K.orientation_field_serial])
+@pytest.mark.parametrize("kernel", [K.orientation_field.parallel, K.orientation_field.serial])
 def test_orientation_field_matches_twin(kernel):
     def fast(image):
         bin0, w0, w1 = K.empty_orientation_field(image.shape)
@@ -164,11 +164,11 @@ def test_orientation_field_matches_twin(kernel):
 
 def _field(image):
     bin0, w0, w1 = K.empty_orientation_field(image.shape)
-    K.orientation_field_serial(image, bin0, w0, w1)
+    K.orientation_field.serial(image, bin0, w0, w1)
     return bin0, w0, w1
 
 
-@pytest.mark.parametrize("kernel", [K.pool_columns, K.pool_columns_serial])
+@pytest.mark.parametrize("kernel", [K.pool_columns.parallel, K.pool_columns.serial])
 @pytest.mark.parametrize("bin_size,step", [(4, 4), (3, 2), (5, 3), (8, 6)])
 def test_pool_columns_matches_twin(kernel, bin_size, step):
     image = _image(23, 45, bin_size)
@@ -186,7 +186,7 @@ def test_pool_columns_matches_twin(kernel, bin_size, step):
     assert_matches_twin(fast, slow, [(image,)])
 
 
-@pytest.mark.parametrize("kernel", [K.pool_rows, K.pool_rows_serial])
+@pytest.mark.parametrize("kernel", [K.pool_rows.parallel, K.pool_rows.serial])
 @pytest.mark.parametrize("bin_size,step", [(4, 4), (3, 5), (6, 2)])
 def test_pool_rows_matches_twin(kernel, bin_size, step):
     columns = RNG.random((41, 6, 8))
@@ -201,7 +201,7 @@ def test_pool_rows_matches_twin(kernel, bin_size, step):
     assert_matches_twin(fast, lambda c: twin_pool_rows(c, starts, weights, offset), [(columns,)])
 
 
-@pytest.mark.parametrize("kernel", [K.assemble_normalize, K.assemble_normalize_serial])
+@pytest.mark.parametrize("kernel", [K.assemble_normalize.parallel, K.assemble_normalize.serial])
 def test_assemble_normalize_matches_twin(kernel):
     pooled = RNG.random((9, 11, 8)) ** 4  # skewed so that clipping at 0.2 happens
     pooled[2] = 0.0  # rows with no gradient at all
@@ -232,7 +232,7 @@ def test_full_descriptor_matches_direct_definition(bin_size, step, sigma):
     """The shared-filter pipeline equals the per-frame definition (bins, weights, layout, norms)."""
     image = data.camera()[100:141, 200:251] / 255.0
     sigma = default_smoothing(bin_size) if sigma is None else sigma
-    desc, energy, ys, xs = numba_descriptors([image], bin_size, step, sigma, 0.004, parallel=False)
+    desc, energy, ys, xs = numba_descriptors([image], bin_size, step, sigma, 0.004)
     assert desc.shape == (ys.size * xs.size, 128)
     for f, (y0, x0) in enumerate((y, x) for y in ys for x in xs):
         raw, e = twin_descriptor(image, y0, x0, bin_size, sigma)
@@ -303,7 +303,7 @@ def test_clipping_at_0_2_by_hand():
     pooled[0, 0, 0] = 100.0
     index = np.arange(4)[None, :]
     out, energy = np.empty((1, 128)), np.empty(1)
-    K.assemble_normalize_serial(pooled, index, index, 1.0, 0.0, 0.2, out, energy)
+    K.assemble_normalize.serial(pooled, index, index, 1.0, 0.0, 0.2, out, energy)
     small = 1.0 / np.sqrt(100.0**2 + 127)  # the other entries after the first L2
     norm2 = np.sqrt(0.2**2 + 127 * small**2)  # the dominant entry is clipped to 0.2
     np.testing.assert_allclose(out[0, 0], 0.2 / norm2, rtol=1e-14)
@@ -405,7 +405,8 @@ def test_extract_many_mixed_sizes_threads_and_determinism(capsys):
     sift = DenseSIFT(step=5, bin_sizes=(4, 6), verbose=True)
     serial = sift.extract_many(images)
     assert "3/3" in capsys.readouterr().err
-    threaded = sift.extract_many(images, n_jobs=2)
+    with forced_builds("parallel"):  # threads although the batch is small
+        threaded = sift.extract_many(images, n_jobs=2)
     again = [sift.extract(im) for im in images]
     for s, t, a, im in zip(serial, threaded, again, images):
         assert s.image_shape == im.shape[:2]
@@ -494,14 +495,13 @@ def test_float_images_outside_unit_range_warn_and_huge_values_raise():
         DenseSIFT().extract_many([np.zeros((32, 32)), huge])
 
 
-def test_parallel_kernels_on_large_images_match_serial(monkeypatch):
-    import bowlrp.bow.features as features
-
+def test_parallel_kernels_on_large_images_match_serial():
     image = data.astronaut()[:120, :150]
     sift = DenseSIFT(step=5, bin_sizes=(3, 5), color="opponent")
-    serial = sift.extract(image)
-    monkeypatch.setattr(features, "PARALLEL_MIN_PIXELS", 0)
-    parallel = sift.extract(image)
+    with forced_builds("serial"):
+        serial = sift.extract(image)
+    with forced_builds("parallel"):
+        parallel = sift.extract(image)
     np.testing.assert_array_equal(serial.descriptors, parallel.descriptors)
 
 
@@ -524,7 +524,7 @@ def test_orientation_interpolates_linearly_in_angle_all_around_the_circle():
     for theta in angles:
         ramp = np.cos(theta) * xx - np.sin(theta) * yy
         bin0, w0, w1 = K.empty_orientation_field(ramp.shape)
-        K.orientation_field_serial(ramp, bin0, w0, w1)
+        K.orientation_field.serial(ramp, bin0, w0, w1)
         planes = planes_from_field(bin0, w0, w1)[:, 1, 1]
         t = (theta % (2 * np.pi)) / (np.pi / 4)
         expected = np.zeros(8)

@@ -89,7 +89,7 @@ def _raw_gram(X, Y, kind, gamma, bounds, weights, fn=None):
 @pytest.mark.parametrize("build", ["parallel", "serial"])
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_gram_kernel_matches_twin(kernel, build):
-    fn = _kernels.gram_kernel if build == "parallel" else _kernels.gram_kernel_serial
+    fn = getattr(_kernels.gram_kernel, build)
     code = {"linear": 0, "intersection": 1, "chi2": 2, "hellinger": 3, "exp_chi2": 4, "rbf": 5}[kernel]
     cases = []
     for seed, (n, m, sizes) in enumerate([(5, 7, (12,)), (9, 4, (5, 11, 3)), (1, 1, (1,)), (6, 6, (30,))]):
@@ -126,8 +126,7 @@ def test_channel_sums_matches_twin():
 @pytest.mark.parametrize("kernel", DECOMPOSABLE_KERNELS)
 def test_dimension_contributions_kernel_matches_twin(kernel, build):
     code = {"linear": 0, "intersection": 1, "chi2": 2, "hellinger": 3}[kernel]
-    fn = (_kernels.dimension_contributions_kernel if build == "parallel"
-          else _kernels.dimension_contributions_kernel_serial)
+    fn = getattr(_kernels.dimension_contributions_kernel, build)
 
     def fast(SV, coef, X, dim_weights):
         out = np.full((coef.shape[0], X.shape[0], X.shape[1]), np.nan)
@@ -248,14 +247,42 @@ def test_gram_tiles_chunks_and_blocks_beyond_one_tile(kernel):
     assert np.array_equal(K, K.T)
 
 
-def test_parallel_and_serial_builds_agree_bitwise(monkeypatch):
-    import bowlrp.bow.kernels as kernels_module
+def test_parallel_and_serial_builds_agree_bitwise():
+    from bowlrp.jit import forced_builds
 
     X = _histograms(70, 40, seed=30)
     Y = _histograms(90, 40, seed=31)
-    monkeypatch.setattr(kernels_module, "_PARALLEL_MIN_WORK", 0)  # force threads
-    par = [gram(k, X, Y, gamma=0.4) for k in KERNELS] + [gram("exp_chi2", X, gamma=0.4)]
-    monkeypatch.setattr(kernels_module, "_PARALLEL_MIN_WORK", float("inf"))  # force serial
-    ser = [gram(k, X, Y, gamma=0.4) for k in KERNELS] + [gram("exp_chi2", X, gamma=0.4)]
+    with forced_builds("parallel"):  # force threads
+        par = [gram(k, X, Y, gamma=0.4) for k in KERNELS] + [gram("exp_chi2", X, gamma=0.4)]
+    with forced_builds("serial"):
+        ser = [gram(k, X, Y, gamma=0.4) for k in KERNELS] + [gram("exp_chi2", X, gamma=0.4)]
     for a, b in zip(par, ser):
         assert np.array_equal(a, b)
+
+
+def test_one_registry_says_everything_about_a_kernel():
+    from bowlrp.bow.kernels import REGISTRY, kernel_spec
+
+    # one code per built-in kernel, the numba kernels' own constants, no second numbering anywhere
+    codes = {k: REGISTRY[k].code for k in KERNELS}
+    assert codes == {"linear": _kernels.LINEAR, "intersection": _kernels.INTERSECTION, "chi2": _kernels.CHI2,
+                     "hellinger": _kernels.HELLINGER, "exp_chi2": _kernels.EXP_CHI2, "rbf": _kernels.RBF}
+    assert len(set(codes.values())) == len(codes)
+    assert DECOMPOSABLE_KERNELS == tuple(k for k in KERNELS if REGISTRY[k].exact)
+    assert {k for k in KERNELS if REGISTRY[k].signed} == {"linear", "rbf"}
+    assert {k for k in KERNELS if REGISTRY[k].uses_gamma} == {"exp_chi2", "rbf"}
+    assert {k for k in KERNELS if REGISTRY[k].differentiable} == {"linear", "exp_chi2", "rbf"}
+    # negative input is refused exactly where the registry says so
+    X = -_histograms(3, 5)
+    for kernel in KERNELS:
+        if kernel_spec(kernel).signed:
+            assert np.all(np.isfinite(gram(kernel, X)))
+        else:
+            with pytest.raises(ValueError, match="Negative values"):
+                gram(kernel, X)
+    # gamma="auto" distances: exp-chi2 uses the chi2 distance, rbf the squared Euclidean one
+    B = _histograms(4, 6, seed=3) + 0.01
+    np.testing.assert_allclose(kernel_spec("exp_chi2").pairwise_distance(B),
+                               -np.log(chi2_kernel(B, gamma=1.0)), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(kernel_spec("rbf").pairwise_distance(B),
+                               -np.log(rbf_kernel(B, gamma=1.0)), rtol=1e-10, atol=1e-12)

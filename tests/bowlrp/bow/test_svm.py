@@ -21,7 +21,8 @@ def _expected_failures(estimator):
 
 @parametrize_with_checks(
     [OneVsRestKernelSVC(kernel="rbf"), OneVsRestKernelSVC(kernel="linear"),
-     OneVsRestKernelSVC(kernel="intersection"), OneVsRestKernelSVC(kernel="exp_chi2")],
+     OneVsRestKernelSVC(kernel="intersection"), OneVsRestKernelSVC(kernel="exp_chi2"),
+     OneVsRestKernelSVC(kernel="rbf", probability=True, random_state=0)],
     expected_failed_checks=_expected_failures,
 )
 def test_sklearn_estimator_checks(estimator, check):

@@ -1,28 +1,19 @@
-"""Faithfulness and localization metrics for heatmaps (SPEC section 4), shared by both branches.
+"""Region perturbation (pixel flipping) and AOPC (Samek et al., IEEE TNNLS 2017; SPEC section 4).
 
-Everything here works on a plain callable ``model(images) -> scores``, so a ``BoWClassifier``
-(``clf.decision_function``) and a network (``lambda X: net(X.reshape(len(X), -1))``) are scored by
-the same code.
+The image is cut into non-overlapping r x r regions (the last row and column of regions are cropped at
+the border), the regions are ordered by summed relevance (MoRF: most relevant first; LeRF: least
+relevant first; or at random) and replaced cumulatively, ``regions_per_step`` per step, by a
+perturbation; the model is rescored after every step. The area over the perturbation curve is
 
-Region perturbation (Samek et al., "Evaluating the visualization of what a deep neural network has
-learned", IEEE TNNLS 2017): the image is cut into non-overlapping r x r regions (the last row and
-column of regions are cropped at the border), the regions are ordered by summed relevance (MoRF: most
-relevant first; LeRF: least relevant first; or at random) and replaced cumulatively, ``regions_per_step``
-per step, by a perturbation; the model is rescored after every step. The area over the perturbation
-curve is
+    AOPC = 1/(L+1) * mean over images of sum_{k=0..L} (f(x^0) - f(x^k)),
 
-    AOPC = 1/(L+1) * mean over images of sum_{k=0..L} (f(x^0) - f(x^k)).
+computed in ONE place, :func:`aopc_per_image` (with :func:`aopc` and :func:`aopc_sem` on top of it);
+``PerturbationCurve`` and the application's run evaluation call these.
 
 Our convention (the paper leaves it open): every image gets ONE replacement image (uniform noise,
 a blurred copy, or a constant), drawn from a random stream that depends only on ``random_state`` and
 the image's index. Flipping a region copies the replacement's pixels, so MoRF, LeRF and the random
 order of the same image see the very same noise, and results do not depend on the batch size.
-
-Localization against ground-truth masks or boxes: relevance mass accuracy (share of the positive
-relevance inside the mask), relevance rank accuracy (share of the K most relevant pixels inside the
-mask, K = mask size) and the pointing game (is the most relevant pixel inside the mask). Ties are
-scored by their expectation under random tie-breaking, so a constant heatmap scores chance level
-instead of whatever the raster order favours.
 """
 
 from __future__ import annotations
@@ -30,157 +21,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.ndimage import binary_dilation, gaussian_filter
+from scipy.ndimage import gaussian_filter
 
-__all__ = [
-    "PerturbationCurve",
-    "region_perturbation",
-    "perturbation_curves",
-    "aopc",
-    "region_order",
-    "relevance_mass_accuracy",
-    "relevance_rank_accuracy",
-    "pointing_game",
-    "mask_fraction",
-    "localization_scores",
-    "boxes_to_masks",
-    "plot_perturbation_curves",
-]
+from bowlrp.evaluation._inputs import _as_heatmaps, _as_images, _as_relevance
+
+__all__ = ["ORDERS", "PERTURBATIONS", "PerturbationCurve", "region_perturbation", "perturbation_curves",
+           "region_order", "aopc", "aopc_per_image", "aopc_sem"]
 
 ORDERS = ("morf", "lerf", "random")
 PERTURBATIONS = ("uniform", "blur", "constant")
-
-
-# --------------------------------------------------------------------------- input checking
-
-
-def _as_relevance(h, name="heatmap"):
-    """A heatmap (array, or anything with ``.relevance`` such as a Heatmap) -> (H, W) float64."""
-    r = getattr(h, "relevance", h)
-    try:
-        r = np.asarray(r, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise TypeError(
-            f"{name} must be a numeric (H, W) array or a Heatmap, got {type(h).__name__}"
-        ) from None
-    if r.ndim != 2:
-        raise ValueError(
-            f"{name} must be 2-D (H, W) (sum relevance over channels first), got shape {r.shape}"
-        )
-    if not np.all(np.isfinite(r)):
-        raise ValueError(f"{name} contains NaN or inf")
-    return r
-
-
-def _as_heatmaps(heatmaps, n=None):
-    if heatmaps is None:
-        raise ValueError("heatmaps are required for this metric / order")
-    if isinstance(heatmaps, np.ndarray):
-        if heatmaps.ndim == 2:
-            heatmaps = heatmaps[None]
-        if heatmaps.ndim != 3:
-            raise ValueError(
-                f"heatmaps must be (n, H, W) or a list of (H, W) maps, got shape {heatmaps.shape}"
-            )
-    elif not isinstance(heatmaps, (list, tuple)):
-        heatmaps = [heatmaps]  # a single Heatmap
-    maps = [_as_relevance(h, f"heatmap {i}") for i, h in enumerate(heatmaps)]
-    if n is not None and len(maps) != n:
-        raise ValueError(f"got {len(maps)} heatmaps for {n} images")
-    if not maps:
-        raise ValueError("no heatmaps given")
-    return maps
-
-
-def _as_images(images):
-    """-> (list of float64 arrays, whether the model should receive stacked arrays)."""
-    if isinstance(images, np.ndarray):
-        if images.ndim < 3:
-            raise ValueError(f"images must be (n, H, W) or (n, H, W, C), got shape {images.shape}")
-        imgs = [np.asarray(im, np.float64) for im in images]
-        stack = True
-    elif isinstance(images, (list, tuple)):
-        imgs = [np.asarray(im, np.float64) for im in images]
-        stack = len({im.shape for im in imgs}) == 1
-    else:
-        raise TypeError(f"images must be an array or a list of arrays, got {type(images).__name__}")
-    if not imgs:
-        raise ValueError("no images given")
-    for i, im in enumerate(imgs):
-        if im.ndim not in (2, 3):
-            raise ValueError(f"image {i} must be (H, W) or (H, W, C), got shape {im.shape}")
-        if not np.all(np.isfinite(im)):
-            raise ValueError(f"image {i} contains NaN or inf")
-    return imgs, stack
-
-
-def _as_masks(masks, boxes, shapes):
-    """Ground truth as a list of (H, W) bool masks, from masks or from (k, 4) boxes (y0, x0, y1, x1)."""
-    if (masks is None) == (boxes is None):
-        raise ValueError("give exactly one of masks= or boxes=")
-    if boxes is not None:
-        if len(boxes) != len(shapes):
-            raise ValueError(f"got {len(boxes)} box sets for {len(shapes)} heatmaps")
-        return boxes_to_masks(boxes, shapes)
-    if isinstance(masks, np.ndarray) and masks.ndim == 2:
-        masks = masks[None]
-    if len(masks) != len(shapes):
-        raise ValueError(f"got {len(masks)} masks for {len(shapes)} heatmaps")
-    out = []
-    for i, (m, shape) in enumerate(zip(masks, shapes)):
-        m = np.asarray(m)
-        if m.shape != shape:
-            raise ValueError(f"mask {i} has shape {m.shape} but heatmap {i} has shape {shape}")
-        out.append(m.astype(bool))
-    return out
-
-
-def _nonempty(masks, what):
-    for i, m in enumerate(masks):
-        if not m.any():
-            raise ValueError(f"mask {i} is empty: {what} is undefined for an image without ground truth")
-
-
-def _maps_and_truth(heatmaps, masks, boxes, what):
-    """Relevance arrays and their ground-truth masks (from masks or boxes), none of them empty."""
-    maps = _as_heatmaps(heatmaps)
-    gts = _as_masks(masks, boxes, [m.shape for m in maps])
-    _nonempty(gts, what)
-    return maps, gts
-
-
-def boxes_to_masks(boxes, shapes):
-    """Boxes -> masks.
-
-    Parameters
-    ----------
-    boxes : sequence of array-like, each (k, 4)
-        Per image, half-open 0-based boxes ``(y0, x0, y1, x1)``; they are clipped to the image.
-    shapes : sequence of (H, W)
-
-    Returns
-    -------
-    list of ndarray of bool, each (H, W)
-
-    Examples
-    --------
-    >>> from bowlrp.evaluation import boxes_to_masks
-    >>> int(boxes_to_masks([[[1, 1, 3, 4]]], [(5, 5)])[0].sum())
-    6
-    """
-    out = []
-    for i, (b, (h, w)) in enumerate(zip(boxes, shapes)):
-        b = np.asarray(b, dtype=np.int64)
-        if b.size and (b.ndim != 2 or b.shape[1] != 4):
-            raise ValueError(f"boxes {i} must be (k, 4) rows of (y0, x0, y1, x1), got shape {b.shape}")
-        m = np.zeros((h, w), bool)
-        for y0, x0, y1, x1 in b.reshape(-1, 4):
-            m[max(y0, 0) : max(min(y1, h), 0), max(x0, 0) : max(min(x1, w), 0)] = True
-        out.append(m)
-    return out
-
-
-# --------------------------------------------------------------------------- region perturbation
 
 
 def _region_sums(relevance, r):
@@ -333,13 +182,13 @@ class PerturbationCurve:
 
     @property
     def aopc_per_image(self) -> np.ndarray:
-        """(n,): 1/(L+1) * sum_k (f(x^0) - f(x^k)) per image."""
-        return self.drops.sum(axis=1) / (self.n_steps + 1)
+        """(n,): 1/(L+1) * sum_k (f(x^0) - f(x^k)) per image (:func:`aopc_per_image`)."""
+        return aopc_per_image(self.scores)
 
     @property
     def aopc(self) -> float:
-        """AOPC = 1/(L+1) * mean over images of sum_{k=0..L} (f(x^0) - f(x^k))."""
-        return float(self.aopc_per_image.mean())
+        """AOPC = 1/(L+1) * mean over images of sum_{k=0..L} (f(x^0) - f(x^k)) (:func:`aopc`)."""
+        return aopc(self.scores)
 
     @property
     def aopc_by_step(self) -> np.ndarray:
@@ -362,14 +211,14 @@ class PerturbationCurve:
             "n_images": int(self.scores.shape[0]),
             "n_steps": self.n_steps,
             "aopc": self.aopc,
-            "aopc_sem": float(self.aopc_per_image.std(ddof=1) / np.sqrt(len(self.scores)))
-            if len(self.scores) > 1
-            else 0.0,
+            "aopc_sem": aopc_sem(self.scores),
             "mean_curve": self.mean_curve.tolist(),
         }
 
     def plot(self, ax=None, label=None, **kwargs):
         """Plot the mean score against the number of steps (matplotlib imported lazily)."""
+        from bowlrp.evaluation.plotting import plot_perturbation_curves
+
         return plot_perturbation_curves({label or self.order: self}, ax=ax, **kwargs)
 
 
@@ -552,8 +401,29 @@ def perturbation_curves(
     return out
 
 
+def _score_matrix(scores) -> np.ndarray:
+    s = np.asarray(scores, np.float64)
+    if s.ndim != 2 or s.shape[1] < 1:
+        raise ValueError(f"scores must be (n, L+1), got shape {s.shape}")
+    return s
+
+
+def aopc_per_image(scores) -> np.ndarray:
+    """AOPC of each image, 1/(L+1) * sum_{k=0..L} (f(x^0) - f(x^k)), from a score matrix (n, L+1)
+    whose column 0 holds the intact images' scores. The one AOPC computation of the package.
+
+    Examples
+    --------
+    >>> from bowlrp.evaluation import aopc_per_image
+    >>> aopc_per_image([[3.0, 1.0, 0.0], [1.0, 1.0, 1.0]])
+    array([1.66666667, 0.        ])
+    """
+    s = _score_matrix(scores)
+    return (s[:, :1] - s).sum(axis=1) / s.shape[1]
+
+
 def aopc(scores) -> float:
-    """AOPC of a score matrix (n, L+1) whose column 0 holds the intact images' scores.
+    """AOPC of a score matrix (n, L+1): the mean over images of :func:`aopc_per_image`.
 
     Examples
     --------
@@ -561,192 +431,10 @@ def aopc(scores) -> float:
     >>> aopc([[3.0, 1.0, 0.0]])   # (0 + 2 + 3) / 3
     1.6666666666666667
     """
-    s = np.asarray(scores, np.float64)
-    if s.ndim != 2 or s.shape[1] < 1:
-        raise ValueError(f"scores must be (n, L+1), got shape {s.shape}")
-    return float(((s[:, :1] - s).sum(axis=1) / s.shape[1]).mean())
+    return float(aopc_per_image(scores).mean())
 
 
-# --------------------------------------------------------------------------- localization
-
-
-def relevance_mass_accuracy(heatmaps, masks=None, boxes=None) -> np.ndarray:
-    """Share of each heatmap's positive relevance that falls inside the ground truth.
-
-    ``sum(R+ inside) / sum(R+)``; a heatmap with no positive relevance scores 0 (it points nowhere).
-
-    Parameters
-    ----------
-    heatmaps : (n, H, W) array or list of (H, W) arrays / Heatmaps
-    masks : (n, H, W) bool array or list, optional
-    boxes : list of (k, 4) arrays (y0, x0, y1, x1), optional
-        Give exactly one of ``masks`` and ``boxes``.
-
-    Returns
-    -------
-    ndarray, shape (n,)
-        In [0, 1]. Chance level is :func:`mask_fraction`.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from bowlrp.evaluation import relevance_mass_accuracy
-    >>> R = np.array([[3.0, 1.0], [-5.0, 0.0]])
-    >>> relevance_mass_accuracy(R, masks=np.array([[True, False], [True, False]])).tolist()
-    [0.75]
-    """
-    maps, gts = _maps_and_truth(heatmaps, masks, boxes, "relevance mass accuracy")
-    out = np.empty(len(maps))
-    for i, (r, m) in enumerate(zip(maps, gts)):
-        pos = np.maximum(r, 0.0)
-        total = pos.sum()
-        out[i] = pos[m].sum() / total if total > 0 else 0.0
-    return out
-
-
-def relevance_rank_accuracy(heatmaps, masks=None, boxes=None) -> np.ndarray:
-    """Share of the K most relevant pixels that lie inside the ground truth, K = mask size.
-
-    Pixels tied at the K-th value count by their expectation under random tie-breaking.
-
-    Returns
-    -------
-    ndarray, shape (n,)
-        In [0, 1]; chance level is :func:`mask_fraction`.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from bowlrp.evaluation import relevance_rank_accuracy
-    >>> R = np.array([[3.0, 1.0], [2.0, 0.0]])
-    >>> relevance_rank_accuracy(R, masks=np.array([[True, True], [False, False]])).tolist()
-    [0.5]
-    """
-    maps, gts = _maps_and_truth(heatmaps, masks, boxes, "relevance rank accuracy")
-    out = np.empty(len(maps))
-    for i, (r, m) in enumerate(zip(maps, gts)):
-        k = int(m.sum())
-        t = np.partition(r.ravel(), r.size - k)[r.size - k]  # the K-th largest value
-        above, tied = r > t, r == t
-        need = k - int(above.sum())
-        hits = (above & m).sum() + need * (tied & m).sum() / tied.sum()
-        out[i] = hits / k
-    return out
-
-
-def pointing_game(heatmaps, masks=None, boxes=None, tolerance=0) -> np.ndarray:
-    """Whether the most relevant pixel lies inside the ground truth (grown by ``tolerance`` pixels).
-
-    Zhang et al. (ECCV 2016) use a tolerance of 15 pixels. When several pixels share the maximum, the
-    score is the share of them inside (the expected hit under random tie-breaking).
-
-    Returns
-    -------
-    ndarray, shape (n,)
-        1.0 hit, 0.0 miss (fractions only for ties).
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from bowlrp.evaluation import pointing_game
-    >>> R = np.zeros((5, 5)); R[0, 0] = 1.0
-    >>> m = np.zeros((5, 5), bool); m[2, 2] = True
-    >>> pointing_game(R, masks=m).tolist(), pointing_game(R, masks=m, tolerance=3).tolist()
-    ([0.0], [1.0])
-    """
-    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, np.integer)) or tolerance < 0:
-        raise ValueError(f"tolerance must be a non-negative integer (pixels), got {tolerance!r}")
-    maps, gts = _maps_and_truth(heatmaps, masks, boxes, "the pointing game")
-    if tolerance:
-        yy, xx = np.mgrid[-tolerance : tolerance + 1, -tolerance : tolerance + 1]
-        disk = yy**2 + xx**2 <= tolerance**2
-        gts = [binary_dilation(m, structure=disk) for m in gts]
-    out = np.empty(len(maps))
-    for i, (r, m) in enumerate(zip(maps, gts)):
-        top = r == r.max()
-        out[i] = (top & m).sum() / top.sum()
-    return out
-
-
-def mask_fraction(masks=None, boxes=None, shapes=None) -> np.ndarray:
-    """Area fraction of each ground-truth mask: the chance level of mass and rank accuracy.
-
-    Parameters
-    ----------
-    masks : (n, H, W) bool array or list, optional
-    boxes : list of (k, 4) arrays, optional (then ``shapes`` is required)
-    shapes : list of (H, W), optional
-
-    Returns
-    -------
-    ndarray, shape (n,)
-    """
-    if boxes is not None:
-        if shapes is None:
-            raise ValueError("mask_fraction with boxes= needs shapes=")
-        gts = boxes_to_masks(boxes, shapes)
-    else:
-        if masks is None:
-            raise ValueError("give masks= or boxes=")
-        if isinstance(masks, np.ndarray) and masks.ndim == 2:
-            masks = masks[None]
-        gts = [np.asarray(m, bool) for m in masks]  # a list may hold masks of different sizes
-    return np.array([m.mean() for m in gts])
-
-
-def localization_scores(heatmaps, masks=None, boxes=None, tolerance=0) -> dict:
-    """Mean relevance mass accuracy, rank accuracy and pointing game, with the chance level.
-
-    Returns
-    -------
-    dict
-        ``mass_accuracy``, ``rank_accuracy``, ``pointing_game``, ``chance`` (mean mask fraction),
-        ``n_images``; plain floats, JSON-ready.
-    """
-    maps = _as_heatmaps(heatmaps)
-    gts = _as_masks(masks, boxes, [m.shape for m in maps])
-    return {
-        "mass_accuracy": float(relevance_mass_accuracy(maps, masks=gts).mean()),
-        "rank_accuracy": float(relevance_rank_accuracy(maps, masks=gts).mean()),
-        "pointing_game": float(pointing_game(maps, masks=gts, tolerance=tolerance).mean()),
-        "chance": float(mask_fraction(masks=gts).mean()),
-        "n_images": len(maps),
-    }
-
-
-# --------------------------------------------------------------------------- plots
-
-
-def plot_perturbation_curves(curves, ax=None, normalize=False, title=None):
-    """Plot mean score against perturbation steps, one line per curve.
-
-    Parameters
-    ----------
-    curves : dict of label -> PerturbationCurve (labels may be (method, order) tuples)
-    ax : matplotlib Axes or None
-        None creates a new figure.
-    normalize : bool
-        Divide each mean curve by its value at k = 0.
-    title : str or None
-
-    Returns
-    -------
-    matplotlib Axes
-    """
-    if ax is None:
-        import matplotlib.pyplot as plt  # lazily: plotting is optional
-
-        _, ax = plt.subplots(figsize=(5, 3.5))
-    for label, curve in curves.items():
-        name = " / ".join(label) if isinstance(label, tuple) else str(label)
-        y = curve.mean_curve
-        if normalize and y[0] != 0:
-            y = y / y[0]
-        style = "--" if curve.order == "lerf" else (":" if curve.order == "random" else "-")
-        ax.plot(np.arange(y.size), y, style, label=f"{name} (AOPC {curve.aopc:.3g})")
-    ax.set_xlabel(f"perturbation steps ({next(iter(curves.values())).region_size} px regions)")
-    ax.set_ylabel("mean score" + (" / initial" if normalize else ""))
-    if title:
-        ax.set_title(title)
-    ax.legend(fontsize=7)
-    return ax
+def aopc_sem(scores) -> float:
+    """Standard error of the mean of :func:`aopc_per_image` (0.0 for a single image)."""
+    per_image = aopc_per_image(scores)
+    return float(per_image.std(ddof=1) / np.sqrt(len(per_image))) if len(per_image) > 1 else 0.0

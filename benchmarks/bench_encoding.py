@@ -1,0 +1,94 @@
+"""Benchmark: the BoW ``transform`` of a batch of small crops, with our dense SIFT and with OpenCV's.
+
+    .venv/bin/python benchmarks/bench_encoding.py            # 200 crops of 64 x 64, 7 rounds
+    .venv/bin/python benchmarks/bench_encoding.py --quick    # 60 crops, 3 rounds
+
+What is measured, in one process (ratios, not seconds, are meaningful on a shared machine):
+
+* two ``BoWClassifier`` (step 4, bin 4, rank mapping, mean pooling) fitted on the same 64 x 64 gray
+  crops of scikit-image / scikit-learn sample photos, one with ``backend="numba"``, one with
+  ``backend="opencv"``; the same vocabulary sizes (64 and 256 words);
+* per batch: the extraction alone (``clf._extract``), the encoding alone (``clf._encode`` of the
+  extracted features: distances, top-n selection, pooling) and the whole ``transform``; one thread;
+* rounds alternate between the contestants; medians over rounds and the spread (min..max) are printed.
+
+Target (issue 15): the encoding costs no more than our extraction, and ``transform`` with our SIFT is
+at least 5x faster than with OpenCV's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from bench_sift import make_images  # noqa: E402
+
+from bowlrp.bow.classifier import BoWClassifier  # noqa: E402
+from bowlrp.jit import limited_threads  # noqa: E402
+
+
+def interleaved(fns, rounds):
+    """Each callable's times over ``rounds`` alternating rounds (seconds)."""
+    times = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def summary(ts):
+    ts = np.asarray(ts) * 1e3
+    return f"{np.median(ts):8.1f} ms [{ts.min():.1f}..{ts.max():.1f}]"
+
+
+def measure(images, y, words, rounds):
+    """Times of extraction, encoding and transform with each backend, one thread."""
+    with limited_threads(1):
+        clfs = {b: BoWClassifier(vocabulary_size=words, backend=b, random_state=0).fit(images, y)
+                for b in ("numba", "opencv")}
+        feats = clfs["numba"]._extract(images)
+        fns = {
+            "ours: extract": lambda: clfs["numba"]._extract(images),
+            "ours: encode": lambda: clfs["numba"]._encode(feats),
+            "ours: transform": lambda: clfs["numba"].transform(images),
+            "opencv: extract": lambda: clfs["opencv"]._extract(images),
+            "opencv: transform": lambda: clfs["opencv"].transform(images),
+        }
+        return interleaved(fns, rounds)
+
+
+def report(words, t, rounds):
+    print(f"\n{words} words (median [min..max] of {rounds} rounds)")
+    for name, ts in t.items():
+        print(f"  {name:<20}{summary(ts)}")
+    med = {k: float(np.median(v)) for k, v in t.items()}
+    print(f"  encode / our extract          {med['ours: encode'] / med['ours: extract']:.2f}")
+    print(f"  transform: opencv / ours      {med['opencv: transform'] / med['ours: transform']:.2f}x")
+    per_round = np.asarray(t["opencv: transform"]) / np.asarray(t["ours: transform"])
+    print(f"  (per-round ratios {per_round.min():.2f}..{per_round.max():.2f})")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args(argv)
+    n, rounds = (60, 3) if args.quick else (200, 7)
+    images = make_images(n, size=64, seed=1)
+    y = np.arange(n) % 2
+    print(f"transform of {n} gray crops 64 x 64, one thread; load average {os.getloadavg()[0]:.1f} "
+          "(2 cores shared with other jobs)")
+    for words in (64, 256):
+        report(words, measure(images, y, words, rounds), rounds)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

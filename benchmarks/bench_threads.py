@@ -1,0 +1,118 @@
+"""Benchmark: what a second thread buys, within one process (issue 15, "both cores").
+
+    .venv/bin/python benchmarks/bench_threads.py            # 7 rounds
+    .venv/bin/python benchmarks/bench_threads.py --quick    # 3 rounds, smaller batches
+
+Each workload runs with one thread (``bowlrp.jit.limited_threads(1)``: numba and BLAS) and with two
+(``limited_threads(2)``), the two settings alternating round by round; medians, spreads (min..max)
+and the ratio of the medians are printed, with the load average (the machine has 2 cores shared
+with other jobs: a second thread only helps when the other core is free).
+
+* a VGG-style CNN (float32, 3 x 64 x 64 inputs, batch 32: conv 3x3 32-32-pool-64-64-pool-128-128-
+  pool-256-256-pool, dense 256, dense 10, He-initialised weights): ``model(X)`` and
+  ``nets.LRP(model, "epsilon_plus_flat").relevance(X)``;
+* the same forward by (numba, BLAS) thread counts (1,1), (1,2), (2,1), (2,2), the measurement that
+  located the oversubscription (busy-waiting OpenMP workers of numba against OpenBLAS's threads);
+* forward and LRP through ``bowlrp.jit.split_batch``: the batch in halves on two threads, each with
+  serial kernels and one BLAS thread (one pool only);
+* a ``BoWClassifier`` (step 4, bin 4, 64 words, intersection kernel) on 96 x 96 generated scenes:
+  ``transform`` and ``explain`` of a batch of 48 images.
+
+Target: two threads at least 1.6x faster than one for each workload.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+from bowlrp.jit import limited_threads, split_batch
+
+
+def he(rng, shape, fan_in):
+    return rng.normal(size=shape) * np.sqrt(2.0 / fan_in)
+
+
+def build_vgg(rng, side=64):
+    import nets
+
+    layers, channels = [], 3
+    for out in (32, 32, None, 64, 64, None, 128, 128, None, 256, 256, None):
+        if out is None:
+            layers.append(nets.MaxPool2D(2))
+            continue
+        w = he(rng, (out, channels, 3, 3), 9 * channels)
+        layers += [nets.Conv2D(w, rng.normal(size=out) * 0.01, padding=1), nets.ReLU()]
+        channels = out
+    flat = channels * (side // 16) ** 2
+    layers += [nets.Flatten(), nets.Dense(he(rng, (256, flat), flat), np.zeros(256)), nets.ReLU(),
+               nets.Dense(he(rng, (10, 256), 256), np.zeros(10))]
+    return nets.Sequential(layers).astype(np.float32)
+
+
+def interleaved(settings, fn, rounds):
+    """Times (seconds) of ``fn`` under each thread setting, the settings alternating round by round."""
+    times = {key: [] for key in settings}
+    for _ in range(rounds):
+        for key, (numba_threads, blas_threads) in settings.items():
+            with limited_threads(numba_threads), limited_threads(blas_threads, numba_threads=False,
+                                                                 user_api="blas"):
+                t0 = time.perf_counter()
+                fn()
+                times[key].append(time.perf_counter() - t0)
+    return times
+
+
+def report(name, times, one="1 thread", two="2 threads"):
+    med = {k: float(np.median(v)) * 1e3 for k, v in times.items()}
+    parts = [f"{k}: {med[k]:7.1f} ms [{1e3 * min(v):.1f}..{1e3 * max(v):.1f}]" for k, v in times.items()]
+    ratio = f"   speed-up {med[one] / med[two]:.2f}x" if one in med and two in med else ""
+    print(f"{name:<22}" + "   ".join(parts) + ratio, flush=True)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args(argv)
+    rounds = 3 if args.quick else 7
+    import nets
+
+    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (shared machine); "
+          f"{rounds} interleaved rounds, median [min..max]")
+    both = {"1 thread": (1, 1), "2 threads": (2, 2)}
+    rng = np.random.default_rng(0)
+    model = build_vgg(rng)
+    X = rng.random((16 if args.quick else 32, 3, 64, 64)).astype(np.float32)
+    lrp = nets.LRP(model, "epsilon_plus_flat")
+    lrp.relevance(X[:2])  # numba warm-up
+    model(X)
+    grid = {f"({a},{b})": (a, b) for a in (1, 2) for b in (1, 2)}
+    report("VGG forward by (numba, BLAS)", interleaved(grid, lambda: model(X), rounds), "(1,1)", "(2,2)")
+    # the batch in two halves on two threads, serial kernels and one BLAS thread each (split_batch;
+    # with one thread it is the plain call)
+    report("VGG forward, split", interleaved(both, lambda: split_batch(model, X), rounds))
+    report("VGG LRP, split", interleaved(both, lambda: split_batch(lrp.relevance, X), rounds))
+    if not args.quick:  # one pool of each: slow and erratic when the machine is busy
+        report("VGG forward", interleaved(both, lambda: model(X), rounds))
+        report("VGG LRP", interleaved(both, lambda: lrp.relevance(X), rounds))
+
+    from bowlrp.app.scenes import make_scenes
+    from bowlrp.bow.classifier import BoWClassifier
+
+    train = make_scenes(n_images=40, size=96, random_state=1)
+    test = make_scenes(n_images=24 if args.quick else 48, size=96, random_state=2)
+    with limited_threads(1):
+        clf = BoWClassifier(vocabulary_size=64, random_state=0).fit(list(train.images), train.labels)
+    images = list(test.images)
+    clf.explain(images[:2])  # warm-up
+    report("BoW transform", interleaved(both, lambda: clf.transform(images), rounds))
+    report("BoW explain", interleaved(both, lambda: clf.explain(images), rounds))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""The orchestrator: explain a fitted ``BoWClassifier`` by running its forward pass backwards.
+
+image -> local features -> mapping -> pooling -> BoW vector -> kernel SVM -> score, then
+score -> BoW dimensions (:mod:`.kernel`, Eqs 24-25) -> local features (:mod:`.pooling`, Eqs 26-32)
+-> pixels (:mod:`.pixels`, Eqs 33-34), each result packed into a :class:`~bowlrp.heatmap.Heatmap`.
+Only public methods of the classifier are used.
+
+Binary classifiers score the positive class ``classes_[1]``; explaining ``classes_[0]`` explains the
+negated score -f(x) (the relevance of every level is negated).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+from sklearn.utils.validation import check_is_fitted
+
+from bowlrp.bow.decompose.kernel import explain_bow
+from bowlrp.bow.decompose.pixels import pixel_relevance
+from bowlrp.bow.decompose.pooling import feature_relevance
+from bowlrp.heatmap import Heatmap
+
+__all__ = ["explain_classifier"]
+
+
+def explain_classifier(clf, images, target=None, n_candidates=16, n_roots=1, random_state=0):
+    """Explain a fitted :class:`~bowlrp.bow.classifier.BoWClassifier` (what ``clf.explain`` runs).
+
+    The forward pass backwards, through the classifier's public methods only: features are extracted
+    (:meth:`~bowlrp.bow.classifier.BoWClassifier.extract_features`) and encoded
+    (:meth:`~bowlrp.bow.classifier.BoWClassifier.encode_features`) once; the decision values come from
+    :meth:`~bowlrp.bow.classifier.BoWClassifier.decision_from_bows` (the code path of
+    ``decision_function``), so ``Heatmap.score`` equals ``decision_function`` exactly, and for
+    sum-decomposable kernels the pixel map sums to it up to float rounding (``Heatmap.residual``).
+    Then each class's :meth:`~bowlrp.bow.classifier.BoWClassifier.kernel_expansion` goes through
+    Step 3 (:mod:`~bowlrp.bow.decompose.kernel`), Step 2 (:mod:`~bowlrp.bow.decompose.pooling`) and
+    Step 1 (:mod:`~bowlrp.bow.decompose.pixels`).
+
+    Parameters
+    ----------
+    clf : fitted BoWClassifier
+    images : sequence of images
+    target : None, class label, or list of class labels
+        ``None`` explains each image's predicted class. A single label explains that class for
+        every image. A list (or tuple / array) explains each of its classes for every image. Labels
+        are matched against ``clf.classes_``; when the labels are not integers, an int is also
+        accepted as an index into ``classes_``. For a binary classifier, explaining ``classes_[0]``
+        explains the negated decision value.
+    n_candidates, n_roots, random_state
+        Root search of the Taylor kernels (see :func:`find_root`); ignored by exact kernels. An int
+        seed seeds each image's search on its own, so an image's map does not depend on the batch.
+
+    Returns
+    -------
+    list of Heatmap, or list of list of Heatmap
+        One Heatmap per image when ``target`` is None or a single label; when ``target`` is a list,
+        one list per image holding one Heatmap per requested target, in the order given.
+    """
+    check_is_fitted(clf, ["svm_", "vocabularies_"])
+    features = clf.extract_features(images)
+    encodings = clf.encode_features(features)
+    V = clf.support_vectors_.shape[1]
+    X = np.stack([e.x for e in encodings]) if encodings else np.zeros((0, V))
+    decision = clf.decision_from_bows(X)
+    classes = np.asarray(clf.classes_)
+
+    if isinstance(target, np.ndarray) and target.ndim == 0:
+        target = target.item()
+    many = isinstance(target, (list, tuple, np.ndarray))
+    if target is None:
+        per_image = [[int(c)] for c in clf.predicted_class_index(decision)]
+    else:
+        requested = [clf.class_index(t) for t in (target if many else [target])]
+        if many and not requested:
+            raise ValueError("target is an empty list: give at least one class to explain")
+        per_image = [requested] * len(encodings)
+
+    # Step 3, one batched call per SVM output over the images that need it. Two classes share one
+    # output: classes_[0] is explained as -f, whose relevance at every level (and Taylor root search,
+    # which is symmetric under f -> -f) is exactly the negation of f's, so f is decomposed once.
+    bow_rel: dict = {}
+    binary = len(classes) == 2
+    groups = [1] if binary else sorted({c for cs in per_image for c in cs})
+    for c in groups:
+        rows = [i for i, cs in enumerate(per_image) if (binary and cs) or c in cs]
+        f = clf.kernel_expansion(classes[c])
+        R3, taylor = explain_bow(f, X[rows], clf.train_bows_, n_candidates, n_roots, random_state,
+                                 candidate_scores=clf.training_scores(c) if not f.exact else None)
+        for k, i in enumerate(rows):
+            bow_rel[i, c] = (R3[k], taylor[k], f.intercept)
+            if binary and 0 in per_image[i]:
+                bow_rel[i, 0] = (-R3[k], None if taylor[k] is None else taylor[k].negated(), -f.intercept)
+
+    method = f"bow-lrp/{clf.kernel}"
+    bounds = np.array([[s.start, s.stop] for s in encodings[0].channel_slices]) if encodings else None
+    out = []
+    for i, (feat, enc) in enumerate(zip(features, encodings)):
+        boxes = feat.boxes()
+        maps = []
+        for c in per_image[i]:
+            R3, taylor, intercept = bow_rel[i, c]
+            score = clf.class_scores(decision[i:i + 1], c)[0]
+            R2 = feature_relevance(enc.mapping, R3, enc.p, enc.channel_slices, feat.channel)
+            R1 = pixel_relevance(R2, boxes, feat.image_shape)
+            extras = {
+                "kernel": clf.kernel,
+                "p": float(enc.p),
+                "intercept": float(intercept),
+                "bow": enc.x,
+                "bow_relevance": R3,
+                "feature_relevance": R2,
+                "feature_centers": feat.centers,
+                "feature_support": feat.support,
+                "feature_channel": feat.channel,
+                "feature_boxes": boxes,
+                "channel_slices": bounds,
+                "level_sums": {"bow": float(R3.sum()), "features": float(R2.sum()),
+                               "pixels": float(R1.sum())},
+            }
+            if taylor is not None:
+                extras["taylor"] = {
+                    "root": taylor.root,
+                    "f_root": float(taylor.f_root),
+                    "residual": float(taylor.residual),
+                    "bracketed": int(taylor.bracketed),
+                    "n_roots": int(taylor.roots.shape[0]),
+                    "candidate": int(taylor.candidate),
+                }
+            image = np.asarray(images[i])
+            maps.append(Heatmap(R1, score=float(score), target=classes[c], method=method,
+                                image=image if image.shape[:2] == R1.shape else None, extras=extras))
+        out.append(maps if many else maps[0])
+        every = max(1, len(encodings) // 10)
+        if getattr(clf, "verbose", False) and (i + 1 == len(encodings) or (i + 1) % every == 0):
+            print(f"[bowlrp] explained {i + 1}/{len(encodings)} images", file=sys.stderr, flush=True)
+    return out

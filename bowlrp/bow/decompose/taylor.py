@@ -1,0 +1,223 @@
+"""Step 3 for differentiable kernels: the Taylor expansion at a root (Bach et al. 2015, Eqs 17-18, 25).
+
+R3_d = (x_d - x0_d) df/dz_d(x0) at a root x0 (f(x0) = 0) on a segment between x and a training BoW
+z of the opposite sign. The root on each segment comes from the shared bracketed root search of the
+core (:func:`bowlrp.roots.bracketed_roots`, a safeguarded Illinois/secant method, all candidate
+segments in one vectorised call per step), the gradient from the kernel registry.
+
+EXTENSIONS: when no candidate has the opposite sign, the expansion point is the candidate with the
+smallest |f| (``bracketed = False``, its f value reported); when f(x) = 0, x is its own root and
+R3 = 0. The residual rho = f(x) - sum R3 is always reported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.utils import check_random_state
+
+from bowlrp.bow.decompose.expansion import KernelExpansion
+from bowlrp.bow.kernels import kernel_spec
+from bowlrp.roots import bracketed_roots
+
+__all__ = ["TaylorResult", "taylor_relevance", "find_root", "find_roots"]
+
+
+@dataclass
+class TaylorResult:
+    """Step 3 by a first-order Taylor expansion at a root (Eq 25) for one BoW vector.
+
+    Attributes
+    ----------
+    relevance : ndarray (V,)
+        R3_d = (x_d - x0_d) df/dz_d(x0) (averaged over the ``roots`` used when more than one).
+    root : ndarray (V,)
+        The best root x0 (smallest |residual|).
+    f_root : float
+        f(x0) (|f(x0)| <= the root tolerance when a bracketing candidate existed).
+    score : float
+        f(x).
+    residual : float
+        rho = f(x) - relevance.sum(): what the first-order expansion does not explain.
+    roots : ndarray (r, V)
+        The roots whose relevance was averaged.
+    candidate : int
+        Index (into the candidates given) the best root was found from, -1 if x itself is a root.
+    bracketed : bool
+        False when no candidate of the opposite sign existed; the root is then the candidate with
+        the smallest |f| (EXTENSION) and f_root says how far from a root it is.
+    """
+
+    relevance: np.ndarray
+    root: np.ndarray
+    f_root: float
+    score: float
+    residual: float
+    roots: np.ndarray
+    candidate: int
+    bracketed: bool
+
+    def negated(self) -> TaylorResult:
+        """The result for -f: the same roots, every value and relevance negated."""
+        return TaylorResult(-self.relevance, self.root, -self.f_root, -self.score, -self.residual, self.roots,
+                            self.candidate, self.bracketed)
+
+
+def taylor_relevance(expansion: KernelExpansion, x, root) -> tuple[np.ndarray, float]:
+    """R3 = (x - x0) * grad f(x0) and the residual rho = f(x) - sum R3, for a given root x0.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from bowlrp.bow.decompose import KernelExpansion, taylor_relevance
+    >>> f = KernelExpansion("linear", np.array([[1.0, 2.0]]), np.array([1.0]), -1.0)
+    >>> R3, rho = taylor_relevance(f, np.array([1.0, 1.0]), np.array([1.0, 0.0]))
+    >>> R3, abs(rho) < 1e-12
+    (array([0., 2.]), True)
+    """
+    x = expansion.check_points(x)[0]
+    x0 = expansion.check_points(root)[0]
+    rel = (x - x0) * expansion.gradient(x0)
+    return rel, float(expansion.decision(x)[0] - rel.sum())
+
+
+def find_root(expansion: KernelExpansion, x, candidates, n_candidates=16, n_roots=1, tol=1e-10,
+              max_iter=200, random_state=None, candidate_scores=None) -> TaylorResult:
+    """Step 3 for differentiable kernels: root search (Eqs 17-18) and Taylor relevance (Eq 25).
+
+    Candidates z_j of the opposite sign (f(x) f(z_j) < 0) are drawn (seeded) from ``candidates``;
+    on each segment a x + (1 - a) z_j, a in [0, 1], the bracketed root search
+    (:func:`bowlrp.roots.bracketed_roots`) finds a point with |f| <= ``tol``. Each root x0 gives
+    R3 = (x - x0) grad f(x0) and a residual rho = f(x) - sum R3; the root with the smallest |rho| is
+    kept, or the relevance is averaged over the ``n_roots`` best. When no candidate has the opposite
+    sign (EXTENSION) the candidate with the smallest |f| is used as the expansion point and
+    ``bracketed`` is False; when f(x) = 0, x is its own root and R3 = 0.
+
+    Parameters
+    ----------
+    expansion : KernelExpansion
+        A differentiable kernel (``"exp_chi2"``, ``"rbf"``, or ``"linear"``: the expansion is then
+        exact, rho ~ 0).
+    x : array-like of shape (V,)
+    candidates : array-like of shape (n, V)
+        Typically the training BoW vectors (``BoWClassifier.train_bows_``).
+    n_candidates : int, default=16
+        How many opposite-sign candidates to search towards (drawn at random when there are more).
+    n_roots : int, default=1
+        Average the relevance over the ``n_roots`` roots with the smallest |rho| (r of the paper).
+    tol : float, default=1e-10
+        The root search stops on a segment when |f| <= tol.
+    max_iter : int, default=200
+        Evaluations per segment at most (the safeguarded secant search needs about 6-12).
+    random_state : int, RandomState or None
+        Seeds the draw of the candidates (only used when there are more than ``n_candidates``).
+    candidate_scores : array-like of shape (n,), optional
+        f(candidates), when already known (``BoWClassifier`` keeps them from fitting).
+
+    Returns
+    -------
+    TaylorResult
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from bowlrp.bow.decompose import KernelExpansion, find_root
+    >>> rng = np.random.default_rng(0)
+    >>> S = rng.random((6, 4))
+    >>> f = KernelExpansion("rbf", S, np.array([1.0, 1, 1, -1, -1, -1]), 0.0, gamma=2.0)
+    >>> res = find_root(f, S[0], S, random_state=0)
+    >>> bool(abs(res.f_root) <= 1e-10), bool(abs(res.score - res.relevance.sum() - res.residual) < 1e-12)
+    (True, True)
+    """
+    return find_roots(expansion, x, candidates, n_candidates, n_roots, tol, max_iter, random_state,
+                      candidate_scores)[0]
+
+
+def find_roots(expansion: KernelExpansion, X, candidates, n_candidates=16, n_roots=1, tol=1e-10,
+               max_iter=200, random_state=None, candidate_scores=None) -> list[TaylorResult]:
+    """:func:`find_root` for every row of X, with one root search over all their segments at once.
+
+    Each row's candidates are drawn as in :func:`find_root` (an int seed seeds every row's draw on
+    its own; a RandomState instance is consumed row after row), and every segment's search depends
+    only on its own values, so a row's result does not depend on the other rows.
+
+    Returns
+    -------
+    list of TaylorResult, one per row of X
+    """
+    if not kernel_spec(expansion.kernel).differentiable:
+        raise ValueError(f"the Taylor path needs a differentiable kernel, got {expansion.kernel!r}")
+    if int(n_candidates) < 1 or int(n_roots) < 1:
+        raise ValueError(f"n_candidates and n_roots must be >= 1, got {n_candidates}, {n_roots}")
+    X = expansion.check_points(X)
+    C = expansion.check_points(candidates)
+    if C.shape[0] == 0:
+        raise ValueError("the root search needs at least one candidate BoW vector")
+    if candidate_scores is None:
+        fc = expansion.decision(C)
+    else:
+        fc = np.asarray(candidate_scores, dtype=np.float64).ravel()
+        if fc.shape != (C.shape[0],):
+            raise ValueError(f"got {fc.size} candidate scores for {C.shape[0]} candidates")
+    fX = expansion.decision(X)
+    k = int(n_candidates)
+    if random_state is None or isinstance(random_state, (int, np.integer)):
+        # an int seed gives every row the draw RandomState(seed).choice(n, k, replace=False) makes,
+        # i.e. the first k of RandomState(seed).permutation(n): computed once per n, not once per row
+        cache: dict = {}
+
+        def draw(n):
+            if random_state is None:
+                return check_random_state(None).permutation(n)[:k]
+            if n not in cache:
+                cache[n] = check_random_state(random_state).permutation(n)[:k]
+            return cache[n]
+    else:
+        rng = check_random_state(random_state)  # a RandomState instance is consumed row after row
+
+        def draw(n):
+            return rng.permutation(n)[:k]
+    results: list = [None] * X.shape[0]
+    rows, picks = [], []  # segments: (row of X, candidate index)
+    for r, (x, fx) in enumerate(zip(X, fX)):
+        if fx == 0.0:
+            zero = np.zeros_like(x)
+            results[r] = TaylorResult(zero, x.copy(), 0.0, 0.0, 0.0, x[None, :].copy(), -1, True)
+            continue
+        opposite = np.flatnonzero(fc * fx < 0)
+        if opposite.size == 0:
+            # No bracket: expand around the candidate closest to a root (reported via f_root, bracketed).
+            j = int(np.argmin(np.abs(fc)))
+            rel, rho = taylor_relevance(expansion, x, C[j])
+            results[r] = TaylorResult(rel, C[j].copy(), float(fc[j]), float(fx), rho, C[j][None, :].copy(),
+                                      j, False)
+            continue
+        if opposite.size > n_candidates:
+            opposite = np.sort(opposite[draw(opposite.size)])
+        rows.append(np.full(opposite.size, r))
+        picks.append(opposite)
+    if not rows:
+        return results
+    rows, picks = np.concatenate(rows), np.concatenate(picks)
+    Xs, Zs = X[rows], C[picks]
+
+    def on_segments(a, index):  # f(a x + (1 - a) z) for the segments still searched
+        return expansion.values(a[:, None] * Xs[index] + (1.0 - a[:, None]) * Zs[index])
+
+    # a = 0 is the candidate (value f(z), opposite sign), a = 1 is x (value f(x))
+    a, _ = bracketed_roots(on_segments, fc[picks], fX[rows], tol=tol, max_iter=max_iter)
+    roots = a[:, None] * Xs + (1.0 - a[:, None]) * Zs
+    froots = expansion.values(roots)
+    rels = (Xs - roots) * expansion.gradient(roots)
+    for r in np.unique(rows):
+        seg = np.flatnonzero(rows == r)
+        fx = float(fX[r])
+        rhos = fx - rels[seg].sum(axis=1)
+        order = seg[np.argsort(np.abs(rhos), kind="stable")]
+        best = order[: int(n_roots)]
+        rel = rels[best].mean(axis=0)
+        k0 = int(order[0])
+        results[r] = TaylorResult(rel, roots[k0].copy(), float(froots[k0]), fx, float(fx - rel.sum()),
+                                  roots[best].copy(), int(picks[k0]), True)
+    return results

@@ -1,0 +1,89 @@
+"""The numba backend of dense SIFT: orientation fields, then triangular pooling at the grid's bins.
+
+Filter-based dense SIFT (as vlfeat's ``dsift``): Gaussian smoothing (``sigma``), ``np.gradient``
+gradients, 8 orientation planes with linear interpolation in angle (fixed orientation: angle 0 points
+along +x, angles grow counter-clockwise with y up, as in OpenCV), spatial triangular binning (the
+outer bins' triangles reach ``B / 2`` pixels beyond the support; pixels outside the image count as
+zero), then L2 normalisation, clipping at 0.2 and L2 normalisation again. The *energy* of a frame, the
+sum of its raw histogram divided by ``A^2`` (the mean gradient magnitude over the support, image in
+[0, 1]), decides flat patches: below the contrast threshold the descriptor is exactly all-zero.
+The kernels are in :mod:`bowlrp.bow._sift_kernels`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bowlrp.bow import _sift_kernels as _k
+from bowlrp.bow.sift_grid import frame_layout, gaussian_taps
+
+__all__ = ["DESCRIPTOR_CLIP", "orientation_fields", "pooled_descriptors", "numba_descriptors"]
+
+DESCRIPTOR_CLIP = 0.2
+
+
+def orientation_fields(planes, sigma):
+    """Smooth each plane with a Gaussian of ``sigma`` and split its gradient into orientation bins.
+
+    Returns one ``(bin0, w0, w1)`` triple per plane (see :func:`bowlrp.bow._sift_kernels.orientation_field`).
+    Bin sizes that share the smoothing share these fields.
+    """
+    taps = gaussian_taps(sigma)
+    fields = []
+    tmp = smoothed = None
+    for plane in planes:
+        if taps.size > 1:
+            if tmp is None:
+                tmp = np.empty(plane.shape, np.float64)
+                smoothed = np.empty(plane.shape, np.float64)
+            _k.smooth_separable(plane, taps, tmp, smoothed)
+            source = smoothed
+        else:
+            source = plane
+        field = _k.empty_orientation_field(plane.shape)
+        _k.orientation_field(source, *field)
+        fields.append(field)
+    return fields
+
+
+def pooled_descriptors(fields, bin_size, step, threshold, out=None):
+    """Spatial binning and normalisation of precomputed orientation fields for one bin size.
+
+    Returns ``(descriptors (M, 128 * P), energy (M, P), y_starts, x_starts)``, frames in row-major
+    order of the grid (``y_starts`` x ``x_starts``). ``out``, if given, is a C-contiguous
+    (M, 128 * P) float64 array that receives the descriptors (saves a copy of a large array).
+    """
+    height, width = fields[0][0].shape
+    support = 4 * bin_size
+    ys, xs, row_starts, row_index, col_starts, col_index, weights, offset = frame_layout(
+        int(height), int(width), int(bin_size), int(step)
+    )
+    n_frames = ys.size * xs.size
+    shape = (n_frames, 128 * len(fields))
+    if out is None:
+        out = np.empty(shape, np.float64)
+    elif out.shape != shape or out.dtype != np.float64 or not out.flags["C_CONTIGUOUS"]:
+        raise ValueError(f"out must be a C-contiguous float64 array {shape}, got {out.shape}")
+    energy = np.empty((len(fields), n_frames), np.float64)
+    if n_frames == 0:
+        return out, energy.T, ys, xs
+    cols = np.empty((height, col_starts.size, _k.N_ORIENTATIONS), np.float64)
+    pooled = np.empty((row_starts.size, col_starts.size, _k.N_ORIENTATIONS), np.float64)
+    area = float(support * support)
+    for p, (bin0, w0, w1) in enumerate(fields):
+        _k.pool_columns(bin0, w0, w1, col_starts, weights, offset, cols)
+        _k.pool_rows(cols, row_starts, weights, offset, pooled)
+        block = out if len(fields) == 1 else out[:, 128 * p : 128 * (p + 1)]
+        _k.assemble_normalize(
+            pooled, row_index, col_index, area, threshold, DESCRIPTOR_CLIP, block, energy[p]
+        )
+    return out, energy.T, ys, xs
+
+
+def numba_descriptors(planes, bin_size, step, sigma, threshold, out=None):
+    """Dense SIFT of each plane for one bin size with the numba kernels (smoothing ``sigma``).
+
+    Returns ``(descriptors (M, 128 * P), energy (M, P), y_starts, x_starts)``; see
+    :func:`pooled_descriptors`.
+    """
+    return pooled_descriptors(orientation_fields(planes, sigma), bin_size, step, threshold, out)

@@ -1,0 +1,86 @@
+"""The shared bracketed root search (bowlrp.roots) of the Taylor step of both branches."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bowlrp.roots import bracketed_roots
+
+
+def _counted(fn):
+    calls = []
+
+    def evaluate(a, idx):
+        calls.append(len(idx))
+        return fn(a, idx)
+
+    return evaluate, calls
+
+
+def test_roots_are_roots_within_tolerance_in_few_evaluations():
+    rng = np.random.default_rng(0)
+    c = rng.uniform(0.05, 0.95, size=50)
+    k = rng.uniform(1, 8, size=50)
+    # smooth, strongly non-linear, monotone on [0, 1]: tanh(k (a - c))
+    evaluate, calls = _counted(lambda a, idx: np.tanh(k[idx] * (a - c[idx])))
+    a, g = bracketed_roots(evaluate, np.tanh(-k * c), np.tanh(k * (1 - c)), tol=1e-10)
+    assert np.all(np.abs(g) <= 1e-10)
+    np.testing.assert_allclose(a, c, atol=1e-9)
+    np.testing.assert_array_equal(g, np.tanh(k * (a - c)))
+    # bisection needs about 33 halvings for 1e-10; the safeguarded secant far fewer
+    assert len(calls) <= 16 and sum(calls) / 50 <= 10
+
+
+def test_each_segment_is_independent_of_the_others():
+    rng = np.random.default_rng(1)
+    c = rng.uniform(0.1, 0.9, size=12)
+
+    def f(a, idx):
+        return (a - c[idx]) ** 3 + 0.1 * (a - c[idx])
+
+    g0, g1 = f(np.zeros(12), np.arange(12)), f(np.ones(12), np.arange(12))
+    together = bracketed_roots(f, g0, g1)
+    for j in range(12):
+        alone = bracketed_roots(lambda a, idx, j=j: f(a, idx + j), g0[j:j + 1], g1[j:j + 1])
+        assert alone[0][0] == together[0][j] and alone[1][0] == together[1][j]
+
+
+def test_hard_functions_still_converge_no_slower_than_a_third_of_bisection():
+    # a flat plateau next to a steep wall defeats plain regula falsi; the bisection safeguard keeps
+    # the bracket shrinking
+    def f(a, idx):
+        return np.where(a < 0.999, -1e-3 * (1 - a), (a - 0.999) * 1e4)
+
+    evaluate, calls = _counted(f)
+    a, g = bracketed_roots(evaluate, f(np.zeros(1), [0]), f(np.ones(1), [0]), tol=1e-10, max_iter=200)
+    assert abs(g[0]) <= 1e-10 and len(calls) <= 3 * 60
+
+
+def test_end_points_that_are_roots_and_bad_input():
+    a, g = bracketed_roots(lambda a, idx: a, [0.0, -1.0], [1.0, 0.0])
+    np.testing.assert_array_equal(a, [0.0, 1.0])
+    np.testing.assert_array_equal(g, [0.0, 0.0])
+    with pytest.raises(ValueError, match="opposite sign"):
+        bracketed_roots(lambda a, idx: a, [1.0], [2.0])
+    with pytest.raises(ValueError, match="NaN"):
+        bracketed_roots(lambda a, idx: a, [np.nan], [1.0])
+    with pytest.raises(ValueError, match="NaN, inf or a wrong shape"):
+        bracketed_roots(lambda a, idx: np.full(len(a), np.nan), [-1.0], [1.0])
+    with pytest.raises(ValueError, match="same length"):
+        bracketed_roots(lambda a, idx: a, [-1.0, -1.0], [1.0])
+
+
+def test_both_branches_use_it():
+    # the BoW Taylor step and nets.TaylorDecomposition run this search; the network one says what its
+    # references are for instead of failing on a missing argument
+    import nets
+    from bowlrp.bow.decompose import taylor
+
+    assert taylor.bracketed_roots is bracketed_roots
+    from nets import attribution
+
+    assert attribution.bracketed_roots is bracketed_roots
+    model = nets.Sequential([nets.Dense(np.ones((1, 3)), np.array([-1.0]))])
+    with pytest.raises(TypeError, match="references=.*training samples"):
+        nets.TaylorDecomposition(model)
