@@ -53,6 +53,9 @@ class GraphBuilder:
         self.inputs: dict[str, list[str]] = {}  # node name -> names of the nodes it reads
         self.shapes: dict[str, tuple] = {GRAPH_INPUT: self.input_shape}
         self._materialized: dict[tuple, str] = {}
+        # nodes whose output also goes by another name (Identity, Dropout, Cast): the callers count
+        # the readers of one name only, so folding into such a node could change what the others read
+        self._aliased: set[str] = set()
 
     # -- queries -----------------------------------------------------------------------------
     def is_data(self, key):
@@ -67,7 +70,7 @@ class GraphBuilder:
         """Name of the node computing ``key`` when its layer kind is in ``kinds`` and the tensor is
         not a reshape of it; else None (used to fold a bias or batch norm into it)."""
         t = self.tensors[key]
-        if t.view is not None or t.node == GRAPH_INPUT:
+        if t.view is not None or t.node == GRAPH_INPUT or t.node in self._aliased:
             return None
         return t.node if self.layers[t.node].kind in kinds else None
 
@@ -100,6 +103,7 @@ class GraphBuilder:
     def alias(self, output_key, key):
         """``output_key`` is the same tensor as ``key`` (Identity, Dropout, a float Cast)."""
         self.tensors[output_key] = self.tensors[key]
+        self._aliased.add(self.tensors[key].node)
 
     def reshape(self, output_key, key, shape, name):
         """``output_key`` is ``key`` reshaped (per sample) to ``shape``; no node is written yet."""

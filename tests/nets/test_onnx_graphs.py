@@ -227,3 +227,23 @@ def test_imported_graphs_save_and_load(name, tmp_path):
     X = sample(name)
     np.testing.assert_array_equal(again(X), net(X))
     assert again.names == net.names
+
+
+def test_a_tensor_read_under_two_names_is_not_folded_into():
+    """Gemm -> y; Identity(y) -> z; z + bias and relu(y) both read the Gemm: folding the bias into it
+    (the bias's input z has one reader) would change what relu(y) reads."""
+    rng = np.random.default_rng(0)
+    W, c = rng.normal(size=(2, 3)), rng.normal(size=2)
+    init = [helper.make_tensor("W", TensorProto.FLOAT, W.shape, W.astype(np.float32).ravel()),
+            helper.make_tensor("c", TensorProto.FLOAT, c.shape, c.astype(np.float32).ravel())]
+    nodes = [helper.make_node("Gemm", ["x", "W"], ["y"], transB=1, name="gemm"),
+             helper.make_node("Identity", ["y"], ["z"], name="same"),
+             helper.make_node("Add", ["z", "c"], ["biased"], name="bias"),
+             helper.make_node("Relu", ["y"], ["r"], name="relu"),
+             helper.make_node("Add", ["biased", "r"], ["out"], name="join")]
+    graph = helper.make_graph(nodes, "aliased",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 2])], init)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    X = rng.normal(size=(4, 3))
+    np.testing.assert_allclose(nets.load_onnx(model)(X), reference(model, X), rtol=1e-5, atol=1e-5)
