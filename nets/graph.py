@@ -128,6 +128,10 @@ class Graph:
     input_range : (low, high) or None
         The range of the data the model was trained on, when known: the default box of the
         ``epsilon_gamma_box`` composite. Saved with the model.
+    input_shape : tuple of int or None
+        The per-sample input shape, when the model says it (an ONNX file with a static input shape,
+        ``from_torch``'s example input); the command line then needs no ``--input-shape``. Kept by
+        ``astype`` and batch-norm folding, saved with the model.
 
     Examples
     --------
@@ -144,7 +148,7 @@ class Graph:
     (4, 2)
     """
 
-    def __init__(self, nodes, inputs=("input",), outputs=None, input_range=None):
+    def __init__(self, nodes, inputs=("input",), outputs=None, input_range=None, input_shape=None):
         nodes = [n if isinstance(n, Node) else Node(*n) for n in nodes]
         if not nodes:
             raise ValueError("a graph needs at least one node")
@@ -173,6 +177,7 @@ class Graph:
         #: per node, the positions in ``trace``'s list of the values it reads
         self.sources = tuple(tuple(index[s] for s in n.inputs) for n in self.nodes)
         self.input_range = None if input_range is None else _check_range(input_range)
+        self.input_shape = None if input_shape is None else tuple(int(v) for v in input_shape)
 
     # ---------------------------------------------------------------------------------------------
     @property
@@ -300,8 +305,8 @@ class Graph:
 
     # ---------------------------------------------------------------------------------------------
     def with_nodes(self, nodes, outputs=None):
-        """A graph of the same kind over new ``nodes`` (same input name and input range)."""
-        return Graph(nodes, self.inputs, outputs or self.outputs, self.input_range)
+        """A graph of the same kind over new ``nodes`` (same input name, range and shape)."""
+        return Graph(nodes, self.inputs, outputs or self.outputs, self.input_range, self.input_shape)
 
     def astype(self, dtype):
         """A copy of the model with every parameter cast to ``dtype`` (float32 or float64)."""

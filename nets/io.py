@@ -4,7 +4,7 @@ Layout of the archive (a plain zip of ``.npy`` members, readable with ``numpy.lo
 
     __architecture__   0-d unicode array: JSON {"format": "nets.Graph", "version": 2,
                        "inputs": [name], "outputs": [name], "sequential": bool,
-                       "input_range": [low, high] or null,
+                       "input_range": [low, high] or null, "input_shape": [C, H, W] or null,
                        "layers": [{"kind", "name", "config", "arrays": [keys], "inputs": [names]}, ...]}
     layer<i>/<key>     the arrays of node i (``layer.get_arrays()``), dtype kept
 
@@ -106,6 +106,7 @@ def save_model(model, path):
         "outputs": list(model.outputs),
         "sequential": isinstance(model, Sequential),
         "input_range": None if model.input_range is None else list(model.input_range),
+        "input_shape": None if model.input_shape is None else list(model.input_shape),
         "layers": layers_meta,
     }
     arrays[_ARCH_KEY] = np.array(json.dumps(architecture, default=_json_default))
@@ -252,6 +253,11 @@ def _build(path, arch, members):
             model = Graph([Node(*n) for n in nodes], arch.get("inputs"), arch.get("outputs"))
         if arch.get("input_range") is not None:
             model.input_range = _check_range(arch["input_range"])
+        if arch.get("input_shape") is not None:
+            shape = arch["input_shape"]
+            if not isinstance(shape, list) or not all(isinstance(v, int) and v > 0 for v in shape):
+                raise ValueError(f"input_shape must be a list of positive integers, got {shape!r}")
+            model.input_shape = tuple(shape)
     except (ValueError, TypeError) as exc:
         raise ValueError(f"{path}: invalid graph ({exc})") from None
     return model

@@ -70,7 +70,7 @@ class Sequential(Graph):
         )
         if chain and outputs in (None, self.outputs, (nodes[-1].name,)):
             model = Sequential([n.layer for n in nodes], [n.name for n in nodes])
-            model.input_range = self.input_range
+            model.input_range, model.input_shape = self.input_range, self.input_shape
             return model
         return super().with_nodes(nodes, outputs)
 

@@ -247,3 +247,12 @@ def test_a_tensor_read_under_two_names_is_not_folded_into():
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     X = rng.normal(size=(4, 3))
     np.testing.assert_allclose(nets.load_onnx(model)(X), reference(model, X), rtol=1e-5, atol=1e-5)
+
+
+def test_the_input_shape_survives_casting_folding_and_saving(tmp_path):
+    net = nets.load_onnx(residual(13))
+    assert net.input_shape == (3, 8, 8)
+    assert net.astype(np.float32).input_shape == (3, 8, 8)
+    again = nets.load(net.save(tmp_path / "net.npz"))
+    assert again.input_shape == (3, 8, 8)
+    np.testing.assert_array_equal(again(sample("residual")), net(sample("residual")))
