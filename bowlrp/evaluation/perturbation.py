@@ -392,6 +392,9 @@ def perturbation_curves(
     -------
     dict of (method, order) -> PerturbationCurve
     """
+    # one seed for every call, settled here: with None or a Generator each call would draw its own,
+    # and the methods would no longer see the same noise (an int seed is kept as it is)
+    kwargs["random_state"] = np.random.SeedSequence(_entropy(kwargs.get("random_state"))).entropy
     out = {}
     for name, maps in heatmaps_by_method.items():
         for order in orders:

@@ -333,3 +333,15 @@ def test_localization_with_images_of_different_sizes():
     assert s["mass_accuracy"] == 0.5 and s["pointing_game"] == 0.5
     assert s["chance"] == pytest.approx((6 / 48 + 20 / 40) / 2)
     np.testing.assert_allclose(mask_fraction(boxes=boxes, shapes=[(6, 8), (10, 4)]), [6 / 48, 0.5])
+
+
+@pytest.mark.parametrize("random_state", [None, "generator", 7])
+def test_every_method_of_perturbation_curves_sees_the_same_noise(linear_case, random_state):
+    """Two methods with the same heatmaps get the same curves whatever the seed is (with None or a
+    Generator, each call used to draw a seed of its own)."""
+    w, X, model, R = linear_case
+    seed = np.random.default_rng(3) if random_state == "generator" else random_state
+    curves = perturbation_curves(model, X, {"a": R, "b": R.copy()}, region_size=6, perturbation="uniform",
+                                 include_random=False, random_state=seed)
+    for order in ("morf", "lerf"):
+        np.testing.assert_array_equal(curves[("a", order)].scores, curves[("b", order)].scores)
