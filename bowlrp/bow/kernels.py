@@ -48,7 +48,6 @@ __all__ = [
     "register_kernel",
     "unregister_kernel",
     "kernel_spec",
-    "check_kernel",
     "gram",
     "KernelColumns",
     "dimension_contributions",
@@ -174,11 +173,6 @@ def kernel_spec(kernel) -> Kernel:
     if not isinstance(kernel, str) or kernel not in REGISTRY:
         raise ValueError(f"unknown kernel {kernel!r}; choose one of {', '.join(REGISTRY)}")
     return REGISTRY[kernel]
-
-
-def check_kernel(kernel):
-    """Return ``kernel`` if it is a known kernel name, else raise a ValueError listing the names."""
-    return kernel_spec(kernel).name
 
 
 def _check_gamma(kernel, gamma):

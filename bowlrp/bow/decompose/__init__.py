@@ -33,11 +33,8 @@ from bowlrp.bow.decompose.pixels import pixel_relevance
 from bowlrp.bow.decompose.pooling import feature_relevance
 from bowlrp.bow.decompose.taylor import TaylorResult, find_root, find_roots, taylor_relevance
 from bowlrp.bow.decompose.tiles import explain_tiles, tile_boxes
-from bowlrp.bow.kernels import KERNELS, REGISTRY
 
 __all__ = [
-    "SUM_DECOMPOSABLE",
-    "DIFFERENTIABLE",
     "KernelExpansion",
     "bow_relevance",
     "taylor_relevance",
@@ -51,7 +48,3 @@ __all__ = [
     "explain_tiles",
     "tile_boxes",
 ]
-
-#: built-in kernels explained exactly (Eq 24) and by a Taylor step (Eq 25); the registry decides
-SUM_DECOMPOSABLE = tuple(k for k in KERNELS if REGISTRY[k].exact)
-DIFFERENTIABLE = tuple(k for k in KERNELS if not REGISTRY[k].exact)
