@@ -85,7 +85,8 @@ def read_image(path, mode: str = "auto", max_pixels: int | None = DEFAULT_MAX_PI
 
     Returns
     -------
-    ndarray, uint8 of shape (H, W) or (H, W, 3); float64 in [0, 1] for 16-bit and float images.
+    ndarray, uint8 of shape (H, W) or (H, W, 3); float64 in [0, 1] for 16-bit images; float images
+    as stored (checked to be finite, not rescaled).
 
     Raises
     ------
@@ -293,23 +294,25 @@ def read_label_csv(path, require_labels: bool = True) -> tuple[list[str], list[s
     path = Path(path)
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
-            rows = [row for row in csv.reader(fh) if row and any(cell.strip() for cell in row)]
+            # (line number, cells) of the non-blank rows: messages name the row as the file numbers it
+            rows = [(reader.line_num, row) for reader in [csv.reader(fh)] for row in reader
+                    if row and any(cell.strip() for cell in row)]
     except (OSError, UnicodeDecodeError) as exc:
         raise ValueError(f"cannot read CSV {str(path)!r}: {exc}") from None
     if not rows:
         raise ValueError(f"CSV {str(path)!r} is empty")
-    header = [cell.strip().lower() for cell in rows[0]]
+    header = [cell.strip().lower() for cell in rows[0][1]]
     path_names, label_names = ("path", "image", "file", "filename"), ("label", "class", "y", "target")
     if any(name in header for name in path_names):
         p_col = next(header.index(n) for n in path_names if n in header)
         l_col = next((header.index(n) for n in label_names if n in header), None)
         rows = rows[1:]
     else:
-        p_col, l_col = 0, (1 if len(rows[0]) > 1 else None)
+        p_col, l_col = 0, (1 if len(rows[0][1]) > 1 else None)
     if l_col is None and require_labels:
         raise ValueError(f"CSV {str(path)!r} has no label column (expected 'path,label')")
     paths, labels = [], []
-    for lineno, row in enumerate(rows, start=2):
+    for lineno, row in rows:
         if p_col >= len(row) or not row[p_col].strip():
             raise ValueError(f"CSV {str(path)!r}, row {lineno}: no path")
         label = row[l_col].strip() if l_col is not None and l_col < len(row) else None

@@ -120,3 +120,13 @@ def test_labelled_folder_and_label_csv(tmp_path):
     (tmp_path / "blank.csv").write_text("\n")
     with pytest.raises(ValueError, match="empty"):
         read_label_csv(tmp_path / "blank.csv")
+
+
+def test_csv_errors_name_the_row_as_the_file_numbers_it(tmp_path):
+    path = tmp_path / "list.csv"
+    path.write_text("a.png,cat\n,dog\n")  # no header: the bad row is line 2
+    with pytest.raises(ValueError, match="row 2: no path"):
+        read_label_csv(path)
+    path.write_text("path,label\n\na.png,cat\n,dog\n")  # a header and a blank line: line 4
+    with pytest.raises(ValueError, match="row 4: no path"):
+        read_label_csv(path)
