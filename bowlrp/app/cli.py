@@ -115,7 +115,7 @@ def _add_batch_options(parser) -> None:
                             "independent of chunking, resuming and workers, bit for bit; larger can be "
                             "faster for big CNNs and agrees to rounding)")
     group.add_argument("-j", "--n-jobs", type=int, default=1,
-                       help="parallel workers via joblib (-1 = all cores)")
+                       help="worker processes (-1 = all cores; our own pool unless --parallel-backend)")
     group.add_argument("--parallel-backend", default=None, choices=PARALLEL_BACKENDS,
                        help="joblib backend of the -j workers (default: our own pool), not fit's SIFT one")
     # the old spelling: unambiguous here (explain has no SIFT backend), kept for existing scripts

@@ -238,6 +238,9 @@ def _read_safe(path):
         raise _unreadable(path, f"damaged or foreign archive: {exc}") from None
     except Exception as exc:  # BadZipFile, zlib.error, EOFError from damaged members
         raise _unreadable(path, f"damaged archive: {type(exc).__name__}: {exc}") from None
+    foreign = sorted(k for k, v in members.items() if not isinstance(v, np.ndarray))
+    if foreign:  # np.load hands back raw bytes for members that are not .npy files
+        raise _unreadable(path, f"members {foreign} are not arrays")
     raw = members.pop(_SAFE_MEMBER)
     if raw.ndim != 0 or raw.dtype.kind != "U":
         raise _unreadable(path, f"the {_SAFE_MEMBER} member is not a JSON string")

@@ -232,7 +232,8 @@ def run_processes(explainer, chunks, target, write, n_jobs):
         finished = True
     finally:
         if starter is not None:
-            if finished and not submitted and starter.is_alive():
+            # nothing went to the pool (the run is done, or stopped early): do not wait for its start
+            if not submitted and starter.is_alive():
                 _abandon_server()
             starter.join()  # no worker may start after the pool is stopped
         if finished and submitted:

@@ -71,14 +71,14 @@ class _Encoder:
             raise UnsafeStateError("the estimator's state is nested too deeply (a cycle?)")
         if value is None or isinstance(value, (bool, str)):
             return value
+        if isinstance(value, np.generic):  # before float: np.float64 is a float too, dtype kept
+            return {"scalar": self.array(value)}
         if isinstance(value, int):
             return value
         if isinstance(value, float):
             return value if math.isfinite(value) else {"float": repr(value)}
         if isinstance(value, np.ndarray):
             return {"array": self.array(value)}
-        if isinstance(value, np.generic):
-            return {"scalar": self.array(value)}
         if isinstance(value, bytes):
             return {"bytes": self.array(np.frombuffer(value, dtype=np.uint8))}
         if isinstance(value, list):
@@ -143,8 +143,9 @@ def encode(estimator) -> tuple[dict, dict]:
 # ---------------------------------------------------------------------- decoding
 def _estimator_class(name: str):
     module_name, sep, qualname = name.partition(":")
+    # no private module (``bowlrp.__main__`` would run the command line on import) and no private class
     if (not sep or not module_name.startswith(_TRUSTED_PACKAGES) or not qualname.isidentifier()
-            or qualname.startswith("_")):
+            or qualname.startswith("_") or any(part.startswith("_") for part in module_name.split("."))):
         raise UnsafeStateError(f"the file names a class outside bowlrp/nets estimators: {name!r}")
     try:
         module = importlib.import_module(module_name)
@@ -161,7 +162,7 @@ class _Decoder:
         self.arrays = arrays
 
     def array(self, key):
-        if not isinstance(key, str) or key not in self.arrays:
+        if not isinstance(key, str) or not isinstance(self.arrays.get(key), np.ndarray):
             raise UnsafeStateError(f"the file refers to a missing array {key!r}")
         return self.arrays[key]
 

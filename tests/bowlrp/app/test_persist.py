@@ -258,7 +258,8 @@ def _safe_file(path, state, arrays=None):
 
 def test_the_safe_format_names_only_bowlrp_and_nets_estimators(fitted, tmp_path):
     for name in ("posix:mkdir", "os:system", "builtins:eval", "bowlrp.app.persist:save_model",
-                 "bowlrp.heatmap:Heatmap", "bowlrp.bow.classifier:__class__", "nets.layers:Dense"):
+                 "bowlrp.heatmap:Heatmap", "bowlrp.bow.classifier:__class__", "nets.layers:Dense",
+                 "bowlrp.__main__:X", "bowlrp.app._server_warmup:X"):  # importing either would run code
         path = _safe_file(tmp_path / "crafted.npz", {"estimator": name, "state": {}})
         with pytest.raises(ValueError, match="not a readable bowlrp model file"):
             load_model(path)
@@ -282,6 +283,24 @@ def test_the_safe_format_names_only_bowlrp_and_nets_estimators(fitted, tmp_path)
     np.savez(future, __bowlrp_model__=np.array(__import__("json").dumps(document)))
     with pytest.raises(IncompatibleModelError, match="safe model format 99.*Upgrade"):
         load_model(future)
+
+
+def test_safe_files_with_foreign_members_or_numpy_scalars(fitted, tmp_path):
+    # a member that is not an .npy file comes back from np.load as bytes: a clear error, not AttributeError
+    import zipfile
+
+    crafted = _safe_file(tmp_path / "raw.npz", {"estimator": "x", "state": {}})
+    with zipfile.ZipFile(crafted, "a") as zf:
+        zf.writestr("raw_member", b"not an array")
+    with pytest.raises(ValueError, match="not a readable bowlrp model file.*not arrays"):
+        load_model(crafted)
+    # numpy scalars (NaN too) keep their dtype through the safe format
+    clf = load_model(fitted["safe"])
+    clf.note_ = np.float64("nan")
+    clf.count_ = np.int32(3)
+    save_model(clf, tmp_path / "scalars.npz")
+    again = load_model(tmp_path / "scalars.npz")
+    assert np.isnan(again.note_) and type(again.note_) is np.float64 and type(again.count_) is np.int32
 
 
 def test_a_joblib_file_of_the_old_layout_loads_when_trusted(fitted, tmp_path, monkeypatch):
