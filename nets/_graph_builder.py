@@ -101,9 +101,14 @@ class GraphBuilder:
         self.layers[name] = layer
 
     def alias(self, output_key, key):
-        """``output_key`` is the same tensor as ``key`` (Identity, Dropout, a float Cast)."""
+        """``output_key`` is the same tensor as ``key`` (Identity, Dropout, a float Cast): both
+        names stay readable, so nothing may be folded into the node any more."""
         self.tensors[output_key] = self.tensors[key]
         self._aliased.add(self.tensors[key].node)
+
+    def _renamed(self, output_key, key):
+        """``key`` now goes by ``output_key`` after folding its sole reader into its node."""
+        self.tensors[output_key] = self.tensors[key]
 
     def reshape(self, output_key, key, shape, name):
         """``output_key`` is ``key`` reshaped (per sample) to ``shape``; no node is written yet."""
@@ -138,7 +143,7 @@ class GraphBuilder:
         if producer is None:
             return False
         self.replace(producer, fold_batchnorm(self.layers[producer], *params))
-        self.alias(output_key, key)
+        self._renamed(output_key, key)
         return True
 
     def affine(self, where, key, factor, offset, output_key, name, sole):
@@ -153,7 +158,7 @@ class GraphBuilder:
         if f_axis is None and factor == 1.0 and o_axis in (None, 1) and producer is not None:
             bias = np.broadcast_to(offset, (shape[0],))
             self.replace(producer, fold_bias(self.layers[producer], bias))
-            self.alias(output_key, key)
+            self._renamed(output_key, key)
             return
         if f_axis is not None and o_axis is not None and f_axis != o_axis:
             raise ValueError(f"{where}: scale and offset vary along different axes")
@@ -169,7 +174,7 @@ class GraphBuilder:
                 axis = axes.pop() if axes else 1
                 factor, offset = f1 * factor, o1 * factor + offset
                 self.replace(previous, _scale(factor, offset, axis))
-                self.alias(output_key, key)
+                self._renamed(output_key, key)
                 return
         self.add(name, _scale(factor, offset, axis), [key], output_key)
 

@@ -256,3 +256,24 @@ def test_the_input_shape_survives_casting_folding_and_saving(tmp_path):
     again = nets.load(net.save(tmp_path / "net.npz"))
     assert again.input_shape == (3, 8, 8)
     np.testing.assert_array_equal(again(sample("residual")), net(sample("residual")))
+
+
+def test_a_bias_and_a_batch_norm_both_fold_into_their_convolution():
+    rng = np.random.default_rng(1)
+    W, b = rng.normal(size=(2, 1, 3, 3)), rng.normal(size=(1, 2, 1, 1))
+    bn = [rng.uniform(0.5, 2, 2), rng.normal(size=2), rng.normal(size=2), rng.uniform(0.5, 2, 2)]
+    names = ["W", "b", "gamma", "beta", "mean", "var"]
+    init = [helper.make_tensor(n, TensorProto.FLOAT, a.shape, a.astype(np.float32).ravel())
+            for n, a in zip(names, [W, b] + bn)]
+    nodes = [helper.make_node("Conv", ["x", "W"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+             helper.make_node("Add", ["c", "b"], ["cb"], name="bias"),
+             helper.make_node("BatchNormalization", ["cb", "gamma", "beta", "mean", "var"], ["out"],
+                              name="bn")]
+    graph = helper.make_graph(nodes, "conv_bias_bn",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 5, 5])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 2, 5, 5])], init)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+    net = nets.load_onnx(model)
+    assert [type(layer).__name__ for layer in net.layers] == ["Conv2D"]
+    X = rng.normal(size=(2, 1, 5, 5))
+    np.testing.assert_allclose(net(X), reference(model, X), rtol=1e-5, atol=1e-5)
