@@ -40,7 +40,8 @@ class NodeRef:
 
 class Evaluator:
     """Runs single nodes with ``onnx.reference`` at the model's opset: constant folding, and the
-    ``Shape`` of a data tensor (whose per-sample shape is known; the batch is taken as 1)."""
+    ``Shape`` of a data tensor (whose per-sample shape is known; the batch is the file's static
+    batch size, else 1)."""
 
     def __init__(self, onnx, opset_imports):
         self.onnx = onnx

@@ -124,7 +124,7 @@ class _Walker:
             if not data:
                 self._fold(node, {n: self.consts[n] for n in inputs})
             elif proto.op_type in ("Shape", "Size"):
-                # depends only on the (known) shape of the data; batch taken as 1
+                # depends only on the (known) shape of the data; the batch is the file's static one, else 1
                 probe = np.zeros((self.batch,) + self.builder.shape(data[0]), dtype=np.float32)
                 self._fold(node, {data[0]: probe})
             elif proto.op_type in OPS:
@@ -231,6 +231,8 @@ def load_onnx(path, input_shape=None, fold_batchnorm=True, dtype=np.float64):
         return _Walker(onnx, model, input_shape, fold_batchnorm).build(dtype)
     except ValueError as exc:
         raise ValueError(f"{source}: {exc}") from None
+    except (TypeError, KeyError, IndexError) as exc:  # a malformed node: an input or attribute missing
+        raise ValueError(f"{source}: malformed ONNX graph ({type(exc).__name__}: {exc})") from None
 
 
 __all__ = ["load_onnx", "SUPPORTED_OPERATORS"]

@@ -277,3 +277,13 @@ def test_a_bias_and_a_batch_norm_both_fold_into_their_convolution():
     assert [type(layer).__name__ for layer in net.layers] == ["Conv2D"]
     X = rng.normal(size=(2, 1, 5, 5))
     np.testing.assert_allclose(net(X), reference(model, X), rtol=1e-5, atol=1e-5)
+
+
+def test_a_node_missing_a_required_attribute_is_a_clear_error():
+    nodes = [helper.make_node("LRN", ["x"], ["out"], name="lrn")]  # no "size"
+    graph = helper.make_graph(nodes, "bad",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4, 4])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 2, 4, 4])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    with pytest.raises(ValueError, match="malformed ONNX graph|size"):
+        nets.load_onnx(model)
