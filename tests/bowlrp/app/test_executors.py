@@ -60,7 +60,9 @@ def inputs(tmp_path_factory):
 @pytest.mark.parametrize("sig, backend", [(signal.SIGKILL, None), (signal.SIGTERM, None),
                                           (signal.SIGKILL, "loky")])
 def test_workers_exit_within_10_s_of_their_parent(inputs, tmp_path, sig, backend):
-    command = [sys.executable, "-m", "bowlrp.app.cli", "explain", inputs["net"], *[inputs["images"]] * 8,
+    # 2,400 small images: the parent explains chunks itself until the pool is up, and must not be
+    # able to finish the whole run alone before the workers exist
+    command = [sys.executable, "-m", "bowlrp.app.cli", "explain", inputs["net"], *[inputs["images"]] * 40,
                "-o", tmp_path / "out", "-j", "2", "--chunk-size", "1", "--no-png", "-q"]
     command += ["--parallel-backend", backend] if backend else []
     parent = subprocess.Popen([str(c) for c in command], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
