@@ -72,6 +72,12 @@ def check_channel_slices(channel_slices, n_dims):
     return slices
 
 
+def offsets(sizes):
+    """``[0, s0, s0 + s1, ...]`` as int64: where consecutive blocks of the given sizes start (and the
+    total last), e.g. the column bounds of channels from their vocabulary sizes."""
+    return np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)]).astype(np.int64)
+
+
 def channel_bounds(n_dims, slices=None):
     """Channel boundaries (n_channels + 1,) int64 of :func:`check_channel_slices`' slices."""
     checked = check_channel_slices(slices, n_dims)

@@ -29,7 +29,7 @@ from bowlrp.bow.kernels import kernel_spec
 from bowlrp.bow.svm import OneVsRestKernelSVC
 from bowlrp.bow.vocabulary import fit_vocabularies
 from bowlrp.jit import limited_threads
-from bowlrp.validation import check_p
+from bowlrp.validation import check_p, offsets
 
 __all__ = ["BoWClassifier"]
 
@@ -381,7 +381,7 @@ class BoWClassifier(ClassifierMixin, BaseEstimator):
         if not kernel_spec(self.kernel).uses_gamma:
             return 1.0  # unused by the other kernels
         # "auto": 1 / mean pairwise distance, averaged over the channels (each has its own exponential)
-        bounds = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
+        bounds = offsets(sizes)
         means = []
         for a, b in zip(bounds[:-1], bounds[1:]):
             D = kernel_spec(self.kernel).pairwise_distance(X[:, a:b])

@@ -34,7 +34,7 @@ import scipy.sparse as sp
 from bowlrp.bow import _encoding_kernels as _k
 from bowlrp.bow.vocabulary import squared_distances
 from bowlrp.jit import parallel_map
-from bowlrp.validation import check_p
+from bowlrp.validation import check_p, offsets
 
 __all__ = ["MAPPINGS", "Encoding", "check_mapping", "map_descriptors", "pool", "encode", "encode_many"]
 
@@ -201,14 +201,14 @@ def _check_prototypes(b, name):
 
 def _encode_one(features, prototypes, mapping, rank_base, rank_n, soft_beta, p, normalize):
     sizes = [b.shape[0] for b, _ in prototypes]
-    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-    slices = [slice(int(offsets[u]), int(offsets[u + 1])) for u in range(len(sizes))]
+    bounds = offsets(sizes)
+    slices = [slice(int(bounds[u]), int(bounds[u + 1])) for u in range(len(sizes))]
     descriptors = np.asarray(features.descriptors, dtype=np.float64)
     channel = np.asarray(features.channel)
     if channel.size and (channel.min() < 0 or channel.max() >= len(prototypes)):
         raise ValueError(f"features have channel indices up to {channel.max()} but only "
                          f"{len(prototypes)} vocabularies were given")
-    x = np.zeros(offsets[-1])
+    x = np.zeros(bounds[-1])
     parts, rows = [], []
     # DenseSIFT gives the channels one after another: then each is a slice, not a gathered copy
     contiguous = bool(np.all(channel[:-1] <= channel[1:]))
@@ -223,9 +223,9 @@ def _encode_one(features, prototypes, mapping, rank_base, rank_n, soft_beta, p, 
             idx = np.flatnonzero(channel == u)
             mine = descriptors[idx]
         if idx.size:
-            csr = _map_rows(mine, b, b_sq, mapping, rank_base, rank_n, soft_beta, int(offsets[u]))
+            csr = _map_rows(mine, b, b_sq, mapping, rank_base, rank_n, soft_beta, int(bounds[u]))
             x_u = x[slices[u]]
-            _pool_csr(csr, int(offsets[u]), p, x_u)
+            _pool_csr(csr, int(bounds[u]), p, x_u)
             if normalize:
                 total = x_u.sum()
                 if total > 0:
@@ -251,7 +251,7 @@ def _stack_rows(parts, rows, n_rows, in_order):
     if not in_order:
         order = np.concatenate(rows)
         # channels interleaved: gather each feature's entries from its block
-        starts = np.concatenate([[0], np.cumsum(counts)])[:-1]
+        starts = offsets(counts)[:-1]
         inverse = np.empty_like(order)
         inverse[order] = np.arange(order.size)
         counts, starts = counts[inverse], starts[inverse]

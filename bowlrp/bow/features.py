@@ -25,7 +25,7 @@ from bowlrp.bow.sift_grid import COLORS, color_planes, default_smoothing, grid_s
 from bowlrp.bow.sift_numba import orientation_fields, pooled_descriptors
 from bowlrp.bow.sift_opencv import opencv_descriptors
 from bowlrp.jit import limited_threads, parallel_map
-from bowlrp.validation import check_image, check_images
+from bowlrp.validation import check_image, check_images, offsets
 
 __all__ = ["LocalFeatures", "DenseSIFT"]
 
@@ -230,7 +230,7 @@ class DenseSIFT(BaseEstimator):
         height, width = image.shape[:2]
         grids = [(grid_starts(height, 4 * b, self.step), grid_starts(width, 4 * b, self.step)) for b in sizes]
         counts = [ys.size * xs.size for ys, xs in grids]
-        bounds = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        bounds = offsets(counts)
         # One output array for all channels, filled in place (descriptors dominate the memory).
         descriptors = np.empty((int(bounds[-1]), 128 * len(planes)), np.float64)
         centers = np.empty((int(bounds[-1]), 2), np.float64)

@@ -26,7 +26,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from bowlrp.bow.kernels import REGISTRY as _REGISTRY
 from bowlrp.bow.kernels import gram, kernel_spec
 from bowlrp.bow.platt import fit_sigmoid, sigmoid_probability
-from bowlrp.validation import check_channel_slices, check_channel_weights
+from bowlrp.validation import check_channel_slices, check_channel_weights, offsets
 
 __all__ = ["OneVsRestKernelSVC"]
 
@@ -135,7 +135,7 @@ class OneVsRestKernelSVC(ClassifierMixin, BaseEstimator):
             slices = [slice(0, n_features)]
         else:
             sizes = [int(s) for s in self.channel_sizes]
-            bounds = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
+            bounds = offsets(sizes)
             slices = check_channel_slices([slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])],
                                           n_features)
         try:
