@@ -16,10 +16,12 @@ Workers are started (and numba kernels loaded in them) before timing: a warm-up 
 at least 1.6x the throughput from 100 images on). 100, 200 and 400 scenes of 64 x 64, for a
 ``BoWClassifier(vocabulary_size=64)`` and for the demo's small CNN (``ConvNetClassifier("small_cnn")``,
 LRP epsilon-plus-flat), repeats interleaved. Every parallel run starts cold, as a command-line run
-does: no worker pool and no fork server left from the previous run. Modes: ``-j 1`` (in this
-process, as the command line runs it), ``-j 1`` with one BLAS/numba thread (the work of one worker,
-in this process), ``-j 2`` (the default worker pool: forked from a warm server, model sent once,
-workers write their files) and ``-j 2`` on joblib's loky (the pool used before). Besides wall time
+does: no worker pool and no fork server left from the previous run, and a new output folder.
+Modes: ``-j 1`` (in this process, as the command line runs it), ``-j 1`` with one BLAS/numba thread
+(the work of one worker, in this process), ``-j 2`` (the default worker pool: forked from this
+process once it has loaded the kernels, workers write their files), ``-j 2`` with the workers
+forked from a server process instead (the default before, still used when the driver runs other
+threads) and ``-j 2`` on joblib's loky (the default before that). Besides wall time
 (meaningless on a loaded machine except as a ratio), CPU seconds: the driver's, and the workers'
 (with their server's), read from ``getrusage(RUSAGE_CHILDREN)`` once the pool is gone.
 
@@ -136,9 +138,11 @@ def cli_runs(model, folder, work, repeats) -> dict:
     for _ in range(repeats):
         for jobs in walls:
             command = [sys.executable, "-m", "bowlrp.app.cli", "explain", str(path), str(folder), "-o",
-                       str(work / "cli_out"), "-j", str(jobs), "-q", "--overwrite"]
+                       str(work / "cli_out"), "-j", str(jobs), "-q"]
+            shutil.rmtree(work / "cli_out", ignore_errors=True)  # a first run into a new folder
             start = time.perf_counter()
-            subprocess.run(command, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+            subprocess.run(command, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                           stdout=subprocess.DEVNULL)
             walls[jobs].append(time.perf_counter() - start)
     return walls
 
@@ -183,7 +187,43 @@ def report(name, sizes, modes, runs, cli, repeats) -> None:
           flush=True)
 
 
+def startup_probe(explainer, folder, work, repeats) -> None:
+    """Where a ``-j 2`` run's start-up goes, by how its workers start (the driver does not explain
+    chunks itself here, so the first result is a worker's): seconds until the first image is
+    recorded, then per image, and the CPU seconds of the workers (with their server's)."""
+    from bowlrp.app import process_pool
+    from bowlrp.app.batch import explain_batch
+
+    pools = {"forked from the run": True, "forked from a server": False}
+    rows = {name: [] for name in pools}
+    helps = process_pool.DRIVER_HELPS
+    process_pool.DRIVER_HELPS = False
+    try:
+        for _ in range(repeats):
+            for name, fork_driver in pools.items():
+                process_pool.FORK_DRIVER = fork_driver
+                _stop_pools()
+                shutil.rmtree(work / "probe", ignore_errors=True)
+                times = []  # when each image was recorded
+                start, children = time.perf_counter(), _children_cpu()
+                explain_batch(explainer, [str(folder)], work / "probe", n_jobs=2, progress=False,
+                              on_result=lambda record, times=times: times.append(time.perf_counter()))
+                end = time.perf_counter() - start
+                times = [t - start for t in times]
+                _stop_pools()
+                rows[name].append((times[0], (times[-1] - times[0]) / (len(times) - 1), end - times[-1],
+                                   _children_cpu() - children))
+    finally:
+        process_pool.FORK_DRIVER, process_pool.DRIVER_HELPS = True, helps
+    print("-j 2 start-up, workers only: first image recorded after (s) | then ms per image | "
+          "final files (s) | workers' CPU (s)")
+    for name, runs in rows.items():
+        first, each, tail, cpu = (statistics.median(run[k] for run in runs) for k in range(4))
+        print(f"  {name:<22} {first:6.2f} | {each * 1e3:6.2f} | {tail:5.2f} | {cpu:5.2f}", flush=True)
+
+
 def jobs_benchmark(sizes=(100, 200, 400), repeats=3, side=64) -> None:
+    from bowlrp.app import process_pool
     from bowlrp.app.adapters import BoWExplainer, NetworkExplainer
     from bowlrp.app.batch import explain_batch
     from bowlrp.jit import limited_threads
@@ -198,7 +238,8 @@ def jobs_benchmark(sizes=(100, 200, 400), repeats=3, side=64) -> None:
         models = {"BoW/SVM (64 words)": (BoWExplainer(bow), bow),
                   "small CNN (LRP)": (NetworkExplainer(cnn), cnn)}
         modes = {"-j 1": {"n_jobs": 1}, "-j 1, 1 thread": {"n_jobs": 1, "threads": 1},
-                 "-j 2": {"n_jobs": 2}, "-j 2 loky (before)": {"n_jobs": 2, "backend": "loky"}}
+                 "-j 2": {"n_jobs": 2}, "-j 2 server (before)": {"n_jobs": 2, "fork_driver": False},
+                 "-j 2 loky": {"n_jobs": 2, "backend": "loky"}}
         print(f"-j 1 vs -j 2: scenes of {side}x{side}, {os.cpu_count()} cores, load average "
               f"{os.getloadavg()[0]:.1f}", flush=True)
         for name, (explainer, model) in models.items():
@@ -210,17 +251,23 @@ def jobs_benchmark(sizes=(100, 200, 400), repeats=3, side=64) -> None:
                     for mode, options in modes.items():  # interleaved: the load hits every mode alike
                         options = dict(options)
                         threads = options.pop("threads", None)
+                        process_pool.FORK_DRIVER = options.pop("fork_driver", True)
                         _stop_pools()
+                        # a new output folder, as for a user's first run (clearing the previous
+                        # run's files, 3 ms per unlink here, would be timed alike in every mode)
+                        out = work / "out"
+                        shutil.rmtree(out, ignore_errors=True)
                         wall, cpu, children = time.perf_counter(), time.process_time(), _children_cpu()
                         with limited_threads(threads):
-                            explain_batch(explainer, [str(folders[n])], work / "out", resume=False,
-                                          progress=False, **options)
+                            explain_batch(explainer, [str(folders[n])], out, progress=False, **options)
                         wall = time.perf_counter() - wall
                         cpu = time.process_time() - cpu
+                        process_pool.FORK_DRIVER = True
                         _stop_pools()
                         runs[n, mode].append((wall, cpu, _children_cpu() - children))
             cli = cli_runs(model, folders[sizes[0]], work, repeats)
             report(name, sizes, modes, runs, cli, repeats)
+            startup_probe(explainer, folders[sizes[0]], work, repeats)
     finally:
         _stop_pools()
         shutil.rmtree(work, ignore_errors=True)

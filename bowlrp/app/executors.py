@@ -38,7 +38,8 @@ _PARENT_POLL_SECONDS = 0.5
 
 
 class WorkerLossError(RuntimeError):
-    """The dask workers died faster than the run could resubmit their work."""
+    """Workers died: a local worker process (``n_jobs``), or dask workers faster than the run could
+    resubmit their work. The message names them; the results recorded before stay recorded."""
 
 
 # ---------------------------------------------------------------------- the work of one chunk

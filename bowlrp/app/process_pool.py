@@ -1,44 +1,57 @@
-"""``-j N`` on one machine: worker processes forked from a warm server, sent the model once, writing
-their own results.
+"""``-j N`` on one machine: worker processes forked from the run's own process (or from a warm
+server), holding the model from the start, writing their own results.
 
 What a joblib/loky pool costs (still available with ``backend="loky"``), and what this pool does
 instead:
 
 * **Start-up.** Every loky worker is a fresh interpreter that imports numpy, scikit-learn, scipy,
-  numba and bowlrp before it can unpickle the model: about 2 s of CPU each, paid in parallel with
-  nothing, so ``-j 2`` started about 2 s behind ``-j 1``. Here one server process (Python's
-  ``forkserver``) imports them once, and each worker is a ``fork`` of it. The server is a clean
-  interpreter that never ran OpenMP or numba's thread pool, so forking it is safe (forking the run's
-  own process is not: GNU OpenMP, which numba and scikit-learn use, deadlocks or aborts in a forked
-  child once the parent has used it). :func:`prestart` starts the server early (the command line
-  does so before it loads the model), so its imports overlap the driver's.
-* **The model** is pickled once per worker (the initializer's arguments), not with every chunk.
+  numba and bowlrp, unpickles the model and loads its numba kernels from the disk cache before it
+  explains anything: about 2 s of CPU each, longer than a whole serial run of 100 small images.
+  Here the workers are ``fork`` s of the run's own process (the driver), taken once it has
+  explained one image (whose result is dropped: the chunks stay those of a serial run): they
+  inherit the imported modules, the model and the compiled kernels, and start in milliseconds.
+* **Safe forking.** Only the calling thread survives a fork, so the driver forks only from its main
+  thread while no other Python thread runs (the project's own batch threads idle between calls);
+  otherwise (a dask client, a GUI, any thread that might hold a lock the child needs) the workers
+  are forked from a server process instead (Python's ``forkserver``: a clean interpreter that
+  imports the model's modules once, started early by :func:`prestart`). Threads that C libraries
+  started do not survive either: OpenBLAS re-creates its threads in the child, but GNU OpenMP,
+  which numba's parallel kernels use, aborts a child of a process that has used it as soon as the
+  child enters a parallel region. The workers never do: they run one numba thread (so every
+  kernel runs its serial build, see :func:`bowlrp.jit.use_parallel`) and one BLAS/OpenMP thread.
+  The workers are the parallelism; a second pool per process would only fight over the cores.
+* **The model** is never pickled for a forked worker (it is in the inherited memory), and once per
+  worker (the initializer's arguments) for a server's.
 * **Writing.** The workers write each image's files (fsync'ed and renamed) and send back only the
   manifest fields; the driver fsyncs the folders and appends the records. Before, the driver wrote
   every file itself, which on small images took longer than explaining them.
-* **Threads.** Each worker runs one numba thread and one BLAS/OpenMP thread: the workers are the
-  parallelism, and a second pool per process would only fight over the same cores.
-* **No idle start.** Until the workers are up, the driver explains chunks itself (one thread), so
-  the start-up overlaps useful work instead of adding to it; a run the driver finishes alone kills
-  the still-importing server rather than wait for it.
+* **No idle start** with a server: until its workers are up, the driver explains chunks itself
+  (one thread), so the start-up overlaps useful work; a run the driver finishes alone kills the
+  still-importing server rather than wait for it.
 
-Guarantees kept: the same code explains and writes each image, so results are bit-identical to a
-serial run; workers exit within about a second of the driver's death (they watch the server, which
-exits when the driver does); a closed or interrupted run terminates its workers before it returns,
-so none writes into the folder after the run has released its lock.
+Guarantees kept: the same code explains and writes each image, in the chunks of a serial run, so
+results are bit-identical to it; a worker that dies (killed, out of memory) ends the run with a
+:class:`~bowlrp.app.executors.WorkerLossError` naming it, the images recorded before stay recorded
+and a rerun resumes; workers exit within about a second of the driver's death (they watch their
+parent: the driver, or the server, which exits when the driver does); a closed or interrupted run
+terminates its workers before it returns, so none writes into the folder after the run has
+released its lock (which forked workers do not hold: see :class:`bowlrp.app.run_folder.RunLock`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import spawn
 
-from bowlrp.app.executors import _exit_with_parent, explain_chunk, written
+from bowlrp.app.executors import WorkerLossError, _exit_with_parent, explain_chunk, written
 from bowlrp.jit import limited_threads
 
 __all__ = ["available", "prestart", "run_processes"]
@@ -47,18 +60,40 @@ __all__ = ["available", "prestart", "run_processes"]
 _PRELOAD = ["bowlrp.app.process_pool", "bowlrp.app.adapters", "bowlrp.bow.classifier", "nets",
             "bowlrp.app._server_warmup"]
 
-# while the workers start, the driver explains chunks itself (tests turn it off to make the workers
-# do every chunk)
+# fork the workers from the run's own process when that is safe (tests and the benchmark turn it off
+# to run the server's workers)
+FORK_DRIVER = True
+
+# while a server's workers start, the driver explains chunks itself (tests turn it off to make the
+# workers do every chunk)
 DRIVER_HELPS = True
+
+# the threads of bowlrp.jit.parallel_map (its ThreadPoolExecutor's name prefix): idle between calls
+_BATCH_THREADS = "bowlrp-batch"
 
 _worker: dict = {}  # in a worker: the explainer and the writer, set once by the initializer
 
 
+def driver_forkable() -> bool:
+    """Can the workers be forked from this process now? On Linux (macOS's system libraries are not
+    safe to use in a forked child), from the main thread, while no other Python thread is alive but
+    the idle batch threads of :func:`bowlrp.jit.parallel_map`: a thread that holds a lock at the
+    fork (the logging module's, a file's) would leave it locked for ever in the child."""
+    if not (FORK_DRIVER and sys.platform.startswith("linux")):
+        return False
+    main = threading.main_thread()
+    return threading.current_thread() is main and all(
+        thread is main or thread.name.startswith(_BATCH_THREADS) for thread in threading.enumerate())
+
+
 def available(explainer=None) -> bool:
-    """Can this platform fork workers from a server process (Linux, macOS: yes; Windows: no), and
-    can they unpickle ``explainer``? An explainer or model whose class is defined in a script
-    (``__main__``) cannot be: the workers do not run the script (joblib's loky, which pickles such
-    classes by value, serves those)."""
+    """Can this process start worker processes for ``explainer``: forked from itself (see
+    :func:`driver_forkable`: they inherit everything), or from a server process (Linux, macOS: yes;
+    Windows: no) that can unpickle it? An explainer or model whose class is defined in a script
+    (``__main__``) cannot be unpickled there: the server does not run the script (joblib's loky,
+    which pickles such classes by value, serves those)."""
+    if driver_forkable():
+        return True
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return False
     return all(type(obj).__module__ != "__main__" for obj in (explainer, getattr(explainer, "model", None)))
@@ -84,8 +119,9 @@ def _context(explainer=None):
 
 def prestart() -> None:
     """Start the fork server now (it imports the model libraries in the background), so that the
-    workers of a run started a little later are ready at once. Harmless when it already runs."""
-    if available():
+    workers of a run started a little later are ready at once, unless they will be forked from this
+    process (the server would only take CPU from it). Harmless when it already runs."""
+    if available() and not driver_forkable():
         from multiprocessing import forkserver
 
         _context()
@@ -138,9 +174,11 @@ def _release_server() -> None:
         server._forkserver_alive_fd = None
 
 
-def _init_worker(explainer, write) -> None:
+def _init_worker(explainer, write, forked=False) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle: it stops us
-    _release_server()
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a driver's own handler must not keep us alive
+    if not forked:
+        _release_server()
     _exit_with_parent()
     _limit_worker_threads()
     _worker.update(explainer=explainer, write=write)
@@ -194,49 +232,120 @@ def _stop(pool: ProcessPoolExecutor) -> None:
         process.join(timeout=10)
 
 
-def run_processes(explainer, chunks, target, write, n_jobs):
-    """Explain ``chunks`` in ``n_jobs`` forked workers; yield each chunk's written results as it
-    finishes (see :mod:`bowlrp.app.executors` for the protocol)."""
-    n = _n_workers(n_jobs)
+def _warm(explainer, chunk, target) -> None:
+    """Explain the first image of ``chunk`` here and drop the result: loads (from numba's disk cache)
+    the kernels that workers forked afterwards then inherit, instead of each loading them again."""
+    keys, images, _ = chunk
+    if keys:
+        with limited_threads(1):  # one thread: no OpenMP pool that the children could trip over
+            explain_chunk(explainer, keys[:1], images[:1], target, [])
+
+
+def _describe_loss(processes) -> str:
+    """Which workers died and how, from their exit codes (the pool terminates the others)."""
+    ended = [p for p in processes if p.exitcode not in (None, 0)]
+    lost = [p for p in ended if p.exitcode != -signal.SIGTERM] or ended
+    words = []
+    for process in lost:
+        if process.exitcode < 0:
+            try:
+                name = signal.Signals(-process.exitcode).name
+            except ValueError:
+                name = f"signal {-process.exitcode}"
+            hint = " (the system may have run out of memory)" if name == "SIGKILL" else ""
+            words.append(f"process {process.pid} killed by {name}{hint}")
+        else:
+            words.append(f"process {process.pid} exited with code {process.exitcode}")
+    return ", ".join(words) or "a worker process ended abruptly"
+
+
+def _stream(pool, chunks, target, window, pending=()):
+    """Keep ``window`` chunks in flight in ``pool``; yield each chunk's written results as it
+    finishes. A worker that dies raises :class:`WorkerLossError` (the results yielded so far are the
+    driver's to record: a rerun resumes after them)."""
+    pending, seen = set(pending), {}
+
+    def submit(chunk):
+        pending.add(pool.submit(_explain_and_write, chunk[0], chunk[1], target, chunk[2]))
+        seen.update(getattr(pool, "_processes", None) or {})  # the executor's table of its workers
+
+    try:
+        for chunk in itertools.islice(chunks, max(0, window - len(pending))):
+            submit(chunk)
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                pending.discard(future)
+                result = future.result()
+                chunk = next(chunks, None)
+                if chunk is not None:
+                    submit(chunk)
+                yield result
+    except BrokenProcessPool as exc:
+        seen.update(getattr(pool, "_processes", None) or {})
+        raise WorkerLossError(f"a worker died while explaining: {_describe_loss(seen.values())}; the "
+                              "images finished before are saved: rerun the same command to resume "
+                              "(with -j 1 if it happens again)") from exc
+
+
+def _finish(pool, finished: bool) -> None:
+    if finished:
+        pool.shutdown(wait=True)
+    else:
+        _stop(pool)
+
+
+def _run_forked(explainer, chunks, target, write, n):
+    """Workers forked from this process once it has loaded the kernels (see the module docstring)."""
+    first = next(chunks, None)
+    if first is None:
+        return
+    _warm(explainer, first, target)
+    # a fork pool starts all its workers at the first submit, in this thread, before its own threads
+    pool = ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("fork"), initializer=_init_worker,
+                               initargs=(explainer, write, True))
+    finished = False
+    try:
+        yield from _stream(pool, itertools.chain([first], chunks), target, 2 * n)
+        finished = True
+    finally:
+        _finish(pool, finished)
+
+
+def _run_served(explainer, chunks, target, write, n):
+    """Workers forked from a server process, the driver explaining chunks until they are up."""
     pool = ProcessPoolExecutor(n, mp_context=_context(explainer), initializer=_init_worker,
                                initargs=(explainer, write))
-    finished, starter, submitted = False, None, False
+    finished, starter, handed = False, None, set()  # handed: the chunk that went to the pool first
     try:
         started = []
         starter = threading.Thread(target=_start_workers, args=(pool, n, started), daemon=True,
                                    name="bowlrp-start-workers")
         starter.start()
-        chunks, pending = iter(chunks), set()
         for chunk in chunks:
-            up = not starter.is_alive() and all(future.done() for future in started)
-            if pending or not DRIVER_HELPS or up:
-                # two chunks per worker in flight: one running, one waiting, no more images in memory
-                pending.add(pool.submit(_explain_and_write, chunk[0], chunk[1], target, chunk[2]))
-                submitted = True
-                if len(pending) >= 2 * n:
-                    break
-            else:
-                # no worker is up yet (the server may still be importing): explain the chunk here, as
-                # a serial run would, on one thread so as not to slow the start; a short run then
-                # takes about the longer of the serial run and the start-up, not their sum
-                with limited_threads(1):
-                    yield written(explain_chunk(explainer, chunk[0], chunk[1], target, chunk[2]), write)
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                result = future.result()
-                chunk = next(chunks, None)
-                if chunk is not None:
-                    pending.add(pool.submit(_explain_and_write, chunk[0], chunk[1], target, chunk[2]))
-                yield result
+            if not DRIVER_HELPS or (not starter.is_alive() and all(future.done() for future in started)):
+                handed.add(pool.submit(_explain_and_write, chunk[0], chunk[1], target, chunk[2]))
+                break
+            # no worker is up yet (the server may still be importing): explain the chunk here, as
+            # a serial run would, on one thread so as not to slow the start; a short run then
+            # takes about the longer of the serial run and the start-up, not their sum
+            with limited_threads(1):
+                yield written(explain_chunk(explainer, chunk[0], chunk[1], target, chunk[2]), write)
+        # two chunks per worker in flight: one running, one waiting, no more images in memory
+        yield from _stream(pool, chunks, target, 2 * n, handed)
         finished = True
     finally:
         if starter is not None:
             # nothing went to the pool (the run is done, or stopped early): do not wait for its start
-            if not submitted and starter.is_alive():
+            if not handed and starter.is_alive():
                 _abandon_server()
             starter.join()  # no worker may start after the pool is stopped
-        if finished and submitted:
-            pool.shutdown(wait=True)
-        else:
-            _stop(pool)
+        _finish(pool, finished and bool(handed))
+
+
+def run_processes(explainer, chunks, target, write, n_jobs):
+    """Explain ``chunks`` in ``n_jobs`` worker processes; yield each chunk's written results as it
+    finishes (see :mod:`bowlrp.app.executors` for the protocol)."""
+    n, chunks = _n_workers(n_jobs), iter(chunks)
+    run = _run_forked if driver_forkable() else _run_served
+    yield from run(explainer, chunks, target, write, n)

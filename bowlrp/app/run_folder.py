@@ -21,6 +21,7 @@ import os
 import socket
 import sys
 import time
+import weakref
 
 import numpy as np
 
@@ -199,12 +200,30 @@ def open_manifest(out_dir):
 
 
 # ---------------------------------------------------------------------- lock
+_held_locks: weakref.WeakSet = weakref.WeakSet()  # the RunLocks this process holds
+
+
+def _drop_inherited_locks() -> None:
+    """In a forked child (a ``-j`` worker): close the copies of the parent's lock files. An flock
+    belongs to the open file, which the child's copy would keep open: a worker outliving a killed
+    run by a moment would still hold the folder's lock. Closing a copy leaves the parent's lock."""
+    for lock in list(_held_locks):
+        lock.handle.close()
+        lock.handle = None
+    _held_locks.clear()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows
+    os.register_at_fork(after_in_child=_drop_inherited_locks)
+
+
 class RunLock:
     """An exclusive lock on an output folder for the duration of a run (``with RunLock(dir):``).
 
     Uses ``fcntl.flock`` on ``.bowlrp.lock`` (released by the OS when the process ends, however it
-    ends, so a crash never leaves a stale lock). The file holds who took it, for the message the
-    next run prints. Where ``fcntl`` does not exist (Windows) runs are not locked.
+    ends, so a crash never leaves a stale lock; a forked child does not inherit it). The file holds
+    who took it, for the message the next run prints. Where ``fcntl`` does not exist (Windows) runs
+    are not locked.
     """
 
     def __init__(self, out_dir):
@@ -233,9 +252,11 @@ class RunLock:
                                  "command": " ".join(sys.argv)}) + "\n")
         handle.flush()
         self.handle = handle
+        _held_locks.add(self)
         return self
 
     def __exit__(self, *exc):
+        _held_locks.discard(self)
         if self.handle is not None:
             self.handle.seek(0)
             self.handle.truncate()

@@ -57,20 +57,33 @@ def inputs(tmp_path_factory):
     return {"net": cli_data.digits_network(str(root / "digits.npz")), "images": str(root / "images")}
 
 
-@pytest.mark.parametrize("sig, backend", [(signal.SIGKILL, None), (signal.SIGTERM, None),
-                                          (signal.SIGKILL, "loky")])
-def test_workers_exit_within_10_s_of_their_parent(inputs, tmp_path, sig, backend):
-    # 2,400 small images: the parent explains chunks itself until the pool is up, and must not be
-    # able to finish the whole run alone before the workers exist
-    command = [sys.executable, "-m", "bowlrp.app.cli", "explain", inputs["net"], *[inputs["images"]] * 40,
-               "-o", tmp_path / "out", "-j", "2", "--chunk-size", "1", "--no-png", "-q"]
-    command += ["--parallel-backend", backend] if backend else []
+# how the workers start: forked from the run's process (the default), from a fork server (when the
+# run's process has other threads), joblib's loky; and the processes each leaves: the two workers,
+# plus the server and the resource tracker, or loky's resource tracker
+POOLS = {"fork": 2, "server": 4, "loky": 3}
+
+
+def _explain_command(pool, *args):
+    """``bowlrp explain ARGS`` in a new interpreter, with the worker pool ``pool``."""
+    if pool == "loky":
+        return [sys.executable, "-m", "bowlrp.app.cli", "explain", *args, "--parallel-backend", "loky"]
+    code = ("import sys; from bowlrp.app import process_pool, cli; "
+            f"process_pool.FORK_DRIVER = {pool == 'fork'}; sys.exit(cli.main(sys.argv[1:]))")
+    return [sys.executable, "-c", code, "explain", *args]
+
+
+@pytest.mark.parametrize("sig, pool", [(signal.SIGKILL, "fork"), (signal.SIGTERM, "fork"),
+                                       (signal.SIGKILL, "server"), (signal.SIGKILL, "loky")])
+def test_workers_exit_within_10_s_of_their_parent(inputs, tmp_path, sig, pool):
+    # 2,400 small images: a server's workers take a while to start (the parent explains chunks
+    # itself until then), and the parent must not be able to finish the whole run before
+    command = _explain_command(pool, inputs["net"], *[inputs["images"]] * 40, "-o", tmp_path / "out",
+                               "-j", "2", "--chunk-size", "1", "--no-png", "-q")
     parent = subprocess.Popen([str(c) for c in command], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    wanted = POOLS[pool]
     try:
         deadline = time.monotonic() + 120
         workers = set()
-        # the two workers, the resource tracker, and the fork server (default pool): all must go
-        wanted = 3 if backend == "loky" else 4
         while len(workers) < wanted and time.monotonic() < deadline and parent.poll() is None:
             time.sleep(0.2)
             workers = _descendants(parent.pid)
