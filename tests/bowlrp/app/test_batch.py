@@ -157,12 +157,16 @@ def test_memory_is_bounded_by_the_chunk(data, tmp_path, monkeypatch):
     assert len(written) == N_GOOD + 3
 
 
-@pytest.mark.parametrize("backend, driver_helps", [(None, False), (None, True), ("loky", False)])
-def test_parallel_workers_give_the_serial_results(data, tmp_path, monkeypatch, backend, driver_helps):
-    """The default pool (workers write their own files; the driver helps while they start, or not)
-    and joblib's loky (the driver writes them)."""
+@pytest.mark.parametrize("backend, fork_driver, driver_helps", [
+    (None, True, False), (None, False, False), (None, False, True), ("loky", False, False)])
+def test_parallel_workers_give_the_serial_results(data, tmp_path, monkeypatch, backend, fork_driver,
+                                                  driver_helps):
+    """The default pool (workers write their own files), its workers forked from the run's process
+    or from a server (the driver helps while they start, or not), and joblib's loky (the driver
+    writes the files)."""
     from bowlrp.app import process_pool
 
+    monkeypatch.setattr(process_pool, "FORK_DRIVER", fork_driver)
     monkeypatch.setattr(process_pool, "DRIVER_HELPS", driver_helps)
     explainer = NetworkExplainer(data["model"])
     explain_batch(explainer, [data["images"]], tmp_path / "serial", chunk_size=3, progress=False)
@@ -171,11 +175,13 @@ def test_parallel_workers_give_the_serial_results(data, tmp_path, monkeypatch, b
     assert_same_outputs(tmp_path / "serial", tmp_path / "par")
 
 
-def test_an_interrupted_parallel_run_stops_its_workers_and_resumes(data, tmp_path, monkeypatch):
+@pytest.mark.parametrize("fork_driver", [True, False])
+def test_an_interrupted_parallel_run_stops_its_workers_and_resumes(data, tmp_path, monkeypatch, fork_driver):
     """Closing the run early (an exception in the driver) terminates the workers before the lock is
     released, and the rerun completes the folder with the serial results."""
     from bowlrp.app import process_pool
 
+    monkeypatch.setattr(process_pool, "FORK_DRIVER", fork_driver)
     monkeypatch.setattr(process_pool, "DRIVER_HELPS", False)
     seen = []
 
@@ -206,14 +212,17 @@ def test_an_interrupted_parallel_run_stops_its_workers_and_resumes(data, tmp_pat
     assert_same_outputs(tmp_path / "serial", tmp_path / "par")
 
 
-def test_classes_of_a_script_are_left_to_loky(data):
+def test_classes_of_a_script_are_left_to_loky_when_the_server_forks(data, monkeypatch):
     """Workers forked from the server do not run the user's script, so they could not unpickle a
-    class defined in it: such explainers go to joblib's loky, which pickles classes by value."""
-    from bowlrp.app.process_pool import available
+    class defined in it: such explainers go to joblib's loky, which pickles classes by value.
+    Workers forked from the run's own process inherit the class, and take it."""
+    from bowlrp.app import process_pool
 
     script_class = type("ScriptExplainer", (), {"__module__": "__main__"})
-    assert not available(script_class())
-    assert available(NetworkExplainer(data["model"])) == \
+    assert process_pool.available(script_class()) == process_pool.driver_forkable()
+    monkeypatch.setattr(process_pool, "FORK_DRIVER", False)
+    assert not process_pool.available(script_class())
+    assert process_pool.available(NetworkExplainer(data["model"])) == \
         ("forkserver" in __import__("multiprocessing").get_all_start_methods())
 
 
