@@ -47,6 +47,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import spawn
@@ -241,8 +242,14 @@ def _warm(explainer, chunk, target) -> None:
             explain_chunk(explainer, keys[:1], images[:1], target, [])
 
 
-def _describe_loss(processes) -> str:
+def _describe_loss(processes, timeout: float = 5.0) -> str:
     """Which workers died and how, from their exit codes (the pool terminates the others)."""
+    deadline = time.monotonic() + timeout
+    for process in processes:  # a process whose end the pool saw may not be reaped yet
+        process.join(max(0.0, deadline - time.monotonic()))
+    # (the pool's own thread may have reaped it a moment ago and be about to record its exit code)
+    while any(p.exitcode is None for p in processes) and time.monotonic() < deadline:
+        time.sleep(0.01)
     ended = [p for p in processes if p.exitcode not in (None, 0)]
     lost = [p for p in ended if p.exitcode != -signal.SIGTERM] or ended
     words = []
@@ -283,7 +290,7 @@ def _stream(pool, chunks, target, window, pending=()):
                 yield result
     except BrokenProcessPool as exc:
         seen.update(getattr(pool, "_processes", None) or {})
-        raise WorkerLossError(f"a worker died while explaining: {_describe_loss(seen.values())}; the "
+        raise WorkerLossError(f"a worker died while explaining: {_describe_loss(list(seen.values()))}; the "
                               "images finished before are saved: rerun the same command to resume "
                               "(with -j 1 if it happens again)") from exc
 
