@@ -238,13 +238,49 @@ def _record(key, item, fields, reason, digest=None):
     return {"key": key, "path": item.path, "input_sha256": digest, "status": "ok", **fields}
 
 
+class _RelevanceArchive:
+    """``relevances.npz`` (every explained map, one ``KEY.npy`` member per image, in input order),
+    written while the run goes rather than all at its end: an image's map joins it as soon as the
+    image and every one before it are settled (recorded in this run, or not to be explained in it).
+    The driver mostly waits for its workers, so the copying overlaps their work; the archive's
+    content is what writing it at the end would give. It replaces the previous archive only when
+    the run completes (:meth:`finish`); an interrupted run removes it (:meth:`discard`)."""
+
+    def __init__(self, out_dir: str, items: list[ImageItem]):
+        self.out_dir, self.items, self.next = out_dir, items, 0
+        self.tmp = os.path.join(out_dir, f".{RELEVANCES_NPZ}.tmp")
+        self.npz = zipfile.ZipFile(self.tmp, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True)
+
+    def advance(self, records: dict[str, dict], outstanding) -> None:
+        """Add the maps of the settled images that follow the last one added (``outstanding``: the
+        keys this run has still to record)."""
+        while self.next < len(self.items) and self.items[self.next].key not in outstanding:
+            key = self.items[self.next].key
+            record = records.get(key)
+            if record is not None and record["status"] == "ok":
+                with np.load(os.path.join(self.out_dir, record["relevance_npz"]), allow_pickle=False) as data:
+                    relevance = data["relevance"]
+                # one map in memory at a time, streamed into the zip as KEY.npy
+                with self.npz.open(f"{key}.npy", "w", force_zip64=True) as member:
+                    np.lib.format.write_array(member, np.ascontiguousarray(relevance), allow_pickle=False)
+            self.next += 1
+
+    def finish(self, records: dict[str, dict]) -> None:
+        self.advance(records, ())
+        self.npz.close()
+        os.replace(self.tmp, os.path.join(self.out_dir, RELEVANCES_NPZ))
+
+    def discard(self) -> None:
+        self.npz.close()
+        os.remove(self.tmp)
+
+
 def _write_outputs(out_dir: str, items: list[ImageItem], records: dict[str, dict]) -> dict:
-    """scores.csv, relevances.npz and summary.json from the manifest, in input order."""
+    """scores.csv and summary.json from the manifest, in input order (relevances.npz is written
+    as the run goes: :class:`_RelevanceArchive`)."""
     counts = {"total": len(items), "ok": 0, "skipped": 0, "pending": 0}
     tmp_csv = os.path.join(out_dir, f".{SCORES_CSV}.tmp")
-    tmp_npz = os.path.join(out_dir, f".{RELEVANCES_NPZ}.tmp")
-    with open(tmp_csv, "w", newline="", encoding="utf-8") as fh, \
-            zipfile.ZipFile(tmp_npz, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as npz:
+    with open(tmp_csv, "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=SCORE_COLUMNS, extrasaction="ignore")
         writer.writeheader()
         for item in items:
@@ -257,14 +293,7 @@ def _write_outputs(out_dir: str, items: list[ImageItem], records: dict[str, dict
                 if isinstance(record.get(k), float):
                     row[k] = repr(record[k])  # exact: a reader gets the same float back
             writer.writerow(row)
-            if record["status"] == "ok":
-                with np.load(os.path.join(out_dir, record["relevance_npz"]), allow_pickle=False) as data:
-                    relevance = data["relevance"]
-                # one map in memory at a time, streamed into the zip as KEY.npy
-                with npz.open(f"{item.key}.npy", "w", force_zip64=True) as member:
-                    np.lib.format.write_array(member, np.ascontiguousarray(relevance), allow_pickle=False)
     os.replace(tmp_csv, os.path.join(out_dir, SCORES_CSV))
-    os.replace(tmp_npz, os.path.join(out_dir, RELEVANCES_NPZ))
     counts["complete"] = counts["pending"] == 0
     _write_atomic_text(os.path.join(out_dir, SUMMARY_JSON), json.dumps(counts, indent=2) + "\n")
     return counts
@@ -377,9 +406,11 @@ def _explain_locked(explainer, items, out_dir, target, chunk_size, n_jobs, backe
     results = run_chunks(explainer, chunks, target, write, n_jobs, backend, scheduler)
 
     bar = Progress(len(todo), "explain", enabled=progress)
-    new, interrupted = 0, False
+    new, interrupted, completed = 0, False, False
+    outstanding, archive = {item.key for item in todo}, None
     manifest = open_manifest(out_dir)
     try:
+        archive = _RelevanceArchive(out_dir, items)
         for chunk_results in results:
             # the chunk's files are in place (each fsync'ed and renamed, by whichever process wrote
             # it); fsync their folders before the records, so that no manifest record ever names a
@@ -392,14 +423,20 @@ def _explain_locked(explainer, items, out_dir, target, chunk_size, n_jobs, backe
                 manifest.write(json.dumps(record) + "\n")
                 manifest.flush()
                 records[key] = record
+                outstanding.discard(key)
                 bar.update(done=fields is not None, skipped=fields is None)
                 if on_result is not None:
                     on_result(record)
             os.fsync(manifest.fileno())  # a chunk's records survive a power cut, not just a crash
+            archive.advance(records, outstanding)
+        archive.finish(records)
+        completed = True
     except KeyboardInterrupt:
         interrupted = True
         raise
     finally:
+        if archive is not None and not completed:
+            archive.discard()
         manifest.close()
         close = getattr(results, "close", None)
         if close is not None:

@@ -40,3 +40,23 @@ def assert_same_outputs(a, b):
     assert list(maps_a) == list(maps_b)
     for key in maps_a:
         np.testing.assert_array_equal(maps_a[key], maps_b[key])
+
+
+def without_other_threads():
+    """Make this process one whose ``-j`` workers are forked from it (no thread but the main one):
+    joblib's loky keeps a manager and a feeder thread alive after a run of an earlier test. Skips
+    the test where workers are never forked from the run's process (not Linux)."""
+    import sys
+
+    import pytest
+
+    from bowlrp.app import process_pool
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("workers are forked from the run's process on Linux only")
+
+    if "joblib" in sys.modules:
+        from joblib.externals.loky import get_reusable_executor
+
+        get_reusable_executor().shutdown(wait=True)
+    assert process_pool.driver_forkable(), "a thread of an earlier test is still alive"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 
 import numpy as np
@@ -21,9 +22,9 @@ from bowlrp.app.executors import WorkerLossError
 from bowlrp.app.run_folder import verified
 from bowlrp.jit import forced_builds
 from tests.bowlrp.app import cli_data
-from tests.bowlrp.app.run_checks import assert_same_outputs
+from tests.bowlrp.app.run_checks import assert_same_outputs, without_other_threads
 
-pytestmark = pytest.mark.skipif(not process_pool.driver_forkable(),
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
                                 reason="workers are forked from the run's process on Linux only")
 
 N_IMAGES = 14
@@ -43,15 +44,23 @@ def explainer(request, scenes):
     return BoWExplainer(cli_data.tiny_bow(scenes["train"], scenes["labels"], kernel=request.param))
 
 
-def _no_pool_left():
-    return not multiprocessing.active_children()  # also reaps the pool's finished workers
+@pytest.fixture(autouse=True)
+def forkable():
+    """Every test here starts in a process its workers are forked from (by default)."""
+    without_other_threads()
+
+
+def _children():
+    """This process's live child processes (``active_children`` also reaps the finished ones)."""
+    return {child.pid for child in multiprocessing.active_children()}
 
 
 def test_forked_workers_give_the_serial_files_bit_for_bit(scenes, explainer, tmp_path):
     explain_batch(explainer, [scenes["images"]], tmp_path / "serial", chunk_size=3, progress=False)
+    before = _children()
     explain_batch(explainer, [scenes["images"]], tmp_path / "par", chunk_size=3, n_jobs=2, progress=False)
     assert_same_outputs(tmp_path / "serial", tmp_path / "par")
-    assert _no_pool_left()
+    assert _children() <= before  # the workers are gone
 
 
 def test_workers_forked_after_the_driver_used_openmp(scenes, explainer, tmp_path):
@@ -86,11 +95,11 @@ def test_a_killed_worker_is_named_and_the_rerun_completes(scenes, explainer, tmp
                                                            fork_driver):
     monkeypatch.setattr(process_pool, "FORK_DRIVER", fork_driver)
     monkeypatch.setattr(process_pool, "DRIVER_HELPS", False)  # (the server's workers do every chunk)
-    out = tmp_path / "par"
+    out, before = tmp_path / "par", _children()
     with pytest.raises(WorkerLossError, match=r"killed by SIGKILL.*rerun the same command to resume"):
         explain_batch(DyingExplainer(explainer), [scenes["images"]], out, chunk_size=1, n_jobs=2,
                       progress=False)
-    assert _no_pool_left()
+    assert _children() <= before  # the other worker was stopped too
     records = read_manifest(out)
     assert len(records) < N_IMAGES  # the run stopped early...
     assert all(verified(str(out), record) for record in records.values())  # ...with only whole results
@@ -103,7 +112,6 @@ def test_a_killed_worker_is_named_and_the_rerun_completes(scenes, explainer, tmp
 def test_the_workers_come_from_the_server_while_another_thread_runs(monkeypatch):
     """A fork copies only the calling thread: with a thread of the caller's alive (it might hold a
     lock the child needs), the workers are forked from the server instead."""
-    assert process_pool.driver_forkable()
     stop = threading.Event()
     thread = threading.Thread(target=stop.wait, name="a-user-thread")
     thread.start()
