@@ -23,8 +23,9 @@ says how many were new, changed or damaged. Files that could not be read or expl
 recorded as ``skipped`` with the reason; they are tried again on a rerun. One run at a time writes
 into a folder (a lock; the second run is told which process holds it).
 
-Parallelism: ``n_jobs`` local worker processes (forked from a warm server, the model sent once per
-worker, each worker writing its own result files: :mod:`bowlrp.app.process_pool`), a joblib backend
+Parallelism: ``n_jobs`` local worker processes (forked from the run's own process, or from a warm
+server while it runs other threads; each worker writing its own result files:
+:mod:`bowlrp.app.process_pool`), a joblib backend
 (``backend``: loky, threading, ...; the model goes with every chunk and the driver writes), or a
 dask distributed cluster (``scheduler``: an address such as ``tcp://10.0.0.5:8786`` or a
 ``distributed.Client``; the model is sent once per worker, the driver writes). Images are read by

@@ -109,8 +109,9 @@ def run_chunks(explainer, chunks, target, write, n_jobs=1, backend=None, schedul
 
 def prepare_workers(n_jobs=1, backend=None, scheduler=None) -> None:
     """Start what the workers of a coming run are forked from (when :func:`run_chunks` will use
-    local worker processes), so that it imports the model libraries while the caller still loads
-    the model and lists the images. Optional: a run starts it itself when it has not been."""
+    local worker processes forked from a server, not from this process), so that it imports the
+    model libraries while the caller still loads the model and lists the images. Optional: a run
+    starts it itself when it has not been."""
     if scheduler is None and backend is None and n_jobs != 1:
         from bowlrp.app.process_pool import prestart
 
