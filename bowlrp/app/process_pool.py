@@ -41,6 +41,7 @@ released its lock (which forked workers do not hold: see :class:`bowlrp.app.run_
 from __future__ import annotations
 
 import contextlib
+import gc
 import itertools
 import multiprocessing
 import os
@@ -308,12 +309,20 @@ def _run_forked(explainer, chunks, target, write, n):
     if first is None:
         return
     _warm(explainer, first, target)
-    # a fork pool starts all its workers at the first submit, in this thread, before its own threads
     pool = ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("fork"), initializer=_init_worker,
                                initargs=(explainer, write, True))
     finished = False
     try:
-        yield from _stream(pool, itertools.chain([first], chunks), target, 2 * n)
+        # a fork pool starts all its workers at the first submit, in this thread, before its own
+        # threads. With every object of this process frozen meanwhile, the workers' garbage
+        # collector never finalizes one they inherited (an unreachable open file of the driver's,
+        # say, whose buffer it would flush a second time) and leaves their pages shared.
+        gc.freeze()
+        try:
+            handed = {pool.submit(_explain_and_write, first[0], first[1], target, first[2])}
+        finally:
+            gc.unfreeze()
+        yield from _stream(pool, chunks, target, 2 * n, handed)
         finished = True
     finally:
         _finish(pool, finished)
