@@ -42,10 +42,14 @@ def assert_same_outputs(a, b):
         np.testing.assert_array_equal(maps_a[key], maps_b[key])
 
 
-def without_other_threads():
-    """Make this process one whose ``-j`` workers are forked from it (no thread but the main one):
-    joblib's loky keeps a manager and a feeder thread alive after a run of an earlier test. Skips
-    the test where workers are never forked from the run's process (not Linux)."""
+def fork_from_the_run(monkeypatch):
+    """Make the ``-j`` workers of this test forked from the test's process, as in a command-line run.
+
+    Earlier tests leave idle library threads behind that a test cannot stop (dask's offload
+    executor, joblib loky's manager and feeder), and with those alive the pool would fork its
+    workers from the server instead; idle, they hold no lock, so the test forks anyway (the check
+    itself is tested in a fresh interpreter). Skips where workers are never forked from the run's
+    process (not Linux)."""
     import sys
 
     import pytest
@@ -54,9 +58,4 @@ def without_other_threads():
 
     if not sys.platform.startswith("linux"):
         pytest.skip("workers are forked from the run's process on Linux only")
-
-    if "joblib" in sys.modules:
-        from joblib.externals.loky import get_reusable_executor
-
-        get_reusable_executor().shutdown(wait=True)
-    assert process_pool.driver_forkable(), "a thread of an earlier test is still alive"
+    monkeypatch.setattr(process_pool, "driver_forkable", lambda: process_pool.FORK_DRIVER)

@@ -19,9 +19,9 @@ from tests.bowlrp.app import cli_data
 from tests.bowlrp.app.run_checks import (
     CountingExplainer,
     assert_same_outputs,
+    fork_from_the_run,
     read_relevances,
     read_rows,
-    without_other_threads,
 )
 
 N_GOOD = 12
@@ -175,7 +175,7 @@ def test_parallel_workers_give_the_serial_results(data, tmp_path, monkeypatch, b
     monkeypatch.setattr(process_pool, "FORK_DRIVER", fork_driver)
     monkeypatch.setattr(process_pool, "DRIVER_HELPS", driver_helps)
     if fork_driver:
-        without_other_threads()
+        fork_from_the_run(monkeypatch)
     explainer = NetworkExplainer(data["model"])
     explain_batch(explainer, [data["images"]], tmp_path / "serial", chunk_size=3, progress=False)
     explain_batch(explainer, [data["images"]], tmp_path / "par", chunk_size=3, n_jobs=2, backend=backend,
@@ -192,7 +192,7 @@ def test_an_interrupted_parallel_run_stops_its_workers_and_resumes(data, tmp_pat
     monkeypatch.setattr(process_pool, "FORK_DRIVER", fork_driver)
     monkeypatch.setattr(process_pool, "DRIVER_HELPS", False)
     if fork_driver:
-        without_other_threads()
+        fork_from_the_run(monkeypatch)
     seen = []
 
     def stop_after_two(record):
@@ -229,7 +229,7 @@ def test_classes_of_a_script_are_left_to_loky_when_the_server_forks(data, monkey
     from bowlrp.app import process_pool
 
     script_class = type("ScriptExplainer", (), {"__module__": "__main__"})
-    without_other_threads()
+    fork_from_the_run(monkeypatch)
     assert process_pool.available(script_class())
     monkeypatch.setattr(process_pool, "FORK_DRIVER", False)
     assert not process_pool.available(script_class())

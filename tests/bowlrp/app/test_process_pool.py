@@ -9,6 +9,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import subprocess
 import sys
 import threading
 
@@ -22,7 +23,7 @@ from bowlrp.app.executors import WorkerLossError
 from bowlrp.app.run_folder import verified
 from bowlrp.jit import forced_builds
 from tests.bowlrp.app import cli_data
-from tests.bowlrp.app.run_checks import assert_same_outputs, without_other_threads
+from tests.bowlrp.app.run_checks import assert_same_outputs, fork_from_the_run
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
                                 reason="workers are forked from the run's process on Linux only")
@@ -44,10 +45,10 @@ def explainer(request, scenes):
     return BoWExplainer(cli_data.tiny_bow(scenes["train"], scenes["labels"], kernel=request.param))
 
 
-@pytest.fixture(autouse=True)
-def forkable():
-    """Every test here starts in a process its workers are forked from (by default)."""
-    without_other_threads()
+@pytest.fixture
+def forkable(monkeypatch):
+    """The test's workers are forked from its process (unless it sets FORK_DRIVER to False)."""
+    fork_from_the_run(monkeypatch)
 
 
 def _children():
@@ -55,7 +56,7 @@ def _children():
     return {child.pid for child in multiprocessing.active_children()}
 
 
-def test_forked_workers_give_the_serial_files_bit_for_bit(scenes, explainer, tmp_path):
+def test_forked_workers_give_the_serial_files_bit_for_bit(scenes, explainer, tmp_path, forkable):
     explain_batch(explainer, [scenes["images"]], tmp_path / "serial", chunk_size=3, progress=False)
     before = _children()
     explain_batch(explainer, [scenes["images"]], tmp_path / "par", chunk_size=3, n_jobs=2, progress=False)
@@ -63,7 +64,7 @@ def test_forked_workers_give_the_serial_files_bit_for_bit(scenes, explainer, tmp
     assert _children() <= before  # the workers are gone
 
 
-def test_workers_forked_after_the_driver_used_openmp(scenes, explainer, tmp_path):
+def test_workers_forked_after_the_driver_used_openmp(scenes, explainer, tmp_path, forkable):
     """GNU OpenMP kills a forked child that enters a parallel region once its parent has used
     OpenMP: the workers run the serial builds only, so a run after parallel kernels still works."""
     with forced_builds("parallel"):
@@ -92,7 +93,7 @@ class DyingExplainer:
 
 @pytest.mark.parametrize("fork_driver", [True, False])
 def test_a_killed_worker_is_named_and_the_rerun_completes(scenes, explainer, tmp_path, monkeypatch,
-                                                           fork_driver):
+                                                           forkable, fork_driver):
     monkeypatch.setattr(process_pool, "FORK_DRIVER", fork_driver)
     monkeypatch.setattr(process_pool, "DRIVER_HELPS", False)  # (the server's workers do every chunk)
     out, before = tmp_path / "par", _children()
@@ -110,8 +111,17 @@ def test_a_killed_worker_is_named_and_the_rerun_completes(scenes, explainer, tmp
 
 
 def test_the_workers_come_from_the_server_while_another_thread_runs(monkeypatch):
-    """A fork copies only the calling thread: with a thread of the caller's alive (it might hold a
-    lock the child needs), the workers are forked from the server instead."""
+    """A fork copies only the calling thread: with another thread alive (it might hold a lock the
+    child needs), the workers are forked from the server instead. A fresh interpreter, like the
+    command line's, forks them itself, also once the batch threads of ``parallel_map`` run."""
+    code = ("import numba; from bowlrp import jit; from bowlrp.app import process_pool as p\n"
+            "alone = p.driver_forkable()\n"
+            "with jit.limited_threads(2), jit.forced_builds('parallel'):\n"
+            "    jit.parallel_map(abs, range(8), work=1e9)\n"
+            "import threading\n"
+            "print(alone, p.driver_forkable(), sorted({t.name[:12] for t in threading.enumerate()}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.startswith("True True") and "bowlrp-batch" in out, out
     stop = threading.Event()
     thread = threading.Thread(target=stop.wait, name="a-user-thread")
     thread.start()
@@ -120,7 +130,6 @@ def test_the_workers_come_from_the_server_while_another_thread_runs(monkeypatch)
     finally:
         stop.set()
         thread.join()
-    assert process_pool.driver_forkable()
     monkeypatch.setattr(process_pool, "FORK_DRIVER", False)
     assert not process_pool.driver_forkable()
 
