@@ -51,7 +51,7 @@ import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from multiprocessing import spawn
+from multiprocessing import popen_fork, spawn  # noqa: F401  (popen_fork: see _run_forked)
 
 from bowlrp.app.executors import WorkerLossError, _exit_with_parent, explain_chunk, written
 from bowlrp.jit import limited_threads
@@ -154,11 +154,9 @@ def _without_main():
 
 
 def _limit_worker_threads() -> None:
-    import numba
-    from threadpoolctl import threadpool_limits
-
-    numba.set_num_threads(1)
-    threadpool_limits(limits=1)  # BLAS and OpenMP pools of this process, for its whole life
+    """One numba and one BLAS/OpenMP thread for the worker's whole life (entered, never left)."""
+    _worker["threads"] = limited_threads(1)
+    _worker["threads"].__enter__()
 
 
 def _release_server() -> None:
@@ -264,7 +262,8 @@ def _describe_loss(processes, timeout: float = 5.0) -> str:
             words.append(f"process {process.pid} killed by {name}{hint}")
         else:
             words.append(f"process {process.pid} exited with code {process.exitcode}")
-    return ", ".join(words) or "a worker process ended abruptly"
+    # exit code 0: its set-up failed (the pool printed why), or it was lost before we saw its code
+    return ", ".join(words) or "a worker process ended without an error code (see any message above)"
 
 
 def _stream(pool, chunks, target, window, pending=()):
@@ -308,11 +307,14 @@ def _run_forked(explainer, chunks, target, write, n):
     first = next(chunks, None)
     if first is None:
         return
-    _warm(explainer, first, target)
+    # the pool before the warm-up (and popen_fork imported with this module): what starting workers
+    # imports is then loaded when limited_threads builds its threadpoolctl controller, which the
+    # workers inherit instead of each building a new one (it rebuilds when sys.modules grew; 15 ms)
     pool = ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("fork"), initializer=_init_worker,
                                initargs=(explainer, write, True))
     finished = False
     try:
+        _warm(explainer, first, target)
         # a fork pool starts all its workers at the first submit, in this thread, before its own
         # threads. With every object of this process frozen meanwhile, the workers' garbage
         # collector never finalizes one they inherited (an unreachable open file of the driver's,
