@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import itertools
 import multiprocessing
 import os
 import signal
@@ -66,8 +65,9 @@ _PRELOAD = ["bowlrp.app.process_pool", "bowlrp.app.adapters", "bowlrp.bow.classi
 # to run the server's workers)
 FORK_DRIVER = True
 
-# while a server's workers start, the driver explains chunks itself (tests turn it off to make the
-# workers do every chunk)
+# the driver explains chunks itself: while a server's workers start, and, with workers forked from
+# it, as one of the n_jobs processes whenever its workers have enough work (tests turn it off to
+# make the workers do every chunk)
 DRIVER_HELPS = True
 
 # the threads of bowlrp.jit.parallel_map (its ThreadPoolExecutor's name prefix): idle between calls
@@ -266,28 +266,32 @@ def _describe_loss(processes, timeout: float = 5.0) -> str:
     return ", ".join(words) or "a worker process ended without an error code (see any message above)"
 
 
-def _stream(pool, chunks, target, window, pending=()):
+def _stream(pool, chunks, target, window, pending=(), helper=None):
     """Keep ``window`` chunks in flight in ``pool``; yield each chunk's written results as it
-    finishes. A worker that dies raises :class:`WorkerLossError` (the results yielded so far are the
-    driver's to record: a rerun resumes after them)."""
+    finishes. With a ``helper`` (``helper(chunk)`` -> written results), this process explains a
+    chunk itself whenever the window is full, instead of waiting for the workers. A worker that
+    dies raises :class:`WorkerLossError` (the results yielded so far are the driver's to record: a
+    rerun resumes after them)."""
     pending, seen = set(pending), {}
 
     def submit(chunk):
         pending.add(pool.submit(_explain_and_write, chunk[0], chunk[1], target, chunk[2]))
         seen.update(getattr(pool, "_processes", None) or {})  # the executor's table of its workers
 
+    def finished(block):
+        done, _ = wait(pending, timeout=None if block else 0, return_when=FIRST_COMPLETED)
+        pending.difference_update(done)
+        return [future.result() for future in done]
+
     try:
-        for chunk in itertools.islice(chunks, max(0, window - len(pending))):
-            submit(chunk)
+        for chunk in chunks:
+            yield from finished(block=helper is None and len(pending) >= window)
+            if len(pending) < window:
+                submit(chunk)
+            else:
+                yield helper(chunk)
         while pending:
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                pending.discard(future)
-                result = future.result()
-                chunk = next(chunks, None)
-                if chunk is not None:
-                    submit(chunk)
-                yield result
+            yield from finished(block=True)
     except BrokenProcessPool as exc:
         seen.update(getattr(pool, "_processes", None) or {})
         raise WorkerLossError(f"a worker died while explaining: {_describe_loss(list(seen.values()))}; the "
@@ -303,16 +307,23 @@ def _finish(pool, finished: bool) -> None:
 
 
 def _run_forked(explainer, chunks, target, write, n):
-    """Workers forked from this process once it has loaded the kernels (see the module docstring)."""
+    """``n - 1`` workers forked from this process once it has loaded the kernels, and this process
+    explaining chunks too whenever they have enough (``n`` workers without :data:`DRIVER_HELPS`)."""
     first = next(chunks, None)
     if first is None:
         return
+    workers = n - 1 if DRIVER_HELPS else n
     # the pool before the warm-up (and popen_fork imported with this module): what starting workers
     # imports is then loaded when limited_threads builds its threadpoolctl controller, which the
     # workers inherit instead of each building a new one (it rebuilds when sys.modules grew; 15 ms)
-    pool = ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("fork"), initializer=_init_worker,
-                               initargs=(explainer, write, True))
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
+                               initializer=_init_worker, initargs=(explainer, write, True))
     finished = False
+
+    def here(chunk):
+        with limited_threads(1):  # one thread, as a worker: no OpenMP pool, no fight over the cores
+            return written(explain_chunk(explainer, chunk[0], chunk[1], target, chunk[2]), write)
+
     try:
         _warm(explainer, first, target)
         # a fork pool starts all its workers at the first submit, in this thread, before its own
@@ -324,7 +335,9 @@ def _run_forked(explainer, chunks, target, write, n):
             handed = {pool.submit(_explain_and_write, first[0], first[1], target, first[2])}
         finally:
             gc.unfreeze()
-        yield from _stream(pool, chunks, target, 2 * n, handed)
+        # two chunks per worker in flight: one running, one waiting while this process explains one
+        helper = here if DRIVER_HELPS else None
+        yield from _stream(pool, chunks, target, 2 * workers, handed, helper)
         finished = True
     finally:
         _finish(pool, finished)
@@ -365,5 +378,9 @@ def run_processes(explainer, chunks, target, write, n_jobs):
     """Explain ``chunks`` in ``n_jobs`` worker processes; yield each chunk's written results as it
     finishes (see :mod:`bowlrp.app.executors` for the protocol)."""
     n, chunks = _n_workers(n_jobs), iter(chunks)
+    if n == 1:  # (-2 on two cores): this process alone
+        for chunk in chunks:
+            yield written(explain_chunk(explainer, chunk[0], chunk[1], target, chunk[2]), write)
+        return
     run = _run_forked if driver_forkable() else _run_served
     yield from run(explainer, chunks, target, write, n)

@@ -164,12 +164,13 @@ def test_memory_is_bounded_by_the_chunk(data, tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("backend, fork_driver, driver_helps", [
-    (None, True, False), (None, False, False), (None, False, True), ("loky", False, False)])
+    (None, True, True), (None, True, False), (None, False, False), (None, False, True),
+    ("loky", False, False)])
 def test_parallel_workers_give_the_serial_results(data, tmp_path, monkeypatch, backend, fork_driver,
                                                   driver_helps):
     """The default pool (workers write their own files), its workers forked from the run's process
-    or from a server (the driver helps while they start, or not), and joblib's loky (the driver
-    writes the files)."""
+    (which explains chunks too, or not) or from a server (the driver helps while they start, or
+    not), and joblib's loky (the driver writes the files)."""
     from bowlrp.app import process_pool
 
     monkeypatch.setattr(process_pool, "FORK_DRIVER", fork_driver)

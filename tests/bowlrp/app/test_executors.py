@@ -57,10 +57,11 @@ def inputs(tmp_path_factory):
     return {"net": cli_data.digits_network(str(root / "digits.npz")), "images": str(root / "images")}
 
 
-# how the workers start: forked from the run's process (the default), from a fork server (when the
-# run's process has other threads), joblib's loky; and the processes each leaves: the two workers,
-# plus the server and the resource tracker, or loky's resource tracker
-POOLS = {"fork": 2, "server": 4, "loky": 3}
+# how the workers start: forked from the run's process (the default: one worker, the run's process
+# being the other), from a fork server (when the run's process has other threads), joblib's loky;
+# and the processes each leaves: the workers, plus the server and the resource tracker, or loky's
+# resource tracker
+POOLS = {"fork": 1, "server": 4, "loky": 3}
 
 
 def _explain_command(pool, *args):
