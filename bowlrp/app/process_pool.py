@@ -10,6 +10,8 @@ instead:
   Here the workers are ``fork`` s of the run's own process (the driver), taken once it has
   explained one image (whose result is dropped: the chunks stay those of a serial run): they
   inherit the imported modules, the model and the compiled kernels, and start in milliseconds.
+  ``n_jobs`` counts the driver: it forks ``n_jobs - 1`` workers and explains chunks itself
+  whenever they have two each in hand, instead of idling between their results.
 * **Safe forking.** Only the calling thread survives a fork, so the driver forks only from its main
   thread while no other Python thread runs (the project's own batch threads idle between calls);
   otherwise (a dask client, a GUI, any thread that might hold a lock the child needs) the workers
