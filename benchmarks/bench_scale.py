@@ -18,10 +18,11 @@ at least 1.6x the throughput from 100 images on). 100, 200 and 400 scenes of 64 
 LRP epsilon-plus-flat), repeats interleaved. Every parallel run starts cold, as a command-line run
 does: no worker pool and no fork server left from the previous run, and a new output folder.
 Modes: ``-j 1`` (in this process, as the command line runs it), ``-j 1`` with one BLAS/numba thread
-(the work of one worker, in this process), ``-j 2`` (the default worker pool: forked from this
-process once it has loaded the kernels, workers write their files), ``-j 2`` with the workers
-forked from a server process instead (the default before, still used when the driver runs other
-threads) and ``-j 2`` on joblib's loky (the default before that). Besides wall time
+(the work of one worker, in this process), ``-j 2`` (the default: this process and one worker
+forked from it once it has loaded the kernels; workers write their files), ``-j 2`` with two
+workers forked from a server process instead (the default before, still used when the driver runs
+other threads) and ``-j 2`` on joblib's loky (the default before that); then a start-up probe of
+the first two (their workers doing every chunk). Besides wall time
 (meaningless on a loaded machine except as a ratio), CPU seconds: the driver's, and the workers'
 (with their server's), read from ``getrusage(RUSAGE_CHILDREN)`` once the pool is gone.
 
