@@ -82,7 +82,8 @@ def decompose_batch(features, encodings, item_image, R3):
 
     box_list = [boxes[feat_off[i]:feat_off[i + 1]] for i in range(n_img)]
     R2 = [r2[item_feat_off[k]:item_feat_off[k + 1]] for k in range(len(item_image))]
-    R1 = [r1[item_pix_off[k]:item_pix_off[k + 1]].reshape(shapes[i]) for k, i in enumerate(item_image)]
+    # each map its own array: a map kept alone must not keep the whole batch's pixels alive
+    R1 = [r1[item_pix_off[k]:item_pix_off[k + 1]].reshape(shapes[i]).copy() for k, i in enumerate(item_image)]
     for k in np.flatnonzero(bad[item_image]):  # a mapping that is not canonical: the general path
         i = item_image[k]
         R2[k] = feature_relevance(encodings[i].mapping, R3[k], encodings[i].p, encodings[i].channel_slices,
