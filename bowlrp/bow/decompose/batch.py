@@ -48,6 +48,13 @@ def decompose_batch(features, encodings, item_image, R3):
     if not np.all(np.isfinite(R3)):
         raise ValueError("BoW relevance contains NaN or inf")
     n_img, n_dims = len(features), R3.shape[1]
+    if len(encodings) != n_img or R3.shape[0] != item_image.size:
+        raise ValueError(f"got {n_img} feature sets, {len(encodings)} encodings, {item_image.size} items and "
+                         f"{R3.shape[0]} BoW relevance vectors")
+    if item_image.size and (item_image.min() < 0 or item_image.max() >= n_img):
+        raise ValueError(f"item images must lie in [0, {n_img})")
+    if any(e.x.size != n_dims for e in encodings):
+        raise ValueError(f"the BoW relevance has {n_dims} dimensions, an encoding has another number")
     sizes = np.array([len(f) for f in features], np.int64)
     csrs = [e.csr for e in encodings]
     feat_off, nnz_off = offsets(sizes), offsets([c[1].size for c in csrs])

@@ -726,6 +726,12 @@ def test_batch_takes_the_general_path_for_a_non_canonical_mapping(real_batch):
         decompose_batch(feats[:2], [encs[0], odd], [0, 1], R3)
     with pytest.raises(ValueError, match="NaN or inf"):
         decompose_batch(feats[:1], encs[:1], [0], np.full((1, encs[0].x.size), np.nan))
+    with pytest.raises(ValueError, match=r"item images must lie in \[0, 1\)"):
+        decompose_batch(feats[:1], encs[:1], [1], R3[:1])
+    with pytest.raises(ValueError, match="dimensions"):
+        decompose_batch(feats[:1], encs[:1], [0], R3[:1, :-1])
+    with pytest.raises(ValueError, match="2 items"):
+        decompose_batch(feats[:1], encs[:1], [0, 0], R3[:1])
 
 
 @pytest.mark.parametrize("kernel", ["exp_chi2", "rbf"])
