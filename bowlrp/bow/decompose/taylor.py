@@ -218,8 +218,10 @@ def find_roots(expansion: KernelExpansion, X, candidates, n_candidates=16, n_roo
     # part run there; about ten evaluations of f per segment, each n_sv x V kernel terms)
     work = 10.0 * rows.size * expansion.support_vectors.size
     roots, froots, rels = split_batch(search, rows, picks, work=work, min_rows=8)
-    for r in np.unique(rows):
-        seg = np.flatnonzero(rows == r)
+    # a row's segments are contiguous (built row after row): its block of the arrays, by offsets
+    starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
+    for a, b in zip(starts, np.r_[starts[1:], rows.size]):
+        r, seg = int(rows[a]), np.arange(a, b)
         fx = float(fX[r])
         rhos = fx - rels[seg].sum(axis=1)
         order = seg[np.argsort(np.abs(rhos), kind="stable")]
