@@ -368,9 +368,25 @@ class Conv2D(_Weighted):
         ones = np.ones((g, input_shape[1] // g, *self.kernel_size), dtype=s.dtype)
         if g == 1:
             s_sum = s.sum(axis=1, keepdims=True)
+            if self.dilation == (1, 1) and not self._is_pointwise(*self.kernel_size):
+                return self._fold_ones(s_sum, input_shape)
         else:
             s_sum = s.reshape(n, g, o // g, *s.shape[2:]).sum(axis=2)
         return self.linear_transpose(s_sum, ones, input_shape)
+
+    def _fold_ones(self, s_sum, input_shape):
+        """The all-ones transposed convolution of the channel sum ``s_sum`` (N, 1, OH, OW): every
+        input channel gets the same map, so ``fold`` runs once, on one channel, with every kernel
+        tap's column being ``s_sum`` itself (a stride-0 view: no GEMM, no column matrix); the other
+        channels are a broadcast view of it. The same numbers as the GEMM with a ones kernel
+        (``1 * s`` is exact, and ``fold`` adds the taps in the same order for every channel)."""
+        n = input_shape[0]
+        kh, kw = self.kernel_size
+        p = s_sum.shape[2] * s_sum.shape[3]
+        cols = np.broadcast_to(np.ascontiguousarray(s_sum).reshape(n, 1, p), (n, kh * kw, p))
+        one = np.empty((n, 1) + tuple(input_shape[2:]), dtype=s_sum.dtype)
+        _kernels.fold(cols, kh, kw, *self.stride, *self.padding, 0, True, one)
+        return np.broadcast_to(one, input_shape)
 
     def check_input(self, x):
         _check_input(x, self, 4, self.in_channels)
