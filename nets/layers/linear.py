@@ -17,6 +17,7 @@ import numpy as np
 
 from bowlrp.jit import limited_threads
 from nets import _kernels
+from nets._memory import keep_freed_memory
 from nets.layers.base import Layer, _as_param, _check_input, _float_dtype, _pair, _pool_out_size
 
 __all__ = ["Dense", "Conv2D"]
@@ -289,6 +290,7 @@ class Conv2D(_Weighted):
         return [(i, i + 1, r0, min(oh, r0 + rows)) for i in range(n) for r0 in range(0, oh, rows)]
 
     def linear(self, x, W, b):
+        keep_freed_memory()  # (column matrices and outputs of tens of MiB per call)
         n = x.shape[0]
         _, _, oh, ow = self.output_shape(x.shape)
         W = self._dilated(W)
