@@ -308,6 +308,33 @@ def _tap_columns(j, sw, pw, w, ow_n):  # pragma: no cover - compiled
     return lo, max(lo, min(ow_n, (w - 1 + pw - j) // sw + 1))
 
 
+@jit_serial(inline="always")
+def _fill(dst, lo, hi, value):  # pragma: no cover - compiled
+    for t in range(hi - lo):
+        dst[lo + t] = value
+
+
+@jit_serial(inline="always")
+def _copy(dst, d0, src, s0, count):  # pragma: no cover - compiled
+    """``dst[d0:d0 + count] = src[s0:s0 + count]``. Written as a loop over sub-views from index 0
+    (the index is provably non-negative, so numba's wrap-around branch folds away and LLVM
+    vectorises it): 2-4x faster than the slice assignment, which pays ~50 ns per call on rows of
+    8-64 elements."""
+    d = dst[d0 : d0 + count]
+    s = src[s0 : s0 + count]
+    for t in range(count):
+        d[t] = s[t]
+
+
+@jit_serial(inline="always")
+def _add(dst, d0, src, s0, count):  # pragma: no cover - compiled
+    """``dst[d0:d0 + count] += src[s0:s0 + count]`` (see ``_copy``)."""
+    d = dst[d0 : d0 + count]
+    s = src[s0 : s0 + count]
+    for t in range(count):
+        d[t] += s[t]
+
+
 @_parallel_or_serial
 def unfold(x, kh, kw, sh, sw, ph, pw, oh0, out):  # pragma: no cover - compiled
     """Output rows ``oh0 .. oh0 + out.shape[2] // OW`` (a band of them, or all with ``oh0 = 0``)."""
@@ -326,16 +353,16 @@ def unfold(x, kh, kw, sh, sw, ph, pw, oh0, out):  # pragma: no cover - compiled
                     yy = (oh0 + r) * sh - ph + i
                     base = r * ow_n
                     if yy < 0 or yy >= h:
-                        o[base : base + ow_n] = 0.0
+                        _fill(o, base, base + ow_n, 0.0)
                         continue
-                    o[base : base + lo] = 0.0
+                    _fill(o, base, base + lo, 0.0)
                     xr = xc[yy]
-                    if sw == 1 and hi - lo >= 32:  # one vectorised copy per row (see ``fold``)
-                        o[base + lo : base + hi] = xr[lo + x0 : hi + x0]
+                    if sw == 1:
+                        _copy(o, base + lo, xr, lo + x0, hi - lo)
                     else:
                         for ow in range(lo, hi):
                             o[base + ow] = xr[ow * sw + x0]
-                    o[base + hi : base + ow_n] = 0.0
+                    _fill(o, base + hi, base + ow_n, 0.0)
 
 
 @_parallel_or_serial
@@ -349,7 +376,8 @@ def fold(cols, kh, kw, sh, sw, ph, pw, oh0, zero, out):  # pragma: no cover - co
         n, c = nc // n_ch, nc % n_ch
         oc = out[n, c]
         if zero:
-            oc[:, :] = 0.0
+            for yy in range(h):
+                _fill(oc[yy], 0, w, 0.0)
         for i in range(kh):
             for j in range(kw):
                 col = cols[n, (c * kh + i) * kw + j]
@@ -361,10 +389,8 @@ def fold(cols, kh, kw, sh, sw, ph, pw, oh0, zero, out):  # pragma: no cover - co
                         continue
                     orow = oc[yy]
                     base = r * ow_n
-                    if sw == 1 and hi - lo >= 32:
-                        # a sliced add is vectorised (the loop is not: LLVM cannot rule out that
-                        # out and cols overlap) but costs ~100 ns per call, more than a short row
-                        orow[lo + x0 : hi + x0] += col[base + lo : base + hi]
+                    if sw == 1:
+                        _add(orow, lo + x0, col, base + lo, hi - lo)
                     else:
                         for ow in range(lo, hi):
                             orow[ow * sw + x0] += col[base + ow]
