@@ -183,6 +183,29 @@ def test_unfold_and_fold_with_a_kernel_wider_than_the_padded_row_edge():
     assert_matches_twin(fold_fast, fold_twin, [(cols, x.shape, g)])
 
 
+def test_unfold_and_fold_on_long_float32_rows_match_twin():
+    # rows of 40 output columns: the vectorised row copies and adds, in float32 as the nets run
+    rng = np.random.default_rng(7)
+    for g in [(3, 3, 1, 1, 1, 1), (5, 5, 1, 1, 2, 2), (3, 3, 2, 2, 1, 1)]:
+        x = rng.normal(size=(2, 3, 9, 40)).astype(np.float32)
+        assert_matches_twin(unfold_fast, unfold_twin, [(x, g)], rtol=0, atol=0)
+        cols = rng.normal(size=unfold_twin(x, g).shape).astype(np.float32)
+        assert_matches_twin(fold_fast, fold_twin, [(cols, x.shape, g)], rtol=1e-6, atol=1e-6)
+
+
+def test_fold_of_one_row_broadcast_to_every_tap_matches_twin():
+    """The Flat rule's transposed map folds ONE row per image as the column of every kernel tap (a
+    stride-0 view, never materialised)."""
+    rng = np.random.default_rng(8)
+    for g in GEOMETRIES:
+        for shape in [(2, 1, 7, 6), (1, 1, 5, 40)]:
+            oh, ow = _out_size(*shape[2:], *g)
+            row = rng.normal(size=(shape[0], 1, oh * ow))
+            cols = np.broadcast_to(row, (shape[0], g[0] * g[1], oh * ow))
+            assert cols.strides[1] == 0
+            assert_matches_twin(fold_fast, fold_twin, [(cols, shape, g)])
+
+
 # ------------------------------------------------------------------------------------------------
 def max_pool_fast(x, g):
     n, c, h, w = x.shape
