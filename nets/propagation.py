@@ -226,7 +226,8 @@ def _with_bias(a, b):
 def forward_for_rule(layer, rule, x):
     """``layer.forward(x)`` and the rule's extras: ``{group index: z}`` for the denominators of the
     fusable groups, computed in the same pass by stacking their modified weights with W (one
-    im2col, one GEMM), and ``"unbiased"``: W x before the bias, when a term needs it.
+    im2col, one GEMM), ``"unbiased"``: W x before the bias, when a term needs it, and
+    ``"nonneg"`` / ``"nonpos"``: the sign checks of x the rule made (not repeated backwards).
 
     When the stack holds W+ and W- (AlphaBeta on a non-negative input), W x is their sum
     (W x = W+ x + W- x) instead of a third GEMM; the forward output then differs from the layer's
@@ -236,8 +237,9 @@ def forward_for_rule(layer, rule, x):
     inputs = _Inputs(x, rule)
     fusable = _fusable_groups(layer, rule, inputs) if rule.kind == "linear" else []
     unbiased = _needs_unbiased(layer, rule, inputs, fusable)
+    signs = {k: v for k, v in (("nonneg", inputs._nonneg), ("nonpos", inputs._nonpos)) if v is not None}
     if not fusable and not unbiased:
-        return layer.forward(x), {}
+        return layer.forward(x), signs  # (the sign checks of x, for the relevance pass)
     layer.check_input(x)
     W, b_layer = layer.W, layer.b
     b = None if rule.zero_bias else b_layer
@@ -262,6 +264,7 @@ def forward_for_rule(layer, rule, x):
     else:
         y0, blocks = blocks[0], blocks[1:]
     extras = {gi: _with_bias(blk, zb) for (gi, _, _), blk, zb in zip(fusable, blocks, biases)}
+    extras.update(signs)
     if unbiased:
         extras["unbiased"] = np.ascontiguousarray(y0)
     return _with_bias(y0, b_layer), extras
@@ -316,7 +319,17 @@ def _stacked_transposes(layer, pending, input_shape):
             factor, s, Wm = items[0]
             yield xin, factor, layer.linear_transpose(s, Wm, input_shape)
             continue
-        s_all = np.concatenate([s if f == 1.0 else f * s for f, s, _ in items], axis=1)
+        s0 = items[0][1]
+        width = sum(s.shape[1] for _, s, _ in items)
+        s_all = np.empty((s0.shape[0], width) + s0.shape[2:], np.result_type(*(s for _, s, _ in items)))
+        o = 0
+        for f, s, _ in items:  # f * s written straight into its block (no concatenation pass)
+            block = s_all[:, o : o + s.shape[1]]
+            if f == 1.0:
+                block[...] = s
+            else:
+                np.multiply(s, f, out=block)
+            o += s.shape[1]
         W_all = np.concatenate([Wm for _, _, Wm in items], axis=0)
         yield xin, 1.0, layer.linear_transpose(s_all, W_all, input_shape)
 
@@ -327,6 +340,9 @@ def _propagate_linear(layer, rule, x, y, R, precomputed=None, stab=None):
     gamma = getattr(rule, "gamma", 0.0)
     dtype = np.result_type(x.dtype, R.dtype)
     inputs = _Inputs(x, rule)
+    if precomputed:  # x's sign checks from the forward pass (a pass over x each)
+        inputs._nonneg = precomputed.get("nonneg")
+        inputs._nonpos = precomputed.get("nonpos")
     R_in = None  # the first contribution is stored, later ones are added (no zero-fill pass)
     bias_absorbed = np.zeros(x.shape[0], dtype=np.float64)
     # dense/conv terms are sent back together at the end (see ``_stacked_transposes``)
