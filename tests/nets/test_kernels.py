@@ -482,3 +482,23 @@ def test_a_pass_over_convolutions_holds_blas_at_one_thread_and_restores_it(build
         assert blas_threads() == before
         with one_blas_thread_for([dense]):  # no convolution: BLAS keeps its threads
             assert blas_threads() == before
+
+
+def test_max_pool_scatter_with_disjoint_windows_matches_twin():
+    """Windows that do not overlap (stride >= kernel) are written directly, gaps and ragged edges
+    zeroed: ties, zero relevance, a stride larger than the kernel."""
+    rng = np.random.default_rng(12)
+    cases = []
+    for g in [(2, 2, 2, 2, 0, 0), (2, 2, 3, 3, 0, 0), (3, 2, 3, 2, 0, 0), (1, 1, 2, 1, 0, 0)]:
+        for shape in [(2, 3, 8, 8), (1, 2, 7, 9), (1, 1, 5, 5)]:
+            x = np.round(rng.normal(size=shape) * 2) / 2  # ties
+            r = rng.normal(size=max_pool_twin(x, g).shape)
+            r[rng.random(r.shape) < 0.3] = 0.0
+            cases.append((x, r, g))
+
+    def scat_fast(x, r, g):
+        out = np.full(x.shape, np.nan)
+        _kernels.max_pool_scatter_valid(x, max_pool_twin(x, g), r, *g[:4], out)
+        return out
+
+    assert_matches_twin(scat_fast, max_scatter_twin, cases)
