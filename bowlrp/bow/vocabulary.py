@@ -156,9 +156,13 @@ class VisualVocabulary(TransformerMixin, BaseEstimator):
                                  batch_size=min(self.batch_size, X.shape[0]), compute_labels=False)
         else:
             km = KMeans(n_clusters=self.n_words, n_init=self.n_init, random_state=seed)
-        # scikit-learn's k-means runs OpenMP and BLAS threads that busy-wait; on small problems (and on a busy
-        # machine) they cost far more than they save (measured: 18x slower for 5k x 16 words), so
-        # small clusterings run on one thread (always, so their result is the same on every machine).
+        # scikit-learn's k-means runs OpenMP and BLAS threads; on small problems (and on a busy machine)
+        # they cost far more than they save (measured: 18x slower for 5k x 16 words; 35k x 128 words
+        # at load 7, passive waiting: 6.0 s on two threads against 1.1 s on one), so small clusterings
+        # run on one thread. The centres came out identical on one and two threads (35k SIFT
+        # descriptors, 128 words), but the inertia that picks the best of the n_init starts is an
+        # OpenMP reduction whose rounding depends on the thread count, so one thread also keeps
+        # near-ties from resolving differently on another machine.
         small = X.shape[0] * self.n_words < 20_000_000
         with limited_threads(1 if small else None, numba_threads=False):
             km.fit(X)
