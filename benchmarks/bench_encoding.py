@@ -8,7 +8,7 @@ What is measured, in one process (ratios, not seconds, are meaningful on a share
 * two ``BoWClassifier`` (step 4, bin 4, rank mapping, mean pooling) fitted on the same 64 x 64 gray
   crops of scikit-image / scikit-learn sample photos, one with ``backend="numba"``, one with
   ``backend="opencv"``; the same vocabulary sizes (64 and 256 words);
-* per batch: the extraction alone (``clf._extract``), the encoding alone (``clf._encode`` of the
+* per batch: the extraction alone (``clf.extract_features``), the encoding alone (``clf.encode_features`` of the
   extracted features: distances, top-n selection, pooling) and the whole ``transform``; one thread;
 * rounds alternate between the contestants; medians over rounds and the spread (min..max) are printed.
 
@@ -54,12 +54,12 @@ def measure(images, y, words, rounds):
     with limited_threads(1):
         clfs = {b: BoWClassifier(vocabulary_size=words, backend=b, random_state=0).fit(images, y)
                 for b in ("numba", "opencv")}
-        feats = clfs["numba"]._extract(images)
+        feats = clfs["numba"].extract_features(images)
         fns = {
-            "ours: extract": lambda: clfs["numba"]._extract(images),
-            "ours: encode": lambda: clfs["numba"]._encode(feats),
+            "ours: extract": lambda: clfs["numba"].extract_features(images),
+            "ours: encode": lambda: clfs["numba"].encode_features(feats),
             "ours: transform": lambda: clfs["numba"].transform(images),
-            "opencv: extract": lambda: clfs["opencv"]._extract(images),
+            "opencv: extract": lambda: clfs["opencv"].extract_features(images),
             "opencv: transform": lambda: clfs["opencv"].transform(images),
         }
         return interleaved(fns, rounds)
