@@ -315,11 +315,12 @@ def _encode_batch(features, prototypes, mapping, rank_base, rank_n, p, normalize
         first, last, at = blocks[:, u].tolist(), blocks[:, u + 1].tolist(), rows.tolist()
         products = np.empty((at[-1], b.shape[0]))
         sq_norms = np.empty(at[-1])
-        for g, d in enumerate(descriptors):
-            if at[g + 1] > at[g]:  # the same arrays and calls as _map_rows on this image's block
-                mine = d[first[g]:last[g]]
-                np.einsum("md,md->m", mine, mine, out=sq_norms[at[g]:at[g + 1]])
-                np.matmul(mine, b.T, out=products[at[g]:at[g + 1]])
+        with np.errstate(all="ignore"):  # non-finite descriptors: found below, named by _encode_one
+            for g, d in enumerate(descriptors):
+                if at[g + 1] > at[g]:  # the same arrays and calls as _map_rows on this image's block
+                    mine = d[first[g]:last[g]]
+                    np.einsum("md,md->m", mine, mine, out=sq_norms[at[g]:at[g + 1]])
+                    np.matmul(mine, b.T, out=products[at[g]:at[g + 1]])
         if not np.all(np.isfinite(sq_norms)):
             return general()
         n, values = _rank_values(mapping, rank_base, rank_n, b.shape[0])
@@ -344,7 +345,7 @@ def _encode_batch(features, prototypes, mapping, rank_base, rank_n, p, normalize
                     _scale_maxima((indptr[lo:hi + 1], indices, data), int(bounds[u]), p, x_u)
                     if normalize:
                         _normalize(x_u)
-        csr = parts[0] if len(parts) == 1 else _stack_rows(parts, None, descriptors[g].shape[0], in_order=True)
+        csr = parts[0] if len(parts) == 1 else _stack_rows(parts, None, len(descriptors[g]), in_order=True)
         out.append(Encoding(x=X[g], channel_slices=list(slices), p=p, csr=csr))
     return out
 
