@@ -16,34 +16,57 @@ from bowlrp.jit import jit_serial
 @jit_serial
 def nearest_words(d2, n, out):
     """``out[i]`` = indices of the ``n`` smallest entries of ``d2[i]``, nearest first (:func:`select_row`)."""
+    row = np.empty(d2.shape[1])
     kept = np.empty(n)
+    seeds = np.arange(n)
     for i in range(d2.shape[0]):
-        select_row(d2[i], n, kept, out[i])
+        row[:] = d2[i]
+        select_row(row, n, seeds, kept, out[i])
+        seeds[:] = out[i]
 
 
 @jit_serial
-def select_row(row, n, kept, out):
-    """``out[:n]`` = indices of the ``n`` smallest entries of ``row``, nearest first; ``kept`` is scratch.
+def select_row(row, n, seeds, kept, out):
+    """``out[:n]`` = indices of the ``n`` smallest entries of ``row``, nearest first.
 
-    Equal distances are ranked by index, exactly as a stable argsort: an entry displaces a kept one
-    only when it is strictly nearer, and it is inserted after every kept entry at the same distance.
-    One pass over the row with an insertion buffer (the kept distances are copied, so the common
-    test against the n-th kept distance reads no index): O(V) for the usual small ``n``.
+    Equal distances are ranked by index, exactly as a stable argsort: entries are ordered by the pair
+    (distance, index), so the result does not depend on the order in which they are visited. The
+    ``n`` distinct indices ``seeds`` are kept first: the previous descriptor's nearest words, which
+    neighbouring descriptors of a dense grid (overlapping supports) mostly share. Then one pass over
+    the row inserts whatever comes before the n-th kept entry; with good seeds that is rare, and the
+    pass is one well-predicted comparison per entry (an insertion mispredicts a branch or two, and
+    starting from the first n words, insertions were most of the cost of a row). The seeds' entries
+    of ``row`` (scratch, overwritten) are set to +inf so that the pass does not meet them again;
+    ``kept`` is scratch too.
     """
-    count = 0
-    for j in range(row.shape[0]):
+    for s in range(n):  # insertion sort of the seeds
+        j = seeds[s]
         d = row[j]
-        if count == n and not d < kept[n - 1]:
-            continue
-        k = count if count < n else n - 1
-        while k > 0 and kept[k - 1] > d:
+        k = s
+        while k > 0 and (kept[k - 1] > d or (kept[k - 1] == d and out[k - 1] > j)):
             kept[k] = kept[k - 1]
             out[k] = out[k - 1]
             k -= 1
         kept[k] = d
         out[k] = j
-        if count < n:
-            count += 1
+    for s in range(n):
+        row[seeds[s]] = np.inf
+    for j in range(row.shape[0]):
+        d = row[j]
+        if d > kept[n - 1] or (d == kept[n - 1] and j >= out[n - 1]):
+            continue  # not before the n-th kept entry
+        kept_already = False  # a seed (when the kept distances are +inf themselves)
+        for k in range(n):
+            kept_already |= out[k] == j
+        if kept_already:
+            continue
+        k = n - 1
+        while k > 0 and (kept[k - 1] > d or (kept[k - 1] == d and out[k - 1] > j)):
+            kept[k] = kept[k - 1]
+            out[k] = out[k - 1]
+            k -= 1
+        kept[k] = d
+        out[k] = j
 
 
 @jit_serial
@@ -189,15 +212,17 @@ def rank_from_products(products, sq_norms, proto_sq_norms, n, values, offset, in
     they are formed one row at a time and never stored.
     """
     n_rows, n_words = products.shape
-    d2 = np.empty(n_words)  # one row at a time
+    d2 = np.empty(n_words)  # one row at a time (scratch of select_row)
     kept = np.empty(n)
     nearest = np.empty(n, np.int64)
+    seeds = np.arange(n)  # then each row starts from the previous row's nearest words
     for i in range(n_rows):
         for j in range(n_words):
             d = sq_norms[i] + proto_sq_norms[j]
             d -= 2.0 * products[i, j]
             d2[j] = d if d >= 0.0 else 0.0  # np.maximum(d, 0.0), -0.0 included
-        select_row(d2, n, kept, nearest)
+        select_row(d2, n, seeds, kept, nearest)
+        seeds[:] = nearest
         start = i * n
         # insertion sort of the n (column, value) pairs by column (scipy's canonical order)
         for r in range(n):

@@ -423,3 +423,18 @@ def test_a_bad_image_in_a_batch_is_named_as_before():
     enc = encode_many([good, two], [B, B[:2]], mapping="hard", normalize=False)[1]
     np.testing.assert_array_equal(enc.mapping.toarray(), [[0, 0, 0, 0, 1, 0], [1, 0, 0, 0, 0, 0],
                                                           [0, 0, 0, 0, 0, 1]])
+
+
+def test_select_row_is_a_stable_sort_whatever_the_seeds():
+    from bowlrp.bow._encoding_kernels import select_row
+
+    rng = np.random.default_rng(11)
+    for case in range(300):
+        width = int(rng.integers(1, 20))
+        n = int(rng.integers(1, width + 1))
+        row = rng.integers(0, 4, width).astype(float)  # ties, also with the seeds and at the n-th place
+        row[rng.random(width) < 0.2] = np.inf  # infinite distances too (kept when fewer are finite)
+        seeds = rng.permutation(width)[:n]
+        out = np.full(n, -1, np.int64)
+        select_row(row.copy(), n, seeds, np.empty(n), out)
+        np.testing.assert_array_equal(out, np.argsort(row, kind="stable")[:n], err_msg=f"case {case}")
