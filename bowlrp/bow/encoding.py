@@ -16,10 +16,14 @@ For other p the sum is evaluated as c_d ((1/M_u) sum_l (m_d(l)/c_d)^p)^(1/p) wit
 which is the same number without underflow for large p. Optional L1 normalisation is per channel
 (a channel whose pooled vector is all zero stays zero).
 
-Speed: an image is encoded by one matrix product per channel (BLAS, one image at a time so that the
-numbers never depend on the batch) and two numba kernels (top-n selection fused with the CSR layout,
-then pooling, :mod:`bowlrp.bow._encoding_kernels`); the scipy matrix of the mapping is only built when
-the explanation asks for it. :func:`encode_many` runs a batch on threads (:func:`bowlrp.jit.parallel_map`).
+Speed: each image and channel gets one float64 matrix product with the prototypes (BLAS, one image at
+a time: OpenBLAS gives a row other last bits when it is part of a taller product, so the numbers would
+depend on the batch), the rest is numba (:mod:`bowlrp.bow._encoding_kernels`). The hard and rank
+mappings of a batch of images go through one buffer per channel: its products, then one kernel call
+selecting every row's words (written in CSR layout) and one pooling every image; the scipy matrix of
+the mapping is only built when the explanation asks for it. :func:`encode_many` runs batches on
+threads (:func:`bowlrp.jit.parallel_map`). float32 products would halve the dominant cost but reorder
+near-ties of the distances, so they are not used.
 """
 
 from __future__ import annotations
