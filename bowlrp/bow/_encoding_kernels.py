@@ -40,15 +40,7 @@ def select_row(row, n, seeds, kept, out):
     ``kept`` is scratch too.
     """
     for s in range(n):  # insertion sort of the seeds
-        j = seeds[s]
-        d = row[j]
-        k = s
-        while k > 0 and (kept[k - 1] > d or (kept[k - 1] == d and out[k - 1] > j)):
-            kept[k] = kept[k - 1]
-            out[k] = out[k - 1]
-            k -= 1
-        kept[k] = d
-        out[k] = j
+        _insert(kept, out, s, row[seeds[s]], seeds[s])
     for s in range(n):
         row[seeds[s]] = np.inf
     for j in range(row.shape[0]):
@@ -58,15 +50,20 @@ def select_row(row, n, seeds, kept, out):
         kept_already = False  # a seed (when the kept distances are +inf themselves)
         for k in range(n):
             kept_already |= out[k] == j
-        if kept_already:
-            continue
-        k = n - 1
-        while k > 0 and (kept[k - 1] > d or (kept[k - 1] == d and out[k - 1] > j)):
-            kept[k] = kept[k - 1]
-            out[k] = out[k - 1]
-            k -= 1
-        kept[k] = d
-        out[k] = j
+        if not kept_already:
+            _insert(kept, out, n - 1, d, j)
+
+
+@jit_serial(inline="always")
+def _insert(kept, out, k, d, j):
+    """Put (d, j) into the sorted ``kept``/``out`` at or below place ``k`` (whose entry drops out),
+    after every kept entry with a smaller (distance, index) pair."""
+    while k > 0 and (kept[k - 1] > d or (kept[k - 1] == d and out[k - 1] > j)):
+        kept[k] = kept[k - 1]
+        out[k] = out[k - 1]
+        k -= 1
+    kept[k] = d
+    out[k] = j
 
 
 @jit_serial
