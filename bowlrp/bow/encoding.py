@@ -32,12 +32,13 @@ import functools
 from dataclasses import dataclass, field
 from numbers import Real
 
+import numba
 import numpy as np
 import scipy.sparse as sp
 
 from bowlrp.bow import _encoding_kernels as _k
 from bowlrp.bow.vocabulary import squared_distances
-from bowlrp.jit import parallel_map
+from bowlrp.jit import parallel_map, use_parallel
 from bowlrp.validation import check_p, offsets
 
 __all__ = ["MAPPINGS", "Encoding", "check_mapping", "map_descriptors", "pool", "encode", "encode_many"]
@@ -419,12 +420,16 @@ def encode_many(features, vocabularies, mapping="rank", rank_base=2.0, rank_n=4,
     prototypes = _prototypes(vocabularies)
     features = list(features)
     dims = sum(b.shape[0] * b.shape[1] for b, _ in prototypes) / max(1, len(prototypes))
-    work = 2.0 * dims * sum(len(f) for f in features)  # the distance products dominate
+    rows = sum(len(f) for f in features)
+    work = 2.0 * dims * rows  # the distance products dominate
     if mapping == "soft":
         return parallel_map(
             lambda f: _encode_one(f, prototypes, mapping, rank_base, rank_n, soft_beta, p, normalize),
             features, work)
+    max_rows = _BATCH_ROWS
+    if use_parallel(work):  # smaller batches when threads share the work: at least 4 per thread
+        max_rows = min(max_rows, -(-rows // (4 * numba.get_num_threads())))
     batches = parallel_map(lambda batch: _encode_batch(batch, prototypes, mapping, rank_base, rank_n, p,
                                                        normalize),
-                           _batches(features, _BATCH_ROWS), work)
+                           _batches(features, max(1, max_rows)), work)
     return [encoding for batch in batches for encoding in batch]
