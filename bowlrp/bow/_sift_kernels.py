@@ -31,9 +31,9 @@ TWO_PI = 2.0 * math.pi
 
 # ----------------------------------------------------------------------------------------------- smoothing
 @jit_serial(inline="always")
-def _convolve_row_x(src, taps, y, dst):
-    """dst[y, x] = sum_t taps[t] * src[y, clip(x + t - r)] (edge replication)."""
-    width = src.shape[1]
+def convolve_x(src, taps, dst):
+    """dst[x] = sum_t taps[t] * src[clip(x + t - r)] (edge replication) for 1-D rows."""
+    width = src.shape[0]
     n_taps = taps.shape[0]
     r = (n_taps - 1) // 2
     # Border pixels clamp their taps; the interior loop has no branches so LLVM can vectorise it.
@@ -42,20 +42,20 @@ def _convolve_row_x(src, taps, y, dst):
             continue
         acc = 0.0
         for t in range(n_taps):
-            acc += taps[t] * src[y, min(max(x + t - r, 0), width - 1)]
-        dst[y, x] = acc
+            acc += taps[t] * src[min(max(x + t - r, 0), width - 1)]
+        dst[x] = acc
     n = width - 2 * r
     if n <= 0:
         return
     # Interior: 1-D views starting at 0, so every index is a plain loop counter. With 2-D indexing
     # at ``x + t - r`` numba's negative-index wraparound blocked vectorisation (this pass was 6x
     # slower than the column pass); the arithmetic and its order are unchanged.
-    d = dst[y, r : width - r]
+    d = dst[r : width - r]
     for x in range(n):
         d[x] = 0.0
     for t in range(n_taps):
         w = taps[t]
-        s = src[y, t : t + n]
+        s = src[t : t + n]
         for x in range(n):
             d[x] += w * s[x]
 
@@ -82,7 +82,7 @@ def smooth_separable(image, taps, tmp, out):
     """
     height = image.shape[0]
     for y in prange(height):
-        _convolve_row_x(image, taps, y, tmp)
+        convolve_x(image[y], taps, tmp[y])
     for y in prange(height):
         _convolve_row_y(tmp, taps, y, out)
 
@@ -150,29 +150,23 @@ def _orientation_weights(gx, gy):
     return b, mag * (1.0 - frac), mag * frac
 
 
-@jit_serial(inline="always", error_model="numpy")
-def _orientation_row(image, y, bin0, w0, w1):
-    height, width = image.shape
-    row = image[y]
+@jit_serial(inline="always")
+def gradient_rows(image, y):
+    """(row above, row below, factor) of the ``np.gradient`` stencil along y at row ``y``."""
+    height = image.shape[0]
     if height == 1:
-        up = row
-        down = row
-        fy = 0.0
-    elif y == 0:
-        up = image[0]
-        down = image[1]
-        fy = 1.0
-    elif y == height - 1:
-        up = image[y - 1]
-        down = image[y]
-        fy = 1.0
-    else:
-        up = image[y - 1]
-        down = image[y + 1]
-        fy = 0.5
-    b_row = bin0[y]
-    w0_row = w0[y]
-    w1_row = w1[y]
+        return image[0], image[0], 0.0
+    if y == 0:
+        return image[0], image[1], 1.0
+    if y == height - 1:
+        return image[y - 1], image[y], 1.0
+    return image[y - 1], image[y + 1], 0.5
+
+
+@jit_serial(inline="always", error_model="numpy")
+def orientation_row(row, up, down, fy, b_row, w0_row, w1_row):
+    """One row of :func:`orientation_field`: ``gy = fy * (down - up)``, ``gx`` from ``row`` (1-D)."""
+    width = row.shape[0]
     last = width - 1
     # np.gradient stencil: central differences inside, one-sided differences on the border. Outputs
     # are written in the loops themselves (no helper taking the arrays) so that LLVM vectorises them.
@@ -200,20 +194,22 @@ def orientation_field(image, bin0, w0, w1):
     (``w0 + w1`` is the gradient magnitude). Bin ``o`` is centred on angle ``o * 45`` degrees.
     """
     for y in prange(image.shape[0]):
-        _orientation_row(image, y, bin0, w0, w1)
+        up, down, fy = gradient_rows(image, y)
+        orientation_row(image[y], up, down, fy, bin0[y], w0[y], w1[y])
 
 
 
 # -------------------------------------------------------------------------------------- spatial binning
 @jit_serial(inline="always")
-def _pool_columns_row(bin0, w0, w1, starts, weights, offset, y, out):
-    width = bin0.shape[1]
+def pool_columns_row(bin0, w0, w1, starts, weights, offset, out):
+    """One row of :func:`pool_columns`: 1-D ``bin0, w0, w1`` into ``out`` (len(starts), 8)."""
+    width = bin0.shape[0]
     n_taps = weights.shape[0]
     n_cols = starts.shape[0]
     for c in range(n_cols):
         for o in range(N_ORIENTATIONS):
-            out[y, c, o] = 0.0
-    # Two bins per pass: each tap is a read-modify-write of out[y, c, b] that often hits the same
+            out[c, o] = 0.0
+    # Two bins per pass: each tap is a read-modify-write of out[c, b] that often hits the same
     # cell as the previous tap, so one bin alone is a chain of dependent adds through memory; two
     # independent chains overlap (~1.2-1.7x faster). Each bin still sums its taps in order.
     # ``& 7`` is ``% 8`` for bins in 0..7 without the sign handling of Python's modulo.
@@ -224,14 +220,14 @@ def _pool_columns_row(bin0, w0, w1, starts, weights, offset, y, out):
             w = weights[t]
             x = first + t
             if x >= 0 and x < width:
-                b = bin0[y, x]
-                out[y, c, b] += w * w0[y, x]
-                out[y, c, (b + 1) & 7] += w * w1[y, x]
+                b = bin0[x]
+                out[c, b] += w * w0[x]
+                out[c, (b + 1) & 7] += w * w1[x]
             x = second + t
             if x >= 0 and x < width:
-                b = bin0[y, x]
-                out[y, c + 1, b] += w * w0[y, x]
-                out[y, c + 1, (b + 1) & 7] += w * w1[y, x]
+                b = bin0[x]
+                out[c + 1, b] += w * w0[x]
+                out[c + 1, (b + 1) & 7] += w * w1[x]
     if n_cols % 2 == 1:
         c = n_cols - 1
         first = starts[c] + offset
@@ -239,9 +235,9 @@ def _pool_columns_row(bin0, w0, w1, starts, weights, offset, y, out):
             x = first + t
             if x >= 0 and x < width:
                 w = weights[t]
-                b = bin0[y, x]
-                out[y, c, b] += w * w0[y, x]
-                out[y, c, (b + 1) & 7] += w * w1[y, x]
+                b = bin0[x]
+                out[c, b] += w * w0[x]
+                out[c, (b + 1) & 7] += w * w1[x]
 
 
 @jit_both(work=lambda bin0, w0, w1, starts, weights, offset, out: 4 * out.size // 8 * weights.size)
@@ -253,7 +249,7 @@ def pool_columns(bin0, w0, w1, starts, weights, offset, out):
     ``out`` is (H, len(starts), 8).
     """
     for y in prange(bin0.shape[0]):
-        _pool_columns_row(bin0, w0, w1, starts, weights, offset, y, out)
+        pool_columns_row(bin0[y], w0[y], w1[y], starts, weights, offset, out[y])
 
 
 
@@ -290,7 +286,7 @@ def pool_rows(columns, starts, weights, offset, out):
 
 # ------------------------------------------------------------------------------------- normalisation
 @jit_serial(inline="always")
-def _clip_sums_128(out, f, inv, clip):
+def clip_sums_128(out, f, inv, clip):
     """out[f, :128] = min(out[f, :128] * inv, clip); returns the sum of squares of the result.
 
     fastmath stays off (project policy), so LLVM may not reorder a single running sum; eight
@@ -327,11 +323,11 @@ def _clip_sums_128(out, f, inv, clip):
 
 
 @jit_serial(inline="always")
-def _assemble_row(pooled, row_index, col_index, area, threshold, clip, fy, out, energy):
+def assemble_row(pooled, row_index, col_index, area, threshold, clip, fy, out, energy):
     # Plain 2-D/3-D indexing from 0 on purpose: row or cell views, or a column offset, cost 2-5x here.
     # Colour variants pass a column block of the wider output as ``out``.
     # The sum and the sum of squares are taken while gathering (orientation o = k % 8 goes to
-    # accumulator o, as in _clip_sums_128) and the clip is fused with the second sum of squares:
+    # accumulator o, as in clip_sums_128) and the clip is fused with the second sum of squares:
     # 3 passes over each descriptor instead of 5 (bit-identical to the former 5-pass version).
     n_fx = col_index.shape[0]
     for fx in range(n_fx):
@@ -384,7 +380,7 @@ def _assemble_row(pooled, row_index, col_index, area, threshold, clip, fy, out, 
             for k in range(128):
                 out[f, k] = 0.0
             continue
-        sq2 = _clip_sums_128(out, f, 1.0 / math.sqrt(sq), clip)
+        sq2 = clip_sums_128(out, f, 1.0 / math.sqrt(sq), clip)
         inv2 = 1.0 / math.sqrt(sq2)
         for k in range(128):
             out[f, k] *= inv2
@@ -400,7 +396,7 @@ def assemble_normalize(pooled, row_index, col_index, area, threshold, clip, out,
     the others are L2-normalised, clipped at ``clip`` and L2-normalised again.
     """
     for fy in prange(row_index.shape[0]):
-        _assemble_row(pooled, row_index, col_index, area, threshold, clip, fy, out, energy)
+        assemble_row(pooled, row_index, col_index, area, threshold, clip, fy, out, energy)
 
 
 
