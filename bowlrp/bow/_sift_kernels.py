@@ -209,30 +209,43 @@ def pool_columns_row(bin0, w0, w1, starts, weights, offset, out):
     for c in range(n_cols):
         for o in range(N_ORIENTATIONS):
             out[c, o] = 0.0
-    # Two bins per pass: each tap is a read-modify-write of out[c, b] that often hits the same
-    # cell as the previous tap, so one bin alone is a chain of dependent adds through memory; two
-    # independent chains overlap (~1.2-1.7x faster). Each bin still sums its taps in order.
-    # ``& 7`` is ``% 8`` for bins in 0..7 without the sign handling of Python's modulo.
-    for c in range(0, n_cols - 1, 2):
-        first = starts[c] + offset
-        second = starts[c + 1] + offset
+    # Four bins per pass: each tap is a read-modify-write of out[c, b] that often hits the same
+    # cell as the previous tap (neighbours share orientations), so one bin alone is a chain of
+    # dependent adds through memory; four independent chains overlap (1.2-1.7x faster with two,
+    # 1.1-1.25x more with four; a loop over the four instead of this unrolled code was slower).
+    # Each bin still sums its taps in order. ``& 7`` is ``% 8`` for bins in 0..7 without the sign
+    # handling of Python's modulo.
+    for c in range(0, n_cols - 3, 4):
+        s0 = starts[c] + offset
+        s1 = starts[c + 1] + offset
+        s2 = starts[c + 2] + offset
+        s3 = starts[c + 3] + offset
         for t in range(n_taps):
             w = weights[t]
-            x = first + t
+            x = s0 + t
             if x >= 0 and x < width:
                 b = bin0[x]
                 out[c, b] += w * w0[x]
                 out[c, (b + 1) & 7] += w * w1[x]
-            x = second + t
+            x = s1 + t
             if x >= 0 and x < width:
                 b = bin0[x]
                 out[c + 1, b] += w * w0[x]
                 out[c + 1, (b + 1) & 7] += w * w1[x]
-    if n_cols % 2 == 1:
-        c = n_cols - 1
-        first = starts[c] + offset
+            x = s2 + t
+            if x >= 0 and x < width:
+                b = bin0[x]
+                out[c + 2, b] += w * w0[x]
+                out[c + 2, (b + 1) & 7] += w * w1[x]
+            x = s3 + t
+            if x >= 0 and x < width:
+                b = bin0[x]
+                out[c + 3, b] += w * w0[x]
+                out[c + 3, (b + 1) & 7] += w * w1[x]
+    for c in range(n_cols - n_cols % 4, n_cols):
+        s0 = starts[c] + offset
         for t in range(n_taps):
-            x = first + t
+            x = s0 + t
             if x >= 0 and x < width:
                 w = weights[t]
                 b = bin0[x]
