@@ -164,26 +164,36 @@ def gradient_rows(image, y):
 
 
 @jit_serial(inline="always", error_model="numpy")
-def orientation_row(row, up, down, fy, b_row, w0_row, w1_row):
-    """One row of :func:`orientation_field`: ``gy = fy * (down - up)``, ``gx`` from ``row`` (1-D)."""
+def _orientation_span(gx, gy, lo, hi, b_row, w0_row, w1_row):
+    for x in range(lo, hi):
+        b, v0, v1 = _orientation_weights(gx[x], gy[x])
+        b_row[x] = b
+        w0_row[x] = v0
+        w1_row[x] = v1
+
+
+@jit_serial(inline="always", error_model="numpy")
+def orientation_row(row, up, down, fy, gx, gy, b_row, w0_row, w1_row):
+    """One row of :func:`orientation_field`: ``gy = fy * (down - up)``, ``gx`` from ``row`` (1-D).
+
+    ``gx`` and ``gy`` are scratch rows. The differences are taken first (``np.gradient`` stencil:
+    central inside, one-sided on the border), so that the costly per-pixel part runs as one loop over
+    the whole row: the two border pixels and the vector loop's remainder were scalar code, 3 % of
+    the pixels of a 256-pixel row but ~15 % of the time (more on small images). A row whose length
+    is not a multiple of 8 ends with 8 pixels recomputed as one full vector (the same values again).
+    """
     width = row.shape[0]
     last = width - 1
-    # np.gradient stencil: central differences inside, one-sided differences on the border. Outputs
-    # are written in the loops themselves (no helper taking the arrays) so that LLVM vectorises them.
     for x in range(1, last):
-        gx = 0.5 * (row[x + 1] - row[x - 1])
-        gy = fy * (down[x] - up[x])
-        b, v0, v1 = _orientation_weights(gx, gy)
-        b_row[x] = b
-        w0_row[x] = v0
-        w1_row[x] = v1
-    for x in range(0, width, max(last, 1)):  # the first and the last column
-        gx = row[min(x + 1, last)] - row[max(x - 1, 0)]
-        gy = fy * (down[x] - up[x])
-        b, v0, v1 = _orientation_weights(gx, gy)
-        b_row[x] = b
-        w0_row[x] = v0
-        w1_row[x] = v1
+        gx[x] = 0.5 * (row[x + 1] - row[x - 1])
+    gx[0] = row[min(1, last)] - row[0]
+    gx[last] = row[last] - row[max(last - 1, 0)]
+    for x in range(width):
+        gy[x] = fy * (down[x] - up[x])
+    n_main = width - width % 8
+    _orientation_span(gx, gy, 0, n_main, b_row, w0_row, w1_row)
+    if n_main < width:
+        _orientation_span(gx, gy, max(width - 8, 0), width, b_row, w0_row, w1_row)
 
 
 @jit_both(work=lambda image, bin0, w0, w1: 40 * image.size, error_model="numpy")
@@ -193,9 +203,14 @@ def orientation_field(image, bin0, w0, w1):
     For every pixel, orientation plane ``bin0`` gets ``w0`` and plane ``(bin0 + 1) % 8`` gets ``w1``
     (``w0 + w1`` is the gradient magnitude). Bin ``o`` is centred on angle ``o * 45`` degrees.
     """
-    for y in prange(image.shape[0]):
-        up, down, fy = gradient_rows(image, y)
-        orientation_row(image[y], up, down, fy, bin0[y], w0[y], w1[y])
+    height, width = image.shape
+    n_blocks = min(height, 64)  # scratch rows per block of image rows, not per row
+    for k in prange(n_blocks):
+        gx = np.empty(width)
+        gy = np.empty(width)
+        for y in range(k * height // n_blocks, (k + 1) * height // n_blocks):
+            up, down, fy = gradient_rows(image, y)
+            orientation_row(image[y], up, down, fy, gx, gy, bin0[y], w0[y], w1[y])
 
 
 

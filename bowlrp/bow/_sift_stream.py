@@ -67,6 +67,8 @@ def _stream_band(plane, taps, col_starts, row_starts, weights, offset, r0, r1, p
     bin0 = np.empty(width, np.int64)
     w0 = np.empty(width)
     w1 = np.empty(width)
+    gx = np.empty(width)
+    gy = np.empty(width)
     cols = np.empty((n_cols, N_ORIENTATIONS))
     flat = cols.reshape(m)
     next_x = max(0, y_lo - 1 - radius)  # next row to smooth along x
@@ -95,7 +97,7 @@ def _stream_band(plane, taps, col_starts, row_starts, weights, offset, r0, r1, p
             up = sring[(y - 1) % 3]
             down = sring[(y + 1) % 3]
             fy = 0.5
-        orientation_row(sring[y % 3], up, down, fy, bin0, w0, w1)
+        orientation_row(sring[y % 3], up, down, fy, gx, gy, bin0, w0, w1)
         pool_columns_row(bin0, w0, w1, col_starts, weights, offset, cols)
         while first_r < r1 and row_starts[first_r] + offset + n_w <= y:
             first_r += 1
