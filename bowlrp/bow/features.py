@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from numbers import Real
 
@@ -41,7 +42,7 @@ _BACKENDS = ("numba", "opencv")
 # estimate that decides whether a batch runs on threads (bowlrp.jit.use_parallel)
 _WORK_PER_PIXEL = 100
 # plane pixels per chunk of equal-shaped images extracted together (see DenseSIFT.extract_many)
-_CHUNK_PIXELS = 1 << 20
+_CHUNK_PIXELS = 1 << 18
 
 
 @dataclass(frozen=True, eq=False)
@@ -291,6 +292,8 @@ class DenseSIFT(BaseEstimator):
             One per image, in order; the same numbers whatever the number of threads or chunks.
         """
         sizes = self._validate_params()
+        if isinstance(images, Iterator):
+            images = list(images)  # read twice below: checked, and the input dtypes
         checked = check_images(images, min_side=4 * max(sizes))
         _check_value_range(checked, list(images))
         n_jobs = self.n_jobs if n_jobs is None else n_jobs
@@ -313,7 +316,7 @@ class DenseSIFT(BaseEstimator):
 
 
 def _same_shape_chunks(images, n_planes, threads):
-    """Runs of consecutive equal-shaped images, cut into chunks of at most ~2^20 plane pixels
+    """Runs of consecutive equal-shaped images, cut into chunks of at most 2^18 plane pixels
     (bounded scratch memory) and, on threads, into about four chunks per thread."""
     chunks = []
     start = 0

@@ -6,6 +6,8 @@ for bit, against the stage kernels it replaces (the descriptors must not move by
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from skimage import data
@@ -169,3 +171,20 @@ def test_frame_geometry_is_cached_and_read_only():
     np.testing.assert_array_equal(feats.support, support)
     np.testing.assert_array_equal(np.diff(bounds), np.bincount(channel))
     assert feats.centers.flags.writeable
+
+
+def test_value_range_is_checked_for_float_inputs_only_and_for_generators():
+    sift = DenseSIFT(step=8)
+    huge = np.full((32, 32), 1e101)
+    with pytest.raises(ValueError, match="1e\\+100"):
+        sift.extract_many(im for im in [np.zeros((32, 32)), huge])  # a generator is read once
+    with pytest.warns(UserWarning, match="divide by 255"):
+        sift.extract_many(iter([np.full((32, 32), 200.0)]))
+    # uint8 / uint16 inputs are scaled into [0, 1]: same descriptors as the float image, no warning
+    image = data.camera()[:40, :48]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        from_uint8 = sift.extract_many([image, (image.astype(np.uint16) * 257)])
+    want = sift.extract(image / 255.0).descriptors
+    np.testing.assert_allclose(from_uint8[0].descriptors, want, atol=1e-12)
+    np.testing.assert_allclose(from_uint8[1].descriptors, want, atol=1e-12)
