@@ -12,6 +12,9 @@ between overlapping frames instead of being redone per keypoint:
 4. ``assemble_normalize``: gather the 4 x 4 x 8 values of every frame, zero flat patches, L2 / clip / L2.
 
 Every kernel writes into preallocated outputs and has a numpy twin in ``tests/bowlrp/bow/test_features.py``.
+The row helpers (``convolve_x``, ``orientation_row``, ``pool_columns_row``, ``assemble_row``) are shared
+with the fused kernel of :mod:`bowlrp.bow._sift_stream`, which runs stages 1-4 in one pass over the rows
+(the extractor's default path); the stage kernels serve bin sizes that share one orientation field.
 Each driver is compiled twice by :func:`bowlrp.jit.jit_both` (parallel and serial build of the same
 source); a call runs the build the project's size rule picks, and always the serial one inside the
 batch threads of :func:`bowlrp.jit.parallel_map`.
