@@ -23,7 +23,13 @@ import numba
 import numpy as np
 from sklearn.base import BaseEstimator
 
-from bowlrp.bow.sift_grid import COLORS, color_planes, default_smoothing, frame_geometry, grid_starts
+from bowlrp.bow.sift_grid import (
+    COLORS,
+    color_planes,
+    default_smoothing,
+    frame_geometry,
+    grid_starts,  # noqa: F401  (bowlrp.bow.grid_check imports it from here)
+)
 from bowlrp.bow.sift_numba import (
     orientation_fields,
     pooled_descriptors,
@@ -34,7 +40,6 @@ from bowlrp.jit import limited_threads, parallel_map, use_parallel
 from bowlrp.validation import check_image, check_images
 
 __all__ = ["LocalFeatures", "DenseSIFT"]
-_REEXPORTED = (grid_starts,)  # bowlrp.bow.grid_check imports it from here
 
 MAX_ABS_PIXEL = 1e100  # far below the float64 overflow of squared gradients (~1e154)
 _BACKENDS = ("numba", "opencv")
