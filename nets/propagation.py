@@ -44,7 +44,10 @@ def stabilised_divide(R, z, stabilizer):
             R.reshape(R.shape[0], -1), z1, float(stabilizer), out.reshape(R.shape[0], -1)
         )
         return out
-    z = np.ascontiguousarray(np.broadcast_to(z, R.shape), dtype=dtype)
+    # broadcast only when needed and writeable: broadcast_to's read-only view (even of an equal
+    # shape) would compile the division kernels once more for read-only arrays
+    z = np.require(z if z.shape == R.shape else np.broadcast_to(z, R.shape), dtype=dtype,
+                   requirements=["C", "W"])
     if callable(stabilizer):
         d = np.asarray(stabilizer(z), dtype=dtype)
         if d.shape != z.shape:

@@ -298,7 +298,8 @@ class Conv2D(_Weighted):
         W = self._dilated(W)
         o, _, kh, kw = W.shape  # W may be a stack of modified weights (more output channels)
         dtype = _float_dtype(x, W)
-        x = np.ascontiguousarray(x, dtype=dtype)
+        # writeable too: a read-only input (a broadcast "ones" map) would compile unfold once more
+        x = np.require(x, dtype=dtype, requirements=["C", "W"])
         W2 = W.reshape(W.shape[0], -1).astype(dtype, copy=False)
         g = self.groups
         k, p = W2.shape[1] * g, oh * ow
