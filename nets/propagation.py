@@ -49,7 +49,9 @@ def stabilised_divide(R, z, stabilizer):
     z = np.require(z if z.shape == R.shape else np.broadcast_to(z, R.shape), dtype=dtype,
                    requirements=["C", "W"])
     if callable(stabilizer):
-        d = np.asarray(stabilizer(z), dtype=dtype)
+        zv = z.view()  # z may be the forward output itself: the user's function must not change it
+        zv.flags.writeable = False
+        d = np.asarray(stabilizer(zv), dtype=dtype)
         if d.shape != z.shape:
             raise ValueError(f"the stabiliser returned shape {d.shape} for z of shape {z.shape}")
         if not np.all(np.isfinite(d)):
@@ -199,8 +201,9 @@ def _forward_term(layer, t, inputs, tb, y, unbiased):
     if t.weight != "id" or inputs.get(t.input) is not inputs.x:
         return None
     if tb is None:
-        return y if layer.b is None else unbiased
-    return y if tb is layer.b else None
+        # layers without a bias (pools) have no ``b`` at all
+        return y if getattr(layer, "b", None) is None else unbiased
+    return y if tb is getattr(layer, "b", None) else None
 
 
 def _needs_unbiased(layer, rule, inputs, fusable):

@@ -343,8 +343,10 @@ def _encode_batch(features, prototypes, mapping, rank_base, rank_n, p, normalize
         for u, (at, indptr, indices, data, n) in enumerate(per_channel):
             lo, hi = at[g], at[g + 1]
             if hi > lo:
-                # indptr[:hi - lo + 1] is this block's own indptr: every row holds n entries
-                parts.append((indptr[:hi - lo + 1], indices[lo * n:hi * n], data[lo * n:hi * n]))
+                # every row holds n entries; each image gets its own indptr (a shared slice would let
+                # an edit of one image's CSR change the others'; indices and data do not overlap)
+                own = np.arange(0, (hi - lo) * n + 1, n, dtype=np.int64)
+                parts.append((own, indices[lo * n:hi * n], data[lo * n:hi * n]))
                 if not mean_or_max:
                     x_u = X[g, slices[u]]
                     _scale_maxima((indptr[lo:hi + 1], indices, data), int(bounds[u]), p, x_u)

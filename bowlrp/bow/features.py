@@ -15,7 +15,6 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass
 from numbers import Real
 
@@ -297,8 +296,9 @@ class DenseSIFT(BaseEstimator):
             One per image, in order; the same numbers whatever the number of threads or chunks.
         """
         sizes = self._validate_params()
-        if isinstance(images, Iterator):
-            images = list(images)  # read twice below: checked, and the input dtypes
+        if not isinstance(images, np.ndarray):
+            # read twice below (checked, and the input dtypes): a lazy sequence must not load twice
+            images = list(images)
         checked = check_images(images, min_side=4 * max(sizes))
         _check_value_range(checked, list(images))
         n_jobs = self.n_jobs if n_jobs is None else n_jobs

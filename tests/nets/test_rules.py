@@ -326,3 +326,41 @@ def test_denominators_from_the_forward_pass_equal_the_recomputed_ones(rule):
         got, got_bias = propagate(layer, rule, X, y, R, precomputed=extras)
         np.testing.assert_allclose(got, want, rtol=1e-11, atol=1e-12 * np.abs(want).max())
         np.testing.assert_allclose(got_bias, want_bias, rtol=1e-11, atol=1e-12)
+
+
+@pytest.mark.parametrize("pool", ["avg", "global_avg"])
+def test_zero_bias_rules_on_pooling_layers(pool):
+    """Pools carry no bias at all: a zero-bias Epsilon on them is LRP-0 through the pool, the same
+    relevance as Norm(0), and the whole pass still conserves (review of issue 15: it raised)."""
+    rng = np.random.default_rng(_seed("zero-bias-pool", pool))
+    pooling = nets.AvgPool2D(2) if pool == "avg" else nets.GlobalAvgPool2D()
+    tail = [nets.Flatten()] if pool == "avg" else []
+    n_flat = 3 * 3 * 3 if pool == "avg" else 3
+    model = nets.Sequential([nets.Conv2D(rng.normal(size=(3, 2, 3, 3)), rng.normal(size=3), padding=1),
+                             nets.ReLU(), pooling, *tail, nets.Dense(rng.normal(size=(4, n_flat)))])
+    X = rng.normal(size=(5, 2, 6, 6))
+    linear = (nets.Conv2D, nets.Dense)
+    zero = nets.Composite(layer_map=[(linear + (type(pooling),), Epsilon(0.0, zero_bias=True))])
+    norm = nets.Composite(layer_map=[(linear, Epsilon(0.0, zero_bias=True)), ((type(pooling),), Norm(0.0))])
+    R = nets.LRP(model, zero).relevance(X, target=1)
+    np.testing.assert_allclose(R, nets.LRP(model, norm).relevance(X, target=1), rtol=1e-12, atol=1e-14)
+    Y = model(X)[:, 1]
+    np.testing.assert_allclose(R.reshape(len(X), -1).sum(axis=1), Y, rtol=1e-9, atol=1e-9)
+
+
+def test_a_callable_stabiliser_cannot_change_the_forward_output():
+    """The denominator handed to a callable stabiliser may be the layer's forward output itself: the
+    function gets a read-only view, so an in-place edit is an error instead of a silent change."""
+    rng = np.random.default_rng(_seed("stabiliser-in-place"))
+    layer = nets.Dense(rng.normal(size=(4, 6)), rng.normal(size=4))
+    X = rng.normal(size=(3, 6))
+    Y = layer.forward(X)
+    before = Y.copy()
+
+    def in_place(z):
+        z += 1e-3 * np.sign(z)
+        return z
+
+    with pytest.raises(ValueError, match="read-only"):
+        propagate(layer, Epsilon(in_place), X, Y, rng.normal(size=Y.shape))
+    np.testing.assert_array_equal(Y, before)

@@ -438,3 +438,21 @@ def test_select_row_is_a_stable_sort_whatever_the_seeds():
         out = np.full(n, -1, np.int64)
         select_row(row.copy(), n, seeds, np.empty(n), out)
         np.testing.assert_array_equal(out, np.argsort(row, kind="stable")[:n], err_msg=f"case {case}")
+
+
+def test_the_encodings_of_a_batch_share_no_writeable_memory():
+    """Each image's encoding owns its numbers: an in-place edit of one (its BoW or its CSR arrays) leaves
+    every other image of the same batch unchanged (review of issue 15: the indptr was one shared slice)."""
+    from bowlrp.bow.encoding import encode_many
+    from bowlrp.bow.vocabulary import fit_vocabularies
+
+    feats, n_channels = _photo_features()["gray"]
+    vocs = fit_vocabularies(feats, n_channels, 16, 10_000, "minibatch", random_state=0)
+    protos = [v.cluster_centers_ for v in vocs]
+    got = encode_many(feats, protos, "rank")
+    keep = [(e.x.copy(), [a.copy() for a in e.csr]) for e in got]
+    for a in (*got[0].csr, got[0].x):
+        a[...] = a[::-1] if a.ndim == 1 else 0
+    for e, (x, csr) in zip(got[1:], keep[1:]):
+        assert np.array_equal(e.x, x)
+        assert all(np.array_equal(u, v) for u, v in zip(e.csr, csr))

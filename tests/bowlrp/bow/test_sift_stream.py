@@ -188,3 +188,28 @@ def test_value_range_is_checked_for_float_inputs_only_and_for_generators():
     want = sift.extract(image / 255.0).descriptors
     np.testing.assert_allclose(from_uint8[0].descriptors, want, atol=1e-12)
     np.testing.assert_allclose(from_uint8[1].descriptors, want, atol=1e-12)
+
+
+def test_a_lazy_sequence_is_read_once():
+    """A sequence that loads its images on access (a dataset object) is read once by ``extract_many``,
+    and gives the same descriptors as the list of its images."""
+
+    class Lazy:
+        def __init__(self, images):
+            self.images, self.reads = images, 0
+
+        def __len__(self):
+            return len(self.images)
+
+        def __getitem__(self, i):
+            if i >= len(self.images):
+                raise IndexError(i)
+            self.reads += 1
+            return self.images[i]
+
+    images = [data.camera()[:40, :48], data.camera()[100:140, 60:108]]
+    lazy = Lazy(images)
+    got = DenseSIFT(step=8).extract_many(lazy)
+    assert lazy.reads == len(images)
+    for g, w in zip(got, DenseSIFT(step=8).extract_many(images), strict=True):
+        assert np.array_equal(g.descriptors, w.descriptors)
