@@ -8,8 +8,10 @@ What is measured, in one process (ratios, not seconds, are meaningful on a share
 * two ``BoWClassifier`` (step 4, bin 4, rank mapping, mean pooling) fitted on the same 64 x 64 gray
   crops of scikit-image / scikit-learn sample photos, one with ``backend="numba"``, one with
   ``backend="opencv"``; the same vocabulary sizes (64 and 256 words);
-* per batch: the extraction alone (``clf._extract``), the encoding alone (``clf._encode`` of the
-  extracted features: distances, top-n selection, pooling) and the whole ``transform``; one thread;
+* per batch: the extraction alone (``clf.extract_features``), the encoding alone
+  (``clf.encode_features`` of the extracted features: distances, top-n selection, pooling), the
+  float64 BLAS products inside it alone (one per image, as the encoding makes them: the floor of the
+  encoding as long as the distances stay bit-identical) and the whole ``transform``; one thread;
 * rounds alternate between the contestants; medians over rounds and the spread (min..max) are printed.
 
 Target (issue 15): the encoding costs no more than our extraction, and ``transform`` with our SIFT is
@@ -54,12 +56,15 @@ def measure(images, y, words, rounds):
     with limited_threads(1):
         clfs = {b: BoWClassifier(vocabulary_size=words, backend=b, random_state=0).fit(images, y)
                 for b in ("numba", "opencv")}
-        feats = clfs["numba"]._extract(images)
+        feats = clfs["numba"].extract_features(images)
+        descriptors = [f.descriptors for f in feats]
+        prototypes = clfs["numba"].vocabularies_[0].cluster_centers_
         fns = {
-            "ours: extract": lambda: clfs["numba"]._extract(images),
-            "ours: encode": lambda: clfs["numba"]._encode(feats),
+            "ours: extract": lambda: clfs["numba"].extract_features(images),
+            "ours: encode": lambda: clfs["numba"].encode_features(feats),
+            "ours: products": lambda: [d @ prototypes.T for d in descriptors],
             "ours: transform": lambda: clfs["numba"].transform(images),
-            "opencv: extract": lambda: clfs["opencv"]._extract(images),
+            "opencv: extract": lambda: clfs["opencv"].extract_features(images),
             "opencv: transform": lambda: clfs["opencv"].transform(images),
         }
         return interleaved(fns, rounds)
@@ -71,6 +76,7 @@ def report(words, t, rounds):
         print(f"  {name:<20}{summary(ts)}")
     med = {k: float(np.median(v)) for k, v in t.items()}
     print(f"  encode / our extract          {med['ours: encode'] / med['ours: extract']:.2f}")
+    print(f"  products / encode             {med['ours: products'] / med['ours: encode']:.2f}")
     print(f"  transform: opencv / ours      {med['opencv: transform'] / med['ours: transform']:.2f}x")
     per_round = np.asarray(t["opencv: transform"]) / np.asarray(t["ours: transform"])
     print(f"  (per-round ratios {per_round.min():.2f}..{per_round.max():.2f})")

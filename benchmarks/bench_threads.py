@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/bench_threads.py            # 7 rounds
     .venv/bin/python benchmarks/bench_threads.py --quick    # 3 rounds, smaller batches
+    .venv/bin/python benchmarks/bench_threads.py --bow      # the BoW rows only (with or without --quick)
 
 Each workload runs with one thread (``bowlrp.jit.limited_threads(1)``: numba and BLAS) and with two
 (``limited_threads(2)``), the two settings alternating round by round; medians, spreads (min..max)
@@ -16,7 +17,8 @@ with other jobs: a second thread only helps when the other core is free).
 * forward and LRP through ``bowlrp.jit.split_batch``: the batch in halves on two threads, each with
   serial kernels and one BLAS thread (one pool only);
 * a ``BoWClassifier`` (step 4, bin 4, 64 words, intersection kernel) on 96 x 96 generated scenes:
-  ``transform`` and ``explain`` of a batch of 48 images.
+  ``transform`` and ``explain`` of a batch of 48 images (24 with ``--quick``); ``explain`` also with
+  the ``exp_chi2`` kernel (Taylor step) and, in the full run, with p = 3 pooling.
 
 Target: two threads at least 1.6x faster than one for each workload.
 """
@@ -74,9 +76,33 @@ def report(name, times, one="1 thread", two="2 threads"):
     print(f"{name:<22}" + "   ".join(parts) + ratio, flush=True)
 
 
+def bow_rows(quick, rounds, both):
+    """The BoW rows: ``transform`` and ``explain`` of a batch of generated scenes."""
+    from bowlrp.app.scenes import make_scenes
+    from bowlrp.bow.classifier import BoWClassifier
+
+    train = make_scenes(n_images=40, size=96, random_state=1)
+    test = make_scenes(n_images=24 if quick else 48, size=96, random_state=2)
+    images = list(test.images)
+    # the explanation's other paths: a Taylor kernel (root search on threads) and p-means pooling
+    # with p != 1 (the shares' powers by numpy between the two batch kernels)
+    variants = [("", {}), (", exp_chi2", {"kernel": "exp_chi2"})]
+    if not quick:
+        variants.append((", p = 3", {"p": 3.0}))
+    for label, params in variants:
+        with limited_threads(1):
+            clf = BoWClassifier(vocabulary_size=64, random_state=0, **params).fit(list(train.images),
+                                                                                  train.labels)
+        clf.explain(images[:2])  # warm-up
+        if not label:
+            report("BoW transform", interleaved(both, lambda clf=clf: clf.transform(images), rounds))
+        report("BoW explain" + label, interleaved(both, lambda clf=clf: clf.explain(images), rounds))
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--bow", action="store_true", help="the BoW rows only")
     args = parser.parse_args(argv)
     rounds = 3 if args.quick else 7
     import nets
@@ -84,6 +110,9 @@ def main(argv=None):
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (shared machine); "
           f"{rounds} interleaved rounds, median [min..max]")
     both = {"1 thread": (1, 1), "2 threads": (2, 2)}
+    if args.bow:
+        bow_rows(args.quick, rounds, both)
+        return 0
     rng = np.random.default_rng(0)
     model = build_vgg(rng)
     X = rng.random((16 if args.quick else 32, 3, 64, 64)).astype(np.float32)
@@ -100,17 +129,7 @@ def main(argv=None):
         report("VGG forward", interleaved(both, lambda: model(X), rounds))
         report("VGG LRP", interleaved(both, lambda: lrp.relevance(X), rounds))
 
-    from bowlrp.app.scenes import make_scenes
-    from bowlrp.bow.classifier import BoWClassifier
-
-    train = make_scenes(n_images=40, size=96, random_state=1)
-    test = make_scenes(n_images=24 if args.quick else 48, size=96, random_state=2)
-    with limited_threads(1):
-        clf = BoWClassifier(vocabulary_size=64, random_state=0).fit(list(train.images), train.labels)
-    images = list(test.images)
-    clf.explain(images[:2])  # warm-up
-    report("BoW transform", interleaved(both, lambda: clf.transform(images), rounds))
-    report("BoW explain", interleaved(both, lambda: clf.explain(images), rounds))
+    bow_rows(args.quick, rounds, both)
     return 0
 
 

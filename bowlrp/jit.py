@@ -5,6 +5,12 @@ Compilation: every numba kernel of ``bowlrp`` and ``nets`` goes through these de
 * ``fastmath`` is always off: conservation (sum of relevance equals the score) is asserted to 1e-9
   and reassociated floating-point sums would break it;
 * kernels are cached on disk (``cache=True``) so a second process does not recompile them;
+* a parallel build is compiled only once it pays: compiling one costs 1-4 s (a fresh clone's first
+  ``make demo`` compiled four of them, 10 s of its 32 s of compilation, for calls that ran a few
+  milliseconds), so :class:`BothBuilds` runs the serial build (the same numbers) until the parallel
+  one is in numba's disk cache, or compiled in this process, or the serial build has spent
+  :data:`PARALLEL_COMPILE_SECONDS` in calls the size rule would have run in parallel (then the
+  compilation costs at most what the process already lost by waiting for it, the rent-or-buy rule);
 * parallel kernels use ``numba.prange`` over independent slices only (rows of a Gram matrix, images
   of a batch), never over a reduction whose order matters, so the parallel and the serial build of a
   kernel give bit-identical results.
@@ -39,6 +45,7 @@ import itertools
 import os
 import sys
 import threading
+import time
 import types
 
 if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
@@ -49,6 +56,7 @@ import numpy as np  # noqa: E402
 
 __all__ = [
     "PARALLEL_MIN_WORK",
+    "PARALLEL_COMPILE_SECONDS",
     "jit_serial",
     "jit_parallel",
     "jit_both",
@@ -68,6 +76,13 @@ prange = numba.prange
 #: measured on 2 cores, threads pay off from about 10^7 operations (a Gram block of 10^7 terms, a
 #: 0.5-megapixel SIFT image, an NCHW tensor of 1.3e5 elements).
 PARALLEL_MIN_WORK = 10_000_000
+
+#: Seconds a :func:`jit_both` kernel's serial build may run, in calls big enough for its parallel
+#: build, before that parallel build is compiled in a process that does not find it in numba's disk
+#: cache. The parallel build saves at most half of those seconds on 2 cores and costs 1-4 s to compile
+#: (measured on the project's kernels, loaded 2-core machine), so waiting until the serial runs have
+#: cost about as much as compiling bounds the loss either way.
+PARALLEL_COMPILE_SECONDS = 2.0
 
 _local = threading.local()  # .serial: this thread is a worker of parallel_map
 _forced = None  # "parallel" / "serial" while forced_builds() is active (tests)
@@ -128,13 +143,31 @@ def _renamed(func, name):
     return copy
 
 
+def _has_cached_build(dispatcher):
+    """Whether numba's disk cache holds a build of ``dispatcher``'s current source (any signature).
+
+    Reads the cache's index file (numba's private layout; if that changes, the answer is True, which
+    is the policy from before parallel builds were deferred: compile when the size rule says so).
+    """
+    try:
+        return bool(dispatcher._cache._cache_file._load_index())
+    except Exception:  # noqa: BLE001 - no disk cache (cache=False) or another numba layout
+        return True
+
+
 class BothBuilds:
     """A ``prange`` kernel compiled twice; a call runs the build :func:`use_parallel` picks.
+
+    The parallel build is deferred on a cold cache (see :data:`PARALLEL_COMPILE_SECONDS`): until it
+    is ready, calls the size rule gives to it run the serial build, which gives the same numbers.
 
     Attributes
     ----------
     parallel, serial : numba dispatchers
         The two builds of the same source (``prange`` runs as ``range`` in the serial one).
+    serial_seconds : float
+        Time the serial build spent in calls the size rule gave to the parallel build while that was
+        not ready (compilation excluded).
     """
 
     def __init__(self, func, work, options):
@@ -143,11 +176,35 @@ class BothBuilds:
         # ``parallel`` flag: a renamed copy keeps the two builds from loading each other's code
         self.serial = jit_serial(_renamed(func, f"{func.__name__}__serial"), **options)
         self.work = work
+        self.serial_seconds = 0.0
+        self._ready = None  # True once the parallel build is worth running; None: not probed yet
         functools.update_wrapper(self, func)
+
+    def parallel_ready(self):
+        """Whether the parallel build is compiled, in the disk cache, or has been waited for long enough."""
+        if not self._ready:
+            probe = self._ready is None  # the disk cache is read once per process
+            self._ready = (bool(self.parallel.overloads) or self.serial_seconds >= PARALLEL_COMPILE_SECONDS
+                           or (probe and _has_cached_build(self.parallel)))
+        return self._ready
 
     def build(self, work):
         """The build to run for ``work`` operations."""
-        return self.parallel if use_parallel(work) else self.serial
+        if not use_parallel(work):
+            return self.serial
+        if _forced == "parallel" or self.parallel_ready():
+            return self.parallel
+        return self._serial_instead
+
+    def _serial_instead(self, *args):
+        """The serial build where the parallel one is not ready yet; its run time is counted."""
+        compiled = len(self.serial.overloads)
+        start = time.perf_counter()
+        try:
+            return self.serial(*args)
+        finally:
+            if len(self.serial.overloads) == compiled:  # the time of a call that compiled is not rent
+                self.serial_seconds += time.perf_counter() - start
 
     def __call__(self, *args):
         return self.build(self.work(*args))(*args)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from nets._memory import keep_freed_memory
 from nets.canonizers import canonize
 from nets.composites import get_composite
 from nets.explainer import _Explainer, _output_relevance, _row_sums, _strip_softmax, check_batch
@@ -179,6 +180,7 @@ class LRP(_Explainer):
 
     def _trace(self, X):
         """The forward pass, plus the rule denominators that can share its GEMMs."""
+        keep_freed_memory()  # the pass's large temporaries are reused, not page-faulted anew
         rules = self.rules
 
         def step(i, layer, xs):

@@ -44,9 +44,14 @@ def stabilised_divide(R, z, stabilizer):
             R.reshape(R.shape[0], -1), z1, float(stabilizer), out.reshape(R.shape[0], -1)
         )
         return out
-    z = np.ascontiguousarray(np.broadcast_to(z, R.shape), dtype=dtype)
+    # broadcast only when needed and writeable: broadcast_to's read-only view (even of an equal
+    # shape) would compile the division kernels once more for read-only arrays
+    z = np.require(z if z.shape == R.shape else np.broadcast_to(z, R.shape), dtype=dtype,
+                   requirements=["C", "W"])
     if callable(stabilizer):
-        d = np.asarray(stabilizer(z), dtype=dtype)
+        zv = z.view()  # z may be the forward output itself: the user's function must not change it
+        zv.flags.writeable = False
+        d = np.asarray(stabilizer(zv), dtype=dtype)
         if d.shape != z.shape:
             raise ValueError(f"the stabiliser returned shape {d.shape} for z of shape {z.shape}")
         if not np.all(np.isfinite(d)):
@@ -163,48 +168,112 @@ def _bias_absorbed(s, b):
 def _fusable_groups(layer, rule, inputs):
     """Groups whose denominator is ONE linear map of x itself: a single live term whose input is x
     (or x+ of a non-negative x, x- of a non-positive x), e.g. ZPlus / AlphaBeta / Gamma after a
-    ReLU. Their z can come out of the forward pass's im2col and GEMM."""
-    if rule.kind != "linear" or not isinstance(layer, (Dense, Conv2D)) or getattr(layer, "groups", 1) != 1:
+    ReLU. Their z can come out of the forward pass's im2col and GEMM.
+
+    A group gated to negative outputs (Gamma's second group) is left out: after a ReLU whose
+    consumer multiplies by its input, no relevance reaches a negative output, and the relevance
+    pass then skips the group without ever needing its z (it computes it when it does)."""
+    if not _plain_linear(layer, rule):
         return []  # (a grouped convolution cannot stack modified weights as extra output channels)
     fusable = []
     for gi, group in enumerate(rule.groups()):
+        if group.gate == "negative":
+            continue
         live = [t for t in group.terms if inputs.get(t.input) is not None]
         if len(live) != 1 or live[0].input == "ones" or inputs.get(live[0].input) is not inputs.x:
             continue
         t = live[0]
-        if t.input == "x" and t.weight == "id" and t.bias == "id" and not rule.zero_bias:
-            continue  # the forward output itself: reused anyway
+        if t.weight == "id" and t.sign == 1.0:
+            continue  # W x itself: the forward GEMM (``_forward_term``)
         fusable.append((gi, group, t))
     return fusable
 
 
+def _plain_linear(layer, rule):
+    """A dense or ungrouped convolution layer under a linear rule: its terms are GEMMs of W."""
+    return rule.kind == "linear" and isinstance(layer, (Dense, Conv2D)) and getattr(layer, "groups", 1) == 1
+
+
+def _forward_term(layer, t, inputs, tb, y, unbiased):
+    """``layer.linear(x, W, tb)`` of a term on x itself with the unmodified weights, from the forward
+    pass instead of another GEMM: ``y`` when the term carries the layer's own bias, the forward
+    GEMM before its bias (``unbiased``) when it carries none; None otherwise."""
+    if t.weight != "id" or inputs.get(t.input) is not inputs.x:
+        return None
+    if tb is None:
+        # layers without a bias (pools) have no ``b`` at all
+        return y if getattr(layer, "b", None) is None else unbiased
+    return y if tb is getattr(layer, "b", None) else None
+
+
+def _needs_unbiased(layer, rule, inputs, fusable):
+    """Whether the relevance pass will want ``W x`` without the bias (ZBox's x term, a zero-bias
+    Epsilon): then the forward pass keeps its GEMM's output before adding the bias."""
+    if not _plain_linear(layer, rule) or layer.b is None:
+        return False
+    fused = {gi for gi, _, _ in fusable}
+    for gi, group in enumerate(rule.groups()):
+        if gi in fused:
+            continue
+        for t in group.terms:
+            if t.weight == "id" and inputs.get(t.input) is inputs.x and (t.bias is None or rule.zero_bias):
+                return True
+    return False
+
+
+def _with_bias(a, b):
+    """``a + b`` (b along axis 1) as a new array, or a contiguous copy of ``a`` without a bias: the
+    same numbers as ``layer.linear`` adding its bias in place to the GEMM output."""
+    if b is None:
+        return np.array(a, order="C")
+    return a + b.astype(a.dtype, copy=False).reshape((1, -1) + (1,) * (a.ndim - 2))
+
+
 def forward_for_rule(layer, rule, x):
-    """``layer.forward(x)`` and ``{group index: z}``: the denominators of the rule's fusable groups
-    computed in the same pass, by stacking their modified weights under W (one im2col, one GEMM)."""
+    """``layer.forward(x)`` and the rule's extras: ``{group index: z}`` for the denominators of the
+    fusable groups, computed in the same pass by stacking their modified weights with W (one
+    im2col, one GEMM), ``"unbiased"``: W x before the bias, when a term needs it, and
+    ``"nonneg"`` / ``"nonpos"``: the sign checks of x the rule made (not repeated backwards).
+
+    When the stack holds W+ and W- (AlphaBeta on a non-negative input), W x is their sum
+    (W x = W+ x + W- x) instead of a third GEMM; the forward output then differs from the layer's
+    own by float round-off only."""
     if layer.n_inputs != 1:
         return layer.forward(*x), {}
     inputs = _Inputs(x, rule)
     fusable = _fusable_groups(layer, rule, inputs) if rule.kind == "linear" else []
-    if not fusable:
-        return layer.forward(x), {}
+    unbiased = _needs_unbiased(layer, rule, inputs, fusable)
+    signs = {k: v for k, v in (("nonneg", inputs._nonneg), ("nonpos", inputs._nonpos)) if v is not None}
+    if not fusable and not unbiased:
+        return layer.forward(x), signs  # (the sign checks of x, for the relevance pass)
     layer.check_input(x)
     W, b_layer = layer.W, layer.b
     b = None if rule.zero_bias else b_layer
     gamma = getattr(rule, "gamma", 0.0)
     o = W.shape[0]
-    weights = [W]
-    biases = [np.zeros(o, dtype=W.dtype) if b_layer is None else b_layer]
+    signed = [(t.weight, t.sign) for _, _, t in fusable]
+    split = ("pos", 1.0) in signed and ("neg", 1.0) in signed
+    weights = [] if split else [W]
+    biases = []
     for _, group, t in fusable:
         weights.append(t.sign * _modify(t.weight, W, gamma))
-        zb = np.zeros(o, dtype=W.dtype)
+        zb = None
         for term in group.terms:  # the bias of every term counts, live or not
             if term.bias is not None and b is not None:
-                zb = zb + term.sign * _modify(term.bias, b, gamma)
+                tb = term.sign * _modify(term.bias, b, gamma)
+                zb = tb if zb is None else zb + tb
         biases.append(zb)
-    stacked = layer.linear(x, np.concatenate(weights), np.concatenate(biases))
-    y = stacked[:, :o]
-    z = {gi: stacked[:, o * (k + 1) : o * (k + 2)] for k, (gi, _, _) in enumerate(fusable)}
-    return y, z
+    stacked = layer.linear(x, np.concatenate(weights), None)
+    blocks = [stacked[:, k * o : (k + 1) * o] for k in range(len(weights))]
+    if split:
+        y0 = blocks[signed.index(("pos", 1.0))] + blocks[signed.index(("neg", 1.0))]
+    else:
+        y0, blocks = blocks[0], blocks[1:]
+    extras = {gi: _with_bias(blk, zb) for (gi, _, _), blk, zb in zip(fusable, blocks, biases)}
+    extras.update(signs)
+    if unbiased:
+        extras["unbiased"] = np.ascontiguousarray(y0)
+    return _with_bias(y0, b_layer), extras
 
 
 def _shared(a):
@@ -215,6 +284,21 @@ def _shared(a):
 def _row_sum(a):
     """Per-sample sum in float64."""
     return a.reshape(a.shape[0], -1).sum(axis=1, dtype=np.float64)
+
+
+def _channel_constant(layer, a):
+    """The values of ``a`` per input channel (broadcastable against the layer's W along axis 1)
+    when ``a`` is the same for every sample and, for a convolution, constant over each channel's
+    positions (ZBox's scalar or per-channel bounds); else None."""
+    if not (_shared(a) or a.shape[0] == 1):
+        return None
+    a0 = a[0]
+    if isinstance(layer, Conv2D):
+        per = a0.reshape(a0.shape[0], -1)
+        if not np.all(per == per[:, :1]):
+            return None
+        return per[:, 0].reshape(1, -1, 1, 1)
+    return a0.reshape(1, -1)
 
 
 def _accumulate(R_in, contrib, factor, dtype):
@@ -241,7 +325,17 @@ def _stacked_transposes(layer, pending, input_shape):
             factor, s, Wm = items[0]
             yield xin, factor, layer.linear_transpose(s, Wm, input_shape)
             continue
-        s_all = np.concatenate([s if f == 1.0 else f * s for f, s, _ in items], axis=1)
+        s0 = items[0][1]
+        width = sum(s.shape[1] for _, s, _ in items)
+        s_all = np.empty((s0.shape[0], width) + s0.shape[2:], np.result_type(*(s for _, s, _ in items)))
+        o = 0
+        for f, s, _ in items:  # f * s written straight into its block (no concatenation pass)
+            block = s_all[:, o : o + s.shape[1]]
+            if f == 1.0:
+                block[...] = s
+            else:
+                np.multiply(s, f, out=block)
+            o += s.shape[1]
         W_all = np.concatenate([Wm for _, _, Wm in items], axis=0)
         yield xin, 1.0, layer.linear_transpose(s_all, W_all, input_shape)
 
@@ -252,17 +346,23 @@ def _propagate_linear(layer, rule, x, y, R, precomputed=None, stab=None):
     gamma = getattr(rule, "gamma", 0.0)
     dtype = np.result_type(x.dtype, R.dtype)
     inputs = _Inputs(x, rule)
+    if precomputed:  # x's sign checks from the forward pass (a pass over x each)
+        inputs._nonneg = precomputed.get("nonneg")
+        inputs._nonpos = precomputed.get("nonpos")
     R_in = None  # the first contribution is stored, later ones are added (no zero-fill pass)
     bias_absorbed = np.zeros(x.shape[0], dtype=np.float64)
     # dense/conv terms are sent back together at the end (see ``_stacked_transposes``)
     stackable = isinstance(layer, (Dense, Conv2D)) and getattr(layer, "groups", 1) == 1
-    pending = []
+    pending, scaled = [], {}
+    unbiased = precomputed.get("unbiased") if precomputed else None
     for gi, group in enumerate(rule.groups()):
         Rg = R
         if group.gate == "positive":
             Rg = R * (y > 0)
         elif group.gate == "negative":
             Rg = R * (y < 0)
+        if group.gate is not None and not Rg.any():
+            continue  # no relevance through this side (e.g. negative outputs before a ReLU): s = 0
         terms = [(t, inputs.get(t.input)) for t in group.terms]
         reuse_forward = (
             len(terms) == 1
@@ -287,6 +387,8 @@ def _propagate_linear(layer, rule, x, y, R, precomputed=None, stab=None):
                 tb = _modify(t.bias, b, gamma) if t.bias is not None else None
                 if xin is None:
                     zt = None if tb is None else _bias_term(layer, tb, y.shape, dtype)
+                elif (zf := _forward_term(layer, t, inputs, tb, y, unbiased)) is not None:
+                    zt = zf  # W x (+ b) of the forward pass
                 elif t.input == "ones" or _shared(xin):
                     # the same for every sample (Flat, WSquare, ZBox's bounds): one sample's worth,
                     # broadcast later
@@ -308,7 +410,12 @@ def _propagate_linear(layer, rule, x, y, R, precomputed=None, stab=None):
                 continue
             factor = group.coef * t.sign
             if stackable and t.input != "ones" and t.weight != "ones":
-                pending.append((xin, factor, s, _modify(t.weight, W, gamma)))
+                Wm = _modify(t.weight, W, gamma)
+                v = _channel_constant(layer, xin) if t.input in ("low", "high") else None
+                if v is None:
+                    pending.append((xin, factor, s, Wm))
+                else:  # l W+^T s = (l W+)^T s for a per-channel l: into the weights, no product
+                    scaled.setdefault(id(s), (s, []))[1].append(factor * (Wm * v))
                 continue
             if t.weight == "ones" and hasattr(layer, "linear_transpose_ones"):
                 back = layer.linear_transpose_ones(s, x.shape)  # Flat: same numbers, less work
@@ -318,6 +425,8 @@ def _propagate_linear(layer, rule, x, y, R, precomputed=None, stab=None):
             R_in = _accumulate(R_in, contrib, factor, dtype)
         for sign, tb in biases:
             bias_absorbed += group.coef * sign * _bias_absorbed(s, tb)
+    for s, Ws in scaled.values():  # the terms of one group whose inputs went into the weights
+        R_in = _accumulate(R_in, layer.linear_transpose(s, sum(Ws[1:], Ws[0]), x.shape), 1.0, dtype)
     for xin, factor, back in _stacked_transposes(layer, pending, x.shape):
         R_in = _accumulate(R_in, xin * back, factor, dtype)
     if R_in is None:  # every term vanished (all-zero input parts)

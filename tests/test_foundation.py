@@ -101,6 +101,8 @@ def test_one_size_rule_picks_the_build():
     from bowlrp.jit import PARALLEL_MIN_WORK, forced_builds, use_parallel
 
     assert _scaled.build(PARALLEL_MIN_WORK - 1) is _scaled.serial
+    x = np.ones((2, 2))
+    _scaled.parallel(x, np.empty_like(x))  # compiled: ready (a cold parallel build waits, see test_jit)
     many_threads = numba.get_num_threads() > 1
     assert (_scaled.build(PARALLEL_MIN_WORK) is _scaled.parallel) == many_threads
     with forced_builds("parallel"):

@@ -15,26 +15,55 @@ from bowlrp.jit import jit_serial
 
 @jit_serial
 def nearest_words(d2, n, out):
-    """``out[i]`` = indices of the ``n`` smallest entries of ``d2[i]``, nearest first.
+    """``out[i]`` = indices of the ``n`` smallest entries of ``d2[i]``, nearest first (:func:`select_row`)."""
+    row = np.empty(d2.shape[1])
+    kept = np.empty(n)
+    seeds = np.arange(n)
+    for i in range(d2.shape[0]):
+        row[:] = d2[i]
+        select_row(row, n, seeds, kept, out[i])
+        seeds[:] = out[i]
 
-    Equal distances are ranked by index, exactly as a stable argsort: an entry displaces a kept one
-    only when it is strictly nearer, and it is inserted after every kept entry at the same distance.
-    One pass over the row with an insertion buffer: O(V) for the usual small ``n``.
+
+@jit_serial
+def select_row(row, n, seeds, kept, out):
+    """``out[:n]`` = indices of the ``n`` smallest entries of ``row``, nearest first.
+
+    Equal distances are ranked by index, exactly as a stable argsort: entries are ordered by the pair
+    (distance, index), so the result does not depend on the order in which they are visited. The
+    ``n`` distinct indices ``seeds`` are kept first: the previous descriptor's nearest words, which
+    neighbouring descriptors of a dense grid (overlapping supports) mostly share. Then one pass over
+    the row inserts whatever comes before the n-th kept entry; with good seeds that is rare, and the
+    pass is one well-predicted comparison per entry (an insertion mispredicts a branch or two, and
+    starting from the first n words, insertions were most of the cost of a row). The seeds' entries
+    of ``row`` (scratch, overwritten) are set to +inf so that the pass does not meet them again;
+    ``kept`` is scratch too.
     """
-    n_rows, n_words = d2.shape
-    for i in range(n_rows):
-        count = 0
-        for j in range(n_words):
-            d = d2[i, j]
-            if count == n and not d < d2[i, out[i, n - 1]]:
-                continue
-            k = count if count < n else n - 1
-            while k > 0 and d2[i, out[i, k - 1]] > d:
-                out[i, k] = out[i, k - 1]
-                k -= 1
-            out[i, k] = j
-            if count < n:
-                count += 1
+    for s in range(n):  # insertion sort of the seeds
+        _insert(kept, out, s, row[seeds[s]], seeds[s])
+    for s in range(n):
+        row[seeds[s]] = np.inf
+    for j in range(row.shape[0]):
+        d = row[j]
+        if d > kept[n - 1] or (d == kept[n - 1] and j >= out[n - 1]):
+            continue  # not before the n-th kept entry
+        kept_already = False  # a seed (when the kept distances are +inf themselves)
+        for k in range(n):
+            kept_already |= out[k] == j
+        if not kept_already:
+            _insert(kept, out, n - 1, d, j)
+
+
+@jit_serial(inline="always")
+def _insert(kept, out, k, d, j):
+    """Put (d, j) into the sorted ``kept``/``out`` at or below place ``k`` (whose entry drops out),
+    after every kept entry with a smaller (distance, index) pair."""
+    while k > 0 and (kept[k - 1] > d or (kept[k - 1] == d and out[k - 1] > j)):
+        kept[k] = kept[k - 1]
+        out[k] = out[k - 1]
+        k -= 1
+    kept[k] = d
+    out[k] = j
 
 
 @jit_serial
@@ -102,34 +131,72 @@ def scale_pooled(powers, bounds, n_rows, p, out):
 
 @jit_serial
 def _pairwise_sum(a, start, n):
-    """``np.sum(a[start:start + n])`` in numpy's pairwise order (8 running sums in blocks of 128)."""
+    """``np.sum(a[start:start + n])`` in numpy's pairwise order (8 running sums in blocks of 128).
+
+    numpy halves a longer run (the first half a multiple of 8 long) and adds the two halves' sums; the
+    halving is done here with an explicit stack instead of recursion, because numba's on-disk cache
+    cannot load a recursive function compiled for a new caller ("Symbol not found").
+    """
+    if n <= 128:
+        return _block_sum(a, start, n)
+    # frames of the recursion: a run (first, length), its stage (0: not split yet, 1: left half being
+    # summed, 2: right half being summed) and, once known, the left half's sum
+    firsts = np.empty(64, np.int64)
+    lengths = np.empty(64, np.int64)
+    stages = np.zeros(64, np.int64)
+    lefts = np.empty(64)
+    top = 0
+    firsts[0], lengths[0] = start, n
+    total = 0.0
+    while True:
+        first, length = firsts[top], lengths[top]
+        if length > 128 and stages[top] == 0:
+            half = length // 2
+            half -= half % 8
+            stages[top] = 1
+            top += 1
+            firsts[top], lengths[top], stages[top] = first, half, 0
+            continue
+        # this run is done: a block, or a split run whose right half's sum is in ``total``
+        total = _block_sum(a, first, length) if length <= 128 else lefts[top] + total
+        top -= 1
+        if top < 0:
+            return total
+        if stages[top] == 1:  # the parent's left half: keep it, then sum its right half
+            lefts[top] = total
+            stages[top] = 2
+            half = lengths[top] // 2
+            half -= half % 8
+            top += 1
+            firsts[top], lengths[top], stages[top] = firsts[top - 1] + half, lengths[top - 1] - half, 0
+
+
+@jit_serial
+def _block_sum(a, start, n):
+    """numpy's sum of at most 128 numbers: in order below 8, else 8 running sums combined pairwise."""
     if n < 8:
         res = -0.0
         for i in range(n):
             res += a[start + i]
         return res
-    if n <= 128:
-        r0, r1, r2, r3 = a[start], a[start + 1], a[start + 2], a[start + 3]
-        r4, r5, r6, r7 = a[start + 4], a[start + 5], a[start + 6], a[start + 7]
-        i = 8
-        while i < n - n % 8:
-            r0 += a[start + i]
-            r1 += a[start + i + 1]
-            r2 += a[start + i + 2]
-            r3 += a[start + i + 3]
-            r4 += a[start + i + 4]
-            r5 += a[start + i + 5]
-            r6 += a[start + i + 6]
-            r7 += a[start + i + 7]
-            i += 8
-        res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
-        while i < n:
-            res += a[start + i]
-            i += 1
-        return res
-    half = n // 2
-    half -= half % 8
-    return _pairwise_sum(a, start, half) + _pairwise_sum(a, start + half, n - half)
+    r0, r1, r2, r3 = a[start], a[start + 1], a[start + 2], a[start + 3]
+    r4, r5, r6, r7 = a[start + 4], a[start + 5], a[start + 6], a[start + 7]
+    i = 8
+    while i < n - n % 8:
+        r0 += a[start + i]
+        r1 += a[start + i + 1]
+        r2 += a[start + i + 2]
+        r3 += a[start + i + 3]
+        r4 += a[start + i + 4]
+        r5 += a[start + i + 5]
+        r6 += a[start + i + 6]
+        r7 += a[start + i + 7]
+        i += 8
+    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    while i < n:
+        res += a[start + i]
+        i += 1
+    return res
 
 
 @jit_serial
@@ -142,18 +209,21 @@ def rank_from_products(products, sq_norms, proto_sq_norms, n, values, offset, in
     they are formed one row at a time and never stored.
     """
     n_rows, n_words = products.shape
-    d2 = np.empty((1, n_words))  # one row at a time, as a matrix for nearest_words
-    nearest = np.empty((1, n), np.int64)
+    d2 = np.empty(n_words)  # one row at a time (scratch of select_row)
+    kept = np.empty(n)
+    nearest = np.empty(n, np.int64)
+    seeds = np.arange(n)  # then each row starts from the previous row's nearest words
     for i in range(n_rows):
         for j in range(n_words):
             d = sq_norms[i] + proto_sq_norms[j]
             d -= 2.0 * products[i, j]
-            d2[0, j] = d if d >= 0.0 else 0.0  # np.maximum(d, 0.0), -0.0 included
-        nearest_words(d2, n, nearest)
+            d2[j] = d if d >= 0.0 else 0.0  # np.maximum(d, 0.0), -0.0 included
+        select_row(d2, n, seeds, kept, nearest)
+        seeds[:] = nearest
         start = i * n
         # insertion sort of the n (column, value) pairs by column (scipy's canonical order)
         for r in range(n):
-            col = nearest[0, r] + offset
+            col = nearest[r] + offset
             k = r
             while k > 0 and indices[start + k - 1] > col:
                 indices[start + k] = indices[start + k - 1]
@@ -161,3 +231,48 @@ def rank_from_products(products, sq_norms, proto_sq_norms, n, values, offset, in
                 k -= 1
             indices[start + k] = col
             data[start + k] = values[r]
+
+
+@jit_serial
+def channel_blocks(channel, row_bounds, n_channels, out):
+    """Each image's channel blocks, for a batch whose ``channel`` arrays are concatenated.
+
+    Image ``g`` owns ``channel[row_bounds[g]:row_bounds[g + 1]]``; ``out[g, u]`` becomes the number of
+    its features whose channel is below ``u`` (``np.searchsorted(channel_g, u)``, u = 0..n_channels),
+    so channel u's features are rows ``out[g, u]:out[g, u + 1]`` of the image. Returns False (and
+    leaves ``out`` partly written) when an image's channels are not in increasing order or not in
+    ``[0, n_channels)``: those batches take the general path, which also names the problem.
+    """
+    for g in range(row_bounds.shape[0] - 1):
+        lo, hi = row_bounds[g], row_bounds[g + 1]
+        u = 0
+        for i in range(lo, hi):
+            c = channel[i]
+            if c < 0 or c >= n_channels or (i > lo and c < channel[i - 1]):
+                return False
+            while u <= c:
+                out[g, u] = i - lo
+                u += 1
+        while u <= n_channels:
+            out[g, u] = hi - lo
+            u += 1
+    return True
+
+
+@jit_serial
+def pool_images(indptr, indices, data, row_bounds, offset, n_cols, p, normalize, out):
+    """Mean (``p == 1``) or max pooling of every image of a batch, optionally L1-normalised.
+
+    The rows of image ``g`` are ``row_bounds[g]:row_bounds[g + 1]`` of one CSR mapping (``indptr``,
+    ``indices``, ``data``; columns carry ``offset``); its pooled vector goes to
+    ``out[g, offset:offset + n_cols]`` exactly as :func:`pool_csr` computes it. ``normalize`` divides
+    it by its sum (numpy's pairwise ``sum``) when that is positive, as ``x /= x.sum()`` does.
+    """
+    for g in range(row_bounds.shape[0] - 1):
+        x = out[g, offset:offset + n_cols]
+        pool_csr(indptr[row_bounds[g]:row_bounds[g + 1] + 1], indices, data, offset, p, x)
+        if normalize:
+            total = _pairwise_sum(x, 0, n_cols)
+            if total > 0.0:
+                for d in range(n_cols):
+                    x[d] /= total

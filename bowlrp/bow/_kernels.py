@@ -297,31 +297,3 @@ def expansion_gradient(Z, S, coef, bounds, weights, kind, gamma, out):
         for d in range(Z.shape[1]):
             out[k, d] = gT[d, k]
 
-
-@jit_serial
-def spread_boxes(y0, x0, y1, x1, density, out):
-    """Pixel map of boxes (Eq 34): out (H+1, W+1), zeros on entry, becomes the 2-D cumulative sum of the
-    difference image in which box i adds ``density[i]`` at (y0, x0) and (y1, x1) and subtracts it at
-    (y0, x1) and (y1, x0). The four corner images are accumulated separately in feature order and then
-    combined, as four ``np.bincount`` calls would, so the map is the same to the last bit.
-    """
-    rows, cols = out.shape
-    a = np.zeros((rows, cols))
-    b = np.zeros((rows, cols))
-    c = np.zeros((rows, cols))
-    d = np.zeros((rows, cols))
-    for i in range(density.shape[0]):
-        w = density[i]
-        a[y0[i], x0[i]] += w
-        b[y0[i], x1[i]] += w
-        c[y1[i], x0[i]] += w
-        d[y1[i], x1[i]] += w
-    for r in range(rows):
-        for k in range(cols):
-            out[r, k] = ((a[r, k] - b[r, k]) - c[r, k]) + d[r, k]
-    for r in range(1, rows):
-        for k in range(cols):
-            out[r, k] += out[r - 1, k]
-    for r in range(rows):
-        for k in range(1, cols):
-            out[r, k] += out[r, k - 1]

@@ -16,10 +16,14 @@ For other p the sum is evaluated as c_d ((1/M_u) sum_l (m_d(l)/c_d)^p)^(1/p) wit
 which is the same number without underflow for large p. Optional L1 normalisation is per channel
 (a channel whose pooled vector is all zero stays zero).
 
-Speed: an image is encoded by one matrix product per channel (BLAS, one image at a time so that the
-numbers never depend on the batch) and two numba kernels (top-n selection fused with the CSR layout,
-then pooling, :mod:`bowlrp.bow._encoding_kernels`); the scipy matrix of the mapping is only built when
-the explanation asks for it. :func:`encode_many` runs a batch on threads (:func:`bowlrp.jit.parallel_map`).
+Speed: each image and channel gets one float64 matrix product with the prototypes (BLAS, one image at
+a time: OpenBLAS gives a row other last bits when it is part of a taller product, so the numbers would
+depend on the batch), the rest is numba (:mod:`bowlrp.bow._encoding_kernels`). The hard and rank
+mappings of a batch of images go through one buffer per channel: its products, then one kernel call
+selecting every row's words (written in CSR layout) and one pooling every image; the scipy matrix of
+the mapping is only built when the explanation asks for it. :func:`encode_many` runs batches on
+threads (:func:`bowlrp.jit.parallel_map`). float32 products would halve the dominant cost but reorder
+near-ties of the distances, so they are not used.
 """
 
 from __future__ import annotations
@@ -28,17 +32,21 @@ import functools
 from dataclasses import dataclass, field
 from numbers import Real
 
+import numba
 import numpy as np
 import scipy.sparse as sp
 
 from bowlrp.bow import _encoding_kernels as _k
 from bowlrp.bow.vocabulary import squared_distances
-from bowlrp.jit import parallel_map
+from bowlrp.jit import parallel_map, use_parallel
 from bowlrp.validation import check_p, offsets
 
 __all__ = ["MAPPINGS", "Encoding", "check_mapping", "map_descriptors", "pool", "encode", "encode_many"]
 
 MAPPINGS = ("hard", "rank", "soft")
+# descriptors per batch of the hard/rank path: the products of a batch (rows x words) stay a few MB,
+# and a batch of 64 x 64 crops (~170 descriptors each) holds a dozen images
+_BATCH_ROWS = 2048
 
 
 @dataclass(frozen=True)
@@ -177,6 +185,12 @@ def _pool_csr(csr, offset, p, out):
     """p-means pooling of the CSR arrays ``csr`` (rows = features) into ``out`` (see :func:`pool`)."""
     indptr, indices, data = csr
     _k.pool_csr(indptr, indices, data, offset, p, out)  # the mean, or the column maxima
+    _scale_maxima(csr, offset, p, out)
+
+
+def _scale_maxima(csr, offset, p, out):
+    """Turn the column maxima ``out`` of the CSR arrays ``csr`` into their p-means (p not 1 or inf)."""
+    indptr, indices, data = csr
     if p == 1.0 or np.isinf(p) or indptr.size < 2:
         return
     # c_d ((1/M) sum_l (m_ld / c_d)^p)^(1/p): the powers by numpy itself (its fast paths for p = 2
@@ -199,10 +213,14 @@ def _check_prototypes(b, name):
                          + ("" if b.ndim != 2 or b.shape[0] == 0 else " with NaN or infinite values"))
 
 
+def _channel_columns(prototypes):
+    """(bounds, slices): the BoW columns of each channel (channel u uses vocabulary u)."""
+    bounds = offsets([b.shape[0] for b, _ in prototypes])
+    return bounds, [slice(int(bounds[u]), int(bounds[u + 1])) for u in range(len(prototypes))]
+
+
 def _encode_one(features, prototypes, mapping, rank_base, rank_n, soft_beta, p, normalize):
-    sizes = [b.shape[0] for b, _ in prototypes]
-    bounds = offsets(sizes)
-    slices = [slice(int(bounds[u]), int(bounds[u + 1])) for u in range(len(sizes))]
+    bounds, slices = _channel_columns(prototypes)
     descriptors = np.asarray(features.descriptors, dtype=np.float64)
     channel = np.asarray(features.channel)
     if channel.size and (channel.min() < 0 or channel.max() >= len(prototypes)):
@@ -227,13 +245,18 @@ def _encode_one(features, prototypes, mapping, rank_base, rank_n, soft_beta, p, 
             x_u = x[slices[u]]
             _pool_csr(csr, int(bounds[u]), p, x_u)
             if normalize:
-                total = x_u.sum()
-                if total > 0:
-                    x_u /= total
+                _normalize(x_u)
             parts.append(csr)
             rows.append(idx)
     csr = _stack_rows(parts, rows, descriptors.shape[0], in_order=contiguous)
     return Encoding(x=x, channel_slices=slices, p=p, csr=csr)
+
+
+def _normalize(x_u):
+    """L1-normalise one channel's pooled vector in place (an all-zero vector stays zero)."""
+    total = x_u.sum()
+    if total > 0:
+        x_u /= total
 
 
 def _stack_rows(parts, rows, n_rows, in_order):
@@ -260,6 +283,90 @@ def _stack_rows(parts, rows, n_rows, in_order):
     indptr = np.zeros(n_rows + 1, np.int64)
     np.cumsum(counts, out=indptr[1:])
     return indptr, indices, data
+
+
+def _encode_batch(features, prototypes, mapping, rank_base, rank_n, p, normalize):
+    """Encodings of several images with a hard or rank mapping, the numbers of :func:`_encode_one`.
+
+    Each image still gets its own BLAS products per channel (the very calls of :func:`_encode_one`, so
+    the distances are bit-identical), but written into one buffer per channel, and one kernel call per
+    channel selects the words and pools every image: at 64 x 64 an image has ~170 descriptors, and the
+    per-image allocations, checks and kernel calls cost as much as the products. A batch whose channels
+    are interleaved or out of range, whose dimensions do not match or whose descriptors are not finite
+    goes through :func:`_encode_one`, which handles or names the problem.
+    """
+    def general():
+        return [_encode_one(f, prototypes, mapping, rank_base, rank_n, 1.0, p, normalize) for f in features]
+
+    descriptors = [np.asarray(f.descriptors, dtype=np.float64) for f in features]
+    channels = [np.asarray(f.channel) for f in features]
+    dim = prototypes[0][0].shape[1]
+    if (any(b.shape[1] != dim for b, _ in prototypes)
+            or any(d.ndim != 2 or d.shape[1] != dim for d in descriptors)
+            or any(c.dtype != np.int64 or c.shape != d.shape[:1] for c, d in zip(channels, descriptors))):
+        return general()
+    n_images, n_channels = len(descriptors), len(prototypes)
+    blocks = np.empty((n_images, n_channels + 1), np.int64)  # each image's channel row bounds
+    if not _k.channel_blocks(np.concatenate(channels), offsets([d.shape[0] for d in descriptors]),
+                             n_channels, blocks):
+        return general()
+    bounds, slices = _channel_columns(prototypes)
+    X = np.empty((n_images, int(bounds[-1])))
+    mean_or_max = p == 1.0 or np.isinf(p)
+    per_channel = []  # (row bounds, indptr, indices, data, n) of each channel, rows image after image
+    for u, (b, b_sq) in enumerate(prototypes):
+        rows = offsets(blocks[:, u + 1] - blocks[:, u])
+        # python ints: this loop runs per image, where numpy scalars cost more than the small products
+        first, last, at = blocks[:, u].tolist(), blocks[:, u + 1].tolist(), rows.tolist()
+        products = np.empty((at[-1], b.shape[0]))
+        sq_norms = np.empty(at[-1])
+        with np.errstate(all="ignore"):  # non-finite descriptors: found below, named by _encode_one
+            for g, d in enumerate(descriptors):
+                if at[g + 1] > at[g]:  # the same arrays and calls as _map_rows on this image's block
+                    mine = d[first[g]:last[g]]
+                    np.einsum("md,md->m", mine, mine, out=sq_norms[at[g]:at[g + 1]])
+                    np.matmul(mine, b.T, out=products[at[g]:at[g + 1]])
+        if not np.all(np.isfinite(sq_norms)):
+            return general()
+        n, values = _rank_values(mapping, rank_base, rank_n, b.shape[0])
+        indices = np.empty(at[-1] * n, np.int64)
+        data = np.empty(at[-1] * n)
+        if at[-1]:
+            _k.rank_from_products(products, sq_norms, b_sq, n, values, int(bounds[u]), indices, data)
+        indptr = np.arange(0, indices.size + 1, n, dtype=np.int64)
+        _k.pool_images(indptr, indices, data, rows, int(bounds[u]), b.shape[0], p,
+                       bool(normalize) and mean_or_max, X)
+        per_channel.append((at, indptr, indices, data, n))
+    out = []
+    for g in range(n_images):
+        parts = []
+        for u, (at, indptr, indices, data, n) in enumerate(per_channel):
+            lo, hi = at[g], at[g + 1]
+            if hi > lo:
+                # every row holds n entries; each image gets its own indptr (a shared slice would let
+                # an edit of one image's CSR change the others'; indices and data do not overlap)
+                own = np.arange(0, (hi - lo) * n + 1, n, dtype=np.int64)
+                parts.append((own, indices[lo * n:hi * n], data[lo * n:hi * n]))
+                if not mean_or_max:
+                    x_u = X[g, slices[u]]
+                    _scale_maxima((indptr[lo:hi + 1], indices, data), int(bounds[u]), p, x_u)
+                    if normalize:
+                        _normalize(x_u)
+        csr = parts[0] if len(parts) == 1 else _stack_rows(parts, None, len(descriptors[g]), in_order=True)
+        out.append(Encoding(x=X[g], channel_slices=list(slices), p=p, csr=csr))
+    return out
+
+
+def _batches(features, max_rows):
+    """Consecutive images, cut where a batch reaches ``max_rows`` descriptors (at least one image)."""
+    batches, current, rows = [], [], 0
+    for f in features:
+        current.append(f)
+        rows += len(f)
+        if rows >= max_rows:
+            batches.append(current)
+            current, rows = [], 0
+    return batches + [current] if current else batches
 
 
 def encode(features, vocabularies, mapping="rank", rank_base=2.0, rank_n=4, soft_beta=1.0, p=1.0,
@@ -315,7 +422,16 @@ def encode_many(features, vocabularies, mapping="rank", rank_base=2.0, rank_n=4,
     prototypes = _prototypes(vocabularies)
     features = list(features)
     dims = sum(b.shape[0] * b.shape[1] for b, _ in prototypes) / max(1, len(prototypes))
-    work = 2.0 * dims * sum(len(f) for f in features)  # the distance products dominate
-    return parallel_map(
-        lambda f: _encode_one(f, prototypes, mapping, rank_base, rank_n, soft_beta, p, normalize),
-        features, work)
+    rows = sum(len(f) for f in features)
+    work = 2.0 * dims * rows  # the distance products dominate
+    if mapping == "soft":
+        return parallel_map(
+            lambda f: _encode_one(f, prototypes, mapping, rank_base, rank_n, soft_beta, p, normalize),
+            features, work)
+    max_rows = _BATCH_ROWS
+    if use_parallel(work):  # smaller batches when threads share the work: at least 4 per thread
+        max_rows = min(max_rows, -(-rows // (4 * numba.get_num_threads())))
+    batches = parallel_map(lambda batch: _encode_batch(batch, prototypes, mapping, rank_base, rank_n, p,
+                                                       normalize),
+                           _batches(features, max(1, max_rows)), work)
+    return [encoding for batch in batches for encoding in batch]

@@ -18,14 +18,25 @@ import warnings
 from dataclasses import dataclass
 from numbers import Real
 
+import numba
 import numpy as np
 from sklearn.base import BaseEstimator
 
-from bowlrp.bow.sift_grid import COLORS, color_planes, default_smoothing, grid_starts
-from bowlrp.bow.sift_numba import orientation_fields, pooled_descriptors
+from bowlrp.bow.sift_grid import (
+    COLORS,
+    color_planes,
+    default_smoothing,
+    frame_geometry,
+    grid_starts,  # noqa: F401  (bowlrp.bow.grid_check imports it from here)
+)
+from bowlrp.bow.sift_numba import (
+    orientation_fields,
+    pooled_descriptors,
+    streamed_descriptors,
+)
 from bowlrp.bow.sift_opencv import opencv_descriptors
-from bowlrp.jit import limited_threads, parallel_map
-from bowlrp.validation import check_image, check_images, offsets
+from bowlrp.jit import limited_threads, parallel_map, use_parallel
+from bowlrp.validation import check_image, check_images
 
 __all__ = ["LocalFeatures", "DenseSIFT"]
 
@@ -34,6 +45,8 @@ _BACKENDS = ("numba", "opencv")
 # operations per pixel and plane of an extraction (smoothing, orientation, pooling): the work
 # estimate that decides whether a batch runs on threads (bowlrp.jit.use_parallel)
 _WORK_PER_PIXEL = 100
+# plane pixels per chunk of equal-shaped images extracted together (see DenseSIFT.extract_many)
+_CHUNK_PIXELS = 1 << 18
 
 
 @dataclass(frozen=True, eq=False)
@@ -222,43 +235,52 @@ class DenseSIFT(BaseEstimator):
         """
         sizes = self._validate_params()
         checked = check_image(image, min_side=4 * max(sizes))
-        _check_value_range([checked])
-        return self._extract_checked(checked, sizes)
+        _check_value_range([checked], [image])
+        return self._extract_batch([checked], sizes)[0]
 
-    def _extract_checked(self, image, sizes):
-        planes = color_planes(image, self.color)
-        height, width = image.shape[:2]
-        grids = [(grid_starts(height, 4 * b, self.step), grid_starts(width, 4 * b, self.step)) for b in sizes]
-        counts = [ys.size * xs.size for ys, xs in grids]
-        bounds = offsets(counts)
-        # One output array for all channels, filled in place (descriptors dominate the memory).
-        descriptors = np.empty((int(bounds[-1]), 128 * len(planes)), np.float64)
-        centers = np.empty((int(bounds[-1]), 2), np.float64)
-        support = np.empty(int(bounds[-1]), np.int64)
-        channel = np.empty(int(bounds[-1]), np.int64)
+    def _extract_batch(self, images, sizes):
+        """Features of checked images that share one shape: each kernel runs once for all of them.
+
+        The descriptors of image i are ``descriptors[i]`` of one (N, M, D) array (C-contiguous rows
+        of it, the same numbers as one image at a time); the geometry is cached per shape.
+        """
+        height, width = images[0].shape[:2]
+        bounds, centers, support, channel = frame_geometry(height, width, sizes, self.step)
+        planes = [color_planes(image, self.color) for image in images]
+        n_planes = planes[0].shape[0]
+        planes = planes[0] if len(images) == 1 else np.concatenate(planes)
+        # One output array for all channels and images, filled in place (descriptors dominate the memory).
+        descriptors = np.empty((len(images), int(bounds[-1]), 128 * n_planes), np.float64)
         threshold = float(self.contrast_threshold)
-        fields = {}  # sigma -> orientation fields: bin sizes with the same smoothing share them
-        for c, (bin_size, (ys, xs)) in enumerate(zip(sizes, grids)):
-            sigma = default_smoothing(bin_size) if self.smoothing is None else float(self.smoothing)
-            rows = slice(bounds[c], bounds[c + 1])
-            if self.backend == "numba":
-                if sigma not in fields:
-                    fields[sigma] = orientation_fields(planes, sigma)
-                pooled_descriptors(fields[sigma], bin_size, self.step, threshold, out=descriptors[rows])
+        sigmas = [default_smoothing(b) if self.smoothing is None else float(self.smoothing) for b in sizes]
+        staged = []  # bin sizes computed image by image: OpenCV's, or sharing a smoothing
+        for c, (bin_size, sigma) in enumerate(zip(sizes, sigmas)):
+            if self.backend == "numba" and sigmas.count(sigma) == 1:
+                streamed_descriptors(planes, len(images), bin_size, self.step, sigma, threshold, descriptors,
+                                     row0=int(bounds[c]))
             else:
-                descriptors[rows] = opencv_descriptors(
-                    planes, bin_size, self.step, sigma, threshold, self.color
-                )[0]
-            a = 4 * bin_size
-            half = (a - 1) / 2.0
-            centers[rows, 0] = np.repeat(ys + half, xs.size)
-            centers[rows, 1] = np.tile(xs + half, ys.size)
-            support[rows] = a
-            channel[rows] = c
-        return LocalFeatures(descriptors, centers, support, channel, (height, width))
+                staged.append(c)
+        for i in range(len(images) if staged else 0):
+            own = planes[i * n_planes : (i + 1) * n_planes]
+            fields = {}  # sigma -> orientation fields: bin sizes with the same smoothing share them
+            for c in staged:
+                bin_size, sigma = sizes[c], sigmas[c]
+                rows = descriptors[i, bounds[c] : bounds[c + 1]]
+                if self.backend == "opencv":
+                    rows[:] = opencv_descriptors(own, bin_size, self.step, sigma, threshold, self.color)[0]
+                    continue
+                if sigma not in fields:
+                    fields[sigma] = orientation_fields(own, sigma)
+                pooled_descriptors(fields[sigma], bin_size, self.step, threshold, out=rows)
+        # the geometry is cached per shape: every result gets its own copy
+        shape = (height, width)
+        return [LocalFeatures(d, centers.copy(), support.copy(), channel.copy(), shape) for d in descriptors]
 
     def extract_many(self, images, n_jobs=None):
         """Dense descriptors of several images (sizes may differ), on threads for large batches.
+
+        Images of the same shape that follow each other are extracted together (one kernel call per
+        bin size for a chunk of them), which saves most of the per-image overhead on small images.
 
         Parameters
         ----------
@@ -271,40 +293,66 @@ class DenseSIFT(BaseEstimator):
         Returns
         -------
         list of LocalFeatures
-            One per image, in order; the same numbers whatever the number of threads.
+            One per image, in order; the same numbers whatever the number of threads or chunks.
         """
         sizes = self._validate_params()
+        if not isinstance(images, np.ndarray):
+            # read twice below (checked, and the input dtypes): a lazy sequence must not load twice
+            images = list(images)
         checked = check_images(images, min_side=4 * max(sizes))
-        _check_value_range(checked)
+        _check_value_range(checked, list(images))
         n_jobs = self.n_jobs if n_jobs is None else n_jobs
         if n_jobs is not None and n_jobs < 0:
             n_jobs = None  # all of numba's threads: the default
         progress = _Progress(len(checked), self.verbose)
-
-        def extract(image):
-            out = self._extract_checked(image, sizes)
-            progress.step()
-            return out
-
         planes = 1 if self.color == "gray" else 3
         work = _WORK_PER_PIXEL * planes * sum(im.shape[0] * im.shape[1] for im in checked)
-        # the extraction uses no BLAS: the limit is only numba's thread count for this call
+
+        def extract(chunk):
+            out = self._extract_batch(chunk, sizes)
+            progress.step(len(chunk))
+            return out
+
         with limited_threads(n_jobs, user_api="openmp"):
-            return parallel_map(extract, checked, work)
+            threads = numba.get_num_threads() if use_parallel(work) else 1
+            chunks = _same_shape_chunks(checked, planes, threads)
+            # the extraction uses no BLAS: the limit is only numba's thread count for this call
+            return [f for part in parallel_map(extract, chunks, work) for f in part]
+
+
+def _same_shape_chunks(images, n_planes, threads):
+    """Runs of consecutive equal-shaped images, cut into chunks of at most 2^18 plane pixels
+    (bounded scratch memory) and, on threads, into about four chunks per thread."""
+    chunks = []
+    start = 0
+    for k in range(1, len(images) + 1):
+        if k < len(images) and images[k].shape == images[start].shape:
+            continue
+        height, width = images[start].shape[:2]
+        size = max(1, _CHUNK_PIXELS // (n_planes * height * width))
+        if threads > 1:
+            size = max(1, min(size, -(-(k - start) // (4 * threads))))
+        chunks += [images[a : min(a + size, k)] for a in range(start, k, size)]
+        start = k
+    return chunks
 
 
 def _is_finite_nonnegative(value):
     return isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
 
 
-def _check_value_range(images):
+def _check_value_range(images, originals):
     """Reject values whose squared gradients would overflow; warn on images clearly not in [0, 1].
 
     Float images are taken as given; values far outside [0, 1] usually mean a 0..255 float image,
     which shifts the contrast threshold (and saturates the uint8 input of the OpenCV backend).
+    Images given as unsigned integers (``originals``: the inputs before checking) were scaled into
+    [0, 1] and need no scan.
     """
     warned = False
-    for i, im in enumerate(images):
+    for i, (im, original) in enumerate(zip(images, originals)):
+        if getattr(original, "dtype", None) in (np.uint8, np.uint16):
+            continue
         low, high = float(im.min()), float(im.max())
         if max(-low, high) > MAX_ABS_PIXEL:
             raise ValueError(
@@ -332,12 +380,13 @@ class _Progress:
         self.every = max(1, total // 10)
         self._lock = threading.Lock()  # images may finish on several threads
 
-    def step(self):
+    def step(self, n=1):
         if not self.verbose:
             return
         with self._lock:
-            self.done += 1
-            if self.done % self.every == 0 or self.done == self.total:
+            before = self.done
+            self.done += n
+            if self.done // self.every > before // self.every or self.done == self.total:
                 elapsed = time.perf_counter() - self.start
                 print(f"[DenseSIFT] {self.done}/{self.total} images ({elapsed:.1f} s)", file=sys.stderr,
                       flush=True)

@@ -19,7 +19,7 @@ import math
 
 import numpy as np
 
-from bowlrp.validation import to_grey
+from bowlrp.validation import offsets, to_grey
 
 __all__ = [
     "COLORS",
@@ -27,6 +27,7 @@ __all__ = [
     "grid_starts",
     "bin_layout",
     "frame_layout",
+    "frame_geometry",
     "gaussian_taps",
     "default_smoothing",
     "color_planes",
@@ -90,6 +91,32 @@ def frame_layout(height, width, bin_size, step):
 
 
 @functools.lru_cache(maxsize=64)
+def frame_geometry(height, width, bin_sizes, step):
+    """Where the frames of every bin size lie in an image of one shape, cached (read-only arrays).
+
+    Returns ``(bounds, centers, support, channel)``: channel ``c`` holds rows ``bounds[c] ..
+    bounds[c + 1] - 1``, in row-major grid order; ``centers`` (M, 2) ``(y, x)``, ``support`` (M,)
+    the side ``A = 4 B``, ``channel`` (M,). Building them per image cost ~20 us, a fifth of the
+    extraction of a 64 x 64 image.
+    """
+    grids = [(grid_starts(height, 4 * b, step), grid_starts(width, 4 * b, step)) for b in bin_sizes]
+    bounds = offsets([ys.size * xs.size for ys, xs in grids])
+    centers = np.empty((int(bounds[-1]), 2), np.float64)
+    support = np.empty(int(bounds[-1]), np.int64)
+    channel = np.empty(int(bounds[-1]), np.int64)
+    for c, (b, (ys, xs)) in enumerate(zip(bin_sizes, grids)):
+        rows = slice(bounds[c], bounds[c + 1])
+        half = (4 * b - 1) / 2.0
+        centers[rows, 0] = np.repeat(ys + half, xs.size)
+        centers[rows, 1] = np.tile(xs + half, ys.size)
+        support[rows] = 4 * b
+        channel[rows] = c
+    for a in (bounds, centers, support, channel):
+        a.flags.writeable = False  # shared between calls and threads
+    return bounds, centers, support, channel
+
+
+@functools.lru_cache(maxsize=64)
 def gaussian_taps(sigma):
     """Normalised 1-D Gaussian taps (radius ceil(4 sigma)); ``[1.0]`` when sigma is 0.
 
@@ -112,13 +139,12 @@ def default_smoothing(bin_size):
 
 
 def color_planes(image, color):
-    """Split a checked float image into the planes described by ``color`` (list of (H, W) arrays)."""
+    """Split a checked float image into the planes described by ``color``: a C-contiguous (P, H, W) array."""
     if color == "gray":
         if image.ndim == 2:
-            return [image]
-        return [np.ascontiguousarray(to_grey(image))]
+            return np.ascontiguousarray(image)[None]
+        return np.ascontiguousarray(to_grey(image))[None]
     rgb = image if image.ndim == 3 else np.repeat(image[:, :, None], 3, axis=2)
     if color == "rgb":
-        return [np.ascontiguousarray(rgb[:, :, c]) for c in range(3)]
-    opp = rgb @ OPPONENT.T
-    return [np.ascontiguousarray(opp[:, :, c]) for c in range(3)]
+        return np.ascontiguousarray(np.moveaxis(rgb, 2, 0))
+    return np.ascontiguousarray(np.moveaxis(rgb @ OPPONENT.T, 2, 0))

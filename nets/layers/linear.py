@@ -17,6 +17,7 @@ import numpy as np
 
 from bowlrp.jit import limited_threads
 from nets import _kernels
+from nets._memory import keep_freed_memory
 from nets.layers.base import Layer, _as_param, _check_input, _float_dtype, _pair, _pool_out_size
 
 __all__ = ["Dense", "Conv2D"]
@@ -63,7 +64,9 @@ def one_blas_thread_for(layers):
 def _run_blocks(blocks, work):
     """Call ``work(i0, i1, r0, r1, serial)`` for every block of ``Conv2D._blocks``.
 
-    With one thread (``numba.get_num_threads()``) in sequence with the kernels' own choice of build.
+    With one thread (``numba.get_num_threads()``) in sequence with the serial kernels (their build
+    choice costs ~5 us a call, 5 ms of a VGG-224 pass with its 500 bands), with several threads but
+    one image in sequence with the kernels' own choice of build.
     With more, the images are dealt out to that many worker threads, each running its images'
     blocks in order with the serial kernels and single-threaded BLAS: one fork/join per layer
     instead of a numba parallel region and a BLAS thread team per block (which on two cores made
@@ -76,7 +79,7 @@ def _run_blocks(blocks, work):
     images = sorted({b[0] for b in blocks})
     if threads < 2 or len(images) < 2:
         for block in blocks:
-            work(*block, False)
+            work(*block, threads < 2)  # one thread: the serial kernels, without asking per call
         return
     threads = min(threads, len(images))
     share = {i0: k % threads for k, i0 in enumerate(images)}
@@ -289,12 +292,14 @@ class Conv2D(_Weighted):
         return [(i, i + 1, r0, min(oh, r0 + rows)) for i in range(n) for r0 in range(0, oh, rows)]
 
     def linear(self, x, W, b):
+        keep_freed_memory()  # (column matrices and outputs of tens of MiB per call)
         n = x.shape[0]
         _, _, oh, ow = self.output_shape(x.shape)
         W = self._dilated(W)
         o, _, kh, kw = W.shape  # W may be a stack of modified weights (more output channels)
         dtype = _float_dtype(x, W)
-        x = np.ascontiguousarray(x, dtype=dtype)
+        # writeable too: a read-only input (a broadcast "ones" map) would compile unfold once more
+        x = np.require(x, dtype=dtype, requirements=["C", "W"])
         W2 = W.reshape(W.shape[0], -1).astype(dtype, copy=False)
         g = self.groups
         k, p = W2.shape[1] * g, oh * ow
@@ -368,9 +373,25 @@ class Conv2D(_Weighted):
         ones = np.ones((g, input_shape[1] // g, *self.kernel_size), dtype=s.dtype)
         if g == 1:
             s_sum = s.sum(axis=1, keepdims=True)
+            if self.dilation == (1, 1) and not self._is_pointwise(*self.kernel_size):
+                return self._fold_ones(s_sum, input_shape)
         else:
             s_sum = s.reshape(n, g, o // g, *s.shape[2:]).sum(axis=2)
         return self.linear_transpose(s_sum, ones, input_shape)
+
+    def _fold_ones(self, s_sum, input_shape):
+        """The all-ones transposed convolution of the channel sum ``s_sum`` (N, 1, OH, OW): every
+        input channel gets the same map, so ``fold`` runs once, on one channel, with every kernel
+        tap's column being ``s_sum`` itself (a stride-0 view: no GEMM, no column matrix); the other
+        channels are a broadcast view of it. The same numbers as the GEMM with a ones kernel
+        (``1 * s`` is exact, and ``fold`` adds the taps in the same order for every channel)."""
+        n = input_shape[0]
+        kh, kw = self.kernel_size
+        p = s_sum.shape[2] * s_sum.shape[3]
+        cols = np.broadcast_to(np.ascontiguousarray(s_sum).reshape(n, 1, p), (n, kh * kw, p))
+        one = np.empty((n, 1) + tuple(input_shape[2:]), dtype=s_sum.dtype)
+        _kernels.fold(cols, kh, kw, *self.stride, *self.padding, 0, True, one)
+        return np.broadcast_to(one, input_shape)
 
     def check_input(self, x):
         _check_input(x, self, 4, self.in_channels)

@@ -183,6 +183,29 @@ def test_unfold_and_fold_with_a_kernel_wider_than_the_padded_row_edge():
     assert_matches_twin(fold_fast, fold_twin, [(cols, x.shape, g)])
 
 
+def test_unfold_and_fold_on_long_float32_rows_match_twin():
+    # rows of 40 output columns: the vectorised row copies and adds, in float32 as the nets run
+    rng = np.random.default_rng(7)
+    for g in [(3, 3, 1, 1, 1, 1), (5, 5, 1, 1, 2, 2), (3, 3, 2, 2, 1, 1)]:
+        x = rng.normal(size=(2, 3, 9, 40)).astype(np.float32)
+        assert_matches_twin(unfold_fast, unfold_twin, [(x, g)], rtol=0, atol=0)
+        cols = rng.normal(size=unfold_twin(x, g).shape).astype(np.float32)
+        assert_matches_twin(fold_fast, fold_twin, [(cols, x.shape, g)], rtol=1e-6, atol=1e-6)
+
+
+def test_fold_of_one_row_broadcast_to_every_tap_matches_twin():
+    """The Flat rule's transposed map folds ONE row per image as the column of every kernel tap (a
+    stride-0 view, never materialised)."""
+    rng = np.random.default_rng(8)
+    for g in GEOMETRIES:
+        for shape in [(2, 1, 7, 6), (1, 1, 5, 40)]:
+            oh, ow = _out_size(*shape[2:], *g)
+            row = rng.normal(size=(shape[0], 1, oh * ow))
+            cols = np.broadcast_to(row, (shape[0], g[0] * g[1], oh * ow))
+            assert cols.strides[1] == 0
+            assert_matches_twin(fold_fast, fold_twin, [(cols, shape, g)])
+
+
 # ------------------------------------------------------------------------------------------------
 def max_pool_fast(x, g):
     n, c, h, w = x.shape
@@ -459,3 +482,23 @@ def test_a_pass_over_convolutions_holds_blas_at_one_thread_and_restores_it(build
         assert blas_threads() == before
         with one_blas_thread_for([dense]):  # no convolution: BLAS keeps its threads
             assert blas_threads() == before
+
+
+def test_max_pool_scatter_with_disjoint_windows_matches_twin():
+    """Windows that do not overlap (stride >= kernel) are written directly, gaps and ragged edges
+    zeroed: ties, zero relevance, a stride larger than the kernel."""
+    rng = np.random.default_rng(12)
+    cases = []
+    for g in [(2, 2, 2, 2, 0, 0), (2, 2, 3, 3, 0, 0), (3, 2, 3, 2, 0, 0), (1, 1, 2, 1, 0, 0)]:
+        for shape in [(2, 3, 8, 8), (1, 2, 7, 9), (1, 1, 5, 5)]:
+            x = np.round(rng.normal(size=shape) * 2) / 2  # ties
+            r = rng.normal(size=max_pool_twin(x, g).shape)
+            r[rng.random(r.shape) < 0.3] = 0.0
+            cases.append((x, r, g))
+
+    def scat_fast(x, r, g):
+        out = np.full(x.shape, np.nan)
+        _kernels.max_pool_scatter_valid(x, max_pool_twin(x, g), r, *g[:4], out)
+        return out
+
+    assert_matches_twin(scat_fast, max_scatter_twin, cases)

@@ -49,6 +49,21 @@ def test_conv_chunks_give_the_same_result(monkeypatch):
     np.testing.assert_allclose(layer.linear_transpose(full, layer.W, X.shape), back, rtol=1e-14)
 
 
+@pytest.mark.parametrize("stride, padding", [(1, 1), (2, 0), ((2, 1), (1, 2))])
+def test_conv_flat_transpose_equals_the_ones_kernel_map(stride, padding):
+    """``linear_transpose_ones`` folds the channel sum once for every input channel: the same
+    numbers, to the last bit, as the transposed map of an all-ones kernel."""
+    rng = np.random.default_rng(3)
+    for dtype in (np.float64, np.float32):
+        layer = nets.Conv2D(rng.normal(size=(4, 3, 3, 3)).astype(dtype), stride=stride, padding=padding)
+        X = rng.normal(size=(2, 3, 9, 40)).astype(dtype)
+        S = rng.normal(size=layer.forward(X).shape).astype(dtype)
+        got = layer.linear_transpose_ones(S, X.shape)
+        want = layer.linear_transpose(S.sum(axis=1, keepdims=True), np.ones((1, 3, 3, 3), dtype), X.shape)
+        assert got.shape == X.shape and got.dtype == dtype
+        np.testing.assert_array_equal(got, want)
+
+
 def test_dense_pooling_and_elementwise_formulas():
     rng = np.random.default_rng(3)
     W, b = rng.normal(size=(3, 5)), rng.normal(size=3)

@@ -268,3 +268,99 @@ def test_zbox_bounds_must_fit_the_input():
     layer, X, *_ = _conv_case(rng, False, (1, 1), (0, 0))
     with pytest.raises(ValueError, match="does not fit"):
         propagate(layer, ZBox(np.zeros(5), np.ones(5)), X, layer.forward(X), layer.forward(X))
+
+
+def test_gamma_without_relevance_at_negative_outputs_matches_twin():
+    """After a ReLU no relevance reaches a negative output: the engine then skips Gamma's negative
+    side (its z is never computed), which must not change the result."""
+    rng = np.random.default_rng(13)
+    for layer, X, _, M, _, b, out_shape in (_conv_case(rng, True, (1, 1), (1, 1)), _dense_case(rng, True)):
+        X = np.abs(X)
+        rule = Gamma(0.25)
+        Y = layer.forward(X)
+        R = rng.normal(size=Y.shape) * (Y > 0)
+        got, bias = propagate(layer, rule, X, Y, R)
+        bvec = bias_vector(b, out_shape)
+        for i in range(X.shape[0]):
+            x, r = X[i].ravel(), R[i].ravel()
+            want = rule_twin("gamma", M, bvec, x, r, eps=1e-6, gamma=0.25, gate_bias=bvec)
+            np.testing.assert_allclose(got[i].ravel(), want, rtol=1e-10, atol=1e-10)
+        assert np.all(np.isfinite(bias))
+
+
+def test_zbox_per_pixel_bounds_match_twin():
+    """Bounds that vary over the pixels cannot go into the weights (the per-channel shortcut)."""
+    rng = np.random.default_rng(15)
+    layer, X, _, M, _, b, out_shape = _conv_case(rng, True, (1, 1), (1, 1))
+    low = -1.0 - rng.random(X.shape[1:])
+    high = 1.0 + rng.random(X.shape[1:])
+    Y = layer.forward(X)
+    R = rng.normal(size=Y.shape)
+    got, _ = propagate(layer, ZBox(low, high), X, Y, R)
+    for i in range(X.shape[0]):
+        bvec = bias_vector(b, out_shape)
+        want = rule_twin("zbox", M, bvec, X[i].ravel(), R[i].ravel(), low=low.ravel(), high=high.ravel())
+        np.testing.assert_allclose(got[i].ravel(), want, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [ZPlus(), AlphaBeta(2, 1), AlphaBeta(3, 2), Gamma(0.25), ZBox(-2.0, 2.5), Epsilon(1e-6, zero_bias=True)],
+    ids=repr,
+)
+def test_denominators_from_the_forward_pass_equal_the_recomputed_ones(rule):
+    """``forward_for_rule`` computes what it can in the forward GEMM (stacked modified weights,
+    W x = W+ x + W- x for AlphaBeta, W x before the bias for ZBox and zero-bias Epsilon): the
+    relevance equals the one recomputed from scratch, and the forward output the layer's own."""
+    from nets.propagation import forward_for_rule
+
+    rng = np.random.default_rng(_seed("fused", repr(rule)))
+    for layer, X, *_ in (_conv_case(rng, True, (1, 1), (1, 1)), _dense_case(rng, True)):
+        X = np.abs(X)  # after a ReLU: the single-term groups become fusable
+        Y = layer.forward(X)
+        y, extras = forward_for_rule(layer, rule, X)
+        assert extras, f"{rule!r} on {layer.kind}: nothing came out of the forward pass"
+        np.testing.assert_allclose(y, Y, rtol=1e-13, atol=1e-13)
+        R = rng.normal(size=Y.shape)
+        want, want_bias = propagate(layer, rule, X, Y, R)
+        got, got_bias = propagate(layer, rule, X, y, R, precomputed=extras)
+        np.testing.assert_allclose(got, want, rtol=1e-11, atol=1e-12 * np.abs(want).max())
+        np.testing.assert_allclose(got_bias, want_bias, rtol=1e-11, atol=1e-12)
+
+
+@pytest.mark.parametrize("pool", ["avg", "global_avg"])
+def test_zero_bias_rules_on_pooling_layers(pool):
+    """Pools carry no bias at all: a zero-bias Epsilon on them is LRP-0 through the pool, the same
+    relevance as Norm(0), and the whole pass still conserves (review of issue 15: it raised)."""
+    rng = np.random.default_rng(_seed("zero-bias-pool", pool))
+    pooling = nets.AvgPool2D(2) if pool == "avg" else nets.GlobalAvgPool2D()
+    tail = [nets.Flatten()] if pool == "avg" else []
+    n_flat = 3 * 3 * 3 if pool == "avg" else 3
+    model = nets.Sequential([nets.Conv2D(rng.normal(size=(3, 2, 3, 3)), rng.normal(size=3), padding=1),
+                             nets.ReLU(), pooling, *tail, nets.Dense(rng.normal(size=(4, n_flat)))])
+    X = rng.normal(size=(5, 2, 6, 6))
+    linear = (nets.Conv2D, nets.Dense)
+    zero = nets.Composite(layer_map=[(linear + (type(pooling),), Epsilon(0.0, zero_bias=True))])
+    norm = nets.Composite(layer_map=[(linear, Epsilon(0.0, zero_bias=True)), ((type(pooling),), Norm(0.0))])
+    R = nets.LRP(model, zero).relevance(X, target=1)
+    np.testing.assert_allclose(R, nets.LRP(model, norm).relevance(X, target=1), rtol=1e-12, atol=1e-14)
+    Y = model(X)[:, 1]
+    np.testing.assert_allclose(R.reshape(len(X), -1).sum(axis=1), Y, rtol=1e-9, atol=1e-9)
+
+
+def test_a_callable_stabiliser_cannot_change_the_forward_output():
+    """The denominator handed to a callable stabiliser may be the layer's forward output itself: the
+    function gets a read-only view, so an in-place edit is an error instead of a silent change."""
+    rng = np.random.default_rng(_seed("stabiliser-in-place"))
+    layer = nets.Dense(rng.normal(size=(4, 6)), rng.normal(size=4))
+    X = rng.normal(size=(3, 6))
+    Y = layer.forward(X)
+    before = Y.copy()
+
+    def in_place(z):
+        z += 1e-3 * np.sign(z)
+        return z
+
+    with pytest.raises(ValueError, match="read-only"):
+        propagate(layer, Epsilon(in_place), X, Y, rng.normal(size=Y.shape))
+    np.testing.assert_array_equal(Y, before)

@@ -13,6 +13,8 @@ module             step
                    root search of Eqs 17-18 (:func:`find_root`, on :mod:`bowlrp.roots`)
 ``pooling``        Step 2, pooling -> local features (Eqs 26-32, :func:`feature_relevance`)
 ``pixels``         Step 1, features -> pixels (Eqs 33-34, :func:`pixel_relevance`)
+``batch``          Steps 2 and 1 of a whole explained batch in numba kernels over images
+                   (``_kernels``, also behind the two functions above)
 ``explain``        the orchestrator (:func:`explain_classifier`, what ``BoWClassifier.explain``
                    runs), using the classifier's public methods only
 ``tiles``          overlapping-tile maps of the paper's Fig. 6 (:func:`explain_tiles`)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bowlrp.bow import _kernels
+from bowlrp.bow.decompose import _kernels as _k
 
 __all__ = ["pixel_relevance"]
 
@@ -67,13 +67,7 @@ def pixel_relevance(feature_rel, boxes, image_shape) -> np.ndarray:
     if not np.all(np.isfinite(rel)):
         raise ValueError("feature relevance contains NaN or inf")
     boxes, (height, width) = _check_boxes(boxes, rel.size, image_shape)
-    y0, x0, y1, x1 = boxes.T
-    area = (y1 - y0) * (x1 - x0)
-    keep = area > 0
-    density = np.zeros_like(rel)
-    density[keep] = rel[keep] / area[keep]
-    # Difference image of shape (H+1, W+1) and its 2-D cumulative sum, in one numba kernel (O(M + HW))
-    out = np.zeros((height + 1, width + 1))
-    _kernels.spread_boxes(np.ascontiguousarray(y0), np.ascontiguousarray(x0), np.ascontiguousarray(y1),
-                          np.ascontiguousarray(x1), density, out)
-    return np.ascontiguousarray(out[:height, :width])
+    # densities, the difference image and its 2-D cumulative sum, in one numba kernel (O(M + HW))
+    out = np.zeros(height * width)
+    _k.pixel_map(rel, np.ascontiguousarray(boxes), height, width, out)
+    return out.reshape(height, width)

@@ -11,9 +11,10 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from bowlrp.bow.decompose import _kernels as _k
 from bowlrp.validation import check_channel_slices, check_p
 
-__all__ = ["feature_relevance"]
+__all__ = ["feature_relevance", "share_weights", "uncovered_shares"]
 
 
 def feature_relevance(mapping, bow_rel, p=1.0, channel_slices=None, feature_channel=None) -> np.ndarray:
@@ -76,38 +77,52 @@ def feature_relevance(mapping, bow_rel, p=1.0, channel_slices=None, feature_chan
         if len(slices) != 1:
             raise ValueError("feature_channel is required when there are several channels")
         feature_channel = np.zeros(n_feat, dtype=np.int64)
-    feature_channel = np.asarray(feature_channel).ravel()
+    given = np.asarray(feature_channel).ravel()
+    feature_channel = given.astype(np.int64)
+    if not np.array_equal(feature_channel, given):
+        raise ValueError("feature_channel must hold integer channel indices")
     if feature_channel.size != n_feat:
         raise ValueError(f"feature_channel has {feature_channel.size} entries for {n_feat} features")
     if n_feat and (feature_channel.min() < 0 or feature_channel.max() >= len(slices)):
         raise ValueError(f"feature_channel values must lie in [0, {len(slices)})")
 
-    # Column maxima (per dimension). A column is only fed by the features of its own channel.
-    colmax = np.zeros(n_dims)
-    if m.nnz:
-        np.maximum.at(colmax, m.indices, m.data)
-    # Shares w_ld = (m_ld / max_l' m_l'd)^p: per-column rescaling leaves m^p / col unchanged.
-    ratio = m.data / colmax[m.indices]
-    if np.isinf(p):
-        w_data = (ratio == 1.0).astype(np.float64)
-    else:
-        w_data = ratio**p
-    # col_d = sum_l w_ld and R2_l = sum_d w_ld R3_d / col_d, as plain bincounts over the CSR arrays
-    # (each sums its terms in storage order, as scipy's own products do, without building objects)
-    col = np.bincount(m.indices, weights=w_data, minlength=n_dims)
-    covered = colmax > 0  # col >= 1 on these (the maximum itself contributes 1)
-    scaled = np.zeros(n_dims)
-    scaled[covered] = r3[covered] / col[covered]
-    rows = np.repeat(np.arange(n_feat), np.diff(m.indptr))
-    out = np.bincount(rows, weights=w_data * scaled[m.indices], minlength=n_feat)
-
-    # Uncovered dimensions: equal split over the channel's features.
-    for u, sl in enumerate(slices):
-        uncovered = float(r3[sl][~covered[sl]].sum())
-        if uncovered == 0.0:
-            continue
-        members = feature_channel == u
-        n_u = int(members.sum())
-        if n_u:
-            out[members] += uncovered / n_u
+    indptr, indices = m.indptr.astype(np.int64), m.indices.astype(np.int64)
+    colmax, ratio = np.zeros((1, n_dims)), np.zeros(m.nnz)
+    feat_off, nnz_off = np.array([0, n_feat], np.int64), np.array([0, m.nnz], np.int64)
+    bad = np.zeros(1, bool)  # cannot be set: the CSR is canonical with positive entries here
+    _k.prepare(indptr, indices, m.data, feat_off, nnz_off, colmax, ratio, bad)
+    counts = np.bincount(feature_channel, minlength=len(slices))[None, :]
+    extra = uncovered_shares(r3[None, :], colmax > 0, slices, counts)
+    out = np.zeros(n_feat)
+    _k.relevance(indptr, indices, share_weights(ratio, p), feat_off, nnz_off, feature_channel,
+                 np.zeros(1, np.int64), bad, colmax, r3[None, :], extra, np.zeros((0, 4), np.int64),
+                 np.zeros((1, 2), np.int64), np.zeros(1, np.int64), np.zeros(1, np.int64), out, np.zeros(0))
     return out
+
+
+def share_weights(ratio, p):
+    """The shares w = (m / max_l' m_l'd)^p from the ratios m / max, as numpy computes the power.
+
+    ``ratio**p`` through numpy (``x**1.0`` is x itself, ``**2.0`` and ``**0.5`` numpy's ``square``
+    and ``sqrt``, other exponents its ``power``); max pooling (p = inf) gives 1 to the maxima only.
+    Element by element, so the shares of a batch are those of each image on its own.
+    """
+    if np.isinf(p):
+        return (ratio == 1.0).astype(np.float64)
+    return ratio if p == 1.0 else ratio**p
+
+
+def uncovered_shares(r3, covered, slices, counts):
+    """(n, n_channels) equal shares of the uncovered dimensions (EXTENSION), 0 where nothing is added.
+
+    Row k, channel u: the relevance of the channel's dimensions that no feature of the image maps to
+    (``covered[k] == False``), summed by numpy, divided by the channel's feature count ``counts[k, u]``
+    (nothing when that sum is 0 or the channel has no features: its relevance is then lost).
+    """
+    extra = np.zeros((r3.shape[0], max(1, len(slices))))
+    for k in np.flatnonzero(((~covered) & (r3 != 0)).any(axis=1)):
+        for u, sl in enumerate(slices):
+            uncovered = float(r3[k, sl][~covered[k, sl]].sum())
+            if uncovered != 0.0 and counts[k, u]:
+                extra[k, u] = uncovered / counts[k, u]
+    return extra

@@ -19,6 +19,7 @@ from sklearn.utils import check_random_state
 
 from bowlrp.bow.decompose.expansion import KernelExpansion
 from bowlrp.bow.kernels import kernel_spec
+from bowlrp.jit import split_batch
 from bowlrp.roots import bracketed_roots
 
 __all__ = ["TaylorResult", "taylor_relevance", "find_root", "find_roots"]
@@ -200,18 +201,27 @@ def find_roots(expansion: KernelExpansion, X, candidates, n_candidates=16, n_roo
     if not rows:
         return results
     rows, picks = np.concatenate(rows), np.concatenate(picks)
-    Xs, Zs = X[rows], C[picks]
 
-    def on_segments(a, index):  # f(a x + (1 - a) z) for the segments still searched
-        return expansion.values(a[:, None] * Xs[index] + (1.0 - a[:, None]) * Zs[index])
+    def search(seg_rows, seg_picks):
+        """Roots, f(roots) and relevance of some segments: each depends on its own segment only."""
+        Xs, Zs = X[seg_rows], C[seg_picks]
 
-    # a = 0 is the candidate (value f(z), opposite sign), a = 1 is x (value f(x))
-    a, _ = bracketed_roots(on_segments, fc[picks], fX[rows], tol=tol, max_iter=max_iter)
-    roots = a[:, None] * Xs + (1.0 - a[:, None]) * Zs
-    froots = expansion.values(roots)
-    rels = (Xs - roots) * expansion.gradient(roots)
-    for r in np.unique(rows):
-        seg = np.flatnonzero(rows == r)
+        def on_segments(a, index):  # f(a x + (1 - a) z) for the segments still searched
+            return expansion.values(a[:, None] * Xs[index] + (1.0 - a[:, None]) * Zs[index])
+
+        # a = 0 is the candidate (value f(z), opposite sign), a = 1 is x (value f(x))
+        a, _ = bracketed_roots(on_segments, fc[seg_picks], fX[seg_rows], tol=tol, max_iter=max_iter)
+        roots = a[:, None] * Xs + (1.0 - a[:, None]) * Zs
+        return roots, expansion.values(roots), (Xs - roots) * expansion.gradient(roots)
+
+    # the segments in contiguous parts on threads (the searches, kernel values and gradients of a
+    # part run there; about ten evaluations of f per segment, each n_sv x V kernel terms)
+    work = 10.0 * rows.size * expansion.support_vectors.size
+    roots, froots, rels = split_batch(search, rows, picks, work=work, min_rows=8)
+    # a row's segments are contiguous (built row after row): its block of the arrays, by offsets
+    starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
+    for a, b in zip(starts, np.r_[starts[1:], rows.size]):
+        r, seg = int(rows[a]), np.arange(a, b)
         fx = float(fX[r])
         rhos = fx - rels[seg].sum(axis=1)
         order = seg[np.argsort(np.abs(rhos), kind="stable")]

@@ -147,6 +147,22 @@ def test_deterministic_under_random_state_and_n_jobs(faces):
     assert not np.array_equal(a.vocabularies_[0].cluster_centers_, c.vocabularies_[0].cluster_centers_)
 
 
+@pytest.mark.parametrize("mapping", ["hard", "rank"])
+def test_transform_of_a_batch_is_bit_identical_to_image_by_image(faces, mapping, monkeypatch):
+    """The encoding goes through batches of images (shared buffers, one kernel call per batch and
+    channel): no number may depend on the batch, its cut or the threads."""
+    from bowlrp.bow import encoding
+    from bowlrp.jit import forced_builds
+
+    X, y, Xt, _ = faces
+    clf = BoWClassifier(**{**SMALL, "bin_sizes": (3, 4), "mapping": mapping, "p": 2.0}).fit(X[:40], y[:40])
+    alone = np.vstack([clf.transform([im]) for im in Xt[:12]])
+    assert np.array_equal(clf.transform(Xt[:12]), alone)
+    monkeypatch.setattr(encoding, "_BATCH_ROWS", 100)  # batches of three faces (41 descriptors each)
+    with forced_builds("parallel"):
+        assert np.array_equal(clf.transform(Xt[:12]), alone)
+
+
 @pytest.mark.parametrize("how", ["pickle", "joblib"])
 def test_round_trip_predicts_identically(fitted, faces, how):
     Xt = faces[2][:10]

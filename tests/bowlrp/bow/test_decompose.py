@@ -613,3 +613,143 @@ def test_pixel_kernel_matches_its_numpy_twin_bit_for_bit():
         boxes = dense_grid_boxes(shape, step, side)
         cases.append((rng.normal(size=len(boxes)), boxes, shape))
     assert_matches_twin(pixel_relevance, _bincount_pixels, cases, rtol=0, atol=0)
+
+
+# ====================================================================================================
+# Steps 2 + 1 for a whole batch (bowlrp.bow.decompose.batch, numba kernels over images)
+# ====================================================================================================
+def _feature_relevance_twin(mapping, bow_rel, p, channel_slices, feature_channel):
+    """Eqs 26-32 with numpy and scipy (the code the batch kernels replaced): bincounts over the CSR."""
+    m = sp.csr_matrix(mapping, dtype=np.float64, copy=True)
+    m.sum_duplicates()
+    m.eliminate_zeros()
+    n_feat, n_dims = m.shape
+    r3 = np.asarray(bow_rel, dtype=np.float64)
+    colmax = np.zeros(n_dims)
+    np.maximum.at(colmax, m.indices, m.data)
+    ratio = m.data / colmax[m.indices]
+    w = (ratio == 1.0).astype(np.float64) if np.isinf(p) else ratio**p
+    col = np.bincount(m.indices, weights=w, minlength=n_dims)
+    covered = colmax > 0
+    scaled = np.zeros(n_dims)
+    scaled[covered] = r3[covered] / col[covered]
+    out = np.bincount(np.repeat(np.arange(n_feat), np.diff(m.indptr)), weights=w * scaled[m.indices],
+                      minlength=n_feat)
+    for u, sl in enumerate(channel_slices):
+        uncovered = float(r3[sl][~covered[sl]].sum())
+        members = feature_channel == u
+        if uncovered != 0.0 and members.any():
+            out[members] += uncovered / members.sum()
+    return out
+
+
+@pytest.fixture(scope="module")
+def real_batch():
+    """Dense SIFT of scikit-image photos and generated scenes (sizes differ), 2 channels, 40 words each
+    (many dimensions of an image are uncovered: the equal split of Eq 32's EXTENSION is exercised)."""
+    from bowlrp.app.scenes import make_scenes
+
+    images = [data.camera()[::5, ::5], data.coins()[40:120, 100:190], data.astronaut()[100:196, 150:270]]
+    images += list(make_scenes(n_images=3, size=72, random_state=5).images)
+    sift = DenseSIFT(step=4, bin_sizes=(3, 5))
+    feats = [sift.extract(im) for im in images]
+    rng = np.random.default_rng(23)
+    vocabularies = []
+    for u in range(2):
+        d = np.concatenate([f.descriptors[f.channel == u] for f in feats])
+        vocabularies.append(d[rng.choice(len(d), size=40, replace=False)])
+    return feats, vocabularies
+
+
+@pytest.mark.parametrize("p", [1.0, 0.5, 2.0, 3.0, np.inf])
+@pytest.mark.parametrize("mapping", ["hard", "rank", "soft"])
+def test_feature_kernels_match_their_numpy_twin_bit_for_bit(real_batch, p, mapping):
+    from tests.kernel_twins import assert_matches_twin
+
+    feats, vocabularies = real_batch
+    rng = np.random.default_rng(24)
+    cases = []
+    for f in feats:
+        enc = encode(f, vocabularies, mapping=mapping, p=p)
+        cases.append((enc.mapping, rng.normal(size=enc.x.size), p, enc.channel_slices, f.channel))
+    if mapping != "soft":  # (a soft mapping covers every word)
+        assert any(not np.all(np.asarray(c[0].sum(axis=0)) > 0) for c in cases)  # uncovered dimensions
+    assert_matches_twin(feature_relevance, _feature_relevance_twin, cases, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("build", ["serial", "parallel"])
+@pytest.mark.parametrize("p", [1.0, 3.0, np.inf])
+def test_batch_equals_image_by_image_bit_for_bit(real_batch, p, build):
+    # the orchestrator's batched Steps 2 + 1 give exactly the public functions' numbers image by
+    # image, with either build of the kernels (prange over images) and whatever the thread count
+    from bowlrp.bow.decompose.batch import decompose_batch
+    from bowlrp.jit import forced_builds, limited_threads
+
+    feats, vocabularies = real_batch
+    encs = [encode(f, vocabularies, mapping="rank", p=p) for f in feats]
+    items = [0, 1, 1, 2, 3, 4, 5, 5]  # image 1 and 5 explained for two classes
+    R3 = np.random.default_rng(25).normal(size=(len(items), encs[0].x.size))
+    for threads in (1, 2):
+        with forced_builds(build), limited_threads(threads):
+            boxes, R2, R1 = decompose_batch(feats, encs, items, R3)
+        for i, f in enumerate(feats):
+            np.testing.assert_array_equal(boxes[i], f.boxes())
+        for k, i in enumerate(items):
+            want2 = feature_relevance(encs[i].mapping, R3[k], p, encs[i].channel_slices, feats[i].channel)
+            want1 = pixel_relevance(want2, feats[i].boxes(), feats[i].image_shape)
+            assert np.array_equal(R2[k], want2) and np.array_equal(R1[k], want1)
+            assert abs(R1[k].sum() - R3[k].sum()) <= 1e-10 * np.abs(R3[k]).sum()  # conservation
+
+
+def test_batch_takes_the_general_path_for_a_non_canonical_mapping(real_batch):
+    # an encoding whose CSR has an explicit zero and an unsorted row is canonicalised (as
+    # feature_relevance does); a negative entry is refused with feature_relevance's message
+    from bowlrp.bow.decompose.batch import decompose_batch
+    from bowlrp.bow.encoding import Encoding
+
+    feats, vocabularies = real_batch
+    encs = [encode(f, vocabularies, mapping="rank", p=2.0) for f in feats[:2]]
+    indptr, indices, data_ = (a.copy() for a in encs[1].csr)
+    indices[indptr[3]:indptr[4]] = indices[indptr[3]:indptr[4]][::-1].copy()
+    data_[indptr[3]:indptr[4]] = data_[indptr[3]:indptr[4]][::-1].copy()
+    data_[indptr[5]] = 0.0
+    odd = Encoding(x=encs[1].x, channel_slices=encs[1].channel_slices, p=2.0, csr=(indptr, indices, data_))
+    R3 = np.random.default_rng(26).normal(size=(2, encs[0].x.size))
+    boxes, R2, R1 = decompose_batch(feats[:2], [encs[0], odd], [0, 1], R3)
+    want = feature_relevance(odd.mapping, R3[1], 2.0, odd.channel_slices, feats[1].channel)
+    np.testing.assert_array_equal(R2[1], want)
+    np.testing.assert_array_equal(R1[1], pixel_relevance(want, feats[1].boxes(), feats[1].image_shape))
+    first = feature_relevance(encs[0].mapping, R3[0], 2.0, encs[0].channel_slices, feats[0].channel)
+    np.testing.assert_array_equal(R2[0], first)
+    data_[indptr[5]] = -0.5
+    with pytest.raises(ValueError, match="non-negative"):
+        decompose_batch(feats[:2], [encs[0], odd], [0, 1], R3)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        decompose_batch(feats[:1], encs[:1], [0], np.full((1, encs[0].x.size), np.nan))
+    with pytest.raises(ValueError, match=r"item images must lie in \[0, 1\)"):
+        decompose_batch(feats[:1], encs[:1], [1], R3[:1])
+    with pytest.raises(ValueError, match="dimensions"):
+        decompose_batch(feats[:1], encs[:1], [0], R3[:1, :-1])
+    with pytest.raises(ValueError, match="2 items"):
+        decompose_batch(feats[:1], encs[:1], [0, 0], R3[:1])
+
+
+@pytest.mark.parametrize("kernel", ["exp_chi2", "rbf"])
+def test_root_search_on_threads_is_bit_identical(kernel):
+    # find_roots splits the segments over threads (split_batch): every root, value and relevance is
+    # the one-thread result, bit for bit
+    from bowlrp.bow.decompose import find_roots
+    from bowlrp.jit import forced_builds, limited_threads
+
+    rng = np.random.default_rng(27)
+    problem = make_problem(kernel, rng, n_sv=20, gamma=0.7)
+    X, C = rng.random((30, problem[1].shape[1])), rng.random((60, problem[1].shape[1]))
+    f = centred(problem, C)[0]
+    with limited_threads(1):
+        one = find_roots(f, X, C, n_candidates=8, n_roots=2, random_state=3)
+    with forced_builds("parallel"), limited_threads(2):
+        two = find_roots(f, X, C, n_candidates=8, n_roots=2, random_state=3)
+    assert sum(r.bracketed for r in one) > 20
+    for a, b in zip(one, two):
+        assert np.array_equal(a.relevance, b.relevance) and np.array_equal(a.roots, b.roots)
+        assert (a.f_root, a.residual, a.candidate) == (b.f_root, b.residual, b.candidate)

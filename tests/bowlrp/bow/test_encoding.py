@@ -276,3 +276,183 @@ def test_empty_or_non_finite_vocabularies_are_a_clear_error():
         encode(_features([[0.5]], [0]), [np.zeros((0, 1))])
     with pytest.raises(ValueError, match="NaN or infinite"):
         map_descriptors(np.array([[0.5]]), np.array([[np.nan]]), "rank")
+
+
+# ------------------------------------------------------------------------ the batched hard/rank path
+def test_pairwise_sum_is_numpys_sum_bit_for_bit():
+    from bowlrp.bow._encoding_kernels import _pairwise_sum
+
+    rng = np.random.default_rng(7)
+    for n in [*range(1, 300), 511, 512, 513, 1024, 1100, 5003]:  # blocks, one split, several splits
+        a = rng.random(n + 3) * (rng.random(n + 3) < 0.6) * 10.0 ** rng.integers(-3, 6)
+        got, want = _pairwise_sum(a, 2, n), a[2:2 + n].sum()
+        assert got == want and np.signbit(got) == np.signbit(want), n
+
+
+def _channel_blocks_twin(channel, row_bounds, n_channels):
+    """np.searchsorted per image, or None when an image's channels are unsorted or out of range."""
+    out = []
+    for lo, hi in zip(row_bounds[:-1], row_bounds[1:]):
+        c = channel[lo:hi]
+        if c.size and (np.any(np.diff(c) < 0) or c.min() < 0 or c.max() >= n_channels):
+            return None
+        out.append(np.searchsorted(c, np.arange(n_channels + 1)))
+    return np.array(out, np.int64).reshape(len(row_bounds) - 1, n_channels + 1)
+
+
+def test_channel_blocks_kernel_matches_twin():
+    from bowlrp.bow import _encoding_kernels as K
+
+    rng = np.random.default_rng(1)
+    for case in range(60):
+        n_channels = int(rng.integers(1, 4))
+        sizes = rng.integers(0, 9, size=int(rng.integers(1, 5)))
+        channel = np.concatenate([np.sort(rng.integers(0, n_channels, s)) for s in sizes]).astype(np.int64)
+        if case % 3 == 1 and channel.size > 1:
+            channel = rng.permutation(channel)  # often unsorted
+        if case % 5 == 2 and channel.size:
+            channel[-1] = n_channels if case % 2 else -1  # out of range
+        bounds = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        out = np.full((sizes.size, n_channels + 1), -7, np.int64)
+        ok = K.channel_blocks(channel, bounds, n_channels, out)
+        want = _channel_blocks_twin(channel, bounds, n_channels)
+        assert ok == (want is not None)
+        if ok:
+            np.testing.assert_array_equal(out, want)
+
+
+@pytest.mark.parametrize("p", [1.0, np.inf])
+@pytest.mark.parametrize("normalize", [True, False])
+def test_pool_images_kernel_matches_twin(p, normalize):
+    from bowlrp.bow import _encoding_kernels as K
+    from tests.kernel_twins import assert_matches_twin
+
+    rng = np.random.default_rng(4)
+    n, offset, n_cols = 3, 5, 11
+    row_bounds = np.array([0, 4, 4, 13, 14], np.int64)  # an image without rows of this channel
+    indices = np.concatenate([np.sort(rng.choice(n_cols, n, replace=False)) for _ in range(14)]) + offset
+    data = np.tile(2.0 ** -np.arange(1, n + 1), 14)
+    indptr = np.arange(0, 14 * n + 1, n)
+
+    def fast(data):
+        out = np.full((4, offset + n_cols + 2), -1.0)  # columns outside the channel stay untouched
+        K.pool_images(indptr, indices, data, row_bounds, offset, n_cols, p, normalize, out)
+        return out
+
+    def slow(data):
+        out = np.full((4, offset + n_cols + 2), -1.0)
+        dense = sp.csr_matrix((data, indices - offset, indptr), shape=(14, n_cols)).toarray()
+        for g in range(4):
+            block = dense[row_bounds[g]:row_bounds[g + 1]]
+            x = np.zeros(n_cols) if not len(block) else block.max(0) if np.isinf(p) else block.mean(0)
+            out[g, offset:offset + n_cols] = x / x.sum() if normalize and x.sum() > 0 else x
+        return out
+
+    assert_matches_twin(fast, slow, [(data,), (data * rng.random(data.size),)], rtol=1e-14)
+
+
+def _photo_features():
+    from skimage import data
+
+    from bowlrp.bow.features import DenseSIFT
+
+    gray = [data.camera()[:64, :64], data.coins()[40:104, 60:124], data.moon()[100:164, 100:164],
+            data.camera()[200:248, 100:170]]
+    colour = [data.astronaut()[:56, :56], data.coffee()[100:164, 200:248], data.chelsea()[50:98, 50:114]]
+    return {
+        "gray": (DenseSIFT(step=4, bin_sizes=(4,)).extract_many(gray), 1),
+        "two_bins": (DenseSIFT(step=3, bin_sizes=(3, 5)).extract_many(gray), 2),
+        "opponent": (DenseSIFT(step=5, bin_sizes=(4,), color="opponent").extract_many(colour), 1),
+    }
+
+
+@pytest.mark.parametrize("mapping,kwargs", [("hard", {}), ("rank", {}),
+                                            ("rank", dict(rank_base=2.4, rank_n=8)),
+                                            ("rank", dict(rank_n=40))])
+def test_batched_encoding_is_bit_identical_to_image_by_image(mapping, kwargs, monkeypatch):
+    from bowlrp.bow import encoding
+    from bowlrp.bow.encoding import _encode_one, _prototypes, encode_many
+    from bowlrp.bow.vocabulary import fit_vocabularies
+    from bowlrp.jit import forced_builds
+
+    monkeypatch.setattr(encoding, "_BATCH_ROWS", 300)  # several batches, cut inside the list
+    for name, (feats, n_channels) in _photo_features().items():
+        for size in (7, 32):
+            vocs = fit_vocabularies(feats, n_channels, size, 10_000, "minibatch", random_state=0)
+            protos = [v.cluster_centers_.copy() for v in vocs]
+            protos[0][3] = protos[0][0]  # a duplicated word: exact ties, ranked by word index
+            f0 = feats[0]
+            last = f0.channel == n_channels - 1  # an image with the last channel only, and an empty one
+            extra = [LocalFeatures(f0.descriptors[last], f0.centers[last], f0.support[last], f0.channel[last],
+                                   f0.image_shape),
+                     LocalFeatures(np.zeros((0, f0.descriptors.shape[1])), np.zeros((0, 2)), np.zeros(0, int),
+                                   np.zeros(0, int), (20, 20))]
+            batch = list(feats) + extra
+            for p in (1.0, np.inf, 2.0, 0.5):
+                for normalize in (True, False):
+                    ref = [_encode_one(f, _prototypes(protos), mapping, kwargs.get("rank_base", 2.0),
+                                       kwargs.get("rank_n", 4), 1.0, p, normalize) for f in batch]
+                    with forced_builds("parallel"):
+                        got = encode_many(batch, protos, mapping, p=p, normalize=normalize, **kwargs)
+                    for a, b in zip(ref, got, strict=True):
+                        assert np.array_equal(a.x, b.x), (name, size, p, normalize)
+                        assert a.channel_slices == b.channel_slices and a.p == b.p
+                        for u, v in zip(a.csr, b.csr, strict=True):
+                            assert u.dtype == v.dtype and np.array_equal(u, v), (name, size, p, normalize)
+
+
+def test_batches_cut_at_the_row_budget_and_keep_the_order():
+    from bowlrp.bow.encoding import _batches
+
+    feats = [_features(np.zeros((m, 1)), [0] * m) for m in (3, 0, 4, 2, 5, 1)]
+    batches = _batches(feats, 5)
+    assert [[len(f) for f in b] for b in batches] == [[3, 0, 4], [2, 5], [1]]
+    assert [f for b in batches for f in b] == feats
+    assert _batches([], 5) == []
+
+
+def test_a_bad_image_in_a_batch_is_named_as_before():
+    good = _features([[0.5], [2.0]], [0, 0])
+    with pytest.raises(ValueError, match="descriptor 1 contains NaN or infinite"):
+        from bowlrp.bow.encoding import encode_many
+        encode_many([good, _features([[0.5], [np.inf]], [0, 0]), good], [B], mapping="rank")
+    with pytest.raises(ValueError, match="only 1 vocabularies were given"):
+        encode_many([good, _features([[0.5]], [1])], [B], mapping="hard")
+    # interleaved channels take the per-image path: the rows keep their own order
+    two = _features([[0.5], [0.2], [6.0]], [1, 0, 1])
+    enc = encode_many([good, two], [B, B[:2]], mapping="hard", normalize=False)[1]
+    np.testing.assert_array_equal(enc.mapping.toarray(), [[0, 0, 0, 0, 1, 0], [1, 0, 0, 0, 0, 0],
+                                                          [0, 0, 0, 0, 0, 1]])
+
+
+def test_select_row_is_a_stable_sort_whatever_the_seeds():
+    from bowlrp.bow._encoding_kernels import select_row
+
+    rng = np.random.default_rng(11)
+    for case in range(300):
+        width = int(rng.integers(1, 20))
+        n = int(rng.integers(1, width + 1))
+        row = rng.integers(0, 4, width).astype(float)  # ties, also with the seeds and at the n-th place
+        row[rng.random(width) < 0.2] = np.inf  # infinite distances too (kept when fewer are finite)
+        seeds = rng.permutation(width)[:n]
+        out = np.full(n, -1, np.int64)
+        select_row(row.copy(), n, seeds, np.empty(n), out)
+        np.testing.assert_array_equal(out, np.argsort(row, kind="stable")[:n], err_msg=f"case {case}")
+
+
+def test_the_encodings_of_a_batch_share_no_writeable_memory():
+    """Each image's encoding owns its numbers: an in-place edit of one (its BoW or its CSR arrays) leaves
+    every other image of the same batch unchanged (review of issue 15: the indptr was one shared slice)."""
+    from bowlrp.bow.encoding import encode_many
+    from bowlrp.bow.vocabulary import fit_vocabularies
+
+    feats, n_channels = _photo_features()["gray"]
+    vocs = fit_vocabularies(feats, n_channels, 16, 10_000, "minibatch", random_state=0)
+    protos = [v.cluster_centers_ for v in vocs]
+    got = encode_many(feats, protos, "rank")
+    keep = [(e.x.copy(), [a.copy() for a in e.csr]) for e in got]
+    for a in (*got[0].csr, got[0].x):
+        a[...] = a[::-1] if a.ndim == 1 else 0
+    for e, (x, csr) in zip(got[1:], keep[1:]):
+        assert np.array_equal(e.x, x)
+        assert all(np.array_equal(u, v) for u, v in zip(e.csr, csr))

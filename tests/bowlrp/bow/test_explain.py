@@ -493,3 +493,40 @@ def test_readme_registry_example_runs_as_written():
         assert "double_min" in REGISTRY
     finally:
         unregister_kernel("double_min")
+
+
+# ====================================================================================================
+# threads: every number is the same on one thread and on two (Steps 2 + 1 and the root search run
+# their per-image work on threads; the kernels' two builds are forced so that small batches use them)
+# ====================================================================================================
+def _flat_numbers(maps):
+    """Every number of a list of (lists of) heatmaps, in a fixed order."""
+    out = []
+    for h in (m for per in maps for m in (per if isinstance(per, list) else [per])):
+        out += [h.relevance, np.array([h.score, h.residual])]
+        for key in sorted(h.extras):
+            value = h.extras[key]
+            if isinstance(value, dict):
+                out += [np.asarray(value[k], dtype=np.float64) for k in sorted(value)]
+            elif not isinstance(value, str):
+                out.append(np.asarray(value))
+    return out
+
+
+@pytest.mark.parametrize("case", ["intersection", "exp_chi2", "rbf", "textures"])
+def test_explanations_do_not_depend_on_the_thread_count(case, faces, textures):
+    from bowlrp.jit import forced_builds, limited_threads
+
+    if case == "textures":  # 3 classes, 2 channels, p = 3, every class of every image
+        clf, images, _ = textures
+        run = lambda: clf.explain(images, target=list(clf.classes_))  # noqa: E731
+    else:
+        clf, images = fitted(case, faces), faces[2]
+        run = lambda: clf.explain(images, n_candidates=6, n_roots=2, random_state=1)  # noqa: E731
+    with forced_builds("serial"), limited_threads(1):
+        one = _flat_numbers(run())
+    with forced_builds("parallel"), limited_threads(2):
+        two = _flat_numbers(run())
+    assert len(one) == len(two) > 100
+    for a, b in zip(one, two):
+        assert a.dtype == b.dtype and np.array_equal(a, b)

@@ -1,0 +1,161 @@
+"""Numba kernels of the explanation's Steps 2 and 1 for a batch: one call per batch, images in ``prange``.
+
+Private: validated, C-contiguous arrays in, preallocated outputs written. The public wrappers are
+:func:`~bowlrp.bow.decompose.pooling.feature_relevance` (a batch of one) and
+:func:`~bowlrp.bow.decompose.batch.decompose_batch` (what the orchestrator runs), so the per-image
+work runs outside the GIL, on numba's threads when :func:`bowlrp.jit.use_parallel` says it pays.
+
+The batch layout is ragged, concatenated: image i owns features ``feat_off[i]:feat_off[i+1]`` and CSR
+entries ``nnz_off[i]:nnz_off[i+1]``; its ``indptr`` (relative to its own first entry) is stored at
+``indptr[feat_off[i] + i : feat_off[i+1] + i + 1]``. An *item* is one (image, explained class) pair:
+``item_image[k]`` and row k of ``r3``; its feature relevance goes to ``r2[item_feat_off[k]:...]`` and
+its pixel map (H * W, flat) to ``r1[item_pix_off[k]:...]``.
+
+Every number is computed in the order of the numpy code these kernels replaced, so results are
+bit-identical to it (and, ``prange`` running over independent images only, to the serial build):
+
+* column maxima and shares ``ratio = m / colmax`` entry by entry (``np.maximum.at``, a division);
+* ``col_d`` and ``R2_l`` summed in CSR storage order starting from 0.0 (what ``np.bincount`` does);
+* the powers ``ratio**p`` are left to numpy between the two kernels (its ``power``, ``square`` and
+  ``sqrt`` loops), so no libm ``pow`` can round differently;
+* boxes as ``LocalFeatures.boxes`` computes them (``rint`` of the corner, then clipped), the pixel
+  map as four corner images (one per corner kind, summed in feature order), combined and summed
+  down the columns, then along the rows (the old ``np.bincount`` / ``np.cumsum`` twin's order).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bowlrp.jit import jit_both, jit_serial, prange
+
+
+def _boxes_work(feat_off, centers, support, shapes, boxes):
+    return 16 * support.size
+
+
+@jit_both(work=_boxes_work)
+def support_boxes(feat_off, centers, support, shapes, boxes):
+    """Per image i (shape ``shapes[i]``): the support squares (y0, x0, y1, x1) of its features,
+    half-open and clipped to the image, exactly as ``LocalFeatures.boxes`` computes them."""
+    for i in prange(feat_off.shape[0] - 1):
+        height, width = shapes[i, 0], shapes[i, 1]
+        for m in range(feat_off[i], feat_off[i + 1]):
+            half = (np.float64(support[m]) - 1.0) / 2.0
+            y0 = np.int64(np.rint(centers[m, 0] - half))
+            x0 = np.int64(np.rint(centers[m, 1] - half))
+            boxes[m, 0] = min(max(y0, 0), height)
+            boxes[m, 1] = min(max(x0, 0), width)
+            boxes[m, 2] = min(max(y0 + support[m], 0), height)
+            boxes[m, 3] = min(max(x0 + support[m], 0), width)
+
+
+def _prepare_work(indptr, indices, data, feat_off, nnz_off, colmax, ratio, bad):
+    return 4 * (data.size + colmax.size)
+
+
+@jit_both(work=_prepare_work, error_model="numpy")
+def prepare(indptr, indices, data, feat_off, nnz_off, colmax, ratio, bad):
+    """Per image i: column maxima ``colmax[i]`` (zeros on entry) and ``ratio = data / colmax[column]``.
+
+    ``bad[i]`` is set when image i's CSR is not canonical with positive finite entries (a row's
+    columns not strictly increasing or out of range, an entry <= 0 or not finite): the caller takes
+    the general path for that image, and its ``colmax`` / ``ratio`` are not to be used.
+    """
+    n_dims = colmax.shape[1]
+    for i in prange(feat_off.shape[0] - 1):
+        first, base = feat_off[i] + i, nnz_off[i]
+        for r in range(feat_off[i + 1] - feat_off[i]):
+            prev = -1
+            for e in range(base + indptr[first + r], base + indptr[first + r + 1]):
+                d, v = indices[e], data[e]
+                if d <= prev or d >= n_dims or not (v > 0.0 and v < np.inf):
+                    bad[i] = True
+                    break
+                prev = d
+                if v > colmax[i, d]:
+                    colmax[i, d] = v
+        if not bad[i]:
+            for e in range(nnz_off[i], nnz_off[i + 1]):
+                ratio[e] = data[e] / colmax[i, indices[e]]
+
+
+def _relevance_work(indptr, indices, weights, feat_off, nnz_off, channel, item_image, skip, colmax, r3, extra,
+                    boxes, shapes, item_feat_off, item_pix_off, r2, r1):
+    return 4 * (np.diff(nnz_off)[item_image].sum() + 2 * r3.size) + 12 * r1.size
+
+
+@jit_both(work=_relevance_work, error_model="numpy")
+def relevance(indptr, indices, weights, feat_off, nnz_off, channel, item_image, skip, colmax, r3, extra,
+              boxes, shapes, item_feat_off, item_pix_off, r2, r1):
+    """Steps 2 and 1 of every item k (an image and row k of ``r3``).
+
+    ``r2`` of feature l of item k = sum over the covered d (``colmax > 0``) of w_ld r3_d / col_d with
+    the shares w = ``weights`` (Eqs 26-32), plus ``extra[k, channel[l]]`` when that is not zero (the
+    uncovered dimensions' equal split, computed by the caller); ``r1`` of item k = its (H, W) pixel
+    map (Eqs 33-34), unless ``r1`` is empty (Step 2 only). Items of an image with ``skip[i]`` (a
+    ``bad`` image of :func:`prepare`) are left alone.
+    """
+    n_dims = r3.shape[1]
+    for k in prange(item_image.shape[0]):
+        i = item_image[k]
+        if skip[i]:
+            continue
+        first, base, f0 = feat_off[i] + i, nnz_off[i], item_feat_off[k]
+        col = np.zeros(n_dims)
+        for e in range(nnz_off[i], nnz_off[i + 1]):
+            col[indices[e]] += weights[e]
+        scaled = np.zeros(n_dims)
+        for d in range(n_dims):
+            if colmax[i, d] > 0:
+                scaled[d] = r3[k, d] / col[d]
+        n_feat = feat_off[i + 1] - feat_off[i]
+        for r in range(n_feat):
+            s = 0.0
+            for e in range(base + indptr[first + r], base + indptr[first + r + 1]):
+                s += weights[e] * scaled[indices[e]]
+            add = extra[k, channel[feat_off[i] + r]]
+            r2[f0 + r] = s + add if add != 0.0 else s
+        if r1.shape[0] == 0:
+            continue
+        pixel_map(r2[f0:f0 + n_feat], boxes[feat_off[i]:feat_off[i + 1]], shapes[i, 0], shapes[i, 1],
+                  r1[item_pix_off[k]:item_pix_off[k] + shapes[i, 0] * shapes[i, 1]])
+
+
+@jit_serial(error_model="numpy")
+def pixel_map(rel, boxes, height, width, out):
+    """Step 1 of one map: ``out`` (H * W, flat) = the densities rel / area of the (clipped) boxes,
+    spread over them and summed (a feature with an empty box adds nothing).
+
+    The difference image of the boxes and its 2-D cumulative sum, in O(M + HW) and one pass: box m
+    adds its density at the corners (y0, x0) and (y1, x1) and subtracts it at (y0, x1) and (y1, x0),
+    each corner kind summed in its own image in feature order, combined as ((a - b) - c) + d, summed
+    down the columns and then along the rows. Corners on row H or column W lie outside the map and
+    are skipped (they only reach pixels past it). No value is ever -0.0 (a sum starting from +0.0),
+    so adding the zero of an untouched pixel or of the first row / column changes nothing.
+    """
+    corners = np.zeros((height, width, 4))
+    for m in range(rel.shape[0]):
+        y0, x0, y1, x1 = boxes[m, 0], boxes[m, 1], boxes[m, 2], boxes[m, 3]
+        area = (y1 - y0) * (x1 - x0)
+        if area <= 0:
+            continue
+        density = rel[m] / area
+        if y0 < height:
+            if x0 < width:
+                corners[y0, x0, 0] += density
+            if x1 < width:
+                corners[y0, x1, 1] += density
+        if y1 < height:
+            if x0 < width:
+                corners[y1, x0, 2] += density
+            if x1 < width:
+                corners[y1, x1, 3] += density
+    down = np.zeros(width)  # the cumulative sums down each column, up to the previous row
+    for y in range(height):
+        left = 0.0
+        for x in range(width):
+            c = corners[y, x]
+            down[x] = (((c[0] - c[1]) - c[2]) + c[3]) + down[x]
+            left = down[x] + left
+            out[y * width + x] = left

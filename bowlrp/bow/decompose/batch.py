@@ -1,0 +1,104 @@
+"""Steps 2 and 1 for a whole batch of explained images in three numba calls (features -> pixels).
+
+What :func:`~bowlrp.bow.decompose.explain.explain_classifier` runs after Step 3: the per-image work of
+:func:`~bowlrp.bow.decompose.pooling.feature_relevance` and
+:func:`~bowlrp.bow.decompose.pixels.pixel_relevance` (the same kernels, :mod:`._kernels`) for every
+(image, class) pair at once, on the encodings' CSR arrays (no scipy objects), so it runs outside the
+GIL and, when the batch is large enough (:func:`bowlrp.jit.use_parallel`), with images spread over
+numba's threads. The numbers are those of the two public functions called image by image.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bowlrp.bow.decompose import _kernels as _k
+from bowlrp.bow.decompose.pixels import pixel_relevance
+from bowlrp.bow.decompose.pooling import feature_relevance, share_weights, uncovered_shares
+from bowlrp.validation import offsets
+
+__all__ = ["decompose_batch"]
+
+
+def decompose_batch(features, encodings, item_image, R3):
+    """Feature and pixel relevance of every item (an image and one BoW relevance vector).
+
+    Parameters
+    ----------
+    features : list of LocalFeatures
+        One per image.
+    encodings : list of Encoding
+        One per image (its ``csr``, ``p`` and ``channel_slices``).
+    item_image : array-like of int, shape (n_items,)
+        The image of each item.
+    R3 : ndarray of shape (n_items, V)
+        The BoW relevance of each item (Step 3).
+
+    Returns
+    -------
+    boxes : list of ndarray (M_i, 4), one per image
+        The clipped support boxes (``LocalFeatures.boxes``).
+    R2 : list of ndarray (M_i,), one per item
+        Feature relevance (Step 2).
+    R1 : list of ndarray (H_i, W_i), one per item
+        Pixel relevance (Step 1).
+    """
+    item_image = np.asarray(item_image, dtype=np.int64)
+    R3 = np.ascontiguousarray(R3, dtype=np.float64)
+    if not np.all(np.isfinite(R3)):
+        raise ValueError("BoW relevance contains NaN or inf")
+    n_img, n_dims = len(features), R3.shape[1]
+    if len(encodings) != n_img or R3.shape[0] != item_image.size:
+        raise ValueError(f"got {n_img} feature sets, {len(encodings)} encodings, {item_image.size} items and "
+                         f"{R3.shape[0]} BoW relevance vectors")
+    if item_image.size and (item_image.min() < 0 or item_image.max() >= n_img):
+        raise ValueError(f"item images must lie in [0, {n_img})")
+    if any(e.x.size != n_dims for e in encodings):
+        raise ValueError(f"the BoW relevance has {n_dims} dimensions, an encoding has another number")
+    sizes = np.array([len(f) for f in features], np.int64)
+    csrs = [e.csr for e in encodings]
+    feat_off, nnz_off = offsets(sizes), offsets([c[1].size for c in csrs])
+    shapes = np.array([f.image_shape[:2] for f in features], np.int64).reshape(n_img, 2)
+    indptr, indices = _cat([c[0] for c in csrs], np.int64), _cat([c[1] for c in csrs], np.int64)
+    data = _cat([c[2] for c in csrs], np.float64)
+    channel = _cat([f.channel for f in features], np.int64)
+    n_channels = max([len(e.channel_slices) for e in encodings], default=1)
+    if channel.size and (channel.min() < 0 or channel.max() >= n_channels):
+        raise ValueError(f"feature channel values must lie in [0, {n_channels})")
+
+    boxes = np.empty((sizes.sum(), 4), np.int64)
+    centers = np.concatenate([f.centers for f in features]) if n_img else np.zeros((0, 2))
+    _k.support_boxes(feat_off, centers, _cat([f.support for f in features], np.int64), shapes, boxes)
+    colmax, ratio, bad = np.zeros((n_img, n_dims)), np.zeros(data.size), np.zeros(n_img, bool)
+    _k.prepare(indptr, indices, data, feat_off, nnz_off, colmax, ratio, bad)
+    if any(e.p != encodings[0].p for e in encodings):
+        raise ValueError("the encodings of a batch must share their pooling exponent p")
+    weights = share_weights(ratio, encodings[0].p if n_img else 1.0)
+    counts = np.stack([np.bincount(f.channel, minlength=n_channels) for f in features]) if n_img else None
+    extra = np.zeros((len(item_image), n_channels))
+    if len(item_image):
+        slices = encodings[0].channel_slices
+        if any(e.channel_slices != slices for e in encodings):
+            raise ValueError("the encodings of a batch must share their channel layout")
+        extra = uncovered_shares(R3, colmax[item_image] > 0, slices, counts[item_image])
+    item_sizes = sizes[item_image]
+    item_feat_off, item_pix_off = offsets(item_sizes), offsets(shapes[item_image].prod(axis=1))
+    r2, r1 = np.zeros(item_feat_off[-1]), np.zeros(item_pix_off[-1])
+    _k.relevance(indptr, indices, weights, feat_off, nnz_off, channel, item_image, bad, colmax, R3, extra,
+                 boxes, shapes, item_feat_off, item_pix_off, r2, r1)
+
+    box_list = [boxes[feat_off[i]:feat_off[i + 1]] for i in range(n_img)]
+    R2 = [r2[item_feat_off[k]:item_feat_off[k + 1]] for k in range(len(item_image))]
+    # each map its own array: a map kept alone must not keep the whole batch's pixels alive
+    R1 = [r1[item_pix_off[k]:item_pix_off[k + 1]].reshape(shapes[i]).copy() for k, i in enumerate(item_image)]
+    for k in np.flatnonzero(bad[item_image]):  # a mapping that is not canonical: the general path
+        i = item_image[k]
+        R2[k] = feature_relevance(encodings[i].mapping, R3[k], encodings[i].p, encodings[i].channel_slices,
+                                  features[i].channel)
+        R1[k] = pixel_relevance(R2[k], box_list[i], shapes[i])
+    return box_list, R2, R1
+
+
+def _cat(arrays, dtype):
+    """The arrays of the images end to end, as ``dtype`` (an empty array for no image)."""
+    return np.concatenate(arrays).astype(dtype, copy=False) if arrays else np.zeros(0, dtype)
