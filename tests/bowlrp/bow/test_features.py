@@ -81,6 +81,14 @@ def twin_pool_rows(columns, starts, weights, offset):
     return out
 
 
+def _read_only(*arrays):
+    """The arrays, read-only like the layout arrays production passes: a writeable copy would make
+    numba compile the kernel's builds once more for a signature production never uses."""
+    for a in arrays:
+        a.flags.writeable = False
+    return arrays
+
+
 def twin_assemble(pooled, row_index, col_index, area, threshold, clip):
     n_fy, n_fx = row_index.shape[0], col_index.shape[0]
     out = np.zeros((n_fy * n_fx, 128))
@@ -174,6 +182,7 @@ def test_pool_columns_matches_twin(kernel, bin_size, step):
     image = _image(23, 45, bin_size)
     starts, _ = bin_layout(grid_starts(45, 4 * bin_size, step), bin_size)
     weights, offset = triangle_weights(bin_size)
+    _read_only(starts, weights)  # as frame_layout hands them to the kernels (one specialisation)
 
     def fast(image):
         out = np.full((image.shape[0], starts.size, 8), np.nan)  # every cell must be written
@@ -192,6 +201,7 @@ def test_pool_rows_matches_twin(kernel, bin_size, step):
     columns = RNG.random((41, 6, 8))
     starts, _ = bin_layout(grid_starts(41, 4 * bin_size, step), bin_size)
     weights, offset = triangle_weights(bin_size)
+    _read_only(starts, weights)  # as frame_layout hands them to the kernels (one specialisation)
 
     def fast(columns):
         out = np.full((starts.size, columns.shape[1], 8), np.nan)
@@ -208,6 +218,7 @@ def test_assemble_normalize_matches_twin(kernel):
     pooled[5] *= 1e-4  # low-contrast rows, below the threshold
     row_index = np.array([[0, 1, 2, 3], [2, 3, 4, 5], [4, 5, 6, 7], [5, 6, 7, 8]])
     col_index = np.array([[0, 1, 2, 3], [3, 4, 5, 6], [7, 8, 9, 10]])
+    _read_only(row_index, col_index)
 
     def fast(pooled, threshold):
         out = np.full((12, 128 + 5), -1.0)
@@ -301,7 +312,7 @@ def test_clipping_at_0_2_by_hand():
     # One frame whose raw histogram has one dominant entry (100) and 127 entries of 1.
     pooled = np.ones((4, 4, 8))
     pooled[0, 0, 0] = 100.0
-    index = np.arange(4)[None, :]
+    index = _read_only(np.arange(4)[None, :])[0]
     out, energy = np.empty((1, 128)), np.empty(1)
     K.assemble_normalize.serial(pooled, index, index, 1.0, 0.0, 0.2, out, energy)
     small = 1.0 / np.sqrt(100.0**2 + 127)  # the other entries after the first L2
