@@ -35,6 +35,7 @@ the driver and sent to the workers, so workers need no access to the input files
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
@@ -250,7 +251,9 @@ class _RelevanceArchive:
     def __init__(self, out_dir: str, items: list[ImageItem]):
         self.out_dir, self.items, self.next = out_dir, items, 0
         self.tmp = os.path.join(out_dir, f".{RELEVANCES_NPZ}.tmp")
-        self.npz = zipfile.ZipFile(self.tmp, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True)
+        # our own file handle, closed by finish or discard even when the zip cannot be
+        self.raw = open(self.tmp, "wb")  # noqa: SIM115
+        self.npz = zipfile.ZipFile(self.raw, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True)
 
     def advance(self, records: dict[str, dict], outstanding) -> None:
         """Add the maps of the settled images that follow the last one added (``outstanding``: the
@@ -269,11 +272,19 @@ class _RelevanceArchive:
     def finish(self, records: dict[str, dict]) -> None:
         self.advance(records, ())
         self.npz.close()
+        self.raw.close()
         os.replace(self.tmp, os.path.join(self.out_dir, RELEVANCES_NPZ))
 
     def discard(self) -> None:
-        self.npz.close()
-        os.remove(self.tmp)
+        try:
+            # the zip's directory goes into a file about to be removed: a full disk may refuse it,
+            # and that must not hide why the run stopped
+            with contextlib.suppress(OSError, ValueError):
+                self.npz.close()
+        finally:
+            self.raw.close()
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(self.tmp)
 
 
 def _write_outputs(out_dir: str, items: list[ImageItem], records: dict[str, dict]) -> dict:
@@ -436,12 +447,17 @@ def _explain_locked(explainer, items, out_dir, target, chunk_size, n_jobs, backe
         interrupted = True
         raise
     finally:
-        if archive is not None and not completed:
-            archive.discard()
-        manifest.close()
-        close = getattr(results, "close", None)
-        if close is not None:
-            close()  # stop the executor's generator (cancels queued joblib/dask work)
+        # the workers stop first, whatever fails after: none may outlive the run (and its lock)
+        try:
+            close = getattr(results, "close", None)
+            if close is not None:
+                close()  # stop the executor's generator (cancels queued joblib/dask work)
+        finally:
+            try:
+                manifest.close()
+            finally:
+                if archive is not None and not completed:
+                    archive.discard()
         if interrupted and progress:
             sys.stderr.write(f"\ninterrupted: {new} new images saved in {out_dir}; rerun to resume\n")
 

@@ -158,3 +158,37 @@ def test_a_forked_worker_does_not_hold_the_runs_lock(tmp_path):
         os.waitpid(child, 0)
         for fd in (read, write, up_read, up_write):
             os.close(fd)
+
+
+def test_a_failing_run_stops_its_workers_before_anything_else(scenes, explainer, tmp_path, monkeypatch,
+                                                                forkable):
+    """The run's own error reaches the caller even when discarding the unfinished ``relevances.npz``
+    fails (a full disk), and the workers are stopped first: none outlives the run or its lock."""
+    import errno
+
+    from bowlrp.app import batch
+
+    discard = batch._RelevanceArchive.discard
+
+    def disk_full(self):
+        discard(self)  # (the file goes, then the error a full disk could give)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def stop_after_one(record):
+        raise RuntimeError("the caller's own error")
+
+    monkeypatch.setattr(batch._RelevanceArchive, "discard", disk_full)
+    out, before = tmp_path / "par", _children()
+    with pytest.raises(OSError, match="No space") as failure:
+        explain_batch(explainer, [scenes["images"]], out, chunk_size=1, n_jobs=2, progress=False,
+                      on_result=stop_after_one)
+    assert isinstance(failure.value.__context__, RuntimeError)  # raised while handling the run's error
+    assert _children() <= before  # the workers were stopped before the archive was touched
+    monkeypatch.undo()
+    fork_from_the_run(monkeypatch)
+    with pytest.raises(RuntimeError, match="the caller's own error"):
+        explain_batch(explainer, [scenes["images"]], tmp_path / "again", chunk_size=1, n_jobs=2,
+                      progress=False, on_result=stop_after_one)
+    assert _children() <= before
+    assert not (tmp_path / "again" / ".relevances.npz.tmp").exists()
+    assert all(verified(str(tmp_path / "again"), r) for r in read_manifest(tmp_path / "again").values())
