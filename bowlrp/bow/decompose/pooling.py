@@ -61,9 +61,7 @@ def feature_relevance(mapping, bow_rel, p=1.0, channel_slices=None, feature_chan
     canonical = (sp.issparse(m) and m.format == "csr" and m.dtype == np.float64 and m.has_canonical_format
                  and np.all(m.data != 0))
     if not canonical:  # (an Encoding's mapping is canonical already: read as it is, never modified)
-        m = sp.csr_matrix(mapping, dtype=np.float64, copy=True)  # never touch the caller's Encoding
-        m.sum_duplicates()
-        m.eliminate_zeros()
+        m = _canonical_copy(mapping)
     n_feat, n_dims = m.shape
     r3 = np.asarray(bow_rel, dtype=np.float64).ravel()
     if r3.size != n_dims:
@@ -86,11 +84,17 @@ def feature_relevance(mapping, bow_rel, p=1.0, channel_slices=None, feature_chan
     if n_feat and (feature_channel.min() < 0 or feature_channel.max() >= len(slices)):
         raise ValueError(f"feature_channel values must lie in [0, {len(slices)})")
 
-    indptr, indices = m.indptr.astype(np.int64), m.indices.astype(np.int64)
-    colmax, ratio = np.zeros((1, n_dims)), np.zeros(m.nnz)
-    feat_off, nnz_off = np.array([0, n_feat], np.int64), np.array([0, m.nnz], np.int64)
-    bad = np.zeros(1, bool)  # cannot be set: the CSR is canonical with positive entries here
-    _k.prepare(indptr, indices, m.data, feat_off, nnz_off, colmax, ratio, bad)
+    while True:
+        indptr, indices = m.indptr.astype(np.int64), m.indices.astype(np.int64)
+        colmax, ratio = np.zeros((1, n_dims)), np.zeros(m.nnz)
+        feat_off, nnz_off = np.array([0, n_feat], np.int64), np.array([0, m.nnz], np.int64)
+        bad = np.zeros(1, bool)
+        _k.prepare(indptr, indices, m.data, feat_off, nnz_off, colmax, ratio, bad)
+        if not bad[0] or m is not mapping:
+            break
+        # scipy's has_canonical_format is a cached flag that an in-place edit of the matrix leaves
+        # stale (entries reordered or zeroed): read a canonical copy instead
+        m = _canonical_copy(mapping)
     counts = np.bincount(feature_channel, minlength=len(slices))[None, :]
     extra = uncovered_shares(r3[None, :], colmax > 0, slices, counts)
     out = np.zeros(n_feat)
@@ -126,3 +130,13 @@ def uncovered_shares(r3, covered, slices, counts):
             if uncovered != 0.0 and counts[k, u]:
                 extra[k, u] = uncovered / counts[k, u]
     return extra
+
+
+def _canonical_copy(mapping):
+    """A float64 CSR copy of ``mapping`` with sorted, summed, non-zero entries (the caller's matrix,
+    perhaps an ``Encoding``'s, is never touched)."""
+    m = sp.csr_matrix(mapping, dtype=np.float64, copy=True)
+    m.has_canonical_format = False  # recomputed, not trusted: the flag may be stale
+    m.sum_duplicates()
+    m.eliminate_zeros()
+    return m

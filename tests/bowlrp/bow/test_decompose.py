@@ -753,3 +753,21 @@ def test_root_search_on_threads_is_bit_identical(kernel):
     for a, b in zip(one, two):
         assert np.array_equal(a.relevance, b.relevance) and np.array_equal(a.roots, b.roots)
         assert (a.f_root, a.residual, a.candidate) == (b.f_root, b.residual, b.candidate)
+
+
+def test_a_mapping_edited_in_place_is_read_as_it_is_now():
+    """scipy caches ``has_canonical_format``: after an in-place reordering of a row's entries (the
+    same matrix) the flag is stale, and the relevance must still be the matrix's (review of issue 15:
+    it came out all zeros)."""
+    import scipy.sparse as sp
+
+    from bowlrp.bow.decompose import feature_relevance
+
+    m = sp.csr_matrix(np.array([[0.5, 0.5, 0.0], [0.0, 1.0, 2.0]]))
+    bow_rel = np.array([1.0, 2.0, 3.0])
+    want = feature_relevance(m, bow_rel, p=1.0)
+    assert m.has_canonical_format
+    m.indices[:2], m.data[:2] = m.indices[1::-1].copy(), m.data[1::-1].copy()
+    assert m.has_canonical_format  # stale: row 0's columns are no longer sorted
+    np.testing.assert_array_equal(feature_relevance(m, bow_rel, p=1.0), want)
+    np.testing.assert_array_equal(m.indices[:2], [1, 0])  # the caller's matrix is left as it was
