@@ -98,14 +98,15 @@ def explain_classifier(clf, images, target=None, n_candidates=16, n_roots=1, ran
     items = [(i, c) for i, cs in enumerate(per_image) for c in cs]
     R3s = np.stack([bow_rel[item][0] for item in items]) if items else np.zeros((0, V))
     boxes, R2s, R1s = decompose_batch(features, encodings, [i for i, _ in items], R3s)
-    item_of = {item: k for k, item in enumerate(items)}
     scores = {c: clf.class_scores(decision, c) for c in {c for cs in per_image for c in cs}}
-    out = []
+    out, k = [], 0
     for i, (feat, enc) in enumerate(zip(features, encodings)):
         maps = []
         for c in per_image[i]:
             R3, taylor, intercept = bow_rel[i, c]
-            R2, R1 = R2s[item_of[i, c]], R1s[item_of[i, c]]
+            # by position in ``items`` (same order): a class asked for twice gets maps of its own
+            R2, R1 = R2s[k], R1s[k]
+            k += 1
             score = scores[c][i]
             extras = {
                 "kernel": clf.kernel,

@@ -530,3 +530,15 @@ def test_explanations_do_not_depend_on_the_thread_count(case, faces, textures):
     assert len(one) == len(two) > 100
     for a, b in zip(one, two):
         assert a.dtype == b.dtype and np.array_equal(a, b)
+
+
+def test_a_class_asked_for_twice_gets_maps_of_its_own(faces):
+    """``target=[1, 1]``: two equal heatmaps that share no array, so editing one leaves the other."""
+    clf = fitted("intersection", faces)
+    maps = clf.explain(faces[2][:2], target=[1, 1])
+    for first, second in maps:
+        np.testing.assert_array_equal(first.relevance, second.relevance)
+        for key in ("feature_relevance",):
+            np.testing.assert_array_equal(first.extras[key], second.extras[key])
+            assert not np.shares_memory(first.extras[key], second.extras[key])
+        assert not np.shares_memory(first.relevance, second.relevance)
