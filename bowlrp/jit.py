@@ -62,6 +62,7 @@ __all__ = [
     "jit_both",
     "use_parallel",
     "forced_builds",
+    "serial_only",
     "limited_threads",
     "parallel_map",
     "split_batch",
@@ -86,6 +87,7 @@ PARALLEL_COMPILE_SECONDS = 2.0
 
 _local = threading.local()  # .serial: this thread is a worker of parallel_map
 _forced = None  # "parallel" / "serial" while forced_builds() is active (tests)
+_serial_only = False  # set for good by serial_only() (a process forked after OpenMP was used)
 
 
 def jit_serial(func=None, **options):
@@ -114,11 +116,21 @@ def use_parallel(work):
     """
     if _forced is None and work < PARALLEL_MIN_WORK:
         return False  # the common case first: numba.get_num_threads() costs microseconds
-    if getattr(_local, "serial", False):
+    if _serial_only or getattr(_local, "serial", False):
         return False
     if _forced is not None:
         return _forced == "parallel"
     return numba.get_num_threads() > 1
+
+
+def serial_only():
+    """From now on this process runs only serial builds, whatever :func:`forced_builds` says.
+
+    For a process forked from one that may have used GNU OpenMP (numba's parallel builds): such a
+    child aborts the moment it enters a parallel region, even with one thread. Never undone.
+    """
+    global _serial_only
+    _serial_only = True
 
 
 @contextlib.contextmanager

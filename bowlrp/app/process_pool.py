@@ -55,7 +55,7 @@ from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import popen_fork, spawn  # noqa: F401  (popen_fork: see _run_forked)
 
 from bowlrp.app.executors import WorkerLossError, _exit_with_parent, explain_chunk, written
-from bowlrp.jit import limited_threads
+from bowlrp.jit import limited_threads, serial_only
 
 __all__ = ["available", "prestart", "run_processes"]
 
@@ -181,6 +181,8 @@ def _init_worker(explainer, write, forked=False) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a driver's own handler must not keep us alive
     if not forked:
         _release_server()
+    else:
+        serial_only()  # forked from the run, which may have used OpenMP: a parallel region would abort us
     _exit_with_parent()
     _limit_worker_threads()
     _worker.update(explainer=explainer, write=write)

@@ -72,6 +72,12 @@ def test_workers_forked_after_the_driver_used_openmp(scenes, explainer, tmp_path
     explain_batch(explainer, [scenes["images"]], tmp_path / "serial", chunk_size=4, progress=False)
     explain_batch(explainer, [scenes["images"]], tmp_path / "par", chunk_size=4, n_jobs=2, progress=False)
     assert_same_outputs(tmp_path / "serial", tmp_path / "par")
+    # even a run started where parallel builds are forced: the workers inherit that setting, and
+    # bowlrp.jit.serial_only() overrides it in them for good
+    with forced_builds("parallel"):
+        explain_batch(explainer, [scenes["images"]], tmp_path / "forced", chunk_size=4, n_jobs=2,
+                      progress=False)
+    assert_same_outputs(tmp_path / "serial", tmp_path / "forced")
 
 
 class DyingExplainer:
