@@ -47,6 +47,7 @@ import sys
 import threading
 import time
 import types
+from concurrent import futures
 
 if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
     os.environ["OMP_WAIT_POLICY"] = "PASSIVE"  # read by libgomp when numba first loads it
@@ -311,11 +312,12 @@ def _workers():
     return _executor
 
 
-def _drain(func, chunks, results, next_chunk):
-    """Compute chunks, taken in order from the shared counter, until none is left (kernels serial)."""
+def _drain(func, chunks, results, next_chunk, stop=()):
+    """Compute chunks, taken in order from the shared counter, until none is left or ``stop`` is
+    non-empty (kernels serial)."""
     _local.serial = True
     try:
-        while True:
+        while not stop:
             k = next(next_chunk)  # itertools.count: atomic under the GIL
             if k >= len(chunks):
                 return
@@ -355,8 +357,16 @@ def parallel_map(func, items, work):
     next_chunk = itertools.count()
     # one BLAS thread while the batch threads run: nested pools would oversubscribe the cores
     with limited_threads(1, numba_threads=False, user_api="blas"):
-        helpers = [_workers().submit(_drain, func, chunks, results, next_chunk) for _ in range(n_threads - 1)]
-        _drain(func, chunks, results, next_chunk)  # the calling thread works too
+        stop = []
+        helpers = [_workers().submit(_drain, func, chunks, results, next_chunk, stop)
+                   for _ in range(n_threads - 1)]
+        try:
+            _drain(func, chunks, results, next_chunk, stop)  # the calling thread works too
+        except BaseException:
+            # no helper may still run when the error propagates (the caller may fork next)
+            stop.append(True)
+            futures.wait(helpers)
+            raise
         for helper in helpers:
             helper.result()  # waits, and re-raises a helper's exception
     return [out for chunk in results for out in chunk]

@@ -134,6 +134,29 @@ def test_parallel_map_keeps_order_runs_kernels_serially_and_restores_blas():
     assert [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"] == blas
 
 
+def test_parallel_map_returns_only_when_no_helper_runs():
+    """When the calling thread's items fail, the helpers stop taking chunks and are waited for before
+    the error propagates (a caller may fork next: no thread may hold a lock then)."""
+    import threading
+    import time
+
+    from bowlrp.jit import forced_builds, limited_threads, parallel_map
+
+    main, running = threading.get_ident(), []
+
+    def work(i):
+        if threading.get_ident() == main:
+            raise RuntimeError("the calling thread's item failed")
+        running.append(i)
+        time.sleep(0.02)
+        running.remove(i)
+        return i
+
+    with limited_threads(2), forced_builds("parallel"), pytest.raises(RuntimeError, match="item failed"):
+        parallel_map(work, range(40), work=0)
+    assert running == []  # no helper was still inside an item
+
+
 def test_numba_openmp_workers_wait_passively():
     import os
 
