@@ -9,13 +9,14 @@ OUT ?= demo_out
 
 .PHONY: demo test bench lint clean
 
-# pip -qq for the editable install: setuptools' notice about editable installs is information, not a
-# problem (errors still show). zennit (test comparisons only) without its torchvision dependency.
+# pip -qq: setuptools' notice about editable installs and warnings about package folders that a
+# machine's pip configuration names but lacks are information, not problems (errors still show).
+# zennit (test comparisons only) without its torchvision dependency.
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet --quiet --upgrade pip
 	$(PY) -m pip install --quiet --quiet -e ".[dev]"
-	$(PY) -m pip install --quiet --no-deps zennit==0.5.1
+	$(PY) -m pip install --quiet --quiet --no-deps zennit==0.5.1
 	touch $(STAMP)
 
 demo: $(STAMP)
