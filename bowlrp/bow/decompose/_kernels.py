@@ -129,33 +129,52 @@ def pixel_map(rel, boxes, height, width, out):
 
     The difference image of the boxes and its 2-D cumulative sum, in O(M + HW) and one pass: box m
     adds its density at the corners (y0, x0) and (y1, x1) and subtracts it at (y0, x1) and (y1, x0),
-    each corner kind summed in its own image in feature order, combined as ((a - b) - c) + d, summed
-    down the columns and then along the rows. Corners on row H or column W lie outside the map and
-    are skipped (they only reach pixels past it). No value is ever -0.0 (a sum starting from +0.0),
-    so adding the zero of an untouched pixel or of the first row / column changes nothing.
+    each corner kind summed in its own accumulator in feature order, combined as ((a - b) - c) + d,
+    summed down the columns and then along the rows. Corners on row H or column W lie outside the map
+    and are skipped (they only reach pixels past it). No value is ever -0.0 (a sum starting from
+    +0.0), so adding the zero of an untouched pixel or of the first row / column changes nothing.
+
+    Memory is O(M + W), not O(HW) per corner kind: the corner events are sorted by row (a counting
+    sort that keeps feature order) and each row's four accumulators are rebuilt from its events.
     """
-    corners = np.zeros((height, width, 4))
-    for m in range(rel.shape[0]):
+    n = rel.shape[0]
+    starts = np.zeros(height + 1, np.int64)  # events of row y: starts[y] .. starts[y + 1] - 1
+    for m in range(n):
+        y0, x0, y1, x1 = boxes[m, 0], boxes[m, 1], boxes[m, 2], boxes[m, 3]
+        if (y1 - y0) * (x1 - x0) <= 0:
+            continue
+        if y0 < height:
+            starts[y0 + 1] += 2
+        if y1 < height:
+            starts[y1 + 1] += 2
+    for y in range(height):
+        starts[y + 1] += starts[y]
+    ev_x = np.empty(starts[height], np.int64)
+    ev_kind = np.empty(starts[height], np.int64)
+    ev_value = np.empty(starts[height])
+    fill = starts[:height].copy()
+    for m in range(n):  # in feature order: each row's events keep it
         y0, x0, y1, x1 = boxes[m, 0], boxes[m, 1], boxes[m, 2], boxes[m, 3]
         area = (y1 - y0) * (x1 - x0)
         if area <= 0:
             continue
         density = rel[m] / area
-        if y0 < height:
-            if x0 < width:
-                corners[y0, x0, 0] += density
-            if x1 < width:
-                corners[y0, x1, 1] += density
-        if y1 < height:
-            if x0 < width:
-                corners[y1, x0, 2] += density
-            if x1 < width:
-                corners[y1, x1, 3] += density
+        for y, kind in ((y0, 0), (y1, 2)):
+            if y < height:
+                e = fill[y]
+                ev_x[e], ev_kind[e], ev_value[e] = x0, kind, density
+                ev_x[e + 1], ev_kind[e + 1], ev_value[e + 1] = x1, kind + 1, density
+                fill[y] = e + 2
+    corners = np.zeros((width, 4))
     down = np.zeros(width)  # the cumulative sums down each column, up to the previous row
     for y in range(height):
+        corners[:] = 0.0
+        for e in range(starts[y], starts[y + 1]):
+            if ev_x[e] < width:
+                corners[ev_x[e], ev_kind[e]] += ev_value[e]
         left = 0.0
         for x in range(width):
-            c = corners[y, x]
+            c = corners[x]
             down[x] = (((c[0] - c[1]) - c[2]) + c[3]) + down[x]
             left = down[x] + left
             out[y * width + x] = left
