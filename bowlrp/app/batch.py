@@ -410,6 +410,11 @@ def _explain_locked(explainer, items, out_dir, target, chunk_size, n_jobs, backe
     todo = [item for item in items if item.key not in done]
     if limit is not None:
         todo = todo[:int(limit)]
+    for item in items:
+        # an earlier "ok" that cannot be kept (its input changed, or its files are damaged) and is
+        # not explained again in this run (beyond --limit) is pending, never reported or archived
+        if item.key not in done and records.get(item.key, {}).get("status") == "ok":
+            del records[item.key]
     by_key = {item.key: item for item in items}
 
     digests: dict[str, str] = {}

@@ -236,3 +236,28 @@ def test_a_crafted_table_cannot_make_compare_write_outside_its_folder(model, ima
         writer.writerows(rows)
     with pytest.raises(ValueError, match="not one an explain run writes"):
         compare_runs(tmp_path / "a", tmp_path / "b", tmp_path / "cmp" / "out")
+
+
+def test_results_to_redo_beyond_the_limit_are_pending_not_stale(model, images, tmp_path):
+    """A resumed run with ``limit`` re-explains some of the images whose results cannot be kept; the
+    others (an input changed, a result file damaged) are pending: not in scores.csv as ok, not in
+    relevances.npz, and the run does not fail on the damaged file (review of issue 15)."""
+    explainer = NetworkExplainer(model)
+    out = tmp_path / "out"
+    explain_batch(explainer, [images], out, progress=False)
+    records = read_manifest(out)
+    extra = cli_data.write_digits(tmp_path / "more", 2, start=1500)
+    shutil.copy(extra[0], images / "digit001.png")  # same path, other bytes
+    shutil.copy(extra[1], images / "digit005.png")
+    damaged = out / records["digit006"]["relevance_npz"]
+    damaged.write_bytes(damaged.read_bytes()[:100])
+    result = explain_batch(CountingExplainer(explainer), [images], out, limit=1, progress=False)
+    assert result.new == 1 and result.pending == 2 and result.ok == N - 2
+    rows = {row["key"]: row for row in read_rows(out)}
+    assert rows["digit001"]["status"] == "ok"  # the one the limit let through
+    assert rows["digit005"]["status"] == "pending" and rows["digit006"]["status"] == "pending"
+    with np.load(out / "relevances.npz") as archive:
+        assert "digit005" not in archive.files and "digit006" not in archive.files
+    explain_batch(explainer, [images], out, progress=False)
+    explain_batch(explainer, [images], tmp_path / "fresh", progress=False)
+    assert_same_outputs(tmp_path / "fresh", out)
