@@ -38,10 +38,12 @@ _state = {"done": False, "applied": False}
 
 def keep_freed_memory():
     """Apply the policy above once per process; returns whether glibc accepted it."""
+    if _state["done"]:  # every convolution calls this: no lock once it is settled
+        return _state["applied"]
     with _lock:
         if not _state["done"]:
-            _state["done"] = True
             _state["applied"] = _apply()
+            _state["done"] = True  # after "applied": the unlocked read above sees both or neither
         return _state["applied"]
 
 

@@ -300,7 +300,7 @@ class DenseSIFT(BaseEstimator):
             # read twice below (checked, and the input dtypes): a lazy sequence must not load twice
             images = list(images)
         checked = check_images(images, min_side=4 * max(sizes))
-        _check_value_range(checked, list(images))
+        _check_value_range(checked, images)
         n_jobs = self.n_jobs if n_jobs is None else n_jobs
         if n_jobs is not None and n_jobs < 0:
             n_jobs = None  # all of numba's threads: the default

@@ -538,7 +538,6 @@ def test_a_class_asked_for_twice_gets_maps_of_its_own(faces):
     maps = clf.explain(faces[2][:2], target=[1, 1])
     for first, second in maps:
         np.testing.assert_array_equal(first.relevance, second.relevance)
-        for key in ("feature_relevance",):
-            np.testing.assert_array_equal(first.extras[key], second.extras[key])
-            assert not np.shares_memory(first.extras[key], second.extras[key])
+        np.testing.assert_array_equal(first.extras["feature_relevance"], second.extras["feature_relevance"])
+        assert not np.shares_memory(first.extras["feature_relevance"], second.extras["feature_relevance"])
         assert not np.shares_memory(first.relevance, second.relevance)
