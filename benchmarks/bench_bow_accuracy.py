@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import time
 
+import _blas  # noqa: E402  (benchmarks/_blas.py: no machine BLAS overrides)
 import numpy as np
 from skimage import data
 
@@ -74,4 +75,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    _blas.native_blas()
     main()

@@ -30,6 +30,8 @@ import tempfile
 import time
 from collections import defaultdict
 
+import _blas  # noqa: E402  (benchmarks/_blas.py: no machine BLAS overrides)
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 TEST_SLICE = [
@@ -167,6 +169,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    _blas.native_blas()
     if len(sys.argv) > 2 and sys.argv[1] == "--child":
         sep = sys.argv.index("--")
         child(sys.argv[2], sys.argv[sep + 1:])

@@ -29,6 +29,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
 
+import _blas  # noqa: E402  (benchmarks/_blas.py: no machine BLAS overrides)
 from bench_sift import make_images  # noqa: E402
 
 from bowlrp.bow.classifier import BoWClassifier  # noqa: E402
@@ -97,4 +98,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    _blas.native_blas()
     sys.exit(main())

@@ -26,6 +26,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+import _blas  # noqa: E402  (benchmarks/_blas.py: no machine BLAS overrides)
+
 from bowlrp.bow.classifier import BoWClassifier  # noqa: E402
 
 
@@ -125,4 +127,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    _blas.native_blas()
     sys.exit(main())

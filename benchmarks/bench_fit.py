@@ -27,6 +27,7 @@ import sys
 import time
 from collections import defaultdict
 
+import _blas  # noqa: E402  (benchmarks/_blas.py: no machine BLAS overrides)
 import numpy as np
 
 from bowlrp.app.scenes import make_scenes
@@ -174,4 +175,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    _blas.native_blas()
     sys.exit(main())

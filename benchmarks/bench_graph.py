@@ -33,6 +33,7 @@ import nets
 from nets import Node
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _blas  # noqa: E402  (benchmarks/_blas.py: no machine BLAS overrides)
 import bench_lrp  # noqa: E402
 from bench_lrp import best_times, he  # noqa: E402
 
@@ -161,4 +162,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    _blas.native_blas()
     sys.exit(main())

@@ -33,6 +33,7 @@ import sys
 import time
 from pathlib import Path
 
+import _blas  # noqa: E402  (benchmarks/_blas.py: no machine BLAS overrides)
 import numpy as np
 
 import nets
@@ -375,4 +376,5 @@ def agreement(tz, flat, cases):
 
 
 if __name__ == "__main__":
+    _blas.native_blas()
     sys.exit(main())

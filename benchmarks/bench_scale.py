@@ -44,6 +44,7 @@ import tempfile
 import time
 import tracemalloc
 
+import _blas  # noqa: E402  (benchmarks/_blas.py: no machine BLAS overrides)
 import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -355,4 +356,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    _blas.native_blas()
     sys.exit(main())

@@ -32,6 +32,7 @@ import os
 import time
 import warnings
 
+import _blas  # noqa: E402  (benchmarks/_blas.py: no machine BLAS overrides)
 import cv2
 import numpy as np
 from skimage import data
@@ -258,4 +259,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    _blas.native_blas()
     main()

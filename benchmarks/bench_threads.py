@@ -30,6 +30,7 @@ import os
 import sys
 import time
 
+import _blas  # noqa: E402  (benchmarks/_blas.py: no machine BLAS overrides)
 import numpy as np
 
 from bowlrp.jit import limited_threads, split_batch
@@ -134,4 +135,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    _blas.native_blas()
     sys.exit(main())

@@ -25,6 +25,8 @@ import numpy as np
 
 sys.path.insert(0, ".")  # `datasets` lives at the repository root
 
+import _blas  # noqa: E402  (benchmarks/_blas.py: no machine BLAS overrides)
+
 from bowlrp.app.scenes import make_scenes  # noqa: E402
 from nets.train import ConvNetClassifier, _limit_threads, build_model, loss_and_grads  # noqa: E402
 
@@ -88,4 +90,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    _blas.native_blas()
     sys.exit(main())
