@@ -17,15 +17,24 @@ import numpy as np
 
 
 def _copy(value, memo):
-    """A deep copy that keeps read-only arrays read-only: numba compiles a separate specialisation of
-    a kernel for read-only and for writeable arrays, so a writeable copy of an argument the code
-    under test always passes read-only (cached SIFT geometry and taps) compiled both builds once
-    more on every cold test run (seconds per kernel) and tested a specialisation nobody calls.
-    ``memo`` is shared by the arguments of one call, so arguments that were one array stay one."""
-    out = copy.deepcopy(value, memo)
+    """A deep copy of the writeable arrays in ``value``; read-only arrays (also inside tuples, lists
+    and dicts) are passed as they are.
+
+    A kernel cannot write into a read-only array (numba refuses to compile the store), so those need
+    no copy, and a copy would test another specialisation than the one production runs: numba compiles
+    a kernel separately for read-only and writeable arrays and for each layout (a writeable copy of the
+    read-only SIFT layout arrays, or a contiguous copy of a stride-0 broadcast view, compiled the
+    parallel and the serial build once more on every cold test run, seconds per kernel, to test a
+    specialisation nobody calls). ``memo`` is shared by the arguments of one call, so arguments that
+    were one array stay one."""
     if isinstance(value, np.ndarray) and not value.flags.writeable:
-        out.flags.writeable = False
-    return out
+        return value
+    if isinstance(value, (tuple, list)):
+        items = [_copy(v, memo) for v in value]
+        return type(value)(*items) if hasattr(value, "_fields") else type(value)(items)
+    if isinstance(value, dict):
+        return {k: _copy(v, memo) for k, v in value.items()}
+    return copy.deepcopy(value, memo)
 
 
 def _call(func, case):

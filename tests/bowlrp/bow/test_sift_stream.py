@@ -19,6 +19,7 @@ from bowlrp.bow.sift_grid import default_smoothing, frame_geometry, frame_layout
 from bowlrp.bow.sift_numba import orientation_fields, pooled_descriptors, streamed_descriptors
 from bowlrp.jit import forced_builds
 from tests.bowlrp.bow.test_features import (
+    _read_only,
     twin_assemble,
     twin_planes,
     twin_pool_columns,
@@ -96,6 +97,7 @@ def test_assemble_planes_matches_twin_per_image_and_plane(kernel):
     rng = np.random.default_rng(3)
     row_index = np.array([[0, 1, 2, 3], [2, 3, 4, 5]])
     col_index = np.array([[0, 1, 2, 3], [1, 2, 3, 4], [3, 4, 5, 6]])
+    _read_only(row_index, col_index)  # as frame_layout hands them to the kernel (one specialisation)
     n_images, n_planes, row0, n_total = 2, 3, 4, 13
     pooled = rng.random((n_images * n_planes, 6, 7, 8)) ** 4
     pooled[1] *= 1e-5  # below the threshold: all-zero descriptors
