@@ -11,19 +11,22 @@ fewer scenes) and a slice of the test suite that touches every kernel family (SI
 explanation, network layers). Rounds interleave the commands; the load average is printed with every
 run (the machine is shared: ratios from one round are comparable, seconds across rounds are not).
 
-``--inventory`` runs each command's cold run inside a wrapper that records numba's compile events
-(``numba.core.event``, ``"numba:compile"``): per kernel and signature the compile time, exclusive of
-the kernels it compiled inside it (an inlined or called kernel compiles within its caller).
+``--inventory`` logs numba's compile events (``numba.core.event``, ``"numba:compile"``) of every
+Python process of each run (``_compile_log.py``, installed as ``sitecustomize``, so the command line,
+demo and worker subprocesses the tests start count too): per kernel and signature the compile time,
+exclusive of the kernels it compiled inside it (an inlined or called kernel compiles within its
+caller), and the test that compiled it. The warm run is logged too: numba's cache should serve it all.
+``--only suite`` times the whole test suite as ``make test`` runs it. ``--report DIR`` prints the
+inventory of a log folder written by a run with ``BENCH_COLD_LOG_DIR=DIR``.
 """
 
 from __future__ import annotations
 
 import argparse
-import atexit
 import json
 import os
 import pathlib
-import runpy
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -42,85 +45,64 @@ TEST_SLICE = [
     "tests/nets/test_layers.py",
     "tests/nets/test_rules.py",
 ]
+#: the whole suite, as ``make test`` runs it (``pytest -q``; no cache provider: nothing left behind)
+SUITE = ["-m", "pytest", "-q", "-p", "no:cacheprovider"]
 TEST_SLICE_QUICK = ["tests/bowlrp/bow/test_classifier.py", "tests/bowlrp/bow/test_explain.py"]
 
 
-# ------------------------------------------------------------------------------------------ child
-def _record_compiles(log_path):
-    """Record numba compile events of this process into ``log_path`` (JSON) at exit."""
-    from numba.core import event
-
-    records, stack = [], []
-
-    class Recorder(event.Listener):
-        def on_start(self, ev):
-            py_func = ev.data["dispatcher"].py_func
-            # start, time spent in nested compiles, name
-            stack.append([time.perf_counter(), 0.0, f"{py_func.__module__}.{py_func.__qualname__}"])
-
-        def on_end(self, ev):
-            start, nested, name = stack.pop()
-            total = time.perf_counter() - start
-            if stack:
-                stack[-1][1] += total
-            dispatcher = ev.data["dispatcher"]
-            records.append({
-                "kernel": name,
-                "caller": stack[-1][2] if stack else None,
-                "parallel": bool(dispatcher.targetoptions.get("parallel")),
-                "args": str(tuple(ev.data["args"])),
-                "seconds": total - nested,
-                "inclusive": total,
-            })
-
-    event.register("numba:compile", Recorder())
-
-    def dump():
-        pathlib.Path(log_path).write_text(json.dumps(records))
-
-    atexit.register(dump)
-
-
-def child(log_path, argv):
-    """Run ``python <argv>`` (``-m module ...`` or ``script ...``) in this process, compiles logged."""
-    _record_compiles(log_path)
-    if argv[0] == "-m":
-        sys.argv = [argv[1], *argv[2:]]
-        runpy.run_module(argv[1], run_name="__main__", alter_sys=True)
-    else:
-        sys.argv = list(argv)
-        runpy.run_path(argv[0], run_name="__main__")
-
-
 # ----------------------------------------------------------------------------------------- parent
-def run(argv, cache_dir, log=None):
-    """Wall time of ``python argv`` in a fresh process with numba's cache in ``cache_dir``."""
-    env = {**os.environ, "NUMBA_CACHE_DIR": str(cache_dir),
-           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
-    cmd = [sys.executable, *([__file__, "--child", str(log), "--"] if log else []), *argv]
+def run(argv, cache_dir, log_dir=None):
+    """Wall time of ``python argv`` in a fresh process with numba's cache in ``cache_dir``.
+
+    With ``log_dir``, every Python process of the run logs its numba compiles there (``_compile_log``
+    installed as ``sitecustomize``).
+    """
+    path = [str(ROOT), os.environ.get("PYTHONPATH", "")]
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(cache_dir)}
+    if log_dir is not None:
+        hook = pathlib.Path(log_dir) / "hook"
+        hook.mkdir(parents=True)
+        shutil.copy(pathlib.Path(__file__).with_name("_compile_log.py"), hook / "sitecustomize.py")
+        path.insert(0, str(hook))
+        env["BENCH_COLD_LOG_DIR"] = str(log_dir)
+    env["PYTHONPATH"] = os.pathsep.join(path).rstrip(os.pathsep)
     load = os.getloadavg()[0]
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                          text=True)
+    proc = subprocess.run([sys.executable, *argv], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True)
     seconds = time.perf_counter() - t0
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return seconds, load
 
 
-def inventory(log, top=15):
-    """Print the compile log: total, per kernel (all its signatures), the top entries."""
-    records = json.loads(pathlib.Path(log).read_text())
+def read_log(log_dir):
+    """The compile records of every process of a run (``_compile_log``'s JSON lines)."""
+    return [json.loads(line) for f in sorted(pathlib.Path(log_dir).glob("*.jsonl"))
+            for line in f.read_text().splitlines()]
+
+
+def inventory(records, top=15):
+    """Print a compile log: total, the top kernels (all their signatures), the top test files."""
     total = sum(r["seconds"] for r in records)
-    per_kernel = defaultdict(lambda: [0.0, 0])
+    per_kernel = defaultdict(lambda: [0.0, 0, set()])
+    per_file = defaultdict(float)
     for r in records:
         key = r["kernel"] + (" [parallel]" if r["parallel"] else "")
         per_kernel[key][0] += r["seconds"]
         per_kernel[key][1] += 1
+        per_kernel[key][2].add(r["args"])
+        per_file[r.get("test", "").split("::")[0] or "(no test)"] += r["seconds"]
+    n_proc = len({r.get("pid") for r in records})
     print(f"    compiled {len(records)} specialisations of {len(per_kernel)} kernels in {total:.1f} s "
-          "(exclusive times)")
-    for name, (seconds, count) in sorted(per_kernel.items(), key=lambda kv: -kv[1][0])[:top]:
-        print(f"    {seconds:6.2f} s  {count} x  {name}")
+          f"(exclusive times, {n_proc} processes)")
+    print("    top kernels: seconds, compiles, distinct signatures")
+    for name, (seconds, count, sigs) in sorted(per_kernel.items(), key=lambda kv: -kv[1][0])[:top]:
+        print(f"    {seconds:6.2f} s  {count:3d} x  {len(sigs):2d} sig  {name}")
+    if len(per_file) > 1:
+        print("    top test files (compile seconds)")
+        for name, seconds in sorted(per_file.items(), key=lambda kv: -kv[1])[:top]:
+            print(f"    {seconds:6.2f} s  {name}")
     return records
 
 
@@ -128,10 +110,17 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--rounds", type=int)
-    parser.add_argument("--inventory", action="store_true", help="log the kernels compiled in cold runs")
-    parser.add_argument("--only", choices=["demo", "tests"], help="one of the two commands")
+    parser.add_argument("--inventory", action="store_true",
+                        help="log the kernels compiled in cold runs (and in warm runs: should be none)")
+    parser.add_argument("--only", choices=["demo", "tests", "suite"], nargs="+",
+                        help="these commands only (suite: the whole test suite as `make test` runs it)")
     parser.add_argument("--json", help="write the compile logs and timings here")
+    parser.add_argument("--report", metavar="DIR", help="print the inventory of a compile log folder")
+    parser.add_argument("--top", type=int, default=15, help="rows of the inventory")
     args = parser.parse_args(argv)
+    if args.report:
+        inventory(read_log(args.report), args.top)
+        return 0
     rounds = args.rounds or (1 if args.quick else 2)
     with tempfile.TemporaryDirectory(prefix="bench_cold_") as tmp:
         tmp = pathlib.Path(tmp)
@@ -140,9 +129,8 @@ def main(argv=None):
             demo += ["--n-train", "100", "--n-test", "40", "--n-show", "2"]
         tests = ["-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
                  *(TEST_SLICE_QUICK if args.quick else TEST_SLICE)]
-        commands = {"demo": demo, "tests": tests}
-        if args.only:
-            commands = {args.only: commands[args.only]}
+        commands = {"demo": demo, "tests": tests, "suite": [*SUITE]}
+        commands = {name: commands[name] for name in (args.only or ["demo", "tests"])}
         print(f"{os.cpu_count()} cores (shared machine); each round: cold run (empty NUMBA_CACHE_DIR), "
               "then warm run (same cache)")
         results = defaultdict(list)
@@ -151,14 +139,18 @@ def main(argv=None):
             for name, cmd in commands.items():
                 cache = tmp / f"cache_{name}_{k}"
                 cache.mkdir()
-                log = tmp / f"log_{name}_{k}.json" if args.inventory else None
-                cold, load_cold = run(cmd, cache, log)
-                warm, load_warm = run(cmd, cache)
+                log = {run_: tmp / f"log_{name}_{k}_{run_}" if args.inventory else None
+                       for run_ in ("cold", "warm")}
+                cold, load_cold = run(cmd, cache, log["cold"])
+                warm, load_warm = run(cmd, cache, log["warm"])
                 results[name].append((cold, warm))
                 print(f"{name:<6} round {k + 1}: cold {cold:7.1f} s (load {load_cold:.1f}), "
                       f"warm {warm:7.1f} s (load {load_warm:.1f}): cold / warm {cold / warm:.2f}", flush=True)
-                if log is not None:
-                    logs[f"{name}_{k}"] = inventory(log)
+                if args.inventory:
+                    print("  cold run:")
+                    logs[f"{name}_{k}_cold"] = inventory(read_log(log["cold"]))
+                    print("  warm run (numba's cache should serve everything):")
+                    logs[f"{name}_{k}_warm"] = inventory(read_log(log["warm"]))
         for name, pairs in results.items():
             ratios = sorted(c / w for c, w in pairs)
             print(f"{name}: cold / warm median {ratios[len(ratios) // 2]:.2f} "
@@ -170,8 +162,4 @@ def main(argv=None):
 
 if __name__ == "__main__":
     _blas.native_blas()
-    if len(sys.argv) > 2 and sys.argv[1] == "--child":
-        sep = sys.argv.index("--")
-        child(sys.argv[2], sys.argv[sep + 1:])
-    else:
-        sys.exit(main())
+    sys.exit(main())
