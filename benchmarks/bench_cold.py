@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import pathlib
+import resource
 import shutil
 import subprocess
 import sys
@@ -67,13 +68,21 @@ def run(argv, cache_dir, log_dir=None):
         env["BENCH_COLD_LOG_DIR"] = str(log_dir)
     env["PYTHONPATH"] = os.pathsep.join(path).rstrip(os.pathsep)
     load = os.getloadavg()[0]
+    cpu0 = _children_cpu()
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, *argv], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                           stderr=subprocess.PIPE, text=True)
     seconds = time.perf_counter() - t0
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    return seconds, load
+    return seconds, _children_cpu() - cpu0, load
+
+
+def _children_cpu():
+    """CPU seconds (user + system) of the finished child processes: less sensitive to the machine's
+    load than wall time (a loaded machine slows both runs, but not always alike)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def read_log(log_dir):
@@ -141,11 +150,12 @@ def main(argv=None):
                 cache.mkdir()
                 log = {run_: tmp / f"log_{name}_{k}_{run_}" if args.inventory else None
                        for run_ in ("cold", "warm")}
-                cold, load_cold = run(cmd, cache, log["cold"])
-                warm, load_warm = run(cmd, cache, log["warm"])
+                cold, cpu_cold, load_cold = run(cmd, cache, log["cold"])
+                warm, cpu_warm, load_warm = run(cmd, cache, log["warm"])
                 results[name].append((cold, warm))
                 print(f"{name:<6} round {k + 1}: cold {cold:7.1f} s (load {load_cold:.1f}), "
-                      f"warm {warm:7.1f} s (load {load_warm:.1f}): cold / warm {cold / warm:.2f}", flush=True)
+                      f"warm {warm:7.1f} s (load {load_warm:.1f}): cold / warm {cold / warm:.2f}; "
+                      f"CPU {cpu_cold:.1f} / {cpu_warm:.1f} s = {cpu_cold / cpu_warm:.2f}", flush=True)
                 if args.inventory:
                     print("  cold run:")
                     logs[f"{name}_{k}_cold"] = inventory(read_log(log["cold"]))
