@@ -272,7 +272,8 @@ def pool_images(indptr, indices, data, row_bounds, offset, n_cols, p, normalize,
         x = out[g, offset:offset + n_cols]
         pool_csr(indptr[row_bounds[g]:row_bounds[g + 1] + 1], indices, data, offset, p, x)
         if normalize:
-            total = _pairwise_sum(x, 0, n_cols)
+            total = _pairwise_sum(out[g], offset, n_cols)  # x's entries; a literal 0 start
+            # would compile _pairwise_sum and _block_sum once more (for Literal[int](0))
             if total > 0.0:
                 for d in range(n_cols):
                     x[d] /= total
