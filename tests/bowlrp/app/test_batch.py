@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 import nets
-from bowlrp.app import batch
 from bowlrp.app.adapters import NetworkExplainer
 from bowlrp.app.batch import RunMismatchError, explain_batch, read_manifest
 from bowlrp.heatmap import Heatmap
@@ -144,14 +143,16 @@ def test_other_settings_in_the_same_folder_are_refused(data, tmp_path):
 
 def test_memory_is_bounded_by_the_chunk(data, tmp_path, monkeypatch):
     """Images are read only when their chunk is due: never more than one chunk ahead of the writes."""
+    from bowlrp.app import image_chunks
+
     reads, written = [], []
-    original = batch.read_image
+    original = image_chunks.read_image
 
     def counting_read(path, mode="auto", **options):
         reads.append(path)
         return original(path, mode=mode, **options)
 
-    monkeypatch.setattr(batch, "read_image", counting_read)
+    monkeypatch.setattr(image_chunks, "read_image", counting_read)
     chunk = 3
 
     def check(record):
@@ -201,15 +202,22 @@ def test_an_interrupted_parallel_run_stops_its_workers_and_resumes(data, tmp_pat
         if len(seen) == 2:
             raise RuntimeError("stop")
 
+    from bowlrp.app import forked_workers
+
     explainer = NetworkExplainer(data["model"])
     started = []
-    original = process_pool.ProcessPoolExecutor
+    original, stop = process_pool.ProcessPoolExecutor, forked_workers._Workers.stop
 
     class Recording(original):
         def shutdown(self, *args, **kwargs):
             started.extend((self._processes or {}).values())  # the workers, before shutdown forgets them
             super().shutdown(*args, **kwargs)
 
+    def recording_stop(self, finished):  # the workers forked from the run
+        started.extend(self.processes)
+        stop(self, finished)
+
+    monkeypatch.setattr(forked_workers._Workers, "stop", recording_stop)
     process_pool.ProcessPoolExecutor = Recording
     try:
         with pytest.raises(RuntimeError, match="stop"):
