@@ -172,16 +172,19 @@ def report(name, sizes, modes, runs, cli, repeats) -> None:
                   f"{min(rates):6.1f}-{max(rates):<6.1f} x{ratio:<7.2f} {driver:10.2f} {workers:10.2f}",
                   flush=True)
     # start-up and running costs, from a line through the medians over the batch sizes
+    fitted = sizes if len(sizes) > 1 else ()  # (no line through one point)
     print("mode                 start-up: wall s, CPU s (driver + workers) | running: img/s (vs -j 1), "
           "CPU ms/image")
     steady = {}
-    for mode in modes:
-        med = [[statistics.median(run[k] for run in runs[n, mode]) for k in range(3)] for n in sizes]
-        wall0, wall1 = _line(sizes, [m[0] for m in med])
-        cpu0, cpu1 = _line(sizes, [m[1] + m[2] for m in med])
+    for mode in modes if fitted else ():
+        med = [[statistics.median(run[k] for run in runs[n, mode]) for k in range(3)] for n in fitted]
+        wall0, wall1 = _line(fitted, [m[0] for m in med])
+        cpu0, cpu1 = _line(fitted, [m[1] + m[2] for m in med])
         steady[mode] = 1 / wall1
         print(f"{mode:<20} {wall0:8.2f} s {cpu0:6.2f} s {'':>22}| {steady[mode]:7.1f} "
               f"(x{steady[mode] / steady['-j 1']:.2f}) {cpu1 * 1e3:7.2f}")
+    if cli is None:
+        return
     one, two = statistics.median(cli[1]), statistics.median(cli[2])
     print(f"bowlrp explain, {sizes[0]} images, whole command: -j 1 {one:.2f} s, -j 2 {two:.2f} s "
           f"(spreads {min(cli[1]):.2f}-{max(cli[1]):.2f}, {min(cli[2]):.2f}-{max(cli[2]):.2f}): "
@@ -224,7 +227,13 @@ def startup_probe(explainer, folder, work, repeats) -> None:
         print(f"  {name:<22} {first:6.2f} | {each * 1e3:6.2f} | {tail:5.2f} | {cpu:5.2f}", flush=True)
 
 
-def jobs_benchmark(sizes=(100, 200, 400), repeats=3, side=64) -> None:
+JOB_MODES = {"-j 1": {"n_jobs": 1}, "-j 1, 1 thread": {"n_jobs": 1, "threads": 1},
+             "-j 2": {"n_jobs": 2}, "-j 2 server (before)": {"n_jobs": 2, "fork_driver": False},
+             "-j 2 loky": {"n_jobs": 2, "backend": "loky"}}
+
+
+def jobs_benchmark(sizes=(100, 200, 400), repeats=3, side=64, models=("bow", "cnn"), modes=None,
+                   probe=True) -> None:
     from bowlrp.app import process_pool
     from bowlrp.app.adapters import BoWExplainer, NetworkExplainer
     from bowlrp.app.batch import explain_batch
@@ -236,12 +245,11 @@ def jobs_benchmark(sizes=(100, 200, 400), repeats=3, side=64) -> None:
         for n in sizes:
             folders[n] = work / f"scenes{n}"
             write_scenes(folders[n], n, side, seed=0)
-        bow, cnn = fit_model(side), fit_cnn(side)
-        models = {"BoW/SVM (64 words)": (BoWExplainer(bow), bow),
-                  "small CNN (LRP)": (NetworkExplainer(cnn), cnn)}
-        modes = {"-j 1": {"n_jobs": 1}, "-j 1, 1 thread": {"n_jobs": 1, "threads": 1},
-                 "-j 2": {"n_jobs": 2}, "-j 2 server (before)": {"n_jobs": 2, "fork_driver": False},
-                 "-j 2 loky": {"n_jobs": 2, "backend": "loky"}}
+        fitted = {"bow": ("BoW/SVM (64 words)", BoWExplainer, fit_model),
+                  "cnn": ("small CNN (LRP)", NetworkExplainer, fit_cnn)}
+        models = {name: (adapter(model), model) for name, adapter, fit in (fitted[m] for m in models)
+                  for model in [fit(side)]}
+        modes = {mode: JOB_MODES[mode] for mode in modes or JOB_MODES}
         print(f"-j 1 vs -j 2: scenes of {side}x{side}, {os.cpu_count()} cores, load average "
               f"{os.getloadavg()[0]:.1f}", flush=True)
         for name, (explainer, model) in models.items():
@@ -267,9 +275,10 @@ def jobs_benchmark(sizes=(100, 200, 400), repeats=3, side=64) -> None:
                         process_pool.FORK_DRIVER = True
                         _stop_pools()
                         runs[n, mode].append((wall, cpu, _children_cpu() - children))
-            cli = cli_runs(model, folders[sizes[0]], work, repeats)
+            cli = cli_runs(model, folders[sizes[0]], work, repeats) if probe else None
             report(name, sizes, modes, runs, cli, repeats)
-            startup_probe(explainer, folders[sizes[0]], work, repeats)
+            if probe:
+                startup_probe(explainer, folders[sizes[0]], work, repeats)
     finally:
         _stop_pools()
         shutil.rmtree(work, ignore_errors=True)
@@ -280,9 +289,20 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
     parser.add_argument("--jobs", action="store_true", help="-j 1 vs -j 2 at 100, 200, 400 images")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats of --jobs")
+    parser.add_argument("--sizes", default=None, help="--jobs: numbers of images (default 100,200,400)")
+    parser.add_argument("--models", default="bow,cnn", help="--jobs: bow, cnn or both (default)")
+    parser.add_argument("--modes", default=None,
+                        help=f"--jobs: comma-separated subset of {', '.join(JOB_MODES)} (default all)")
+    parser.add_argument("--no-probe", action="store_true",
+                        help="--jobs: skip the whole-command runs and the start-up probe")
     args = parser.parse_args(argv)
     if args.jobs:
-        jobs_benchmark(sizes=(20, 40) if args.quick else (100, 200, 400), repeats=args.repeats)
+        sizes = (20, 40) if args.quick else (100, 200, 400)
+        if args.sizes:
+            sizes = tuple(int(n) for n in args.sizes.split(","))
+        modes = [mode.strip() for mode in args.modes.split(",")] if args.modes else None
+        jobs_benchmark(sizes=sizes, repeats=args.repeats, models=args.models.split(","), modes=modes,
+                       probe=not args.no_probe)
         return 0
     n, size = (16, 64) if args.quick else (96, 96)
 

@@ -13,9 +13,8 @@ runs):
   process, at most ``chunk_size``, at least one image), so every process stops within about one
   image of the others; a fixed chunk could leave one process a whole chunk to finish alone, and a
   queue of chunks handed out in advance could leave it two.
-* **Cheap start.** The run's process explains and writes the first image before it forks (the
-  workers inherit the kernels numba loaded, and the image writers' imports) and keeps that image's
-  result: nothing is computed twice.
+* **Cheap start.** The run's process explains the first image before it forks (the workers inherit
+  the kernels numba loaded) and keeps that image's result: nothing is computed twice.
 
 Bit-identical results: each image is explained by the same code on the same inputs. Pieces other
 than the serial run's chunks change nothing only when each image is computed alone (an explainer
@@ -33,6 +32,7 @@ from __future__ import annotations
 import gc
 import math
 import multiprocessing
+import os
 import signal
 import time
 from multiprocessing import popen_fork, sharedctypes, synchronize  # noqa: F401  (see below)
@@ -105,6 +105,9 @@ def _work(initializer, explainer, chunks, target, write, pieces, conn, foreign) 
         while (piece := pieces.claim()) is not None:
             conn.send(("results", *_explain_piece(explainer, chunks, piece, target, write)))
         conn.send(("done",))
+        # every file is written and synced: leave now (what multiprocessing does after its clean-up,
+        # of which a worker needs nothing) rather than keep the run waiting for the clean-up
+        os._exit(0)
     except Exception as exc:  # (explaining errors are results: this is writing, or sending)
         try:
             conn.send(("error", exc))
@@ -224,22 +227,20 @@ def run_forked(explainer, chunks, target, write, workers: int, driver_helps: boo
     guided = getattr(explainer, "batch_size", None) == 1
     processes = workers + bool(driver_helps)
     first = None
+    keys, images, failures = chunks.read(0, 1)
+    with limited_threads(1):  # one thread: no OpenMP pool that the children could trip over
+        # the first image, explained here before the fork: loads the kernels (from numba's cache,
+        # in a new process) once for every process. Its result is kept when the pieces need not
+        # be the serial run's chunks (written after the fork, while the workers start), else dropped.
+        explained = explain_chunk(explainer, keys, images, target, failures)
     if guided and driver_helps:
-        # the first image, explained and written here: loads the kernels and the writers' modules
-        # before the fork, once for every process, and its result is kept
-        with limited_threads(1):  # one thread: no OpenMP pool that the children could trip over
-            first = _explain_piece(explainer, chunks, (0, 1), target, write)
-    else:  # the warm-up image's result is dropped: the pieces stay the serial run's chunks
-        keys, images, _ = chunks.read(0, 1)
-        if keys:
-            with limited_threads(1):
-                explain_chunk(explainer, keys, images, target, [])
-    pieces = _Pieces(total, chunks.chunk_size, processes, guided, first=1 if first else 0)
+        first = explained
+    pieces = _Pieces(total, chunks.chunk_size, processes, guided, first=1 if first is not None else 0)
     pool = _Workers(workers, (initializer, explainer, chunks, target, write, pieces))
     finished = False
     try:
         if first is not None:
-            yield first[0]
+            yield written(first, write)
         while driver_helps:
             results = pool.receive(block=False, digests=chunks.digests)
             if results:
