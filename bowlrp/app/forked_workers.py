@@ -89,9 +89,10 @@ class _Pieces:
 
 
 def _explain_piece(explainer, chunks, piece, target, write):
-    """Read, explain (one thread) and write the inputs of ``piece``: ``(results, digests)``."""
+    """Read, explain and write the inputs of ``piece``: ``(results, digests)``. (The caller has
+    limited the threads to one for good: setting the limit costs about 1 ms per piece.)"""
     keys, images, failures = chunks.read(*piece)
-    results = written(explain_chunk(explainer, keys, images, target, failures, threads=1), write)
+    results = written(explain_chunk(explainer, keys, images, target, failures), write)
     return results, chunks.digests_of(*piece)
 
 
@@ -221,21 +222,28 @@ def run_forked(explainer, chunks, target, write, workers: int, driver_helps: boo
     process and ``workers`` workers forked from it (this process only records, and explains the
     first image, without ``driver_helps``); yield the written results as they come (see
     :mod:`bowlrp.app.executors`). ``initializer()`` runs in each worker first."""
-    total = len(chunks)
-    if total == 0:
+    if len(chunks) == 0:
         return
+    # one BLAS/numba thread in this process from now to the end of the run, and in the workers
+    # (they inherit it): the processes are the parallelism, and no OpenMP pool exists that a forked
+    # child could trip over
+    with limited_threads(1):
+        yield from _share(explainer, chunks, target, write, workers, driver_helps, initializer)
+
+
+def _share(explainer, chunks, target, write, workers, driver_helps, initializer):
+    """:func:`run_forked` once the threads are limited."""
     guided = getattr(explainer, "batch_size", None) == 1
     processes = workers + bool(driver_helps)
     first = None
+    # the first image, explained here before the fork: loads the kernels (from numba's cache, in a
+    # new process) once for every process. Its result is kept when the pieces need not be the
+    # serial run's chunks (and written after the fork, while the workers start), else dropped.
     keys, images, failures = chunks.read(0, 1)
-    with limited_threads(1):  # one thread: no OpenMP pool that the children could trip over
-        # the first image, explained here before the fork: loads the kernels (from numba's cache,
-        # in a new process) once for every process. Its result is kept when the pieces need not
-        # be the serial run's chunks (written after the fork, while the workers start), else dropped.
-        explained = explain_chunk(explainer, keys, images, target, failures)
+    explained = explain_chunk(explainer, keys, images, target, failures)
     if guided and driver_helps:
         first = explained
-    pieces = _Pieces(total, chunks.chunk_size, processes, guided, first=1 if first is not None else 0)
+    pieces = _Pieces(len(chunks), chunks.chunk_size, processes, guided, first=1 if first is not None else 0)
     pool = _Workers(workers, (initializer, explainer, chunks, target, write, pieces))
     finished = False
     try:
@@ -248,9 +256,7 @@ def run_forked(explainer, chunks, target, write, workers: int, driver_helps: boo
             piece = pieces.claim(lambda: pool.check(chunks.digests))
             if piece is None:
                 break
-            with limited_threads(1):  # one thread, as a worker: the workers are the parallelism
-                results, _ = _explain_piece(explainer, chunks, piece, target, write)
-            yield results
+            yield _explain_piece(explainer, chunks, piece, target, write)[0]
         while pool.readers:
             results = pool.receive(block=True, digests=chunks.digests)
             if results:
