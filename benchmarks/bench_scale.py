@@ -19,16 +19,18 @@ LRP epsilon-plus-flat), repeats interleaved. Every parallel run starts cold, as 
 does: no worker pool and no fork server left from the previous run, and a new output folder.
 Modes: ``-j 1`` (in this process, as the command line runs it), ``-j 1`` with one BLAS/numba thread
 (the work of one worker, in this process), ``-j 2`` (the default: this process and one worker
-forked from it once it has loaded the kernels; workers write their files), ``-j 2`` with two
-workers forked from a server process instead (the default before, still used when the driver runs
-other threads) and ``-j 2`` on joblib's loky (the default before that); then a start-up probe of
-the first two (their workers doing every chunk). Besides wall time
-(meaningless on a loaded machine except as a ratio), CPU seconds: the driver's, and the workers'
-(with their server's), read from ``getrusage(RUSAGE_CHILDREN)`` once the pool is gone.
+forked from it once it has loaded the kernels, both claiming pieces of the images that shrink
+toward the end, each reading, explaining and writing its own), ``-j 2`` with two workers forked
+from a server process instead (still used when the driver runs other threads) and ``-j 2`` on
+joblib's loky (the default before that); then a start-up probe of the first two (their workers
+doing every chunk). ``--sizes``, ``--models``, ``--modes`` and ``--no-probe`` make shorter runs.
+Besides wall time (meaningless on a loaded machine except as a ratio), CPU seconds: the driver's,
+and the workers' (with their server's), read from ``getrusage(RUSAGE_CHILDREN)`` once the pool is gone.
 
     .venv/bin/python benchmarks/bench_scale.py            # 96 scenes of 96 x 96
     .venv/bin/python benchmarks/bench_scale.py --quick    # 16 scenes of 64 x 64
     .venv/bin/python benchmarks/bench_scale.py --jobs     # -j 1 vs -j 2, 100/200/400 scenes, 3 repeats
+    .venv/bin/python benchmarks/bench_scale.py --jobs --modes "-j 1,-j 2" --no-probe --repeats 5
 """
 
 from __future__ import annotations

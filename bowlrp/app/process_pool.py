@@ -8,10 +8,10 @@ instead:
   numba and bowlrp, unpickles the model and loads its numba kernels from the disk cache before it
   explains anything: about 2 s of CPU each, longer than a whole serial run of 100 small images.
   Here the workers are ``fork`` s of the run's own process (the driver), taken once it has
-  explained one image (whose result is dropped: the chunks stay those of a serial run): they
-  inherit the imported modules, the model and the compiled kernels, and start in milliseconds.
-  ``n_jobs`` counts the driver: it forks ``n_jobs - 1`` workers and explains chunks itself
-  whenever they have two each in hand, instead of idling between their results.
+  explained one image: they inherit the imported modules, the model and the compiled kernels, and
+  start in milliseconds. ``n_jobs`` counts the driver: it forks ``n_jobs - 1`` workers and all of
+  them claim pieces of the inputs from a shared counter, pieces that shrink toward the end, so
+  that no process idles while another finishes (:mod:`bowlrp.app.forked_workers`).
 * **Safe forking.** Only the calling thread survives a fork, so the driver forks only from its main
   thread while no other Python thread runs (the project's own batch threads idle between calls);
   otherwise (a dask client, a GUI, any thread that might hold a lock the child needs) the workers
@@ -24,20 +24,22 @@ instead:
   The workers are the parallelism; a second pool per process would only fight over the cores.
 * **The model** is never pickled for a forked worker (it is in the inherited memory), and once per
   worker (the initializer's arguments) for a server's.
-* **Writing.** The workers write each image's files (fsync'ed and renamed) and send back only the
-  manifest fields; the driver fsyncs the folders and appends the records. Before, the driver wrote
-  every file itself, which on small images took longer than explaining them.
+* **Reading and writing.** Forked workers read their own images; every worker writes each image's
+  files (fsync'ed and renamed, then their folders fsync'ed) and sends back only the manifest
+  fields, which the driver appends. Before, the driver wrote every file itself, which on small
+  images took longer than explaining them.
 * **No idle start** with a server: until its workers are up, the driver explains chunks itself
   (one thread), so the start-up overlaps useful work; a run the driver finishes alone kills the
   still-importing server rather than wait for it.
 
-Guarantees kept: the same code explains and writes each image, in the chunks of a serial run, so
-results are bit-identical to it; a worker that dies (killed, out of memory) ends the run with a
-:class:`~bowlrp.app.executors.WorkerLossError` naming it, the images recorded before stay recorded
-and a rerun resumes; workers exit within about a second of the driver's death (they watch their
-parent: the driver, or the server, which exits when the driver does); a closed or interrupted run
-terminates its workers before it returns, so none writes into the folder after the run has
-released its lock (which forked workers do not hold: see :class:`bowlrp.app.run_folder.RunLock`).
+Guarantees kept: the same code explains and writes each image (in the chunks of a serial run
+wherever an image's numbers could depend on its chunk), so results are bit-identical to it; a worker
+that dies (killed, out of memory) ends the run with a :class:`~bowlrp.app.executors.WorkerLossError`
+naming it, the images recorded before stay recorded and a rerun resumes; workers exit within about a
+second of the driver's death (they watch their parent: the driver, or the server, which exits when
+the driver does); a closed or interrupted run terminates its workers before it returns, so none
+writes into the folder after the run has released its lock (which forked workers do not hold: see
+:class:`bowlrp.app.run_folder.RunLock`).
 """
 
 from __future__ import annotations
