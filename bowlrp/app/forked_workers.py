@@ -160,6 +160,11 @@ class _Workers:
                 process.start()
                 self.processes.append(process)
                 self.readers[reader] = process
+        except BaseException:
+            self.stop(finished=False)  # (a fork refused for lack of memory, say): none may go on
+            for reader, _ in pipes:
+                reader.close()
+            raise
         finally:
             gc.unfreeze()
             for _, sender in pipes:
@@ -243,6 +248,9 @@ def _share(explainer, chunks, target, write, workers, driver_helps, initializer)
     explained = explain_chunk(explainer, keys, images, target, failures)
     if guided and driver_helps:
         first = explained
+        if len(chunks) == 1:  # nothing left to share
+            yield written(first, write)
+            return
     pieces = _Pieces(len(chunks), chunks.chunk_size, processes, guided, first=1 if first is not None else 0)
     pool = _Workers(workers, (initializer, explainer, chunks, target, write, pieces))
     finished = False
