@@ -258,13 +258,16 @@ def _share(explainer, chunks, target, write, workers, driver_helps, initializer)
         if first is not None:
             yield written(first, write)
         while driver_helps:
-            results = pool.receive(block=False, digests=chunks.digests)
-            if results:
-                yield results
             piece = pieces.claim(lambda: pool.check(chunks.digests))
             if piece is None:
                 break
-            yield _explain_piece(explainer, chunks, piece, target, write)[0]
+            results = _explain_piece(explainer, chunks, piece, target, write)[0]
+            try:  # with what the workers sent meanwhile: one manifest fsync for both
+                results += pool.receive(block=False, digests=chunks.digests)
+            except WorkerLossError:
+                yield results  # (this process's own results are recorded all the same)
+                raise
+            yield results
         while pool.readers:
             results = pool.receive(block=True, digests=chunks.digests)
             if results:
