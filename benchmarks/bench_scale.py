@@ -30,7 +30,7 @@ and the workers' (with their server's), read from ``getrusage(RUSAGE_CHILDREN)``
     .venv/bin/python benchmarks/bench_scale.py            # 96 scenes of 96 x 96
     .venv/bin/python benchmarks/bench_scale.py --quick    # 16 scenes of 64 x 64
     .venv/bin/python benchmarks/bench_scale.py --jobs     # -j 1 vs -j 2, 100/200/400 scenes, 3 repeats
-    .venv/bin/python benchmarks/bench_scale.py --jobs --modes "-j 1,-j 2" --no-probe --repeats 5
+    .venv/bin/python benchmarks/bench_scale.py --jobs --modes "-j 1;-j 2" --no-probe --repeats 5
 """
 
 from __future__ import annotations
@@ -294,7 +294,7 @@ def main(argv=None) -> int:
     parser.add_argument("--sizes", default=None, help="--jobs: numbers of images (default 100,200,400)")
     parser.add_argument("--models", default="bow,cnn", help="--jobs: bow, cnn or both (default)")
     parser.add_argument("--modes", default=None,
-                        help=f"--jobs: comma-separated subset of {', '.join(JOB_MODES)} (default all)")
+                        help=f"--jobs: a ';'-separated subset of {'; '.join(JOB_MODES)} (default all)")
     parser.add_argument("--no-probe", action="store_true",
                         help="--jobs: skip the whole-command runs and the start-up probe")
     args = parser.parse_args(argv)
@@ -302,7 +302,12 @@ def main(argv=None) -> int:
         sizes = (20, 40) if args.quick else (100, 200, 400)
         if args.sizes:
             sizes = tuple(int(n) for n in args.sizes.split(","))
-        modes = [mode.strip() for mode in args.modes.split(",")] if args.modes else None
+        modes = [mode.strip() for mode in args.modes.split(";")] if args.modes else None
+        unknown = sorted(set(modes or ()) - set(JOB_MODES) - {"-j 1"})
+        if unknown:
+            parser.error(f"unknown --modes {unknown}; choose from {'; '.join(JOB_MODES)}")
+        if modes and "-j 1" not in modes:
+            modes.insert(0, "-j 1")  # (every ratio is to it)
         jobs_benchmark(sizes=sizes, repeats=args.repeats, models=args.models.split(","), modes=modes,
                        probe=not args.no_probe)
         return 0
