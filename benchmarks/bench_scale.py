@@ -151,6 +151,32 @@ def cli_runs(model, folder, work, repeats) -> dict:
     return walls
 
 
+def _spin(units: int) -> None:
+    x = 0
+    for i in range(units * 1_000_000):
+        x += i * i
+
+
+def parallel_headroom(repeats: int = 3) -> float:
+    """What two processes gain over one on a pure CPU loop right now (median of ``repeats``): the
+    most any ``-j 2`` could gain at the moment. On a machine that other jobs keep busy it falls
+    toward x1.0, and the ratios measured beside it mean no more than that."""
+    gains = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        _spin(4)
+        alone = time.perf_counter() - start
+        start = time.perf_counter()
+        child = os.fork()
+        if child == 0:
+            _spin(2)
+            os._exit(0)
+        _spin(2)
+        os.waitpid(child, 0)
+        gains.append(alone / (time.perf_counter() - start))
+    return statistics.median(gains)
+
+
 def _line(xs, ys):
     """Least-squares ``y = a + b x``: (a, b)."""
     mx, my = statistics.fmean(xs), statistics.fmean(ys)
@@ -158,8 +184,10 @@ def _line(xs, ys):
     return my - b * mx, b
 
 
-def report(name, sizes, modes, runs, cli, repeats) -> None:
-    print(f"\n{name}, load average {os.getloadavg()[0]:.1f} (medians of {repeats}, CPU in ms per image)")
+def report(name, sizes, modes, runs, cli, repeats, headroom) -> None:
+    print(f"\n{name}, load average {os.getloadavg()[0]:.1f} (medians of {repeats}, CPU in ms per image); "
+          f"two processes on a CPU loop meanwhile: x{statistics.median(headroom):.2f} "
+          f"({min(headroom):.2f}-{max(headroom):.2f})")
     print(f"{'images':>6} {'mode':<20} {'img/s':>7} {'spread':>13} {'vs -j 1':>8} "
           f"{'driver CPU':>10} {'worker CPU':>10}")
     for n in sizes:
@@ -253,12 +281,15 @@ def jobs_benchmark(sizes=(100, 200, 400), repeats=3, side=64, models=("bow", "cn
                   for model in [fit(side)]}
         modes = {mode: JOB_MODES[mode] for mode in modes or JOB_MODES}
         print(f"-j 1 vs -j 2: scenes of {side}x{side}, {os.cpu_count()} cores, load average "
-              f"{os.getloadavg()[0]:.1f}", flush=True)
+              f"{os.getloadavg()[0]:.1f}; two processes on a CPU loop: x{parallel_headroom():.2f}",
+              flush=True)
         for name, (explainer, model) in models.items():
             explain_batch(explainer, [str(folders[sizes[0]])], work / "warm", resume=False,
                           progress=False)  # numba kernels loaded in this process
             runs = {(n, mode): [] for n in sizes for mode in modes}
+            headroom = []
             for _ in range(repeats):
+                headroom.append(parallel_headroom(1))
                 for n in sizes:
                     for mode, options in modes.items():  # interleaved: the load hits every mode alike
                         options = dict(options)
@@ -278,7 +309,7 @@ def jobs_benchmark(sizes=(100, 200, 400), repeats=3, side=64, models=("bow", "cn
                         _stop_pools()
                         runs[n, mode].append((wall, cpu, _children_cpu() - children))
             cli = cli_runs(model, folders[sizes[0]], work, repeats) if probe else None
-            report(name, sizes, modes, runs, cli, repeats)
+            report(name, sizes, modes, runs, cli, repeats, headroom)
             if probe:
                 startup_probe(explainer, folders[sizes[0]], work, repeats)
     finally:
