@@ -197,8 +197,14 @@ class _Workers:
             self._drain(reader, digests)
         results, self.backlog = self.backlog, []
         if self.lost and not results:
-            raise WorkerLossError(LOST.format(describe_loss(self.processes)))
+            self._raise_loss()
         return results
+
+    def _raise_loss(self):
+        for process in self.processes:  # the others stop now: describing waits for every exit code
+            if process.is_alive():
+                process.terminate()
+        raise WorkerLossError(LOST.format(describe_loss(self.processes)))
 
     def check(self, digests: dict) -> None:
         """Raise :class:`WorkerLossError` if a worker ended before it was done (for a driver that
@@ -207,7 +213,7 @@ class _Workers:
             if not process.is_alive():
                 self._drain(reader, digests)  # (it may have said it was done, then exited)
         if self.lost:
-            raise WorkerLossError(LOST.format(describe_loss(self.processes)))
+            self._raise_loss()
 
     def stop(self, finished: bool) -> None:
         """Wait for workers that are done; terminate the others (a worker still writing could
