@@ -254,3 +254,44 @@ def test_bad_arguments(data, tmp_path):
         explain_batch(explainer, [data["images"]], tmp_path / "o", limit=-1)
     with pytest.raises(ValueError, match="does not exist"):
         explain_batch(explainer, [str(tmp_path / "missing")], tmp_path / "o")
+
+
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_no_record_before_its_files_and_their_folders_are_synced(data, tmp_path, monkeypatch, n_jobs):
+    """Whichever process writes an image's files fsyncs their folders after them, and the run
+    appends the image's manifest record only after that (here: from timestamps of every process)."""
+    import time
+
+    from bowlrp.app import run_folder
+
+    log = str(tmp_path / "events.log")
+    write, sync = run_folder.ResultWriter.__call__, run_folder.fsync_folder
+
+    def event(*words):
+        with open(log, "a") as fh:
+            fh.write(" ".join(str(w) for w in (time.monotonic_ns(), os.getpid(), *words)) + "\n")
+
+    def logged_write(self, key, heatmap):
+        fields = write(self, key, heatmap)
+        event("wrote", key)
+        return fields
+
+    def logged_sync(folder):
+        sync(folder)
+        event("synced", os.path.basename(folder))
+
+    monkeypatch.setattr(run_folder.ResultWriter, "__call__", logged_write)
+    monkeypatch.setattr(run_folder, "fsync_folder", logged_sync)
+    if n_jobs != 1:
+        fork_from_the_run(monkeypatch)
+    explain_batch(NetworkExplainer(data["model"]), [data["images"]], tmp_path / "out", chunk_size=3,
+                  n_jobs=n_jobs, progress=False, on_result=lambda record: event("recorded", record["key"]))
+    with open(log) as fh:
+        events = [line.split() for line in fh]
+    wrote = {key: (int(t), pid) for t, pid, what, key in events if what == "wrote"}
+    recorded = {key: int(t) for t, _, what, key in events if what == "recorded"}
+    synced = [(int(t), pid, folder) for t, pid, what, folder in events if what == "synced"]
+    assert set(wrote) and set(wrote) <= set(recorded)
+    for key, (t_wrote, pid) in wrote.items():
+        folders = {folder for t, p, folder in synced if p == pid and t_wrote < t < recorded[key]}
+        assert folders == {"relevance", "heatmaps"}, key
