@@ -28,7 +28,7 @@ from bowlrp.jit import jit_serial
 from bowlrp.roots import accept_point, propose_point, start_segment
 
 #: segments searched together (their points evaluated as one block)
-SEGMENTS = 32
+SEGMENTS = 64
 
 
 @jit_serial(error_model="numpy")
@@ -142,48 +142,66 @@ def block_values(ZT, n, SV, sv_idx, sv_start, sv_sums, coef, intercept, bounds, 
                 row = ZT[d]
                 for k in range(n):
                     s[k] += row[k]
-    cross = np.empty(n)
-    value = np.empty(n)
-    terms = np.empty((n, n_sv))
-    for i in range(n_sv):
-        for k in range(n):
-            value[k] = 0.0
-        for u in range(n_ch):
-            for k in range(n):
-                cross[k] = 0.0
-            if kind == RBF:  # every dimension (the Gram kernel skips none for RBF)
-                for d in range(bounds[u], bounds[u + 1]):
-                    sd = SV[i, d]
+    cross = np.empty((n_sv, n))  # per support vector: the channel's sum over its dimensions
+    value = np.zeros((n_sv, n))  # K(SV_i, point k): the channels' terms added to 0.0 in channel order
+    for u in range(n_ch):
+        lo, hi = bounds[u], bounds[u + 1]
+        cross[:, :] = 0.0
+        if kind == RBF:  # every dimension (the Gram kernel skips none for RBF)
+            i = 0
+            while i + 4 <= n_sv:  # four support vectors per pass over the points: four independent sums
+                c0, c1, c2, c3 = cross[i], cross[i + 1], cross[i + 2], cross[i + 3]
+                for d in range(lo, hi):
+                    row = ZT[d]
+                    s0, s1, s2, s3 = SV[i, d], SV[i + 1, d], SV[i + 2, d], SV[i + 3, d]
+                    for k in range(n):
+                        z = row[k]
+                        e0, e1, e2, e3 = s0 - z, s1 - z, s2 - z, s3 - z
+                        c0[k] += e0 * e0
+                        c1[k] += e1 * e1
+                        c2[k] += e2 * e2
+                        c3[k] += e3 * e3
+                i += 4
+            for j in range(i, n_sv):
+                c = cross[j]
+                for d in range(lo, hi):
+                    sd = SV[j, d]
                     row = ZT[d]
                     for k in range(n):
                         diff = sd - row[k]
-                        cross[k] += diff * diff
-            else:
+                        c[k] += diff * diff
+        else:  # the support vector's non-zero dimensions only
+            for i in range(n_sv):
+                c = cross[i]
                 for p in range(sv_start[i, u], sv_start[i, u + 1]):
                     d = sv_idx[p]
                     sd = SV[i, d]
                     row = ZT[d]
                     if kind == EXP_CHI2:
                         for k in range(n):
-                            cross[k] += sd * row[k] / (sd + row[k])  # sd > 0: no 0/0
+                            c[k] += sd * row[k] / (sd + row[k])  # sd > 0: no 0/0
                     else:
                         for k in range(n):
-                            cross[k] += sd * row[k]
-            w = weights[u]
+                            c[k] += sd * row[k]
+        w = weights[u]
+        for i in range(n_sv):
+            c, v = cross[i], value[i]
             if kind == EXP_CHI2:
                 for k in range(n):
-                    dist = sv_sums[i, u] + sums[u, k] - 4.0 * cross[k]
+                    dist = sv_sums[i, u] + sums[u, k] - 4.0 * c[k]
                     if dist < 0.0:
                         dist = 0.0
-                    value[k] += w * math.exp(-gamma * dist)
+                    v[k] += w * math.exp(-gamma * dist)
             elif kind == RBF:
                 for k in range(n):
-                    value[k] += w * math.exp(-gamma * cross[k])
+                    v[k] += w * math.exp(-gamma * c[k])
             else:
                 for k in range(n):
-                    value[k] += w * cross[k]
+                    v[k] += w * c[k]
+    terms = np.empty((n, n_sv))
+    for i in range(n_sv):
         for k in range(n):
-            terms[k, i] = value[k] * coef[i]
+            terms[k, i] = value[i, k] * coef[i]
     for k in range(n):
         out[k] = pairwise_sum(terms[k], 0, n_sv) + intercept
 

@@ -189,10 +189,18 @@ def find_roots(expansion: KernelExpansion, X, candidates, n_candidates=16, n_roo
     results: list = [None] * X.shape[0]
     rows, picks = [], []  # segments: (row of X, candidate index)
     opposite_sign = fc[None, :] * fX[:, None] < 0  # every row's test at once
+    # with an int seed a row's picks depend only on its set of opposite-sign candidates: rows with the
+    # same set (all rows of one sign, in practice) share one draw
+    same_set: dict | None = {} if isinstance(random_state, (int, np.integer)) else None
     for r, (x, fx) in enumerate(zip(X, fX)):
         if fx == 0.0:
             zero = np.zeros_like(x)
             results[r] = TaylorResult(zero, x.copy(), 0.0, 0.0, 0.0, x[None, :].copy(), -1, True)
+            continue
+        key = None if same_set is None else opposite_sign[r].tobytes()
+        if key is not None and key in same_set:
+            rows.append(np.full(same_set[key].size, r))
+            picks.append(same_set[key])
             continue
         opposite = np.flatnonzero(opposite_sign[r])
         if opposite.size == 0:
@@ -206,6 +214,8 @@ def find_roots(expansion: KernelExpansion, X, candidates, n_candidates=16, n_roo
             opposite = np.sort(opposite[draw(opposite.size)])
         rows.append(np.full(opposite.size, r))
         picks.append(opposite)
+        if key is not None:
+            same_set[key] = opposite
     if not rows:
         return results
     rows, picks = np.concatenate(rows), np.concatenate(picks)
@@ -242,8 +252,20 @@ def find_roots(expansion: KernelExpansion, X, candidates, n_candidates=16, n_roo
     rhos = fX[rows] - rels.sum(axis=1)
     order = np.lexsort((np.abs(rhos), rows))
     starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
+    ends = np.r_[starts[1:], rows.size]
     n_best = int(n_roots)
-    for a, b in zip(starts.tolist(), starts[1:].tolist() + [rows.size]):
+    if n_best == 1:
+        # every row's best segment at once; its "mean" as numpy takes the mean of one row, (0.0 + R) / 1
+        # (a -0.0 becomes 0.0, nothing else changes), and the residuals row by row as numpy sums a row
+        firsts = order[starts]
+        rel_all = 0.0 + rels[firsts]
+        rho_all = fX[rows[starts]] - rel_all.sum(axis=1)
+        for i, k0 in enumerate(firsts.tolist()):
+            r = int(rows[k0])
+            results[r] = TaylorResult(rel_all[i], roots[k0].copy(), float(froots[k0]), float(fX[r]),
+                                      float(rho_all[i]), roots[k0:k0 + 1].copy(), int(picks[k0]), True)
+        return results
+    for a, b in zip(starts.tolist(), ends.tolist()):
         r, fx = int(rows[a]), float(fX[rows[a]])
         best = order[a:min(b, a + n_best)]
         rel = rels[best].mean(axis=0)
