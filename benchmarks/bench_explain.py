@@ -90,7 +90,8 @@ def measure(kernel, size, words, n_train, n_test, repeats, seed=0):
 
 def show(r):
     print(f"{r['kernel']:<13}{r['size']:>5}{r['words']:>6}{r['n_train']:>7}{r['n_sv']:>6}"
-          f"{r['t_pred']:>10.3f}{r['s_pred']:>8.3f}{r['t_expl']:>10.3f}{r['s_expl']:>8.3f}"
+          f"{1e3 * r['t_pred']:>11.2f}{1e3 * r['s_pred']:>8.2f}"
+          f"{1e3 * r['t_expl']:>11.2f}{1e3 * r['s_expl']:>8.2f}"
           f"{r['ratio']:>8.2f}{r['steady']:>11.2f}{r['f_root']:>12.1e}", flush=True)
 
 
@@ -107,8 +108,8 @@ def main(argv=None):
     kernels = args.kernels.split(",")
     sides = [64] if args.quick else [int(s) for s in args.sides.split(",")]
     words = [32] if args.quick else [int(w) for w in args.words.split(",")]
-    header = (f"{'kernel':<13}{'side':>5}{'words':>6}{'train':>7}{'n_sv':>6}{'predict s':>10}{'spread':>8}"
-              f"{'explain s':>10}{'spread':>8}{'ratio':>8}{'1+dec/pr':>11}{'max|f(x0)|':>12}")
+    header = (f"{'kernel':<13}{'side':>5}{'words':>6}{'train':>7}{'n_sv':>6}{'predict ms':>11}{'spread':>8}"
+              f"{'explain ms':>11}{'spread':>8}{'ratio':>8}{'1+dec/pr':>11}{'max|f(x0)|':>12}")
     print(f"{args.n_test} test images (RGB photo crops), dense SIFT step 4 bin 4, rank mapping, gamma auto; "
           f"median of {args.repeats} interleaved repeats")
     print(header)

@@ -74,7 +74,9 @@ def decompose_batch(features, encodings, item_image, R3):
     if any(e.p != encodings[0].p for e in encodings):
         raise ValueError("the encodings of a batch must share their pooling exponent p")
     weights = share_weights(ratio, encodings[0].p if n_img else 1.0)
-    counts = np.stack([np.bincount(f.channel, minlength=n_channels) for f in features]) if n_img else None
+    # features per (image, channel), one bincount for the batch
+    image_of = np.repeat(np.arange(n_img), sizes)
+    counts = np.bincount(image_of * n_channels + channel, minlength=n_img * n_channels).reshape(n_img, n_channels)
     extra = np.zeros((len(item_image), n_channels))
     if len(item_image):
         slices = encodings[0].channel_slices

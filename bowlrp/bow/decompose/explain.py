@@ -120,7 +120,7 @@ def _decomposition_work(features, per_image, outputs, n_candidates):
     """Operations of the decomposition, in the units of :func:`bowlrp.jit.use_parallel` (measured: a
     pixel of Step 1 costs about 24 Gram terms' time, a root search about ten evaluations of f per
     segment, each n_sv x V kernel terms)."""
-    pixels = sum(int(np.prod(f.image_shape[:2])) * len(cs) for f, cs in zip(features, per_image))
+    pixels = sum(f.image_shape[0] * f.image_shape[1] * len(cs) for f, cs in zip(features, per_image))
     work = 24.0 * pixels
     for f, candidate_scores in outputs.values():
         if candidate_scores is not None:

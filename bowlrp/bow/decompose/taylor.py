@@ -240,7 +240,13 @@ def find_roots(expansion: KernelExpansion, X, candidates, n_candidates=16, n_roo
                               float(tol), int(max_iter), roots, froots, failed)
             if failed.any():
                 raise ValueError("the kernel expansion is not finite on a segment of the root search")
-        return roots, froots, (Xs - roots) * expansion.gradient(roots)
+        if model is None:
+            return roots, froots, (Xs - roots) * expansion.gradient(roots)
+        # the gradient kernel of expansion.gradient, without re-validating the model and the roots
+        SV, _, _, _, coef, _, bounds, weights, code, gamma = model
+        grad = np.zeros(roots.shape)
+        _gram_kernels.expansion_gradient(roots, SV, coef, bounds, weights, code, gamma, grad)
+        return roots, froots, (Xs - roots) * grad
 
     # the segments in contiguous parts on threads (the searches, kernel values and gradients of a
     # part run there; about ten evaluations of f per segment, each n_sv x V kernel terms)
