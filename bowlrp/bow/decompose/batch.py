@@ -76,7 +76,8 @@ def decompose_batch(features, encodings, item_image, R3):
     weights = share_weights(ratio, encodings[0].p if n_img else 1.0)
     # features per (image, channel), one bincount for the batch
     image_of = np.repeat(np.arange(n_img), sizes)
-    counts = np.bincount(image_of * n_channels + channel, minlength=n_img * n_channels).reshape(n_img, n_channels)
+    counts = np.bincount(image_of * n_channels + channel, minlength=n_img * n_channels)
+    counts = counts.reshape(n_img, n_channels)
     extra = np.zeros((len(item_image), n_channels))
     if len(item_image):
         slices = encodings[0].channel_slices
