@@ -23,7 +23,7 @@ import math
 
 import numpy as np
 
-from bowlrp.bow._kernels import EXP_CHI2, RBF
+from bowlrp.bow._kernels import EXP_CHI2, RBF, sparse_cross
 from bowlrp.jit import jit_serial
 from bowlrp.roots import accept_point, propose_point, start_segment
 
@@ -172,17 +172,7 @@ def block_values(ZT, n, SV, sv_idx, sv_start, sv_sums, coef, intercept, bounds, 
                         c[k] += diff * diff
         else:  # the support vector's non-zero dimensions only
             for i in range(n_sv):
-                c = cross[i]
-                for p in range(sv_start[i, u], sv_start[i, u + 1]):
-                    d = sv_idx[p]
-                    sd = SV[i, d]
-                    row = ZT[d]
-                    if kind == EXP_CHI2:
-                        for k in range(n):
-                            c[k] += sd * row[k] / (sd + row[k])  # sd > 0: no 0/0
-                    else:
-                        for k in range(n):
-                            c[k] += sd * row[k]
+                sparse_cross(SV, i, sv_idx, sv_start[i, u], sv_start[i, u + 1], ZT, n, kind, cross[i])
         w = weights[u]
         for i in range(n_sv):
             c, v = cross[i], value[i]
