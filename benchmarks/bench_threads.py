@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/bench_threads.py            # 7 rounds
     .venv/bin/python benchmarks/bench_threads.py --quick    # 3 rounds, smaller batches
     .venv/bin/python benchmarks/bench_threads.py --bow      # the BoW rows only (with or without --quick)
+    .venv/bin/python benchmarks/bench_threads.py --bow --stages   # ... and each BoW explain stage by stage
 
 Each workload runs with one thread (``bowlrp.jit.limited_threads(1)``: numba and BLAS) and with two
 (``limited_threads(2)``), the two settings alternating round by round; medians, spreads (min..max)
@@ -77,7 +78,7 @@ def report(name, times, one="1 thread", two="2 threads"):
     print(f"{name:<22}" + "   ".join(parts) + ratio, flush=True)
 
 
-def bow_rows(quick, rounds, both):
+def bow_rows(quick, rounds, both, stages=False):
     """The BoW rows: ``transform`` and ``explain`` of a batch of generated scenes."""
     from bowlrp.app.scenes import make_scenes
     from bowlrp.bow.classifier import BoWClassifier
@@ -98,12 +99,34 @@ def bow_rows(quick, rounds, both):
         if not label:
             report("BoW transform", interleaved(both, lambda clf=clf: clf.transform(images), rounds))
         report("BoW explain" + label, interleaved(both, lambda clf=clf: clf.explain(images), rounds))
+        if stages:
+            bow_stages(clf, images, rounds, both)
+
+
+def bow_stages(clf, images, rounds, both):
+    """Where a BoW ``explain`` spends its time, stage by stage, on one thread and on two: the forward
+    pass (features, encoding, decision values) and the decomposition alone (``explain`` with the
+    forward pass served from a cache: root search, Steps 2 and 1, the heatmaps)."""
+    import copy
+
+    features = clf.extract_features(images)
+    encodings = clf.encode_features(features)
+    X = np.stack([e.x for e in encodings])
+    cached = copy.copy(clf)
+    cached.extract_features = lambda _: features
+    cached.encode_features = lambda _: encodings
+    for name, fn in (("  features", lambda: clf.extract_features(images)),
+                     ("  encoding", lambda: clf.encode_features(features)),
+                     ("  decision", lambda: clf.decision_from_bows(X)),
+                     ("  decomposition", lambda: cached.explain(images))):
+        report(name, interleaved(both, fn, rounds))
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--bow", action="store_true", help="the BoW rows only")
+    parser.add_argument("--stages", action="store_true", help="each BoW explain also stage by stage")
     args = parser.parse_args(argv)
     rounds = 3 if args.quick else 7
     import nets
@@ -112,7 +135,7 @@ def main(argv=None):
           f"{rounds} interleaved rounds, median [min..max]")
     both = {"1 thread": (1, 1), "2 threads": (2, 2)}
     if args.bow:
-        bow_rows(args.quick, rounds, both)
+        bow_rows(args.quick, rounds, both, args.stages)
         return 0
     rng = np.random.default_rng(0)
     model = build_vgg(rng)
@@ -130,7 +153,7 @@ def main(argv=None):
         report("VGG forward", interleaved(both, lambda: model(X), rounds))
         report("VGG LRP", interleaved(both, lambda: lrp.relevance(X), rounds))
 
-    bow_rows(args.quick, rounds, both)
+    bow_rows(args.quick, rounds, both, args.stages)
     return 0
 
 
