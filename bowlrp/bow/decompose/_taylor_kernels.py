@@ -65,13 +65,14 @@ def _block_sum(a, start, n):
 def pairwise_sum(a, start, n):
     """sum(a[start:start + n]) in the order of numpy's pairwise summation of a contiguous row (blocks
     of at most 128 as :func:`_block_sum`, larger ranges split in two at a multiple of 8, the halves'
-    sums added), so it equals ``a[start:start + n].sum()`` bit for bit.
+    sums added) added to 0.0 (numpy's identity: a sum of -0.0s is 0.0), so it equals
+    ``a[start:start + n].sum()`` bit for bit.
 
     Iterative (an explicit stack of ranges, depth < 64): numba's disk cache does not reload
     self-recursive functions reliably.
     """
     if n <= 128:
-        return _block_sum(a, start, n)
+        return 0.0 + _block_sum(a, start, n)
     starts = np.empty(64, np.int64)
     sizes = np.empty(64, np.int64)
     phase = np.zeros(64, np.int64)  # 0: left half next, 1: right half next, 2: both summed
@@ -99,7 +100,14 @@ def pairwise_sum(a, start, n):
             starts[top], sizes[top] = s, half
         else:
             starts[top], sizes[top] = s + half, m - half
-    return sums[0]
+    return 0.0 + sums[0]
+
+
+@jit_serial(error_model="numpy")
+def range_sums(flat, offsets, out):
+    """out[k] = flat[offsets[k]:offsets[k + 1]].sum(), numpy's numbers (:func:`pairwise_sum`)."""
+    for k in range(offsets.shape[0] - 1):
+        out[k] = pairwise_sum(flat, offsets[k], offsets[k + 1] - offsets[k])
 
 
 @jit_serial(error_model="numpy")

@@ -159,7 +159,8 @@ def _explain_part(context, lo, hi):
     # are assembled image by image
     items = [(i, c) for i in range(lo, hi) for c in per_image[i]]
     R3s = np.stack([bow_rel[item][0] for item in items]) if items else np.zeros((0, V))
-    boxes, R2s, R1s = decompose_batch(features[lo:hi], encodings[lo:hi], [i - lo for i, _ in items], R3s)
+    boxes, R2s, R1s, level = decompose_batch(features[lo:hi], encodings[lo:hi], [i - lo for i, _ in items],
+                                             R3s, sums=True)
     out, k = [], 0
     for i in range(lo, hi):
         feat, enc = features[i], encodings[i]
@@ -167,7 +168,7 @@ def _explain_part(context, lo, hi):
         for c in per_image[i]:
             R3, taylor, intercept = bow_rel[i, c]
             # by position in ``items`` (same order): a class asked for twice gets maps of its own
-            R2, R1 = R2s[k], R1s[k]
+            R2, R1, sums = R2s[k], R1s[k], level[k].tolist()
             k += 1
             score = scores[c][i]
             extras = {
@@ -182,8 +183,7 @@ def _explain_part(context, lo, hi):
                 "feature_channel": feat.channel,
                 "feature_boxes": boxes[i - lo],
                 "channel_slices": bounds,
-                "level_sums": {"bow": float(R3.sum()), "features": float(R2.sum()),
-                               "pixels": float(R1.sum())},
+                "level_sums": {"bow": sums[0], "features": sums[1], "pixels": sums[2]},
             }
             if taylor is not None:
                 extras["taylor"] = {
