@@ -2,8 +2,11 @@
 
 R3_d = (x_d - x0_d) df/dz_d(x0) at a root x0 (f(x0) = 0) on a segment between x and a training BoW
 z of the opposite sign. The root on each segment comes from the shared bracketed root search of the
-core (:func:`bowlrp.roots.bracketed_roots`, a safeguarded Illinois/secant method, all candidate
-segments in one vectorised call per step), the gradient from the kernel registry.
+core (:mod:`bowlrp.roots`, safeguarded Anderson-Bjorck regula falsi): for the built-in kernels every
+segment's whole search runs in one numba call (:mod:`._taylor_kernels`, f evaluated as
+:meth:`KernelExpansion.values` evaluates it), for a registered kernel through
+:func:`bowlrp.roots.bracketed_roots` on ``KernelExpansion.values`` (the same points and numbers). The
+gradient comes from the kernel registry.
 
 EXTENSIONS: when no candidate has the opposite sign, the expansion point is the candidate with the
 smallest |f| (``bracketed = False``, its f value reported); when f(x) = 0, x is its own root and
