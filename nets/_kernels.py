@@ -337,6 +337,16 @@ def max_pool_scatter_valid(x, y, r, kh, kw, sh, sw, out):  # pragma: no cover - 
                                 out[n, c, oh * sh + i, ow * sw + j] += share
 
 
+@jit_serial
+def any_positive(a):  # pragma: no cover - compiled
+    """Whether the flat array ``a`` holds a value > 0, stopping at the first one: the LRP rules' check
+    "x <= 0 everywhere" costs a full pass only when it is true (after a ReLU it stops at once)."""
+    for k in range(a.shape[0]):
+        if a[k] > 0:
+            return True
+    return False
+
+
 @_parallel_or_serial
 def row_sums(a, out):  # pragma: no cover - compiled
     """``out[i] = sum(a[i])`` accumulated in float64 whatever a's dtype (per-layer relevance sums of

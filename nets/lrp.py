@@ -22,9 +22,13 @@ from nets._memory import keep_freed_memory
 from nets.canonizers import canonize
 from nets.composites import get_composite
 from nets.explainer import _Explainer, _output_relevance, _row_sums, _strip_softmax, check_batch
+from nets.layers import Flatten, MaxPool2D, ReLU
 from nets.propagation import forward_for_rule, propagate_node
 
 __all__ = ["LRP", "Diagnostics"]
+
+#: layers whose output is >= 0 when their input is (a max pool's padding never wins)
+_KEEP_SIGN = (MaxPool2D, Flatten)
 
 
 @dataclass
@@ -181,10 +185,16 @@ class LRP(_Explainer):
     def _trace(self, X):
         """The forward pass, plus the rule denominators that can share its GEMMs."""
         keep_freed_memory()  # the pass's large temporaries are reused, not page-faulted anew
-        rules = self.rules
+        rules, sources = self.rules, self.explained_model.sources
+        nonneg = set()  # positions of trace's list known to be >= 0 (no sign check of them needed)
 
         def step(i, layer, xs):
-            return forward_for_rule(layer, rules[i], xs[0] if layer.n_inputs == 1 else xs)
+            if layer.n_inputs != 1:
+                return forward_for_rule(layer, rules[i], xs)
+            known = sources[i][0] in nonneg
+            if isinstance(layer, ReLU) or (known and isinstance(layer, _KEEP_SIGN)):
+                nonneg.add(i + 1)
+            return forward_for_rule(layer, rules[i], xs[0], nonneg=known)
 
         return self.explained_model.trace(X, step=step)
 

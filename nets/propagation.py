@@ -128,7 +128,7 @@ class _Inputs:
     @property
     def nonpos(self):
         if self._nonpos is None:
-            self._nonpos = bool(self.x.max() <= 0)
+            self._nonpos = not _kernels.any_positive(np.ravel(self.x))
         return self._nonpos
 
     def get(self, key):
@@ -229,7 +229,7 @@ def _with_bias(a, b):
     return a + b.astype(a.dtype, copy=False).reshape((1, -1) + (1,) * (a.ndim - 2))
 
 
-def forward_for_rule(layer, rule, x):
+def forward_for_rule(layer, rule, x, nonneg=False):
     """``layer.forward(x)`` and the rule's extras: ``{group index: z}`` for the denominators of the
     fusable groups, computed in the same pass by stacking their modified weights with W (one
     im2col, one GEMM), ``"unbiased"``: W x before the bias, when a term needs it, and
@@ -237,10 +237,14 @@ def forward_for_rule(layer, rule, x):
 
     When the stack holds W+ and W- (AlphaBeta on a non-negative input), W x is their sum
     (W x = W+ x + W- x) instead of a third GEMM; the forward output then differs from the layer's
-    own by float round-off only."""
+    own by float round-off only.
+
+    ``nonneg=True`` says that x >= 0 is known (a ReLU's output): the check is skipped."""
     if layer.n_inputs != 1:
         return layer.forward(*x), {}
     inputs = _Inputs(x, rule)
+    if nonneg:
+        inputs._nonneg = True
     fusable = _fusable_groups(layer, rule, inputs) if rule.kind == "linear" else []
     unbiased = _needs_unbiased(layer, rule, inputs, fusable)
     signs = {k: v for k, v in (("nonneg", inputs._nonneg), ("nonpos", inputs._nonpos)) if v is not None}

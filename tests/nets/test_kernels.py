@@ -541,3 +541,19 @@ def test_two_by_two_pool_fast_path_matches_twins_and_general_loop():
         out_general = np.empty_like(x)
         _kernels.max_pool_scatter(x, y, r, *g, out_general)
         assert np.array_equal(scat_fast(x, r, g), out_general)
+
+
+def test_any_positive_matches_twin():
+    """The early-exit sign check of the LRP rules (x <= 0 everywhere?) against ``np.any(a > 0)``:
+    a positive value first, last or nowhere, negative zeros, float32 and float64."""
+    rng = np.random.default_rng(14)
+    cases = []
+    for dtype in (np.float32, np.float64):
+        neg = -rng.random(50).astype(dtype)
+        last = neg.copy()
+        last[-1] = 1e-30
+        first = neg.copy()
+        first[0] = 2.0
+        cases += [(neg,), (last,), (first,), (np.zeros(7, dtype),), (np.full(3, -0.0, dtype),),
+                  (rng.normal(size=1000).astype(dtype),)]
+    assert_matches_twin(lambda a: np.array(_kernels.any_positive(a)), lambda a: np.array(np.any(a > 0)), cases)
