@@ -16,14 +16,18 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, field
 
+import numba
 import numpy as np
 
+from bowlrp.jit import split_batch
 from nets._memory import keep_freed_memory
 from nets.canonizers import canonize
 from nets.composites import get_composite
 from nets.explainer import _Explainer, _output_relevance, _row_sums, _strip_softmax, check_batch
 from nets.layers import Flatten, MaxPool2D, ReLU
+from nets.layers.linear import one_thread_per_part
 from nets.propagation import forward_for_rule, propagate_node
+from nets.rules import ZBox
 
 __all__ = ["LRP", "Diagnostics"]
 
@@ -251,7 +255,54 @@ class LRP(_Explainer):
 
     def relevance_many(self, X, targets, return_diagnostics=False):
         """Relevance for several targets from ONE forward pass: a list with one entry per target
-        (an array, or ``(array, Diagnostics)`` with ``return_diagnostics``)."""
+        (an array, or ``(array, Diagnostics)`` with ``return_diagnostics``).
+
+        With more than one numba thread the batch is explained in contiguous parts, one per thread
+        (``bowlrp.jit.split_batch``: serial kernels and one BLAS thread each, so every step of the
+        pass runs on all threads and no thread pool waits on another); each sample's relevance is
+        the same up to float round-off. Not with diagnostics, nor when a rule depends on the whole
+        batch (ZBox bounds taken from the batch's observed range)."""
+        if not return_diagnostics:
+            split = self._split_relevance(X, targets)
+            if split is not None:
+                return split
+        return self._relevance_many(X, targets, return_diagnostics)
+
+    def _split_relevance(self, X, targets):
+        """``relevance_many`` through ``split_batch``, or None when the batch must stay whole."""
+        if numba.get_num_threads() < 2 or any(
+            isinstance(r, ZBox) and (r.low is None or r.high is None) for r in self.rules
+        ):
+            return None
+        X = check_batch(X)
+        n = X.shape[0]
+        fixed, per_sample = [], []  # targets shared by every sample / split with the batch
+        for k, t in enumerate(targets):
+            a = None if t is None else np.asarray(t)
+            if a is None or a.ndim == 0 or (a.ndim == 1 and a.dtype.kind == "f"):
+                fixed.append((k, t))  # None, one class, one output relevance vector for all
+            elif a.shape[0] == n:
+                per_sample.append((k, a))
+            else:
+                return None  # (the whole-batch path raises the error)
+        # multiply-adds of the dense layers per sample (a convolution's count per position):
+        # the size rule's estimate of whether two threads pay
+        weights = (getattr(layer, "W", None) for layer in self.explained_model.layers)
+        work = 6 * n * sum(W.size for W in weights if W is not None)
+
+        def part(Xp, *tps):
+            ts = [None] * len(targets)
+            for k, t in fixed:
+                ts[k] = t
+            for (k, _), tp in zip(per_sample, tps):
+                ts[k] = tp
+            with one_thread_per_part():
+                return tuple(self._relevance_many(Xp, ts, False))
+
+        out = split_batch(part, X, *(a for _, a in per_sample), work=work)
+        return list(out) if isinstance(out, tuple) else [out]
+
+    def _relevance_many(self, X, targets, return_diagnostics):
         acts, zs = self._trace(X)
         results = []
         for target in targets:

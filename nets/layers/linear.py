@@ -39,7 +39,8 @@ _BLOCK_MAX_ELEMENTS = 1 << 18
 
 _pool = None
 _pool_lock = threading.Lock()
-_state = threading.local()  # ``blas_held``: this thread's pass already holds BLAS at one thread
+# ``blas_held``: this thread's pass already holds BLAS at one thread; ``one_part``: see below
+_state = threading.local()
 
 
 @contextlib.contextmanager
@@ -52,7 +53,7 @@ def one_blas_thread_for(layers):
     """
     if (
         getattr(_state, "blas_held", False)
-        or numba.get_num_threads() < 2
+        or _threads() < 2
         or not any(isinstance(layer, Conv2D) for layer in layers)
     ):
         yield
@@ -65,10 +66,28 @@ def one_blas_thread_for(layers):
         _state.blas_held = False
 
 
+@contextlib.contextmanager
+def one_thread_per_part():
+    """Run a block as one part of a batch that ``bowlrp.jit.split_batch`` spreads over threads: the
+    convolutions use no worker pool of their own (and leave BLAS alone: ``split_batch`` already
+    holds it at one thread), so one thread per part and nothing nested."""
+    before = getattr(_state, "one_part", False)
+    _state.one_part = True
+    try:
+        yield
+    finally:
+        _state.one_part = before
+
+
+def _threads():
+    """The threads a convolution may use: numba's count, or 1 in ``one_thread_per_part``."""
+    return 1 if getattr(_state, "one_part", False) else numba.get_num_threads()
+
+
 def _run_blocks(blocks, work):
     """Call ``work(i0, i1, r0, r1, serial)`` for every block of ``Conv2D._blocks``.
 
-    With one thread (``numba.get_num_threads()``) in sequence with the serial kernels (their build
+    With one thread (``_threads()``) in sequence with the serial kernels (their build
     choice costs ~5 us a call, 5 ms of a VGG-224 pass with its 500 bands), with several threads but
     one image in sequence with the kernels' own choice of build.
     With more, the images are dealt out to that many worker threads, each running its images'
@@ -79,7 +98,7 @@ def _run_blocks(blocks, work):
     bands of one image stay in one thread because ``fold`` accumulates across them.
     """
     global _pool
-    threads = numba.get_num_threads()
+    threads = _threads()
     images = sorted({b[0] for b in blocks})
     if threads < 2 or len(images) < 2:
         for block in blocks:

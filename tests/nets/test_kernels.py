@@ -531,8 +531,9 @@ def test_two_by_two_pool_fast_path_matches_twins_and_general_loop():
         return out
 
     assert_matches_twin(fwd_fast, max_pool_twin, fwd)
-    assert_matches_twin(scat_fast, lambda x, r, g: max_scatter_twin(x, r, g).astype(x.dtype), scat,
-                        rtol=1e-6, atol=1e-7)
+    assert_matches_twin(
+        scat_fast, lambda x, r, g: max_scatter_twin(x, r, g).astype(x.dtype), scat, rtol=1e-6, atol=1e-7
+    )
     for x, r, _ in scat:  # the general loops (padding 0) give the same bits
         y = fwd_fast(x, g)
         y_general = np.empty_like(y)
@@ -554,6 +555,14 @@ def test_any_positive_matches_twin():
         last[-1] = 1e-30
         first = neg.copy()
         first[0] = 2.0
-        cases += [(neg,), (last,), (first,), (np.zeros(7, dtype),), (np.full(3, -0.0, dtype),),
-                  (rng.normal(size=1000).astype(dtype),)]
-    assert_matches_twin(lambda a: np.array(_kernels.any_positive(a)), lambda a: np.array(np.any(a > 0)), cases)
+        cases += [
+            (neg,),
+            (last,),
+            (first,),
+            (np.zeros(7, dtype),),
+            (np.full(3, -0.0, dtype),),
+            (rng.normal(size=1000).astype(dtype),),
+        ]
+    assert_matches_twin(
+        lambda a: np.array(_kernels.any_positive(a)), lambda a: np.array(np.any(a > 0)), cases
+    )

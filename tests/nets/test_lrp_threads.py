@@ -1,0 +1,103 @@
+"""LRP on two threads: the batch is explained in parts, one per thread (``bowlrp.jit.split_batch``);
+every sample's relevance equals the one-thread result up to float round-off, whatever the target
+form, and rules that depend on the whole batch keep it whole."""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+
+import bowlrp.jit
+import nets
+from bowlrp.jit import limited_threads
+
+pytestmark = pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs two numba threads")
+
+
+@pytest.fixture(scope="module")
+def digits_cnn():
+    """A small CNN (random He weights) on 64 real 8x8 digits in [0, 1]."""
+    X = (load_digits().images[:64] / 16.0)[:, None]
+    rng = np.random.default_rng(0)
+
+    def he(shape, fan_in):
+        return rng.normal(size=shape) * np.sqrt(2.0 / fan_in)
+
+    model = nets.Sequential(
+        [
+            nets.Conv2D(he((6, 1, 3, 3), 9), rng.normal(size=6) * 0.01, padding=1),
+            nets.ReLU(),
+            nets.MaxPool2D(2),
+            nets.Conv2D(he((8, 6, 3, 3), 54), rng.normal(size=8) * 0.01, padding=1),
+            nets.ReLU(),
+            nets.MaxPool2D(2),
+            nets.Flatten(),
+            nets.Dense(he((16, 32), 32), rng.normal(size=16) * 0.01),
+            nets.ReLU(),
+            nets.Dense(he((10, 16), 16), rng.normal(size=10) * 0.01),
+        ]
+    )
+    return model, X
+
+
+def _both(lrp, X, targets):
+    with limited_threads(1):
+        one = lrp.relevance_many(X, targets)
+    with limited_threads(2):
+        two = lrp.relevance_many(X, targets)
+    return one, two
+
+
+@pytest.mark.parametrize("preset", ["epsilon_plus", "epsilon_alpha2_beta1_flat", "epsilon_gamma_box"])
+def test_two_threads_equal_one_for_every_target_form(digits_cnn, preset, monkeypatch):
+    model, X = digits_cnn
+    lrp = nets.LRP(model, preset, **({"low": 0.0, "high": 1.0} if preset == "epsilon_gamma_box" else {}))
+    monkeypatch.setattr(bowlrp.jit, "PARALLEL_MIN_WORK", 0)  # (this small CNN would not pay)
+    parts = []
+    real_split = nets.lrp.split_batch
+
+    def split(func, *arrays, **kwargs):  # records the rows of each part and what was split
+        parts.append(len(arrays))
+        return real_split(lambda *a: parts.append(len(a[0])) or func(*a), *arrays, **kwargs)
+
+    monkeypatch.setattr(nets.lrp, "split_batch", split)
+    n = len(X)
+    per_sample_classes = np.arange(n) % 10
+    R_out = np.random.default_rng(1).random((n, 10))
+    targets = [None, 3, per_sample_classes, np.eye(10)[7], R_out]
+    one, two = _both(lrp, X, targets)
+    assert parts == [1 + 2, len(X) // 2, len(X) // 2]  # X and the two per-sample targets, in halves
+    for k, (a, b) in enumerate(zip(one, two)):
+        assert a.shape == X.shape
+        np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-12 * np.abs(a).max(), err_msg=f"target {k}")
+    # conservation of the split result: sum R + absorbed = f(x) (diagnostics from the whole batch)
+    R, diag = lrp.relevance(X, per_sample_classes, return_diagnostics=True)
+    total = two[2].reshape(n, -1).sum(axis=1) + diag.absorbed
+    np.testing.assert_allclose(total, diag.score, rtol=0, atol=1e-9)
+
+
+def test_batch_dependent_bounds_and_diagnostics_keep_the_batch_whole(digits_cnn, monkeypatch):
+    """ZBox without bounds takes the batch's observed range, so the batch is never split (the
+    result is bit-identical to one thread); diagnostics are computed on the whole batch too."""
+    model, X = digits_cnn
+    calls = []
+    monkeypatch.setattr(nets.lrp, "split_batch", lambda *a, **k: calls.append(1))
+    with pytest.warns(UserWarning, match="observed range"):
+        lrp = nets.LRP(model, "epsilon_gamma_box")
+    one, two = _both(lrp, X, [None])
+    assert calls == [] and np.array_equal(one[0], two[0])
+    with limited_threads(2):
+        R, diag = nets.LRP(model, "epsilon_plus").relevance(X, return_diagnostics=True)
+    assert calls == [] and diag.score.shape == (len(X),)
+
+
+def test_a_wrong_target_still_raises_a_clear_error_on_two_threads(digits_cnn):
+    model, X = digits_cnn
+    lrp = nets.LRP(model, "epsilon_plus")
+    with limited_threads(2):
+        with pytest.raises(ValueError, match="target has shape"):
+            lrp.relevance(X, np.arange(len(X) - 1))
+        with pytest.raises(ValueError, match="target out of range"):
+            lrp.relevance(X, np.full(len(X), 10))
