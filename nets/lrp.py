@@ -19,13 +19,12 @@ from dataclasses import dataclass, field
 import numba
 import numpy as np
 
-from bowlrp.jit import split_batch
 from nets._memory import keep_freed_memory
 from nets.canonizers import canonize
 from nets.composites import get_composite
 from nets.explainer import _Explainer, _output_relevance, _row_sums, _strip_softmax, check_batch
 from nets.layers import Flatten, MaxPool2D, ReLU
-from nets.layers.linear import one_thread_per_part
+from nets.layers.linear import split_over_threads
 from nets.propagation import forward_for_rule, propagate_node
 from nets.rules import ZBox
 
@@ -285,10 +284,8 @@ class LRP(_Explainer):
                 per_sample.append((k, a))
             else:
                 return None  # (the whole-batch path raises the error)
-        # multiply-adds of the dense layers per sample (a convolution's count per position):
-        # the size rule's estimate of whether two threads pay
-        weights = (getattr(layer, "W", None) for layer in self.explained_model.layers)
-        work = 6 * n * sum(W.size for W in weights if W is not None)
+        # about 3 passes of a forward's multiply-adds (``Graph.weight_work``) for the size rule
+        work = 6 * self.explained_model.weight_work(n)
 
         def part(Xp, *tps):
             ts = [None] * len(targets)
@@ -296,10 +293,9 @@ class LRP(_Explainer):
                 ts[k] = t
             for (k, _), tp in zip(per_sample, tps):
                 ts[k] = tp
-            with one_thread_per_part():
-                return tuple(self._relevance_many(Xp, ts, False))
+            return tuple(self._relevance_many(Xp, ts, False))
 
-        out = split_batch(part, X, *(a for _, a in per_sample), work=work)
+        out = split_over_threads(part, X, *(a for _, a in per_sample), work=work)
         return list(out) if isinstance(out, tuple) else [out]
 
     def _relevance_many(self, X, targets, return_diagnostics):

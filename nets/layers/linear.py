@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numba
 import numpy as np
 
-from bowlrp.jit import limited_threads
+from bowlrp.jit import limited_threads, split_batch, use_parallel
 from nets import _kernels
 from nets._memory import keep_freed_memory
 from nets.layers.base import Layer, _as_param, _check_input, _float_dtype, _pair, _pool_out_size
@@ -77,6 +77,22 @@ def one_thread_per_part():
         yield
     finally:
         _state.one_part = before
+
+
+def split_over_threads(func, *arrays, work):
+    """``func(*arrays)`` (per-sample work on arrays sharing axis 0) through ``bowlrp.jit.split_batch``:
+    with several numba threads and enough ``work`` the batch is cut into contiguous parts, one per
+    thread, each run in ``one_thread_per_part``. The one place where ``nets`` splits a batch over
+    threads (the forward pass and LRP); results equal the whole call up to float round-off."""
+
+    if min(numba.get_num_threads(), len(arrays[0]) // 2) < 2 or not use_parallel(work):
+        return func(*arrays)  # (split_batch's own rule: the whole batch keeps the convolutions' pool)
+
+    def part(*parts):
+        with one_thread_per_part():
+            return func(*parts)
+
+    return split_batch(part, *arrays, work=work)
 
 
 def _threads():

@@ -1,4 +1,4 @@
-"""LRP on two threads: the batch is explained in parts, one per thread (``bowlrp.jit.split_batch``);
+"""LRP and the forward pass on two threads: the batch runs in parts, one per thread (``split_batch``);
 every sample's relevance equals the one-thread result up to float round-off, whatever the target
 form, and rules that depend on the whole batch keep it whole."""
 
@@ -12,6 +12,7 @@ from sklearn.datasets import load_digits
 import bowlrp.jit
 import nets
 from bowlrp.jit import limited_threads
+from nets.layers import linear
 
 pytestmark = pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs two numba threads")
 
@@ -56,13 +57,13 @@ def test_two_threads_equal_one_for_every_target_form(digits_cnn, preset, monkeyp
     lrp = nets.LRP(model, preset, **({"low": 0.0, "high": 1.0} if preset == "epsilon_gamma_box" else {}))
     monkeypatch.setattr(bowlrp.jit, "PARALLEL_MIN_WORK", 0)  # (this small CNN would not pay)
     parts = []
-    real_split = nets.lrp.split_batch
+    real_split = linear.split_batch
 
     def split(func, *arrays, **kwargs):  # records the rows of each part and what was split
         parts.append(len(arrays))
         return real_split(lambda *a: parts.append(len(a[0])) or func(*a), *arrays, **kwargs)
 
-    monkeypatch.setattr(nets.lrp, "split_batch", split)
+    monkeypatch.setattr(linear, "split_batch", split)
     n = len(X)
     per_sample_classes = np.arange(n) % 10
     R_out = np.random.default_rng(1).random((n, 10))
@@ -83,7 +84,7 @@ def test_batch_dependent_bounds_and_diagnostics_keep_the_batch_whole(digits_cnn,
     result is bit-identical to one thread); diagnostics are computed on the whole batch too."""
     model, X = digits_cnn
     calls = []
-    monkeypatch.setattr(nets.lrp, "split_batch", lambda *a, **k: calls.append(1))
+    monkeypatch.setattr(linear, "split_batch", lambda *a, **k: calls.append(1))
     with pytest.warns(UserWarning, match="observed range"):
         lrp = nets.LRP(model, "epsilon_gamma_box")
     one, two = _both(lrp, X, [None])
@@ -101,3 +102,21 @@ def test_a_wrong_target_still_raises_a_clear_error_on_two_threads(digits_cnn):
             lrp.relevance(X, np.arange(len(X) - 1))
         with pytest.raises(ValueError, match="target out of range"):
             lrp.relevance(X, np.full(len(X), 10))
+
+
+def test_forward_on_two_threads_runs_in_halves_and_equals_one_thread(digits_cnn, monkeypatch):
+    model, X = digits_cnn
+    monkeypatch.setattr(bowlrp.jit, "PARALLEL_MIN_WORK", 0)
+    rows = []
+    real_split = linear.split_batch
+    monkeypatch.setattr(
+        linear, "split_batch", lambda f, *a, **k: real_split(lambda p: rows.append(len(p)) or f(p), *a, **k)
+    )
+    with limited_threads(1):
+        one = model(X)
+    assert rows == []
+    with limited_threads(2):
+        two = model(X)
+        assert np.array_equal(model.predict(X), one.argmax(axis=1))
+    assert rows[:2] == [len(X) // 2] * 2
+    np.testing.assert_allclose(two, one, rtol=1e-12, atol=1e-12)
