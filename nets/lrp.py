@@ -208,8 +208,9 @@ class LRP(_Explainer):
         sums = {k: np.zeros((n, n_nodes)) for k in ("in", "out", "stab", "taylor")} if with_sums else None
 
         def step(i, node, xs, y, R):
+            z = None if zs is None else zs[i]
             out, bias[:, i], stab, taylor = propagate_node(
-                node.layer, self.rules[i], xs, y, R, None if zs is None else zs[i], absorbed=with_sums
+                node.layer, self.rules[i], xs, y, R, z, absorbed=with_sums, bias=with_sums
             )
             if with_sums:  # the diagnostics only: skipped when nobody asks for them
                 _row_sums(R, sums["out"][:, i])
