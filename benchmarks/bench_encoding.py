@@ -11,7 +11,9 @@ What is measured, in one process (ratios, not seconds, are meaningful on a share
 * per batch: the extraction alone (``clf.extract_features``), the encoding alone
   (``clf.encode_features`` of the extracted features: distances, top-n selection, pooling), the
   float64 BLAS products inside it alone (one per image, as the encoding makes them: the floor of the
-  encoding as long as the distances stay bit-identical) and the whole ``transform``; one thread;
+  encoding as long as the distances stay bit-identical; with their GFLOP/s), the word selection alone
+  (its numba kernel on those products: distances, the 4 nearest words, CSR order) and the whole
+  ``transform``; one thread;
 * rounds alternate between the contestants; medians over rounds and the spread (min..max) are printed.
 
 Target (issue 15): the encoding costs no more than our extraction, and ``transform`` with our SIFT is
@@ -32,6 +34,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 import _blas  # noqa: E402  (benchmarks/_blas.py: no machine BLAS overrides)
 from bench_sift import make_images  # noqa: E402
 
+from bowlrp.bow._encoding_kernels import rank_from_products  # noqa: E402
 from bowlrp.bow.classifier import BoWClassifier  # noqa: E402
 from bowlrp.jit import limited_threads  # noqa: E402
 
@@ -53,31 +56,49 @@ def summary(ts):
 
 
 def measure(images, y, words, rounds):
-    """Times of extraction, encoding and transform with each backend, one thread."""
+    """Times of extraction, encoding and transform with each backend, one thread, and the floating-point
+    operations of the products."""
     with limited_threads(1):
         clfs = {b: BoWClassifier(vocabulary_size=words, backend=b, random_state=0).fit(images, y)
                 for b in ("numba", "opencv")}
         feats = clfs["numba"].extract_features(images)
         descriptors = [f.descriptors for f in feats]
         prototypes = clfs["numba"].vocabularies_[0].cluster_centers_
+        select = selection(descriptors, prototypes)
         fns = {
             "ours: extract": lambda: clfs["numba"].extract_features(images),
             "ours: encode": lambda: clfs["numba"].encode_features(feats),
             "ours: products": lambda: [d @ prototypes.T for d in descriptors],
+            "ours: selection": select,
             "ours: transform": lambda: clfs["numba"].transform(images),
             "opencv: extract": lambda: clfs["opencv"].extract_features(images),
             "opencv: transform": lambda: clfs["opencv"].transform(images),
         }
-        return interleaved(fns, rounds)
+        flops = 2.0 * sum(d.shape[0] for d in descriptors) * prototypes.size  # of the products
+        return interleaved(fns, rounds), flops
 
 
-def report(words, t, rounds):
+def selection(descriptors, prototypes, rank_n=4):
+    """The word selection of the encoding alone (its numba kernel on precomputed products)."""
+    rows = np.concatenate(descriptors)
+    products = np.concatenate([d @ prototypes.T for d in descriptors])
+    sq_norms = np.einsum("md,md->m", rows, rows)
+    proto_sq = np.einsum("vd,vd->v", prototypes, prototypes)
+    values = 2.0 ** -np.arange(1, rank_n + 1)
+    indices = np.empty(rows.shape[0] * rank_n, np.int64)
+    data = np.empty(rows.shape[0] * rank_n)
+    return lambda: rank_from_products(products, sq_norms, proto_sq, rank_n, values, 0, indices, data)
+
+
+def report(words, t, flops, rounds):
     print(f"\n{words} words (median [min..max] of {rounds} rounds)")
     for name, ts in t.items():
         print(f"  {name:<20}{summary(ts)}")
     med = {k: float(np.median(v)) for k, v in t.items()}
     print(f"  encode / our extract          {med['ours: encode'] / med['ours: extract']:.2f}")
     print(f"  products / encode             {med['ours: products'] / med['ours: encode']:.2f}")
+    print(f"  selection / encode            {med['ours: selection'] / med['ours: encode']:.2f}")
+    print(f"  products: {flops / 1e9 / min(t['ours: products']):.0f} GFLOP/s (best round; one thread)")
     print(f"  transform: opencv / ours      {med['opencv: transform'] / med['ours: transform']:.2f}x")
     per_round = np.asarray(t["opencv: transform"]) / np.asarray(t["ours: transform"])
     print(f"  (per-round ratios {per_round.min():.2f}..{per_round.max():.2f})")
@@ -93,7 +114,7 @@ def main(argv=None):
     print(f"transform of {n} gray crops 64 x 64, one thread; load average {os.getloadavg()[0]:.1f} "
           "(2 cores shared with other jobs)")
     for words in (64, 256):
-        report(words, measure(images, y, words, rounds), rounds)
+        report(words, *measure(images, y, words, rounds), rounds)
     return 0
 
 
