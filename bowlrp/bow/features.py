@@ -45,10 +45,11 @@ _BACKENDS = ("numba", "opencv")
 # operations per pixel and plane of an extraction (smoothing, orientation, pooling): the work
 # estimate that decides whether a batch runs on threads (bowlrp.jit.use_parallel)
 _WORK_PER_PIXEL = 100
-# plane pixels per chunk of equal-shaped images extracted together (see DenseSIFT.extract_many): 16
-# crops of 64 x 64, one 256 x 256 image. Chunks of 2^18 pixels were 12-15 % slower per image (64 x 64,
-# 256 x 256 at step 4: the chunk's descriptors, 11-15 MB, fall out of the caches before they are used)
-_CHUNK_PIXELS = 1 << 16
+# plane pixels per chunk of equal-shaped images extracted together (see DenseSIFT.extract_many). Not
+# smaller: a chunk's descriptors are one array, and below numpy's 4 MiB threshold for huge pages its
+# first touch takes a page fault per 4 KiB (2^16 pixels, one 256 x 256 image at step 4: ~900 faults,
+# 1.7x slower per image when the results are kept, as extract_many's are)
+_CHUNK_PIXELS = 1 << 18
 
 
 @dataclass(frozen=True, eq=False)
@@ -323,7 +324,7 @@ class DenseSIFT(BaseEstimator):
 
 
 def _same_shape_chunks(images, n_planes, threads):
-    """Runs of consecutive equal-shaped images, cut into chunks of at most 2^16 plane pixels
+    """Runs of consecutive equal-shaped images, cut into chunks of at most 2^18 plane pixels
     (bounded scratch memory) and, on threads, into about four chunks per thread."""
     chunks = []
     start = 0
