@@ -34,6 +34,14 @@ __all__ = ["LRP", "Diagnostics"]
 _KEEP_SIGN = (MaxPool2D, Flatten)
 
 
+def _needs_whole_batch(rule):
+    """True when a rule reads the whole batch, so the pass may not be cut into parts: ZBox bounds taken
+    from the batch's observed range, or a user's stabiliser (a callable may use batch statistics)."""
+    if isinstance(rule, ZBox) and (rule.low is None or rule.high is None):
+        return True
+    return callable(getattr(rule, "stabilizer", None))
+
+
 @dataclass
 class Diagnostics:
     """What an LRP pass conserved and where the rest went, per sample (rows) and node (columns, in
@@ -195,7 +203,8 @@ class LRP(_Explainer):
             if layer.n_inputs != 1:
                 return forward_for_rule(layer, rules[i], xs)
             known = sources[i][0] in nonneg
-            if isinstance(layer, ReLU) or (known and isinstance(layer, _KEEP_SIGN)):
+            # exact types: a user's subclass (a shifted ReLU, say) may well output negative values
+            if type(layer) is ReLU or (known and type(layer) in _KEEP_SIGN):
                 nonneg.add(i + 1)
             return forward_for_rule(layer, rules[i], xs[0], nonneg=known)
 
@@ -261,7 +270,9 @@ class LRP(_Explainer):
         (``bowlrp.jit.split_batch``: serial kernels and one BLAS thread each, so every step of the
         pass runs on all threads and no thread pool waits on another); each sample's relevance is
         the same up to float round-off. Not with diagnostics, nor when a rule depends on the whole
-        batch (ZBox bounds taken from the batch's observed range)."""
+        batch (ZBox bounds taken from the batch's observed range or given per sample, a callable
+        stabiliser)."""
+        targets = list(targets)  # any iterable; it is read more than once
         if not return_diagnostics:
             split = self._split_relevance(X, targets)
             if split is not None:
@@ -270,12 +281,13 @@ class LRP(_Explainer):
 
     def _split_relevance(self, X, targets):
         """``relevance_many`` through ``split_batch``, or None when the batch must stay whole."""
-        if numba.get_num_threads() < 2 or any(
-            isinstance(r, ZBox) and (r.low is None or r.high is None) for r in self.rules
-        ):
+        if numba.get_num_threads() < 2 or any(map(_needs_whole_batch, self.rules)):
             return None
         X = check_batch(X)
         n = X.shape[0]
+        boxes = [r for r in self.rules if isinstance(r, ZBox)]
+        if any(np.ndim(b) >= X.ndim for r in boxes for b in (r.low, r.high)):
+            return None  # ZBox bounds given per sample: they would have to be cut with the batch
         fixed, per_sample = [], []  # targets shared by every sample / split with the batch
         for k, t in enumerate(targets):
             a = None if t is None else np.asarray(t)
@@ -296,7 +308,12 @@ class LRP(_Explainer):
                 ts[k] = tp
             return tuple(self._relevance_many(Xp, ts, False))
 
-        out = split_over_threads(part, X, *(a for _, a in per_sample), work=work)
+        try:
+            out = split_over_threads(part, X, *(a for _, a in per_sample), work=work)
+        except ValueError:
+            # a bad target is found inside a part, whose error would name the part's size: the
+            # whole batch names the problem as the caller gave it
+            return None
         return list(out) if isinstance(out, tuple) else [out]
 
     def _relevance_many(self, X, targets, return_diagnostics):

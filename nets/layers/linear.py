@@ -9,6 +9,7 @@ convolution with stride 1 and no padding skips both.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -39,6 +40,14 @@ _BLOCK_MAX_ELEMENTS = 1 << 18
 
 _pool = None
 _pool_lock = threading.Lock()
+
+
+def _forget_pool():
+    global _pool
+    _pool = None  # a forked child has the pool object but none of its threads: waiting on it hangs
+
+
+os.register_at_fork(after_in_child=_forget_pool)
 # ``blas_held``: this thread's pass already holds BLAS at one thread; ``one_part``: see below
 _state = threading.local()
 

@@ -120,3 +120,101 @@ def test_forward_on_two_threads_runs_in_halves_and_equals_one_thread(digits_cnn,
         assert np.array_equal(model.predict(X), one.argmax(axis=1))
     assert rows[:2] == [len(X) // 2] * 2
     np.testing.assert_allclose(two, one, rtol=1e-12, atol=1e-12)
+
+
+def test_targets_may_be_any_iterable_and_a_bad_one_names_the_whole_batch(digits_cnn, monkeypatch):
+    """Review findings: a generator of targets was read twice (a TypeError, or a silent empty list
+    for a bad target), and a bad per-sample output relevance named the part's size."""
+    model, X = digits_cnn
+    lrp = nets.LRP(model, "epsilon_plus")
+    monkeypatch.setattr(bowlrp.jit, "PARALLEL_MIN_WORK", 0)
+    with limited_threads(1):
+        expected = lrp.relevance_many(X, [3, 5])
+    with limited_threads(2):
+        got = lrp.relevance_many(X, (t for t in (3, 5)))
+        assert len(got) == 2
+        for a, b in zip(expected, got):
+            np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-12 * np.abs(a).max())
+        with pytest.raises(ValueError, match="target has shape"):
+            lrp.relevance_many(X, (t for t in [np.arange(len(X) - 1)]))
+        with pytest.raises(ValueError, match=rf"\({len(X)}, 7\)"):
+            lrp.relevance(X, np.ones((len(X), 7)))
+
+
+def test_per_sample_box_bounds_and_callable_stabilisers_keep_the_batch_whole(digits_cnn, monkeypatch):
+    model, X = digits_cnn
+    monkeypatch.setattr(bowlrp.jit, "PARALLEL_MIN_WORK", 0)
+    calls = []
+    real_split = linear.split_batch
+    monkeypatch.setattr(linear, "split_batch", lambda *a, **k: calls.append(1) or real_split(*a, **k))
+    # bounds of the batch's own shape: per sample, so they cannot go with a part of it
+    lrp = nets.LRP(model, "epsilon_gamma_box", low=X - 0.1, high=X + 0.1)
+    one, two = _both(lrp, X, [None])
+    assert np.array_equal(one[0], two[0])
+    # a stabiliser that reads the whole batch (its standard deviation) sees the whole batch
+    from nets.composites import Composite
+    from nets.rules import Epsilon
+
+    batch_std = Epsilon(lambda z: z + 0.25 * z.std() * np.where(z >= 0, 1.0, -1.0))
+    lrp = nets.LRP(model, Composite(layer_map=[(nets.Dense, batch_std), (nets.Conv2D, batch_std)]))
+    one, two = _both(lrp, X, [None])
+    assert np.array_equal(one[0], two[0])
+    assert calls == []
+
+
+def test_a_subclass_of_relu_is_not_taken_for_non_negative():
+    """Only the library's own ReLU is known to output >= 0: a user's shifted ReLU built on it keeps
+    the sign check, so AlphaBeta sees its negative inputs (the same numbers as the same function
+    written as another class)."""
+    from nets.composites import Composite
+    from nets.layers.elementwise import _Elementwise
+    from nets.rules import AlphaBeta, Epsilon, Pass
+
+    X = load_digits().data[:20] / 16.0
+
+    class ShiftedReLU(nets.ReLU):
+        def forward(self, x):
+            return np.maximum(x, 0) - 0.5
+
+        def backward(self, x, y, grad):
+            return grad * (x > 0)
+
+    class ShiftedAct(_Elementwise):
+        kind = "ReLU"
+        forward = ShiftedReLU.forward
+        backward = ShiftedReLU.backward
+
+    rng = np.random.default_rng(0)
+    W1, b1 = rng.normal(size=(6, 64)) * 0.2, rng.normal(size=6)
+    W2, b2 = rng.normal(size=(3, 6)), rng.normal(size=3)
+    relevances = []
+    for act in (ShiftedReLU, ShiftedAct):
+        model = nets.Sequential([nets.Dense(W1, b1), act(), nets.Dense(W2, b2)])
+        assert model[1].forward(model[0].forward(X)).min() < 0
+        composite = Composite(layer_map=[(act, Pass()), (nets.Dense, Epsilon(1e-6))],
+                              index_map={2: AlphaBeta(2.0, 1.0)})
+        with limited_threads(1):
+            relevances.append(nets.LRP(model, composite).relevance(X, 0))
+    np.testing.assert_array_equal(relevances[0], relevances[1])
+
+
+def test_a_forked_child_runs_convolutions_after_the_parent_used_its_threads():
+    """The convolution thread pool is forgotten in a forked child (its threads do not exist there):
+    the child's forward finishes and gives the parent's numbers."""
+    import os
+    import signal
+
+    rng = np.random.default_rng(0)
+    model = nets.Sequential([nets.Conv2D(rng.normal(size=(16, 16, 3, 3)), None, padding=1), nets.ReLU()])
+    X = rng.random((8, 16, 32, 32))
+    with limited_threads(2):
+        y = model(X)
+        pid = os.fork()
+        if pid == 0:  # the child: exit code 0 only when it finishes with the same numbers
+            signal.alarm(60)
+            try:
+                os._exit(0 if np.array_equal(model(X), y) else 3)
+            finally:
+                os._exit(4)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
