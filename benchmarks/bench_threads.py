@@ -12,11 +12,12 @@ with other jobs: a second thread only helps when the other core is free).
 
 * a VGG-style CNN (float32, 3 x 64 x 64 inputs, batch 32: conv 3x3 32-32-pool-64-64-pool-128-128-
   pool-256-256-pool, dense 256, dense 10, He-initialised weights): ``model(X)`` and
-  ``nets.LRP(model, "epsilon_plus_flat").relevance(X)``;
+  ``nets.LRP(model, "epsilon_plus_flat").relevance(X)`` (since the nets branch both split the batch
+  over the threads themselves, through ``nets.layers.linear.split_over_threads``);
 * the same forward by (numba, BLAS) thread counts (1,1), (1,2), (2,1), (2,2), the measurement that
   located the oversubscription (busy-waiting OpenMP workers of numba against OpenBLAS's threads);
-* forward and LRP through ``bowlrp.jit.split_batch``: the batch in halves on two threads, each with
-  serial kernels and one BLAS thread (one pool only);
+* forward and LRP through ``bowlrp.jit.split_batch`` called from outside: the batch in halves on two
+  threads, each with serial kernels and one BLAS thread (one pool only; what the plain calls now do);
 * a ``BoWClassifier`` (step 4, bin 4, 64 words, intersection kernel) on 96 x 96 generated scenes:
   ``transform`` and ``explain`` of a batch of 48 images (24 with ``--quick``); ``explain`` also with
   the ``exp_chi2`` kernel (Taylor step) and, in the full run, with p = 3 pooling.
