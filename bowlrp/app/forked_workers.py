@@ -33,6 +33,7 @@ import gc
 import math
 import multiprocessing
 import os
+import pickle
 import signal
 import time
 from multiprocessing import popen_fork, sharedctypes, synchronize  # noqa: F401  (see below)
@@ -109,11 +110,16 @@ def _work(initializer, explainer, chunks, target, write, pieces, conn, foreign) 
         # every file is written and synced: leave now (what multiprocessing does after its clean-up,
         # of which a worker needs nothing) rather than keep the run waiting for the clean-up
         os._exit(0)
+    except (BrokenPipeError, ConnectionError, EOFError):
+        os._exit(1)  # the run's process is gone: nobody to tell, nothing to print
     except Exception as exc:  # (explaining errors are results: this is writing, or sending)
         try:
-            conn.send(("error", exc))
-        except Exception:  # not picklable
-            conn.send(("error", RuntimeError(f"{type(exc).__name__}: {exc}")))
+            try:
+                conn.send(("error", exc))
+            except (pickle.PicklingError, TypeError, AttributeError):  # not picklable
+                conn.send(("error", RuntimeError(f"{type(exc).__name__}: {exc}")))
+        except (BrokenPipeError, ConnectionError, EOFError):
+            os._exit(1)
 
 
 def describe_loss(processes, timeout: float = 5.0) -> str:
@@ -148,6 +154,7 @@ class _Workers:
         context = multiprocessing.get_context("fork")
         pipes = [context.Pipe(duplex=False) for _ in range(n)]
         self.processes, self.readers, self.lost, self.backlog = [], {}, False, []
+        self.error = None  # a worker's own error (writing failed), raised once its results are out
         # with every object of this process frozen while it forks, a worker's garbage collector
         # never finalizes one it inherited (an unreachable open file of the driver's, say, whose
         # buffer it would flush a second time) and leaves their pages shared
@@ -186,8 +193,9 @@ class _Workers:
             elif message[0] == "done":
                 del self.readers[reader]
                 reader.close()
-            else:
-                raise message[1]
+            else:  # its error: raised once every result sent before it is handed on
+                self.error = self.error or message[1]
+                return
 
     def receive(self, block: bool, digests: dict) -> list:
         """The results the workers have sent (waiting for some if ``block``), as one list. A worker
@@ -196,7 +204,7 @@ class _Workers:
         for reader in wait(list(self.readers), timeout=None if block else 0) if self.readers else []:
             self._drain(reader, digests)
         results, self.backlog = self.backlog, []
-        if self.lost and not results:
+        if (self.lost or self.error is not None) and not results:
             self._raise_loss()
         return results
 
@@ -204,6 +212,8 @@ class _Workers:
         for process in self.processes:  # the others stop now: describing waits for every exit code
             if process.is_alive():
                 process.terminate()
+        if self.error is not None:
+            raise self.error
         raise WorkerLossError(LOST.format(describe_loss(self.processes)))
 
     def check(self, digests: dict) -> None:
@@ -212,8 +222,8 @@ class _Workers:
         for reader, process in list(self.readers.items()):
             if not process.is_alive():
                 self._drain(reader, digests)  # (it may have said it was done, then exited)
-        if self.lost:
-            self._raise_loss()
+        if self.lost or self.error is not None:
+            self._raise_loss()  # (the driver hands on the backlog first)
 
     def stop(self, finished: bool) -> None:
         """Wait for workers that are done; terminate the others (a worker still writing could
@@ -245,6 +255,10 @@ def run_forked(explainer, chunks, target, write, workers: int, driver_helps: boo
 def _share(explainer, chunks, target, write, workers, driver_helps, initializer):
     """:func:`run_forked` once the threads are limited."""
     guided = getattr(explainer, "batch_size", None) == 1
+    if not guided and len(chunks) <= chunks.chunk_size:
+        # one serial chunk (an explainer that batches must get exactly those): nothing to share
+        yield _explain_piece(explainer, chunks, (0, len(chunks)), target, write)[0]
+        return
     processes = workers + bool(driver_helps)
     first = None
     # the first image, explained here before the fork: loads the kernels (from numba's cache, in a
@@ -264,13 +278,19 @@ def _share(explainer, chunks, target, write, workers, driver_helps, initializer)
         if first is not None:
             yield written(first, write)
         while driver_helps:
-            piece = pieces.claim(lambda: pool.check(chunks.digests))
+            try:
+                piece = pieces.claim(lambda: pool.check(chunks.digests))
+            except Exception:
+                pending, pool.backlog = pool.backlog, []
+                if pending:  # what the workers sent before the loss is recorded all the same
+                    yield pending
+                raise
             if piece is None:
                 break
             results = _explain_piece(explainer, chunks, piece, target, write)[0]
             try:  # with what the workers sent meanwhile: one manifest fsync for both
                 results += pool.receive(block=False, digests=chunks.digests)
-            except WorkerLossError:
+            except Exception:  # a lost worker, or a worker's own error (a full disk, say)
                 yield results  # (this process's own results are recorded all the same)
                 raise
             yield results

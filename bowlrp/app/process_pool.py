@@ -178,14 +178,16 @@ def _release_server() -> None:
         server._forkserver_alive_fd = None
 
 
-def _init_worker(explainer, write, forked=False) -> None:
+def _init_worker(explainer, write, forked=False, parent=None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle: it stops us
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a driver's own handler must not keep us alive
     if not forked:
         _release_server()
     else:
         serial_only()  # forked from the run, which may have used OpenMP: a parallel region would abort us
-    _exit_with_parent()
+    # a forked worker watches the run's process by the pid taken before the fork: read here, after
+    # it, the parent of a worker whose driver died in between would already be init
+    _exit_with_parent(parent)
     _limit_worker_threads()
     _worker.update(explainer=explainer, write=write)
 
@@ -276,7 +278,7 @@ def _run_forked(explainer, chunks, target, write, n):
     this process only recording without :data:`DRIVER_HELPS`): :mod:`bowlrp.app.forked_workers`."""
     workers = n - 1 if DRIVER_HELPS else n
     yield from run_forked(explainer, chunks, target, write, workers, DRIVER_HELPS,
-                          functools.partial(_init_worker, explainer, write, True))
+                          functools.partial(_init_worker, explainer, write, True, os.getpid()))
 
 
 def _run_served(explainer, chunks, target, write, n):
