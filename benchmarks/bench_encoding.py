@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/bench_encoding.py            # 200 crops of 64 x 64, 7 rounds
     .venv/bin/python benchmarks/bench_encoding.py --quick    # 60 crops, 3 rounds
+    .venv/bin/python benchmarks/bench_encoding.py --cpu-time # timed in the thread's CPU time
 
 What is measured, in one process (ratios, not seconds, are meaningful on a shared machine):
 
@@ -10,9 +11,13 @@ What is measured, in one process (ratios, not seconds, are meaningful on a share
   ``backend="opencv"``; the same vocabulary sizes (64 and 256 words);
 * per batch: the extraction alone (``clf.extract_features``), the encoding alone
   (``clf.encode_features`` of the extracted features: distances, top-n selection, pooling), the
-  float64 BLAS products inside it alone (one per image, as the encoding makes them: the floor of the
-  encoding as long as the distances stay bit-identical) and the whole ``transform``; one thread;
+  float64 BLAS products inside it alone (one per image into one buffer, as the encoding makes them:
+  the floor of the encoding as long as the distances stay bit-identical; with their GFLOP/s), the
+  word selection alone (its numba kernel on those products: distances, the 4 nearest words, CSR
+  order) and the whole ``transform``; one thread;
 * rounds alternate between the contestants; medians over rounds and the spread (min..max) are printed.
+  Everything runs in the calling thread (OpenCV's pool set to one thread), so ``--cpu-time`` can
+  time it with that thread's CPU clock, which leaves out the time other processes hold the core.
 
 Target (issue 15): the encoding costs no more than our extraction, and ``transform`` with our SIFT is
 at least 5x faster than with OpenCV's.
@@ -25,6 +30,7 @@ import os
 import sys
 import time
 
+import cv2
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -32,8 +38,13 @@ sys.path.insert(0, os.path.dirname(__file__))
 import _blas  # noqa: E402  (benchmarks/_blas.py: no machine BLAS overrides)
 from bench_sift import make_images  # noqa: E402
 
+from bowlrp.bow._encoding_kernels import rank_from_products  # noqa: E402
 from bowlrp.bow.classifier import BoWClassifier  # noqa: E402
 from bowlrp.jit import limited_threads  # noqa: E402
+
+# the clock of every timing: wall clock, or with --cpu-time the calling thread's CPU time (everything
+# measured runs in that thread: numba's serial kernels, one BLAS thread, one OpenCV thread)
+CLOCK = time.perf_counter
 
 
 def interleaved(fns, rounds):
@@ -41,9 +52,9 @@ def interleaved(fns, rounds):
     times = {name: [] for name in fns}
     for _ in range(rounds):
         for name, fn in fns.items():
-            t0 = time.perf_counter()
+            t0 = CLOCK()
             fn()
-            times[name].append(time.perf_counter() - t0)
+            times[name].append(CLOCK() - t0)
     return times
 
 
@@ -53,31 +64,71 @@ def summary(ts):
 
 
 def measure(images, y, words, rounds):
-    """Times of extraction, encoding and transform with each backend, one thread."""
+    """Times of extraction, encoding and transform with each backend, one thread, and the floating-point
+    operations of the products."""
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)  # OpenCV's own thread pool (pthreads) is not limited by limited_threads
+    try:
+        return _measure(images, y, words, rounds)
+    finally:
+        cv2.setNumThreads(threads)
+
+
+def _measure(images, y, words, rounds):
     with limited_threads(1):
         clfs = {b: BoWClassifier(vocabulary_size=words, backend=b, random_state=0).fit(images, y)
                 for b in ("numba", "opencv")}
         feats = clfs["numba"].extract_features(images)
         descriptors = [f.descriptors for f in feats]
         prototypes = clfs["numba"].vocabularies_[0].cluster_centers_
+        select = selection(descriptors, prototypes)
         fns = {
             "ours: extract": lambda: clfs["numba"].extract_features(images),
             "ours: encode": lambda: clfs["numba"].encode_features(feats),
-            "ours: products": lambda: [d @ prototypes.T for d in descriptors],
+            "ours: products": products(descriptors, prototypes),
+            "ours: selection": select,
             "ours: transform": lambda: clfs["numba"].transform(images),
             "opencv: extract": lambda: clfs["opencv"].extract_features(images),
             "opencv: transform": lambda: clfs["opencv"].transform(images),
         }
-        return interleaved(fns, rounds)
+        flops = 2.0 * sum(d.shape[0] for d in descriptors) * prototypes.size  # of the products
+        return interleaved(fns, rounds), flops
 
 
-def report(words, t, rounds):
+def products(descriptors, prototypes):
+    """The float64 BLAS products alone, as the encoding makes them: one call per image, written into
+    one reused buffer (fresh arrays per image would add allocation and page faults to the floor)."""
+    bounds = np.cumsum([0] + [d.shape[0] for d in descriptors]).tolist()
+    out = np.empty((bounds[-1], prototypes.shape[0]))
+
+    def run():
+        for g, d in enumerate(descriptors):
+            np.matmul(d, prototypes.T, out=out[bounds[g] : bounds[g + 1]])
+
+    return run
+
+
+def selection(descriptors, prototypes, rank_n=4):
+    """The word selection of the encoding alone (its numba kernel on precomputed products)."""
+    rows = np.concatenate(descriptors)
+    products = np.concatenate([d @ prototypes.T for d in descriptors])
+    sq_norms = np.einsum("md,md->m", rows, rows)
+    proto_sq = np.einsum("vd,vd->v", prototypes, prototypes)
+    values = 2.0 ** -np.arange(1, rank_n + 1)
+    indices = np.empty(rows.shape[0] * rank_n, np.int64)
+    data = np.empty(rows.shape[0] * rank_n)
+    return lambda: rank_from_products(products, sq_norms, proto_sq, rank_n, values, 0, indices, data)
+
+
+def report(words, t, flops, rounds):
     print(f"\n{words} words (median [min..max] of {rounds} rounds)")
     for name, ts in t.items():
         print(f"  {name:<20}{summary(ts)}")
     med = {k: float(np.median(v)) for k, v in t.items()}
     print(f"  encode / our extract          {med['ours: encode'] / med['ours: extract']:.2f}")
     print(f"  products / encode             {med['ours: products'] / med['ours: encode']:.2f}")
+    print(f"  selection / encode            {med['ours: selection'] / med['ours: encode']:.2f}")
+    print(f"  products: {flops / 1e9 / min(t['ours: products']):.0f} GFLOP/s (best round; one thread)")
     print(f"  transform: opencv / ours      {med['opencv: transform'] / med['ours: transform']:.2f}x")
     per_round = np.asarray(t["opencv: transform"]) / np.asarray(t["ours: transform"])
     print(f"  (per-round ratios {per_round.min():.2f}..{per_round.max():.2f})")
@@ -86,14 +137,18 @@ def report(words, t, rounds):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--cpu-time", action="store_true", help="time with the thread's CPU clock")
     args = parser.parse_args(argv)
+    global CLOCK
+    CLOCK = time.thread_time if args.cpu_time else time.perf_counter
     n, rounds = (60, 3) if args.quick else (200, 7)
     images = make_images(n, size=64, seed=1)
     y = np.arange(n) % 2
-    print(f"transform of {n} gray crops 64 x 64, one thread; load average {os.getloadavg()[0]:.1f} "
-          "(2 cores shared with other jobs)")
+    print(f"transform of {n} gray crops 64 x 64, one thread (OpenCV too); load average "
+          f"{os.getloadavg()[0]:.1f} (2 cores shared with other jobs); clock: "
+          f"{'thread CPU time' if args.cpu_time else 'wall'}")
     for words in (64, 256):
-        report(words, measure(images, y, words, rounds), rounds)
+        report(words, *measure(images, y, words, rounds), rounds)
     return 0
 
 

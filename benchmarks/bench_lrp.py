@@ -17,8 +17,10 @@ What is measured, in one process (ratios, not seconds, are meaningful on a share
   extra) the same weights in ``torch.nn``, its forward pass under ``no_grad`` and zennit's composite
   of the same name with the ``Gradient`` attributor;
 * for each thread count of ``--threads`` (BLAS, numba and PyTorch limited alike), all contestants
-  of one model alternate within every round; the table gives medians and the spread (max - min)
-  over the rounds, LRP / forward, our forward / PyTorch's and the speed-up zennit / ours;
+  of one model alternate within every round (on two threads our forward and LRP run the batch in
+  halves, one per thread: ``nets.layers.linear.split_over_threads``); the table gives medians and
+  the spread (max - min) over the rounds, LRP / forward, our forward / PyTorch's and the speed-up
+  zennit / ours;
 * on VGG-224: the float32-vs-float64 relevance error of ours and of zennit's, and ours against
   zennit's in float64; ``--agreement`` adds the agreement table on the MLP and LeNet.
 

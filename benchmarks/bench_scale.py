@@ -19,16 +19,18 @@ LRP epsilon-plus-flat), repeats interleaved. Every parallel run starts cold, as 
 does: no worker pool and no fork server left from the previous run, and a new output folder.
 Modes: ``-j 1`` (in this process, as the command line runs it), ``-j 1`` with one BLAS/numba thread
 (the work of one worker, in this process), ``-j 2`` (the default: this process and one worker
-forked from it once it has loaded the kernels; workers write their files), ``-j 2`` with two
-workers forked from a server process instead (the default before, still used when the driver runs
-other threads) and ``-j 2`` on joblib's loky (the default before that); then a start-up probe of
-the first two (their workers doing every chunk). Besides wall time
-(meaningless on a loaded machine except as a ratio), CPU seconds: the driver's, and the workers'
-(with their server's), read from ``getrusage(RUSAGE_CHILDREN)`` once the pool is gone.
+forked from it once it has loaded the kernels, both claiming pieces of the images that shrink
+toward the end, each reading, explaining and writing its own), ``-j 2`` with two workers forked
+from a server process instead (still used when the driver runs other threads) and ``-j 2`` on
+joblib's loky (the default before that); then a start-up probe of the first two (their workers
+doing every chunk). ``--sizes``, ``--models``, ``--modes`` and ``--no-probe`` make shorter runs.
+Besides wall time (meaningless on a loaded machine except as a ratio), CPU seconds: the driver's,
+and the workers' (with their server's), read from ``getrusage(RUSAGE_CHILDREN)`` once the pool is gone.
 
     .venv/bin/python benchmarks/bench_scale.py            # 96 scenes of 96 x 96
     .venv/bin/python benchmarks/bench_scale.py --quick    # 16 scenes of 64 x 64
     .venv/bin/python benchmarks/bench_scale.py --jobs     # -j 1 vs -j 2, 100/200/400 scenes, 3 repeats
+    .venv/bin/python benchmarks/bench_scale.py --jobs --modes "-j 1;-j 2" --no-probe --repeats 5
 """
 
 from __future__ import annotations
@@ -149,6 +151,32 @@ def cli_runs(model, folder, work, repeats) -> dict:
     return walls
 
 
+def _spin(units: int) -> None:
+    x = 0
+    for i in range(units * 1_000_000):
+        x += i * i
+
+
+def parallel_headroom(repeats: int = 3) -> float:
+    """What two processes gain over one on a pure CPU loop right now (median of ``repeats``): the
+    most any ``-j 2`` could gain at the moment. On a machine that other jobs keep busy it falls
+    toward x1.0, and the ratios measured beside it mean no more than that."""
+    gains = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        _spin(4)
+        alone = time.perf_counter() - start
+        start = time.perf_counter()
+        child = os.fork()
+        if child == 0:
+            _spin(2)
+            os._exit(0)
+        _spin(2)
+        os.waitpid(child, 0)
+        gains.append(alone / (time.perf_counter() - start))
+    return statistics.median(gains)
+
+
 def _line(xs, ys):
     """Least-squares ``y = a + b x``: (a, b)."""
     mx, my = statistics.fmean(xs), statistics.fmean(ys)
@@ -156,8 +184,10 @@ def _line(xs, ys):
     return my - b * mx, b
 
 
-def report(name, sizes, modes, runs, cli, repeats) -> None:
-    print(f"\n{name}, load average {os.getloadavg()[0]:.1f} (medians of {repeats}, CPU in ms per image)")
+def report(name, sizes, modes, runs, cli, repeats, headroom) -> None:
+    print(f"\n{name}, load average {os.getloadavg()[0]:.1f} (medians of {repeats}, CPU in ms per image); "
+          f"two processes on a CPU loop meanwhile: x{statistics.median(headroom):.2f} "
+          f"({min(headroom):.2f}-{max(headroom):.2f})")
     print(f"{'images':>6} {'mode':<20} {'img/s':>7} {'spread':>13} {'vs -j 1':>8} "
           f"{'driver CPU':>10} {'worker CPU':>10}")
     for n in sizes:
@@ -172,16 +202,19 @@ def report(name, sizes, modes, runs, cli, repeats) -> None:
                   f"{min(rates):6.1f}-{max(rates):<6.1f} x{ratio:<7.2f} {driver:10.2f} {workers:10.2f}",
                   flush=True)
     # start-up and running costs, from a line through the medians over the batch sizes
+    fitted = sizes if len(sizes) > 1 else ()  # (no line through one point)
     print("mode                 start-up: wall s, CPU s (driver + workers) | running: img/s (vs -j 1), "
           "CPU ms/image")
     steady = {}
-    for mode in modes:
-        med = [[statistics.median(run[k] for run in runs[n, mode]) for k in range(3)] for n in sizes]
-        wall0, wall1 = _line(sizes, [m[0] for m in med])
-        cpu0, cpu1 = _line(sizes, [m[1] + m[2] for m in med])
+    for mode in modes if fitted else ():
+        med = [[statistics.median(run[k] for run in runs[n, mode]) for k in range(3)] for n in fitted]
+        wall0, wall1 = _line(fitted, [m[0] for m in med])
+        cpu0, cpu1 = _line(fitted, [m[1] + m[2] for m in med])
         steady[mode] = 1 / wall1
         print(f"{mode:<20} {wall0:8.2f} s {cpu0:6.2f} s {'':>22}| {steady[mode]:7.1f} "
               f"(x{steady[mode] / steady['-j 1']:.2f}) {cpu1 * 1e3:7.2f}")
+    if cli is None:
+        return
     one, two = statistics.median(cli[1]), statistics.median(cli[2])
     print(f"bowlrp explain, {sizes[0]} images, whole command: -j 1 {one:.2f} s, -j 2 {two:.2f} s "
           f"(spreads {min(cli[1]):.2f}-{max(cli[1]):.2f}, {min(cli[2]):.2f}-{max(cli[2]):.2f}): "
@@ -224,7 +257,13 @@ def startup_probe(explainer, folder, work, repeats) -> None:
         print(f"  {name:<22} {first:6.2f} | {each * 1e3:6.2f} | {tail:5.2f} | {cpu:5.2f}", flush=True)
 
 
-def jobs_benchmark(sizes=(100, 200, 400), repeats=3, side=64) -> None:
+JOB_MODES = {"-j 1": {"n_jobs": 1}, "-j 1, 1 thread": {"n_jobs": 1, "threads": 1},
+             "-j 2": {"n_jobs": 2}, "-j 2 server (before)": {"n_jobs": 2, "fork_driver": False},
+             "-j 2 loky": {"n_jobs": 2, "backend": "loky"}}
+
+
+def jobs_benchmark(sizes=(100, 200, 400), repeats=3, side=64, models=("bow", "cnn"), modes=None,
+                   probe=True) -> None:
     from bowlrp.app import process_pool
     from bowlrp.app.adapters import BoWExplainer, NetworkExplainer
     from bowlrp.app.batch import explain_batch
@@ -236,19 +275,21 @@ def jobs_benchmark(sizes=(100, 200, 400), repeats=3, side=64) -> None:
         for n in sizes:
             folders[n] = work / f"scenes{n}"
             write_scenes(folders[n], n, side, seed=0)
-        bow, cnn = fit_model(side), fit_cnn(side)
-        models = {"BoW/SVM (64 words)": (BoWExplainer(bow), bow),
-                  "small CNN (LRP)": (NetworkExplainer(cnn), cnn)}
-        modes = {"-j 1": {"n_jobs": 1}, "-j 1, 1 thread": {"n_jobs": 1, "threads": 1},
-                 "-j 2": {"n_jobs": 2}, "-j 2 server (before)": {"n_jobs": 2, "fork_driver": False},
-                 "-j 2 loky": {"n_jobs": 2, "backend": "loky"}}
+        fitted = {"bow": ("BoW/SVM (64 words)", BoWExplainer, fit_model),
+                  "cnn": ("small CNN (LRP)", NetworkExplainer, fit_cnn)}
+        models = {name: (adapter(model), model) for name, adapter, fit in (fitted[m] for m in models)
+                  for model in [fit(side)]}
+        modes = {mode: JOB_MODES[mode] for mode in modes or JOB_MODES}
         print(f"-j 1 vs -j 2: scenes of {side}x{side}, {os.cpu_count()} cores, load average "
-              f"{os.getloadavg()[0]:.1f}", flush=True)
+              f"{os.getloadavg()[0]:.1f}; two processes on a CPU loop: x{parallel_headroom():.2f}",
+              flush=True)
         for name, (explainer, model) in models.items():
             explain_batch(explainer, [str(folders[sizes[0]])], work / "warm", resume=False,
                           progress=False)  # numba kernels loaded in this process
             runs = {(n, mode): [] for n in sizes for mode in modes}
+            headroom = []
             for _ in range(repeats):
+                headroom.append(parallel_headroom(1))
                 for n in sizes:
                     for mode, options in modes.items():  # interleaved: the load hits every mode alike
                         options = dict(options)
@@ -267,9 +308,10 @@ def jobs_benchmark(sizes=(100, 200, 400), repeats=3, side=64) -> None:
                         process_pool.FORK_DRIVER = True
                         _stop_pools()
                         runs[n, mode].append((wall, cpu, _children_cpu() - children))
-            cli = cli_runs(model, folders[sizes[0]], work, repeats)
-            report(name, sizes, modes, runs, cli, repeats)
-            startup_probe(explainer, folders[sizes[0]], work, repeats)
+            cli = cli_runs(model, folders[sizes[0]], work, repeats) if probe else None
+            report(name, sizes, modes, runs, cli, repeats, headroom)
+            if probe:
+                startup_probe(explainer, folders[sizes[0]], work, repeats)
     finally:
         _stop_pools()
         shutil.rmtree(work, ignore_errors=True)
@@ -280,9 +322,25 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
     parser.add_argument("--jobs", action="store_true", help="-j 1 vs -j 2 at 100, 200, 400 images")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats of --jobs")
+    parser.add_argument("--sizes", default=None, help="--jobs: numbers of images (default 100,200,400)")
+    parser.add_argument("--models", default="bow,cnn", help="--jobs: bow, cnn or both (default)")
+    parser.add_argument("--modes", default=None,
+                        help=f"--jobs: a ';'-separated subset of {'; '.join(JOB_MODES)} (default all)")
+    parser.add_argument("--no-probe", action="store_true",
+                        help="--jobs: skip the whole-command runs and the start-up probe")
     args = parser.parse_args(argv)
     if args.jobs:
-        jobs_benchmark(sizes=(20, 40) if args.quick else (100, 200, 400), repeats=args.repeats)
+        sizes = (20, 40) if args.quick else (100, 200, 400)
+        if args.sizes:
+            sizes = tuple(int(n) for n in args.sizes.split(","))
+        modes = [mode.strip() for mode in args.modes.split(";")] if args.modes else None
+        unknown = sorted(set(modes or ()) - set(JOB_MODES) - {"-j 1"})
+        if unknown:
+            parser.error(f"unknown --modes {unknown}; choose from {'; '.join(JOB_MODES)}")
+        if modes and "-j 1" not in modes:
+            modes.insert(0, "-j 1")  # (every ratio is to it)
+        jobs_benchmark(sizes=sizes, repeats=args.repeats, models=args.models.split(","), modes=modes,
+                       probe=not args.no_probe)
         return 0
     n, size = (16, 64) if args.quick else (96, 96)
 

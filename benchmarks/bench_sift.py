@@ -11,8 +11,11 @@ What is compared, in one run (ratios, not seconds, are meaningful on a shared ma
   user would make, with keypoint construction left out in OpenCV's favour. Both run single-threaded,
   then each with all cores (ours: ``extract_many(n_jobs=-1)`` threads; OpenCV: its own threads).
   Single-threaded, every image is timed back to back with both and each image's fastest round
-  counts; with all cores, whole batches alternate and the fastest batch counts. Numba warm-up is
-  excluded. The load average is printed: on a busy shared machine only ratios mean anything.
+  counts (plus, one thread: our ``extract_many`` of the whole list, and OpenCV on one keypoint per
+  image, the fixed cost of the scale space its ``compute`` builds first); with all cores, whole
+  batches alternate and the fastest batch counts. Numba warm-up is excluded. OpenCV's build line
+  (SIMD dispatch, parallel framework) is printed, and the load average: on a busy shared machine
+  only ratios mean anything.
   ``--cpu-time`` times the one-thread runs with the calling thread's CPU clock (both sides run in
   that thread then), which leaves out the time other processes hold the core; the all-cores runs
   stay on the wall clock.
@@ -40,6 +43,7 @@ from sklearn.datasets import load_sample_images
 
 from bowlrp.bow.features import DenseSIFT
 from bowlrp.bow.grid_check import CoarseGridWarning
+from bowlrp.jit import limited_threads
 
 SOURCES = ("camera", "astronaut", "coffee", "chelsea", "rocket", "brick", "grass", "gravel", "coins")
 
@@ -66,6 +70,13 @@ def make_images(n, size=256, seed=0):
         x = rng.integers(0, im.shape[1] - size + 1)
         out.append(np.ascontiguousarray(im[y : y + size, x : x + size]))
     return out
+
+
+def opencv_build():
+    """OpenCV's parallel framework and SIMD dispatch, from its build information."""
+    keep = ("Parallel framework", "Baseline", "Dispatched code generation")
+    lines = [line.strip() for line in cv2.getBuildInformation().splitlines()]
+    return "; ".join(" ".join(line.split()) for line in lines if line.startswith(keep))
 
 
 def keypoints_of(features):
@@ -125,12 +136,19 @@ def bench_speed(images, step, bin_sizes, rounds):
 
     default_threads = cv2.getNumThreads()
     cv2.setNumThreads(1)
+    # OpenCV's fixed cost per image: its compute builds a Gaussian scale space (one octave of
+    # nOctaveLayers + 3 = 6 blurred images) before any descriptor; one keypoint measures that part
+    first = [k[:1] for k in kps]
     one = per_image_minima(
-        {"ours": lambda i: ours.extract(images[i]), "opencv": lambda i: sift.compute(images[i], kps[i])},
+        {"ours": lambda i: ours.extract(images[i]), "opencv": lambda i: sift.compute(images[i], kps[i]),
+         "opencv, 1 keypoint": lambda i: sift.compute(images[i], first[i])},
         images,
         rounds,
     )
     cv2.setNumThreads(default_threads)
+    with limited_threads(1):  # extract_many of the whole list on one thread (chunks of equal shapes)
+        one["ours, extract_many"] = timed_rounds({"many": lambda: ours.extract_many(images)}, rounds,
+                                                 ONE_THREAD_CLOCK)["many"]
     ours.extract_many(images[:2], n_jobs=-1)  # warm the serial kernels used by the threads
     allc = timed_rounds({"ours": run_ours_threads, "opencv": run_cv_all}, rounds)
     return n_desc, one, allc
@@ -226,6 +244,7 @@ def main(argv=None):
         f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; one-thread clock: "
         f"{'thread CPU time' if args.cpu_time else 'wall'}"
     )
+    print(f"OpenCV build: {opencv_build()}")
     for step, bin_sizes in ((4, (4,)), (8, (4,)), (4, (4, 8)), (8, (4, 6, 8))):
         n_desc, one, allc = bench_speed(images, step, bin_sizes, rounds)
         print(f"\nstep {step}, bin sizes {bin_sizes}: {n_desc} descriptors ({n_desc / n:.0f} per image)")
@@ -234,6 +253,9 @@ def main(argv=None):
                 f"  {label:15s} ours {1e3 * res['ours'] / n:7.2f} ms/image   OpenCV "
                 f"{1e3 * res['opencv'] / n:7.2f} ms/image   speed-up x{res['opencv'] / res['ours']:.1f}"
             )
+        print(f"  1 thread: ours extract_many {1e3 * one['ours, extract_many'] / n:.2f} ms/image (x"
+              f"{one['opencv'] / one['ours, extract_many']:.1f}); OpenCV on one keypoint per image (its "
+              f"scale space alone) {1e3 * one['opencv, 1 keypoint'] / n:.2f} ms/image")
     n_small, small = bench_small(images, rounds)
     print(f"\n{n_small} crops 64 x 64, step 4, B = 4, one thread (per image):")
     for name in ("extract", "extract_many"):

@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/bench_threads.py            # 7 rounds
     .venv/bin/python benchmarks/bench_threads.py --quick    # 3 rounds, smaller batches
     .venv/bin/python benchmarks/bench_threads.py --bow      # the BoW rows only (with or without --quick)
+    .venv/bin/python benchmarks/bench_threads.py --bow --stages   # ... and each BoW explain stage by stage
 
 Each workload runs with one thread (``bowlrp.jit.limited_threads(1)``: numba and BLAS) and with two
 (``limited_threads(2)``), the two settings alternating round by round; medians, spreads (min..max)
@@ -11,11 +12,12 @@ with other jobs: a second thread only helps when the other core is free).
 
 * a VGG-style CNN (float32, 3 x 64 x 64 inputs, batch 32: conv 3x3 32-32-pool-64-64-pool-128-128-
   pool-256-256-pool, dense 256, dense 10, He-initialised weights): ``model(X)`` and
-  ``nets.LRP(model, "epsilon_plus_flat").relevance(X)``;
+  ``nets.LRP(model, "epsilon_plus_flat").relevance(X)`` (since the nets branch both split the batch
+  over the threads themselves, through ``nets.layers.linear.split_over_threads``);
 * the same forward by (numba, BLAS) thread counts (1,1), (1,2), (2,1), (2,2), the measurement that
   located the oversubscription (busy-waiting OpenMP workers of numba against OpenBLAS's threads);
-* forward and LRP through ``bowlrp.jit.split_batch``: the batch in halves on two threads, each with
-  serial kernels and one BLAS thread (one pool only);
+* forward and LRP through ``bowlrp.jit.split_batch`` called from outside: the batch in halves on two
+  threads, each with serial kernels and one BLAS thread (one pool only; what the plain calls now do);
 * a ``BoWClassifier`` (step 4, bin 4, 64 words, intersection kernel) on 96 x 96 generated scenes:
   ``transform`` and ``explain`` of a batch of 48 images (24 with ``--quick``); ``explain`` also with
   the ``exp_chi2`` kernel (Taylor step) and, in the full run, with p = 3 pooling.
@@ -77,7 +79,7 @@ def report(name, times, one="1 thread", two="2 threads"):
     print(f"{name:<22}" + "   ".join(parts) + ratio, flush=True)
 
 
-def bow_rows(quick, rounds, both):
+def bow_rows(quick, rounds, both, stages=False):
     """The BoW rows: ``transform`` and ``explain`` of a batch of generated scenes."""
     from bowlrp.app.scenes import make_scenes
     from bowlrp.bow.classifier import BoWClassifier
@@ -98,12 +100,34 @@ def bow_rows(quick, rounds, both):
         if not label:
             report("BoW transform", interleaved(both, lambda clf=clf: clf.transform(images), rounds))
         report("BoW explain" + label, interleaved(both, lambda clf=clf: clf.explain(images), rounds))
+        if stages:
+            bow_stages(clf, images, rounds, both)
+
+
+def bow_stages(clf, images, rounds, both):
+    """Where a BoW ``explain`` spends its time, stage by stage, on one thread and on two: the forward
+    pass (features, encoding, decision values) and the decomposition alone (``explain`` with the
+    forward pass served from a cache: root search, Steps 2 and 1, the heatmaps)."""
+    import copy
+
+    features = clf.extract_features(images)
+    encodings = clf.encode_features(features)
+    X = np.stack([e.x for e in encodings])
+    cached = copy.copy(clf)
+    cached.extract_features = lambda _: features
+    cached.encode_features = lambda _: encodings
+    for name, fn in (("  features", lambda: clf.extract_features(images)),
+                     ("  encoding", lambda: clf.encode_features(features)),
+                     ("  decision", lambda: clf.decision_from_bows(X)),
+                     ("  decomposition", lambda: cached.explain(images))):
+        report(name, interleaved(both, fn, rounds))
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--bow", action="store_true", help="the BoW rows only")
+    parser.add_argument("--stages", action="store_true", help="each BoW explain also stage by stage")
     args = parser.parse_args(argv)
     rounds = 3 if args.quick else 7
     import nets
@@ -112,7 +136,7 @@ def main(argv=None):
           f"{rounds} interleaved rounds, median [min..max]")
     both = {"1 thread": (1, 1), "2 threads": (2, 2)}
     if args.bow:
-        bow_rows(args.quick, rounds, both)
+        bow_rows(args.quick, rounds, both, args.stages)
         return 0
     rng = np.random.default_rng(0)
     model = build_vgg(rng)
@@ -130,7 +154,7 @@ def main(argv=None):
         report("VGG forward", interleaved(both, lambda: model(X), rounds))
         report("VGG LRP", interleaved(both, lambda: lrp.relevance(X), rounds))
 
-    bow_rows(args.quick, rounds, both)
+    bow_rows(args.quick, rounds, both, args.stages)
     return 0
 
 

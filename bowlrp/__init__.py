@@ -23,7 +23,7 @@ __version__ = "0.1.0"
 # public name -> module that defines it (add a line here when a module gains a public name)
 _EXPORTS = {
     "Heatmap": "bowlrp.heatmap",
-    "montage": "bowlrp.heatmap",
+    "montage": "bowlrp.montages",
     "render": "bowlrp.heatmap",
     "BoWClassifier": "bowlrp.bow.classifier",
     "explain_tiles": "bowlrp.bow.decompose",

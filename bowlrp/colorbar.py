@@ -2,7 +2,7 @@
 
 A heatmap picture without a scale cannot be read: is dark red a lot of relevance or a little, and
 which colour speaks for the class? :func:`colorbar` draws the answer as an RGB strip that
-:func:`bowlrp.heatmap.montage` appends under its grid (the HTML report draws the same legend in CSS).
+:func:`bowlrp.montages.montage` appends under its grid (the HTML report draws the same legend in CSS).
 """
 
 from __future__ import annotations

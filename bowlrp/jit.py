@@ -341,13 +341,17 @@ def parallel_map(func, items, work):
     Returns
     -------
     list
-        In the order of ``items``; the same numbers as the serial loop, because every item is computed
-        by the same serial code whichever thread runs it.
+        In the order of ``items``; the same numbers on one thread and on many, because every item is
+        computed by the same serial code, with one BLAS thread, whichever thread runs it.
     """
     items = list(items)
     n_threads = min(numba.get_num_threads(), len(items))
     if n_threads < 2 or not use_parallel(work):
-        return [func(item) for item in items]
+        # one BLAS thread here too: OpenBLAS rounds a product's rows differently on one thread and on
+        # two (the rows at the split), so a serial loop on the default BLAS threads would not give
+        # the numbers the batch threads give (soft encodings differed in the last bits)
+        with limited_threads(1, numba_threads=False, user_api="blas"):
+            return [func(item) for item in items]
     # a few contiguous chunks per thread, handed out in order: little dispatch overhead, and a slow
     # thread (descheduled on a busy machine) takes fewer chunks instead of holding up the others
     n_chunks = min(len(items), 4 * n_threads)

@@ -5,25 +5,117 @@ reference z of the opposite sign (Bach et al. 2015, Eqs 17-18): the BoW model
 (:mod:`bowlrp.bow.decompose.taylor`) and ``nets.TaylorDecomposition``. On the segment,
 g(a) = f(a x + (1 - a) z) changes sign between a = 0 and a = 1, so a root is bracketed.
 
-:func:`bracketed_roots` runs the Anderson-Bjorck variant of regula falsi (a secant step that always
-keeps a bracket; when the same end is replaced twice in a row, the value kept at the other end is
-scaled by m = 1 - g(c)/g(replaced), or halved when m <= 0, so the search does not stall on one side)
-with a bisection safeguard: if two secant steps in a row fail to halve |g|, the next step bisects.
+The method is the Anderson-Bjorck variant of regula falsi (a secant step that always keeps a bracket;
+when the same end is replaced twice in a row, the value kept at the other end is scaled by
+m = 1 - g(c)/g(replaced), or halved when m <= 0, so the search does not stall on one side) with a
+bisection safeguard: if two secant steps in a row fail to halve |g|, the next step bisects.
 Convergence is superlinear on smooth g, and on any g either |g| halves or the bracket does at least
 every third step, so the search always ends; on the BoW Taylor step roots to |g| <= 1e-10 take about
-5 evaluations (at most 6 on the lfw faces) where bisection takes 35-60. Every iteration evaluates all
-still-active segments in ONE call of the user's function, so the cost per call is amortised over
-the candidates; each segment's sequence of points depends only on its own values, so a segment's root
-does not depend on which other segments are searched with it.
+5 evaluations (at most 6 on the lfw faces) where bisection takes 35-60. Each segment's sequence of
+points depends only on its own values, so a segment's root does not depend on which other segments
+are searched with it.
+
+The method lives in three numba functions on one segment of a state held in arrays
+(:func:`start_segment`, :func:`propose_point`, :func:`accept_point`). Two drivers run them:
+
+* :func:`bracketed_roots` for any Python ``evaluate``: every round evaluates all still-active
+  segments in ONE call of the user's function (its cost amortised over the segments), the
+  bookkeeping of a round in one numba call;
+* numba kernels that evaluate g themselves (the BoW Taylor step,
+  :mod:`bowlrp.bow.decompose._taylor_kernels`), which call the three functions segment by segment,
+  with no Python between the rounds.
+
+Both give the same points and values, bit for bit, since they run the same operations per segment.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["bracketed_roots"]
+from bowlrp.jit import jit_serial
+
+__all__ = ["bracketed_roots", "new_state", "start_segment", "propose_point", "accept_point"]
 
 _EPS4 = 4.0 * np.finfo(np.float64).eps
+
+
+def new_state(n):
+    """Arrays of the search state of ``n`` segments: (lo, hi, lo_g, hi_g, best_a, best_g) float64,
+    (side, stalls) int8 (which end the last step replaced: -1 lo, +1 hi; secant steps in a row that
+    did not halve |g|). Filled by :func:`start_segment`."""
+    return (np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n),
+            np.zeros(n, np.int8), np.zeros(n, np.int8))
+
+
+@jit_serial(error_model="numpy")
+def start_segment(j, g0, g1, tol, lo, hi, lo_g, hi_g, best_a, best_g, side, stalls):
+    """Segment j starts on [0, 1] with g(0) = g0, g(1) = g1; returns whether it must be searched
+    (the best end point, the one of smaller |g|, does not meet ``tol``)."""
+    lo[j], hi[j], lo_g[j], hi_g[j] = 0.0, 1.0, g0, g1
+    first = abs(g0) <= abs(g1)
+    best_a[j] = 0.0 if first else 1.0
+    best_g[j] = g0 if first else g1
+    side[j], stalls[j] = 0, 0
+    return abs(best_g[j]) > tol
+
+
+@jit_serial(error_model="numpy")
+def propose_point(j, lo, hi, lo_g, hi_g, stalls):
+    """The next point c of segment j and whether it bisects: the secant point of the bracket, or its
+    middle after two secant steps without progress or when the secant leaves the bracket."""
+    a0, a1, f0, f1 = lo[j], hi[j], lo_g[j], hi_g[j]
+    width = a1 - a0
+    secant = a1 - f1 * width / (f1 - f0)  # NaN or inf for a flat bracket: the tests below bisect then
+    bisect = stalls[j] >= 2 or not (secant > a0) or not (secant < a1)
+    return (0.5 * (a0 + a1) if bisect else secant), bisect
+
+
+@jit_serial(error_model="numpy")
+def accept_point(j, c, gc, bisect, tol, lo, hi, lo_g, hi_g, best_a, best_g, side, stalls):
+    """Segment j takes g(c) = gc at its proposed point c; returns whether it must go on."""
+    shrank = abs(gc) <= 0.5 * abs(best_g[j])  # progress is measured on |g|, not on the bracket
+    if abs(gc) < abs(best_g[j]):
+        best_a[j], best_g[j] = c, gc
+    f0, f1 = lo_g[j], hi_g[j]
+    # keep the bracket: c replaces the end whose value has the sign of g(c). Anderson-Bjorck: the
+    # same end replaced twice in a row -> scale the value kept at the other end by
+    # m = 1 - g(c) / g(replaced end) (0.5 when m <= 0), so the next secant lands past the root
+    if (gc > 0) == (f1 > 0):
+        m = 1.0 - gc / f1
+        hi[j], hi_g[j] = c, gc
+        if side[j] == 1:
+            lo_g[j] *= m if m > 0 else 0.5
+        side[j] = 1
+    else:
+        m = 1.0 - gc / f0
+        lo[j], lo_g[j] = c, gc
+        if side[j] == -1:
+            hi_g[j] *= m if m > 0 else 0.5
+        side[j] = -1
+    stalls[j] = 0 if (bisect or shrank) else stalls[j] + 1
+    if abs(best_g[j]) <= tol:
+        return False
+    return abs(gc) > tol and hi[j] - lo[j] > _EPS4 and gc != 0.0
+
+
+@jit_serial(error_model="numpy")
+def _start_all(g0, g1, tol, lo, hi, lo_g, hi_g, best_a, best_g, side, stalls, active):
+    for j in range(g0.shape[0]):
+        active[j] = start_segment(j, g0[j], g1[j], tol, lo, hi, lo_g, hi_g, best_a, best_g, side, stalls)
+
+
+@jit_serial(error_model="numpy")
+def _propose_all(idx, lo, hi, lo_g, hi_g, stalls, c, bisect):
+    for k in range(idx.shape[0]):
+        c[k], bisect[k] = propose_point(idx[k], lo, hi, lo_g, hi_g, stalls)
+
+
+@jit_serial(error_model="numpy")
+def _accept_all(idx, c, gc, bisect, tol, lo, hi, lo_g, hi_g, best_a, best_g, side, stalls, active):
+    for k in range(idx.shape[0]):
+        j = idx[k]
+        active[j] = accept_point(j, c[k], gc[k], bisect[k], tol, lo, hi, lo_g, hi_g, best_a, best_g, side,
+                                 stalls)
 
 
 def bracketed_roots(evaluate, g0, g1, tol=1e-10, max_iter=100):
@@ -57,54 +149,30 @@ def bracketed_roots(evaluate, g0, g1, tol=1e-10, max_iter=100):
     >>> np.allclose(a, c), bool(np.all(np.abs(g) <= 1e-10))
     (True, True)
     """
-    lo_g = np.array(g0, dtype=np.float64).ravel()
-    hi_g = np.array(g1, dtype=np.float64).ravel()
-    if lo_g.shape != hi_g.shape:
-        raise ValueError(f"g0 and g1 must have the same length, got {lo_g.shape} and {hi_g.shape}")
-    if not (np.all(np.isfinite(lo_g)) and np.all(np.isfinite(hi_g))):
-        raise ValueError("the end values g(0), g(1) contain NaN or inf")
-    if np.any(lo_g * hi_g > 0):
-        raise ValueError("every segment needs end values of opposite sign (a bracketed root)")
-    n = lo_g.size
-    lo, hi = np.zeros(n), np.ones(n)
-    first = np.abs(lo_g) <= np.abs(hi_g)
-    best_a = np.where(first, 0.0, 1.0)
-    best_g = np.where(first, lo_g, hi_g)
-    side = np.zeros(n, dtype=np.int8)  # which end the last step replaced: -1 lo, +1 hi
-    stalls = np.zeros(n, dtype=np.int8)  # secant steps in a row that did not halve |g|
-    active = np.abs(best_g) > tol
+    g0 = np.array(g0, dtype=np.float64).ravel()
+    g1 = np.array(g1, dtype=np.float64).ravel()
+    _check_ends(g0, g1)
+    state = new_state(g0.size)
+    active = np.empty(g0.size, bool)
+    _start_all(g0, g1, float(tol), *state, active)
     for _ in range(int(max_iter)):
         idx = np.flatnonzero(active)
         if idx.size == 0:
             break
-        a0, a1, f0, f1 = lo[idx], hi[idx], lo_g[idx], hi_g[idx]
-        width = a1 - a0
-        with np.errstate(divide="ignore", invalid="ignore"):
-            secant = a1 - f1 * width / (f1 - f0)
-        bisect = (stalls[idx] >= 2) | ~(secant > a0) | ~(secant < a1)
-        c = np.where(bisect, 0.5 * (a0 + a1), secant)
+        c, bisect = np.empty(idx.size), np.empty(idx.size, bool)
+        _propose_all(idx, *state[:4], state[7], c, bisect)
         gc = np.asarray(evaluate(c, idx), dtype=np.float64).ravel()
         if gc.shape != c.shape or not np.all(np.isfinite(gc)):
             raise ValueError("the function evaluated on the segments returned NaN, inf or a wrong shape")
-        shrank = np.abs(gc) <= 0.5 * np.abs(best_g[idx])  # progress is measured on |g|, not on the bracket
-        better = np.abs(gc) < np.abs(best_g[idx])
-        best_a[idx[better]], best_g[idx[better]] = c[better], gc[better]
-        # keep the bracket: c replaces the end whose value has the sign of g(c)
-        to_hi = (gc > 0) == (f1 > 0)
-        # Anderson-Bjorck: the same end replaced twice in a row -> scale the value kept at the other
-        # end by m = 1 - g(c) / g(replaced end) (0.5 when m <= 0), so the next secant lands past the root
-        with np.errstate(divide="ignore", invalid="ignore"):
-            m = np.where(to_hi, 1.0 - gc / f1, 1.0 - gc / f0)
-        m = np.where(m > 0, m, 0.5)
-        h, lidx = idx[to_hi], idx[~to_hi]
-        hi[h], hi_g[h] = c[to_hi], gc[to_hi]
-        lo[lidx], lo_g[lidx] = c[~to_hi], gc[~to_hi]
-        again_hi, again_lo = side[h] == 1, side[lidx] == -1
-        lo_g[h[again_hi]] *= m[to_hi][again_hi]
-        hi_g[lidx[again_lo]] *= m[~to_hi][again_lo]
-        side[h], side[lidx] = 1, -1
-        new_width = hi[idx] - lo[idx]
-        stalls[idx] = np.where(bisect | shrank, 0, stalls[idx] + 1)
-        active[idx] = (np.abs(gc) > tol) & (new_width > _EPS4) & (gc != 0.0)
-        active[idx[np.abs(best_g[idx]) <= tol]] = False
-    return best_a, best_g
+        _accept_all(idx, c, gc, bisect, float(tol), *state, active)
+    return state[4], state[5]
+
+
+def _check_ends(g0, g1):
+    """ValueError unless g0, g1 (float arrays) have one length, are finite and bracket a root."""
+    if g0.shape != g1.shape:
+        raise ValueError(f"g0 and g1 must have the same length, got {g0.shape} and {g1.shape}")
+    if not (np.all(np.isfinite(g0)) and np.all(np.isfinite(g1))):
+        raise ValueError("the end values g(0), g(1) contain NaN or inf")
+    if np.any(g0 * g1 > 0):
+        raise ValueError("every segment needs end values of opposite sign (a bracketed root)")

@@ -205,11 +205,15 @@ def avg_pool_transpose(s, kh, kw, sh, sw, ph, pw, include_pad, out):  # pragma: 
 @_parallel_or_serial
 def stabilised_divide(r, z, eps, out):  # pragma: no cover - compiled
     """``out = r / (z + eps * sign0(z))`` with sign0(0) = +1, and 0 wherever the denominator is 0
-    (0/0 -> 0: relevance over a zero denominator is absorbed, never NaN). Flat 1-D arrays."""
+    (0/0 -> 0: relevance over a zero denominator is absorbed, never NaN). Flat 1-D arrays.
+
+    Written so that LLVM vectorises it (one select in the divisor, the division always made: 2x
+    faster): a zero denominator divides by infinity, which gives 0 (signed like ``r``); every other
+    quotient is the same division as before, bit for bit."""
     for k in prange(r.shape[0]):
         zk = z[k]
-        d = zk + eps if zk >= 0 else zk - eps
-        out[k] = r[k] / d if d != 0 else 0.0
+        d = zk + (eps if zk >= 0 else -eps)  # (zk + -eps is zk - eps exactly)
+        out[k] = r[k] / (d if d != 0 else np.inf)
 
 
 @_parallel_or_serial
@@ -228,17 +232,39 @@ def stabilised_divide_rows(r, z, eps, out):  # pragma: no cover - compiled
     for k in range(k_n):
         zk = z[k]
         d[k] = zk + eps if zk >= 0 else zk - eps
+        if d[k] == 0:
+            d[k] = np.inf  # r / inf = 0 (see ``stabilised_divide``)
     for n in prange(r.shape[0]):
         for k in range(k_n):
-            out[n, k] = r[n, k] / d[k] if d[k] != 0 else 0.0
+            out[n, k] = r[n, k] / d[k]
 
 
 # no-padding variants: every window lies inside the image, so the inner loops need no bounds checks
 # (about 2x faster); the layers call them whenever padding is 0 (the common case)
 @_parallel_or_serial
 def max_pool_valid(x, kh, kw, sh, sw, out):  # pragma: no cover - compiled
-    n_img, n_ch = x.shape[0], x.shape[1]
+    n_img, n_ch, h, w = x.shape
     oh_n, ow_n = out.shape[2], out.shape[3]
+    if kh == 2 and kw == 2 and sh == 2 and sw == 2:
+        # the common 2 x 2 pool in flat views (x and out C-contiguous): the same comparisons in the
+        # same order as the general loop below, without its 4-D indexing (2x faster)
+        xf = x.reshape(-1)
+        of = out.reshape(-1)
+        for nc in prange(n_img * n_ch):
+            for oh in range(oh_n):
+                a0 = (nc * h + 2 * oh) * w
+                o0 = (nc * oh_n + oh) * ow_n
+                for ow in range(ow_n):
+                    a = a0 + 2 * ow
+                    best = xf[a]
+                    if xf[a + 1] > best:
+                        best = xf[a + 1]
+                    if xf[a + w] > best:
+                        best = xf[a + w]
+                    if xf[a + w + 1] > best:
+                        best = xf[a + w + 1]
+                    of[o0 + ow] = best
+        return
     for nc in prange(n_img * n_ch):
         n, c = nc // n_ch, nc % n_ch
         for oh in range(oh_n):
@@ -254,8 +280,41 @@ def max_pool_valid(x, kh, kw, sh, sw, out):  # pragma: no cover - compiled
 
 @_parallel_or_serial
 def max_pool_scatter_valid(x, y, r, kh, kw, sh, sw, out):  # pragma: no cover - compiled
-    n_img, n_ch = x.shape[0], x.shape[1]
+    n_img, n_ch, h, w = x.shape
     oh_n, ow_n = y.shape[2], y.shape[3]
+    if kh == 2 and kw == 2 and sh == 2 and sw == 2:
+        # the common 2 x 2 pool in flat views (all arrays C-contiguous): the windows do not
+        # overlap, so each writes its four inputs once (the winner's r, ties r / count, else 0)
+        # instead of zeroing the plane and adding; the same numbers (0 + v is v)
+        xf = x.reshape(-1)
+        yf = y.reshape(-1)
+        rf = r.reshape(-1)
+        of = out.reshape(-1)
+        ragged = oh_n * 2 != h or ow_n * 2 != w
+        for nc in prange(n_img * n_ch):
+            if ragged:  # the last row or column belongs to no window
+                for t in range(nc * h * w, (nc + 1) * h * w):
+                    of[t] = 0.0
+            for oh in range(oh_n):
+                a0 = (nc * h + 2 * oh) * w
+                o0 = (nc * oh_n + oh) * ow_n
+                for ow in range(ow_n):
+                    a = a0 + 2 * ow
+                    # without branches (r is zero at random places): a zero r writes zeros,
+                    # 0.0 + share as the general loop's "+=" into a zeroed plane
+                    m = yf[o0 + ow]
+                    e0 = xf[a] == m
+                    e1 = xf[a + 1] == m
+                    e2 = xf[a + w] == m
+                    e3 = xf[a + w + 1] == m
+                    count = int(e0) + int(e1) + int(e2) + int(e3)
+                    rv = rf[o0 + ow]
+                    share = 0.0 + (rv if count == 1 else rv / max(1, count))
+                    of[a] = share if e0 else 0.0
+                    of[a + 1] = share if e1 else 0.0
+                    of[a + w] = share if e2 else 0.0
+                    of[a + w + 1] = share if e3 else 0.0
+        return
     for nc in prange(n_img * n_ch):
         n, c = nc // n_ch, nc % n_ch
         out[n, c] = 0.0
@@ -282,6 +341,16 @@ def max_pool_scatter_valid(x, y, r, kh, kw, sh, sw, out):  # pragma: no cover - 
                         for j in range(kw):
                             if x[n, c, oh * sh + i, ow * sw + j] == m:
                                 out[n, c, oh * sh + i, ow * sw + j] += share
+
+
+@jit_serial
+def any_positive(a):  # pragma: no cover - compiled
+    """Whether the flat array ``a`` holds a value > 0, stopping at the first one: the LRP rules' check
+    "x <= 0 everywhere" costs a full pass only when it is true (after a ReLU it stops at once)."""
+    for k in range(a.shape[0]):
+        if a[k] > 0:
+            return True
+    return False
 
 
 @_parallel_or_serial

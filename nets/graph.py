@@ -19,7 +19,7 @@ import heapq
 import numpy as np
 
 from nets.layers import Layer
-from nets.layers.linear import one_blas_thread_for
+from nets.layers.linear import one_blas_thread_for, split_over_threads
 
 __all__ = ["Node", "Graph", "check_batch"]
 
@@ -258,8 +258,19 @@ class Graph:
         return acts if step is None else (acts, extras)
 
     def forward(self, X):
-        """Logits (or whatever the output node computes) for the batch ``X``."""
-        return self.trace(X)[-1]
+        """Logits (or whatever the output node computes) for the batch ``X``.
+
+        With more than one numba thread the batch runs in contiguous parts, one per thread
+        (``split_over_threads``; every layer computes each sample on its own at inference), the same
+        numbers up to float round-off."""
+        X = check_batch(X)
+        return split_over_threads(lambda part: self.trace(part)[-1], X, work=2 * self.weight_work(len(X)))
+
+    def weight_work(self, n):
+        """Multiply-adds of the weighted layers for ``n`` samples, counting a convolution's weights
+        once (not per position): a lower bound of a forward pass, for the threads' size rule."""
+        weights = (getattr(layer, "W", None) for layer in self.layers)
+        return n * sum(W.size for W in weights if W is not None)
 
     __call__ = forward
 

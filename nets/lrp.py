@@ -16,15 +16,30 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, field
 
+import numba
 import numpy as np
 
 from nets._memory import keep_freed_memory
 from nets.canonizers import canonize
 from nets.composites import get_composite
 from nets.explainer import _Explainer, _output_relevance, _row_sums, _strip_softmax, check_batch
+from nets.layers import Flatten, MaxPool2D, ReLU
+from nets.layers.linear import split_over_threads
 from nets.propagation import forward_for_rule, propagate_node
+from nets.rules import ZBox
 
 __all__ = ["LRP", "Diagnostics"]
+
+#: layers whose output is >= 0 when their input is (a max pool's padding never wins)
+_KEEP_SIGN = (MaxPool2D, Flatten)
+
+
+def _needs_whole_batch(rule):
+    """True when a rule reads the whole batch, so the pass may not be cut into parts: ZBox bounds taken
+    from the batch's observed range, or a user's stabiliser (a callable may use batch statistics)."""
+    if isinstance(rule, ZBox) and (rule.low is None or rule.high is None):
+        return True
+    return callable(getattr(rule, "stabilizer", None))
 
 
 @dataclass
@@ -181,10 +196,17 @@ class LRP(_Explainer):
     def _trace(self, X):
         """The forward pass, plus the rule denominators that can share its GEMMs."""
         keep_freed_memory()  # the pass's large temporaries are reused, not page-faulted anew
-        rules = self.rules
+        rules, sources = self.rules, self.explained_model.sources
+        nonneg = set()  # positions of trace's list known to be >= 0 (no sign check of them needed)
 
         def step(i, layer, xs):
-            return forward_for_rule(layer, rules[i], xs[0] if layer.n_inputs == 1 else xs)
+            if layer.n_inputs != 1:
+                return forward_for_rule(layer, rules[i], xs)
+            known = sources[i][0] in nonneg
+            # exact types: a user's subclass (a shifted ReLU, say) may well output negative values
+            if type(layer) is ReLU or (known and type(layer) in _KEEP_SIGN):
+                nonneg.add(i + 1)
+            return forward_for_rule(layer, rules[i], xs[0], nonneg=known)
 
         return self.explained_model.trace(X, step=step)
 
@@ -195,8 +217,9 @@ class LRP(_Explainer):
         sums = {k: np.zeros((n, n_nodes)) for k in ("in", "out", "stab", "taylor")} if with_sums else None
 
         def step(i, node, xs, y, R):
+            z = None if zs is None else zs[i]
             out, bias[:, i], stab, taylor = propagate_node(
-                node.layer, self.rules[i], xs, y, R, None if zs is None else zs[i], absorbed=with_sums
+                node.layer, self.rules[i], xs, y, R, z, absorbed=with_sums, bias=with_sums
             )
             if with_sums:  # the diagnostics only: skipped when nobody asks for them
                 _row_sums(R, sums["out"][:, i])
@@ -241,7 +264,59 @@ class LRP(_Explainer):
 
     def relevance_many(self, X, targets, return_diagnostics=False):
         """Relevance for several targets from ONE forward pass: a list with one entry per target
-        (an array, or ``(array, Diagnostics)`` with ``return_diagnostics``)."""
+        (an array, or ``(array, Diagnostics)`` with ``return_diagnostics``).
+
+        With more than one numba thread the batch is explained in contiguous parts, one per thread
+        (``bowlrp.jit.split_batch``: serial kernels and one BLAS thread each, so every step of the
+        pass runs on all threads and no thread pool waits on another); each sample's relevance is
+        the same up to float round-off. Not with diagnostics, nor when a rule depends on the whole
+        batch (ZBox bounds taken from the batch's observed range or given per sample, a callable
+        stabiliser)."""
+        targets = list(targets)  # any iterable; it is read more than once
+        if not return_diagnostics:
+            split = self._split_relevance(X, targets)
+            if split is not None:
+                return split
+        return self._relevance_many(X, targets, return_diagnostics)
+
+    def _split_relevance(self, X, targets):
+        """``relevance_many`` through ``split_batch``, or None when the batch must stay whole."""
+        if numba.get_num_threads() < 2 or any(map(_needs_whole_batch, self.rules)):
+            return None
+        X = check_batch(X)
+        n = X.shape[0]
+        boxes = [r for r in self.rules if isinstance(r, ZBox)]
+        if any(np.ndim(b) >= X.ndim for r in boxes for b in (r.low, r.high)):
+            return None  # ZBox bounds given per sample: they would have to be cut with the batch
+        fixed, per_sample = [], []  # targets shared by every sample / split with the batch
+        for k, t in enumerate(targets):
+            a = None if t is None else np.asarray(t)
+            if a is None or a.ndim == 0 or (a.ndim == 1 and a.dtype.kind == "f"):
+                fixed.append((k, t))  # None, one class, one output relevance vector for all
+            elif a.shape[0] == n:
+                per_sample.append((k, a))
+            else:
+                return None  # (the whole-batch path raises the error)
+        # about 3 passes of a forward's multiply-adds (``Graph.weight_work``) for the size rule
+        work = 6 * self.explained_model.weight_work(n)
+
+        def part(Xp, *tps):
+            ts = [None] * len(targets)
+            for k, t in fixed:
+                ts[k] = t
+            for (k, _), tp in zip(per_sample, tps):
+                ts[k] = tp
+            return tuple(self._relevance_many(Xp, ts, False))
+
+        try:
+            out = split_over_threads(part, X, *(a for _, a in per_sample), work=work)
+        except ValueError:
+            # a bad target is found inside a part, whose error would name the part's size: the
+            # whole batch names the problem as the caller gave it
+            return None
+        return list(out) if isinstance(out, tuple) else [out]
+
+    def _relevance_many(self, X, targets, return_diagnostics):
         acts, zs = self._trace(X)
         results = []
         for target in targets:

@@ -128,7 +128,7 @@ class _Inputs:
     @property
     def nonpos(self):
         if self._nonpos is None:
-            self._nonpos = bool(self.x.max() <= 0)
+            self._nonpos = not _kernels.any_positive(np.ravel(self.x))
         return self._nonpos
 
     def get(self, key):
@@ -229,7 +229,7 @@ def _with_bias(a, b):
     return a + b.astype(a.dtype, copy=False).reshape((1, -1) + (1,) * (a.ndim - 2))
 
 
-def forward_for_rule(layer, rule, x):
+def forward_for_rule(layer, rule, x, nonneg=False):
     """``layer.forward(x)`` and the rule's extras: ``{group index: z}`` for the denominators of the
     fusable groups, computed in the same pass by stacking their modified weights with W (one
     im2col, one GEMM), ``"unbiased"``: W x before the bias, when a term needs it, and
@@ -237,10 +237,14 @@ def forward_for_rule(layer, rule, x):
 
     When the stack holds W+ and W- (AlphaBeta on a non-negative input), W x is their sum
     (W x = W+ x + W- x) instead of a third GEMM; the forward output then differs from the layer's
-    own by float round-off only."""
+    own by float round-off only.
+
+    ``nonneg=True`` says that x >= 0 is known (a ReLU's output): the check is skipped."""
     if layer.n_inputs != 1:
         return layer.forward(*x), {}
     inputs = _Inputs(x, rule)
+    if nonneg:
+        inputs._nonneg = True
     fusable = _fusable_groups(layer, rule, inputs) if rule.kind == "linear" else []
     unbiased = _needs_unbiased(layer, rule, inputs, fusable)
     signs = {k: v for k, v in (("nonneg", inputs._nonneg), ("nonpos", inputs._nonpos)) if v is not None}
@@ -340,7 +344,7 @@ def _stacked_transposes(layer, pending, input_shape):
         yield xin, 1.0, layer.linear_transpose(s_all, W_all, input_shape)
 
 
-def _propagate_linear(layer, rule, x, y, R, precomputed=None, stab=None):
+def _propagate_linear(layer, rule, x, y, R, precomputed=None, stab=None, with_bias=True):
     W = getattr(layer, "W", None)
     b = None if rule.zero_bias else getattr(layer, "b", None)
     gamma = getattr(rule, "gamma", 0.0)
@@ -423,7 +427,7 @@ def _propagate_linear(layer, rule, x, y, R, precomputed=None, stab=None):
                 back = layer.linear_transpose(s, _modify(t.weight, W, gamma), x.shape)
             contrib = back if t.input == "ones" else xin * back  # 1 * back: skip the product
             R_in = _accumulate(R_in, contrib, factor, dtype)
-        for sign, tb in biases:
+        for sign, tb in biases if with_bias else ():
             bias_absorbed += group.coef * sign * _bias_absorbed(s, tb)
     for s, Ws in scaled.values():  # the terms of one group whose inputs went into the weights
         R_in = _accumulate(R_in, layer.linear_transpose(s, sum(Ws[1:], Ws[0]), x.shape), 1.0, dtype)
@@ -434,12 +438,13 @@ def _propagate_linear(layer, rule, x, y, R, precomputed=None, stab=None):
     return R_in, bias_absorbed
 
 
-def propagate_node(layer, rule, xs, y, R, precomputed=None, absorbed=False):
+def propagate_node(layer, rule, xs, y, R, precomputed=None, absorbed=False, bias=True):
     """Relevance at each input of a node (inputs ``xs``, output ``y``) from the relevance ``R`` at
     its output, under ``rule``.
 
     Returns ``(R_ins, bias, stab, taylor)``: a list with one array per input, and per sample the
-    relevance the bias absorbed, and (only with ``absorbed=True``, else None) the stabiliser's share
+    relevance the bias absorbed (zeros with ``bias=False``: a pass over each quotient saved when
+    nobody reads it), and (only with ``absorbed=True``, else None) the stabiliser's share
     (with outputs a rule leaves out) and the Taylor remainder of ``LRNTaylor``.
     ``precomputed`` holds denominators from ``forward_for_rule``.
     """
@@ -455,7 +460,7 @@ def propagate_node(layer, rule, xs, y, R, precomputed=None, absorbed=False):
             stab -= _row_sum(s * y)
         return [x * s for x in xs], zero, stab, taylor
     if rule.kind == "linear":
-        R_in, bias = _propagate_linear(layer, rule, xs[0], y, R, precomputed, stab)
+        R_in, bias = _propagate_linear(layer, rule, xs[0], y, R, precomputed, stab, bias)
         return [R_in], bias, stab, taylor
     if rule.kind == "lrn_taylor":
         x = xs[0]

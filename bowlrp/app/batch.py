@@ -37,19 +37,18 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import hashlib
 import json
 import math
 import os
 import sys
 import time
 import zipfile
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from bowlrp.app.executors import run_chunks
+from bowlrp.app.image_chunks import ImageChunks
 from bowlrp.app.run_folder import (
     HEATMAP_DIR,
     MANIFEST,
@@ -64,13 +63,12 @@ from bowlrp.app.run_folder import (
     RunMismatchError,
     csv_text,
     file_sha256,
-    fsync_folder,
     jsonable,
     open_manifest,
     read_manifest,
     verified,
 )
-from bowlrp.imageio import DEFAULT_MAX_PIXELS, ImageItem, ImageReadError, list_images, read_image
+from bowlrp.imageio import DEFAULT_MAX_PIXELS, ImageItem, list_images
 
 __all__ = ["explain_batch", "BatchResult", "RunMismatchError", "RunLockedError", "Progress", "read_manifest"]
 
@@ -186,28 +184,6 @@ def _clear_previous(out_dir: str) -> None:
 
 
 # ---------------------------------------------------------------------- reading inputs
-def _read_chunks(items: list[ImageItem], chunk_size: int, read_mode: str, max_pixels,
-                 digests: dict) -> Iterator[tuple]:
-    """Yield (keys, images, read_failures) per chunk; images are read only when a chunk is due.
-    Each file is read once: its bytes are hashed (``digests[key]``) and decoded."""
-    for start in range(0, len(items), chunk_size):
-        keys, images, failures = [], [], []
-        for item in items[start:start + chunk_size]:
-            try:
-                with open(item.path, "rb") as fh:
-                    data = fh.read()
-            except OSError as exc:
-                failures.append((item.key, f"cannot read the file: {exc.strerror or exc}"))
-                continue
-            digests[item.key] = hashlib.sha256(data).hexdigest()
-            try:
-                images.append(read_image(item.path, mode=read_mode, max_pixels=max_pixels, data=data))
-                keys.append(item.key)
-            except ImageReadError as exc:
-                failures.append((item.key, exc.reason))
-        yield keys, images, failures
-
-
 def _input_digest(path: str) -> str | None:
     try:
         return file_sha256(path)
@@ -417,8 +393,7 @@ def _explain_locked(explainer, items, out_dir, target, chunk_size, n_jobs, backe
             del records[item.key]
     by_key = {item.key: item for item in items}
 
-    digests: dict[str, str] = {}
-    chunks = _read_chunks(todo, chunk_size, read_mode, max_pixels, digests)
+    chunks = ImageChunks(todo, chunk_size, read_mode, max_pixels)
     write = ResultWriter(out_dir, png, render_options)
     results = run_chunks(explainer, chunks, target, write, n_jobs, backend, scheduler)
 
@@ -429,13 +404,11 @@ def _explain_locked(explainer, items, out_dir, target, chunk_size, n_jobs, backe
     try:
         archive = _RelevanceArchive(out_dir, items)
         for chunk_results in results:
-            # the chunk's files are in place (each fsync'ed and renamed, by whichever process wrote
-            # it); fsync their folders before the records, so that no manifest record ever names a
-            # file a power cut could still take away
-            for folder in (RELEVANCE_DIR, HEATMAP_DIR) if any(f for _, f, _ in chunk_results) else ():
-                fsync_folder(os.path.join(out_dir, folder))
+            # the chunk's files are durably in place (each fsync'ed and renamed, and their folders
+            # fsync'ed, by whichever process wrote them: executors.written), so no manifest record
+            # ever names a file a power cut could still take away
             for key, fields, reason in chunk_results:
-                record = _record(key, by_key[key], fields, reason, digests.get(key))
+                record = _record(key, by_key[key], fields, reason, chunks.digests.get(key))
                 new += fields is not None
                 manifest.write(json.dumps(record) + "\n")
                 manifest.flush()

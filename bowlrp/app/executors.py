@@ -83,12 +83,17 @@ def explain_chunk(explainer, keys, images, target, read_failures, threads=None):
 
 def written(result, write, received=False):
     """``explain_chunk``'s result with each heatmap replaced by ``write(key, heatmap)``, the fields
-    of its manifest record (the heatmap is dropped: nothing holds more than a chunk)."""
+    of its manifest record (the heatmap is dropped: nothing holds more than a chunk). The files are
+    durable when it returns: the writer's folders are fsync'ed (``write.sync()``) after the chunk's
+    files, so the process that wrote them does it, once per chunk, before any record names them."""
     out = []
     for key, heatmap, reason in result:
         if heatmap is not None and received:
             realign(heatmap)  # received arrays may sit at odd offsets (see adapters.realign)
         out.append((key, None if heatmap is None else write(key, heatmap), reason))
+    sync = getattr(write, "sync", None)
+    if sync is not None and any(fields is not None for _, fields, _ in out):
+        sync()
     return out
 
 

@@ -8,10 +8,10 @@ instead:
   numba and bowlrp, unpickles the model and loads its numba kernels from the disk cache before it
   explains anything: about 2 s of CPU each, longer than a whole serial run of 100 small images.
   Here the workers are ``fork`` s of the run's own process (the driver), taken once it has
-  explained one image (whose result is dropped: the chunks stay those of a serial run): they
-  inherit the imported modules, the model and the compiled kernels, and start in milliseconds.
-  ``n_jobs`` counts the driver: it forks ``n_jobs - 1`` workers and explains chunks itself
-  whenever they have two each in hand, instead of idling between their results.
+  explained one image: they inherit the imported modules, the model and the compiled kernels, and
+  start in milliseconds. ``n_jobs`` counts the driver: it forks ``n_jobs - 1`` workers and all of
+  them claim pieces of the inputs from a shared counter, pieces that shrink toward the end, so
+  that no process idles while another finishes (:mod:`bowlrp.app.forked_workers`).
 * **Safe forking.** Only the calling thread survives a fork, so the driver forks only from its main
   thread while no other Python thread runs (the project's own batch threads idle between calls);
   otherwise (a dask client, a GUI, any thread that might hold a lock the child needs) the workers
@@ -24,37 +24,39 @@ instead:
   The workers are the parallelism; a second pool per process would only fight over the cores.
 * **The model** is never pickled for a forked worker (it is in the inherited memory), and once per
   worker (the initializer's arguments) for a server's.
-* **Writing.** The workers write each image's files (fsync'ed and renamed) and send back only the
-  manifest fields; the driver fsyncs the folders and appends the records. Before, the driver wrote
-  every file itself, which on small images took longer than explaining them.
+* **Reading and writing.** Forked workers read their own images; every worker writes each image's
+  files (fsync'ed and renamed, then their folders fsync'ed) and sends back only the manifest
+  fields, which the driver appends. Before, the driver wrote every file itself, which on small
+  images took longer than explaining them.
 * **No idle start** with a server: until its workers are up, the driver explains chunks itself
   (one thread), so the start-up overlaps useful work; a run the driver finishes alone kills the
   still-importing server rather than wait for it.
 
-Guarantees kept: the same code explains and writes each image, in the chunks of a serial run, so
-results are bit-identical to it; a worker that dies (killed, out of memory) ends the run with a
-:class:`~bowlrp.app.executors.WorkerLossError` naming it, the images recorded before stay recorded
-and a rerun resumes; workers exit within about a second of the driver's death (they watch their
-parent: the driver, or the server, which exits when the driver does); a closed or interrupted run
-terminates its workers before it returns, so none writes into the folder after the run has
-released its lock (which forked workers do not hold: see :class:`bowlrp.app.run_folder.RunLock`).
+Guarantees kept: the same code explains and writes each image (in the chunks of a serial run
+wherever an image's numbers could depend on its chunk), so results are bit-identical to it; a worker
+that dies (killed, out of memory) ends the run with a :class:`~bowlrp.app.executors.WorkerLossError`
+naming it, the images recorded before stay recorded and a rerun resumes; workers exit within about a
+second of the driver's death (they watch their parent: the driver, or the server, which exits when
+the driver does); a closed or interrupted run terminates its workers before it returns, so none
+writes into the folder after the run has released its lock (which forked workers do not hold: see
+:class:`bowlrp.app.run_folder.RunLock`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import gc
+import functools
 import multiprocessing
 import os
 import signal
 import sys
 import threading
-import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from multiprocessing import popen_fork, spawn  # noqa: F401  (popen_fork: see _run_forked)
+from multiprocessing import spawn
 
 from bowlrp.app.executors import WorkerLossError, _exit_with_parent, explain_chunk, written
+from bowlrp.app.forked_workers import LOST, describe_loss, run_forked
 from bowlrp.jit import limited_threads, serial_only
 
 __all__ = ["available", "prestart", "run_processes"]
@@ -176,14 +178,16 @@ def _release_server() -> None:
         server._forkserver_alive_fd = None
 
 
-def _init_worker(explainer, write, forked=False) -> None:
+def _init_worker(explainer, write, forked=False, parent=None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle: it stops us
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a driver's own handler must not keep us alive
     if not forked:
         _release_server()
     else:
         serial_only()  # forked from the run, which may have used OpenMP: a parallel region would abort us
-    _exit_with_parent()
+    # a forked worker watches the run's process by the pid taken before the fork: read here, after
+    # it, the parent of a worker whose driver died in between would already be init
+    _exit_with_parent(parent)
     _limit_worker_threads()
     _worker.update(explainer=explainer, write=write)
 
@@ -236,46 +240,10 @@ def _stop(pool: ProcessPoolExecutor) -> None:
         process.join(timeout=10)
 
 
-def _warm(explainer, chunk, target) -> None:
-    """Explain the first image of ``chunk`` here and drop the result: loads (from numba's disk cache)
-    the kernels that workers forked afterwards then inherit, instead of each loading them again."""
-    keys, images, _ = chunk
-    if keys:
-        with limited_threads(1):  # one thread: no OpenMP pool that the children could trip over
-            explain_chunk(explainer, keys[:1], images[:1], target, [])
-
-
-def _describe_loss(processes, timeout: float = 5.0) -> str:
-    """Which workers died and how, from their exit codes (the pool terminates the others)."""
-    deadline = time.monotonic() + timeout
-    for process in processes:  # a process whose end the pool saw may not be reaped yet
-        process.join(max(0.0, deadline - time.monotonic()))
-    # (the pool's own thread may have reaped it a moment ago and be about to record its exit code)
-    while any(p.exitcode is None for p in processes) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    ended = [p for p in processes if p.exitcode not in (None, 0)]
-    lost = [p for p in ended if p.exitcode != -signal.SIGTERM] or ended
-    words = []
-    for process in lost:
-        if process.exitcode < 0:
-            try:
-                name = signal.Signals(-process.exitcode).name
-            except ValueError:
-                name = f"signal {-process.exitcode}"
-            hint = " (the system may have run out of memory)" if name == "SIGKILL" else ""
-            words.append(f"process {process.pid} killed by {name}{hint}")
-        else:
-            words.append(f"process {process.pid} exited with code {process.exitcode}")
-    # exit code 0: its set-up failed (the pool printed why), or it was lost before we saw its code
-    return ", ".join(words) or "a worker process ended without an error code (see any message above)"
-
-
-def _stream(pool, chunks, target, window, pending=(), helper=None):
+def _stream(pool, chunks, target, window, pending=()):
     """Keep ``window`` chunks in flight in ``pool``; yield each chunk's written results as it
-    finishes. With a ``helper`` (``helper(chunk)`` -> written results), this process explains a
-    chunk itself whenever the window is full, instead of waiting for the workers. A worker that
-    dies raises :class:`WorkerLossError` (the results yielded so far are the driver's to record: a
-    rerun resumes after them)."""
+    finishes. A worker that dies raises :class:`WorkerLossError` (the results yielded so far are the
+    driver's to record: a rerun resumes after them)."""
     pending, seen = set(pending), {}
 
     def submit(chunk):
@@ -289,18 +257,13 @@ def _stream(pool, chunks, target, window, pending=(), helper=None):
 
     try:
         for chunk in chunks:
-            yield from finished(block=helper is None and len(pending) >= window)
-            if len(pending) < window:
-                submit(chunk)
-            else:
-                yield helper(chunk)
+            yield from finished(block=len(pending) >= window)
+            submit(chunk)
         while pending:
             yield from finished(block=True)
     except BrokenProcessPool as exc:
         seen.update(getattr(pool, "_processes", None) or {})
-        raise WorkerLossError(f"a worker died while explaining: {_describe_loss(list(seen.values()))}; the "
-                              "images finished before are saved: rerun the same command to resume "
-                              "(with -j 1 if it happens again)") from exc
+        raise WorkerLossError(LOST.format(describe_loss(list(seen.values())))) from exc
 
 
 def _finish(pool, finished: bool) -> None:
@@ -311,40 +274,11 @@ def _finish(pool, finished: bool) -> None:
 
 
 def _run_forked(explainer, chunks, target, write, n):
-    """``n - 1`` workers forked from this process once it has loaded the kernels, and this process
-    explaining chunks too whenever they have enough (``n`` workers without :data:`DRIVER_HELPS`)."""
-    first = next(chunks, None)
-    if first is None:
-        return
+    """``n - 1`` workers forked from this process, which explains pieces too (``n`` workers and
+    this process only recording without :data:`DRIVER_HELPS`): :mod:`bowlrp.app.forked_workers`."""
     workers = n - 1 if DRIVER_HELPS else n
-    # the pool before the warm-up (and popen_fork imported with this module): what starting workers
-    # imports is then loaded when limited_threads builds its threadpoolctl controller, which the
-    # workers inherit instead of each building a new one (it rebuilds when sys.modules grew; 15 ms)
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
-                               initializer=_init_worker, initargs=(explainer, write, True))
-    finished = False
-
-    def here(chunk):
-        with limited_threads(1):  # one thread, as a worker: no OpenMP pool, no fight over the cores
-            return written(explain_chunk(explainer, chunk[0], chunk[1], target, chunk[2]), write)
-
-    try:
-        _warm(explainer, first, target)
-        # a fork pool starts all its workers at the first submit, in this thread, before its own
-        # threads. With every object of this process frozen meanwhile, the workers' garbage
-        # collector never finalizes one they inherited (an unreachable open file of the driver's,
-        # say, whose buffer it would flush a second time) and leaves their pages shared.
-        gc.freeze()
-        try:
-            handed = {pool.submit(_explain_and_write, first[0], first[1], target, first[2])}
-        finally:
-            gc.unfreeze()
-        # two chunks per worker in flight: one running, one waiting while this process explains one
-        helper = here if DRIVER_HELPS else None
-        yield from _stream(pool, chunks, target, 2 * workers, handed, helper)
-        finished = True
-    finally:
-        _finish(pool, finished)
+    yield from run_forked(explainer, chunks, target, write, workers, DRIVER_HELPS,
+                          functools.partial(_init_worker, explainer, write, True, os.getpid()))
 
 
 def _run_served(explainer, chunks, target, write, n):
@@ -381,10 +315,13 @@ def _run_served(explainer, chunks, target, write, n):
 def run_processes(explainer, chunks, target, write, n_jobs):
     """Explain ``chunks`` in ``n_jobs`` worker processes; yield each chunk's written results as it
     finishes (see :mod:`bowlrp.app.executors` for the protocol)."""
-    n, chunks = _n_workers(n_jobs), iter(chunks)
+    n = _n_workers(n_jobs)
     if n == 1:  # (-2 on two cores): this process alone
         for chunk in chunks:
             yield written(explain_chunk(explainer, chunk[0], chunk[1], target, chunk[2]), write)
         return
-    run = _run_forked if driver_forkable() else _run_served
-    yield from run(explainer, chunks, target, write, n)
+    if driver_forkable() and hasattr(chunks, "read"):
+        # forked workers read their own images: they need the inputs, not the chunks read here
+        yield from _run_forked(explainer, chunks, target, write, n)
+    else:
+        yield from _run_served(explainer, iter(chunks), target, write, n)

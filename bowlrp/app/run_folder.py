@@ -168,6 +168,12 @@ class ResultWriter:
             fields.update(heatmap_png=png_rel, heatmap_png_size=size, heatmap_png_sha256=digest)
         return fields
 
+    def sync(self) -> None:
+        """fsync the folders the files were renamed into (once for any number of files): after
+        this, and only after this, may manifest records name them."""
+        for folder in (RELEVANCE_DIR, HEATMAP_DIR) if self.png else (RELEVANCE_DIR,):
+            fsync_folder(os.path.join(self.out_dir, folder))
+
 
 # ---------------------------------------------------------------------- manifest
 def read_manifest(out_dir) -> dict[str, dict]:

@@ -188,6 +188,24 @@ dimension_contributions_kernel = jit_both(_dimension_contributions, error_model=
 
 
 @jit_serial(error_model="numpy")
+def sparse_cross(S, i, idx, p0, p1, ZT, n, kind, out):
+    """out[k] += the sum over the non-zero dimensions d = idx[p0:p1] (increasing) of the vector S[i] of
+    s_d z_d / (s_d + z_d) for EXP_CHI2, s_d z_d otherwise, at the points ZT[:, k], k < n (one point per
+    column: the inner loops run over the points and vectorise). The exp-chi2 and dot-product cross
+    terms of a kernel expansion's value (the root search) and of its gradient."""
+    for p in range(p0, p1):
+        d = idx[p]
+        sd = S[i, d]
+        row = ZT[d]
+        if kind == EXP_CHI2:
+            for k in range(n):
+                out[k] += sd * row[k] / (sd + row[k])  # sd > 0: no 0/0; z = 0 adds 0
+        else:
+            for k in range(n):
+                out[k] += sd * row[k]
+
+
+@jit_serial(error_model="numpy")
 def expansion_gradient(Z, S, coef, bounds, weights, kind, gamma, out):
     """out[k, d] = df/dz_d at the point Z[k] of f(z) = sum_u weights[u] sum_i coef[i] k_u(S[i], z).
 
@@ -254,16 +272,7 @@ def expansion_gradient(Z, S, coef, bounds, weights, kind, gamma, out):
         for i in range(n_sv):
             for k in range(n):
                 cross[k] = 0.0
-            for p in range(start[i, u], start[i, u + 1]):
-                d = idx[p]
-                sd = S[i, d]
-                row = ZT[d]
-                if kind == EXP_CHI2:
-                    for k in range(n):
-                        cross[k] += sd * row[k] / (sd + row[k])  # sd > 0: no 0/0; z = 0 adds 0
-                else:
-                    for k in range(n):
-                        cross[k] += sd * row[k]
+            sparse_cross(S, i, idx, start[i, u], start[i, u + 1], ZT, n, kind, cross)
             scale = 4.0 if kind == EXP_CHI2 else 2.0
             for k in range(n):
                 dist = own[i, u] + zsum[k] - scale * cross[k]

@@ -9,13 +9,14 @@ convolution with stride 1 and no padding skips both.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
 
-from bowlrp.jit import limited_threads
+from bowlrp.jit import limited_threads, split_batch, use_parallel
 from nets import _kernels
 from nets._memory import keep_freed_memory
 from nets.layers.base import Layer, _as_param, _check_input, _float_dtype, _pair, _pool_out_size
@@ -30,12 +31,25 @@ _IM2COL_MAX_ELEMENTS = 1 << 22
 #: an image whose column matrix is larger is unfolded in bands of output rows of at most this many
 #: elements (1 MiB in float32: the L2 cache of one core)
 _BAND_MAX_ELEMENTS = 1 << 18
-_BLOCK_MAX_ELEMENTS = 1 << 22
+#: images whose column matrices are smaller go together in blocks of at most this many elements
+#: (the same 1 MiB: LeNet's second convolution, batch 256, went from blocks of 26 images, 16 MiB
+#: streamed through memory between unfold and GEMM, to one image per block; forward 49 -> 48 ms,
+#: with W+ stacked 77 -> 74 ms, transposed 37 -> 36 ms; the VGG layers are unchanged)
+_BLOCK_MAX_ELEMENTS = 1 << 18
 
 
 _pool = None
 _pool_lock = threading.Lock()
-_state = threading.local()  # ``blas_held``: this thread's pass already holds BLAS at one thread
+
+
+def _forget_pool():
+    global _pool
+    _pool = None  # a forked child has the pool object but none of its threads: waiting on it hangs
+
+
+os.register_at_fork(after_in_child=_forget_pool)
+# ``blas_held``: this thread's pass already holds BLAS at one thread; ``one_part``: see below
+_state = threading.local()
 
 
 @contextlib.contextmanager
@@ -48,7 +62,7 @@ def one_blas_thread_for(layers):
     """
     if (
         getattr(_state, "blas_held", False)
-        or numba.get_num_threads() < 2
+        or _threads() < 2
         or not any(isinstance(layer, Conv2D) for layer in layers)
     ):
         yield
@@ -61,10 +75,44 @@ def one_blas_thread_for(layers):
         _state.blas_held = False
 
 
+@contextlib.contextmanager
+def one_thread_per_part():
+    """Run a block as one part of a batch that ``bowlrp.jit.split_batch`` spreads over threads: the
+    convolutions use no worker pool of their own (and leave BLAS alone: ``split_batch`` already
+    holds it at one thread), so one thread per part and nothing nested."""
+    before = getattr(_state, "one_part", False)
+    _state.one_part = True
+    try:
+        yield
+    finally:
+        _state.one_part = before
+
+
+def split_over_threads(func, *arrays, work):
+    """``func(*arrays)`` (per-sample work on arrays sharing axis 0) through ``bowlrp.jit.split_batch``:
+    with several numba threads and enough ``work`` the batch is cut into contiguous parts, one per
+    thread, each run in ``one_thread_per_part``. The one place where ``nets`` splits a batch over
+    threads (the forward pass and LRP); results equal the whole call up to float round-off."""
+
+    if min(numba.get_num_threads(), len(arrays[0]) // 2) < 2 or not use_parallel(work):
+        return func(*arrays)  # (split_batch's own rule: the whole batch keeps the convolutions' pool)
+
+    def part(*parts):
+        with one_thread_per_part():
+            return func(*parts)
+
+    return split_batch(part, *arrays, work=work)
+
+
+def _threads():
+    """The threads a convolution may use: numba's count, or 1 in ``one_thread_per_part``."""
+    return 1 if getattr(_state, "one_part", False) else numba.get_num_threads()
+
+
 def _run_blocks(blocks, work):
     """Call ``work(i0, i1, r0, r1, serial)`` for every block of ``Conv2D._blocks``.
 
-    With one thread (``numba.get_num_threads()``) in sequence with the serial kernels (their build
+    With one thread (``_threads()``) in sequence with the serial kernels (their build
     choice costs ~5 us a call, 5 ms of a VGG-224 pass with its 500 bands), with several threads but
     one image in sequence with the kernels' own choice of build.
     With more, the images are dealt out to that many worker threads, each running its images'
@@ -75,7 +123,7 @@ def _run_blocks(blocks, work):
     bands of one image stay in one thread because ``fold`` accumulates across them.
     """
     global _pool
-    threads = numba.get_num_threads()
+    threads = _threads()
     images = sorted({b[0] for b in blocks})
     if threads < 2 or len(images) < 2:
         for block in blocks:

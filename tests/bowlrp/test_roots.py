@@ -84,3 +84,67 @@ def test_both_branches_use_it():
     model = nets.Sequential([nets.Dense(np.ones((1, 3)), np.array([-1.0]))])
     with pytest.raises(TypeError, match="references=.*training samples"):
         nets.TaylorDecomposition(model)
+
+
+# ----------------------------------------------------------------------------------------------------
+# the numba bookkeeping (start_segment / propose_point / accept_point) against a slow numpy twin: the
+# same method written with whole-array numpy operations, round by round
+# ----------------------------------------------------------------------------------------------------
+def _numpy_twin(evaluate, g0, g1, tol=1e-10, max_iter=100):
+    """Anderson-Bjorck regula falsi with the bisection safeguard, vectorised over the segments."""
+    lo_g, hi_g = np.array(g0, dtype=np.float64), np.array(g1, dtype=np.float64)
+    n = lo_g.size
+    lo, hi = np.zeros(n), np.ones(n)
+    first = np.abs(lo_g) <= np.abs(hi_g)
+    best_a, best_g = np.where(first, 0.0, 1.0), np.where(first, lo_g, hi_g)
+    side, stalls = np.zeros(n, np.int8), np.zeros(n, np.int8)
+    active = np.abs(best_g) > tol
+    for _ in range(max_iter):
+        idx = np.flatnonzero(active)
+        if idx.size == 0:
+            break
+        a0, a1, f0, f1 = lo[idx], hi[idx], lo_g[idx], hi_g[idx]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            secant = a1 - f1 * (a1 - a0) / (f1 - f0)
+        bisect = (stalls[idx] >= 2) | ~(secant > a0) | ~(secant < a1)
+        c = np.where(bisect, 0.5 * (a0 + a1), secant)
+        gc = evaluate(c, idx)
+        shrank = np.abs(gc) <= 0.5 * np.abs(best_g[idx])
+        better = np.abs(gc) < np.abs(best_g[idx])
+        best_a[idx[better]], best_g[idx[better]] = c[better], gc[better]
+        to_hi = (gc > 0) == (f1 > 0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            m = np.where(to_hi, 1.0 - gc / f1, 1.0 - gc / f0)
+        m = np.where(m > 0, m, 0.5)
+        h, lidx = idx[to_hi], idx[~to_hi]
+        hi[h], hi_g[h] = c[to_hi], gc[to_hi]
+        lo[lidx], lo_g[lidx] = c[~to_hi], gc[~to_hi]
+        lo_g[h[side[h] == 1]] *= m[to_hi][side[h] == 1]
+        hi_g[lidx[side[lidx] == -1]] *= m[~to_hi][side[lidx] == -1]
+        side[h], side[lidx] = 1, -1
+        stalls[idx] = np.where(bisect | shrank, 0, stalls[idx] + 1)
+        active[idx] = (np.abs(gc) > tol) & (hi[idx] - lo[idx] > 4 * np.finfo(float).eps) & (gc != 0.0)
+        active[idx[np.abs(best_g[idx]) <= tol]] = False
+    return best_a, best_g
+
+
+def test_numba_method_matches_its_numpy_twin_bit_for_bit():
+    from tests.kernel_twins import assert_matches_twin
+
+    rng = np.random.default_rng(5)
+    cases = []
+    for shape in ("tanh", "wall", "power"):
+        n = 40
+        c, k, p = rng.uniform(0, 1, n), rng.uniform(0.5, 30, n), rng.integers(1, 4, n)
+
+        def f(a, idx, shape=shape, c=c, k=k, p=p):
+            if shape == "tanh":
+                return np.tanh(k[idx] * (a - c[idx]))
+            if shape == "wall":
+                return np.where(a < c[idx], -1e-3 * (c[idx] - a), (a - c[idx]) * 1e4 * k[idx])
+            return np.sign(a - c[idx]) * np.abs(a - c[idx]) ** p[idx] + 1e-3 * (a - c[idx])
+
+        g0, g1 = f(np.zeros(n), np.arange(n)), f(np.ones(n), np.arange(n))
+        for tol, max_iter in ((1e-10, 100), (1e-14, 7), (0.0, 200)):
+            cases.append((f, g0, g1, tol, max_iter))
+    assert_matches_twin(bracketed_roots, _numpy_twin, cases, rtol=0.0, atol=0.0)

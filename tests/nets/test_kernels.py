@@ -502,3 +502,67 @@ def test_max_pool_scatter_with_disjoint_windows_matches_twin():
         return out
 
     assert_matches_twin(scat_fast, max_scatter_twin, cases)
+
+
+def test_two_by_two_pool_fast_path_matches_twins_and_general_loop():
+    """``max_pool_valid`` / ``max_pool_scatter_valid`` run 2 x 2 stride-2 windows in flat views
+    (no zeroing pass, no branches in the scatter): against the twins, ties of two, three and four,
+    zero relevance, odd sides (the last row/column in no window), float32 and float64; and equal,
+    bit for bit, to the general kernels' loop (``max_pool`` / ``max_pool_scatter`` with no padding)."""
+    rng = np.random.default_rng(13)
+    g = (2, 2, 2, 2, 0, 0)
+    fwd, scat = [], []
+    for shape in [(2, 3, 8, 8), (1, 2, 7, 9), (3, 1, 5, 4), (1, 1, 2, 2)]:
+        for dtype in (np.float32, np.float64):
+            x = (np.round(rng.normal(size=shape) * 2) / 2).astype(dtype)  # many ties
+            r = rng.normal(size=max_pool_twin(x, g).shape).astype(dtype)
+            r[rng.random(r.shape) < 0.4] = 0.0
+            fwd.append((x, g))
+            scat.append((x, r, g))
+
+    def fwd_fast(x, g):
+        out = np.full((x.shape[0], x.shape[1], *_out_size(*x.shape[2:], *g)), np.nan, dtype=x.dtype)
+        _kernels.max_pool_valid(x, *g[:4], out)
+        return out
+
+    def scat_fast(x, r, g):
+        out = np.full(x.shape, np.nan, dtype=x.dtype)
+        _kernels.max_pool_scatter_valid(x, fwd_fast(x, g), r, *g[:4], out)
+        return out
+
+    assert_matches_twin(fwd_fast, max_pool_twin, fwd)
+    assert_matches_twin(
+        scat_fast, lambda x, r, g: max_scatter_twin(x, r, g).astype(x.dtype), scat, rtol=1e-6, atol=1e-7
+    )
+    for x, r, _ in scat:  # the general loops (padding 0) give the same bits
+        y = fwd_fast(x, g)
+        y_general = np.empty_like(y)
+        _kernels.max_pool(x, *g, y_general)
+        assert np.array_equal(y, y_general)
+        out_general = np.empty_like(x)
+        _kernels.max_pool_scatter(x, y, r, *g, out_general)
+        assert np.array_equal(scat_fast(x, r, g), out_general)
+
+
+def test_any_positive_matches_twin():
+    """The early-exit sign check of the LRP rules (x <= 0 everywhere?) against ``np.any(a > 0)``:
+    a positive value first, last or nowhere, negative zeros, float32 and float64."""
+    rng = np.random.default_rng(14)
+    cases = []
+    for dtype in (np.float32, np.float64):
+        neg = -rng.random(50).astype(dtype)
+        last = neg.copy()
+        last[-1] = 1e-30
+        first = neg.copy()
+        first[0] = 2.0
+        cases += [
+            (neg,),
+            (last,),
+            (first,),
+            (np.zeros(7, dtype),),
+            (np.full(3, -0.0, dtype),),
+            (rng.normal(size=1000).astype(dtype),),
+        ]
+    assert_matches_twin(
+        lambda a: np.array(_kernels.any_positive(a)), lambda a: np.array(np.any(a > 0)), cases
+    )

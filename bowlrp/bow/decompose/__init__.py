@@ -10,7 +10,8 @@ module             step
 ``kernel``         Step 3, score -> BoW dimensions: exact for sum-decomposable kernels (Eq 24,
                    :func:`bow_relevance`); :func:`explain_bow` picks Eq 24 or the Taylor step
 ``taylor``         Step 3 for differentiable kernels (Eq 25, :func:`taylor_relevance`) with the
-                   root search of Eqs 17-18 (:func:`find_root`, on :mod:`bowlrp.roots`)
+                   root search of Eqs 17-18 (:func:`find_root`, on :mod:`bowlrp.roots`; the
+                   search of all segments in one numba call, ``_taylor_kernels``)
 ``pooling``        Step 2, pooling -> local features (Eqs 26-32, :func:`feature_relevance`)
 ``pixels``         Step 1, features -> pixels (Eqs 33-34, :func:`pixel_relevance`)
 ``batch``          Steps 2 and 1 of a whole explained batch in numba kernels over images

@@ -73,8 +73,7 @@ def explain_bow(expansion: KernelExpansion, X, candidates=None, n_candidates=16,
     if candidates is None:
         raise ValueError(f"kernel {expansion.kernel!r} is explained by a Taylor step and needs candidate "
                          "BoW vectors for its root search (the training BoWs)")
-    candidates = expansion.check_points(candidates)
-    if candidate_scores is None:
+    if candidate_scores is None:  # (the candidates are checked there, and again by find_roots)
         candidate_scores = expansion.decision(candidates)
     # An int seed (or None) seeds every row's draw on its own, so a row's explanation does not depend
     # on the other rows of the batch; a RandomState instance is consumed row after row.

@@ -2,8 +2,11 @@
 
 R3_d = (x_d - x0_d) df/dz_d(x0) at a root x0 (f(x0) = 0) on a segment between x and a training BoW
 z of the opposite sign. The root on each segment comes from the shared bracketed root search of the
-core (:func:`bowlrp.roots.bracketed_roots`, a safeguarded Illinois/secant method, all candidate
-segments in one vectorised call per step), the gradient from the kernel registry.
+core (:mod:`bowlrp.roots`, safeguarded Anderson-Bjorck regula falsi): for the built-in kernels every
+segment's whole search runs in one numba call (:mod:`._taylor_kernels`, f evaluated as
+:meth:`KernelExpansion.values` evaluates it), for a registered kernel through
+:func:`bowlrp.roots.bracketed_roots` on ``KernelExpansion.values`` (the same points and numbers). The
+gradient comes from the kernel registry.
 
 EXTENSIONS: when no candidate has the opposite sign, the expansion point is the candidate with the
 smallest |f| (``bracketed = False``, its f value reported); when f(x) = 0, x is its own root and
@@ -17,8 +20,10 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.utils import check_random_state
 
+from bowlrp.bow import _kernels as _gram_kernels
+from bowlrp.bow.decompose import _taylor_kernels as _tk
 from bowlrp.bow.decompose.expansion import KernelExpansion
-from bowlrp.bow.kernels import kernel_spec
+from bowlrp.bow.kernels import channel_bounds, kernel_spec
 from bowlrp.jit import split_batch
 from bowlrp.roots import bracketed_roots
 
@@ -151,17 +156,22 @@ def find_roots(expansion: KernelExpansion, X, candidates, n_candidates=16, n_roo
         raise ValueError(f"the Taylor path needs a differentiable kernel, got {expansion.kernel!r}")
     if int(n_candidates) < 1 or int(n_roots) < 1:
         raise ValueError(f"n_candidates and n_roots must be >= 1, got {n_candidates}, {n_roots}")
-    X = expansion.check_points(X)
-    C = expansion.check_points(candidates)
+    X = np.ascontiguousarray(expansion.check_points(X))
+    C = np.ascontiguousarray(expansion.check_points(candidates))
     if C.shape[0] == 0:
         raise ValueError("the root search needs at least one candidate BoW vector")
+    model = _numba_model(expansion)
     if candidate_scores is None:
         fc = expansion.decision(C)
     else:
         fc = np.asarray(candidate_scores, dtype=np.float64).ravel()
         if fc.shape != (C.shape[0],):
             raise ValueError(f"got {fc.size} candidate scores for {C.shape[0]} candidates")
-    fX = expansion.decision(X)
+    if model is None:
+        fX = expansion.decision(X)
+    else:  # the numbers of expansion.decision(X), without the Gram call's set-up
+        fX = np.empty(X.shape[0])
+        _tk.point_values(X, *model, fX)
     k = int(n_candidates)
     if random_state is None or isinstance(random_state, (int, np.integer)):
         # an int seed gives every row the draw RandomState(seed).choice(n, k, replace=False) makes,
@@ -181,12 +191,21 @@ def find_roots(expansion: KernelExpansion, X, candidates, n_candidates=16, n_roo
             return rng.permutation(n)[:k]
     results: list = [None] * X.shape[0]
     rows, picks = [], []  # segments: (row of X, candidate index)
+    opposite_sign = fc[None, :] * fX[:, None] < 0  # every row's test at once
+    # with an int seed a row's picks depend only on its set of opposite-sign candidates: rows with the
+    # same set (all rows of one sign, in practice) share one draw
+    same_set: dict | None = {} if isinstance(random_state, (int, np.integer)) else None
     for r, (x, fx) in enumerate(zip(X, fX)):
         if fx == 0.0:
             zero = np.zeros_like(x)
             results[r] = TaylorResult(zero, x.copy(), 0.0, 0.0, 0.0, x[None, :].copy(), -1, True)
             continue
-        opposite = np.flatnonzero(fc * fx < 0)
+        key = None if same_set is None else opposite_sign[r].tobytes()
+        if key is not None and key in same_set:
+            rows.append(np.full(same_set[key].size, r))
+            picks.append(same_set[key])
+            continue
+        opposite = np.flatnonzero(opposite_sign[r])
         if opposite.size == 0:
             # No bracket: expand around the candidate closest to a root (reported via f_root, bracketed).
             j = int(np.argmin(np.abs(fc)))
@@ -198,36 +217,83 @@ def find_roots(expansion: KernelExpansion, X, candidates, n_candidates=16, n_roo
             opposite = np.sort(opposite[draw(opposite.size)])
         rows.append(np.full(opposite.size, r))
         picks.append(opposite)
+        if key is not None:
+            same_set[key] = opposite
     if not rows:
         return results
     rows, picks = np.concatenate(rows), np.concatenate(picks)
 
     def search(seg_rows, seg_picks):
         """Roots, f(roots) and relevance of some segments: each depends on its own segment only."""
-        Xs, Zs = X[seg_rows], C[seg_picks]
-
-        def on_segments(a, index):  # f(a x + (1 - a) z) for the segments still searched
-            return expansion.values(a[:, None] * Xs[index] + (1.0 - a[:, None]) * Zs[index])
-
+        Xs = X[seg_rows]
         # a = 0 is the candidate (value f(z), opposite sign), a = 1 is x (value f(x))
-        a, _ = bracketed_roots(on_segments, fc[seg_picks], fX[seg_rows], tol=tol, max_iter=max_iter)
-        roots = a[:, None] * Xs + (1.0 - a[:, None]) * Zs
-        return roots, expansion.values(roots), (Xs - roots) * expansion.gradient(roots)
+        if model is None:  # a registered kernel: the Python driver of the same search
+            Zs = C[seg_picks]
+
+            def on_segments(a, index):  # f(a x + (1 - a) z) for the segments still searched
+                return expansion.values(a[:, None] * Xs[index] + (1.0 - a[:, None]) * Zs[index])
+
+            a, _ = bracketed_roots(on_segments, fc[seg_picks], fX[seg_rows], tol=tol, max_iter=max_iter)
+            roots = a[:, None] * Xs + (1.0 - a[:, None]) * Zs
+            froots = expansion.values(roots)
+        else:  # every segment's whole search in one numba call (the same numbers)
+            roots, froots = np.empty(Xs.shape), np.empty(seg_rows.size)
+            failed = np.zeros(seg_rows.size, bool)
+            _tk.segment_roots(X, C, seg_rows, seg_picks, fc[seg_picks], fX[seg_rows], *model,
+                              float(tol), int(max_iter), roots, froots, failed)
+            if failed.any():
+                raise ValueError("the kernel expansion is not finite on a segment of the root search")
+        if model is None:
+            return roots, froots, (Xs - roots) * expansion.gradient(roots)
+        # the gradient kernel of expansion.gradient, without re-validating the model and the roots
+        SV, _, _, _, coef, _, bounds, weights, code, gamma = model
+        grad = np.zeros(roots.shape)
+        _gram_kernels.expansion_gradient(roots, SV, coef, bounds, weights, code, gamma, grad)
+        return roots, froots, (Xs - roots) * grad
 
     # the segments in contiguous parts on threads (the searches, kernel values and gradients of a
     # part run there; about ten evaluations of f per segment, each n_sv x V kernel terms)
     work = 10.0 * rows.size * expansion.support_vectors.size
     roots, froots, rels = split_batch(search, rows, picks, work=work, min_rows=8)
-    # a row's segments are contiguous (built row after row): its block of the arrays, by offsets
+    # a row's segments are contiguous (built row after row): its block of the arrays, by offsets. The
+    # residuals of all segments at once (each row of rels summed on its own, as numpy sums a row), then
+    # one stable sort by (row, |rho|): within a row's block, the order of a stable argsort of |rho|
+    rhos = fX[rows] - rels.sum(axis=1)
+    order = np.lexsort((np.abs(rhos), rows))
     starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
-    for a, b in zip(starts, np.r_[starts[1:], rows.size]):
-        r, seg = int(rows[a]), np.arange(a, b)
-        fx = float(fX[r])
-        rhos = fx - rels[seg].sum(axis=1)
-        order = seg[np.argsort(np.abs(rhos), kind="stable")]
-        best = order[: int(n_roots)]
+    ends = np.r_[starts[1:], rows.size]
+    n_best = int(n_roots)
+    if n_best == 1:
+        # every row's best segment at once; its "mean" as numpy takes the mean of one row, (0.0 + R) / 1
+        # (a -0.0 becomes 0.0, nothing else changes), and the residuals row by row as numpy sums a row
+        firsts = order[starts]
+        rel_all = 0.0 + rels[firsts]
+        rho_all = fX[rows[starts]] - rel_all.sum(axis=1)
+        for i, k0 in enumerate(firsts.tolist()):
+            r = int(rows[k0])
+            results[r] = TaylorResult(rel_all[i], roots[k0].copy(), float(froots[k0]), float(fX[r]),
+                                      float(rho_all[i]), roots[k0:k0 + 1].copy(), int(picks[k0]), True)
+        return results
+    for a, b in zip(starts.tolist(), ends.tolist()):
+        r, fx = int(rows[a]), float(fX[rows[a]])
+        best = order[a:min(b, a + n_best)]
         rel = rels[best].mean(axis=0)
-        k0 = int(order[0])
+        k0 = int(best[0])
         results[r] = TaylorResult(rel, roots[k0].copy(), float(froots[k0]), fx, float(fx - rel.sum()),
-                                  roots[best].copy(), int(picks[k0]), True)
+                                  roots[best], int(picks[k0]), True)
     return results
+
+
+def _numba_model(expansion):
+    """The arguments of the root-search kernel after the segments' (support vectors, their non-zero
+    layout and channel sums, coefficients, intercept, channel bounds and weights, kernel code, gamma),
+    or None for a registered kernel without a numba code."""
+    code = kernel_spec(expansion.kernel).code
+    if code not in (_gram_kernels.EXP_CHI2, _gram_kernels.RBF, _gram_kernels.LINEAR):
+        return None
+    SV = expansion.support_vectors
+    bounds = channel_bounds(SV.shape[1], expansion.channel_slices)
+    idx, start, sums = _tk.support_layout(SV, bounds)
+    weights = np.ascontiguousarray(expansion.channel_weights, dtype=np.float64)
+    gamma = float(expansion.gamma) if expansion.gamma is not None else 0.0
+    return (SV, idx, start, sums, expansion.coef, float(expansion.intercept), bounds, weights, code, gamma)

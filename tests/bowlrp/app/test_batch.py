@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 import nets
-from bowlrp.app import batch
 from bowlrp.app.adapters import NetworkExplainer
 from bowlrp.app.batch import RunMismatchError, explain_batch, read_manifest
 from bowlrp.heatmap import Heatmap
@@ -144,14 +143,16 @@ def test_other_settings_in_the_same_folder_are_refused(data, tmp_path):
 
 def test_memory_is_bounded_by_the_chunk(data, tmp_path, monkeypatch):
     """Images are read only when their chunk is due: never more than one chunk ahead of the writes."""
+    from bowlrp.app import image_chunks
+
     reads, written = [], []
-    original = batch.read_image
+    original = image_chunks.read_image
 
     def counting_read(path, mode="auto", **options):
         reads.append(path)
         return original(path, mode=mode, **options)
 
-    monkeypatch.setattr(batch, "read_image", counting_read)
+    monkeypatch.setattr(image_chunks, "read_image", counting_read)
     chunk = 3
 
     def check(record):
@@ -201,15 +202,22 @@ def test_an_interrupted_parallel_run_stops_its_workers_and_resumes(data, tmp_pat
         if len(seen) == 2:
             raise RuntimeError("stop")
 
+    from bowlrp.app import forked_workers
+
     explainer = NetworkExplainer(data["model"])
     started = []
-    original = process_pool.ProcessPoolExecutor
+    original, stop = process_pool.ProcessPoolExecutor, forked_workers._Workers.stop
 
     class Recording(original):
         def shutdown(self, *args, **kwargs):
             started.extend((self._processes or {}).values())  # the workers, before shutdown forgets them
             super().shutdown(*args, **kwargs)
 
+    def recording_stop(self, finished):  # the workers forked from the run
+        started.extend(self.processes)
+        stop(self, finished)
+
+    monkeypatch.setattr(forked_workers._Workers, "stop", recording_stop)
     process_pool.ProcessPoolExecutor = Recording
     try:
         with pytest.raises(RuntimeError, match="stop"):
@@ -246,3 +254,44 @@ def test_bad_arguments(data, tmp_path):
         explain_batch(explainer, [data["images"]], tmp_path / "o", limit=-1)
     with pytest.raises(ValueError, match="does not exist"):
         explain_batch(explainer, [str(tmp_path / "missing")], tmp_path / "o")
+
+
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_no_record_before_its_files_and_their_folders_are_synced(data, tmp_path, monkeypatch, n_jobs):
+    """Whichever process writes an image's files fsyncs their folders after them, and the run
+    appends the image's manifest record only after that (here: from timestamps of every process)."""
+    import time
+
+    from bowlrp.app import run_folder
+
+    log = str(tmp_path / "events.log")
+    write, sync = run_folder.ResultWriter.__call__, run_folder.fsync_folder
+
+    def event(*words):
+        with open(log, "a") as fh:
+            fh.write(" ".join(str(w) for w in (time.monotonic_ns(), os.getpid(), *words)) + "\n")
+
+    def logged_write(self, key, heatmap):
+        fields = write(self, key, heatmap)
+        event("wrote", key)
+        return fields
+
+    def logged_sync(folder):
+        sync(folder)
+        event("synced", os.path.basename(folder))
+
+    monkeypatch.setattr(run_folder.ResultWriter, "__call__", logged_write)
+    monkeypatch.setattr(run_folder, "fsync_folder", logged_sync)
+    if n_jobs != 1:
+        fork_from_the_run(monkeypatch)
+    explain_batch(NetworkExplainer(data["model"]), [data["images"]], tmp_path / "out", chunk_size=3,
+                  n_jobs=n_jobs, progress=False, on_result=lambda record: event("recorded", record["key"]))
+    with open(log) as fh:
+        events = [line.split() for line in fh]
+    wrote = {key: (int(t), pid) for t, pid, what, key in events if what == "wrote"}
+    recorded = {key: int(t) for t, _, what, key in events if what == "recorded"}
+    synced = [(int(t), pid, folder) for t, pid, what, folder in events if what == "synced"]
+    assert set(wrote) and set(wrote) <= set(recorded)
+    for key, (t_wrote, pid) in wrote.items():
+        folders = {folder for t, p, folder in synced if p == pid and t_wrote < t < recorded[key]}
+        assert folders == {"relevance", "heatmaps"}, key

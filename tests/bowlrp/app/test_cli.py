@@ -163,12 +163,12 @@ def test_pickled_models_need_trust_pickle(ws, tmp_path, capsys):
 
 
 def test_every_usage_error_exits_2_before_any_image_is_read(ws, tmp_path, capsys, monkeypatch):
-    from bowlrp.app import batch
+    from bowlrp.app import image_chunks
 
     def no_reading(*args, **kwargs):
         raise AssertionError("images were read before the usage error was found")
 
-    monkeypatch.setattr(batch, "read_image", no_reading)
+    monkeypatch.setattr(image_chunks, "read_image", no_reading)  # (where a run reads its images)
     monkeypatch.setattr("bowlrp.imageio.read_images", no_reading)
     (tmp_path / "file").write_text("a file where a folder is expected")
     fit = ("fit", ws["train"], "-o", tmp_path / "m.npz")

@@ -198,3 +198,138 @@ def test_a_failing_run_stops_its_workers_before_anything_else(scenes, explainer,
     assert _children() <= before
     assert not (tmp_path / "again" / ".relevances.npz.tmp").exists()
     assert all(verified(str(tmp_path / "again"), r) for r in read_manifest(tmp_path / "again").values())
+
+
+# ---------------------------------------------------------------------- how the work is shared
+def test_pieces_shrink_toward_the_end_within_the_serial_chunks():
+    from bowlrp.app.forked_workers import piece_end
+
+    def plan(total, chunk, processes, guided, start=0):
+        pieces = []
+        while start < total:
+            end = piece_end(start, total, chunk, processes, guided)
+            pieces.append((start, end))
+            start = end
+        return pieces
+
+    guided = plan(100, 8, 2, True, start=1)
+    assert guided[0][0] == 1 and guided[-1][1] == 100
+    assert all(a < b and (b - 1) // 8 == a // 8 for a, b in guided)  # within one serial chunk
+    sizes = [b - a for a, b in guided]
+    assert max(sizes) == 8 and sizes[-4:] == [1, 1, 1, 1]  # whole chunks first, single images last
+    # each piece at most a quarter of what is left per process (two processes: an eighth)
+    assert all(b - a <= max(1, -(-(100 - a) // 4)) for a, b in guided)
+    # not guided: exactly the serial run's chunks
+    assert plan(20, 8, 2, False) == [(0, 8), (8, 16), (16, 20)]
+
+
+class _ReadLog:
+    """Records ``(pid, start, stop)`` of every range of inputs read, in any process (forked workers
+    inherit the patch; they append to a file)."""
+
+    def __init__(self, monkeypatch, path):
+        from bowlrp.app.image_chunks import ImageChunks
+
+        self.path, read = str(path), ImageChunks.read
+
+        def logged(chunks, start, stop):
+            with open(self.path, "a") as fh:
+                fh.write(f"{os.getpid()} {start} {min(stop, len(chunks))}\n")
+            return read(chunks, start, stop)
+
+        monkeypatch.setattr(ImageChunks, "read", logged)
+
+    def entries(self):
+        with open(self.path) as fh:
+            return [tuple(int(v) for v in line.split()) for line in fh]
+
+
+def test_the_run_and_its_worker_share_every_image_once(scenes, explainer, tmp_path, monkeypatch, forkable):
+    """The run's process explains too, the first image is not explained twice (its warm-up result
+    is kept), and every other image is read and explained by exactly one process."""
+    log = _ReadLog(monkeypatch, tmp_path / "reads.log")
+    explain_batch(explainer, [scenes["images"]], tmp_path / "par", chunk_size=4, n_jobs=2, progress=False)
+    entries = log.entries()
+    images = sorted(i for _, start, stop in entries for i in range(start, stop))
+    assert images == list(range(N_IMAGES))
+    # this process and at most one worker (how many pieces each takes depends on the machine's load)
+    pids = {pid for pid, _, _ in entries}
+    assert os.getpid() in pids and len(pids) <= 2
+    monkeypatch.undo()
+    explain_batch(explainer, [scenes["images"]], tmp_path / "serial", chunk_size=4, progress=False)
+    assert_same_outputs(tmp_path / "serial", tmp_path / "par")
+
+
+def test_an_explainer_that_batches_images_gets_the_serial_chunks(scenes, tmp_path, monkeypatch, forkable):
+    """With ``batch_size`` > 1 an image's numbers may depend on the images batched with it: the
+    processes then claim exactly the serial run's chunks, and the files stay bit-identical."""
+    model = cli_data.tiny_bow(scenes["train"], scenes["labels"])
+    explainer = BoWExplainer(model, batch_size=3)
+    log = _ReadLog(monkeypatch, tmp_path / "reads.log")
+    explain_batch(explainer, [scenes["images"]], tmp_path / "par", chunk_size=4, n_jobs=2, progress=False)
+    ranges = sorted((start, stop) for _, start, stop in log.entries())
+    serial = [(start, min(start + 4, N_IMAGES)) for start in range(0, N_IMAGES, 4)]
+    assert ranges == sorted([(0, 1)] + serial)  # (0, 1): the warm-up image, whose result is dropped
+    monkeypatch.undo()
+    explain_batch(explainer, [scenes["images"]], tmp_path / "serial", chunk_size=4, progress=False)
+    assert_same_outputs(tmp_path / "serial", tmp_path / "par")
+
+
+def test_a_worker_that_cannot_write_stops_the_run_with_its_error(scenes, explainer, tmp_path, monkeypatch,
+                                                                 forkable):
+    """A worker's own error (here a full disk while writing) reaches the caller as it is; the
+    workers are gone and every recorded result is whole."""
+    import errno
+
+    from bowlrp.app.run_folder import ResultWriter
+
+    driver, write = os.getpid(), ResultWriter.__call__
+
+    def full_in_workers(self, key, heatmap):
+        if os.getpid() != driver:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return write(self, key, heatmap)
+
+    monkeypatch.setattr(ResultWriter, "__call__", full_in_workers)
+    out, before = tmp_path / "par", _children()
+    with pytest.raises(OSError, match="No space left"):
+        explain_batch(explainer, [scenes["images"]], out, chunk_size=2, n_jobs=2, progress=False)
+    assert _children() <= before
+    records = read_manifest(out)
+    assert len(records) < N_IMAGES and all(verified(str(out), r) for r in records.values())
+
+
+def test_one_serial_chunk_of_a_batching_explainer_is_explained_once_without_a_fork(scenes, tmp_path,
+                                                                                   monkeypatch, forkable):
+    """Nothing to share: the inputs are read and explained once, in this process (review finding: the
+    warm-up image was explained, dropped, and the chunk explained again beside a forked worker)."""
+    model = cli_data.tiny_bow(scenes["train"], scenes["labels"])
+    log = _ReadLog(monkeypatch, tmp_path / "reads.log")
+    explain_batch(BoWExplainer(model, batch_size=3), [scenes["images"]], tmp_path / "par",
+                  chunk_size=N_IMAGES, n_jobs=2, progress=False)
+    assert log.entries() == [(os.getpid(), 0, N_IMAGES)]
+
+
+def test_a_worker_error_keeps_every_result_the_run_wrote(scenes, explainer, tmp_path, monkeypatch, forkable):
+    """When a worker fails, the pieces this process finished are recorded before the error is
+    raised (review finding: they were written and synced, then dropped with the error)."""
+    import errno
+
+    from bowlrp.app.run_folder import ResultWriter
+
+    driver, write = os.getpid(), ResultWriter.__call__
+    written_here = []
+
+    def full_in_workers(self, key, heatmap):
+        if os.getpid() != driver:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        written_here.append(key)
+        return write(self, key, heatmap)
+
+    monkeypatch.setattr(ResultWriter, "__call__", full_in_workers)
+    out = tmp_path / "par"
+    with pytest.raises(OSError, match="No space left"):
+        explain_batch(explainer, [scenes["images"]], out, chunk_size=2, n_jobs=2, progress=False)
+    records = read_manifest(out)
+    assert written_here and set(written_here) <= set(records)
+    assert all(verified(str(out), r) for r in records.values())

@@ -771,3 +771,77 @@ def test_a_mapping_edited_in_place_is_read_as_it_is_now():
     assert m.has_canonical_format  # stale: row 0's columns are no longer sorted
     np.testing.assert_array_equal(feature_relevance(m, bow_rel, p=1.0), want)
     np.testing.assert_array_equal(m.indices[:2], [1, 0])  # the caller's matrix is left as it was
+
+
+# ====================================================================================================
+# the root-search kernel (bowlrp/bow/decompose/_taylor_kernels.py) against its numpy twin: the Python
+# driver of the same method (bowlrp.roots.bracketed_roots) on KernelExpansion.values
+# ====================================================================================================
+def _python_search(f, X, C, rows, picks, g0, g1, tol, max_iter):
+    """Roots and f(roots) of the segments from C[picks] (a = 0) to X[rows] (a = 1), through numpy."""
+    from bowlrp.roots import bracketed_roots
+
+    Xs, Zs = X[rows], C[picks]
+
+    def on_segments(a, index):
+        return f.values(a[:, None] * Xs[index] + (1.0 - a[:, None]) * Zs[index])
+
+    a, _ = bracketed_roots(on_segments, g0, g1, tol=tol, max_iter=max_iter)
+    roots = a[:, None] * Xs + (1.0 - a[:, None]) * Zs
+    return roots, f.values(roots)
+
+
+def _kernel_search(f, X, C, rows, picks, g0, g1, tol, max_iter):
+    from bowlrp.bow.decompose import _taylor_kernels as tk
+    from bowlrp.bow.decompose.taylor import _numba_model
+
+    roots, froots, failed = np.empty((rows.size, X.shape[1])), np.empty(rows.size), np.zeros(rows.size, bool)
+    tk.segment_roots(X, C, rows, picks, g0, g1, *_numba_model(f), tol, max_iter, roots, froots, failed)
+    assert not failed.any()
+    return roots, froots
+
+
+@pytest.mark.parametrize("kernel", ["exp_chi2", "rbf", "linear"])
+@pytest.mark.parametrize("n_sv, dims", [(12, (7, 5)), (150, (40,)), (5, (300, 20))])
+def test_root_kernel_matches_the_python_search_bit_for_bit(kernel, n_sv, dims):
+    # 150 support vectors: numpy's pairwise sum splits the sum over them (> 128 terms); 300 dimensions
+    # in a channel: many blocks of points (70 segments > one block of 64)
+    from tests.kernel_twins import assert_matches_twin
+
+    rng = np.random.default_rng(n_sv)
+    problem = make_problem(kernel, rng, n_sv=n_sv, dims=dims, gamma=None if kernel == "linear" else 0.3)
+    V = sum(dims)
+    X, C = rng.random((10, V)), rng.random((30, V))
+    X[rng.random(X.shape) < 0.3] = 0.0
+    f = centred(problem, C)[0]
+    fX, fC = f.decision(X), f.decision(C)
+    rows, picks = np.nonzero(fX[:, None] * fC[None, :] < 0)
+    rows, picks = rows[:70], picks[:70]
+    assert rows.size >= 40
+    cases = [(f, X, C, rows, picks, fC[picks], fX[rows], tol, max_iter)
+             for tol, max_iter in ((1e-10, 200), (1e-13, 4), (0.0, 60))]
+    assert_matches_twin(_kernel_search, _python_search, cases, rtol=0.0, atol=0.0)
+
+
+def test_kernel_values_and_pairwise_sum_are_numpys_bit_for_bit():
+    from bowlrp.bow.decompose import _taylor_kernels as tk
+    from bowlrp.bow.decompose.taylor import _numba_model
+
+    rng = np.random.default_rng(8)
+    for n in list(range(0, 140)) + [255, 256, 257, 1000, 4099]:
+        a = rng.standard_normal(n + 3) * np.exp(rng.uniform(-30, 30, n + 3))
+        assert tk.pairwise_sum(a, 2, n) == a[2:2 + n].sum()
+        zeros = np.full(n, -0.0)  # numpy adds to 0.0: a sum of -0.0s is 0.0 (and so is the empty sum)
+        assert not np.signbit(tk.pairwise_sum(zeros, 0, n)) and not np.signbit(zeros.sum())
+    maps = [rng.random((int(h), int(w))) for h, w in rng.integers(0, 40, (30, 2))]
+    flat = np.concatenate([m.ravel() for m in maps])
+    sums = np.empty(len(maps))
+    tk.range_sums(flat, np.cumsum([0] + [m.size for m in maps]), sums)
+    assert all(s == m.sum() for s, m in zip(sums, maps))  # a 2-D map summed as numpy sums it
+    for kernel in ("exp_chi2", "rbf", "linear"):
+        f = make_problem(kernel, rng, n_sv=300, dims=(9, 30), gamma=None if kernel == "linear" else 0.2)[0]
+        Z = rng.random((100, f.n_dims))
+        Z[rng.random(Z.shape) < 0.4] = 0.0
+        out = np.empty(100)
+        tk.point_values(Z, *_numba_model(f), out)
+        assert np.array_equal(out, f.values(Z))

@@ -240,6 +240,35 @@ def test_encode_many_on_threads_equals_encode_image_by_image_and_interleaved_cha
         np.testing.assert_allclose(shuffled.x, one[0].x, rtol=1e-14)
 
 
+def test_encodings_do_not_depend_on_the_blas_threads():
+    """OpenBLAS splits a product of this size over its threads, and rounds the rows at the split
+    differently; the encoding runs its products on one BLAS thread whatever the caller's setting, so
+    a single image, a serial batch and a batch on threads give the same bits."""
+    from skimage import data
+
+    from bowlrp.bow.encoding import encode_many
+    from bowlrp.bow.features import DenseSIFT
+    from bowlrp.jit import forced_builds, limited_threads
+
+    photo = data.camera()
+    images = [photo[y:y + 64, x:x + 64] for y in (0, 100, 200, 300) for x in (0, 150, 300)]
+    feats = DenseSIFT(step=4, bin_sizes=(4,)).extract_many(images)
+    rng = np.random.default_rng(0)
+    pool_of_descriptors = np.concatenate([f.descriptors for f in feats])
+    words = pool_of_descriptors[rng.choice(len(pool_of_descriptors), 64, replace=False)]
+    vocab = [words + 0.01 * rng.standard_normal(words.shape)]
+    for mapping in ("soft", "rank"):
+        with limited_threads(2, numba_threads=False, user_api="blas"):
+            single = [encode(f, vocab, mapping=mapping) for f in feats]
+        with forced_builds("parallel"):
+            threaded = encode_many(feats, vocab, mapping=mapping)
+        with limited_threads(1):
+            serial = encode_many(feats, vocab, mapping=mapping)
+        for a, b, c in zip(single, threaded, serial):
+            assert np.array_equal(a.x, b.x) and np.array_equal(a.x, c.x)
+            assert all(np.array_equal(u, v) and np.array_equal(u, w) for u, v, w in zip(a.csr, b.csr, c.csr))
+
+
 def _pool_as_before(mapping, p):
     """The scipy/numpy pooling the numba kernel replaced (per column: divide, power, np.sum)."""
     mapping = sp.csr_matrix(mapping)

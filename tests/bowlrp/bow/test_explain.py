@@ -541,3 +541,19 @@ def test_a_class_asked_for_twice_gets_maps_of_its_own(faces):
         np.testing.assert_array_equal(first.extras["feature_relevance"], second.extras["feature_relevance"])
         assert not np.shares_memory(first.extras["feature_relevance"], second.extras["feature_relevance"])
         assert not np.shares_memory(first.relevance, second.relevance)
+
+
+def test_a_random_state_instance_draws_in_image_order_on_threads(faces):
+    # the batch runs in parts on threads only when every image's draw is its own (an int seed); a
+    # RandomState instance is consumed image after image, so its maps are those of one thread
+    from bowlrp.jit import forced_builds, limited_threads
+
+    clf, images = fitted("exp_chi2", faces), faces[2]
+    with forced_builds("serial"), limited_threads(1):
+        one = _flat_numbers(clf.explain(images, n_candidates=3, random_state=np.random.RandomState(4)))
+    with forced_builds("parallel"), limited_threads(2):
+        two = _flat_numbers(clf.explain(images, n_candidates=3, random_state=np.random.RandomState(4)))
+        other = _flat_numbers(clf.explain(images, n_candidates=3, random_state=np.random.RandomState(5)))
+    assert len(one) == len(two) > 100
+    assert all(a.dtype == b.dtype and np.array_equal(a, b) for a, b in zip(one, two))
+    assert not all(np.array_equal(a, b) for a, b in zip(one, other))  # the draws matter here

@@ -565,3 +565,21 @@ def test_random_images_give_finite_unit_or_zero_descriptors(height, width, step,
     assert np.all((np.abs(norms - 1) < 1e-12) | (norms == 0))
     a = 4 * bin_size
     assert len(feats) == ((height - a) // step + 1) * ((width - a) // step + 1)
+
+
+def test_extract_many_cuts_long_runs_into_chunks_with_the_same_numbers():
+    from bowlrp.bow.features import _CHUNK_PIXELS, _same_shape_chunks
+
+    photo = data.astronaut()
+    corners = [(y, x) for y in (0, 96, 192, 288, 384) for x in (0, 96, 192, 288, 384)]
+    crops = [photo[y : y + 128, x : x + 128] for y, x in corners]
+    crops.insert(20, photo[:80, :72])  # a different shape breaks the run
+    gray = [im[..., 0] for im in crops]
+    chunks = _same_shape_chunks(gray, 1, 1)
+    assert [len(c) for c in chunks] == [16, 4, 1, 5]  # 2^18 plane pixels: 16 gray crops of 128 x 128
+    assert all(len(c) * c[0].shape[0] * c[0].shape[1] <= max(_CHUNK_PIXELS, c[0].size) for c in chunks)
+    assert [len(c) for c in _same_shape_chunks(crops, 3, 1)][:5] == [5, 5, 5, 5, 1]  # 3 planes each
+    for color, images in (("gray", gray), ("opponent", crops)):
+        sift = DenseSIFT(step=8, bin_sizes=(4, 6), color=color)
+        for got, im in zip(sift.extract_many(images), images):
+            np.testing.assert_array_equal(got.descriptors, sift.extract(im).descriptors)

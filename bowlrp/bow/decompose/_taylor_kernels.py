@@ -1,0 +1,290 @@
+"""Numba kernel of the Taylor step's root search: every segment's search and its f values in one call.
+
+Private: validated, C-contiguous arrays in, preallocated outputs written; the caller is
+:func:`bowlrp.bow.decompose.taylor.find_roots`. Segment s runs from the candidate ``C[picks[s]]``
+(a = 0, value ``g0[s]``) to the explained BoW ``X[rows[s]]`` (a = 1, value ``g1[s]``); the search is
+the shared method of :mod:`bowlrp.roots` (its three per-segment functions), so the points, values and
+roots are those of :func:`bowlrp.roots.bracketed_roots` driven by
+:meth:`~bowlrp.bow.decompose.expansion.KernelExpansion.values`, bit for bit, without a Python round
+trip, a Gram call and a dozen numpy temporaries per round.
+
+f is evaluated exactly as ``KernelExpansion.values`` does through the Gram kernel
+(:func:`bowlrp.bow._kernels._gram` on K(SV, Z)): per support vector i and channel u the sum over the
+dimensions in increasing order (over the vector's non-zero dimensions only, except for RBF), the
+channel terms added to 0.0 in channel order, then sum_i K_i a_i in numpy's pairwise order
+(:func:`pairwise_sum`) plus the intercept. Segments are searched in blocks of :data:`SEGMENTS`
+whose points are evaluated together (the inner loops run over the block's points and vectorise, as
+the Gram kernel's run over its columns); a segment's numbers never depend on its block.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from bowlrp.bow._kernels import EXP_CHI2, RBF, sparse_cross
+from bowlrp.jit import jit_serial
+from bowlrp.roots import accept_point, propose_point, start_segment
+
+#: segments searched together (their points evaluated as one block)
+SEGMENTS = 64
+
+
+@jit_serial(error_model="numpy")
+def _block_sum(a, start, n):
+    """sum(a[start:start + n]) for n <= 128 as numpy sums such a block: fewer than 8 terms one after the
+    other from -0.0, else with 8 accumulators, combined pairwise, and the rest added one by one."""
+    if n < 8:
+        res = -0.0
+        for i in range(start, start + n):
+            res += a[i]
+        return res
+    r0, r1, r2, r3 = a[start], a[start + 1], a[start + 2], a[start + 3]
+    r4, r5, r6, r7 = a[start + 4], a[start + 5], a[start + 6], a[start + 7]
+    i = start + 8
+    stop = start + n - n % 8
+    while i < stop:
+        r0 += a[i]
+        r1 += a[i + 1]
+        r2 += a[i + 2]
+        r3 += a[i + 3]
+        r4 += a[i + 4]
+        r5 += a[i + 5]
+        r6 += a[i + 6]
+        r7 += a[i + 7]
+        i += 8
+    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    while i < start + n:
+        res += a[i]
+        i += 1
+    return res
+
+
+@jit_serial(error_model="numpy")
+def pairwise_sum(a, start, n):
+    """sum(a[start:start + n]) in the order of numpy's pairwise summation of a contiguous row (blocks
+    of at most 128 as :func:`_block_sum`, larger ranges split in two at a multiple of 8, the halves'
+    sums added) added to 0.0 (numpy's identity: a sum of -0.0s is 0.0), so it equals
+    ``a[start:start + n].sum()`` bit for bit.
+
+    Iterative (an explicit stack of ranges, depth < 64): numba's disk cache does not reload
+    self-recursive functions reliably.
+    """
+    if n <= 128:
+        return 0.0 + _block_sum(a, start, n)
+    starts = np.empty(64, np.int64)
+    sizes = np.empty(64, np.int64)
+    phase = np.zeros(64, np.int64)  # 0: left half next, 1: right half next, 2: both summed
+    sums = np.empty(64)  # the sums of finished ranges, in the order they finished
+    top, done = 0, 0
+    starts[0], sizes[0] = start, n
+    while top >= 0:
+        s, m = starts[top], sizes[top]
+        if m <= 128:
+            sums[done] = _block_sum(a, s, m)
+            done += 1
+            top -= 1
+            continue
+        half = m // 2
+        half -= half % 8
+        if phase[top] == 2:  # both halves summed: replace them by their sum
+            sums[done - 2] = sums[done - 2] + sums[done - 1]
+            done -= 1
+            top -= 1
+            continue
+        phase[top] += 1
+        top += 1
+        phase[top] = 0
+        if phase[top - 1] == 1:
+            starts[top], sizes[top] = s, half
+        else:
+            starts[top], sizes[top] = s + half, m - half
+    return 0.0 + sums[0]
+
+
+@jit_serial(error_model="numpy")
+def range_sums(flat, offsets, out):
+    """out[k] = flat[offsets[k]:offsets[k + 1]].sum(), numpy's numbers (:func:`pairwise_sum`)."""
+    for k in range(offsets.shape[0] - 1):
+        out[k] = pairwise_sum(flat, offsets[k], offsets[k + 1] - offsets[k])
+
+
+@jit_serial(error_model="numpy")
+def support_layout(SV, bounds):
+    """The non-zero dimensions of each support vector per channel (``idx[start[i, u]:start[i, u + 1]]``,
+    increasing) and the channel sums of each support vector (left to right, as the Gram kernel's)."""
+    n_sv, n_ch = SV.shape[0], bounds.shape[0] - 1
+    nnz = 0
+    for i in range(n_sv):
+        for d in range(SV.shape[1]):
+            if SV[i, d] != 0.0:
+                nnz += 1
+    idx = np.empty(nnz, np.int64)
+    start = np.empty((n_sv, n_ch + 1), np.int64)
+    sums = np.zeros((n_sv, n_ch))
+    pos = 0
+    for i in range(n_sv):
+        for u in range(n_ch):
+            start[i, u] = pos
+            s = 0.0
+            for d in range(bounds[u], bounds[u + 1]):
+                s += SV[i, d]
+                if SV[i, d] != 0.0:
+                    idx[pos] = d
+                    pos += 1
+            sums[i, u] = s
+        start[i, n_ch] = pos
+    return idx, start, sums
+
+
+@jit_serial(error_model="numpy")
+def block_values(ZT, n, SV, sv_idx, sv_start, sv_sums, coef, intercept, bounds, weights, kind, gamma, out):
+    """f at the points ``ZT[:, :n]`` (one point per column) into ``out[:n]``."""
+    n_sv, n_ch = SV.shape[0], bounds.shape[0] - 1
+    sums = np.zeros((n_ch, n))  # channel sums of the points (exp-chi2), left to right
+    if kind == EXP_CHI2:
+        for u in range(n_ch):
+            s = sums[u]
+            for d in range(bounds[u], bounds[u + 1]):
+                row = ZT[d]
+                for k in range(n):
+                    s[k] += row[k]
+    cross = np.empty((n_sv, n))  # per support vector: the channel's sum over its dimensions
+    value = np.zeros((n_sv, n))  # K(SV_i, point k): the channels' terms added to 0.0 in channel order
+    for u in range(n_ch):
+        lo, hi = bounds[u], bounds[u + 1]
+        cross[:, :] = 0.0
+        if kind == RBF:  # every dimension (the Gram kernel skips none for RBF)
+            i = 0
+            while i + 4 <= n_sv:  # four support vectors per pass over the points: four independent sums
+                c0, c1, c2, c3 = cross[i], cross[i + 1], cross[i + 2], cross[i + 3]
+                for d in range(lo, hi):
+                    row = ZT[d]
+                    s0, s1, s2, s3 = SV[i, d], SV[i + 1, d], SV[i + 2, d], SV[i + 3, d]
+                    for k in range(n):
+                        z = row[k]
+                        e0, e1, e2, e3 = s0 - z, s1 - z, s2 - z, s3 - z
+                        c0[k] += e0 * e0
+                        c1[k] += e1 * e1
+                        c2[k] += e2 * e2
+                        c3[k] += e3 * e3
+                i += 4
+            for j in range(i, n_sv):
+                c = cross[j]
+                for d in range(lo, hi):
+                    sd = SV[j, d]
+                    row = ZT[d]
+                    for k in range(n):
+                        diff = sd - row[k]
+                        c[k] += diff * diff
+        else:  # the support vector's non-zero dimensions only
+            for i in range(n_sv):
+                sparse_cross(SV, i, sv_idx, sv_start[i, u], sv_start[i, u + 1], ZT, n, kind, cross[i])
+        w = weights[u]
+        for i in range(n_sv):
+            c, v = cross[i], value[i]
+            if kind == EXP_CHI2:
+                for k in range(n):
+                    dist = sv_sums[i, u] + sums[u, k] - 4.0 * c[k]
+                    if dist < 0.0:
+                        dist = 0.0
+                    v[k] += w * math.exp(-gamma * dist)
+            elif kind == RBF:
+                for k in range(n):
+                    v[k] += w * math.exp(-gamma * c[k])
+            else:
+                for k in range(n):
+                    v[k] += w * c[k]
+    terms = np.empty((n, n_sv))
+    for i in range(n_sv):
+        for k in range(n):
+            terms[k, i] = value[i, k] * coef[i]
+    for k in range(n):
+        out[k] = pairwise_sum(terms[k], 0, n_sv) + intercept
+
+
+@jit_serial(error_model="numpy")
+def point_values(Z, SV, sv_idx, sv_start, sv_sums, coef, intercept, bounds, weights, kind, gamma, out):
+    """f at every row of Z into ``out`` (blocks of :data:`SEGMENTS` points)."""
+    ZT = np.empty((Z.shape[1], SEGMENTS))
+    vals = np.empty(SEGMENTS)
+    for s0 in range(0, Z.shape[0], SEGMENTS):
+        n = min(Z.shape[0], s0 + SEGMENTS) - s0
+        for k in range(n):
+            for d in range(Z.shape[1]):
+                ZT[d, k] = Z[s0 + k, d]
+        block_values(ZT, n, SV, sv_idx, sv_start, sv_sums, coef, intercept, bounds, weights, kind, gamma,
+                     vals)
+        for k in range(n):
+            out[s0 + k] = vals[k]
+
+
+@jit_serial(error_model="numpy")
+def segment_roots(X, C, rows, picks, g0, g1, SV, sv_idx, sv_start, sv_sums, coef, intercept, bounds, weights,
+                  kind, gamma, tol, max_iter, roots, froots, failed):
+    """The root of f on every segment: ``roots[s]`` (V,), ``froots[s]`` = f(roots[s]).
+
+    ``failed[s]`` is set when f was not finite at a point of segment s (its search stops there).
+    """
+    n_seg, n_dims = rows.shape[0], X.shape[1]
+    ZT = np.empty((n_dims, SEGMENTS))
+    vals = np.empty(SEGMENTS)
+    which = np.empty(SEGMENTS, np.int64)
+    points = np.empty(SEGMENTS)
+    bisects = np.empty(SEGMENTS, np.bool_)
+    lo, hi, lo_g, hi_g = np.empty(SEGMENTS), np.empty(SEGMENTS), np.empty(SEGMENTS), np.empty(SEGMENTS)
+    best_a, best_g = np.empty(SEGMENTS), np.empty(SEGMENTS)
+    side = np.empty(SEGMENTS, np.int8)
+    stalls = np.empty(SEGMENTS, np.int8)
+    active = np.empty(SEGMENTS, np.bool_)
+    known = np.empty(SEGMENTS, np.bool_)  # best_g[k] is f at best_a[k] evaluated here
+    for s0 in range(0, n_seg, SEGMENTS):
+        nb = min(n_seg, s0 + SEGMENTS) - s0
+        for k in range(nb):
+            known[k] = False
+            active[k] = start_segment(k, g0[s0 + k], g1[s0 + k], tol, lo, hi, lo_g, hi_g, best_a, best_g,
+                                      side, stalls)
+        for _ in range(max_iter):
+            n = 0
+            for k in range(nb):
+                if active[k]:
+                    points[n], bisects[n] = propose_point(k, lo, hi, lo_g, hi_g, stalls)
+                    which[n] = k
+                    n += 1
+            if n == 0:
+                break
+            for j in range(n):  # the point a x + (1 - a) z, as numpy computes it
+                x, z, a = X[rows[s0 + which[j]]], C[picks[s0 + which[j]]], points[j]
+                for d in range(n_dims):
+                    ZT[d, j] = a * x[d] + (1.0 - a) * z[d]
+            block_values(ZT, n, SV, sv_idx, sv_start, sv_sums, coef, intercept, bounds, weights, kind, gamma,
+                         vals)
+            for j in range(n):
+                k = which[j]
+                if not np.isfinite(vals[j]):
+                    failed[s0 + k] = True
+                    active[k] = False
+                    continue
+                active[k] = accept_point(k, points[j], vals[j], bisects[j], tol, lo, hi, lo_g, hi_g, best_a,
+                                         best_g, side, stalls)
+                if best_a[k] == points[j] and best_g[k] == vals[j]:
+                    known[k] = True
+        # the roots; f at a root is its value from the search (the same point, computed the same way),
+        # evaluated again only where the best point is an end of the segment (a given value)
+        n = 0
+        for k in range(nb):
+            x, z, a = X[rows[s0 + k]], C[picks[s0 + k]], best_a[k]
+            for d in range(n_dims):
+                roots[s0 + k, d] = a * x[d] + (1.0 - a) * z[d]
+            froots[s0 + k] = best_g[k]
+            if not known[k]:
+                for d in range(n_dims):
+                    ZT[d, n] = roots[s0 + k, d]
+                which[n] = k
+                n += 1
+        if n:
+            block_values(ZT, n, SV, sv_idx, sv_start, sv_sums, coef, intercept, bounds, weights, kind, gamma,
+                         vals)
+            for j in range(n):
+                froots[s0 + which[j]] = vals[j]
