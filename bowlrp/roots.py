@@ -34,7 +34,7 @@ import numpy as np
 
 from bowlrp.jit import jit_serial
 
-__all__ = ["bracketed_roots", "new_state", "start_segment", "propose_point", "accept_point"]
+__all__ = ["bracketed_roots", "check_ends", "new_state", "start_segment", "propose_point", "accept_point"]
 
 _EPS4 = 4.0 * np.finfo(np.float64).eps
 
@@ -151,7 +151,7 @@ def bracketed_roots(evaluate, g0, g1, tol=1e-10, max_iter=100):
     """
     g0 = np.array(g0, dtype=np.float64).ravel()
     g1 = np.array(g1, dtype=np.float64).ravel()
-    _check_ends(g0, g1)
+    check_ends(g0, g1)
     state = new_state(g0.size)
     active = np.empty(g0.size, bool)
     _start_all(g0, g1, float(tol), *state, active)
@@ -168,7 +168,7 @@ def bracketed_roots(evaluate, g0, g1, tol=1e-10, max_iter=100):
     return state[4], state[5]
 
 
-def _check_ends(g0, g1):
+def check_ends(g0, g1):
     """ValueError unless g0, g1 (float arrays) have one length, are finite and bracket a root."""
     if g0.shape != g1.shape:
         raise ValueError(f"g0 and g1 must have the same length, got {g0.shape} and {g1.shape}")

@@ -25,7 +25,7 @@ from bowlrp.bow.decompose import _taylor_kernels as _tk
 from bowlrp.bow.decompose.expansion import KernelExpansion
 from bowlrp.bow.kernels import channel_bounds, kernel_spec
 from bowlrp.jit import split_batch
-from bowlrp.roots import bracketed_roots
+from bowlrp.roots import bracketed_roots, check_ends
 
 __all__ = ["TaylorResult", "taylor_relevance", "find_root", "find_roots"]
 
@@ -222,6 +222,9 @@ def find_roots(expansion: KernelExpansion, X, candidates, n_candidates=16, n_roo
     if not rows:
         return results
     rows, picks = np.concatenate(rows), np.concatenate(picks)
+    # every search starts from finite end values (the numba search does not check them itself): an
+    # infinite candidate score, or f(x) overflowing, is a clear error, never a NaN root
+    check_ends(fc[picks], fX[rows])
 
     def search(seg_rows, seg_picks):
         """Roots, f(roots) and relevance of some segments: each depends on its own segment only."""
@@ -271,7 +274,7 @@ def find_roots(expansion: KernelExpansion, X, candidates, n_candidates=16, n_roo
         rho_all = fX[rows[starts]] - rel_all.sum(axis=1)
         for i, k0 in enumerate(firsts.tolist()):
             r = int(rows[k0])
-            results[r] = TaylorResult(rel_all[i], roots[k0].copy(), float(froots[k0]), float(fX[r]),
+            results[r] = TaylorResult(rel_all[i].copy(), roots[k0].copy(), float(froots[k0]), float(fX[r]),
                                       float(rho_all[i]), roots[k0:k0 + 1].copy(), int(picks[k0]), True)
         return results
     for a, b in zip(starts.tolist(), ends.tolist()):

@@ -845,3 +845,24 @@ def test_kernel_values_and_pairwise_sum_are_numpys_bit_for_bit():
         out = np.empty(100)
         tk.point_values(Z, *_numba_model(f), out)
         assert np.array_equal(out, f.values(Z))
+
+
+def test_infinite_end_values_of_the_root_search_are_a_clear_error():
+    """Review finding: the numba search took an infinite candidate score, or an f(x) that overflows,
+    and returned a NaN residual; both name the problem, as the Python search always did."""
+    from bowlrp.bow.decompose import KernelExpansion
+    from bowlrp.bow.decompose.taylor import find_root
+
+    rng = np.random.default_rng(2)
+    S = rng.random((6, 12))
+    f = KernelExpansion("rbf", S, np.array([1.0, 1, 1, -1, -1, -1]), 0.0, gamma=2.0)
+    scores = f.decision(S)
+    scores[3] = -np.inf
+    with pytest.raises(ValueError, match="NaN or inf"):
+        find_root(f, S[0] + 0.01, S, candidate_scores=scores, random_state=0)
+    S2 = np.array([[1.0, 0.0], [1.0, 0.01], [0.0, 1.0]])
+    f2 = KernelExpansion("rbf", S2, np.array([1e308, 1e308, -1e308]), 0.0, gamma=1.0)
+    with np.errstate(over="ignore"):  # (the overflow is the point)
+        assert np.isinf(f2.decision(np.array([1.0, 0.005])))
+        with pytest.raises(ValueError, match="NaN or inf"):
+            find_root(f2, np.array([1.0, 0.005]), np.array([[0.0, 1.0]]), random_state=0)
