@@ -305,3 +305,17 @@ def test_colour_bar_values_are_rounded_and_narrow_bars_refused():
     assert format_value(0.0) == "0"
     with pytest.raises(ValueError, match="at least 300"):
         colorbar(100)
+
+
+def test_trusted_constructor_gives_the_public_constructors_fields(astronaut_map):
+    """Heatmap._trusted (explainers' maps from checked arrays) skips the checks, not the residual."""
+    h = astronaut_map
+    fast = Heatmap._trusted(h.relevance, h.score, np.int64(3), "m", h.image, {"a": 1})
+    public = Heatmap(h.relevance, score=h.score, target=np.int64(3), method="m", image=h.image,
+                     extras={"a": 1})
+    for name in ("score", "residual", "target", "method", "extras"):
+        assert getattr(fast, name) == getattr(public, name)
+        assert type(getattr(fast, name)) is type(getattr(public, name))
+    assert fast.relevance is h.relevance and fast.image is public.image
+    with pytest.raises(ValueError, match="score must be finite"):
+        Heatmap._trusted(h.relevance, float("nan"), 1, "m", None, {})

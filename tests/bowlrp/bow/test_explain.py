@@ -557,3 +557,35 @@ def test_a_random_state_instance_draws_in_image_order_on_threads(faces):
     assert len(one) == len(two) > 100
     assert all(a.dtype == b.dtype and np.array_equal(a, b) for a, b in zip(one, two))
     assert not all(np.array_equal(a, b) for a, b in zip(one, other))  # the draws matter here
+
+
+@pytest.mark.parametrize("kernel", ["intersection", "exp_chi2"])
+def test_explain_maps_equal_the_public_constructors(kernel, faces):
+    """The maps are built without re-checking every pixel (Heatmap._trusted): each field must be the
+    one the validating constructor gives for the same inputs, bit for bit and type for type."""
+    clf, images = fitted(kernel, faces), faces[2][:6]
+    for h, image in zip(clf.explain(images, target=[0, 1]), images):
+        for m in h:
+            public = Heatmap(m.relevance, score=m.score, target=m.target, method=m.method, image=image,
+                             extras=m.extras)
+            assert m.relevance.dtype == np.float64 and m.relevance.flags.c_contiguous
+            assert np.array_equal(m.relevance, public.relevance) and np.array_equal(m.image, public.image)
+            for name in ("score", "residual", "target", "method"):
+                assert getattr(m, name) == getattr(public, name)
+                assert type(getattr(m, name)) is type(getattr(public, name))
+
+
+def test_an_overflowing_map_is_refused_by_name(faces, monkeypatch):
+    """A non-finite pixel map (its level sum is not finite) goes through the checking constructor."""
+    import bowlrp.bow.decompose.explain as explain_module
+
+    real = explain_module.decompose_batch
+
+    def overflowing(*args, **kwargs):
+        boxes, R2, R1, level = real(*args, **kwargs)
+        R1[0][0, 0], level[0, 2] = np.inf, np.inf
+        return boxes, R2, R1, level
+
+    monkeypatch.setattr(explain_module, "decompose_batch", overflowing)
+    with pytest.raises(ValueError, match="non-finite"):
+        fitted("intersection", faces).explain(faces[2][:2])
