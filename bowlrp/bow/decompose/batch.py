@@ -96,10 +96,12 @@ def decompose_batch(features, encodings, item_image, R3, sums=False):
     _k.relevance(indptr, indices, weights, feat_off, nnz_off, channel, item_image, bad, colmax, R3, extra,
                  boxes, shapes, item_feat_off, item_pix_off, r2, r1)
 
-    box_list = [boxes[feat_off[i]:feat_off[i + 1]] for i in range(n_img)]
-    R2 = [r2[item_feat_off[k]:item_feat_off[k + 1]] for k in range(len(item_image))]
+    # offsets and shapes as Python ints: slicing with numpy scalars costs more, under the GIL
+    fo, io, po, hw = feat_off.tolist(), item_feat_off.tolist(), item_pix_off.tolist(), shapes.tolist()
+    box_list = [boxes[fo[i]:fo[i + 1]] for i in range(n_img)]
+    R2 = [r2[io[k]:io[k + 1]] for k in range(len(item_image))]
     # each map its own array: a map kept alone must not keep the whole batch's pixels alive
-    R1 = [r1[item_pix_off[k]:item_pix_off[k + 1]].reshape(shapes[i]).copy() for k, i in enumerate(item_image)]
+    R1 = [r1[po[k]:po[k + 1]].reshape(hw[i]).copy() for k, i in enumerate(item_image.tolist())]
     level = np.empty((len(item_image), 3))
     if sums:
         _sums(R3.ravel(), np.arange(len(item_image) + 1) * n_dims, level[:, 0])

@@ -166,14 +166,14 @@ def _explain_part(context, lo, hi):
     R3s = np.stack([bow_rel[item][0] for item in items]) if items else np.zeros((0, V))
     boxes, R2s, R1s, level = decompose_batch(features[lo:hi], encodings[lo:hi], [i - lo for i, _ in items],
                                              R3s, sums=True)
-    out, k = [], 0
+    out, k, level = [], 0, level.tolist()
     for i in range(lo, hi):
         feat, enc = features[i], encodings[i]
         maps = []
         for c in per_image[i]:
             R3, taylor, intercept = bow_rel[i, c]
             # by position in ``items`` (same order): a class asked for twice gets maps of its own
-            R2, R1, sums = R2s[k], R1s[k], level[k].tolist()
+            R2, R1, sums = R2s[k], R1s[k], level[k]
             k += 1
             score = scores[c][i]
             extras = {

@@ -124,11 +124,14 @@ def uncovered_shares(r3, covered, slices, counts):
     (nothing when that sum is 0 or the channel has no features: its relevance is then lost).
     """
     extra = np.zeros((r3.shape[0], max(1, len(slices))))
-    for k in np.flatnonzero(((~covered) & (r3 != 0)).any(axis=1)):
+    free = ~covered
+    # rows, masks and counts taken once per image (Python ints): this loop runs under the GIL
+    for k in np.flatnonzero((free & (r3 != 0)).any(axis=1)).tolist():
+        row, row_free, n = r3[k], free[k], counts[k].tolist()
         for u, sl in enumerate(slices):
-            uncovered = float(r3[k, sl][~covered[k, sl]].sum())
-            if uncovered != 0.0 and counts[k, u]:
-                extra[k, u] = uncovered / counts[k, u]
+            uncovered = float(row[sl][row_free[sl]].sum())
+            if uncovered != 0.0 and n[u]:
+                extra[k, u] = uncovered / n[u]
     return extra
 
 
