@@ -124,10 +124,12 @@ _MIN_PART = 4
 def _decomposition_work(features, per_image, outputs, n_candidates):
     """Operations of the decomposition, in the units of :func:`bowlrp.jit.use_parallel` (Gram terms).
 
-    Measured on one thread: the decomposition of 48 maps of 96 x 96 (442k pixels, exact kernel) takes
-    4-5 ms, 1e7 Gram terms 1.2-1.8 ms, so a pixel costs about 60 Gram terms' time; about half of it is
+    Measured on one thread: the decomposition of 48 maps of 96 x 96 (442k pixels, exact kernel) took
+    4-5 ms, 1e7 Gram terms 1.2-1.8 ms, so a pixel costs about 60 Gram terms' time; about half of it was
     Python (the maps' assembly), which threads only overlap with the other part's kernels, so a pixel
-    counts 24. A Taylor root search adds about ten evaluations of f per segment, n_sv x V terms each.
+    counts 24. (Since the maps skip the constructor's per-pixel checks it takes about 3.1 ms, a third
+    of it Python; the weight is kept, the threshold still splits batches of that size.)
+    A Taylor root search adds about ten evaluations of f per segment, n_sv x V terms each.
     """
     pixels = sum(f.image_shape[0] * f.image_shape[1] * len(cs) for f, cs in zip(features, per_image))
     work = 24.0 * pixels
