@@ -74,8 +74,10 @@ FORK_DRIVER = True
 # make the workers do every chunk)
 DRIVER_HELPS = True
 
-# the threads of bowlrp.jit.parallel_map (its ThreadPoolExecutor's name prefix): idle between calls
-_BATCH_THREADS = "bowlrp-batch"
+# the thread pools that sit idle between calls, by their ThreadPoolExecutor's name prefix: the batch
+# threads of bowlrp.jit.parallel_map and the convolution workers of nets.layers.linear; both modules
+# forget their pool in a forked child (os.register_at_fork), so a fork next to them is safe
+_IDLE_POOLS = ("bowlrp-batch", "nets-conv")
 
 _worker: dict = {}  # in a worker: the explainer and the writer, set once by the initializer
 
@@ -83,13 +85,14 @@ _worker: dict = {}  # in a worker: the explainer and the writer, set once by the
 def driver_forkable() -> bool:
     """Can the workers be forked from this process now? On Linux (macOS's system libraries are not
     safe to use in a forked child), from the main thread, while no other Python thread is alive but
-    the idle batch threads of :func:`bowlrp.jit.parallel_map`: a thread that holds a lock at the
-    fork (the logging module's, a file's) would leave it locked for ever in the child."""
+    the idle pool threads of :func:`bowlrp.jit.parallel_map` and of ``nets``' convolutions: a
+    thread that holds a lock at the fork (the logging module's, a file's) would leave it locked for
+    ever in the child."""
     if not (FORK_DRIVER and sys.platform.startswith("linux")):
         return False
     main = threading.main_thread()
     return threading.current_thread() is main and all(
-        thread is main or thread.name.startswith(_BATCH_THREADS) for thread in threading.enumerate())
+        thread is main or thread.name.startswith(_IDLE_POOLS) for thread in threading.enumerate())
 
 
 def available(explainer=None) -> bool:

@@ -333,3 +333,20 @@ def test_a_worker_error_keeps_every_result_the_run_wrote(scenes, explainer, tmp_
     records = read_manifest(out)
     assert written_here and set(written_here) <= set(records)
     assert all(verified(str(out), r) for r in records.values())
+
+
+def test_workers_are_forked_next_to_the_idle_convolution_threads():
+    """A network run on two threads leaves ``nets``' convolution workers idle in the process; they are
+    forgotten in a forked child (tests/nets/test_lrp_threads.py forks next to them), so a fresh
+    interpreter still forks its workers itself instead of falling back to the slower server."""
+    code = ("import threading, numpy as np, nets; from bowlrp.jit import limited_threads\n"
+            "from bowlrp.app import process_pool as p\n"
+            "rng = np.random.default_rng(0)\n"
+            "conv = nets.Sequential([nets.Conv2D(rng.normal(size=(16, 16, 3, 3)), None, padding=1)])\n"
+            "with limited_threads(2):\n"
+            "    conv(rng.random((8, 16, 32, 32)))\n"
+            "print(p.driver_forkable(), sorted({t.name[:9] for t in threading.enumerate()}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    if "nets-conv" not in out:
+        pytest.skip(f"the convolution ran without its thread pool here (one numba thread): {out}")
+    assert out.startswith("True"), out
