@@ -26,7 +26,6 @@ import argparse
 import json
 import os
 import pathlib
-import resource
 import shutil
 import subprocess
 import sys
@@ -35,6 +34,7 @@ import time
 from collections import defaultdict
 
 import _blas  # noqa: E402  (benchmarks/_blas.py: no machine BLAS overrides)
+from _timing import children_cpu  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -68,21 +68,14 @@ def run(argv, cache_dir, log_dir=None):
         env["BENCH_COLD_LOG_DIR"] = str(log_dir)
     env["PYTHONPATH"] = os.pathsep.join(path).rstrip(os.pathsep)
     load = os.getloadavg()[0]
-    cpu0 = _children_cpu()
+    cpu0 = children_cpu()
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, *argv], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                           stderr=subprocess.PIPE, text=True)
     seconds = time.perf_counter() - t0
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    return seconds, _children_cpu() - cpu0, load
-
-
-def _children_cpu():
-    """CPU seconds (user + system) of the finished child processes: less sensitive to the machine's
-    load than wall time (a loaded machine slows both runs, but not always alike)."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
+    return seconds, children_cpu() - cpu0, load
 
 
 def read_log(log_dir):

@@ -32,11 +32,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
 
 import _blas  # noqa: E402  (benchmarks/_blas.py: no machine BLAS overrides)
 import numpy as np
+from _timing import CLOCKS  # noqa: E402
 
 import nets
 
@@ -115,7 +115,6 @@ def build_vgg(rng, side, widths=(16, 32, 64, 128), n_classes=10):
 #: the clock of ``all_times``: wall time, or with ``--clock cpu`` the process's CPU time (user +
 #: system, all threads), which on a loaded machine measures the work instead of the waiting for a
 #: core; with one thread the two agree on a quiet machine
-CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 clock = CLOCKS["wall"]
 
 

@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import os
 import pathlib
-import resource
 import shutil
 import statistics
 import sys
@@ -48,6 +47,7 @@ import tracemalloc
 
 import _blas  # noqa: E402  (benchmarks/_blas.py: no machine BLAS overrides)
 import numpy as np
+from _timing import children_cpu  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # datasets/ lives in the repository, not in the installed package
@@ -123,11 +123,6 @@ def _stop_pools() -> None:
     server = forkserver._forkserver  # no public way to stop it: what a fresh command-line run sees
     if getattr(server, "_forkserver_pid", None) is not None:
         server._stop()
-
-
-def _children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
 
 
 def cli_runs(model, folder, work, repeats) -> dict:
@@ -231,7 +226,7 @@ def startup_probe(explainer, folder, work, repeats) -> None:
 
     pools = {"forked from the run": True, "forked from a server": False}
     rows = {name: [] for name in pools}
-    helps = process_pool.DRIVER_HELPS
+    fork_before, helps = process_pool.FORK_DRIVER, process_pool.DRIVER_HELPS
     process_pool.DRIVER_HELPS = False
     try:
         for _ in range(repeats):
@@ -240,16 +235,16 @@ def startup_probe(explainer, folder, work, repeats) -> None:
                 _stop_pools()
                 shutil.rmtree(work / "probe", ignore_errors=True)
                 times = []  # when each image was recorded
-                start, children = time.perf_counter(), _children_cpu()
+                start, children = time.perf_counter(), children_cpu()
                 explain_batch(explainer, [str(folder)], work / "probe", n_jobs=2, progress=False,
                               on_result=lambda record, times=times: times.append(time.perf_counter()))
                 end = time.perf_counter() - start
                 times = [t - start for t in times]
                 _stop_pools()
                 rows[name].append((times[0], (times[-1] - times[0]) / (len(times) - 1), end - times[-1],
-                                   _children_cpu() - children))
+                                   children_cpu() - children))
     finally:
-        process_pool.FORK_DRIVER, process_pool.DRIVER_HELPS = True, helps
+        process_pool.FORK_DRIVER, process_pool.DRIVER_HELPS = fork_before, helps
     print("-j 2 start-up, workers only: first image recorded after (s) | then ms per image | "
           "final files (s) | workers' CPU (s)")
     for name, runs in rows.items():
@@ -300,14 +295,14 @@ def jobs_benchmark(sizes=(100, 200, 400), repeats=3, side=64, models=("bow", "cn
                         # run's files, 3 ms per unlink here, would be timed alike in every mode)
                         out = work / "out"
                         shutil.rmtree(out, ignore_errors=True)
-                        wall, cpu, children = time.perf_counter(), time.process_time(), _children_cpu()
+                        wall, cpu, children = time.perf_counter(), time.process_time(), children_cpu()
                         with limited_threads(threads):
                             explain_batch(explainer, [str(folders[n])], out, progress=False, **options)
                         wall = time.perf_counter() - wall
                         cpu = time.process_time() - cpu
                         process_pool.FORK_DRIVER = True
                         _stop_pools()
-                        runs[n, mode].append((wall, cpu, _children_cpu() - children))
+                        runs[n, mode].append((wall, cpu, children_cpu() - children))
             cli = cli_runs(model, folders[sizes[0]], work, repeats) if probe else None
             report(name, sizes, modes, runs, cli, repeats, headroom)
             if probe:
@@ -334,7 +329,7 @@ def main(argv=None) -> int:
         if args.sizes:
             sizes = tuple(int(n) for n in args.sizes.split(","))
         modes = [mode.strip() for mode in args.modes.split(";")] if args.modes else None
-        unknown = sorted(set(modes or ()) - set(JOB_MODES) - {"-j 1"})
+        unknown = sorted(set(modes or ()) - set(JOB_MODES))
         if unknown:
             parser.error(f"unknown --modes {unknown}; choose from {'; '.join(JOB_MODES)}")
         if modes and "-j 1" not in modes:

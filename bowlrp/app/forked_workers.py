@@ -14,7 +14,9 @@ runs):
   image of the others; a fixed chunk could leave one process a whole chunk to finish alone, and a
   queue of chunks handed out in advance could leave it two.
 * **Cheap start.** The run's process explains the first image before it forks (the workers inherit
-  the kernels numba loaded) and keeps that image's result: nothing is computed twice.
+  the kernels numba loaded) and keeps that image's result when it helps with pieces of single
+  images; for an explainer that batches, the warm-up result is dropped and image 0 is explained
+  again with its serial chunk (one image computed twice, so that its numbers are the serial run's).
 
 Bit-identical results: each image is explained by the same code on the same inputs. Pieces other
 than the serial run's chunks change nothing only when each image is computed alone (an explainer

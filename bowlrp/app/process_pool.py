@@ -55,7 +55,7 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import spawn
 
-from bowlrp.app.executors import WorkerLossError, _exit_with_parent, explain_chunk, written
+from bowlrp.app.executors import WorkerLossError, _exit_with_parent, explain_chunk, run_serial, written
 from bowlrp.app.forked_workers import LOST, describe_loss, run_forked
 from bowlrp.jit import limited_threads, serial_only
 
@@ -269,13 +269,6 @@ def _stream(pool, chunks, target, window, pending=()):
         raise WorkerLossError(LOST.format(describe_loss(list(seen.values())))) from exc
 
 
-def _finish(pool, finished: bool) -> None:
-    if finished:
-        pool.shutdown(wait=True)
-    else:
-        _stop(pool)
-
-
 def _run_forked(explainer, chunks, target, write, n):
     """``n - 1`` workers forked from this process, which explains pieces too (``n`` workers and
     this process only recording without :data:`DRIVER_HELPS`): :mod:`bowlrp.app.forked_workers`."""
@@ -312,7 +305,10 @@ def _run_served(explainer, chunks, target, write, n):
             if not handed and starter.is_alive():
                 _abandon_server()
             starter.join()  # no worker may start after the pool is stopped
-        _finish(pool, finished and bool(handed))
+        if finished and handed:
+            pool.shutdown(wait=True)
+        else:
+            _stop(pool)
 
 
 def run_processes(explainer, chunks, target, write, n_jobs):
@@ -320,11 +316,10 @@ def run_processes(explainer, chunks, target, write, n_jobs):
     finishes (see :mod:`bowlrp.app.executors` for the protocol)."""
     n = _n_workers(n_jobs)
     if n == 1:  # (-2 on two cores): this process alone
-        for chunk in chunks:
-            yield written(explain_chunk(explainer, chunk[0], chunk[1], target, chunk[2]), write)
+        yield from run_serial(explainer, chunks, target, write)
         return
-    if driver_forkable() and hasattr(chunks, "read"):
-        # forked workers read their own images: they need the inputs, not the chunks read here
+    if driver_forkable():
+        # forked workers read their own images (ImageChunks.read): the inputs, not chunks read here
         yield from _run_forked(explainer, chunks, target, write, n)
     else:
         yield from _run_served(explainer, iter(chunks), target, write, n)
