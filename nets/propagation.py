@@ -356,7 +356,7 @@ def _propagate_linear(layer, rule, x, y, R, precomputed=None, stab=None, with_bi
     R_in = None  # the first contribution is stored, later ones are added (no zero-fill pass)
     bias_absorbed = np.zeros(x.shape[0], dtype=np.float64)
     # dense/conv terms are sent back together at the end (see ``_stacked_transposes``)
-    stackable = isinstance(layer, (Dense, Conv2D)) and getattr(layer, "groups", 1) == 1
+    stackable = _plain_linear(layer, rule)  # (rule.kind is "linear" here)
     pending, scaled = [], {}
     unbiased = precomputed.get("unbiased") if precomputed else None
     for gi, group in enumerate(rule.groups()):
