@@ -23,6 +23,7 @@ inventory of a log folder written by a run with ``BENCH_COLD_LOG_DIR=DIR``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import pathlib
@@ -70,11 +71,15 @@ def run(argv, cache_dir, log_dir=None):
     load = os.getloadavg()[0]
     cpu0 = children_cpu()
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, *argv], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE, text=True)
+    proc = subprocess.run([sys.executable, *argv], cwd=ROOT, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - t0
     if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+        if argv[:2] != ["-m", "pytest"] or proc.returncode != 1:
+            raise RuntimeError(f"{' '.join(argv)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+        # failed tests: the run still timed the whole suite (a flaky timing test must not throw away
+        # a cold run of many minutes); say which
+        failed = [line for line in proc.stdout.splitlines() if line.startswith(("FAILED", "ERROR"))]
+        print(f"    ({' '.join(argv[:2])}: {len(failed)} failed: {'; '.join(failed)[:600]})", flush=True)
     return seconds, children_cpu() - cpu0, load
 
 
@@ -108,6 +113,34 @@ def inventory(records, top=15):
     return records
 
 
+def write_ahead_list(records, path, with_tests):
+    """Write what a cold run's own process compiled, for ``compile_ahead`` (its test session or demo).
+
+    One line per specialisation of a project kernel compiled at the top level (not inside another
+    kernel), in the order the cold run compiled them: the test file that first needed it (suite),
+    the kernel, its argument types (numba's spelling). Kernels another process of the run compiled
+    too (a command-line or worker subprocess of a test) are left out: numba's disk cache is not safe
+    for two processes saving signatures of one kernel at once, and the session's compile-ahead thread
+    would otherwise save while such a subprocess runs.
+    """
+    counts = defaultdict(int)
+    for r in records:
+        counts[r["pid"]] += 1
+    main_pid = max(counts, key=counts.get)
+    elsewhere = {r["kernel"] for r in records if r["pid"] != main_pid}
+    lines, seen = [], set()
+    for r in records:
+        key = (r["kernel"], r["args"])
+        if (r["caller"] is None and r["pid"] == main_pid and r["kernel"].startswith(("bowlrp.", "nets."))
+                and r["kernel"] not in elsewhere and key not in seen and (r["test"] or not with_tests)):
+            seen.add(key)
+            test = [r["test"].split("::")[0]] if with_tests else []
+            lines.append("\t".join([*test, r["kernel"], r["args"]]))
+    pathlib.Path(path).write_text("\n".join(lines) + "\n")
+    print(f"    wrote {len(lines)} specialisations to {path} (left out, compiled in other processes too: "
+          f"{len(elsewhere)} kernels)")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
@@ -119,13 +152,24 @@ def main(argv=None):
     parser.add_argument("--json", help="write the compile logs and timings here")
     parser.add_argument("--report", metavar="DIR", help="print the inventory of a compile log folder")
     parser.add_argument("--top", type=int, default=15, help="rows of the inventory")
+    parser.add_argument("--keep", metavar="DIR", help="keep the caches and logs in a new folder in DIR")
+    parser.add_argument("--write-ahead", metavar="PREFIX",
+                        help="with --inventory: write what each command's cold run compiled in its own "
+                             "process to PREFIX.<command>.txt (tests/compile_ahead.txt: the suite's; "
+                             "bowlrp/app/demo_kernels.txt: the demo's)")
     args = parser.parse_args(argv)
     if args.report:
-        inventory(read_log(args.report), args.top)
+        records = inventory(read_log(args.report), args.top)
+        if args.write_ahead:
+            write_ahead_list(records, args.write_ahead, any(r["test"] for r in records))
         return 0
     rounds = args.rounds or (1 if args.quick else 2)
-    with tempfile.TemporaryDirectory(prefix="bench_cold_") as tmp:
+    folder = (contextlib.nullcontext(tempfile.mkdtemp(prefix="bench_cold_", dir=args.keep)) if args.keep
+              else tempfile.TemporaryDirectory(prefix="bench_cold_"))
+    with folder as tmp:
         tmp = pathlib.Path(tmp)
+        if args.keep:
+            print(f"caches and logs kept in {tmp} (--report {tmp}/log_<command>_<round>_cold)")
         demo = ["-m", "bowlrp", "demo", "--out", str(tmp / "demo_out")]
         if args.quick:
             demo += ["--n-train", "100", "--n-test", "40", "--n-show", "2"]
@@ -151,9 +195,12 @@ def main(argv=None):
                       f"CPU {cpu_cold:.1f} / {cpu_warm:.1f} s = {cpu_cold / cpu_warm:.2f}", flush=True)
                 if args.inventory:
                     print("  cold run:")
-                    logs[f"{name}_{k}_cold"] = inventory(read_log(log["cold"]))
+                    logs[f"{name}_{k}_cold"] = inventory(read_log(log["cold"]), args.top)
+                    if args.write_ahead and k == 0:
+                        write_ahead_list(logs[f"{name}_{k}_cold"], f"{args.write_ahead}.{name}.txt",
+                                         name != "demo")
                     print("  warm run (numba's cache should serve everything):")
-                    logs[f"{name}_{k}_warm"] = inventory(read_log(log["warm"]))
+                    logs[f"{name}_{k}_warm"] = inventory(read_log(log["warm"]), args.top)
         for name, pairs in results.items():
             ratios = sorted(c / w for c, w in pairs)
             print(f"{name}: cold / warm median {ratios[len(ratios) // 2]:.2f} "

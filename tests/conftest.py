@@ -1,15 +1,32 @@
 """Suite-wide settings."""
 
 import os
+import pathlib
 
 # scikit-learn's estimator checks include an array-API input check that runs only when scipy's
 # array-API mode is on (it is read when scipy is first imported, so it is set here, before any test
 # module imports scipy). With it on, the check runs instead of being skipped: CI skips nothing.
 os.environ.setdefault("SCIPY_ARRAY_API", "1")
 
+_ahead = None  # the thread compiling the session's parallel builds (tests/compile_ahead.py)
+
+
+def pytest_collection_finish(session):
+    """On a cold numba cache, compile the parallel builds the selected twin tests call on the second
+    core while the tests run (``BOWLRP_COMPILE_AHEAD=0`` turns it off)."""
+    global _ahead
+    if os.environ.get("BOWLRP_COMPILE_AHEAD", "1") == "0" or session.config.option.collectonly:
+        return
+    from tests import compile_ahead
+
+    _ahead = compile_ahead.start(session.items, pathlib.Path(__file__).resolve().parent.parent)
+
 
 def pytest_sessionfinish(session, exitstatus):
-    """With CI=true a skipped test fails the run: CI must exercise everything the README promises."""
+    """Stop the compile-ahead thread (not in the middle of LLVM at exit); with CI=true a skipped test
+    fails the run: CI must exercise everything the README promises."""
+    if _ahead is not None:
+        _ahead.stop()
     if os.environ.get("CI", "").lower() not in ("1", "true", "yes"):
         return
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")

@@ -18,6 +18,7 @@ import time
 
 import numpy as np
 
+from bowlrp.app import demo_ahead
 from bowlrp.app.scenes import make_scenes
 
 
@@ -55,6 +56,8 @@ def run(out="demo_out", n_train=800, n_test=100, n_show=6, size=64, random_state
 
     nets = import_nets()  # before any ``from nets...``: a foreign "nets" fails here, with a clear message
     from nets.train import ConvNetClassifier
+
+    demo_ahead.start()  # a cold numba cache: the kernels compile on the second core meanwhile
 
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numba
 import numpy as np
 import pytest
@@ -73,3 +75,63 @@ def test_forced_parallel_builds_and_uncached_kernels_keep_the_size_rule(tmp_path
     uncached = _fresh(tmp_path, monkeypatch, cache=False)
     assert isinstance(uncached, BothBuilds) and uncached.parallel_ready()
     assert jit._has_cached_build(uncached.parallel)
+
+
+def _add_one(x, out):
+    for i in range(x.shape[0]):
+        out[i] = x[i] + 1.0
+
+
+def test_compile_ahead_compiles_on_a_thread_and_skips_signatures_that_do_not_type(tmp_path, monkeypatch):
+    monkeypatch.setattr(numba.config, "CACHE_DIR", str(tmp_path))
+    kernel = jit.jit_serial(_add_one)
+    f64 = numba.types.Array(numba.types.float64, 1, "C")
+    i64 = numba.types.Array(numba.types.int64, 1, "C")
+    stale = (numba.types.float64, f64)  # a scalar where the kernel indexes: does not type
+    handle = jit.compile_ahead([(kernel, stale), (kernel, (f64, f64)), (kernel, (i64, f64))])
+    assert handle.join(timeout=120), "the compile-ahead thread did not finish"
+    assert [sig for _, sig in handle.compiled] == [(f64, f64), (i64, f64)]
+    assert set(kernel.overloads) == {(f64, f64), (i64, f64)}
+    x = np.arange(4.0)
+    out = np.empty_like(x)
+    kernel(x, out)  # served by the build compiled ahead: nothing new compiles
+    np.testing.assert_array_equal(out, x + 1.0)
+    assert len(kernel.overloads) == 2
+    handle.stop()  # after the end: returns at once
+
+
+def test_a_fork_while_compiling_ahead_gets_a_usable_compiler(tmp_path, monkeypatch):
+    """The fork waits for the compilation under way: the child can compile (it would hang holding a
+    compiler lock owned by a thread it does not have)."""
+    import os
+
+    monkeypatch.setattr(numba.config, "CACHE_DIR", str(tmp_path))
+    kernels = [jit.jit_serial(_renamed_add_one(k)) for k in range(3)]
+    f64 = numba.types.Array(numba.types.float64, 1, "C")
+    handle = jit.compile_ahead([(k, (f64, f64)) for k in kernels])
+    late = jit.jit_serial(_renamed_add_one(99))
+    pid = os.fork()
+    if pid == 0:  # child: compile and run a kernel, exit 0 if right
+        try:
+            out = np.empty(3)
+            late(np.zeros(3), out)
+            os._exit(0 if np.array_equal(out, np.ones(3)) else 1)
+        finally:
+            os._exit(2)
+    deadline = time.monotonic() + 120
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child hung compiling")
+        time.sleep(0.05)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert handle.join(timeout=120)
+
+
+def _renamed_add_one(k):
+    """A new function object (its own dispatcher and cache file) with ``_add_one``'s code."""
+    return jit._renamed(_add_one, f"_add_one_{k}")

@@ -1,0 +1,58 @@
+"""tests/compile_ahead.py: the list of kernels a cold session compiles on a background thread."""
+
+from __future__ import annotations
+
+import pathlib
+
+import numba
+
+import bowlrp.jit as jit
+from tests import compile_ahead
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def test_every_listed_kernel_exists_with_a_signature_that_parses():
+    lines = compile_ahead.entries()
+    assert lines, "tests/compile_ahead.txt lists nothing"
+    for test_file, kernel, args in lines:
+        assert (ROOT / test_file).is_file(), f"{test_file} (for {kernel}) does not exist"
+        dispatcher, signature = jit.specialisation(kernel, args)
+        assert isinstance(dispatcher, numba.core.registry.CPUDispatcher), kernel
+        if kernel.endswith("__serial"):  # a jit_both kernel's serial build
+            assert not dispatcher.targetoptions.get("parallel"), kernel
+        assert signature and all(isinstance(t, numba.types.Type) for t in signature), args
+
+
+def test_jobs_follow_the_session_s_file_order_and_skip_stale_lines_and_cached_kernels(monkeypatch):
+    f64 = "Array(float64, 4, 'C', False, aligned=True)"
+    lines = [
+        "# a comment",
+        f"tests/b.py\tnets._kernels.avg_pool\t({f64}, int64, int64, int64, int64, {f64})",
+        f"tests/a.py\tnets._kernels.no_such_kernel\t({f64},)",  # renamed since: skipped
+        f"tests/a.py\tnets._kernels.max_pool_scatter\t({f64}, not_a_type)",  # does not parse
+        f"tests/a.py\tnets._kernels.col2im\t({f64}, int64)",
+        f"tests/c.py\tnets._kernels.fold\t({f64},)",  # no selected test of that file
+        f"tests/b.py\tnets._kernels.fold__serial\t({f64}, bool)",
+    ]
+    monkeypatch.setattr(jit, "_has_cached_build", lambda dispatcher: False)
+    jobs = compile_ahead.jobs(["tests/a.py", "tests/b.py"], lines)
+    from nets import _kernels
+
+    want = [_kernels.col2im.parallel, _kernels.avg_pool.parallel, _kernels.fold.serial]
+    assert [d for d, _ in jobs] == want
+    assert jobs[0][1] == (numba.types.Array(numba.types.float64, 4, "C"), numba.types.int64)
+    # a warm cache: nothing to compile, no thread
+    monkeypatch.setattr(jit, "_has_cached_build", lambda dispatcher: True)
+    assert compile_ahead.jobs(["tests/a.py", "tests/b.py"], lines) == []
+
+
+def test_every_kernel_the_demo_compiles_ahead_exists_with_a_signature_that_parses():
+    from bowlrp.app import demo_ahead
+
+    lines = [line.split("\t") for line in demo_ahead.LIST.read_text().splitlines() if line.strip()]
+    assert lines
+    for kernel, args in lines:
+        dispatcher, signature = jit.specialisation(kernel, args)
+        assert isinstance(dispatcher, numba.core.registry.CPUDispatcher), kernel
+        assert not dispatcher.targetoptions.get("parallel"), f"the demo runs serial builds: {kernel}"
