@@ -135,3 +135,21 @@ def test_a_fork_while_compiling_ahead_gets_a_usable_compiler(tmp_path, monkeypat
 def _renamed_add_one(k):
     """A new function object (its own dispatcher and cache file) with ``_add_one``'s code."""
     return jit._renamed(_add_one, f"_add_one_{k}")
+
+
+def test_numba_cache_saves_and_loads_hold_a_file_lock(tmp_path, monkeypatch):
+    """Two processes saving signatures of one kernel at once could make numba's index name another
+    signature's code; saves and loads run under a lock file in the cache folder (and still work)."""
+    from numba.core.caching import IndexDataCacheFile
+
+    assert IndexDataCacheFile.save._bowlrp_locked and IndexDataCacheFile.load._bowlrp_locked
+    monkeypatch.setattr(numba.config, "CACHE_DIR", str(tmp_path))
+    kernel = jit.jit_serial(_renamed_add_one(7))
+    x = np.arange(3.0)
+    out = np.empty_like(x)
+    kernel(x, out)  # compiles and saves
+    assert list(tmp_path.rglob("bowlrp-cache.lock")) and list(tmp_path.rglob("*.nbc"))
+    again = jit.jit_serial(_renamed_add_one(7))  # a new dispatcher: loads the saved code
+    again(x, out)
+    np.testing.assert_array_equal(out, x + 1.0)
+    assert again.stats.cache_hits and not again.stats.cache_misses
