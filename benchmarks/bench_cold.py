@@ -17,7 +17,13 @@ demo and worker subprocesses the tests start count too): per kernel and signatur
 exclusive of the kernels it compiled inside it (an inlined or called kernel compiles within its
 caller), and the test that compiled it. The warm run is logged too: numba's cache should serve it all.
 ``--only suite`` times the whole test suite as ``make test`` runs it. ``--report DIR`` prints the
-inventory of a log folder written by a run with ``BENCH_COLD_LOG_DIR=DIR``.
+inventory of a log folder written by a run with ``BENCH_COLD_LOG_DIR=DIR`` (``--keep DIR`` keeps a
+run's caches and logs). ``--ahead both`` runs every command without and then with the compile-ahead
+thread (``bowlrp.jit.compile_ahead``; ``BOWLRP_COMPILE_AHEAD=0`` turns it off), an A/B in one round;
+``--write-ahead PREFIX`` writes the kernel lists it compiles from a cold run's log (the suite's:
+``tests/compile_ahead.txt``, the demo's: ``bowlrp/app/demo_kernels.txt``; with ``--report`` too). A
+run with failed tests still counts (its failures are printed): a flaky test must not discard a cold
+suite run of minutes.
 """
 
 from __future__ import annotations
@@ -53,14 +59,14 @@ TEST_SLICE_QUICK = ["tests/bowlrp/bow/test_classifier.py", "tests/bowlrp/bow/tes
 
 
 # ----------------------------------------------------------------------------------------- parent
-def run(argv, cache_dir, log_dir=None):
+def run(argv, cache_dir, log_dir=None, extra_env=None):
     """Wall time of ``python argv`` in a fresh process with numba's cache in ``cache_dir``.
 
     With ``log_dir``, every Python process of the run logs its numba compiles there (``_compile_log``
     installed as ``sitecustomize``).
     """
     path = [str(ROOT), os.environ.get("PYTHONPATH", "")]
-    env = {**os.environ, "NUMBA_CACHE_DIR": str(cache_dir)}
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(cache_dir), **(extra_env or {})}
     if log_dir is not None:
         hook = pathlib.Path(log_dir) / "hook"
         hook.mkdir(parents=True)
@@ -152,6 +158,10 @@ def main(argv=None):
     parser.add_argument("--json", help="write the compile logs and timings here")
     parser.add_argument("--report", metavar="DIR", help="print the inventory of a compile log folder")
     parser.add_argument("--top", type=int, default=15, help="rows of the inventory")
+    parser.add_argument("--ahead", choices=["on", "off", "both"], default="on",
+                        help="compile ahead on a background thread (bowlrp.jit.compile_ahead: the test "
+                             "session's and the demo's kernel lists) or not (BOWLRP_COMPILE_AHEAD=0); "
+                             "both: each command without, then with, in every round")
     parser.add_argument("--keep", metavar="DIR", help="keep the caches and logs in a new folder in DIR")
     parser.add_argument("--write-ahead", metavar="PREFIX",
                         help="with --inventory: write what each command's cold run compiled in its own "
@@ -176,19 +186,22 @@ def main(argv=None):
         tests = ["-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
                  *(TEST_SLICE_QUICK if args.quick else TEST_SLICE)]
         commands = {"demo": demo, "tests": tests, "suite": [*SUITE]}
-        commands = {name: commands[name] for name in (args.only or ["demo", "tests"])}
+        variants = {"on": [("", {})], "off": [("-no-ahead", {"BOWLRP_COMPILE_AHEAD": "0"})]}
+        variants["both"] = variants["off"] + variants["on"]  # A/B: the same command without, then with
+        commands = {name + suffix: (commands[name], env) for name in (args.only or ["demo", "tests"])
+                    for suffix, env in variants[args.ahead]}
         print(f"{os.cpu_count()} cores (shared machine); each round: cold run (empty NUMBA_CACHE_DIR), "
               "then warm run (same cache)")
         results = defaultdict(list)
         logs = {}
         for k in range(rounds):
-            for name, cmd in commands.items():
+            for name, (cmd, extra_env) in commands.items():
                 cache = tmp / f"cache_{name}_{k}"
                 cache.mkdir()
                 log = {run_: tmp / f"log_{name}_{k}_{run_}" if args.inventory else None
                        for run_ in ("cold", "warm")}
-                cold, cpu_cold, load_cold = run(cmd, cache, log["cold"])
-                warm, cpu_warm, load_warm = run(cmd, cache, log["warm"])
+                cold, cpu_cold, load_cold = run(cmd, cache, log["cold"], extra_env)
+                warm, cpu_warm, load_warm = run(cmd, cache, log["warm"], extra_env)
                 results[name].append((cold, warm))
                 print(f"{name:<6} round {k + 1}: cold {cold:7.1f} s (load {load_cold:.1f}), "
                       f"warm {warm:7.1f} s (load {load_warm:.1f}): cold / warm {cold / warm:.2f}; "
@@ -198,7 +211,7 @@ def main(argv=None):
                     logs[f"{name}_{k}_cold"] = inventory(read_log(log["cold"]), args.top)
                     if args.write_ahead and k == 0:
                         write_ahead_list(logs[f"{name}_{k}_cold"], f"{args.write_ahead}.{name}.txt",
-                                         name != "demo")
+                                         not name.startswith("demo"))
                     print("  warm run (numba's cache should serve everything):")
                     logs[f"{name}_{k}_warm"] = inventory(read_log(log["warm"]), args.top)
         for name, pairs in results.items():

@@ -394,10 +394,13 @@ def compile_ahead(jobs, pause=0.02):
 
     Returns
     -------
-    object
+    object or None
         With ``stop()`` (compile nothing more, wait for the current job), ``join(timeout)`` and
-        ``compiled`` (the pairs compiled so far).
+        ``compiled`` (the pairs compiled so far); None when the environment variable
+        ``BOWLRP_COMPILE_AHEAD`` is ``0`` (every kernel compiles at its first call, as before).
     """
+    if os.environ.get("BOWLRP_COMPILE_AHEAD", "1") == "0":
+        return None
     _hold_compiler_for_fork()
     return _AheadCompiler(jobs, pause)
 

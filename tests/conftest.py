@@ -15,7 +15,7 @@ def pytest_collection_finish(session):
     """On a cold numba cache, compile the parallel builds the selected twin tests call on the second
     core while the tests run (``BOWLRP_COMPILE_AHEAD=0`` turns it off)."""
     global _ahead
-    if os.environ.get("BOWLRP_COMPILE_AHEAD", "1") == "0" or session.config.option.collectonly:
+    if session.config.option.collectonly:
         return
     from tests import compile_ahead
 
