@@ -10,7 +10,8 @@ does) and registers a listener for ``"numba:compile"`` there.
 Each compile is appended at once as one JSON line to ``<BENCH_COLD_LOG_DIR>/<pid>.jsonl`` (forked
 children write under their own pid; nothing is lost when a process ends with ``os._exit``): kernel,
 build (parallel or not), argument types, exclusive seconds (without the kernels compiled inside it),
-inclusive seconds, and the pytest test running at the time (``PYTEST_CURRENT_TEST``).
+inclusive seconds, the pytest test running at the time (``PYTEST_CURRENT_TEST``) and the thread
+(``bowlrp-compile-ahead``: compiled ahead by ``bowlrp.jit.compile_ahead``).
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ def _register(event):
                 "inclusive": total,
                 "test": os.environ.get("PYTEST_CURRENT_TEST", "").split(" (")[0],
                 "pid": os.getpid(),
+                "thread": threading.current_thread().name,  # bowlrp-compile-ahead: compiled ahead
                 "argv": " ".join(sys.argv[:3]),
             }
             with open(os.path.join(_LOG_DIR, f"{os.getpid()}.jsonl"), "a") as f:

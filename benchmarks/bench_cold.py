@@ -107,8 +107,11 @@ def inventory(records, top=15):
         per_kernel[key][2].add(r["args"])
         per_file[r.get("test", "").split("::")[0] or "(no test)"] += r["seconds"]
     n_proc = len({r.get("pid") for r in records})
+    parallel = [r["seconds"] for r in records if r["parallel"]]
+    ahead = [r["seconds"] for r in records if r.get("thread") == "bowlrp-compile-ahead"]
     print(f"    compiled {len(records)} specialisations of {len(per_kernel)} kernels in {total:.1f} s "
-          f"(exclusive times, {n_proc} processes)")
+          f"(exclusive times, {n_proc} processes); parallel builds {len(parallel)}, {sum(parallel):.1f} s; "
+          f"on the compile-ahead thread {len(ahead)}, {sum(ahead):.1f} s")
     print("    top kernels: seconds, compiles, distinct signatures")
     for name, (seconds, count, sigs) in sorted(per_kernel.items(), key=lambda kv: -kv[1][0])[:top]:
         print(f"    {seconds:6.2f} s  {count:3d} x  {len(sigs):2d} sig  {name}")
