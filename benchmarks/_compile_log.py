@@ -11,7 +11,7 @@ Each compile is appended at once as one JSON line to ``<BENCH_COLD_LOG_DIR>/<pid
 children write under their own pid; nothing is lost when a process ends with ``os._exit``): kernel,
 build (parallel or not), argument types, exclusive seconds (without the kernels compiled inside it),
 inclusive seconds, the pytest test running at the time (``PYTEST_CURRENT_TEST``) and the thread
-(``bowlrp-compile-ahead``: compiled ahead by ``bowlrp.jit.compile_ahead``).
+(``bowlrp-compile-ahead``: compiled ahead by ``bowlrp.compile_ahead``).
 """
 
 from __future__ import annotations

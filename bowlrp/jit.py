@@ -11,6 +11,9 @@ Compilation: every numba kernel of ``bowlrp`` and ``nets`` goes through these de
   one is in numba's disk cache, or compiled in this process, or the serial build has spent
   :data:`PARALLEL_COMPILE_SECONDS` in calls the size rule would have run in parallel (then the
   compilation costs at most what the process already lost by waiting for it, the rent-or-buy rule);
+* a cold process can compile what it will need on a second thread (:mod:`bowlrp.compile_ahead`),
+  and numba's disk cache is saved and loaded under a file lock (:mod:`bowlrp._numba_cache`), so
+  processes compiling one kernel at once cannot corrupt its index;
 * parallel kernels use ``numba.prange`` over independent slices only (rows of a Gram matrix, images
   of a batch), never over a reduction whose order matters, so the parallel and the serial build of a
   kernel give bit-identical results.
@@ -39,10 +42,8 @@ tests (see ``tests/kernel_twins.py``).
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import functools
-import importlib
 import itertools
 import os
 import sys
@@ -57,6 +58,8 @@ if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
 import numba  # noqa: E402  (after the OpenMP policy above)
 import numpy as np  # noqa: E402
 
+from bowlrp._numba_cache import lock_cache_files as _lock_numba_cache_files  # noqa: E402
+
 __all__ = [
     "PARALLEL_MIN_WORK",
     "PARALLEL_COMPILE_SECONDS",
@@ -66,9 +69,6 @@ __all__ = [
     "use_parallel",
     "forced_builds",
     "serial_only",
-    "compile_ahead",
-    "specialisation",
-    "uncompiled",
     "limited_threads",
     "parallel_map",
     "split_batch",
@@ -91,51 +91,7 @@ PARALLEL_MIN_WORK = 10_000_000
 #: cost about as much as compiling bounds the loss either way.
 PARALLEL_COMPILE_SECONDS = 2.0
 
-def _lock_numba_cache_files():
-    """Make numba's disk cache safe for processes that compile the same kernel at the same time.
-
-    numba saves a specialisation by reading the kernel's index file, picking the first free data file
-    number, writing the index, then the data (``numba.core.caching.IndexDataCacheFile.save``): two
-    processes saving signatures of one kernel at once can pick the same number, and the index can
-    end up naming another signature's machine code (numba issue #10128, a crash or wrong numbers in
-    the next process that loads it). The test suite's compile-ahead thread saves while command-line
-    and worker subprocesses compile, so saves take an exclusive and loads a shared POSIX lock on a
-    file next to the cache's files (``fcntl.lockf``: per process, not inherited across ``fork``;
-    within a process numba's compiler lock already serialises loads and saves). Where the lock cannot
-    be taken (no ``fcntl``, a read-only cache folder, another numba layout) numba works as it does.
-    """
-    try:
-        import fcntl
-
-        from numba.core.caching import IndexDataCacheFile
-
-        save, load = IndexDataCacheFile.save, IndexDataCacheFile.load
-    except (ImportError, AttributeError):
-        return
-    if getattr(save, "_bowlrp_locked", False):
-        return
-
-    def locked(method, mode):
-        @functools.wraps(method)
-        def under_lock(self, *args):
-            try:
-                fd = os.open(os.path.join(self._cache_path, "bowlrp-cache.lock"),
-                             os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
-            except (OSError, AttributeError):
-                return method(self, *args)
-            try:
-                fcntl.lockf(fd, mode)
-                return method(self, *args)
-            finally:
-                os.close(fd)  # releases the lock
-        under_lock._bowlrp_locked = True
-        return under_lock
-
-    IndexDataCacheFile.save = locked(save, fcntl.LOCK_EX)
-    IndexDataCacheFile.load = locked(load, fcntl.LOCK_SH)
-
-
-_lock_numba_cache_files()
+_lock_numba_cache_files()  # before any kernel compiles: see bowlrp/_numba_cache.py
 
 _local = threading.local()  # .serial: this thread is a worker of parallel_map
 _forced = None  # "parallel" / "serial" while forced_builds() is active (tests)
@@ -272,137 +228,6 @@ class BothBuilds:
 
     def __call__(self, *args):
         return self.build(self.work(*args))(*args)
-
-
-class _AheadCompiler:
-    """A thread compiling numba specialisations ahead of their first call (see :func:`compile_ahead`)."""
-
-    def __init__(self, jobs, pause):
-        self.jobs = list(jobs)
-        self.pause = pause
-        self.compiled = []  # (dispatcher, signature) compiled here, in order
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="bowlrp-compile-ahead", daemon=True)
-        self._thread.start()
-        # a process that ends before the jobs do must not tear numba down under a compilation
-        atexit.register(self.stop)
-
-    def _run(self):
-        for dispatcher, signature in self.jobs:
-            if self._stop.is_set():
-                return
-            try:
-                dispatcher.compile(signature)  # under numba's compiler lock; a no-op when it exists
-                self.compiled.append((dispatcher, signature))
-            except Exception:  # noqa: BLE001 - a stale signature: the first real call compiles
-                pass
-            # let a thread that waits for the compiler take it before the next job (a lock is not fair)
-            self._stop.wait(self.pause)
-
-    def stop(self):
-        """Compile nothing more; wait for the compilation under way (numba's compile is not interruptible)."""
-        self._stop.set()
-        self._thread.join()
-
-    def join(self, timeout=None):
-        """Wait until every job is compiled (or the thread stopped)."""
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
-
-
-def _compiler_lock():
-    """numba's global compiler lock: one compilation at a time per process, whichever thread."""
-    from numba.core.compiler_lock import global_compiler_lock
-
-    return global_compiler_lock
-
-
-_ahead_forks_registered = False
-
-
-def _hold_compiler_for_fork():
-    """Fork only between two compilations: a child forked while another thread compiles would inherit
-    numba's compiler lock held by a thread it does not have (its first compilation would hang) and LLVM
-    halfway through a module."""
-    global _ahead_forks_registered
-    if not _ahead_forks_registered:
-        lock = _compiler_lock()
-        os.register_at_fork(before=lock.acquire, after_in_parent=lock.release, after_in_child=lock.release)
-        _ahead_forks_registered = True
-
-
-def specialisation(kernel, args):
-    """The dispatcher and signature numba's compile log names: ``("nets._kernels.fold", "(Array(float64,
-    3, 'C', False, aligned=True), int64, ...)")``.
-
-    ``kernel`` is ``module.name`` of a :func:`jit_serial` / :func:`jit_parallel` kernel or of a
-    :func:`jit_both` kernel's parallel build, ``module.name__serial`` of its serial build; ``args``
-    spells the argument types as numba prints them and is evaluated among numba's type names only (no
-    builtins). Raises if the kernel is gone or a type does not parse.
-    """
-    module, _, name = kernel.rpartition(".")
-    # the dispatcher compiled from the function ``name`` (a kernel object may be stored under another
-    # name: ``gram_kernel = jit_both(_gram)``)
-    builds = (build for obj in vars(sys.modules.get(module) or importlib.import_module(module)).values()
-              for build in ((obj.parallel, obj.serial) if isinstance(obj, BothBuilds) else (obj,))
-              if isinstance(build, numba.core.registry.CPUDispatcher))
-    dispatcher = next(b for b in builds if (b.py_func.__module__, b.py_func.__name__) == (module, name))
-    return dispatcher, tuple(eval(args, _type_names()))  # noqa: S307 - numba's type names only, no builtins
-
-
-@functools.cache
-def _type_names():
-    from numba.core import types
-
-    return {**{key: getattr(types, key) for key in dir(types) if not key.startswith("_")}, "__builtins__": {}}
-
-
-def uncompiled(specialisations):
-    """The ``(dispatcher, signature)`` jobs for ``(kernel, args)`` pairs (see :func:`specialisation`)
-    whose kernel numba's disk cache holds no build of yet; pairs that no longer resolve (a kernel
-    renamed or removed, a type gone) are left out: the first real call compiles what it needs."""
-    jobs, cached = [], {}
-    for kernel, args in specialisations:
-        try:
-            dispatcher, signature = specialisation(kernel, args)
-        except Exception:  # noqa: BLE001 - a stale entry costs nothing
-            continue
-        if kernel not in cached:
-            cached[kernel] = _has_cached_build(dispatcher)
-        if not cached[kernel]:
-            jobs.append((dispatcher, signature))
-    return jobs
-
-
-def compile_ahead(jobs, pause=0.02):
-    """Compile ``(dispatcher, signature)`` pairs on a background thread, in order, now.
-
-    A cold process spends most of numba's compile time in LLVM, which runs without the GIL, so the
-    thread compiles on the second core while the calling thread goes on with Python work (the test
-    session pre-compiles the parallel builds its twin tests will call). numba compiles one
-    specialisation at a time per process (its global compiler lock): a call that needs another
-    compilation meanwhile waits for the one under way, at most one job; one that needs a job's
-    specialisation finds it compiled. The compiled code and numba's disk cache are the same as if
-    the first call had compiled it. A process forks only between two compilations (the fork waits).
-
-    Parameters
-    ----------
-    jobs : iterable of (numba dispatcher, tuple of numba types)
-        A signature that no longer types is skipped (the first real call compiles what it needs).
-    pause : float
-        Seconds between two jobs, in which a waiting thread takes the compiler.
-
-    Returns
-    -------
-    object or None
-        With ``stop()`` (compile nothing more, wait for the current job), ``join(timeout)`` and
-        ``compiled`` (the pairs compiled so far); None when the environment variable
-        ``BOWLRP_COMPILE_AHEAD`` is ``0`` (every kernel compiles at its first call, as before).
-    """
-    if os.environ.get("BOWLRP_COMPILE_AHEAD", "1") == "0":
-        return None
-    _hold_compiler_for_fork()
-    return _AheadCompiler(jobs, pause)
 
 
 def _output_work(*args):

@@ -7,7 +7,7 @@ session's process compiled in a cold run of the whole suite (test file, kernel, 
 in the order they compiled: ``bench_cold.py --only suite --inventory --write-ahead
 tests/compile_ahead.txt``). Once pytest has collected the session's tests, :func:`start` hands the
 ones the selected test files need, in the order the session reaches them, to
-:func:`bowlrp.jit.compile_ahead`, which compiles them on the second core while the tests run. A test
+:func:`bowlrp.compile_ahead.compile_ahead`, which compiles them on the second core while the tests run. A test
 then finds its kernel compiled (or waits for the one compilation under way); the code, its numbers
 and numba's disk cache are those the test would have compiled itself. Kernels numba already has on
 disk (a warm cache) are skipped, so a warm session starts no thread. The list leaves out kernels that
@@ -44,9 +44,9 @@ def jobs(test_files, lines=None):
     Returns
     -------
     list of (numba dispatcher, tuple)
-        See :func:`bowlrp.jit.uncompiled` (no kernel the disk cache has, no stale line).
+        See :func:`bowlrp.compile_ahead.uncompiled` (no kernel the disk cache has, no stale line).
     """
-    from bowlrp.jit import uncompiled
+    from bowlrp.compile_ahead import uncompiled
 
     rank = {name: k for k, name in enumerate(dict.fromkeys(test_files))}
     wanted = sorted((w for w in entries(lines) if w[0] in rank), key=lambda w: rank[w[0]])  # stable
@@ -64,6 +64,6 @@ def start(items, root):
     todo = jobs(files)
     if not todo:
         return None
-    from bowlrp.jit import compile_ahead
+    from bowlrp.compile_ahead import compile_ahead
 
     return compile_ahead(todo)

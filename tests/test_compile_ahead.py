@@ -7,6 +7,7 @@ import pathlib
 import numba
 
 import bowlrp.jit as jit
+from bowlrp.compile_ahead import specialisation
 from tests import compile_ahead
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -17,7 +18,7 @@ def test_every_listed_kernel_exists_with_a_signature_that_parses():
     assert lines, "tests/compile_ahead.txt lists nothing"
     for test_file, kernel, args in lines:
         assert (ROOT / test_file).is_file(), f"{test_file} (for {kernel}) does not exist"
-        dispatcher, signature = jit.specialisation(kernel, args)
+        dispatcher, signature = specialisation(kernel, args)
         assert isinstance(dispatcher, numba.core.registry.CPUDispatcher), kernel
         if kernel.endswith("__serial"):  # a jit_both kernel's serial build
             assert not dispatcher.targetoptions.get("parallel"), kernel
@@ -53,6 +54,6 @@ def test_every_kernel_the_demo_compiles_ahead_exists_with_a_signature_that_parse
     lines = [line.split("\t") for line in demo_ahead.LIST.read_text().splitlines() if line.strip()]
     assert lines
     for kernel, args in lines:
-        dispatcher, signature = jit.specialisation(kernel, args)
+        dispatcher, signature = specialisation(kernel, args)
         assert isinstance(dispatcher, numba.core.registry.CPUDispatcher), kernel
         assert not dispatcher.targetoptions.get("parallel"), f"the demo runs serial builds: {kernel}"

@@ -6,7 +6,7 @@ decomposition, the network's layers in float32 for training and float64 for LRP)
 time. ``demo_kernels.txt`` lists them as the demo compiled them (kernel, numba argument types, in
 order; written by ``benchmarks/bench_cold.py --only demo --inventory --write-ahead PREFIX``), and
 :func:`start` compiles the ones numba's disk cache does not hold on a second thread
-(:func:`bowlrp.jit.compile_ahead`): most of a compilation is LLVM, which runs without the GIL, so it
+(:func:`bowlrp.compile_ahead.compile_ahead`): most of a compilation is LLVM, which runs without the GIL, so it
 overlaps the demo's own work on the second core (training the network needs its kernels while the BoW
 part still runs; the explanation kernels compile while the network trains). The code compiled is the
 same; a line that no longer matches a kernel costs only its own compilation.
@@ -21,7 +21,7 @@ LIST = pathlib.Path(__file__).with_name("demo_kernels.txt")
 
 def start():
     """Start compiling the demo's kernels that are not in numba's disk cache; the handle, or None."""
-    from bowlrp.jit import compile_ahead, uncompiled
+    from bowlrp.compile_ahead import compile_ahead, uncompiled
 
     lines = LIST.read_text().splitlines() if LIST.exists() else []
     jobs = uncompiled(tuple(line.split("\t")) for line in lines if line.strip())

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import bowlrp.jit as jit
+from bowlrp.compile_ahead import compile_ahead
 from bowlrp.jit import BothBuilds, forced_builds, jit_both, prange
 
 BIG = 1e30  # work the size rule always gives to the parallel build
@@ -88,7 +89,7 @@ def test_compile_ahead_compiles_on_a_thread_and_skips_signatures_that_do_not_typ
     f64 = numba.types.Array(numba.types.float64, 1, "C")
     i64 = numba.types.Array(numba.types.int64, 1, "C")
     stale = (numba.types.float64, f64)  # a scalar where the kernel indexes: does not type
-    handle = jit.compile_ahead([(kernel, stale), (kernel, (f64, f64)), (kernel, (i64, f64))])
+    handle = compile_ahead([(kernel, stale), (kernel, (f64, f64)), (kernel, (i64, f64))])
     assert handle.join(timeout=120), "the compile-ahead thread did not finish"
     assert [sig for _, sig in handle.compiled] == [(f64, f64), (i64, f64)]
     assert set(kernel.overloads) == {(f64, f64), (i64, f64)}
@@ -108,7 +109,7 @@ def test_a_fork_while_compiling_ahead_gets_a_usable_compiler(tmp_path, monkeypat
     monkeypatch.setattr(numba.config, "CACHE_DIR", str(tmp_path))
     kernels = [jit.jit_serial(_renamed_add_one(k)) for k in range(3)]
     f64 = numba.types.Array(numba.types.float64, 1, "C")
-    handle = jit.compile_ahead([(k, (f64, f64)) for k in kernels])
+    handle = compile_ahead([(k, (f64, f64)) for k in kernels])
     late = jit.jit_serial(_renamed_add_one(99))
     pid = os.fork()
     if pid == 0:  # child: compile and run a kernel, exit 0 if right
