@@ -19,7 +19,7 @@ caller), and the test that compiled it. The warm run is logged too: numba's cach
 ``--only suite`` times the whole test suite as ``make test`` runs it. ``--report DIR`` prints the
 inventory of a log folder written by a run with ``BENCH_COLD_LOG_DIR=DIR`` (``--keep DIR`` keeps a
 run's caches and logs). ``--ahead both`` runs every command without and then with the compile-ahead
-thread (``bowlrp.compile_ahead``; ``BOWLRP_COMPILE_AHEAD=0`` turns it off), an A/B in one round;
+thread (``bowlrp.compile_ahead``, opt-in: ``BOWLRP_COMPILE_AHEAD=1``), an A/B in one round;
 ``--write-ahead PREFIX`` writes the kernel lists it compiles from a cold run's log (the suite's:
 ``tests/compile_ahead.txt``, the demo's: ``bowlrp/app/demo_kernels.txt``; with ``--report`` too). A
 run with failed tests still counts (its failures are printed): a flaky test must not discard a cold
@@ -161,9 +161,9 @@ def main(argv=None):
     parser.add_argument("--json", help="write the compile logs and timings here")
     parser.add_argument("--report", metavar="DIR", help="print the inventory of a compile log folder")
     parser.add_argument("--top", type=int, default=15, help="rows of the inventory")
-    parser.add_argument("--ahead", choices=["on", "off", "both"], default="on",
+    parser.add_argument("--ahead", choices=["on", "off", "both"], default="off",
                         help="compile ahead on a background thread (bowlrp.compile_ahead: the test "
-                             "session's and the demo's kernel lists) or not (BOWLRP_COMPILE_AHEAD=0); "
+                             "session's and the demo's kernel lists; BOWLRP_COMPILE_AHEAD=1, opt-in) or not; "
                              "both: each command without, then with, in every round")
     parser.add_argument("--keep", metavar="DIR", help="keep the caches and logs in a new folder in DIR")
     parser.add_argument("--write-ahead", metavar="PREFIX",
@@ -189,7 +189,8 @@ def main(argv=None):
         tests = ["-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
                  *(TEST_SLICE_QUICK if args.quick else TEST_SLICE)]
         commands = {"demo": demo, "tests": tests, "suite": [*SUITE]}
-        variants = {"on": [("", {})], "off": [("-no-ahead", {"BOWLRP_COMPILE_AHEAD": "0"})]}
+        variants = {"on": [("-ahead", {"BOWLRP_COMPILE_AHEAD": "1"})],
+                    "off": [("", {"BOWLRP_COMPILE_AHEAD": "0"})]}
         variants["both"] = variants["off"] + variants["on"]  # A/B: the same command without, then with
         commands = {name + suffix: (commands[name], env) for name in (args.only or ["demo", "tests"])
                     for suffix, env in variants[args.ahead]}

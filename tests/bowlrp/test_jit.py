@@ -85,7 +85,7 @@ def _add_one(x, out):
 
 def test_compile_ahead_compiles_on_a_thread_and_skips_signatures_that_do_not_type(tmp_path, monkeypatch):
     monkeypatch.setattr(numba.config, "CACHE_DIR", str(tmp_path))
-    monkeypatch.delenv("BOWLRP_COMPILE_AHEAD", raising=False)  # (bench_cold --ahead off sets it)
+    monkeypatch.setenv("BOWLRP_COMPILE_AHEAD", "1")  # opt-in
     kernel = jit.jit_serial(_add_one)
     f64 = numba.types.Array(numba.types.float64, 1, "C")
     i64 = numba.types.Array(numba.types.int64, 1, "C")
@@ -108,7 +108,7 @@ def test_a_fork_while_compiling_ahead_gets_a_usable_compiler(tmp_path, monkeypat
     import os
 
     monkeypatch.setattr(numba.config, "CACHE_DIR", str(tmp_path))
-    monkeypatch.delenv("BOWLRP_COMPILE_AHEAD", raising=False)  # (bench_cold --ahead off sets it)
+    monkeypatch.setenv("BOWLRP_COMPILE_AHEAD", "1")  # opt-in
     kernels = [jit.jit_serial(_renamed_add_one(k)) for k in range(3)]
     f64 = numba.types.Array(numba.types.float64, 1, "C")
     handle = compile_ahead([(k, (f64, f64)) for k in kernels])
@@ -158,8 +158,12 @@ def test_numba_cache_saves_and_loads_hold_a_file_lock(tmp_path, monkeypatch):
     assert again.stats.cache_hits and not again.stats.cache_misses
 
 
-def test_compile_ahead_can_be_turned_off(monkeypatch):
-    monkeypatch.setenv("BOWLRP_COMPILE_AHEAD", "0")
+@pytest.mark.parametrize("setting", [None, "0"])
+def test_compile_ahead_is_off_unless_asked_for(monkeypatch, setting):
+    if setting is None:
+        monkeypatch.delenv("BOWLRP_COMPILE_AHEAD", raising=False)
+    else:
+        monkeypatch.setenv("BOWLRP_COMPILE_AHEAD", setting)
     kernel = jit.jit_serial(_renamed_add_one(5))
     f64 = numba.types.Array(numba.types.float64, 1, "C")
     assert compile_ahead([(kernel, (f64, f64))]) is None and not kernel.overloads
