@@ -9,8 +9,8 @@ one job; a call that needs a job's specialisation finds it compiled, so nothing 
 the code, its numbers and numba's disk cache are those the first call would have made. The lists are
 what a cold run compiled, as numba's compile log names them (:func:`specialisation`);
 :func:`uncompiled` drops the kernels numba's disk cache already holds (a warm run starts no thread).
-It is off unless ``BOWLRP_COMPILE_AHEAD=1``: in one cold run of the whole suite with it on, a test
-that stops forked workers hung in numba's threading-layer start-up lock (a process-shared semaphore;
+The test session's is off unless ``BOWLRP_COMPILE_AHEAD=1`` (the demo's is on unless it is ``0``):
+in one cold run of the whole suite with it on, a test that stops forked workers hung in numba's threading-layer start-up lock (a process-shared semaphore;
 whether the thread's earlier parallel compilations made that more likely is not known yet), so it
 stays opt-in until that is understood.
 """
@@ -133,7 +133,7 @@ def uncompiled(specialisations):
     return jobs
 
 
-def compile_ahead(jobs, pause=0.02):
+def compile_ahead(jobs, pause=0.02, default="0"):
     """Compile ``(dispatcher, signature)`` pairs on a background thread, in order, now.
 
     A cold process spends most of numba's compile time in LLVM, which runs without the GIL, so the
@@ -150,15 +150,18 @@ def compile_ahead(jobs, pause=0.02):
         A signature that no longer types is skipped (the first real call compiles what it needs).
     pause : float
         Seconds between two jobs, in which a waiting thread takes the compiler.
+    default : {"0", "1"}
+        Whether to compile ahead when ``BOWLRP_COMPILE_AHEAD`` is not set: off for the test session,
+        on for the demo (one process, no forks: the hang below does not concern it).
 
     Returns
     -------
     object or None
         With ``stop()`` (compile nothing more, wait for the current job), ``join(timeout)`` and
-        ``compiled`` (the pairs compiled so far); None unless the environment variable
-        ``BOWLRP_COMPILE_AHEAD`` is ``1`` (opt-in: every kernel compiles at its first call).
+        ``compiled`` (the pairs compiled so far); None when ``BOWLRP_COMPILE_AHEAD`` (else
+        ``default``) is not ``1``: every kernel then compiles at its first call.
     """
-    if os.environ.get("BOWLRP_COMPILE_AHEAD", "0") != "1":
+    if os.environ.get("BOWLRP_COMPILE_AHEAD", default) != "1":
         return None
     _hold_compiler_for_fork()
     return _AheadCompiler(jobs, pause)

@@ -167,3 +167,5 @@ def test_compile_ahead_is_off_unless_asked_for(monkeypatch, setting):
     kernel = jit.jit_serial(_renamed_add_one(5))
     f64 = numba.types.Array(numba.types.float64, 1, "C")
     assert compile_ahead([(kernel, (f64, f64))]) is None and not kernel.overloads
+    if setting == "0":  # the demo's default is on, the variable still wins
+        assert compile_ahead([(kernel, (f64, f64))], default="1") is None and not kernel.overloads
