@@ -281,10 +281,23 @@ def limited_threads(n, numba_threads=True, user_api=None):
     if numba_threads:
         numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
     try:
-        with _controller().limit(limits=n, user_api=user_api):
+        with _limit_libraries(n, user_api):
             yield
     finally:
         numba.set_num_threads(before)
+
+
+def _limit_libraries(n, user_api):
+    """threadpoolctl's limit on the BLAS/OpenMP libraries that do not run ``n`` threads already (the
+    others are neither set nor restored). Setting OpenBLAS's count, even to the count it has, starts
+    its whole thread pool again in a forked process (OpenBLAS stops the pool at every fork), and
+    each new thread busy-waits ~0.1 s: in a ``-j 2`` run that stole the two cores from the two
+    processes explaining (each nested one-thread limit in a worker started two spinning threads)."""
+    controller = _controller()
+    if user_api is not None:
+        controller = controller.select(user_api=user_api)
+    others = [lib.filepath for lib in controller.lib_controllers if lib.num_threads != n]
+    return controller.select(filepath=others).limit(limits=n) if others else contextlib.nullcontext()
 
 
 _executor = None

@@ -221,8 +221,9 @@ class _RelevanceArchive:
     written while the run goes rather than all at its end: an image's map joins it as soon as the
     image and every one before it are settled (recorded in this run, or not to be explained in it).
     The copying runs in the driver (which also explains pieces with forked workers: the guided
-    pieces spread that load); the archive's content is what writing it at the end would give. It replaces the previous archive only when
-    the run completes (:meth:`finish`); an interrupted run removes it (:meth:`discard`)."""
+    pieces spread that load); the archive's content is what writing it at the end would give. It
+    replaces the previous archive only when the run completes (:meth:`finish`); an interrupted run
+    removes it (:meth:`discard`)."""
 
     def __init__(self, out_dir: str, items: list[ImageItem]):
         self.out_dir, self.items, self.next = out_dir, items, 0

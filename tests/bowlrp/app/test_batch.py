@@ -239,11 +239,11 @@ def test_classes_of_a_script_are_left_to_loky_when_the_server_forks(data, monkey
 
     script_class = type("ScriptExplainer", (), {"__module__": "__main__"})
     fork_from_the_run(monkeypatch)
-    assert process_pool.available(script_class())
+    assert process_pool.pool_kind(script_class()) == "forked"
     monkeypatch.setattr(process_pool, "FORK_DRIVER", False)
-    assert not process_pool.available(script_class())
-    assert process_pool.available(NetworkExplainer(data["model"])) == \
-        ("forkserver" in __import__("multiprocessing").get_all_start_methods())
+    assert process_pool.pool_kind(script_class()) is None
+    assert process_pool.pool_kind(NetworkExplainer(data["model"])) == \
+        ("server" if "forkserver" in __import__("multiprocessing").get_all_start_methods() else None)
 
 
 def test_bad_arguments(data, tmp_path):
