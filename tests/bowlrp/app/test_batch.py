@@ -295,3 +295,20 @@ def test_no_record_before_its_files_and_their_folders_are_synced(data, tmp_path,
     for key, (t_wrote, pid) in wrote.items():
         folders = {folder for t, p, folder in synced if p == pid and t_wrote < t < recorded[key]}
         assert folders == {"relevance", "heatmaps"}, key
+
+
+def test_results_after_every_image_is_recorded_are_an_error(data, tmp_path, monkeypatch):
+    """The run writes its outputs once every image is recorded, then lets the executor end: an
+    executor that returned results after that (an image twice) would have them missing from the
+    outputs, so it is an error rather than silently dropped."""
+    from bowlrp.app import batch, executors
+
+    def twice(explainer, chunks, target, write, *options):
+        results = list(executors.run_serial(explainer, chunks, target, write))
+        yield from results
+        yield results[-1]
+
+    monkeypatch.setattr(batch, "run_chunks", twice)
+    with pytest.raises(RuntimeError, match="after every image was recorded"):
+        explain_batch(NetworkExplainer(data["model"]), [data["images"]], tmp_path / "out", chunk_size=5,
+                      progress=False)

@@ -392,3 +392,21 @@ def test_no_blas_threads_start_in_the_processes_of_a_run(scenes, explainer, tmp_
     assert there and here[1:]  # both processes explained (the first call here is before the fork)
     assert max(there) == 0  # forked with the main thread alone
     assert max(here[1:]) <= here[0] - pool  # the pool stopped at the fork stays stopped
+
+
+def test_the_outputs_are_written_before_the_worker_is_joined(scenes, explainer, tmp_path, monkeypatch,
+                                                             forkable):
+    """Once every image is recorded the run writes scores.csv and relevances.npz, then joins its
+    worker (which exits meanwhile) and lifts its thread limit: neither delays the outputs."""
+    from bowlrp.app import forked_workers
+    from bowlrp.app.run_folder import RELEVANCES_NPZ, SCORES_CSV
+
+    out, stop, seen = tmp_path / "par", forked_workers._Workers.stop, []
+
+    def stopping(self, finished):
+        seen.append((finished, (out / SCORES_CSV).exists(), (out / RELEVANCES_NPZ).exists()))
+        stop(self, finished)
+
+    monkeypatch.setattr(forked_workers._Workers, "stop", stopping)
+    explain_batch(explainer, [scenes["images"]], out, chunk_size=3, n_jobs=2, progress=False)
+    assert seen == [(True, True, True)]
