@@ -25,7 +25,7 @@ import numpy as np
 
 from bowlrp.bow._kernels import EXP_CHI2, RBF, sparse_cross
 from bowlrp.jit import jit_serial
-from bowlrp.roots import accept_point, propose_point, start_segment
+from bowlrp.roots import accept_point, new_state, propose_point, start_segment
 
 #: segments searched together (their points evaluated as one block)
 SEGMENTS = 64
@@ -257,23 +257,20 @@ def segment_roots(X, C, rows, picks, g0, g1, SV, sv_idx, sv_start, sv_sums, coef
     which = np.empty(SEGMENTS, np.int64)
     points = np.empty(SEGMENTS)
     bisects = np.empty(SEGMENTS, np.bool_)
-    lo, hi, lo_g, hi_g = np.empty(SEGMENTS), np.empty(SEGMENTS), np.empty(SEGMENTS), np.empty(SEGMENTS)
-    best_a, best_g = np.empty(SEGMENTS), np.empty(SEGMENTS)
-    side = np.empty(SEGMENTS, np.int8)
-    stalls = np.empty(SEGMENTS, np.int8)
+    state = new_state(SEGMENTS)  # the search of the block's segments (bowlrp.roots.SearchState)
+    best_a, best_g = state.best_a, state.best_g
     active = np.empty(SEGMENTS, np.bool_)
     known = np.empty(SEGMENTS, np.bool_)  # best_g[k] is f at best_a[k] evaluated here
     for s0 in range(0, n_seg, SEGMENTS):
         nb = min(n_seg, s0 + SEGMENTS) - s0
         for k in range(nb):
             known[k] = False
-            active[k] = start_segment(k, g0[s0 + k], g1[s0 + k], tol, lo, hi, lo_g, hi_g, best_a, best_g,
-                                      side, stalls)
+            active[k] = start_segment(k, g0[s0 + k], g1[s0 + k], tol, state)
         for _ in range(max_iter):
             n = 0
             for k in range(nb):
                 if active[k]:
-                    points[n], bisects[n] = propose_point(k, lo, hi, lo_g, hi_g, stalls)
+                    points[n], bisects[n] = propose_point(k, state)
                     which[n] = k
                     n += 1
             if n == 0:
@@ -287,8 +284,7 @@ def segment_roots(X, C, rows, picks, g0, g1, SV, sv_idx, sv_start, sv_sums, coef
                     failed[s0 + k] = True
                     active[k] = False
                     continue
-                active[k] = accept_point(k, points[j], vals[j], bisects[j], tol, lo, hi, lo_g, hi_g, best_a,
-                                         best_g, side, stalls)
+                active[k] = accept_point(k, points[j], vals[j], bisects[j], tol, state)
                 if best_a[k] == points[j] and best_g[k] == vals[j]:
                     known[k] = True
         # the roots; f at a root is its value from the search (the same point, computed the same way),
