@@ -391,6 +391,11 @@ def unfold(x, kh, kw, sh, sw, ph, pw, oh0, out):  # pragma: no cover - compiled
     rows = p_n // ow_n
     xf = x.reshape(-1)
     of = out.reshape(-1)
+    # stride 1 and "same" width (2 pw = kw - 1: LeNet's and VGG's convolutions): an input row and an
+    # output row have the same length, so a tap's rows inside the image are ONE contiguous span of
+    # x shifted by the tap's offset: one long copy, then the few wrapped-around edge entries of
+    # each row set to zero (the per-row copies of 8-28 elements cost their loop set-up each)
+    span = sh == 1 and sw == 1 and ow_n == w
     for nc in prange(n_img * n_ch):
         n, c = nc // n_ch, nc % n_ch
         x_plane = nc * h * w
@@ -399,6 +404,27 @@ def unfold(x, kh, kw, sh, sw, ph, pw, oh0, out):  # pragma: no cover - compiled
                 o_row0 = (n * k_n + (c * kh + i) * kw + j) * p_n
                 lo, hi = _tap_columns(j, sw, pw, w, ow_n)
                 x0 = j - pw
+                if span:
+                    r_lo = min(rows, max(0, ph - i - oh0))
+                    r_hi = max(r_lo, min(rows, h + ph - i - oh0))
+                    for t in range(r_lo * ow_n):
+                        of[o_row0 + t] = 0.0
+                    for t in range(r_hi * ow_n, rows * ow_n):
+                        of[o_row0 + t] = 0.0
+                    if r_hi > r_lo:
+                        d0 = o_row0 + r_lo * ow_n
+                        s0 = x_plane + (oh0 + r_lo - ph + i) * w + x0
+                        length = (r_hi - r_lo) * w - lo - (ow_n - hi)
+                        src = xf[s0 + lo : s0 + lo + length]
+                        dst = of[d0 + lo : d0 + lo + length]
+                        for t in range(length):
+                            dst[t] = src[t]
+                        for r in range(r_hi - r_lo):  # the entries that wrapped around a row edge
+                            for t in range(lo):
+                                of[d0 + r * ow_n + t] = 0.0
+                            for t in range(hi, ow_n):
+                                of[d0 + r * ow_n + t] = 0.0
+                    continue
                 for r in range(rows):
                     yy = (oh0 + r) * sh - ph + i
                     base = o_row0 + r * ow_n

@@ -23,6 +23,9 @@ GEOMETRIES = [  # (kh, kw, sh, sw, ph, pw)
     (2, 2, 2, 2, 0, 0),
     (3, 3, 2, 3, 1, 0),
     (1, 1, 1, 1, 0, 0),
+    (3, 3, 1, 1, 1, 1),  # stride 1, "same" width: the span paths of unfold and fold
+    (5, 5, 1, 1, 2, 2),
+    (3, 3, 1, 1, 2, 2),  # (wider than "same": the row paths)
 ]
 
 
