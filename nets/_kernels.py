@@ -482,3 +482,44 @@ def fold(cols, kh, kw, sh, sw, ph, pw, oh0, zero, out):  # pragma: no cover - co
                     else:
                         for ow in range(lo, hi):
                             of[ob + ow * sw] += col[base + ow]
+
+
+@_parallel_or_serial
+def fold_same(cols, kh, kw, ph, pw, oh0, zero, out):  # pragma: no cover - compiled
+    """``fold`` for stride 1 and "same" width (``2 pw = kw - 1``: an input row as long as an output
+    row), with ``cols`` a C-contiguous scratch matrix that it overwrites: each tap's rows are one
+    contiguous span added at once, after its entries that fall outside the image (which the span
+    would wrap onto the neighbouring row's edge) are set to zero. Each pixel gets the taps in the
+    same order as ``fold``; a pixel a tap does not reach gets + 0.0 (the same value, but a -0.0
+    becomes 0.0)."""
+    n_img, n_ch, h, w = out.shape
+    k_n, p_n = cols.shape[1], cols.shape[2]
+    rows = p_n // w
+    cf = cols.reshape(-1)
+    of = out.reshape(-1)
+    for nc in prange(n_img * n_ch):
+        n, c = nc // n_ch, nc % n_ch
+        o_plane = nc * h * w
+        if zero:
+            for t in range(h * w):
+                of[o_plane + t] = 0.0
+        for i in range(kh):
+            r_lo = min(rows, max(0, ph - i - oh0))
+            r_hi = max(r_lo, min(rows, h + ph - i - oh0))
+            if r_hi == r_lo:
+                continue
+            for j in range(kw):
+                c0 = (n * k_n + (c * kh + i) * kw + j) * p_n
+                lo, hi = _tap_columns(j, 1, pw, w, w)
+                for r in range(r_lo, r_hi):
+                    for t in range(lo):
+                        cf[c0 + r * w + t] = 0.0
+                    for t in range(hi, w):
+                        cf[c0 + r * w + t] = 0.0
+                length = (r_hi - r_lo) * w - lo - (w - hi)
+                s0 = c0 + r_lo * w + lo
+                d0 = o_plane + (oh0 + r_lo - ph + i) * w + j - pw + lo
+                src = cf[s0 : s0 + length]
+                dst = of[d0 : d0 + length]
+                for t in range(length):
+                    dst[t] += src[t]

@@ -392,6 +392,8 @@ class Conv2D(_Weighted):
         Wt = W2.reshape(g, o // g, k // g).transpose(0, 2, 1)  # (G, K/G, O/G)
         out = np.empty(input_shape, dtype=dtype)
         pointwise = self._is_pointwise(kh, kw)
+        # stride 1, input rows as long as output rows: ``fold_same`` adds each tap's rows at once
+        same = not pointwise and self.stride == (1, 1) and ow == input_shape[3]
 
         def work(i0, i1, r0, r1, serial):
             m, p0, p1 = i1 - i0, r0 * ow, r1 * ow
@@ -406,7 +408,10 @@ class Conv2D(_Weighted):
                 np.matmul(Wt[0], sb, out=cols)
             else:
                 np.matmul(Wt, sb.reshape(m, g, o // g, p1 - p0), out=cols.reshape(m, g, k // g, p1 - p0))
-            if not pointwise:
+            if same:  # (cols is this block's scratch: fold_same may overwrite it)
+                fold = _kernels.fold_same.serial if serial else _kernels.fold_same
+                fold(cols, kh, kw, *self.padding, r0, r0 == 0, out[i0:i1])
+            elif not pointwise:
                 fold = _kernels.fold.serial if serial else _kernels.fold
                 fold(cols, kh, kw, *self.stride, *self.padding, r0, r0 == 0, out[i0:i1])
 

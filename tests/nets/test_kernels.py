@@ -209,6 +209,39 @@ def test_fold_of_one_row_broadcast_to_every_tap_matches_twin():
             assert_matches_twin(fold_fast, fold_twin, [(cols, shape, g)])
 
 
+
+#: stride 1 and input rows as long as output rows (2 pw = kw - 1): the geometries of ``fold_same``
+SAME_WIDTH = [(3, 3, 1, 1, 1, 1), (5, 5, 1, 1, 2, 2), (3, 3, 1, 1, 0, 1), (5, 5, 1, 1, 4, 2), (1, 3, 1, 1, 0, 1)]
+
+
+def fold_same_fast(cols, shape, g):
+    out = np.full(shape, np.nan)
+    _kernels.fold_same(np.array(cols), g[0], g[1], g[4], g[5], 0, True, out)
+    return out
+
+
+def test_fold_same_matches_twin_by_bands_and_equals_fold():
+    """``fold_same`` (stride 1, same width, one span per tap on a scratch copy of the columns) is
+    ``fold``: the twin's sums, band by band as the whole, and ``fold``'s numbers exactly."""
+    rng = np.random.default_rng(9)
+    for g in SAME_WIDTH:
+        for shape in [(2, 3, 7, 6), (1, 2, 5, 5), (2, 1, 3, 40)]:
+            oh, ow = _out_size(*shape[2:], *g)
+            assert ow == shape[3]
+            cols = rng.normal(size=(shape[0], shape[1] * g[0] * g[1], oh * ow))
+            assert_matches_twin(fold_same_fast, fold_twin, [(cols, shape, g)])
+            np.testing.assert_array_equal(fold_same_fast(cols, shape, g), fold_fast(cols, shape, g))
+            c32 = cols.astype(np.float32)
+            np.testing.assert_array_equal(fold_same_fast(c32, shape, g), fold_fast(c32, shape, g))
+            banded, banded_fold = np.full(shape, np.nan), np.full(shape, np.nan)
+            for r0 in range(0, oh, 2):  # bands of two output rows, added to the previous ones
+                r1 = min(oh, r0 + 2)
+                band = np.array(cols[:, :, r0 * ow : r1 * ow])
+                _kernels.fold(band, *g, r0, r0 == 0, banded_fold)
+                _kernels.fold_same(band, g[0], g[1], g[4], g[5], r0, r0 == 0, banded)
+            np.testing.assert_array_equal(banded, banded_fold)
+            np.testing.assert_allclose(banded, fold_twin(cols, shape, g), rtol=1e-12, atol=1e-12)
+
 # ------------------------------------------------------------------------------------------------
 def max_pool_fast(x, g):
     n, c, h, w = x.shape
