@@ -485,13 +485,14 @@ def fold(cols, kh, kw, sh, sw, ph, pw, oh0, zero, out):  # pragma: no cover - co
 
 
 @_parallel_or_serial
-def fold_same(cols, kh, kw, ph, pw, oh0, zero, out):  # pragma: no cover - compiled
+def fold_same(cols, kh, kw, ph, pw, oh0, zero, times, out):  # pragma: no cover - compiled
     """``fold`` for stride 1 and "same" width (``2 pw = kw - 1``: an input row as long as an output
     row), with ``cols`` a C-contiguous scratch matrix that it overwrites: each tap's rows are one
     contiguous span added at once, after its entries that fall outside the image (which the span
     would wrap onto the neighbouring row's edge) are set to zero. Each pixel gets the taps in the
     same order as ``fold``; a pixel a tap does not reach gets + 0.0 (the same value, but a -0.0
-    becomes 0.0)."""
+    becomes 0.0). A non-empty ``times`` (``out``'s shape, C-contiguous: the images' last band) is
+    multiplied into each finished plane while it is in cache (LRP's ``x * W^T s``)."""
     n_img, n_ch, h, w = out.shape
     k_n, p_n = cols.shape[1], cols.shape[2]
     rows = p_n // w
@@ -523,3 +524,9 @@ def fold_same(cols, kh, kw, ph, pw, oh0, zero, out):  # pragma: no cover - compi
                 dst = of[d0 : d0 + length]
                 for t in range(length):
                     dst[t] += src[t]
+        if times.size:
+            tf = times.reshape(-1)
+            src = tf[o_plane : o_plane + h * w]
+            dst = of[o_plane : o_plane + h * w]
+            for t in range(h * w):
+                dst[t] *= src[t]

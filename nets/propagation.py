@@ -317,7 +317,8 @@ def _accumulate(R_in, contrib, factor, dtype):
 
 
 def _stacked_transposes(layer, pending, input_shape):
-    """``(xin, factor, back)`` for the pending terms ``(xin, factor, s, W_modified)``: terms that
+    """``(factor, xin * back)`` for the pending terms ``(xin, factor, s, W_modified)``, the product
+    made by the layer's transposed map (``times=``: inside a convolution's fold). Terms that
     multiply the same input (alpha and beta of AlphaBeta: x * (a W+^T s+ - b W-^T s-)) go back as
     ONE transposed map of the stacked weights, ``[W1; W2]^T [f1 s1; f2 s2]`` (one GEMM over twice the
     channels, one col2im instead of two, one product with x); the others one by one."""
@@ -327,7 +328,7 @@ def _stacked_transposes(layer, pending, input_shape):
     for xin, items in by_input.values():
         if len(items) == 1:
             factor, s, Wm = items[0]
-            yield xin, factor, layer.linear_transpose(s, Wm, input_shape)
+            yield factor, layer.linear_transpose(s, Wm, input_shape, times=xin)
             continue
         s0 = items[0][1]
         width = sum(s.shape[1] for _, s, _ in items)
@@ -341,7 +342,7 @@ def _stacked_transposes(layer, pending, input_shape):
                 np.multiply(s, f, out=block)
             o += s.shape[1]
         W_all = np.concatenate([Wm for _, _, Wm in items], axis=0)
-        yield xin, 1.0, layer.linear_transpose(s_all, W_all, input_shape)
+        yield 1.0, layer.linear_transpose(s_all, W_all, input_shape, times=xin)
 
 
 def _propagate_linear(layer, rule, x, y, R, precomputed=None, stab=None, with_bias=True):
@@ -431,8 +432,8 @@ def _propagate_linear(layer, rule, x, y, R, precomputed=None, stab=None, with_bi
             bias_absorbed += group.coef * sign * _bias_absorbed(s, tb)
     for s, Ws in scaled.values():  # the terms of one group whose inputs went into the weights
         R_in = _accumulate(R_in, layer.linear_transpose(s, sum(Ws[1:], Ws[0]), x.shape), 1.0, dtype)
-    for xin, factor, back in _stacked_transposes(layer, pending, x.shape):
-        R_in = _accumulate(R_in, xin * back, factor, dtype)
+    for factor, contrib in _stacked_transposes(layer, pending, x.shape):
+        R_in = _accumulate(R_in, contrib, factor, dtype)
     if R_in is None:  # every term vanished (all-zero input parts)
         R_in = np.zeros(x.shape, dtype=dtype)
     return R_in, bias_absorbed

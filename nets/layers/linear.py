@@ -152,6 +152,13 @@ def _run_blocks(blocks, work):
             future.result()
 
 
+def _times(out, times):
+    """``times * out``: in place when the dtypes allow (``out`` is the caller's fresh array)."""
+    if np.result_type(out, times) == out.dtype:
+        return np.multiply(out, times, out=out)
+    return times * out
+
+
 class _Weighted(Layer):
     """A linear layer with a weight array ``W`` and an optional bias ``b`` (saved as such)."""
 
@@ -206,8 +213,10 @@ class Dense(_Weighted):
             y += b
         return y
 
-    def linear_transpose(self, s, W, input_shape):
-        return s @ W
+    def linear_transpose(self, s, W, input_shape, times=None):
+        """``W^T s`` per sample; with ``times``, ``times * W^T s`` (the product made in place)."""
+        out = s @ W
+        return out if times is None else _times(out, times)
 
     def linear_transpose_ones(self, s, input_shape):
         """``linear_transpose`` with every weight 1 (the Flat rule): each input gets sum_j s_j."""
@@ -379,7 +388,10 @@ class Conv2D(_Weighted):
             out += b.astype(dtype, copy=False).reshape(1, -1, 1, 1)
         return out
 
-    def linear_transpose(self, s, W, input_shape):
+    def linear_transpose(self, s, W, input_shape, times=None):
+        """The transposed convolution ``W^T s``; with ``times`` (input-shaped), ``times * W^T s``,
+        multiplied into each image's planes as the fold finishes them when it can (LRP's product
+        with the input, without another pass over an input-sized array)."""
         n = input_shape[0]
         _, o, oh, ow = s.shape
         W = self._dilated(W)
@@ -394,6 +406,10 @@ class Conv2D(_Weighted):
         pointwise = self._is_pointwise(kh, kw)
         # stride 1, input rows as long as output rows: ``fold_same`` adds each tap's rows at once
         same = not pointwise and self.stride == (1, 1) and ow == input_shape[3]
+        fused = same and times is not None and times.dtype == dtype
+        if fused:
+            times = np.ascontiguousarray(times)
+        no_times = np.empty((0, 0, 0, 0), dtype=dtype)
 
         def work(i0, i1, r0, r1, serial):
             m, p0, p1 = i1 - i0, r0 * ow, r1 * ow
@@ -410,13 +426,14 @@ class Conv2D(_Weighted):
                 np.matmul(Wt, sb.reshape(m, g, o // g, p1 - p0), out=cols.reshape(m, g, k // g, p1 - p0))
             if same:  # (cols is this block's scratch: fold_same may overwrite it)
                 fold = _kernels.fold_same.serial if serial else _kernels.fold_same
-                fold(cols, kh, kw, *self.padding, r0, r0 == 0, out[i0:i1])
+                scale = times[i0:i1] if fused and r1 == oh else no_times
+                fold(cols, kh, kw, *self.padding, r0, r0 == 0, scale, out[i0:i1])
             elif not pointwise:
                 fold = _kernels.fold.serial if serial else _kernels.fold
                 fold(cols, kh, kw, *self.stride, *self.padding, r0, r0 == 0, out[i0:i1])
 
         _run_blocks(self._blocks(n, oh, ow, k), work)
-        return out
+        return out if times is None or fused else _times(out, times)
 
     def linear_transpose_ones(self, s, input_shape):
         """``linear_transpose`` with every weight 1 (the Flat rule): one GEMM with a single output

@@ -216,7 +216,7 @@ SAME_WIDTH = [(3, 3, 1, 1, 1, 1), (5, 5, 1, 1, 2, 2), (3, 3, 1, 1, 0, 1), (5, 5,
 
 def fold_same_fast(cols, shape, g):
     out = np.full(shape, np.nan)
-    _kernels.fold_same(np.array(cols), g[0], g[1], g[4], g[5], 0, True, out)
+    _kernels.fold_same(np.array(cols), g[0], g[1], g[4], g[5], 0, True, np.empty((0, 0, 0, 0)), out)
     return out
 
 
@@ -238,9 +238,13 @@ def test_fold_same_matches_twin_by_bands_and_equals_fold():
                 r1 = min(oh, r0 + 2)
                 band = np.array(cols[:, :, r0 * ow : r1 * ow])
                 _kernels.fold(band, *g, r0, r0 == 0, banded_fold)
-                _kernels.fold_same(band, g[0], g[1], g[4], g[5], r0, r0 == 0, banded)
+                _kernels.fold_same(band, g[0], g[1], g[4], g[5], r0, r0 == 0, np.empty((0, 0, 0, 0)), banded)
             np.testing.assert_array_equal(banded, banded_fold)
             np.testing.assert_allclose(banded, fold_twin(cols, shape, g), rtol=1e-12, atol=1e-12)
+            times = rng.normal(size=shape)  # multiplied into each plane once it is complete
+            scaled = np.full(shape, np.nan)
+            _kernels.fold_same(np.array(cols), g[0], g[1], g[4], g[5], 0, True, times, scaled)
+            np.testing.assert_array_equal(scaled, times * fold_fast(cols, shape, g))
 
 # ------------------------------------------------------------------------------------------------
 def max_pool_fast(x, g):
