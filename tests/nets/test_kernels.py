@@ -211,7 +211,9 @@ def test_fold_of_one_row_broadcast_to_every_tap_matches_twin():
 
 
 #: stride 1 and input rows as long as output rows (2 pw = kw - 1): the geometries of ``fold_same``
-SAME_WIDTH = [(3, 3, 1, 1, 1, 1), (5, 5, 1, 1, 2, 2), (3, 3, 1, 1, 0, 1), (5, 5, 1, 1, 4, 2), (1, 3, 1, 1, 0, 1)]
+SAME_WIDTH = [
+    (3, 3, 1, 1, 1, 1), (5, 5, 1, 1, 2, 2), (3, 3, 1, 1, 0, 1), (5, 5, 1, 1, 4, 2), (1, 3, 1, 1, 0, 1),
+]
 
 
 def fold_same_fast(cols, shape, g):

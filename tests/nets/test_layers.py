@@ -59,7 +59,8 @@ def test_transposed_map_times_the_input_is_the_product(monkeypatch, stride, padd
 
     rng = np.random.default_rng(4)
     for dtype, xdtype in ((np.float32, np.float32), (np.float64, np.float64), (np.float32, np.float64)):
-        layer = nets.Conv2D(rng.normal(size=(5, 3, kernel, kernel)).astype(dtype), stride=stride, padding=padding)
+        W = rng.normal(size=(5, 3, kernel, kernel)).astype(dtype)
+        layer = nets.Conv2D(W, stride=stride, padding=padding)
         X = rng.normal(size=(3, 3, 12, 11)).astype(xdtype)
         S = rng.normal(size=layer.output_shape(X.shape)).astype(dtype)
         want = X * layer.linear_transpose(S, layer.W, X.shape)
