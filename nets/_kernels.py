@@ -217,6 +217,32 @@ def stabilised_divide(r, z, eps, out):  # pragma: no cover - compiled
 
 
 @_parallel_or_serial
+def stabilised_divide_stacked(r, stacked, start, b, eps, out):  # pragma: no cover - compiled
+    """``stabilised_divide`` of ``r`` (N, O, P) by ``z = stacked[:, start:start + O] + b`` (``b`` per
+    channel, or empty for none), read in place from the stacked forward GEMM's output (N, K, P)
+    instead of a contiguous copy: the same z (``a + b`` in the arrays' dtype) and the same
+    division. All arrays C-contiguous."""
+    n_img, o_n, p_n = r.shape
+    with_b = b.shape[0] > 0
+    for nc in prange(n_img * o_n):
+        n, c = nc // o_n, nc % o_n
+        zrow = stacked[n, start + c]
+        rrow = r[n, c]
+        orow = out[n, c]
+        if with_b:
+            bc = b[c]
+            for t in range(p_n):
+                zk = zrow[t] + bc
+                d = zk + (eps if zk >= 0 else -eps)
+                orow[t] = rrow[t] / (d if d != 0 else np.inf)
+        else:
+            for t in range(p_n):
+                zk = zrow[t]
+                d = zk + (eps if zk >= 0 else -eps)
+                orow[t] = rrow[t] / (d if d != 0 else np.inf)
+
+
+@_parallel_or_serial
 def safe_divide(r, d, out):  # pragma: no cover - compiled
     """``out = r / d`` and 0 where ``d == 0`` (for user-supplied stabilisers). Flat 1-D arrays."""
     for k in prange(r.shape[0]):

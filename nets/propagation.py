@@ -32,8 +32,39 @@ from nets.rules import Epsilon, Norm, Rule
 __all__ = ["propagate", "propagate_node", "forward_for_rule", "stabilised_divide", "check_rule_for_layer"]
 
 
+class _StackedDenominator:
+    """A fusable group's denominator as the stacked forward GEMM left it: channels ``start`` to
+    ``start + o`` of ``stacked`` (N, K, ...) plus the bias ``b`` (or None), not yet copied out;
+    ``stabilised_divide`` reads it in place (one pass over an output-sized array fewer), anything
+    else asks for ``array()``."""
+
+    def __init__(self, stacked, start, o, b):
+        self.stacked, self.start, self.o, self.b = stacked, start, o, b
+        self.shape = (stacked.shape[0], o) + stacked.shape[2:]
+        self.dtype = stacked.dtype
+
+    def array(self):
+        return _with_bias(self.stacked[:, self.start : self.start + self.o], self.b)
+
+
+def _dense(z):
+    """``z`` as an array (a ``_StackedDenominator`` copied out)."""
+    return z.array() if isinstance(z, _StackedDenominator) else z
+
+
 def stabilised_divide(R, z, stabilizer):
     """``R / stab(z)``; 0 wherever the denominator is 0 (never NaN)."""
+    if isinstance(z, _StackedDenominator):
+        if callable(stabilizer) or R.shape != z.shape or R.dtype != z.dtype:
+            return stabilised_divide(R, z.array(), stabilizer)
+        out = np.empty(R.shape, dtype=R.dtype)
+        n, o = R.shape[:2]
+        b = np.empty(0, R.dtype) if z.b is None else z.b.astype(R.dtype, copy=False)
+        _kernels.stabilised_divide_stacked(
+            np.ascontiguousarray(R).reshape(n, o, -1), z.stacked.reshape(n, z.stacked.shape[1], -1),
+            z.start, b, float(stabilizer), out.reshape(n, o, -1),
+        )
+        return out
     dtype = np.result_type(R.dtype, z.dtype)
     R = np.ascontiguousarray(R, dtype=dtype)
     out = np.empty_like(R)
@@ -272,8 +303,10 @@ def forward_for_rule(layer, rule, x, nonneg=False):
     if split:
         y0 = blocks[signed.index(("pos", 1.0))] + blocks[signed.index(("neg", 1.0))]
     else:
-        y0, blocks = blocks[0], blocks[1:]
-    extras = {gi: _with_bias(blk, zb) for (gi, _, _), blk, zb in zip(fusable, blocks, biases)}
+        y0 = blocks[0]
+    first = 0 if split else 1  # the fusable groups' blocks follow W's, if W is in the stack
+    extras = {gi: _StackedDenominator(stacked, (first + k) * o, o, zb)
+              for k, ((gi, _, _), zb) in enumerate(zip(fusable, biases))}
     extras.update(signs)
     if unbiased:
         extras["unbiased"] = np.ascontiguousarray(y0)
@@ -409,7 +442,7 @@ def _propagate_linear(layer, rule, x, y, R, precomputed=None, stab=None, with_bi
                 z = np.zeros(y.shape, dtype=dtype)
         s = stabilised_divide(Rg, z, rule.stabilizer)
         if stab is not None:  # what this group does not send back: sum R_g - sum s z
-            stab -= group.coef * _row_sum(s * z)
+            stab -= group.coef * _row_sum(s * _dense(z))
         for t, xin in terms:
             if xin is None:
                 continue

@@ -328,6 +328,31 @@ def test_denominators_from_the_forward_pass_equal_the_recomputed_ones(rule):
         np.testing.assert_allclose(got_bias, want_bias, rtol=1e-11, atol=1e-12)
 
 
+def test_denominators_left_in_the_stacked_forward_output():
+    """A fused denominator stays in the stacked GEMM output (``_StackedDenominator``) and is divided
+    in place; a callable stabiliser, another dtype of R and the diagnostics' ``s * z`` copy it out:
+    every path gives the recomputed relevance, and the in-place division the copied one's bits."""
+    from nets.propagation import _StackedDenominator, forward_for_rule, propagate_node, stabilised_divide
+
+    rng = np.random.default_rng(_seed("stacked-denominator"))
+    for layer, X, *_ in (_conv_case(rng, True, (1, 1), (1, 1)), _dense_case(rng, True)):
+        X = np.abs(X)
+        for rule in (ZPlus(), ZPlus(stabilizer=lambda z: z + np.where(z >= 0, 1e-6, -1e-6))):
+            y, extras = forward_for_rule(layer, rule, X)
+            z = extras[0]
+            assert isinstance(z, _StackedDenominator) and z.shape == y.shape
+            R = rng.normal(size=y.shape)
+            for r in (R, R.astype(np.float32)):  # (another dtype: copied out)
+                want_s = stabilised_divide(r, z.array(), 1e-6)
+                np.testing.assert_array_equal(stabilised_divide(r, z, 1e-6), want_s)
+            Y = layer.forward(X)
+            (want,), want_bias, want_stab, _ = propagate_node(layer, rule, [X], Y, R, absorbed=True)
+            (got,), got_bias, got_stab, _ = propagate_node(layer, rule, [X], y, R, extras, absorbed=True)
+            np.testing.assert_allclose(got, want, rtol=1e-11, atol=1e-12 * np.abs(want).max())
+            np.testing.assert_allclose(got_bias, want_bias, rtol=1e-11, atol=1e-12)
+            np.testing.assert_allclose(got_stab, want_stab, rtol=1e-11, atol=1e-12)
+
+
 @pytest.mark.parametrize("pool", ["avg", "global_avg"])
 def test_zero_bias_rules_on_pooling_layers(pool):
     """Pools carry no bias at all: a zero-bias Epsilon on them is LRP-0 through the pool, the same
