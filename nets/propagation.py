@@ -185,7 +185,7 @@ class _Inputs:
         return v
 
 
-def _bias_term(layer, b, y_shape, dtype):
+def _bias_term(b, y_shape, dtype):
     """The bias ``b`` broadcast to the layer's output shape (channel axis 1)."""
     return np.broadcast_to(b.astype(dtype, copy=False).reshape((1, -1) + (1,) * (len(y_shape) - 2)), y_shape)
 
@@ -255,9 +255,7 @@ def _needs_unbiased(layer, rule, inputs, fusable):
 def _with_bias(a, b):
     """``a + b`` (b along axis 1) as a new array, or a contiguous copy of ``a`` without a bias: the
     same numbers as ``layer.linear`` adding its bias in place to the GEMM output."""
-    if b is None:
-        return np.array(a, order="C")
-    return a + b.astype(a.dtype, copy=False).reshape((1, -1) + (1,) * (a.ndim - 2))
+    return np.array(a, order="C") if b is None else a + _bias_term(b, a.shape, a.dtype)
 
 
 def forward_for_rule(layer, rule, x, nonneg=False):
@@ -321,21 +319,6 @@ def _shared(a):
 def _row_sum(a):
     """Per-sample sum in float64."""
     return a.reshape(a.shape[0], -1).sum(axis=1, dtype=np.float64)
-
-
-def _channel_constant(layer, a):
-    """The values of ``a`` per input channel (broadcastable against the layer's W along axis 1)
-    when ``a`` is the same for every sample and, for a convolution, constant over each channel's
-    positions (ZBox's scalar or per-channel bounds); else None."""
-    if not (_shared(a) or a.shape[0] == 1):
-        return None
-    a0 = a[0]
-    if isinstance(layer, Conv2D):
-        per = a0.reshape(a0.shape[0], -1)
-        if not np.all(per == per[:, :1]):
-            return None
-        return per[:, 0].reshape(1, -1, 1, 1)
-    return a0.reshape(1, -1)
 
 
 def _accumulate(R_in, contrib, factor, dtype):
@@ -424,7 +407,7 @@ def _propagate_linear(layer, rule, x, y, R, precomputed=None, stab=None, with_bi
             for t, xin in terms:
                 tb = _modify(t.bias, b, gamma) if t.bias is not None else None
                 if xin is None:
-                    zt = None if tb is None else _bias_term(layer, tb, y.shape, dtype)
+                    zt = None if tb is None else _bias_term(tb, y.shape, dtype)
                 elif (zf := _forward_term(layer, t, inputs, tb, y, unbiased)) is not None:
                     zt = zf  # W x (+ b) of the forward pass
                 elif t.input == "ones" or _shared(xin):
@@ -449,7 +432,7 @@ def _propagate_linear(layer, rule, x, y, R, precomputed=None, stab=None, with_bi
             factor = group.coef * t.sign
             if stackable and t.input != "ones" and t.weight != "ones":
                 Wm = _modify(t.weight, W, gamma)
-                v = _channel_constant(layer, xin) if t.input in ("low", "high") else None
+                v = rule.channel_bound(t.input, x) if t.input in ("low", "high") else None
                 if v is None:
                     pending.append((xin, factor, s, Wm))
                 else:  # l W+^T s = (l W+)^T s for a per-channel l: into the weights, no product

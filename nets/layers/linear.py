@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numba
 import numpy as np
 
-from bowlrp.jit import limited_threads, split_batch, use_parallel
+from bowlrp.jit import limited_threads, n_parts, split_batch
 from nets import _kernels
 from nets._memory import keep_freed_memory
 from nets.layers.base import Layer, _as_param, _check_input, _float_dtype, _pair, _pool_out_size
@@ -94,7 +94,7 @@ def split_over_threads(func, *arrays, work):
     thread, each run in ``one_thread_per_part``. The one place where ``nets`` splits a batch over
     threads (the forward pass and LRP); results equal the whole call up to float round-off."""
 
-    if min(numba.get_num_threads(), len(arrays[0]) // 2) < 2 or not use_parallel(work):
+    if n_parts(len(arrays[0]), work) < 2:
         return func(*arrays)  # (split_batch's own rule: the whole batch keeps the convolutions' pool)
 
     def part(*parts):
@@ -286,6 +286,7 @@ class Conv2D(_Weighted):
             raise ValueError(
                 f"Conv2D: {self.W.shape[0]} output channels do not split into {self.groups} groups"
             )
+        keep_freed_memory()  # (once per process: column matrices and outputs of tens of MiB per call)
 
     @property
     def in_channels(self):
@@ -349,7 +350,6 @@ class Conv2D(_Weighted):
         return [(i, i + 1, r0, min(oh, r0 + rows)) for i in range(n) for r0 in range(0, oh, rows)]
 
     def linear(self, x, W, b):
-        keep_freed_memory()  # (column matrices and outputs of tens of MiB per call)
         n = x.shape[0]
         _, _, oh, ow = self.output_shape(x.shape)
         W = self._dilated(W)

@@ -389,3 +389,34 @@ def test_a_callable_stabiliser_cannot_change_the_forward_output():
     with pytest.raises(ValueError, match="read-only"):
         propagate(layer, Epsilon(in_place), X, Y, rng.normal(size=Y.shape))
     np.testing.assert_array_equal(Y, before)
+
+
+def test_zbox_bounds_per_channel_are_classified_once_when_set():
+    """``ZBox.channel_bound``: one value per input channel for a scalar, per-channel, observed or
+    per-sample bound constant over each channel (that constancy is checked when the rule is built),
+    None for bounds that vary within a channel or come per sample; a per-pixel bound that is
+    constant per channel explains exactly as its per-channel form."""
+    rng = np.random.default_rng(_seed("zbox-channels"))
+    x = rng.random((3, 2, 4, 5)).astype(np.float32)
+    const = np.stack([np.full((4, 5), -1.0), np.full((4, 5), -2.0)])
+    varying = const.copy()
+    varying[1, 2, 3] = -3.0
+    rule = ZBox(const, 1.0)
+    assert rule._per_channel == {"low": True, "high": False}
+    for low, want in [
+        (0.5, [[0.5], [0.5]]), ([-1.0, -2.0], [[-1.0], [-2.0]]), (const, [[-1.0], [-2.0]]),
+        (None, [[x.min()], [x.min()]]),
+    ]:
+        got = ZBox(low, 2.0).channel_bound("low", x)
+        assert got.shape == (1, 2, 1, 1) and got.dtype == np.float32
+        np.testing.assert_array_equal(got.reshape(2, 1), np.asarray(want, np.float32))
+    assert ZBox(varying, 1.0).channel_bound("low", x) is None
+    assert ZBox(np.broadcast_to(const, x.shape), 1.0).channel_bound("low", x) is None  # per sample
+    dense_low = ZBox(np.arange(6.0), 9.0).channel_bound("low", rng.random((3, 6)))
+    np.testing.assert_array_equal(dense_low, np.arange(6.0)[None])
+    layer = nets.Conv2D(rng.normal(size=(4, 2, 3, 3)), rng.normal(size=4), padding=1)
+    y = layer.forward(x)
+    R = rng.normal(size=y.shape).astype(np.float32)
+    per_pixel, _ = propagate(layer, ZBox(const, 1.0), x, y, R)
+    per_channel, _ = propagate(layer, ZBox([-1.0, -2.0], 1.0), x, y, R)
+    np.testing.assert_array_equal(per_pixel, per_channel)
