@@ -407,6 +407,24 @@ def _tap_columns(j, sw, pw, w, ow_n):  # pragma: no cover - compiled
     return lo, max(lo, min(ow_n, (w - 1 + pw - j) // sw + 1))
 
 
+@jit_serial(inline="always")
+def _tap_rows(i, ph, oh0, rows, h):  # pragma: no cover - compiled
+    """``[r_lo, r_hi)``: the band's output rows (stride 1, first row ``oh0``) whose kernel row ``i``
+    falls inside the image."""
+    r_lo = min(rows, max(0, ph - i - oh0))
+    return r_lo, max(r_lo, min(rows, h + ph - i - oh0))
+
+
+@jit_serial(inline="always")
+def _fold_plane(nc, n_ch, plane, zero, of):  # pragma: no cover - compiled
+    """``(image, channel, offset)`` of output plane ``nc`` (``plane`` values), zeroed if ``zero``."""
+    o_plane = nc * plane
+    if zero:
+        for t in range(plane):
+            of[o_plane + t] = 0.0
+    return nc // n_ch, nc % n_ch, o_plane
+
+
 @_parallel_or_serial
 def unfold(x, kh, kw, sh, sw, ph, pw, oh0, out):  # pragma: no cover - compiled
     """Output rows ``oh0 .. oh0 + out.shape[2] // OW`` (a band of them, or all with ``oh0 = 0``).
@@ -431,8 +449,7 @@ def unfold(x, kh, kw, sh, sw, ph, pw, oh0, out):  # pragma: no cover - compiled
                 lo, hi = _tap_columns(j, sw, pw, w, ow_n)
                 x0 = j - pw
                 if span:
-                    r_lo = min(rows, max(0, ph - i - oh0))
-                    r_hi = max(r_lo, min(rows, h + ph - i - oh0))
+                    r_lo, r_hi = _tap_rows(i, ph, oh0, rows, h)
                     for t in range(r_lo * ow_n):
                         of[o_row0 + t] = 0.0
                     for t in range(r_hi * ow_n, rows * ow_n):
@@ -484,11 +501,7 @@ def fold(cols, kh, kw, sh, sw, ph, pw, oh0, zero, out):  # pragma: no cover - co
     rows = cols.shape[2] // ow_n
     of = out.reshape(-1)
     for nc in prange(n_img * n_ch):
-        n, c = nc // n_ch, nc % n_ch
-        o_plane = nc * h * w
-        if zero:
-            for t in range(h * w):
-                of[o_plane + t] = 0.0
+        n, c, o_plane = _fold_plane(nc, n_ch, h * w, zero, of)
         for i in range(kh):
             for j in range(kw):
                 col = cols[n, (c * kh + i) * kw + j]
@@ -525,14 +538,9 @@ def fold_same(cols, kh, kw, ph, pw, oh0, zero, times, out):  # pragma: no cover 
     cf = cols.reshape(-1)
     of = out.reshape(-1)
     for nc in prange(n_img * n_ch):
-        n, c = nc // n_ch, nc % n_ch
-        o_plane = nc * h * w
-        if zero:
-            for t in range(h * w):
-                of[o_plane + t] = 0.0
+        n, c, o_plane = _fold_plane(nc, n_ch, h * w, zero, of)
         for i in range(kh):
-            r_lo = min(rows, max(0, ph - i - oh0))
-            r_hi = max(r_lo, min(rows, h + ph - i - oh0))
+            r_lo, r_hi = _tap_rows(i, ph, oh0, rows, h)
             if r_hi == r_lo:
                 continue
             for j in range(kw):
