@@ -418,10 +418,10 @@ def split_batch(func, *arrays, work=None, min_rows=2):
     n = len(arrays[0])
     if any(len(a) != n for a in arrays):
         raise ValueError(f"arrays must have the same length along axis 0, got {[len(a) for a in arrays]}")
-    parts = n_parts(n, work, min_rows)
-    if parts < 2:
+    count = n_parts(n, work, min_rows)
+    if count < 2:
         return func(*arrays)
-    bounds = [n * k // parts for k in range(parts + 1)]
+    bounds = [n * k // count for k in range(count + 1)]
     parts = parallel_map(lambda ab: func(*(a[ab[0]:ab[1]] for a in arrays)),
                          list(zip(bounds[:-1], bounds[1:])), PARALLEL_MIN_WORK if work is None else work)
     if isinstance(parts[0], tuple):
