@@ -218,3 +218,49 @@ def test_a_forked_child_runs_convolutions_after_the_parent_used_its_threads():
                 os._exit(4)
     _, status = os.waitpid(pid, 0)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
+
+
+def test_the_number_of_parts_is_one_rule_for_split_batch_and_the_nets(digits_cnn, monkeypatch):
+    """``bowlrp.jit.n_parts`` decides for both ``split_batch`` and ``split_over_threads``: one part
+    per thread with two rows each, one (the whole batch, the convolutions' own pool) otherwise."""
+    from bowlrp.jit import n_parts
+
+    monkeypatch.setattr(bowlrp.jit, "PARALLEL_MIN_WORK", 100)
+    with limited_threads(2):
+        assert n_parts(10, work=100) == 2 and n_parts(10) == 2
+        assert n_parts(3, work=100) == 1 and n_parts(10, work=99) == 1 and n_parts(10, min_rows=6) == 1
+        calls = []
+        monkeypatch.setattr(linear, "split_batch", lambda *a, **k: calls.append(1))
+        x = np.arange(3.0)
+        assert np.array_equal(linear.split_over_threads(lambda a: a + 1, x, work=10**6), x + 1)
+        assert calls == []  # three rows: one part, called directly
+    with limited_threads(1):
+        assert n_parts(10, work=10**6) == 1
+
+
+def test_a_bad_target_is_found_before_the_batch_is_cut(digits_cnn, monkeypatch):
+    """Targets are checked against the whole batch up front (the messages of the one-thread path),
+    so no part runs for a target that cannot fit; a class index out of range is reported by the
+    parts with the same message."""
+    model, X = digits_cnn
+    lrp = nets.LRP(model, "epsilon_plus")
+    monkeypatch.setattr(bowlrp.jit, "PARALLEL_MIN_WORK", 0)
+    calls = []
+    real_split = linear.split_batch
+    monkeypatch.setattr(linear, "split_batch", lambda *a, **k: calls.append(1) or real_split(*a, **k))
+    n = len(X)
+    with limited_threads(2):
+        for bad, error, message in [
+            (np.arange(n - 1), ValueError, rf"shape \({n - 1},\); give one int or one per sample \({n},\)"),
+            (np.zeros((n, 2), int), ValueError, "target has shape"),
+            (np.ones((n, 7)), ValueError, rf"expected \({n}, 10\) or \(10,\)"),
+            (np.ones(3), ValueError, rf"shape \(3,\), expected \({n}, 10\)"),
+            (np.full((n, 10), np.nan), ValueError, "NaN"),
+            (np.ones(n, bool), TypeError, "target must be int"),
+        ]:
+            with pytest.raises(error, match=message):
+                lrp.relevance_many(X, [3, bad])
+        assert calls == []
+        with pytest.raises(ValueError, match="target out of range: the model has 10 outputs"):
+            lrp.relevance(X, np.full(n, 10))
+    assert calls  # (the last one ran in parts)

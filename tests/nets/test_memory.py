@@ -50,3 +50,22 @@ def test_large_arrays_reuse_memory_instead_of_faulting_pages_in_again():
 def test_the_users_malloc_settings_win():
     applied, _ = _run({"MALLOC_TRIM_THRESHOLD_": "131072"})
     assert not applied
+
+
+def test_the_policy_is_applied_when_a_convolution_is_built_not_on_every_call(monkeypatch):
+    """``keep_freed_memory`` runs once per process: when a ``Conv2D`` (or an ``LRP``) is built, not
+    on every convolution (review of issue 15: each ``Conv2D.linear`` called it)."""
+    import numpy as np
+
+    import nets
+    from nets.layers import linear
+
+    calls = []
+    monkeypatch.setattr(linear, "keep_freed_memory", lambda: calls.append(1))
+    conv = nets.Conv2D(np.ones((2, 1, 3, 3)), padding=1)
+    assert calls == [1]
+    x = np.ones((2, 1, 5, 5))
+    for _ in range(3):
+        conv.forward(x)
+        conv.linear_transpose(conv.forward(x), conv.W, x.shape)
+    assert calls == [1]
