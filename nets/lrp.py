@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numba
 import numpy as np
 
+from bowlrp.jit import n_parts
 from nets._memory import keep_freed_memory
 from nets.canonizers import canonize
 from nets.composites import get_composite
@@ -203,6 +204,10 @@ class LRP(_Explainer):
         self.method = f"lrp/{self.composite_name}"
         keep_freed_memory()  # (once per process) large temporaries are reused, not page-faulted anew
 
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        keep_freed_memory()  # (an unpickled explainer, e.g. in a pool's worker, runs no __init__)
+
     def _trace(self, X):
         """The forward pass, plus the rule denominators that can share its GEMMs."""
         rules, sources = self.rules, self.explained_model.sources
@@ -296,6 +301,10 @@ class LRP(_Explainer):
         if any(_needs_whole_batch(rule, X.ndim) for rule in self.rules):
             return None
         n = X.shape[0]
+        # about 3 passes of a forward's multiply-adds (``Graph.weight_work``) for the size rule
+        work = 6 * self.explained_model.weight_work(n)
+        if n_parts(n, work) < 2:
+            return None  # (the whole batch: no target check here, whose float case costs a forward)
         self._check_targets(X, targets)  # (a part's error would name the part's size)
         fixed, per_sample = [], []  # targets shared by every sample / split with the batch
         for k, t in enumerate(targets):
@@ -304,8 +313,6 @@ class LRP(_Explainer):
                 fixed.append((k, t))  # None, one class, one output relevance vector for all
             else:
                 per_sample.append((k, a))
-        # about 3 passes of a forward's multiply-adds (``Graph.weight_work``) for the size rule
-        work = 6 * self.explained_model.weight_work(n)
 
         def part(Xp, *tps):
             ts = [None] * len(targets)
@@ -315,7 +322,13 @@ class LRP(_Explainer):
                 ts[k] = tp
             return tuple(self._relevance_many(Xp, ts, False))
 
-        out = split_over_threads(part, X, *(a for _, a in per_sample), work=work)
+        try:
+            out = split_over_threads(part, X, *(a for _, a in per_sample), work=work)
+        except ValueError:
+            # a shape error found inside a part (X itself, or ZBox bounds given per sample for a
+            # layer of lower rank than X, which the check above cannot tell from shared ones): the
+            # whole batch computes what it can and names a problem with the caller's sizes
+            return None
         return list(out) if isinstance(out, tuple) else [out]
 
     def _check_targets(self, X, targets):

@@ -306,9 +306,16 @@ def forward_for_rule(layer, rule, x, nonneg=False):
     extras = {gi: _StackedDenominator(stacked, (first + k) * o, o, zb)
               for k, ((gi, _, _), zb) in enumerate(zip(fusable, biases))}
     extras.update(signs)
+    if split:
+        if unbiased:
+            extras["unbiased"] = y0
+        return _with_bias(y0, b_layer), extras
+    # (experiment) W x + b in place in the stacked output, which the denominators keep alive anyway
     if unbiased:
-        extras["unbiased"] = np.ascontiguousarray(y0)
-    return _with_bias(y0, b_layer), extras
+        extras["unbiased"] = np.array(y0, order="C")
+    if b_layer is not None:
+        y0 += _bias_term(b_layer, y0.shape, y0.dtype)
+    return y0, extras
 
 
 def _shared(a):

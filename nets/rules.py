@@ -260,20 +260,45 @@ class ZBox(Rule):
 
     def __init__(self, low, high, stabilizer=DEFAULT_EPSILON, zero_bias=False):
         super().__init__(stabilizer, zero_bias)
-        low = None if low is None else np.asarray(low, dtype=np.float64)
-        high = None if high is None else np.asarray(high, dtype=np.float64)
+        self._set_bounds(low, high)
+
+    def _set_bounds(self, low, high):
+        """Validate and keep the bounds as read-only copies (an edit of the caller's arrays cannot
+        change them behind ``channel_bound``'s back; assigning ``rule.low`` / ``rule.high`` anew
+        validates and classifies again)."""
+        low, high = (None if v is None else np.array(v, dtype=np.float64) for v in (low, high))
         given = [v for v in (low, high) if v is not None]
         if not all(np.all(np.isfinite(v)) for v in given):
             raise ValueError("ZBox bounds must be finite")
         if len(given) == 2 and np.any(np.broadcast_arrays(low, high)[0] > np.broadcast_arrays(low, high)[1]):
             raise ValueError("ZBox needs low <= high")
-        self.low, self.high = low, high
+        for v in given:
+            v.setflags(write=False)
+        self._low, self._high = low, high
         # whether an array bound (per-sample shape (C, H, W)) is one value per channel: checked once
         # here, not on every relevance pass (``channel_bound``)
         self._per_channel = {
             which: v is not None and v.ndim >= 2 and bool(np.all(_rows(v) == _rows(v)[:, :1]))
             for which, v in (("low", low), ("high", high))
         }
+
+    @property
+    def low(self):
+        """The lower bound (read-only float64 array) or None (the batch's observed minimum)."""
+        return self._low
+
+    @low.setter
+    def low(self, value):
+        self._set_bounds(value, self._high)
+
+    @property
+    def high(self):
+        """The upper bound (read-only float64 array) or None (the batch's observed maximum)."""
+        return self._high
+
+    @high.setter
+    def high(self, value):
+        self._set_bounds(self._low, value)
 
     def _params(self):
         return {

@@ -288,6 +288,10 @@ class Conv2D(_Weighted):
             )
         keep_freed_memory()  # (once per process: column matrices and outputs of tens of MiB per call)
 
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        keep_freed_memory()  # (a process that unpickles a model runs no __init__: a pool's worker)
+
     @property
     def in_channels(self):
         return self.W.shape[1] * self.groups

@@ -264,3 +264,52 @@ def test_a_bad_target_is_found_before_the_batch_is_cut(digits_cnn, monkeypatch):
         with pytest.raises(ValueError, match="target out of range: the model has 10 outputs"):
             lrp.relevance(X, np.full(n, 10))
     assert calls  # (the last one ran in parts)
+
+
+def test_per_sample_box_bounds_of_a_flattened_dense_layer_explain_on_two_threads(monkeypatch):
+    """ZBox bounds given per sample for a Dense layer after ``Flatten`` have fewer axes than the
+    image batch, so the split path cannot tell them from shared bounds up front: a part sees the
+    whole batch's bounds, and the pass falls back to the whole batch instead of raising (review of
+    the third speed round: it raised "does not fit inputs of shape (32, 784)")."""
+    from nets.composites import Composite
+    from nets.rules import Epsilon, ZBox
+
+    rng = np.random.default_rng(0)
+    X = (load_digits().images[:64] / 16.0)[:, None]
+    model = nets.Sequential([nets.Flatten(), nets.Dense(rng.normal(size=(20, 64)) * 0.2), nets.ReLU(),
+                             nets.Dense(rng.normal(size=(10, 20)) * 0.2)])
+    low = -0.1 * rng.random((64, 64))
+    lrp = nets.LRP(model, Composite(layer_map=[(nets.Dense, Epsilon())],
+                                    index_map={1: ZBox(low, np.ones((64, 64)))}))
+    monkeypatch.setattr(bowlrp.jit, "PARALLEL_MIN_WORK", 0)
+    whole = lrp.relevance(X, 3, return_diagnostics=True)[0]  # (diagnostics: never split)
+    with limited_threads(2):
+        R = lrp.relevance(X, 3)
+    np.testing.assert_array_equal(R, whole)
+
+
+def test_a_wrong_input_width_names_the_callers_batch_on_two_threads(monkeypatch):
+    """A shape error found inside a part is raised with the caller's batch size, not the part's."""
+    rng = np.random.default_rng(1)
+    model = nets.Sequential([nets.Dense(rng.normal(size=(30, 64))), nets.ReLU(),
+                             nets.Dense(rng.normal(size=(10, 30)))])
+    lrp = nets.LRP(model, "epsilon_plus")
+    monkeypatch.setattr(bowlrp.jit, "PARALLEL_MIN_WORK", 0)
+    X = load_digits().data[:40, :63] / 16.0
+    with limited_threads(2), pytest.raises(ValueError, match=r"got shape \(40, 63\)"):
+        lrp.relevance(X, 1)
+
+
+def test_an_output_relevance_target_costs_no_extra_forward_when_the_batch_stays_whole(digits_cnn):
+    """The target check that saves a split run its parts is skipped when there is nothing to split
+    (it traces one sample to learn the output's shape)."""
+    model, X = digits_cnn
+    lrp = nets.LRP(model, "epsilon_plus")
+    calls = []
+    real = lrp.explained_model.trace
+    lrp.explained_model.trace = lambda *a, **k: calls.append(1) or real(*a, **k)
+    with limited_threads(2):
+        lrp.relevance(X[:1], 3)  # one sample: one part
+        with_class = len(calls)
+        lrp.relevance(X[:1], np.ones(10))
+    assert len(calls) == 2 * with_class
