@@ -66,6 +66,7 @@ __all__ = [
     "serial_only",
     "limited_threads",
     "parallel_map",
+    "n_parts",
     "split_batch",
     "prange",
 ]
@@ -389,6 +390,16 @@ def parallel_map(func, items, work):
     return [out for chunk in results for out in chunk]
 
 
+def n_parts(n, work=None, min_rows=2):
+    """How many contiguous parts :func:`split_batch` cuts a batch of ``n`` rows into: one per numba
+    thread with at least ``min_rows`` rows each, or 1 (the whole batch in one call) when that leaves
+    fewer than two parts or the ``work`` does not pay (:func:`use_parallel`; default: it pays)."""
+    parts = min(numba.get_num_threads(), n // max(1, int(min_rows)))
+    if parts < 2 or not use_parallel(PARALLEL_MIN_WORK if work is None else work):
+        return 1
+    return parts
+
+
 def split_batch(func, *arrays, work=None, min_rows=2):
     """``func(*arrays)`` for a batch (arrays share axis 0), computed as contiguous parts on threads.
 
@@ -420,10 +431,10 @@ def split_batch(func, *arrays, work=None, min_rows=2):
     n = len(arrays[0])
     if any(len(a) != n for a in arrays):
         raise ValueError(f"arrays must have the same length along axis 0, got {[len(a) for a in arrays]}")
-    n_parts = min(numba.get_num_threads(), n // max(1, int(min_rows)))
-    if n_parts < 2 or not use_parallel(PARALLEL_MIN_WORK if work is None else work):
+    count = n_parts(n, work, min_rows)
+    if count < 2:
         return func(*arrays)
-    bounds = [n * k // n_parts for k in range(n_parts + 1)]
+    bounds = [n * k // count for k in range(count + 1)]
     parts = parallel_map(lambda ab: func(*(a[ab[0]:ab[1]] for a in arrays)),
                          list(zip(bounds[:-1], bounds[1:])), PARALLEL_MIN_WORK if work is None else work)
     if isinstance(parts[0], tuple):
