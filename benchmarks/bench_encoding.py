@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bench_encoding.py            # 200 crops of 64 x 64, 7 rounds
     .venv/bin/python benchmarks/bench_encoding.py --quick    # 60 crops, 3 rounds
-    .venv/bin/python benchmarks/bench_encoding.py --cpu-time # timed in the thread's CPU time
+    .venv/bin/python benchmarks/bench_encoding.py --clock cpu  # timed in CPU time
 
 What is measured, in one process (ratios, not seconds, are meaningful on a shared machine):
 
@@ -16,8 +16,8 @@ What is measured, in one process (ratios, not seconds, are meaningful on a share
   word selection alone (its numba kernel on those products: distances, the 4 nearest words, CSR
   order) and the whole ``transform``; one thread;
 * rounds alternate between the contestants; medians over rounds and the spread (min..max) are printed.
-  Everything runs in the calling thread (OpenCV's pool set to one thread), so ``--cpu-time`` can
-  time it with that thread's CPU clock, which leaves out the time other processes hold the core.
+  Everything runs in the calling thread (OpenCV's pool set to one thread), so ``--clock cpu`` can
+  time it with the process's CPU clock, which leaves out the time other processes hold the core.
 
 Target (issue 15): the encoding costs no more than our extraction, and ``transform`` with our SIFT is
 at least 5x faster than with OpenCV's.
@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 
 import cv2
 import numpy as np
@@ -36,15 +35,16 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(__file__))
 
 import _blas  # noqa: E402  (benchmarks/_blas.py: no machine BLAS overrides)
+from _timing import CLOCKS  # noqa: E402
 from bench_sift import make_images  # noqa: E402
 
 from bowlrp.bow._encoding_kernels import rank_from_products  # noqa: E402
 from bowlrp.bow.classifier import BoWClassifier  # noqa: E402
 from bowlrp.jit import limited_threads  # noqa: E402
 
-# the clock of every timing: wall clock, or with --cpu-time the calling thread's CPU time (everything
-# measured runs in that thread: numba's serial kernels, one BLAS thread, one OpenCV thread)
-CLOCK = time.perf_counter
+# the clock of every timing: wall clock, or with --clock cpu the process's CPU time (everything
+# measured runs in the calling thread: numba's serial kernels, one BLAS thread, one OpenCV thread)
+CLOCK = CLOCKS["wall"]
 
 
 def interleaved(fns, rounds):
@@ -137,16 +137,16 @@ def report(words, t, flops, rounds):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--cpu-time", action="store_true", help="time with the thread's CPU clock")
+    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall", help="wall time or CPU time")
     args = parser.parse_args(argv)
     global CLOCK
-    CLOCK = time.thread_time if args.cpu_time else time.perf_counter
+    CLOCK = CLOCKS[args.clock]
     n, rounds = (60, 3) if args.quick else (200, 7)
     images = make_images(n, size=64, seed=1)
     y = np.arange(n) % 2
     print(f"transform of {n} gray crops 64 x 64, one thread (OpenCV too); load average "
           f"{os.getloadavg()[0]:.1f} (2 cores shared with other jobs); clock: "
-          f"{'thread CPU time' if args.cpu_time else 'wall'}")
+          f"{args.clock}")
     for words in (64, 256):
         report(words, *measure(images, y, words, rounds), rounds)
     return 0

@@ -10,7 +10,9 @@ then the three decomposition steps, so the ratio explain / decision_function is 
 explanation (target: at most 1.5x, also for the Taylor kernels ``exp_chi2`` and ``rbf``, whose root
 search dominates their decomposition). Both run on the same images in this process, interleaved, median
 of ``--repeats``, numba warm-up excluded; the decomposition is also timed alone (the forward pass served
-from a cache), and ``1 + decomp / predict`` is the steadier estimate of the ratio on a loaded machine. A
+from a cache), and ``1 + decomp / predict`` is the steadier estimate of the ratio on a loaded machine;
+``step3 ms`` is the Taylor step alone (root search, f and gradient at the roots: ``explain_bow`` of one
+output on the cached BoWs), the part of the decomposition that grows with words and support vectors. A
 second table grows the training set at a fixed image size: the explanation must not get dearer with it (the
 candidates' scores are kept from fitting).
 """
@@ -30,6 +32,7 @@ import _blas  # noqa: E402  (benchmarks/_blas.py: no machine BLAS overrides)
 from _timing import CLOCKS  # noqa: E402
 
 from bowlrp.bow.classifier import BoWClassifier  # noqa: E402
+from bowlrp.bow.decompose import explain_bow  # noqa: E402
 
 
 def photos(n, size, rng):
@@ -84,21 +87,30 @@ def measure(kernel, size, words, n_train, n_test, repeats, seed=0):
     encs = clf.encode_features(feats)
     cached.extract_features = lambda images: feats
     cached.encode_features = lambda features: encs
-    (t_pred, s_pred), (t_expl, s_expl), (t_dec, _) = interleaved(
-        [lambda: clf.decision_function(test_x), lambda: clf.explain(test_x), lambda: cached.explain(test_x)],
-        repeats)
+    # Step 3 alone (root search, values and gradient at the roots) of the explained class's output
+    X = np.stack([e.x for e in encs])
+    expansion = clf.kernel_expansion(clf.classes_[1])
+    scores = None if expansion.exact else clf.training_scores(1)
+
+    def step3():
+        return explain_bow(expansion, X, clf.train_bows_, candidate_scores=scores)
+
+    (t_pred, s_pred), (t_expl, s_expl), (t_dec, _), (t_step3, _) = interleaved(
+        [lambda: clf.decision_function(test_x), lambda: clf.explain(test_x), lambda: cached.explain(test_x),
+         step3], repeats)
     maps = clf.explain(test_x)
     f_root = max(abs(h.extras["taylor"]["f_root"]) for h in maps) if "taylor" in maps[0].extras else 0.0
     return dict(kernel=kernel, size=size, words=words, n_train=n_train, n_sv=clf.support_vectors_.shape[0],
                 t_pred=t_pred, s_pred=s_pred, t_expl=t_expl, s_expl=s_expl, ratio=t_expl / t_pred,
-                steady=1.0 + t_dec / t_pred, f_root=f_root)
+                steady=1.0 + t_dec / t_pred, t_step3=t_step3, f_root=f_root)
 
 
 def show(r):
     print(f"{r['kernel']:<13}{r['size']:>5}{r['words']:>6}{r['n_train']:>7}{r['n_sv']:>6}"
           f"{1e3 * r['t_pred']:>11.2f}{1e3 * r['s_pred']:>8.2f}"
           f"{1e3 * r['t_expl']:>11.2f}{1e3 * r['s_expl']:>8.2f}"
-          f"{r['ratio']:>8.2f}{r['steady']:>11.2f}{r['f_root']:>12.1e}", flush=True)
+          f"{r['ratio']:>8.2f}{r['steady']:>11.2f}{1e3 * r['t_step3']:>10.2f}{r['f_root']:>12.1e}",
+          flush=True)
 
 
 def main(argv=None):
@@ -128,7 +140,8 @@ def _run(args):
     sides = [64] if args.quick else [int(s) for s in args.sides.split(",")]
     words = [32] if args.quick else [int(w) for w in args.words.split(",")]
     header = (f"{'kernel':<13}{'side':>5}{'words':>6}{'train':>7}{'n_sv':>6}{'predict ms':>11}{'spread':>8}"
-              f"{'explain ms':>11}{'spread':>8}{'ratio':>8}{'1+dec/pr':>11}{'max|f(x0)|':>12}")
+              f"{'explain ms':>11}{'spread':>8}{'ratio':>8}{'1+dec/pr':>11}{'step3 ms':>10}"
+              f"{'max|f(x0)|':>12}")
     print(f"{args.n_test} test images (RGB photo crops), dense SIFT step 4 bin 4, rank mapping, gamma auto; "
           f"median of {args.repeats} interleaved repeats, {args.clock} clock; load average "
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")

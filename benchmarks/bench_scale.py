@@ -112,9 +112,17 @@ def fit_cnn(size: int):
     return ConvNetClassifier("small_cnn", epochs=3, random_state=0).fit(train.images, train.labels)
 
 
+# how long OpenBLAS's threads busy-wait once started (~0.1 s), with a margin
+_BLAS_SPIN_SECONDS = 0.2
+
+
 def _stop_pools() -> None:
     """End every worker pool and fork server this process started, and reap them (a cold start for
-    the next run, and their CPU time lands in RUSAGE_CHILDREN)."""
+    the next run, and their CPU time lands in RUSAGE_CHILDREN); then let the threads OpenBLAS
+    restarted settle. A ``-j 2`` run ends by lifting its one-thread limit, and OpenBLAS, whose pool
+    the fork stopped, starts its threads again; they busy-wait about 0.1 s, and would take CPU from
+    the run timed right after (two processes on this machine's two vCPUs gain only x1.6: they share
+    more than the cores)."""
     from multiprocessing import forkserver
 
     from joblib.externals.loky import get_reusable_executor
@@ -123,6 +131,7 @@ def _stop_pools() -> None:
     server = forkserver._forkserver  # no public way to stop it: what a fresh command-line run sees
     if getattr(server, "_forkserver_pid", None) is not None:
         server._stop()
+    time.sleep(_BLAS_SPIN_SECONDS)
 
 
 def cli_runs(model, folder, work, repeats) -> dict:

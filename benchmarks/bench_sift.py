@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bench_sift.py            # 20 images 256 x 256, 5 rounds
     .venv/bin/python benchmarks/bench_sift.py --quick    # 6 images, 2 rounds, small classification
-    .venv/bin/python benchmarks/bench_sift.py --cpu-time # one-thread timings in CPU time of the thread
+    .venv/bin/python benchmarks/bench_sift.py --clock cpu  # one-thread timings in CPU time
 
 What is compared, in one run (ratios, not seconds, are meaningful on a shared machine):
 
@@ -16,8 +16,8 @@ What is compared, in one run (ratios, not seconds, are meaningful on a shared ma
   batches alternate and the fastest batch counts. Numba warm-up is excluded. OpenCV's build line
   (SIMD dispatch, parallel framework) is printed, and the load average: on a busy shared machine
   only ratios mean anything.
-  ``--cpu-time`` times the one-thread runs with the calling thread's CPU clock (both sides run in
-  that thread then), which leaves out the time other processes hold the core; the all-cores runs
+  ``--clock cpu`` times the one-thread runs with the process's CPU clock (both sides compute in the
+  calling thread then), which leaves out the time other processes hold the core; the all-cores runs
   stay on the wall clock.
 * small images: 64 x 64 crops at step 4, B = 4 (the BoW pipeline's case, where the per-image
   overhead matters): ``extract`` image by image and ``extract_many`` of the whole list (equal
@@ -38,6 +38,7 @@ import warnings
 import _blas  # noqa: E402  (benchmarks/_blas.py: no machine BLAS overrides)
 import cv2
 import numpy as np
+from _timing import CLOCKS
 from skimage import data
 from sklearn.datasets import load_sample_images
 
@@ -87,8 +88,8 @@ def keypoints_of(features):
     ]
 
 
-# clock of the one-thread timings: wall clock, or the thread's CPU time with --cpu-time
-ONE_THREAD_CLOCK = time.perf_counter
+# clock of the one-thread timings: wall clock, or the process's CPU time with --clock cpu
+ONE_THREAD_CLOCK = CLOCKS["wall"]
 
 
 def timed_rounds(callables, rounds, clock=time.perf_counter):
@@ -232,17 +233,18 @@ def classification(quick):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, a smoke run")
-    parser.add_argument("--cpu-time", action="store_true", help="one-thread timings in thread CPU time")
+    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
+                        help="clock of the one-thread timings: wall time or CPU time")
     args = parser.parse_args(argv)
     global ONE_THREAD_CLOCK
-    ONE_THREAD_CLOCK = time.thread_time if args.cpu_time else time.perf_counter
+    ONE_THREAD_CLOCK = CLOCKS[args.clock]
     n, rounds = (6, 2) if args.quick else (20, 5)
     images = make_images(n)
     print(
         f"{n} gray images 256 x 256 (crops of scikit-image / scikit-learn photos); "
         f"OpenCV {cv2.__version__}, default threads {cv2.getNumThreads()}, "
         f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; one-thread clock: "
-        f"{'thread CPU time' if args.cpu_time else 'wall'}"
+        f"{args.clock}"
     )
     print(f"OpenCV build: {opencv_build()}")
     for step, bin_sizes in ((4, (4,)), (8, (4,)), (4, (4, 8)), (8, (4, 6, 8))):

@@ -164,14 +164,16 @@ class Heatmap:
         self.method = str(self.method)
 
     @classmethod
-    def _trusted(cls, relevance, score, target, method, image, extras) -> Heatmap:
+    def _trusted(cls, relevance, score, target, method, image, extras, total=None) -> Heatmap:
         """A map from arrays the library itself computed and checked, without re-validating them.
 
         For explainers building many maps per batch (``__post_init__``'s checks of every pixel cost as
         much as Steps 2 and 1 of a small image). The caller guarantees: ``relevance`` a finite float64
         (H, W) array, ``image`` None or an array ``__post_init__`` would accept for that shape,
-        ``method`` a str and ``extras`` a dict. The score is checked and the residual computed exactly
-        as the public constructor does, so the fields are the ones ``Heatmap(...)`` gives.
+        ``method`` a str, ``extras`` a dict and ``total``, when given, the float ``relevance.sum()``
+        returns (a batch computes every map's sum in one call). The score is checked and the residual
+        computed exactly as the public constructor does, so the fields are the ones ``Heatmap(...)``
+        gives.
         """
         self = object.__new__(cls)
         self.relevance = relevance
@@ -179,7 +181,10 @@ class Heatmap:
         self.target = target.item() if isinstance(target, np.generic) else target
         self.method = method
         self.image = image
-        residual = None if self.score is None else self.score - float(relevance.sum())
+        if self.score is None:
+            residual = None
+        else:
+            residual = self.score - (float(relevance.sum()) if total is None else total)
         self.residual = _finite_or_none(residual, "residual")
         self.extras = extras
         return self

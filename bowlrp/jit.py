@@ -71,6 +71,7 @@ __all__ = [
     "serial_only",
     "limited_threads",
     "parallel_map",
+    "n_parts",
     "split_batch",
     "prange",
 ]
@@ -288,10 +289,23 @@ def limited_threads(n, numba_threads=True, user_api=None):
     if numba_threads:
         numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
     try:
-        with _controller().limit(limits=n, user_api=user_api):
+        with _limit_libraries(n, user_api):
             yield
     finally:
         numba.set_num_threads(before)
+
+
+def _limit_libraries(n, user_api):
+    """threadpoolctl's limit on the BLAS/OpenMP libraries that do not run ``n`` threads already (the
+    others are neither set nor restored). Setting OpenBLAS's count, even to the count it has, starts
+    its whole thread pool again in a forked process (OpenBLAS stops the pool at every fork), and
+    each new thread busy-waits ~0.1 s: in a ``-j 2`` run that stole the two cores from the two
+    processes explaining (each nested one-thread limit in a worker started two spinning threads)."""
+    controller = _controller()
+    if user_api is not None:
+        controller = controller.select(user_api=user_api)
+    others = [lib.filepath for lib in controller.lib_controllers if lib.num_threads != n]
+    return controller.select(filepath=others).limit(limits=n) if others else contextlib.nullcontext()
 
 
 _executor = None
@@ -383,6 +397,16 @@ def parallel_map(func, items, work):
     return [out for chunk in results for out in chunk]
 
 
+def n_parts(n, work=None, min_rows=2):
+    """How many contiguous parts :func:`split_batch` cuts a batch of ``n`` rows into: one per numba
+    thread with at least ``min_rows`` rows each, or 1 (the whole batch in one call) when that leaves
+    fewer than two parts or the ``work`` does not pay (:func:`use_parallel`; default: it pays)."""
+    parts = min(numba.get_num_threads(), n // max(1, int(min_rows)))
+    if parts < 2 or not use_parallel(PARALLEL_MIN_WORK if work is None else work):
+        return 1
+    return parts
+
+
 def split_batch(func, *arrays, work=None, min_rows=2):
     """``func(*arrays)`` for a batch (arrays share axis 0), computed as contiguous parts on threads.
 
@@ -414,10 +438,10 @@ def split_batch(func, *arrays, work=None, min_rows=2):
     n = len(arrays[0])
     if any(len(a) != n for a in arrays):
         raise ValueError(f"arrays must have the same length along axis 0, got {[len(a) for a in arrays]}")
-    n_parts = min(numba.get_num_threads(), n // max(1, int(min_rows)))
-    if n_parts < 2 or not use_parallel(PARALLEL_MIN_WORK if work is None else work):
+    count = n_parts(n, work, min_rows)
+    if count < 2:
         return func(*arrays)
-    bounds = [n * k // n_parts for k in range(n_parts + 1)]
+    bounds = [n * k // count for k in range(count + 1)]
     parts = parallel_map(lambda ab: func(*(a[ab[0]:ab[1]] for a in arrays)),
                          list(zip(bounds[:-1], bounds[1:])), PARALLEL_MIN_WORK if work is None else work)
     if isinstance(parts[0], tuple):

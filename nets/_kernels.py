@@ -217,6 +217,32 @@ def stabilised_divide(r, z, eps, out):  # pragma: no cover - compiled
 
 
 @_parallel_or_serial
+def stabilised_divide_stacked(r, stacked, start, b, eps, out):  # pragma: no cover - compiled
+    """``stabilised_divide`` of ``r`` (N, O, P) by ``z = stacked[:, start:start + O] + b`` (``b`` per
+    channel, or empty for none), read in place from the stacked forward GEMM's output (N, K, P)
+    instead of a contiguous copy: the same z (``a + b`` in the arrays' dtype) and the same
+    division. All arrays C-contiguous."""
+    n_img, o_n, p_n = r.shape
+    with_b = b.shape[0] > 0
+    for nc in prange(n_img * o_n):
+        n, c = nc // o_n, nc % o_n
+        zrow = stacked[n, start + c]
+        rrow = r[n, c]
+        orow = out[n, c]
+        if with_b:
+            bc = b[c]
+            for t in range(p_n):
+                zk = zrow[t] + bc
+                d = zk + (eps if zk >= 0 else -eps)
+                orow[t] = rrow[t] / (d if d != 0 else np.inf)
+        else:
+            for t in range(p_n):
+                zk = zrow[t]
+                d = zk + (eps if zk >= 0 else -eps)
+                orow[t] = rrow[t] / (d if d != 0 else np.inf)
+
+
+@_parallel_or_serial
 def safe_divide(r, d, out):  # pragma: no cover - compiled
     """``out = r / d`` and 0 where ``d == 0`` (for user-supplied stabilisers). Flat 1-D arrays."""
     for k in prange(r.shape[0]):
@@ -381,6 +407,24 @@ def _tap_columns(j, sw, pw, w, ow_n):  # pragma: no cover - compiled
     return lo, max(lo, min(ow_n, (w - 1 + pw - j) // sw + 1))
 
 
+@jit_serial(inline="always")
+def _tap_rows(i, ph, oh0, rows, h):  # pragma: no cover - compiled
+    """``[r_lo, r_hi)``: the band's output rows (stride 1, first row ``oh0``) whose kernel row ``i``
+    falls inside the image."""
+    r_lo = min(rows, max(0, ph - i - oh0))
+    return r_lo, max(r_lo, min(rows, h + ph - i - oh0))
+
+
+@jit_serial(inline="always")
+def _fold_plane(nc, n_ch, plane, zero, of):  # pragma: no cover - compiled
+    """``(image, channel, offset)`` of output plane ``nc`` (``plane`` values), zeroed if ``zero``."""
+    o_plane = nc * plane
+    if zero:
+        for t in range(plane):
+            of[o_plane + t] = 0.0
+    return nc // n_ch, nc % n_ch, o_plane
+
+
 @_parallel_or_serial
 def unfold(x, kh, kw, sh, sw, ph, pw, oh0, out):  # pragma: no cover - compiled
     """Output rows ``oh0 .. oh0 + out.shape[2] // OW`` (a band of them, or all with ``oh0 = 0``).
@@ -391,6 +435,11 @@ def unfold(x, kh, kw, sh, sw, ph, pw, oh0, out):  # pragma: no cover - compiled
     rows = p_n // ow_n
     xf = x.reshape(-1)
     of = out.reshape(-1)
+    # stride 1 and "same" width (2 pw = kw - 1: LeNet's and VGG's convolutions): an input row and an
+    # output row have the same length, so a tap's rows inside the image are ONE contiguous span of
+    # x shifted by the tap's offset: one long copy, then the few wrapped-around edge entries of
+    # each row set to zero (the per-row copies of 8-28 elements cost their loop set-up each)
+    span = sh == 1 and sw == 1 and ow_n == w
     for nc in prange(n_img * n_ch):
         n, c = nc // n_ch, nc % n_ch
         x_plane = nc * h * w
@@ -399,6 +448,26 @@ def unfold(x, kh, kw, sh, sw, ph, pw, oh0, out):  # pragma: no cover - compiled
                 o_row0 = (n * k_n + (c * kh + i) * kw + j) * p_n
                 lo, hi = _tap_columns(j, sw, pw, w, ow_n)
                 x0 = j - pw
+                if span:
+                    r_lo, r_hi = _tap_rows(i, ph, oh0, rows, h)
+                    for t in range(r_lo * ow_n):
+                        of[o_row0 + t] = 0.0
+                    for t in range(r_hi * ow_n, rows * ow_n):
+                        of[o_row0 + t] = 0.0
+                    if r_hi > r_lo:
+                        d0 = o_row0 + r_lo * ow_n
+                        s0 = x_plane + (oh0 + r_lo - ph + i) * w + x0
+                        length = (r_hi - r_lo) * w - lo - (ow_n - hi)
+                        src = xf[s0 + lo : s0 + lo + length]
+                        dst = of[d0 + lo : d0 + lo + length]
+                        for t in range(length):
+                            dst[t] = src[t]
+                        for r in range(r_hi - r_lo):  # the entries that wrapped around a row edge
+                            for t in range(lo):
+                                of[d0 + r * ow_n + t] = 0.0
+                            for t in range(hi, ow_n):
+                                of[d0 + r * ow_n + t] = 0.0
+                    continue
                 for r in range(rows):
                     yy = (oh0 + r) * sh - ph + i
                     base = o_row0 + r * ow_n
@@ -432,11 +501,7 @@ def fold(cols, kh, kw, sh, sw, ph, pw, oh0, zero, out):  # pragma: no cover - co
     rows = cols.shape[2] // ow_n
     of = out.reshape(-1)
     for nc in prange(n_img * n_ch):
-        n, c = nc // n_ch, nc % n_ch
-        o_plane = nc * h * w
-        if zero:
-            for t in range(h * w):
-                of[o_plane + t] = 0.0
+        n, c, o_plane = _fold_plane(nc, n_ch, h * w, zero, of)
         for i in range(kh):
             for j in range(kw):
                 col = cols[n, (c * kh + i) * kw + j]
@@ -456,3 +521,46 @@ def fold(cols, kh, kw, sh, sw, ph, pw, oh0, zero, out):  # pragma: no cover - co
                     else:
                         for ow in range(lo, hi):
                             of[ob + ow * sw] += col[base + ow]
+
+
+@_parallel_or_serial
+def fold_same(cols, kh, kw, ph, pw, oh0, zero, times, out):  # pragma: no cover - compiled
+    """``fold`` for stride 1 and "same" width (``2 pw = kw - 1``: an input row as long as an output
+    row), with ``cols`` a C-contiguous scratch matrix that it overwrites: each tap's rows are one
+    contiguous span added at once, after its entries that fall outside the image (which the span
+    would wrap onto the neighbouring row's edge) are set to zero. Each pixel gets the taps in the
+    same order as ``fold``; a pixel a tap does not reach gets + 0.0 (the same value, but a -0.0
+    becomes 0.0). A non-empty ``times`` (``out``'s shape, C-contiguous: the images' last band) is
+    multiplied into each finished plane while it is in cache (LRP's ``x * W^T s``)."""
+    n_img, n_ch, h, w = out.shape
+    k_n, p_n = cols.shape[1], cols.shape[2]
+    rows = p_n // w
+    cf = cols.reshape(-1)
+    of = out.reshape(-1)
+    for nc in prange(n_img * n_ch):
+        n, c, o_plane = _fold_plane(nc, n_ch, h * w, zero, of)
+        for i in range(kh):
+            r_lo, r_hi = _tap_rows(i, ph, oh0, rows, h)
+            if r_hi == r_lo:
+                continue
+            for j in range(kw):
+                c0 = (n * k_n + (c * kh + i) * kw + j) * p_n
+                lo, hi = _tap_columns(j, 1, pw, w, w)
+                for r in range(r_lo, r_hi):
+                    for t in range(lo):
+                        cf[c0 + r * w + t] = 0.0
+                    for t in range(hi, w):
+                        cf[c0 + r * w + t] = 0.0
+                length = (r_hi - r_lo) * w - lo - (w - hi)
+                s0 = c0 + r_lo * w + lo
+                d0 = o_plane + (oh0 + r_lo - ph + i) * w + j - pw + lo
+                src = cf[s0 : s0 + length]
+                dst = of[d0 : d0 + length]
+                for t in range(length):
+                    dst[t] += src[t]
+        if times.size:
+            tf = times.reshape(-1)
+            src = tf[o_plane : o_plane + h * w]
+            dst = of[o_plane : o_plane + h * w]
+            for t in range(h * w):
+                dst[t] *= src[t]

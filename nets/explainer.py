@@ -40,6 +40,22 @@ def _strip_softmax(model):
     return model.with_nodes(nodes, (output,))
 
 
+def _target_array(target):
+    """``target`` as an array, or TypeError when it is neither int(s) nor float relevances."""
+    t = np.asarray(target)
+    if t.dtype == bool or t.dtype == object:
+        raise TypeError(f"target must be int(s) or an array of output relevances, got {target!r}")
+    return t
+
+
+def _class_indices(t, n):
+    """Integer targets ``t`` as one class index per sample of a batch of ``n``."""
+    idx = np.broadcast_to(t, (n,)) if t.ndim == 0 else t
+    if idx.shape != (n,):
+        raise ValueError(f"target has shape {t.shape}; give one int or one per sample ({n},)")
+    return idx
+
+
 def _output_relevance(target, logits):
     """(R_out, score, target_label) from a target specification; see the module docstring."""
     if logits.ndim != 2:
@@ -49,13 +65,9 @@ def _output_relevance(target, logits):
     if target is None:
         idx = np.argmax(logits, axis=1)
     else:
-        t = np.asarray(target)
-        if t.dtype == bool or t.dtype == object:
-            raise TypeError(f"target must be int(s) or an array of output relevances, got {target!r}")
+        t = _target_array(target)
         if np.issubdtype(t.dtype, np.integer):
-            idx = np.broadcast_to(t, (n,)) if t.ndim == 0 else t
-            if idx.shape != (n,):
-                raise ValueError(f"target has shape {t.shape}; give one int or one per sample ({n},)")
+            idx = _class_indices(t, n)
             if np.any(idx < 0) or np.any(idx >= n_out):
                 raise ValueError(f"target out of range: the model has {n_out} outputs")
         elif np.issubdtype(t.dtype, np.floating):

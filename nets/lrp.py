@@ -19,10 +19,19 @@ from dataclasses import dataclass, field
 import numba
 import numpy as np
 
+from bowlrp.jit import n_parts
 from nets._memory import keep_freed_memory
 from nets.canonizers import canonize
 from nets.composites import get_composite
-from nets.explainer import _Explainer, _output_relevance, _row_sums, _strip_softmax, check_batch
+from nets.explainer import (
+    _class_indices,
+    _Explainer,
+    _output_relevance,
+    _row_sums,
+    _strip_softmax,
+    _target_array,
+    check_batch,
+)
 from nets.layers import Flatten, MaxPool2D, ReLU
 from nets.layers.linear import split_over_threads
 from nets.propagation import forward_for_rule, propagate_node
@@ -34,10 +43,11 @@ __all__ = ["LRP", "Diagnostics"]
 _KEEP_SIGN = (MaxPool2D, Flatten)
 
 
-def _needs_whole_batch(rule):
-    """True when a rule reads the whole batch, so the pass may not be cut into parts: ZBox bounds taken
-    from the batch's observed range, or a user's stabiliser (a callable may use batch statistics)."""
-    if isinstance(rule, ZBox) and (rule.low is None or rule.high is None):
+def _needs_whole_batch(rule, ndim):
+    """True when a rule reads the whole batch (of ``ndim`` axes), so the pass may not be cut into
+    parts: ZBox bounds taken from the batch's observed range or given per sample (they would have to
+    be cut with the batch), or a user's stabiliser (a callable may use batch statistics)."""
+    if isinstance(rule, ZBox) and any(b is None or b.ndim >= ndim for b in (rule.low, rule.high)):
         return True
     return callable(getattr(rule, "stabilizer", None))
 
@@ -192,10 +202,14 @@ class LRP(_Explainer):
         self.rules = self.composite.resolve(self.explained_model, self.origin, original)
         self.model = original
         self.method = f"lrp/{self.composite_name}"
+        keep_freed_memory()  # (once per process) large temporaries are reused, not page-faulted anew
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        keep_freed_memory()  # (an unpickled explainer, e.g. in a pool's worker, runs no __init__)
 
     def _trace(self, X):
         """The forward pass, plus the rule denominators that can share its GEMMs."""
-        keep_freed_memory()  # the pass's large temporaries are reused, not page-faulted anew
         rules, sources = self.rules, self.explained_model.sources
         nonneg = set()  # positions of trace's list known to be >= 0 (no sign check of them needed)
 
@@ -281,24 +295,24 @@ class LRP(_Explainer):
 
     def _split_relevance(self, X, targets):
         """``relevance_many`` through ``split_batch``, or None when the batch must stay whole."""
-        if numba.get_num_threads() < 2 or any(map(_needs_whole_batch, self.rules)):
+        if numba.get_num_threads() < 2:
             return None
         X = check_batch(X)
+        if any(_needs_whole_batch(rule, X.ndim) for rule in self.rules):
+            return None
         n = X.shape[0]
-        boxes = [r for r in self.rules if isinstance(r, ZBox)]
-        if any(np.ndim(b) >= X.ndim for r in boxes for b in (r.low, r.high)):
-            return None  # ZBox bounds given per sample: they would have to be cut with the batch
+        # about 3 passes of a forward's multiply-adds (``Graph.weight_work``) for the size rule
+        work = 6 * self.explained_model.weight_work(n)
+        if n_parts(n, work) < 2:
+            return None  # (the whole batch: no target check here, whose float case costs a forward)
+        self._check_targets(X, targets)  # (a part's error would name the part's size)
         fixed, per_sample = [], []  # targets shared by every sample / split with the batch
         for k, t in enumerate(targets):
             a = None if t is None else np.asarray(t)
             if a is None or a.ndim == 0 or (a.ndim == 1 and a.dtype.kind == "f"):
                 fixed.append((k, t))  # None, one class, one output relevance vector for all
-            elif a.shape[0] == n:
-                per_sample.append((k, a))
             else:
-                return None  # (the whole-batch path raises the error)
-        # about 3 passes of a forward's multiply-adds (``Graph.weight_work``) for the size rule
-        work = 6 * self.explained_model.weight_work(n)
+                per_sample.append((k, a))
 
         def part(Xp, *tps):
             ts = [None] * len(targets)
@@ -311,10 +325,27 @@ class LRP(_Explainer):
         try:
             out = split_over_threads(part, X, *(a for _, a in per_sample), work=work)
         except ValueError:
-            # a bad target is found inside a part, whose error would name the part's size: the
-            # whole batch names the problem as the caller gave it
+            # a shape error found inside a part (X itself, or ZBox bounds given per sample for a
+            # layer of lower rank than X, which the check above cannot tell from shared ones): the
+            # whole batch computes what it can and names a problem with the caller's sizes
             return None
         return list(out) if isinstance(out, tuple) else [out]
+
+    def _check_targets(self, X, targets):
+        """Raise what ``_output_relevance`` raises on the whole batch for a target whose form does
+        not fit it (a class index's range is checked in the parts: its message names no size).
+        The output's shape, which an output relevance must have, comes from one sample's forward."""
+        n, outputs = len(X), None
+        for t in targets:
+            if t is None:
+                continue
+            a = _target_array(t)
+            if a.dtype.kind in "iu":
+                _class_indices(a, n)
+                continue
+            if outputs is None:
+                outputs = self.explained_model.trace(X[:1])[-1]
+            _output_relevance(a, np.zeros((n,) + outputs.shape[1:], outputs.dtype))
 
     def _relevance_many(self, X, targets, return_diagnostics):
         acts, zs = self._trace(X)

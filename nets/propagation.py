@@ -32,8 +32,39 @@ from nets.rules import Epsilon, Norm, Rule
 __all__ = ["propagate", "propagate_node", "forward_for_rule", "stabilised_divide", "check_rule_for_layer"]
 
 
+class _StackedDenominator:
+    """A fusable group's denominator as the stacked forward GEMM left it: channels ``start`` to
+    ``start + o`` of ``stacked`` (N, K, ...) plus the bias ``b`` (or None), not yet copied out;
+    ``stabilised_divide`` reads it in place (one pass over an output-sized array fewer), anything
+    else asks for ``array()``."""
+
+    def __init__(self, stacked, start, o, b):
+        self.stacked, self.start, self.o, self.b = stacked, start, o, b
+        self.shape = (stacked.shape[0], o) + stacked.shape[2:]
+        self.dtype = stacked.dtype
+
+    def array(self):
+        return _with_bias(self.stacked[:, self.start : self.start + self.o], self.b)
+
+
+def _dense(z):
+    """``z`` as an array (a ``_StackedDenominator`` copied out)."""
+    return z.array() if isinstance(z, _StackedDenominator) else z
+
+
 def stabilised_divide(R, z, stabilizer):
     """``R / stab(z)``; 0 wherever the denominator is 0 (never NaN)."""
+    if isinstance(z, _StackedDenominator):
+        if callable(stabilizer) or R.shape != z.shape or R.dtype != z.dtype:
+            return stabilised_divide(R, z.array(), stabilizer)
+        out = np.empty(R.shape, dtype=R.dtype)
+        n, o = R.shape[:2]
+        b = np.empty(0, R.dtype) if z.b is None else z.b.astype(R.dtype, copy=False)
+        _kernels.stabilised_divide_stacked(
+            np.ascontiguousarray(R).reshape(n, o, -1), z.stacked.reshape(n, z.stacked.shape[1], -1),
+            z.start, b, float(stabilizer), out.reshape(n, o, -1),
+        )
+        return out
     dtype = np.result_type(R.dtype, z.dtype)
     R = np.ascontiguousarray(R, dtype=dtype)
     out = np.empty_like(R)
@@ -154,7 +185,7 @@ class _Inputs:
         return v
 
 
-def _bias_term(layer, b, y_shape, dtype):
+def _bias_term(b, y_shape, dtype):
     """The bias ``b`` broadcast to the layer's output shape (channel axis 1)."""
     return np.broadcast_to(b.astype(dtype, copy=False).reshape((1, -1) + (1,) * (len(y_shape) - 2)), y_shape)
 
@@ -224,9 +255,7 @@ def _needs_unbiased(layer, rule, inputs, fusable):
 def _with_bias(a, b):
     """``a + b`` (b along axis 1) as a new array, or a contiguous copy of ``a`` without a bias: the
     same numbers as ``layer.linear`` adding its bias in place to the GEMM output."""
-    if b is None:
-        return np.array(a, order="C")
-    return a + b.astype(a.dtype, copy=False).reshape((1, -1) + (1,) * (a.ndim - 2))
+    return np.array(a, order="C") if b is None else a + _bias_term(b, a.shape, a.dtype)
 
 
 def forward_for_rule(layer, rule, x, nonneg=False):
@@ -272,12 +301,21 @@ def forward_for_rule(layer, rule, x, nonneg=False):
     if split:
         y0 = blocks[signed.index(("pos", 1.0))] + blocks[signed.index(("neg", 1.0))]
     else:
-        y0, blocks = blocks[0], blocks[1:]
-    extras = {gi: _with_bias(blk, zb) for (gi, _, _), blk, zb in zip(fusable, blocks, biases)}
+        y0 = blocks[0]
+    first = 0 if split else 1  # the fusable groups' blocks follow W's, if W is in the stack
+    extras = {gi: _StackedDenominator(stacked, (first + k) * o, o, zb)
+              for k, ((gi, _, _), zb) in enumerate(zip(fusable, biases))}
     extras.update(signs)
+    if split:
+        if unbiased:
+            extras["unbiased"] = y0
+        return _with_bias(y0, b_layer), extras
+    # (experiment) W x + b in place in the stacked output, which the denominators keep alive anyway
     if unbiased:
-        extras["unbiased"] = np.ascontiguousarray(y0)
-    return _with_bias(y0, b_layer), extras
+        extras["unbiased"] = np.array(y0, order="C")
+    if b_layer is not None:
+        y0 += _bias_term(b_layer, y0.shape, y0.dtype)
+    return y0, extras
 
 
 def _shared(a):
@@ -288,21 +326,6 @@ def _shared(a):
 def _row_sum(a):
     """Per-sample sum in float64."""
     return a.reshape(a.shape[0], -1).sum(axis=1, dtype=np.float64)
-
-
-def _channel_constant(layer, a):
-    """The values of ``a`` per input channel (broadcastable against the layer's W along axis 1)
-    when ``a`` is the same for every sample and, for a convolution, constant over each channel's
-    positions (ZBox's scalar or per-channel bounds); else None."""
-    if not (_shared(a) or a.shape[0] == 1):
-        return None
-    a0 = a[0]
-    if isinstance(layer, Conv2D):
-        per = a0.reshape(a0.shape[0], -1)
-        if not np.all(per == per[:, :1]):
-            return None
-        return per[:, 0].reshape(1, -1, 1, 1)
-    return a0.reshape(1, -1)
 
 
 def _accumulate(R_in, contrib, factor, dtype):
@@ -317,7 +340,8 @@ def _accumulate(R_in, contrib, factor, dtype):
 
 
 def _stacked_transposes(layer, pending, input_shape):
-    """``(xin, factor, back)`` for the pending terms ``(xin, factor, s, W_modified)``: terms that
+    """``(factor, xin * back)`` for the pending terms ``(xin, factor, s, W_modified)``, the product
+    made by the layer's transposed map (``times=``: inside a convolution's fold). Terms that
     multiply the same input (alpha and beta of AlphaBeta: x * (a W+^T s+ - b W-^T s-)) go back as
     ONE transposed map of the stacked weights, ``[W1; W2]^T [f1 s1; f2 s2]`` (one GEMM over twice the
     channels, one col2im instead of two, one product with x); the others one by one."""
@@ -327,7 +351,7 @@ def _stacked_transposes(layer, pending, input_shape):
     for xin, items in by_input.values():
         if len(items) == 1:
             factor, s, Wm = items[0]
-            yield xin, factor, layer.linear_transpose(s, Wm, input_shape)
+            yield factor, layer.linear_transpose(s, Wm, input_shape, times=xin)
             continue
         s0 = items[0][1]
         width = sum(s.shape[1] for _, s, _ in items)
@@ -341,7 +365,7 @@ def _stacked_transposes(layer, pending, input_shape):
                 np.multiply(s, f, out=block)
             o += s.shape[1]
         W_all = np.concatenate([Wm for _, _, Wm in items], axis=0)
-        yield xin, 1.0, layer.linear_transpose(s_all, W_all, input_shape)
+        yield 1.0, layer.linear_transpose(s_all, W_all, input_shape, times=xin)
 
 
 def _propagate_linear(layer, rule, x, y, R, precomputed=None, stab=None, with_bias=True):
@@ -390,7 +414,7 @@ def _propagate_linear(layer, rule, x, y, R, precomputed=None, stab=None, with_bi
             for t, xin in terms:
                 tb = _modify(t.bias, b, gamma) if t.bias is not None else None
                 if xin is None:
-                    zt = None if tb is None else _bias_term(layer, tb, y.shape, dtype)
+                    zt = None if tb is None else _bias_term(tb, y.shape, dtype)
                 elif (zf := _forward_term(layer, t, inputs, tb, y, unbiased)) is not None:
                     zt = zf  # W x (+ b) of the forward pass
                 elif t.input == "ones" or _shared(xin):
@@ -408,14 +432,14 @@ def _propagate_linear(layer, rule, x, y, R, precomputed=None, stab=None, with_bi
                 z = np.zeros(y.shape, dtype=dtype)
         s = stabilised_divide(Rg, z, rule.stabilizer)
         if stab is not None:  # what this group does not send back: sum R_g - sum s z
-            stab -= group.coef * _row_sum(s * z)
+            stab -= group.coef * _row_sum(s * _dense(z))
         for t, xin in terms:
             if xin is None:
                 continue
             factor = group.coef * t.sign
             if stackable and t.input != "ones" and t.weight != "ones":
                 Wm = _modify(t.weight, W, gamma)
-                v = _channel_constant(layer, xin) if t.input in ("low", "high") else None
+                v = rule.channel_bound(t.input, x) if t.input in ("low", "high") else None
                 if v is None:
                     pending.append((xin, factor, s, Wm))
                 else:  # l W+^T s = (l W+)^T s for a per-channel l: into the weights, no product
@@ -431,8 +455,8 @@ def _propagate_linear(layer, rule, x, y, R, precomputed=None, stab=None, with_bi
             bias_absorbed += group.coef * sign * _bias_absorbed(s, tb)
     for s, Ws in scaled.values():  # the terms of one group whose inputs went into the weights
         R_in = _accumulate(R_in, layer.linear_transpose(s, sum(Ws[1:], Ws[0]), x.shape), 1.0, dtype)
-    for xin, factor, back in _stacked_transposes(layer, pending, x.shape):
-        R_in = _accumulate(R_in, xin * back, factor, dtype)
+    for factor, contrib in _stacked_transposes(layer, pending, x.shape):
+        R_in = _accumulate(R_in, contrib, factor, dtype)
     if R_in is None:  # every term vanished (all-zero input parts)
         R_in = np.zeros(x.shape, dtype=dtype)
     return R_in, bias_absorbed

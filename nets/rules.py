@@ -260,14 +260,45 @@ class ZBox(Rule):
 
     def __init__(self, low, high, stabilizer=DEFAULT_EPSILON, zero_bias=False):
         super().__init__(stabilizer, zero_bias)
-        low = None if low is None else np.asarray(low, dtype=np.float64)
-        high = None if high is None else np.asarray(high, dtype=np.float64)
+        self._set_bounds(low, high)
+
+    def _set_bounds(self, low, high):
+        """Validate and keep the bounds as read-only copies (an edit of the caller's arrays cannot
+        change them behind ``channel_bound``'s back; assigning ``rule.low`` / ``rule.high`` anew
+        validates and classifies again)."""
+        low, high = (None if v is None else np.array(v, dtype=np.float64) for v in (low, high))
         given = [v for v in (low, high) if v is not None]
         if not all(np.all(np.isfinite(v)) for v in given):
             raise ValueError("ZBox bounds must be finite")
         if len(given) == 2 and np.any(np.broadcast_arrays(low, high)[0] > np.broadcast_arrays(low, high)[1]):
             raise ValueError("ZBox needs low <= high")
-        self.low, self.high = low, high
+        for v in given:
+            v.setflags(write=False)
+        self._low, self._high = low, high
+        # whether an array bound (per-sample shape (C, H, W)) is one value per channel: checked once
+        # here, not on every relevance pass (``channel_bound``)
+        self._per_channel = {
+            which: v is not None and v.ndim >= 2 and bool(np.all(_rows(v) == _rows(v)[:, :1]))
+            for which, v in (("low", low), ("high", high))
+        }
+
+    @property
+    def low(self):
+        """The lower bound (read-only float64 array) or None (the batch's observed minimum)."""
+        return self._low
+
+    @low.setter
+    def low(self, value):
+        self._set_bounds(value, self._high)
+
+    @property
+    def high(self):
+        """The upper bound (read-only float64 array) or None (the batch's observed maximum)."""
+        return self._high
+
+    @high.setter
+    def high(self, value):
+        self._set_bounds(self._low, value)
 
     def _params(self):
         return {
@@ -280,6 +311,24 @@ class ZBox(Rule):
         return (
             Group((Term("x", "id", None), Term("low", "pos", None, -1.0), Term("high", "neg", None, -1.0))),
         )
+
+    def channel_bound(self, which, x):
+        """``low`` or ``high`` as one value per input channel of the batch ``x`` (N, C, ...), shape
+        (1, C, 1, ...) in x's dtype, when the bound is the same for every sample and every position
+        of a channel (a scalar, one value per channel, the observed range, a per-sample array that
+        is constant over each channel, or any per-sample bound of a dense layer's (N, D) input);
+        None otherwise. Such a bound can go into the weights (``l W+^T s = (l W+)^T s``)."""
+        v = self.low if which == "low" else self.high
+        shape = (1, x.shape[1]) + (1,) * (x.ndim - 2)
+        if v is None:  # the observed range of this batch
+            return np.full(shape, x.min() if which == "low" else x.max(), dtype=x.dtype)
+        if v.ndim == 0:
+            return np.full(shape, v, dtype=x.dtype)
+        if v.ndim == 1 and v.shape[0] == x.shape[1]:
+            return v.astype(x.dtype).reshape(shape)
+        if v.shape == x.shape[1:] and self._per_channel[which]:
+            return _rows(v)[:, 0].astype(x.dtype).reshape(shape)
+        return None
 
     def bound(self, which, x):
         """``low`` or ``high`` broadcast against the batch ``x`` (per channel for a 1-D bound)."""
@@ -298,6 +347,11 @@ class ZBox(Rule):
                 "(give a scalar, one value per channel or the per-sample input shape)"
             )
         return np.broadcast_to(v.astype(x.dtype), x.shape)
+
+
+def _rows(v):
+    """``v`` (C, ...) as a (C, positions) matrix."""
+    return v.reshape(len(v), -1)
 
 
 class WSquare(Rule):

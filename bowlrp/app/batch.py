@@ -221,8 +221,9 @@ class _RelevanceArchive:
     written while the run goes rather than all at its end: an image's map joins it as soon as the
     image and every one before it are settled (recorded in this run, or not to be explained in it).
     The copying runs in the driver (which also explains pieces with forked workers: the guided
-    pieces spread that load); the archive's content is what writing it at the end would give. It replaces the previous archive only when
-    the run completes (:meth:`finish`); an interrupted run removes it (:meth:`discard`)."""
+    pieces spread that load); the archive's content is what writing it at the end would give. It
+    replaces the previous archive only when the run completes (:meth:`finish`); an interrupted run
+    removes it (:meth:`discard`)."""
 
     def __init__(self, out_dir: str, items: list[ImageItem]):
         self.out_dir, self.items, self.next = out_dir, items, 0
@@ -419,8 +420,18 @@ def _explain_locked(explainer, items, out_dir, target, chunk_size, n_jobs, backe
                     on_result(record)
             os.fsync(manifest.fileno())  # a chunk's records survive a power cut, not just a crash
             archive.advance(records, outstanding)
+            if not outstanding:
+                break  # every image is in: the outputs first, the executor's own end after them
         archive.finish(records)
         completed = True
+        counts = _write_outputs(out_dir, items, records)
+        # the executor now ends as it does when done (forked workers joined, the run's one-thread
+        # limit lifted: OpenBLAS then starts its threads again, which busy-wait a while), no longer
+        # ahead of the outputs: a worker's exit and those threads overlap them instead
+        for late in results:
+            if late:
+                raise RuntimeError(f"the executor returned {len(late)} results after every image was "
+                                   "recorded")
     except KeyboardInterrupt:
         interrupted = True
         raise
@@ -439,7 +450,6 @@ def _explain_locked(explainer, items, out_dir, target, chunk_size, n_jobs, backe
         if interrupted and progress:
             sys.stderr.write(f"\ninterrupted: {new} new images saved in {out_dir}; rerun to resume\n")
 
-    counts = _write_outputs(out_dir, items, records)
     skipped = [(item.key, item.path, records[item.key].get("reason", "")) for item in items
                if records.get(item.key, {}).get("status") == "skipped"]
     return BatchResult(out_dir=out_dir, total=len(items), ok=counts["ok"], new=new, skipped=skipped,

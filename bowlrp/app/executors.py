@@ -105,10 +105,11 @@ def run_chunks(explainer, chunks, target, write, n_jobs=1, backend=None, schedul
     if n_jobs == 1 and backend is None:
         return run_serial(explainer, chunks, target, write)
     if backend is None:
-        from bowlrp.app.process_pool import available, run_processes
+        from bowlrp.app.process_pool import run_processes
 
-        if available(explainer):
-            return run_processes(explainer, chunks, target, write, n_jobs)
+        run = run_processes(explainer, chunks, target, write, n_jobs)
+        if run is not None:
+            return run
     return run_joblib(explainer, chunks, target, write, n_jobs, backend)
 
 

@@ -249,7 +249,9 @@ def run_forked(explainer, chunks, target, write, workers: int, driver_helps: boo
         return
     # one BLAS/numba thread in this process from now to the end of the run, and in the workers
     # (they inherit it): the processes are the parallelism, and no OpenMP pool exists that a forked
-    # child could trip over
+    # child could trip over. Set before the fork and never again during the run (the model's own
+    # one-thread limits leave a library at one thread alone): OpenBLAS stops its pool at a fork and
+    # restarts all of it, threads busy-waiting ~0.1 s, whenever its count is set afterwards
     with limited_threads(1):
         yield from _share(explainer, chunks, target, write, workers, driver_helps, initializer)
 

@@ -59,7 +59,7 @@ from bowlrp.app.executors import WorkerLossError, _exit_with_parent, explain_chu
 from bowlrp.app.forked_workers import LOST, describe_loss, run_forked
 from bowlrp.jit import limited_threads, serial_only
 
-__all__ = ["available", "prestart", "run_processes"]
+__all__ = ["pool_kind", "prestart", "run_processes"]
 
 # what the server imports before it forks workers; without a model at hand: what both kinds need
 _PRELOAD = ["bowlrp.app.process_pool", "bowlrp.app.adapters", "bowlrp.bow.classifier", "nets",
@@ -95,17 +95,19 @@ def driver_forkable() -> bool:
         thread is main or thread.name.startswith(_IDLE_POOLS) for thread in threading.enumerate())
 
 
-def available(explainer=None) -> bool:
-    """Can this process start worker processes for ``explainer``: forked from itself (see
-    :func:`driver_forkable`: they inherit everything), or from a server process (Linux, macOS: yes;
-    Windows: no) that can unpickle it? An explainer or model whose class is defined in a script
-    (``__main__``) cannot be unpickled there: the server does not run the script (joblib's loky,
-    which pickles such classes by value, serves those)."""
+def pool_kind(explainer=None):
+    """Where this process can start worker processes for ``explainer`` now: ``"forked"`` from itself
+    (see :func:`driver_forkable`: they inherit everything), ``"server"`` (forked from a server
+    process, on Linux and macOS, that can unpickle it), or None (Windows; or the server could not:
+    an explainer or model whose class is defined in a script, ``__main__``, which the server does
+    not run; joblib's loky, which pickles such classes by value, serves those). A run asks once
+    (:func:`run_processes`)."""
     if driver_forkable():
-        return True
+        return "forked"
     if "forkserver" not in multiprocessing.get_all_start_methods():
-        return False
-    return all(type(obj).__module__ != "__main__" for obj in (explainer, getattr(explainer, "model", None)))
+        return None
+    scripted = (explainer, getattr(explainer, "model", None))
+    return None if any(type(obj).__module__ == "__main__" for obj in scripted) else "server"
 
 
 def _preload(explainer=None) -> list:
@@ -130,7 +132,7 @@ def prestart() -> None:
     """Start the fork server now (it imports the model libraries in the background), so that the
     workers of a run started a little later are ready at once, unless they will be forked from this
     process (the server would only take CPU from it). Harmless when it already runs."""
-    if available() and not driver_forkable():
+    if pool_kind() == "server":
         from multiprocessing import forkserver
 
         _context()
@@ -312,14 +314,16 @@ def _run_served(explainer, chunks, target, write, n):
 
 
 def run_processes(explainer, chunks, target, write, n_jobs):
-    """Explain ``chunks`` in ``n_jobs`` worker processes; yield each chunk's written results as it
-    finishes (see :mod:`bowlrp.app.executors` for the protocol)."""
+    """The run of ``chunks`` in ``n_jobs`` processes: an iterator of each chunk's written results as
+    it finishes (see :mod:`bowlrp.app.executors` for the protocol), or None when no local worker can
+    take ``explainer`` (:func:`pool_kind`, decided here once for the whole run)."""
+    kind = pool_kind(explainer)
+    if kind is None:
+        return None
     n = _n_workers(n_jobs)
     if n == 1:  # (-2 on two cores): this process alone
-        yield from run_serial(explainer, chunks, target, write)
-        return
-    if driver_forkable():
+        return run_serial(explainer, chunks, target, write)
+    if kind == "forked":
         # forked workers read their own images (ImageChunks.read): the inputs, not chunks read here
-        yield from _run_forked(explainer, chunks, target, write, n)
-    else:
-        yield from _run_served(explainer, iter(chunks), target, write, n)
+        return _run_forked(explainer, chunks, target, write, n)
+    return _run_served(explainer, iter(chunks), target, write, n)

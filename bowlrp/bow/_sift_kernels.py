@@ -154,16 +154,23 @@ def _orientation_weights(gx, gy):
 
 
 @jit_serial(inline="always")
+def gradient_neighbours(y, height):
+    """(row above, row below, factor) of the ``np.gradient`` stencil along y at row ``y``, as row
+    indices: central inside, one-sided on the border, no gradient in a one-row image."""
+    if height == 1:
+        return 0, 0, 0.0
+    if y == 0:
+        return 0, 1, 1.0
+    if y == height - 1:
+        return y - 1, y, 1.0
+    return y - 1, y + 1, 0.5
+
+
+@jit_serial(inline="always")
 def gradient_rows(image, y):
     """(row above, row below, factor) of the ``np.gradient`` stencil along y at row ``y``."""
-    height = image.shape[0]
-    if height == 1:
-        return image[0], image[0], 0.0
-    if y == 0:
-        return image[0], image[1], 1.0
-    if y == height - 1:
-        return image[y - 1], image[y], 1.0
-    return image[y - 1], image[y + 1], 0.5
+    up, down, fy = gradient_neighbours(y, image.shape[0])
+    return image[up], image[down], fy
 
 
 @jit_serial(inline="always", error_model="numpy")

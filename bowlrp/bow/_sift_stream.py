@@ -24,6 +24,7 @@ from bowlrp.bow._sift_kernels import (
     N_ORIENTATIONS,
     assemble_row,
     convolve_x,
+    gradient_neighbours,
     orientation_row,
     pool_columns_row,
 )
@@ -82,22 +83,8 @@ def _stream_band(plane, taps, col_starts, row_starts, weights, offset, r0, r1, p
             _convolve_y_ring(xring, taps, next_s, height, sring[next_s % 3])
             next_s += 1
         # the np.gradient stencil of orientation_field, on the ring of smoothed rows
-        if height == 1:
-            up = down = sring[0]
-            fy = 0.0
-        elif y == 0:
-            up = sring[0]
-            down = sring[1]
-            fy = 1.0
-        elif y == height - 1:
-            up = sring[(y - 1) % 3]
-            down = sring[y % 3]
-            fy = 1.0
-        else:
-            up = sring[(y - 1) % 3]
-            down = sring[(y + 1) % 3]
-            fy = 0.5
-        orientation_row(sring[y % 3], up, down, fy, gx, gy, bin0, w0, w1)
+        y_up, y_down, fy = gradient_neighbours(y, height)
+        orientation_row(sring[y % 3], sring[y_up % 3], sring[y_down % 3], fy, gx, gy, bin0, w0, w1)
         pool_columns_row(bin0, w0, w1, col_starts, weights, offset, cols)
         while first_r < r1 and row_starts[first_r] + offset + n_w <= y:
             first_r += 1

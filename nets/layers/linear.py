@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numba
 import numpy as np
 
-from bowlrp.jit import limited_threads, split_batch, use_parallel
+from bowlrp.jit import limited_threads, n_parts, split_batch
 from nets import _kernels
 from nets._memory import keep_freed_memory
 from nets.layers.base import Layer, _as_param, _check_input, _float_dtype, _pair, _pool_out_size
@@ -94,7 +94,7 @@ def split_over_threads(func, *arrays, work):
     thread, each run in ``one_thread_per_part``. The one place where ``nets`` splits a batch over
     threads (the forward pass and LRP); results equal the whole call up to float round-off."""
 
-    if min(numba.get_num_threads(), len(arrays[0]) // 2) < 2 or not use_parallel(work):
+    if n_parts(len(arrays[0]), work) < 2:
         return func(*arrays)  # (split_batch's own rule: the whole batch keeps the convolutions' pool)
 
     def part(*parts):
@@ -152,6 +152,13 @@ def _run_blocks(blocks, work):
             future.result()
 
 
+def _times(out, times):
+    """``times * out``: in place when the dtypes allow (``out`` is the caller's fresh array)."""
+    if np.result_type(out, times) == out.dtype:
+        return np.multiply(out, times, out=out)
+    return times * out
+
+
 class _Weighted(Layer):
     """A linear layer with a weight array ``W`` and an optional bias ``b`` (saved as such)."""
 
@@ -206,8 +213,10 @@ class Dense(_Weighted):
             y += b
         return y
 
-    def linear_transpose(self, s, W, input_shape):
-        return s @ W
+    def linear_transpose(self, s, W, input_shape, times=None):
+        """``W^T s`` per sample; with ``times``, ``times * W^T s`` (the product made in place)."""
+        out = s @ W
+        return out if times is None else _times(out, times)
 
     def linear_transpose_ones(self, s, input_shape):
         """``linear_transpose`` with every weight 1 (the Flat rule): each input gets sum_j s_j."""
@@ -277,6 +286,11 @@ class Conv2D(_Weighted):
             raise ValueError(
                 f"Conv2D: {self.W.shape[0]} output channels do not split into {self.groups} groups"
             )
+        keep_freed_memory()  # (once per process: column matrices and outputs of tens of MiB per call)
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        keep_freed_memory()  # (a process that unpickles a model runs no __init__: a pool's worker)
 
     @property
     def in_channels(self):
@@ -340,7 +354,6 @@ class Conv2D(_Weighted):
         return [(i, i + 1, r0, min(oh, r0 + rows)) for i in range(n) for r0 in range(0, oh, rows)]
 
     def linear(self, x, W, b):
-        keep_freed_memory()  # (column matrices and outputs of tens of MiB per call)
         n = x.shape[0]
         _, _, oh, ow = self.output_shape(x.shape)
         W = self._dilated(W)
@@ -379,7 +392,10 @@ class Conv2D(_Weighted):
             out += b.astype(dtype, copy=False).reshape(1, -1, 1, 1)
         return out
 
-    def linear_transpose(self, s, W, input_shape):
+    def linear_transpose(self, s, W, input_shape, times=None):
+        """The transposed convolution ``W^T s``; with ``times`` (input-shaped), ``times * W^T s``,
+        multiplied into each image's planes as the fold finishes them when it can (LRP's product
+        with the input, without another pass over an input-sized array)."""
         n = input_shape[0]
         _, o, oh, ow = s.shape
         W = self._dilated(W)
@@ -392,6 +408,12 @@ class Conv2D(_Weighted):
         Wt = W2.reshape(g, o // g, k // g).transpose(0, 2, 1)  # (G, K/G, O/G)
         out = np.empty(input_shape, dtype=dtype)
         pointwise = self._is_pointwise(kh, kw)
+        # stride 1, input rows as long as output rows: ``fold_same`` adds each tap's rows at once
+        same = not pointwise and self.stride == (1, 1) and ow == input_shape[3]
+        fused = same and times is not None and times.dtype == dtype
+        if fused:
+            times = np.ascontiguousarray(times)
+        no_times = np.empty((0, 0, 0, 0), dtype=dtype)
 
         def work(i0, i1, r0, r1, serial):
             m, p0, p1 = i1 - i0, r0 * ow, r1 * ow
@@ -406,12 +428,16 @@ class Conv2D(_Weighted):
                 np.matmul(Wt[0], sb, out=cols)
             else:
                 np.matmul(Wt, sb.reshape(m, g, o // g, p1 - p0), out=cols.reshape(m, g, k // g, p1 - p0))
-            if not pointwise:
+            if same:  # (cols is this block's scratch: fold_same may overwrite it)
+                fold = _kernels.fold_same.serial if serial else _kernels.fold_same
+                scale = times[i0:i1] if fused and r1 == oh else no_times
+                fold(cols, kh, kw, *self.padding, r0, r0 == 0, scale, out[i0:i1])
+            elif not pointwise:
                 fold = _kernels.fold.serial if serial else _kernels.fold
                 fold(cols, kh, kw, *self.stride, *self.padding, r0, r0 == 0, out[i0:i1])
 
         _run_blocks(self._blocks(n, oh, ow, k), work)
-        return out
+        return out if times is None or fused else _times(out, times)
 
     def linear_transpose_ones(self, s, input_shape):
         """``linear_transpose`` with every weight 1 (the Flat rule): one GEMM with a single output

@@ -148,3 +148,24 @@ def test_numba_method_matches_its_numpy_twin_bit_for_bit():
         for tol, max_iter in ((1e-10, 100), (1e-14, 7), (0.0, 200)):
             cases.append((f, g0, g1, tol, max_iter))
     assert_matches_twin(bracketed_roots, _numpy_twin, cases, rtol=0.0, atol=0.0)
+
+
+def test_search_state_has_named_fields_the_steps_read_and_write():
+    from bowlrp.roots import SearchState, accept_point, new_state, propose_point, start_segment
+
+    state = new_state(3)
+    assert isinstance(state, SearchState)
+    assert state._fields == ("lo", "hi", "lo_g", "hi_g", "best_a", "best_g", "side", "stalls")
+    assert [a.dtype for a in state] == [np.float64] * 6 + [np.int8] * 2
+    assert all(a.shape == (3,) for a in state)
+    # g(a) = 3 a - 1 on segment 1: bracket [0, 1], values -1 and 2; the smaller |g| end is a = 0
+    assert start_segment(1, -1.0, 2.0, 1e-10, state)
+    assert (state.lo[1], state.hi[1], state.lo_g[1], state.hi_g[1]) == (0.0, 1.0, -1.0, 2.0)
+    assert (state.best_a[1], state.best_g[1], state.side[1], state.stalls[1]) == (0.0, -1.0, 0, 0)
+    c, bisect = propose_point(1, state)
+    assert c == 1.0 - 2.0 * 1.0 / 3.0 and not bisect  # the secant point of the bracket
+    assert not accept_point(1, c, 3.0 * c - 1.0, bisect, 1e-10, state)  # a root to round-off: done
+    assert state.best_a[1] == c and state.side[1] in (-1, 1)
+    assert state.lo[0] == state.lo[2] == 0.0  # the other segments untouched
+    with pytest.raises(AttributeError):
+        state.lo = np.zeros(3)  # the fields are fixed; their arrays are the state

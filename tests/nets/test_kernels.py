@@ -23,6 +23,9 @@ GEOMETRIES = [  # (kh, kw, sh, sw, ph, pw)
     (2, 2, 2, 2, 0, 0),
     (3, 3, 2, 3, 1, 0),
     (1, 1, 1, 1, 0, 0),
+    (3, 3, 1, 1, 1, 1),  # stride 1, "same" width: the span paths of unfold and fold
+    (5, 5, 1, 1, 2, 2),
+    (3, 3, 1, 1, 2, 2),  # (wider than "same": the row paths)
 ]
 
 
@@ -206,6 +209,45 @@ def test_fold_of_one_row_broadcast_to_every_tap_matches_twin():
             assert_matches_twin(fold_fast, fold_twin, [(cols, shape, g)])
 
 
+
+#: stride 1 and input rows as long as output rows (2 pw = kw - 1): the geometries of ``fold_same``
+SAME_WIDTH = [
+    (3, 3, 1, 1, 1, 1), (5, 5, 1, 1, 2, 2), (3, 3, 1, 1, 0, 1), (5, 5, 1, 1, 4, 2), (1, 3, 1, 1, 0, 1),
+]
+
+
+def fold_same_fast(cols, shape, g):
+    out = np.full(shape, np.nan)
+    _kernels.fold_same(np.array(cols), g[0], g[1], g[4], g[5], 0, True, np.empty((0, 0, 0, 0)), out)
+    return out
+
+
+def test_fold_same_matches_twin_by_bands_and_equals_fold():
+    """``fold_same`` (stride 1, same width, one span per tap on a scratch copy of the columns) is
+    ``fold``: the twin's sums, band by band as the whole, and ``fold``'s numbers exactly."""
+    rng = np.random.default_rng(9)
+    for g in SAME_WIDTH:
+        for shape in [(2, 3, 7, 6), (1, 2, 5, 5), (2, 1, 3, 40)]:
+            oh, ow = _out_size(*shape[2:], *g)
+            assert ow == shape[3]
+            cols = rng.normal(size=(shape[0], shape[1] * g[0] * g[1], oh * ow))
+            assert_matches_twin(fold_same_fast, fold_twin, [(cols, shape, g)])
+            np.testing.assert_array_equal(fold_same_fast(cols, shape, g), fold_fast(cols, shape, g))
+            c32 = cols.astype(np.float32)
+            np.testing.assert_array_equal(fold_same_fast(c32, shape, g), fold_fast(c32, shape, g))
+            banded, banded_fold = np.full(shape, np.nan), np.full(shape, np.nan)
+            for r0 in range(0, oh, 2):  # bands of two output rows, added to the previous ones
+                r1 = min(oh, r0 + 2)
+                band = np.array(cols[:, :, r0 * ow : r1 * ow])
+                _kernels.fold(band, *g, r0, r0 == 0, banded_fold)
+                _kernels.fold_same(band, g[0], g[1], g[4], g[5], r0, r0 == 0, np.empty((0, 0, 0, 0)), banded)
+            np.testing.assert_array_equal(banded, banded_fold)
+            np.testing.assert_allclose(banded, fold_twin(cols, shape, g), rtol=1e-12, atol=1e-12)
+            times = rng.normal(size=shape)  # multiplied into each plane once it is complete
+            scaled = np.full(shape, np.nan)
+            _kernels.fold_same(np.array(cols), g[0], g[1], g[4], g[5], 0, True, times, scaled)
+            np.testing.assert_array_equal(scaled, times * fold_fast(cols, shape, g))
+
 # ------------------------------------------------------------------------------------------------
 def max_pool_fast(x, g):
     n, c, h, w = x.shape
@@ -338,6 +380,40 @@ def test_stabilised_divide_matches_twin_and_never_nan(eps):
         assert np.all(out[:20] == 0)  # 0/0 and r/0 -> 0, never NaN or inf
     else:
         np.testing.assert_allclose(out[:20], r[:20] / eps)  # sign0(0) = +1
+
+
+def stab_stacked_fast(r, stacked, start, b, eps):
+    out = np.full(r.shape, np.nan, dtype=r.dtype)
+    _kernels.stabilised_divide_stacked(r, stacked, start, b, eps, out)
+    return out
+
+
+def test_stabilised_divide_of_a_stacked_block_matches_twin_and_the_copied_block():
+    """The denominator read in place from channels ``start`` .. ``start + O`` of the stacked forward
+    output plus a bias (or none): the twin, and bit for bit the division of the block copied out
+    with its bias added (``_with_bias``), zero denominators included, float32 and float64."""
+    rng = np.random.default_rng(11)
+    cases = []
+    for dtype in (np.float64, np.float32):
+        stacked = rng.normal(size=(3, 7, 10)).astype(dtype)
+        stacked[0, 3, :4] = 0.0
+        r = rng.normal(size=(3, 2, 10)).astype(dtype)
+        biases = [(3, np.zeros(0, dtype)), (5, rng.normal(size=2).astype(dtype)), (0, np.zeros(2, dtype))]
+        for start, b in biases:
+            for eps in (0.0, 1e-6):
+                cases.append((r, stacked, start, b, eps))
+
+    def twin(r, stacked, start, b, eps):
+        z = stacked[:, start : start + r.shape[1]]
+        return stab_twin(r, z + b[:, None] if b.size else z, eps)
+
+    assert_matches_twin(stab_stacked_fast, twin, cases, rtol=1e-6, atol=1e-7)
+    for r, stacked, start, b, eps in cases:
+        z = stacked[:, start : start + r.shape[1]]
+        z = np.ascontiguousarray(z + b[:, None] if b.size else z)
+        want = np.empty_like(r)
+        _kernels.stabilised_divide(r.ravel(), z.ravel(), eps, want.ravel())
+        np.testing.assert_array_equal(stab_stacked_fast(r, stacked, start, b, eps), want)
 
 
 def safe_fast(r, d):

@@ -49,6 +49,33 @@ def test_conv_chunks_give_the_same_result(monkeypatch):
     np.testing.assert_allclose(layer.linear_transpose(full, layer.W, X.shape), back, rtol=1e-14)
 
 
+@pytest.mark.parametrize("stride, padding, kernel", [(1, 1, 3), (1, 2, 5), (2, 1, 3), (1, 0, 1), (1, 0, 3)])
+def test_transposed_map_times_the_input_is_the_product(monkeypatch, stride, padding, kernel):
+    """``linear_transpose(s, W, shape, times=x)`` is ``x * linear_transpose(s, W, shape)`` to the
+    last bit: multiplied into each plane by the fold (stride 1, "same" width), also when an image
+    is folded in bands of rows, or after the map (other strides and paddings, 1x1, dense layers,
+    mixed dtypes)."""
+    import nets.layers.linear as L
+
+    rng = np.random.default_rng(4)
+    for dtype, xdtype in ((np.float32, np.float32), (np.float64, np.float64), (np.float32, np.float64)):
+        W = rng.normal(size=(5, 3, kernel, kernel)).astype(dtype)
+        layer = nets.Conv2D(W, stride=stride, padding=padding)
+        X = rng.normal(size=(3, 3, 12, 11)).astype(xdtype)
+        S = rng.normal(size=layer.output_shape(X.shape)).astype(dtype)
+        want = X * layer.linear_transpose(S, layer.W, X.shape)
+        got = layer.linear_transpose(S, layer.W, X.shape, times=X)
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(got, want)
+        with monkeypatch.context() as m:
+            m.setattr(L, "_BAND_MAX_ELEMENTS", 3 * 11 * kernel * kernel)  # bands of about 3 rows
+            banded = X * layer.linear_transpose(S, layer.W, X.shape)  # (bands add in another order)
+            np.testing.assert_array_equal(layer.linear_transpose(S, layer.W, X.shape, times=X), banded)
+    dense = nets.Dense(rng.normal(size=(4, 6)))
+    x, s = rng.normal(size=(2, 6)), rng.normal(size=(2, 4))
+    np.testing.assert_array_equal(dense.linear_transpose(s, dense.W, x.shape, times=x), x * (s @ dense.W))
+
+
 @pytest.mark.parametrize("stride, padding", [(1, 1), (2, 0), ((2, 1), (1, 2))])
 def test_conv_flat_transpose_equals_the_ones_kernel_map(stride, padding):
     """``linear_transpose_ones`` folds the channel sum once for every input channel: the same

@@ -218,3 +218,98 @@ def test_a_forked_child_runs_convolutions_after_the_parent_used_its_threads():
                 os._exit(4)
     _, status = os.waitpid(pid, 0)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
+
+
+def test_the_number_of_parts_is_one_rule_for_split_batch_and_the_nets(digits_cnn, monkeypatch):
+    """``bowlrp.jit.n_parts`` decides for both ``split_batch`` and ``split_over_threads``: one part
+    per thread with two rows each, one (the whole batch, the convolutions' own pool) otherwise."""
+    from bowlrp.jit import n_parts
+
+    monkeypatch.setattr(bowlrp.jit, "PARALLEL_MIN_WORK", 100)
+    with limited_threads(2):
+        assert n_parts(10, work=100) == 2 and n_parts(10) == 2
+        assert n_parts(3, work=100) == 1 and n_parts(10, work=99) == 1 and n_parts(10, min_rows=6) == 1
+        calls = []
+        monkeypatch.setattr(linear, "split_batch", lambda *a, **k: calls.append(1))
+        x = np.arange(3.0)
+        assert np.array_equal(linear.split_over_threads(lambda a: a + 1, x, work=10**6), x + 1)
+        assert calls == []  # three rows: one part, called directly
+    with limited_threads(1):
+        assert n_parts(10, work=10**6) == 1
+
+
+def test_a_bad_target_is_found_before_the_batch_is_cut(digits_cnn, monkeypatch):
+    """Targets are checked against the whole batch up front (the messages of the one-thread path),
+    so no part runs for a target that cannot fit; a class index out of range is reported by the
+    parts with the same message."""
+    model, X = digits_cnn
+    lrp = nets.LRP(model, "epsilon_plus")
+    monkeypatch.setattr(bowlrp.jit, "PARALLEL_MIN_WORK", 0)
+    calls = []
+    real_split = linear.split_batch
+    monkeypatch.setattr(linear, "split_batch", lambda *a, **k: calls.append(1) or real_split(*a, **k))
+    n = len(X)
+    with limited_threads(2):
+        for bad, error, message in [
+            (np.arange(n - 1), ValueError, rf"shape \({n - 1},\); give one int or one per sample \({n},\)"),
+            (np.zeros((n, 2), int), ValueError, "target has shape"),
+            (np.ones((n, 7)), ValueError, rf"expected \({n}, 10\) or \(10,\)"),
+            (np.ones(3), ValueError, rf"shape \(3,\), expected \({n}, 10\)"),
+            (np.full((n, 10), np.nan), ValueError, "NaN"),
+            (np.ones(n, bool), TypeError, "target must be int"),
+        ]:
+            with pytest.raises(error, match=message):
+                lrp.relevance_many(X, [3, bad])
+        assert calls == []
+        with pytest.raises(ValueError, match="target out of range: the model has 10 outputs"):
+            lrp.relevance(X, np.full(n, 10))
+    assert calls  # (the last one ran in parts)
+
+
+def test_per_sample_box_bounds_of_a_flattened_dense_layer_explain_on_two_threads(monkeypatch):
+    """ZBox bounds given per sample for a Dense layer after ``Flatten`` have fewer axes than the
+    image batch, so the split path cannot tell them from shared bounds up front: a part sees the
+    whole batch's bounds, and the pass falls back to the whole batch instead of raising (review of
+    the third speed round: it raised "does not fit inputs of shape (32, 784)")."""
+    from nets.composites import Composite
+    from nets.rules import Epsilon, ZBox
+
+    rng = np.random.default_rng(0)
+    X = (load_digits().images[:64] / 16.0)[:, None]
+    model = nets.Sequential([nets.Flatten(), nets.Dense(rng.normal(size=(20, 64)) * 0.2), nets.ReLU(),
+                             nets.Dense(rng.normal(size=(10, 20)) * 0.2)])
+    low = -0.1 * rng.random((64, 64))
+    lrp = nets.LRP(model, Composite(layer_map=[(nets.Dense, Epsilon())],
+                                    index_map={1: ZBox(low, np.ones((64, 64)))}))
+    monkeypatch.setattr(bowlrp.jit, "PARALLEL_MIN_WORK", 0)
+    whole = lrp.relevance(X, 3, return_diagnostics=True)[0]  # (diagnostics: never split)
+    with limited_threads(2):
+        R = lrp.relevance(X, 3)
+    np.testing.assert_array_equal(R, whole)
+
+
+def test_a_wrong_input_width_names_the_callers_batch_on_two_threads(monkeypatch):
+    """A shape error found inside a part is raised with the caller's batch size, not the part's."""
+    rng = np.random.default_rng(1)
+    model = nets.Sequential([nets.Dense(rng.normal(size=(30, 64))), nets.ReLU(),
+                             nets.Dense(rng.normal(size=(10, 30)))])
+    lrp = nets.LRP(model, "epsilon_plus")
+    monkeypatch.setattr(bowlrp.jit, "PARALLEL_MIN_WORK", 0)
+    X = load_digits().data[:40, :63] / 16.0
+    with limited_threads(2), pytest.raises(ValueError, match=r"got shape \(40, 63\)"):
+        lrp.relevance(X, 1)
+
+
+def test_an_output_relevance_target_costs_no_extra_forward_when_the_batch_stays_whole(digits_cnn):
+    """The target check that saves a split run its parts is skipped when there is nothing to split
+    (it traces one sample to learn the output's shape)."""
+    model, X = digits_cnn
+    lrp = nets.LRP(model, "epsilon_plus")
+    calls = []
+    real = lrp.explained_model.trace
+    lrp.explained_model.trace = lambda *a, **k: calls.append(1) or real(*a, **k)
+    with limited_threads(2):
+        lrp.relevance(X[:1], 3)  # one sample: one part
+        with_class = len(calls)
+        lrp.relevance(X[:1], np.ones(10))
+    assert len(calls) == 2 * with_class

@@ -50,3 +50,44 @@ def test_large_arrays_reuse_memory_instead_of_faulting_pages_in_again():
 def test_the_users_malloc_settings_win():
     applied, _ = _run({"MALLOC_TRIM_THRESHOLD_": "131072"})
     assert not applied
+
+
+def test_the_policy_is_applied_when_a_convolution_is_built_not_on_every_call(monkeypatch):
+    """``keep_freed_memory`` runs once per process: when a ``Conv2D`` (or an ``LRP``) is built, not
+    on every convolution (review of issue 15: each ``Conv2D.linear`` called it)."""
+    import numpy as np
+
+    import nets
+    from nets.layers import linear
+
+    calls = []
+    monkeypatch.setattr(linear, "keep_freed_memory", lambda: calls.append(1))
+    conv = nets.Conv2D(np.ones((2, 1, 3, 3)), padding=1)
+    assert calls == [1]
+    x = np.ones((2, 1, 5, 5))
+    for _ in range(3):
+        conv.forward(x)
+        conv.linear_transpose(conv.forward(x), conv.W, x.shape)
+    assert calls == [1]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_a_process_that_unpickles_an_explainer_applies_the_policy():
+    """A pool's worker unpickles the model and its LRP, which runs no ``__init__``: unpickling a
+    ``Conv2D`` or an ``LRP`` applies the policy too (review of the third speed round)."""
+    import pickle
+
+    import numpy as np
+
+    import nets
+
+    conv_lrp = nets.LRP(nets.Sequential([nets.Conv2D(np.ones((2, 1, 3, 3)), padding=1), nets.Flatten()]))
+    dense_lrp = nets.LRP(nets.Sequential([nets.Dense(np.ones((2, 3)))]))
+    child = ("import pickle, sys; import nets._memory as m; pickle.loads(sys.stdin.buffer.read()); "
+             "print(int(m._state['done']))")
+    env = {k: v for k, v in __import__("os").environ.items()
+           if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"}
+    for lrp in (conv_lrp, dense_lrp):
+        out = subprocess.run([sys.executable, "-c", child], input=pickle.dumps(lrp), env=env,
+                             capture_output=True, check=True)
+        assert out.stdout.split() == [b"1"]

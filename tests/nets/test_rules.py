@@ -328,6 +328,31 @@ def test_denominators_from_the_forward_pass_equal_the_recomputed_ones(rule):
         np.testing.assert_allclose(got_bias, want_bias, rtol=1e-11, atol=1e-12)
 
 
+def test_denominators_left_in_the_stacked_forward_output():
+    """A fused denominator stays in the stacked GEMM output (``_StackedDenominator``) and is divided
+    in place; a callable stabiliser, another dtype of R and the diagnostics' ``s * z`` copy it out:
+    every path gives the recomputed relevance, and the in-place division the copied one's bits."""
+    from nets.propagation import _StackedDenominator, forward_for_rule, propagate_node, stabilised_divide
+
+    rng = np.random.default_rng(_seed("stacked-denominator"))
+    for layer, X, *_ in (_conv_case(rng, True, (1, 1), (1, 1)), _dense_case(rng, True)):
+        X = np.abs(X)
+        for rule in (ZPlus(), ZPlus(stabilizer=lambda z: z + np.where(z >= 0, 1e-6, -1e-6))):
+            y, extras = forward_for_rule(layer, rule, X)
+            z = extras[0]
+            assert isinstance(z, _StackedDenominator) and z.shape == y.shape
+            R = rng.normal(size=y.shape)
+            for r in (R, R.astype(np.float32)):  # (another dtype: copied out)
+                want_s = stabilised_divide(r, z.array(), 1e-6)
+                np.testing.assert_array_equal(stabilised_divide(r, z, 1e-6), want_s)
+            Y = layer.forward(X)
+            (want,), want_bias, want_stab, _ = propagate_node(layer, rule, [X], Y, R, absorbed=True)
+            (got,), got_bias, got_stab, _ = propagate_node(layer, rule, [X], y, R, extras, absorbed=True)
+            np.testing.assert_allclose(got, want, rtol=1e-11, atol=1e-12 * np.abs(want).max())
+            np.testing.assert_allclose(got_bias, want_bias, rtol=1e-11, atol=1e-12)
+            np.testing.assert_allclose(got_stab, want_stab, rtol=1e-11, atol=1e-12)
+
+
 @pytest.mark.parametrize("pool", ["avg", "global_avg"])
 def test_zero_bias_rules_on_pooling_layers(pool):
     """Pools carry no bias at all: a zero-bias Epsilon on them is LRP-0 through the pool, the same
@@ -364,3 +389,59 @@ def test_a_callable_stabiliser_cannot_change_the_forward_output():
     with pytest.raises(ValueError, match="read-only"):
         propagate(layer, Epsilon(in_place), X, Y, rng.normal(size=Y.shape))
     np.testing.assert_array_equal(Y, before)
+
+
+def test_zbox_bounds_per_channel_are_classified_once_when_set():
+    """``ZBox.channel_bound``: one value per input channel for a scalar, per-channel, observed or
+    per-sample bound constant over each channel (that constancy is checked when the rule is built),
+    None for bounds that vary within a channel or come per sample; a per-pixel bound that is
+    constant per channel explains exactly as its per-channel form."""
+    rng = np.random.default_rng(_seed("zbox-channels"))
+    x = rng.random((3, 2, 4, 5)).astype(np.float32)
+    const = np.stack([np.full((4, 5), -1.0), np.full((4, 5), -2.0)])
+    varying = const.copy()
+    varying[1, 2, 3] = -3.0
+    rule = ZBox(const, 1.0)
+    assert rule._per_channel == {"low": True, "high": False}
+    for low, want in [
+        (0.5, [[0.5], [0.5]]), ([-1.0, -2.0], [[-1.0], [-2.0]]), (const, [[-1.0], [-2.0]]),
+        (None, [[x.min()], [x.min()]]),
+    ]:
+        got = ZBox(low, 2.0).channel_bound("low", x)
+        assert got.shape == (1, 2, 1, 1) and got.dtype == np.float32
+        np.testing.assert_array_equal(got.reshape(2, 1), np.asarray(want, np.float32))
+    assert ZBox(varying, 1.0).channel_bound("low", x) is None
+    assert ZBox(np.broadcast_to(const, x.shape), 1.0).channel_bound("low", x) is None  # per sample
+    dense_low = ZBox(np.arange(6.0), 9.0).channel_bound("low", rng.random((3, 6)))
+    np.testing.assert_array_equal(dense_low, np.arange(6.0)[None])
+    layer = nets.Conv2D(rng.normal(size=(4, 2, 3, 3)), rng.normal(size=4), padding=1)
+    y = layer.forward(x)
+    R = rng.normal(size=y.shape).astype(np.float32)
+    per_pixel, _ = propagate(layer, ZBox(const, 1.0), x, y, R)
+    per_channel, _ = propagate(layer, ZBox([-1.0, -2.0], 1.0), x, y, R)
+    np.testing.assert_array_equal(per_pixel, per_channel)
+
+
+def test_zbox_bounds_are_private_read_only_and_reclassified_when_assigned():
+    """``channel_bound`` classifies the bounds once, so they cannot change behind its back: the rule
+    keeps read-only copies (an edit of the caller's array does not reach it, an edit of
+    ``rule.low`` raises) and assigning ``rule.low`` / ``rule.high`` validates and classifies anew.
+    Review of the third speed round: an in-place edit silently gave wrong relevances (0.45 off)."""
+    rng = np.random.default_rng(_seed("zbox-private"))
+    x = rng.random((2, 2, 4, 5))
+    low = np.stack([np.full((4, 5), -1.0), np.full((4, 5), -2.0)])
+    rule = ZBox(low, 1.0)
+    low[1, 2, 3] = -3.0  # the caller's array, after the rule was built
+    assert rule.low[1, 2, 3] == -2.0
+    with pytest.raises(ValueError, match="read-only"):
+        rule.low[0, 0, 0] = 5.0
+    rule.low = low  # assigned anew: no longer one value per channel
+    assert rule._per_channel["low"] is False and rule.channel_bound("low", x) is None
+    layer = nets.Conv2D(rng.normal(size=(3, 2, 3, 3)), rng.normal(size=3), padding=1)
+    y = layer.forward(x)
+    R = rng.normal(size=y.shape)
+    got, _ = propagate(layer, rule, x, y, R)
+    want, _ = propagate(layer, ZBox(low.copy(), 1.0), x, y, R)
+    np.testing.assert_array_equal(got, want)
+    with pytest.raises(ValueError, match="low <= high"):
+        rule.high = -5.0

@@ -25,7 +25,7 @@ import numpy as np
 
 from bowlrp.bow._kernels import EXP_CHI2, RBF, sparse_cross
 from bowlrp.jit import jit_serial
-from bowlrp.roots import accept_point, propose_point, start_segment
+from bowlrp.roots import accept_point, new_state, propose_point, start_segment
 
 #: segments searched together (their points evaluated as one block)
 SEGMENTS = 64
@@ -138,6 +138,29 @@ def support_layout(SV, bounds):
     return idx, start, sums
 
 
+#: dimensions of a point block written together (32 rows of the block: 16 KiB, in the L1 cache)
+_ROWS = 32
+
+
+@jit_serial(error_model="numpy")
+def segment_points(X, C, rows, picks, first, which, points, n, ZT):
+    """The points a x + (1 - a) z of segments ``first + which[j]`` at a = ``points[j]``, j < n, as
+    numpy computes them, into the columns of ``ZT``.
+
+    Written :data:`_ROWS` dimensions at a time for all the points: column by column, every write of a
+    point lands on another cache line of a block too large for the L1 cache (1,024 words, 64 points:
+    187 us column by column, 43 us by blocks, measured alone; the whole search 6-10 % faster).
+    """
+    n_dims = X.shape[1]
+    for d0 in range(0, n_dims, _ROWS):
+        d1 = min(n_dims, d0 + _ROWS)
+        for j in range(n):
+            s = first + which[j]
+            x, z, a = X[rows[s]], C[picks[s]], points[j]
+            for d in range(d0, d1):
+                ZT[d, j] = a * x[d] + (1.0 - a) * z[d]
+
+
 @jit_serial(error_model="numpy")
 def block_values(ZT, n, SV, sv_idx, sv_start, sv_sums, coef, intercept, bounds, weights, kind, gamma, out):
     """f at the points ``ZT[:, :n]`` (one point per column) into ``out[:n]``."""
@@ -211,9 +234,10 @@ def point_values(Z, SV, sv_idx, sv_start, sv_sums, coef, intercept, bounds, weig
     vals = np.empty(SEGMENTS)
     for s0 in range(0, Z.shape[0], SEGMENTS):
         n = min(Z.shape[0], s0 + SEGMENTS) - s0
-        for k in range(n):
-            for d in range(Z.shape[1]):
-                ZT[d, k] = Z[s0 + k, d]
+        for d0 in range(0, Z.shape[1], _ROWS):  # a block of dimensions for all points (see segment_points)
+            for k in range(n):
+                for d in range(d0, min(Z.shape[1], d0 + _ROWS)):
+                    ZT[d, k] = Z[s0 + k, d]
         block_values(ZT, n, SV, sv_idx, sv_start, sv_sums, coef, intercept, bounds, weights, kind, gamma,
                      vals)
         for k in range(n):
@@ -233,31 +257,25 @@ def segment_roots(X, C, rows, picks, g0, g1, SV, sv_idx, sv_start, sv_sums, coef
     which = np.empty(SEGMENTS, np.int64)
     points = np.empty(SEGMENTS)
     bisects = np.empty(SEGMENTS, np.bool_)
-    lo, hi, lo_g, hi_g = np.empty(SEGMENTS), np.empty(SEGMENTS), np.empty(SEGMENTS), np.empty(SEGMENTS)
-    best_a, best_g = np.empty(SEGMENTS), np.empty(SEGMENTS)
-    side = np.empty(SEGMENTS, np.int8)
-    stalls = np.empty(SEGMENTS, np.int8)
+    state = new_state(SEGMENTS)  # the search of the block's segments (bowlrp.roots.SearchState)
+    best_a, best_g = state.best_a, state.best_g
     active = np.empty(SEGMENTS, np.bool_)
     known = np.empty(SEGMENTS, np.bool_)  # best_g[k] is f at best_a[k] evaluated here
     for s0 in range(0, n_seg, SEGMENTS):
         nb = min(n_seg, s0 + SEGMENTS) - s0
         for k in range(nb):
             known[k] = False
-            active[k] = start_segment(k, g0[s0 + k], g1[s0 + k], tol, lo, hi, lo_g, hi_g, best_a, best_g,
-                                      side, stalls)
+            active[k] = start_segment(k, g0[s0 + k], g1[s0 + k], tol, state)
         for _ in range(max_iter):
             n = 0
             for k in range(nb):
                 if active[k]:
-                    points[n], bisects[n] = propose_point(k, lo, hi, lo_g, hi_g, stalls)
+                    points[n], bisects[n] = propose_point(k, state)
                     which[n] = k
                     n += 1
             if n == 0:
                 break
-            for j in range(n):  # the point a x + (1 - a) z, as numpy computes it
-                x, z, a = X[rows[s0 + which[j]]], C[picks[s0 + which[j]]], points[j]
-                for d in range(n_dims):
-                    ZT[d, j] = a * x[d] + (1.0 - a) * z[d]
+            segment_points(X, C, rows, picks, s0, which, points, n, ZT)
             block_values(ZT, n, SV, sv_idx, sv_start, sv_sums, coef, intercept, bounds, weights, kind, gamma,
                          vals)
             for j in range(n):
@@ -266,8 +284,7 @@ def segment_roots(X, C, rows, picks, g0, g1, SV, sv_idx, sv_start, sv_sums, coef
                     failed[s0 + k] = True
                     active[k] = False
                     continue
-                active[k] = accept_point(k, points[j], vals[j], bisects[j], tol, lo, hi, lo_g, hi_g, best_a,
-                                         best_g, side, stalls)
+                active[k] = accept_point(k, points[j], vals[j], bisects[j], tol, state)
                 if best_a[k] == points[j] and best_g[k] == vals[j]:
                     known[k] = True
         # the roots; f at a root is its value from the search (the same point, computed the same way),

@@ -15,6 +15,7 @@ R3 = 0. The residual rho = f(x) - sum R3 is always reported.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -173,17 +174,15 @@ def find_roots(expansion: KernelExpansion, X, candidates, n_candidates=16, n_roo
         fX = np.empty(X.shape[0])
         _tk.point_values(X, *model, fX)
     k = int(n_candidates)
-    if random_state is None or isinstance(random_state, (int, np.integer)):
-        # an int seed gives every row the draw RandomState(seed).choice(n, k, replace=False) makes,
-        # i.e. the first k of RandomState(seed).permutation(n): computed once per n, not once per row
-        cache: dict = {}
-
+    if random_state is None:
         def draw(n):
-            if random_state is None:
-                return check_random_state(None).permutation(n)[:k]
-            if n not in cache:
-                cache[n] = check_random_state(random_state).permutation(n)[:k]
-            return cache[n]
+            return check_random_state(None).permutation(n)[:k]
+    elif isinstance(random_state, (int, np.integer)):
+        # an int seed gives every row the draw RandomState(seed).choice(n, k, replace=False) makes,
+        # i.e. the first k of RandomState(seed).permutation(n): computed once per (seed, n, k) and
+        # process (seeding a RandomState costs 0.2 ms, as much as the root search of a few images)
+        def draw(n, seed=int(random_state)):
+            return _seeded_draw(seed, n, k)
     else:
         rng = check_random_state(random_state)  # a RandomState instance is consumed row after row
 
@@ -285,6 +284,14 @@ def find_roots(expansion: KernelExpansion, X, candidates, n_candidates=16, n_roo
         results[r] = TaylorResult(rel, roots[k0].copy(), float(froots[k0]), fx, float(fx - rel.sum()),
                                   roots[best], int(picks[k0]), True)
     return results
+
+
+@functools.lru_cache(maxsize=256)
+def _seeded_draw(seed, n, k):
+    """The first k of ``RandomState(seed).permutation(n)`` (read-only: shared by every call)."""
+    picks = check_random_state(seed).permutation(n)[:k]
+    picks.flags.writeable = False
+    return picks
 
 
 def _numba_model(expansion):

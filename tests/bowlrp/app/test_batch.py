@@ -239,11 +239,11 @@ def test_classes_of_a_script_are_left_to_loky_when_the_server_forks(data, monkey
 
     script_class = type("ScriptExplainer", (), {"__module__": "__main__"})
     fork_from_the_run(monkeypatch)
-    assert process_pool.available(script_class())
+    assert process_pool.pool_kind(script_class()) == "forked"
     monkeypatch.setattr(process_pool, "FORK_DRIVER", False)
-    assert not process_pool.available(script_class())
-    assert process_pool.available(NetworkExplainer(data["model"])) == \
-        ("forkserver" in __import__("multiprocessing").get_all_start_methods())
+    assert process_pool.pool_kind(script_class()) is None
+    assert process_pool.pool_kind(NetworkExplainer(data["model"])) == \
+        ("server" if "forkserver" in __import__("multiprocessing").get_all_start_methods() else None)
 
 
 def test_bad_arguments(data, tmp_path):
@@ -295,3 +295,20 @@ def test_no_record_before_its_files_and_their_folders_are_synced(data, tmp_path,
     for key, (t_wrote, pid) in wrote.items():
         folders = {folder for t, p, folder in synced if p == pid and t_wrote < t < recorded[key]}
         assert folders == {"relevance", "heatmaps"}, key
+
+
+def test_results_after_every_image_is_recorded_are_an_error(data, tmp_path, monkeypatch):
+    """The run writes its outputs once every image is recorded, then lets the executor end: an
+    executor that returned results after that (an image twice) would have them missing from the
+    outputs, so it is an error rather than silently dropped."""
+    from bowlrp.app import batch, executors
+
+    def twice(explainer, chunks, target, write, *options):
+        results = list(executors.run_serial(explainer, chunks, target, write))
+        yield from results
+        yield results[-1]
+
+    monkeypatch.setattr(batch, "run_chunks", twice)
+    with pytest.raises(RuntimeError, match="after every image was recorded"):
+        explain_batch(NetworkExplainer(data["model"]), [data["images"]], tmp_path / "out", chunk_size=5,
+                      progress=False)

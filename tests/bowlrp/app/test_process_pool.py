@@ -350,3 +350,63 @@ def test_workers_are_forked_next_to_the_idle_convolution_threads():
     if "nets-conv" not in out:
         pytest.skip(f"the convolution ran without its thread pool here (one numba thread): {out}")
     assert out.startswith("True"), out
+
+
+class _ThreadCounting:
+    """Wraps an explainer: after each call, appends ``pid native-threads`` to ``path`` (threads of
+    the process that Python did not start: BLAS and OpenMP pools)."""
+
+    def __init__(self, inner, path):
+        self.inner, self.path, self.batch_size = inner, path, inner.batch_size
+
+    def describe(self):
+        return self.inner.describe()
+
+    def explain(self, images, target=None):
+        maps = self.inner.explain(images, target=target)
+        native = len(os.listdir("/proc/self/task")) - threading.active_count()
+        with open(self.path, "a") as fh:
+            fh.write(f"{os.getpid()} {native}\n")
+        return maps
+
+
+def test_no_blas_threads_start_in_the_processes_of_a_run(scenes, explainer, tmp_path, forkable):
+    """OpenBLAS stops its thread pool at a fork and starts all of it again whenever its thread count
+    is set, even to the count it has; each new thread busy-waits about 0.1 s, taking the cores from
+    the processes explaining (a -j 2 run of 100 small images lost a fifth of its time to them). The
+    run sets one thread before the fork: neither the worker nor the run's process may start a BLAS
+    pool until the run is over, although the model sets one BLAS thread around its own steps."""
+    from threadpoolctl import threadpool_info
+
+    pool = sum(lib["num_threads"] - 1 for lib in threadpool_info()
+               if lib["internal_api"] == "openblas" and lib.get("threading_layer") == "pthreads")
+    if pool == 0:
+        pytest.skip("OpenBLAS runs one thread here: it has no pool to start again")
+    path = tmp_path / "threads.log"
+    explain_batch(_ThreadCounting(explainer, path), [scenes["images"]], tmp_path / "par", chunk_size=2,
+                  n_jobs=2, progress=False)
+    with open(path) as fh:
+        counts = [tuple(int(v) for v in line.split()) for line in fh]
+    here = [native for pid, native in counts if pid == os.getpid()]
+    there = [native for pid, native in counts if pid != os.getpid()]
+    assert there and here[1:]  # both processes explained (the first call here is before the fork)
+    assert max(there) == 0  # forked with the main thread alone
+    assert max(here[1:]) <= here[0] - pool  # the pool stopped at the fork stays stopped
+
+
+def test_the_outputs_are_written_before_the_worker_is_joined(scenes, explainer, tmp_path, monkeypatch,
+                                                             forkable):
+    """Once every image is recorded the run writes scores.csv and relevances.npz, then joins its
+    worker (which exits meanwhile) and lifts its thread limit: neither delays the outputs."""
+    from bowlrp.app import forked_workers
+    from bowlrp.app.run_folder import RELEVANCES_NPZ, SCORES_CSV
+
+    out, stop, seen = tmp_path / "par", forked_workers._Workers.stop, []
+
+    def stopping(self, finished):
+        seen.append((finished, (out / SCORES_CSV).exists(), (out / RELEVANCES_NPZ).exists()))
+        stop(self, finished)
+
+    monkeypatch.setattr(forked_workers._Workers, "stop", stopping)
+    explain_batch(explainer, [scenes["images"]], out, chunk_size=3, n_jobs=2, progress=False)
+    assert seen == [(True, True, True)]

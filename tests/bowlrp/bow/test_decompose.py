@@ -823,6 +823,39 @@ def test_root_kernel_matches_the_python_search_bit_for_bit(kernel, n_sv, dims):
     assert_matches_twin(_kernel_search, _python_search, cases, rtol=0.0, atol=0.0)
 
 
+def _segment_points_twin(X, C, rows, picks, first, which, points, n, ZT):
+    """The points of segments first + which[:n] at points[:n], as numpy computes them, one per column."""
+    seg = first + which[:n]
+    a = points[:n, None]
+    ZT[:, :n] = (a * X[rows[seg]] + (1.0 - a) * C[picks[seg]]).T
+    return ZT
+
+
+def _segment_points(X, C, rows, picks, first, which, points, n, ZT):
+    from bowlrp.bow.decompose import _taylor_kernels as tk
+
+    tk.segment_points(X, C, rows, picks, first, which, points, n, ZT)
+    return ZT
+
+
+@pytest.mark.parametrize("dims", [5, 32, 100])
+def test_segment_points_match_numpy_bit_for_bit(dims):
+    # written 32 dimensions at a time (_ROWS): fewer, exactly one block, and a partial last block
+    from tests.kernel_twins import assert_matches_twin
+
+    rng = np.random.default_rng(dims)
+    X, C = rng.random((6, dims)), rng.random((9, dims))
+    X[rng.random(X.shape) < 0.4] = 0.0
+    rows, picks = rng.integers(0, 6, 40), rng.integers(0, 9, 40)
+    cases = []
+    for first, n in ((0, 40), (8, 20), (30, 1)):
+        which = rng.permutation(40 - first)[:64].astype(np.int64)
+        points = rng.random(64)
+        points[:3] = (0.0, 1.0, 0.5)
+        cases.append((X, C, rows, picks, first, which, points, min(n, which.size), np.zeros((dims, 64))))
+    assert_matches_twin(_segment_points, _segment_points_twin, cases, rtol=0.0, atol=0.0)
+
+
 def test_kernel_values_and_pairwise_sum_are_numpys_bit_for_bit():
     from bowlrp.bow.decompose import _taylor_kernels as tk
     from bowlrp.bow.decompose.taylor import _numba_model
@@ -866,3 +899,16 @@ def test_infinite_end_values_of_the_root_search_are_a_clear_error():
         assert np.isinf(f2.decision(np.array([1.0, 0.005])))
         with pytest.raises(ValueError, match="NaN or inf"):
             find_root(f2, np.array([1.0, 0.005]), np.array([[0.0, 1.0]]), random_state=0)
+
+
+def test_an_int_seed_draws_what_a_fresh_random_state_draws_and_the_draw_is_kept_read_only():
+    # find_roots keeps the draw of an int seed for the process (seeding a RandomState costs 0.2 ms):
+    # it must be RandomState(seed).choice(n, k, replace=False), whatever was drawn before
+    from bowlrp.bow.decompose.taylor import _seeded_draw
+
+    for seed, n, k in ((0, 40, 16), (7, 40, 16), (0, 41, 16), (0, 40, 5), (2**31, 100, 16)):
+        first = _seeded_draw(seed, n, k)
+        np.testing.assert_array_equal(first, np.random.RandomState(seed).choice(n, k, replace=False))
+        assert _seeded_draw(seed, n, k) is first and not first.flags.writeable
+    with pytest.raises(ValueError):
+        _seeded_draw(-1, 40, 16)

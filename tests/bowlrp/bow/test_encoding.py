@@ -148,6 +148,20 @@ def test_nearest_words_equal_a_stable_full_sort_even_with_ties(n):
     np.testing.assert_array_equal(_nearest(d2, min(n, 64)), np.argsort(d2, axis=1, kind="stable")[:, :n])
 
 
+
+@pytest.mark.parametrize("n", [1, 3, 8])
+def test_nearest_words_with_infinite_distances_equal_a_stable_full_sort(n):
+    # +inf distances meet the selection's threshold (kept at +inf, or the seeds set to +inf) and its
+    # check for entries already kept; rows alternate so that the seeds are sometimes +inf themselves
+    from bowlrp.bow.encoding import _nearest
+
+    rng = np.random.default_rng(10 + n)
+    d2 = rng.integers(0, 3, size=(200, 10)).astype(np.float64)
+    d2[rng.random(d2.shape) < 0.4] = np.inf
+    d2[::7] = np.inf  # whole rows
+    d2[3::7, :5] = np.inf  # the first words, which the first rows keep as seeds
+    np.testing.assert_array_equal(_nearest(d2, n), np.argsort(d2, axis=1, kind="stable")[:, :n])
+
 # ------------------------------------------------------------------------ kernels against numpy twins
 def _rank_twin(d2, n, values, offset):
     """Dense rank mapping by a stable full sort: the obviously correct definition."""

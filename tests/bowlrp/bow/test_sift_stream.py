@@ -215,3 +215,17 @@ def test_a_lazy_sequence_is_read_once():
     assert lazy.reads == len(images)
     for g, w in zip(got, DenseSIFT(step=8).extract_many(images), strict=True):
         assert np.array_equal(g.descriptors, w.descriptors)
+
+
+def test_gradient_neighbours_is_the_np_gradient_stencil():
+    # the one border rule of the stage kernel (gradient_rows) and of the fused one (on its ring of rows)
+    rng = np.random.default_rng(7)
+    for height in (2, 3, 5):
+        image = rng.random((height, 6))
+        reference = np.gradient(image, axis=0)
+        for y in range(height):
+            up, down, fy = K.gradient_neighbours(y, height)
+            assert np.array_equal(fy * (image[down] - image[up]), reference[y]), (height, y)
+            rows = K.gradient_rows(image, y)
+            assert np.array_equal(rows[0], image[up]) and np.array_equal(rows[1], image[down])
+    assert K.gradient_neighbours(0, 1) == (0, 0, 0.0)  # one row: no gradient along y
