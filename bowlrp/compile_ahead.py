@@ -10,9 +10,11 @@ the code, its numbers and numba's disk cache are those the first call would have
 what a cold run compiled, as numba's compile log names them (:func:`specialisation`);
 :func:`uncompiled` drops the kernels numba's disk cache already holds (a warm run starts no thread).
 The test session's is off unless ``BOWLRP_COMPILE_AHEAD=1`` (the demo's is on unless it is ``0``):
-in one cold run of the whole suite with it on, a test that stops forked workers hung in numba's threading-layer start-up lock (a process-shared semaphore;
-whether the thread's earlier parallel compilations made that more likely is not known yet), so it
-stays opt-in until that is understood.
+in one cold run of the whole suite with it on, a test that stops forked workers hung in numba's
+threading-layer start-up lock, a process-shared semaphore that a worker terminated inside a
+thread-count call left taken. Forked children now take a lock of their own
+(``bowlrp.jit._private_numba_start_lock``), but no cold suite run with compiling ahead on has been
+measured since, so it stays opt-in.
 """
 
 from __future__ import annotations

@@ -320,6 +320,25 @@ def _reset_executor():
 os.register_at_fork(after_in_child=_reset_executor)
 
 
+def _private_numba_start_lock():
+    """In a forked child whose threading layer is already started: numba's start-up lock becomes
+    the child's own.
+
+    ``numba.set_num_threads`` and ``get_num_threads`` take that lock on every call, and under the
+    fork start method it is a process-shared semaphore (``numba.np.ufunc.parallel``): a worker
+    terminated while it held it (a ``-j N`` run stopping its workers after an error) left it taken
+    for good, and the run's next thread-count call hung. Once the layer is started the lock guards
+    nothing but the started flag, so a lock of the child's own is enough; a child whose layer is not
+    started yet keeps numba's."""
+    parallel = sys.modules.get("numba.np.ufunc.parallel")
+    if parallel is not None and getattr(parallel, "_is_initialized", False) and \
+            hasattr(parallel, "_backend_init_process_lock"):
+        parallel._backend_init_process_lock = threading.RLock()
+
+
+os.register_at_fork(after_in_child=_private_numba_start_lock)
+
+
 def _workers():
     """The batch threads, started once: starting threads per call cost ~3 ms on a busy machine (a new
     thread waits for a scheduler slot before ``start`` returns), more than a small batch's work."""

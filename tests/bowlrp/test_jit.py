@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import pathlib
+import subprocess
+import sys
+import textwrap
 import time
 
 import numba
@@ -11,6 +16,8 @@ import pytest
 import bowlrp.jit as jit
 from bowlrp.compile_ahead import compile_ahead
 from bowlrp.jit import BothBuilds, forced_builds, jit_both, prange
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 BIG = 1e30  # work the size rule always gives to the parallel build
 
@@ -169,3 +176,33 @@ def test_compile_ahead_is_off_unless_asked_for(monkeypatch, setting):
     assert compile_ahead([(kernel, (f64, f64))]) is None and not kernel.overloads
     if setting == "0":  # the demo's default is on, the variable still wins
         assert compile_ahead([(kernel, (f64, f64))], default="1") is None and not kernel.overloads
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork start method")
+def test_a_worker_killed_inside_numbas_thread_count_call_does_not_hang_the_run():
+    """numba's thread-count calls take a start-up lock that, under fork, is shared by every process
+    forked from the run: a worker killed while it held it (a ``-j N`` run stopping its workers)
+    left the run's next ``set_num_threads`` waiting for ever (seen in a cold suite run). A forked
+    child whose threading layer is started gets a lock of its own."""
+    script = textwrap.dedent(
+        """
+        import os, signal, time
+        import bowlrp.jit
+        import numba
+        import numba.np.ufunc.parallel as parallel
+        numba.get_num_threads()  # the parent starts its threading layer
+        pid = os.fork()
+        if pid == 0:
+            parallel._backend_init_process_lock.acquire()  # as inside numba.set_num_threads
+            time.sleep(60)
+            os._exit(0)
+        time.sleep(0.3)
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        numba.set_num_threads(1)
+        print("ok")
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.stdout.split() == ["ok"], out.stderr
