@@ -42,12 +42,13 @@ import math
 import os
 import sys
 import time
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from bowlrp.app.executors import run_chunks
+from bowlrp.app.executors import WorkerLossError, run_chunks
 from bowlrp.app.image_chunks import ImageChunks
 from bowlrp.app.run_folder import (
     HEATMAP_DIR,
@@ -428,10 +429,16 @@ def _explain_locked(explainer, items, out_dir, target, chunk_size, n_jobs, backe
         # the executor now ends as it does when done (forked workers joined, the run's one-thread
         # limit lifted: OpenBLAS then starts its threads again, which busy-wait a while), no longer
         # ahead of the outputs: a worker's exit and those threads overlap them instead
-        for late in results:
-            if late:
-                raise RuntimeError(f"the executor returned {len(late)} results after every image was "
-                                   "recorded")
+        try:
+            for late in results:
+                if late:
+                    raise RuntimeError(f"the executor returned {len(late)} results after every image "
+                                       "was recorded")
+        except WorkerLossError as error:
+            # every image is saved and the outputs are written: a worker's results come only after its
+            # files are durably in place, so an end this late cannot touch them (the run is complete)
+            warnings.warn(f"a worker ended abnormally after every image was saved: {error}",
+                          RuntimeWarning, stacklevel=2)
     except KeyboardInterrupt:
         interrupted = True
         raise
@@ -447,7 +454,7 @@ def _explain_locked(explainer, items, out_dir, target, chunk_size, n_jobs, backe
             finally:
                 if archive is not None and not completed:
                     archive.discard()
-        if interrupted and progress:
+        if interrupted and progress and not completed:
             sys.stderr.write(f"\ninterrupted: {new} new images saved in {out_dir}; rerun to resume\n")
 
     skipped = [(item.key, item.path, records[item.key].get("reason", "")) for item in items

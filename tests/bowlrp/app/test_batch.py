@@ -12,6 +12,7 @@ import pytest
 import nets
 from bowlrp.app.adapters import NetworkExplainer
 from bowlrp.app.batch import RunMismatchError, explain_batch, read_manifest
+from bowlrp.app.run_folder import SCORES_CSV
 from bowlrp.heatmap import Heatmap
 from bowlrp.imageio import list_images, read_image
 from tests.bowlrp.app import cli_data
@@ -312,3 +313,22 @@ def test_results_after_every_image_is_recorded_are_an_error(data, tmp_path, monk
     with pytest.raises(RuntimeError, match="after every image was recorded"):
         explain_batch(NetworkExplainer(data["model"]), [data["images"]], tmp_path / "out", chunk_size=5,
                       progress=False)
+
+
+def test_ctrl_c_after_every_image_is_saved_does_not_ask_for_a_rerun(data, tmp_path, monkeypatch, capsys):
+    """An interrupt while the executor ends, after every image is saved and the outputs are
+    written, is passed on but does not say "rerun to resume": there is nothing left to do."""
+    from bowlrp.app import batch, executors
+
+    def then_interrupt(explainer, chunks, target, write, *options):
+        yield from executors.run_serial(explainer, chunks, target, write)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(batch, "run_chunks", then_interrupt)
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        explain_batch(NetworkExplainer(data["model"]), [data["images"]], out, chunk_size=5, progress=True)
+    assert "rerun to resume" not in capsys.readouterr().err
+    records = read_manifest(str(out))
+    assert records and all(r["status"] in ("ok", "skipped") for r in records.values())
+    assert (out / SCORES_CSV).exists()

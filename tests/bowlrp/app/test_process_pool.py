@@ -410,3 +410,41 @@ def test_the_outputs_are_written_before_the_worker_is_joined(scenes, explainer, 
     monkeypatch.setattr(forked_workers._Workers, "stop", stopping)
     explain_batch(explainer, [scenes["images"]], out, chunk_size=3, n_jobs=2, progress=False)
     assert seen == [(True, True, True)]
+
+
+class _EndsBeforeDone:
+    """A worker's connection that ends the worker between its last results and saying it is done."""
+
+    def __init__(self, conn):
+        self.conn = conn
+
+    def send(self, message):
+        if message[0] == "done":
+            os._exit(3)
+        self.conn.send(message)
+
+
+def test_a_worker_ending_after_every_image_is_saved_warns_and_the_run_succeeds(scenes, explainer, tmp_path,
+                                                                                monkeypatch, forkable):
+    """Results come only after their files are durably in place, so a worker that ends abnormally
+    once every image is recorded cannot touch the outputs: the run is complete and says so, with a
+    warning (review of the third speed round: it failed with "rerun the same command to resume",
+    which had nothing left to do)."""
+    from bowlrp.app import forked_workers
+    from bowlrp.app.run_folder import RELEVANCES_NPZ, SCORES_CSV
+
+    work = forked_workers._work
+
+    def ending(initializer, explainer_, chunks, target, write, pieces, conn, foreign):
+        return work(initializer, explainer_, chunks, target, write, pieces, _EndsBeforeDone(conn), foreign)
+
+    monkeypatch.setattr(forked_workers, "_work", ending)
+    out = tmp_path / "par"
+    with pytest.warns(RuntimeWarning, match="after every image was saved: .*exited with code 3"):
+        result = explain_batch(explainer, [scenes["images"]], out, chunk_size=3, n_jobs=2, progress=False)
+    assert result.ok == result.total and result.pending == 0
+    assert all(r["status"] == "ok" for r in read_manifest(str(out)).values())
+    assert (out / SCORES_CSV).exists() and (out / RELEVANCES_NPZ).exists()
+    monkeypatch.setattr(forked_workers, "_work", work)
+    explain_batch(explainer, [scenes["images"]], tmp_path / "one", chunk_size=3, progress=False)
+    assert_same_outputs(out, tmp_path / "one")
