@@ -19,7 +19,7 @@ caller), and the test that compiled it. The warm run is logged too: numba's cach
 ``--only suite`` times the whole test suite as ``make test`` runs it. ``--report DIR`` prints the
 inventory of a log folder written by a run with ``BENCH_COLD_LOG_DIR=DIR`` (``--keep DIR`` keeps a
 run's caches and logs). ``--ahead both`` runs every command without and then with the compile-ahead
-thread (``bowlrp.compile_ahead``, opt-in: ``BOWLRP_COMPILE_AHEAD=1``), an A/B in one round;
+thread (``bowlrp.compile_ahead``, on unless ``BOWLRP_COMPILE_AHEAD=0``), an A/B in one round;
 ``--write-ahead PREFIX`` writes the kernel lists it compiles from a cold run's log (the suite's:
 ``tests/compile_ahead.txt``, the demo's: ``bowlrp/app/demo_kernels.txt``; with ``--report`` too). A
 run with failed tests still counts (its failures are printed): a flaky test must not discard a cold
@@ -161,9 +161,10 @@ def main(argv=None):
     parser.add_argument("--json", help="write the compile logs and timings here")
     parser.add_argument("--report", metavar="DIR", help="print the inventory of a compile log folder")
     parser.add_argument("--top", type=int, default=15, help="rows of the inventory")
-    parser.add_argument("--ahead", choices=["on", "off", "both"], default="off",
+    parser.add_argument("--ahead", choices=["on", "off", "both"], default="on",
                         help="compile ahead on a background thread (bowlrp.compile_ahead: the test "
-                             "session's and the demo's kernel lists; BOWLRP_COMPILE_AHEAD=1, opt-in) or not; "
+                             "session's and the demo's kernel lists; on by default, as in make test "
+                             "and make demo) or not (BOWLRP_COMPILE_AHEAD=0); "
                              "both: each command without, then with, in every round")
     parser.add_argument("--keep", metavar="DIR", help="keep the caches and logs in a new folder in DIR")
     parser.add_argument("--write-ahead", metavar="PREFIX",

@@ -9,12 +9,10 @@ one job; a call that needs a job's specialisation finds it compiled, so nothing 
 the code, its numbers and numba's disk cache are those the first call would have made. The lists are
 what a cold run compiled, as numba's compile log names them (:func:`specialisation`);
 :func:`uncompiled` drops the kernels numba's disk cache already holds (a warm run starts no thread).
-The test session's is off unless ``BOWLRP_COMPILE_AHEAD=1`` (the demo's is on unless it is ``0``):
-in one cold run of the whole suite with it on, a test that stops forked workers hung in numba's
-threading-layer start-up lock, a process-shared semaphore that a worker terminated inside a
-thread-count call left taken. Forked children now take a lock of their own
-(``bowlrp.jit._private_numba_start_lock``), but no cold suite run with compiling ahead on has been
-measured since, so it stays opt-in.
+Both are on unless ``BOWLRP_COMPILE_AHEAD=0``. One cold run of the whole suite with the session's
+thread on hung once in numba's threading-layer start-up lock, a process-shared semaphore that a
+worker terminated inside a thread-count call left taken; forked children now take a lock of their
+own (``bowlrp.jit._private_numba_start_lock``, with a test), and the cold suites run since passed.
 """
 
 from __future__ import annotations
@@ -153,8 +151,8 @@ def compile_ahead(jobs, pause=0.02, default="0"):
     pause : float
         Seconds between two jobs, in which a waiting thread takes the compiler.
     default : {"0", "1"}
-        Whether to compile ahead when ``BOWLRP_COMPILE_AHEAD`` is not set: off for the test session,
-        on for the demo (one process, no forks: the hang below does not concern it).
+        Whether to compile ahead when ``BOWLRP_COMPILE_AHEAD`` is not set (the test session and the
+        demo pass ``"1"``).
 
     Returns
     -------

@@ -66,4 +66,4 @@ def start(items, root):
         return None
     from bowlrp.compile_ahead import compile_ahead
 
-    return compile_ahead(todo)
+    return compile_ahead(todo, default="1")

@@ -13,7 +13,7 @@ _ahead = None  # the thread compiling the session's parallel builds (tests/compi
 
 def pytest_collection_finish(session):
     """On a cold numba cache, compile the parallel builds the selected twin tests call on the second
-    core while the tests run (opt-in: ``BOWLRP_COMPILE_AHEAD=1``)."""
+    core while the tests run (``BOWLRP_COMPILE_AHEAD=0`` turns it off)."""
     global _ahead
     if session.config.option.collectonly:
         return

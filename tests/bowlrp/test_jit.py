@@ -92,7 +92,7 @@ def _add_one(x, out):
 
 def test_compile_ahead_compiles_on_a_thread_and_skips_signatures_that_do_not_type(tmp_path, monkeypatch):
     monkeypatch.setattr(numba.config, "CACHE_DIR", str(tmp_path))
-    monkeypatch.setenv("BOWLRP_COMPILE_AHEAD", "1")  # opt-in
+    monkeypatch.setenv("BOWLRP_COMPILE_AHEAD", "1")  # (on whatever the environment says)
     kernel = jit.jit_serial(_add_one)
     f64 = numba.types.Array(numba.types.float64, 1, "C")
     i64 = numba.types.Array(numba.types.int64, 1, "C")
@@ -115,7 +115,7 @@ def test_a_fork_while_compiling_ahead_gets_a_usable_compiler(tmp_path, monkeypat
     import os
 
     monkeypatch.setattr(numba.config, "CACHE_DIR", str(tmp_path))
-    monkeypatch.setenv("BOWLRP_COMPILE_AHEAD", "1")  # opt-in
+    monkeypatch.setenv("BOWLRP_COMPILE_AHEAD", "1")  # (on whatever the environment says)
     kernels = [jit.jit_serial(_renamed_add_one(k)) for k in range(3)]
     f64 = numba.types.Array(numba.types.float64, 1, "C")
     handle = compile_ahead([(k, (f64, f64)) for k in kernels])
