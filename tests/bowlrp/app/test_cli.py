@@ -380,7 +380,10 @@ def test_explain_limit_then_resume_equals_one_run(ws, tmp_path, capsys):
 
 def test_ctrl_c_stops_cleanly_and_the_rerun_resumes(ws, tmp_path):
     out = tmp_path / "run"
-    inputs = [ws["train"]] * 2  # the same scenes twice: a run long enough to interrupt
+    # the same scenes 8 times: a run long enough to interrupt (twice was not, on a fast BLAS kernel:
+    # the run had finished, exit status 0, when the signal came)
+    copies = 8
+    inputs = [ws["train"]] * copies
     command = [sys.executable, "-m", "bowlrp.app.cli", "explain", ws["model"], *inputs, "-o", out,
                "--chunk-size", 1, "--no-png"]
     proc = subprocess.Popen([str(c) for c in command], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -396,13 +399,13 @@ def test_ctrl_c_stops_cleanly_and_the_rerun_resumes(ws, tmp_path):
     assert proc.returncode == 130, stderr
     assert "interrupted" in stderr and "rerun to resume" in stderr
     done = manifest.read_text().count("\n")
-    total = 2 * (N_SCENES + len(ws["bad"]))
+    total = copies * (N_SCENES + len(ws["bad"]))
     assert 3 <= done < total and not (out / "scores.csv").exists()
     proc = bowlrp("explain", ws["model"], *inputs, "-o", out, "--chunk-size", 1, "--no-png", check=0)
     lines = manifest.read_text().splitlines()[:done]
     explained_before = sum(json.loads(line)["status"] == "ok" for line in lines)
-    assert f"({2 * N_SCENES - explained_before} new)" in proc.stdout
-    assert len([r for r in _rows(out / "scores.csv") if r["status"] == "ok"]) == 2 * N_SCENES
+    assert f"({copies * N_SCENES - explained_before} new)" in proc.stdout
+    assert len([r for r in _rows(out / "scores.csv") if r["status"] == "ok"]) == copies * N_SCENES
 
 
 # ------------------------------------------------------------------ evaluate
