@@ -282,6 +282,10 @@ class ZBox(Rule):
             for which, v in (("low", low), ("high", high))
         }
 
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._set_bounds(self._low, self._high)  # (unpickled arrays come back writable)
+
     @property
     def low(self):
         """The lower bound (read-only float64 array) or None (the batch's observed minimum)."""

@@ -445,3 +445,7 @@ def test_zbox_bounds_are_private_read_only_and_reclassified_when_assigned():
     np.testing.assert_array_equal(got, want)
     with pytest.raises(ValueError, match="low <= high"):
         rule.high = -5.0
+    import pickle
+
+    again = pickle.loads(pickle.dumps(rule))
+    assert not again.low.flags.writeable and again._per_channel == rule._per_channel
