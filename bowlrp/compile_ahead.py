@@ -21,12 +21,13 @@ import atexit
 import functools
 import importlib
 import os
+import pathlib
 import sys
 import threading
 
 import numba
 
-__all__ = ["compile_ahead", "specialisation", "uncompiled"]
+__all__ = ["compile_ahead", "kernel_list", "specialisation", "uncompiled"]
 
 
 class _AheadCompiler:
@@ -112,6 +113,16 @@ def _type_names():
     from numba.core import types
 
     return {**{key: getattr(types, key) for key in dir(types) if not key.startswith("_")}, "__builtins__": {}}
+
+
+def kernel_list(path, lines=None):
+    """The tab-separated fields of a kernel list's lines (``tests/compile_ahead.txt``,
+    ``bowlrp/app/demo_kernels.txt``), blank lines and ``#`` comments left out; ``lines`` instead of
+    the file's (a missing file has none)."""
+    if lines is None:
+        path = pathlib.Path(path)
+        lines = path.read_text().splitlines() if path.exists() else []
+    return [tuple(line.split("\t")) for line in lines if line.strip() and not line.startswith("#")]
 
 
 def uncompiled(specialisations):

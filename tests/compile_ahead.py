@@ -25,9 +25,9 @@ LIST = pathlib.Path(__file__).with_name("compile_ahead.txt")
 
 def entries(lines=None):
     """The list's ``(test file, kernel, argument types)`` lines (default: ``tests/compile_ahead.txt``)."""
-    if lines is None:
-        lines = LIST.read_text().splitlines() if LIST.exists() else []
-    return [tuple(line.split("\t")) for line in lines if line.strip() and not line.startswith("#")]
+    from bowlrp.compile_ahead import kernel_list
+
+    return kernel_list(LIST, lines)
 
 
 def jobs(test_files, lines=None):

@@ -7,7 +7,7 @@ import pathlib
 import numba
 
 import bowlrp.jit as jit
-from bowlrp.compile_ahead import specialisation
+from bowlrp.compile_ahead import kernel_list, specialisation
 from tests import compile_ahead
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -51,7 +51,7 @@ def test_jobs_follow_the_session_s_file_order_and_skip_stale_lines_and_cached_ke
 def test_every_kernel_the_demo_compiles_ahead_exists_with_a_signature_that_parses():
     from bowlrp.app import demo_ahead
 
-    lines = [line.split("\t") for line in demo_ahead.LIST.read_text().splitlines() if line.strip()]
+    lines = kernel_list(demo_ahead.LIST)
     assert lines
     for kernel, args in lines:
         dispatcher, signature = specialisation(kernel, args)

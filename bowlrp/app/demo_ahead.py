@@ -23,8 +23,7 @@ LIST = pathlib.Path(__file__).with_name("demo_kernels.txt")
 
 def start():
     """Start compiling the demo's kernels that are not in numba's disk cache; the handle, or None."""
-    from bowlrp.compile_ahead import compile_ahead, uncompiled
+    from bowlrp.compile_ahead import compile_ahead, kernel_list, uncompiled
 
-    lines = LIST.read_text().splitlines() if LIST.exists() else []
-    jobs = uncompiled(tuple(line.split("\t")) for line in lines if line.strip())
+    jobs = uncompiled(kernel_list(LIST))
     return compile_ahead(jobs, default="1") if jobs else None  # BOWLRP_COMPILE_AHEAD=0 turns it off
