@@ -20,7 +20,8 @@ caller), and the test that compiled it. The warm run is logged too: numba's cach
 inventory of a log folder written by a run with ``BENCH_COLD_LOG_DIR=DIR`` (``--keep DIR`` keeps a
 run's caches and logs). ``--ahead both`` runs every command without and then with the compile-ahead
 thread (``bowlrp.compile_ahead``, on unless ``BOWLRP_COMPILE_AHEAD=0``), an A/B in one round;
-``--write-ahead PREFIX`` writes the kernel lists it compiles from a cold run's log (the suite's:
+``--write-ahead PREFIX`` (with ``--ahead off``) writes the kernel lists it compiles from a cold
+run's log (the suite's:
 ``tests/compile_ahead.txt``, the demo's: ``bowlrp/app/demo_kernels.txt``; with ``--report`` too). A
 run with failed tests still counts (its failures are printed): a flaky test must not discard a cold
 suite run of minutes.
@@ -168,9 +169,10 @@ def main(argv=None):
                              "both: each command without, then with, in every round")
     parser.add_argument("--keep", metavar="DIR", help="keep the caches and logs in a new folder in DIR")
     parser.add_argument("--write-ahead", metavar="PREFIX",
-                        help="with --inventory: write what each command's cold run compiled in its own "
-                             "process to PREFIX.<command>.txt (tests/compile_ahead.txt: the suite's; "
-                             "bowlrp/app/demo_kernels.txt: the demo's)")
+                        help="with --inventory and --ahead off: write what each command's cold run "
+                             "compiled in its own process to PREFIX.<command>.txt "
+                             "(tests/compile_ahead.txt: the suite's; bowlrp/app/demo_kernels.txt: "
+                             "the demo's)")
     args = parser.parse_args(argv)
     if args.report:
         records = inventory(read_log(args.report), args.top)

@@ -4,7 +4,7 @@ Every ``jit_both`` kernel's twin test compiles its parallel build once, for the 
 serial build: about 35 specialisations and two thirds of a cold session's compile seconds, nearly all
 in LLVM, which runs without the GIL. ``tests/compile_ahead.txt`` lists the specialisations the
 session's process compiled in a cold run of the whole suite (test file, kernel, numba argument types,
-in the order they compiled: ``bench_cold.py --only suite --inventory --write-ahead
+in the order they compiled: ``bench_cold.py --only suite --ahead off --inventory --write-ahead
 tests/compile_ahead.txt``). Once pytest has collected the session's tests, :func:`start` hands the
 ones the selected test files need, in the order the session reaches them, to
 :func:`bowlrp.compile_ahead.compile_ahead`, which compiles them on the second core while the tests run. A test

@@ -4,7 +4,7 @@
 A fresh clone's first demo compiles about 25 project kernels (SIFT, encoding, Gram matrix, the BoW
 decomposition, the network's layers in float32 for training and float64 for LRP), a third of its run
 time. ``demo_kernels.txt`` lists them as the demo compiled them (kernel, numba argument types, in
-order; written by ``benchmarks/bench_cold.py --only demo --inventory --write-ahead PREFIX``), and
+order; written by ``benchmarks/bench_cold.py --only demo --ahead off --inventory --write-ahead PREFIX``), and
 :func:`start` compiles the ones numba's disk cache does not hold on a second thread
 (:func:`bowlrp.compile_ahead.compile_ahead`): most of a compilation is LLVM, which runs without the GIL, so it
 overlaps the demo's own work on the second core (training the network needs its kernels while the BoW

@@ -194,7 +194,8 @@ def _init_worker(explainer, write, forked=False, parent=None) -> None:
     # it, the parent of a worker whose driver died in between would already be init
     _exit_with_parent(parent)
     _limit_worker_threads()
-    _worker.update(explainer=explainer, write=write)
+    if not forked:  # (a forked worker gets both as arguments: forked_workers._work)
+        _worker.update(explainer=explainer, write=write)
 
 
 def _explain_and_write(keys, images, target, failures):
