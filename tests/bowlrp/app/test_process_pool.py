@@ -278,41 +278,9 @@ def test_an_explainer_that_batches_images_gets_the_serial_chunks(scenes, tmp_pat
 def test_a_worker_that_cannot_write_stops_the_run_with_its_error(scenes, explainer, tmp_path, monkeypatch,
                                                                  forkable):
     """A worker's own error (here a full disk while writing) reaches the caller as it is; the
-    workers are gone and every recorded result is whole."""
-    import errno
-
-    from bowlrp.app.run_folder import ResultWriter
-
-    driver, write = os.getpid(), ResultWriter.__call__
-
-    def full_in_workers(self, key, heatmap):
-        if os.getpid() != driver:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return write(self, key, heatmap)
-
-    monkeypatch.setattr(ResultWriter, "__call__", full_in_workers)
-    out, before = tmp_path / "par", _children()
-    with pytest.raises(OSError, match="No space left"):
-        explain_batch(explainer, [scenes["images"]], out, chunk_size=2, n_jobs=2, progress=False)
-    assert _children() <= before
-    records = read_manifest(out)
-    assert len(records) < N_IMAGES and all(verified(str(out), r) for r in records.values())
-
-
-def test_one_serial_chunk_of_a_batching_explainer_is_explained_once_without_a_fork(scenes, tmp_path,
-                                                                                   monkeypatch, forkable):
-    """Nothing to share: the inputs are read and explained once, in this process (review finding: the
-    warm-up image was explained, dropped, and the chunk explained again beside a forked worker)."""
-    model = cli_data.tiny_bow(scenes["train"], scenes["labels"])
-    log = _ReadLog(monkeypatch, tmp_path / "reads.log")
-    explain_batch(BoWExplainer(model, batch_size=3), [scenes["images"]], tmp_path / "par",
-                  chunk_size=N_IMAGES, n_jobs=2, progress=False)
-    assert log.entries() == [(os.getpid(), 0, N_IMAGES)]
-
-
-def test_a_worker_error_keeps_every_result_the_run_wrote(scenes, explainer, tmp_path, monkeypatch, forkable):
-    """When a worker fails, the pieces this process finished are recorded before the error is
-    raised (review finding: they were written and synced, then dropped with the error)."""
+    workers are gone, every recorded result is whole, and the pieces this process finished are
+    recorded before the error is raised (review finding: they were written and synced, then dropped
+    with the error)."""
     import errno
 
     from bowlrp.app.run_folder import ResultWriter
@@ -327,12 +295,24 @@ def test_a_worker_error_keeps_every_result_the_run_wrote(scenes, explainer, tmp_
         return write(self, key, heatmap)
 
     monkeypatch.setattr(ResultWriter, "__call__", full_in_workers)
-    out = tmp_path / "par"
+    out, before = tmp_path / "par", _children()
     with pytest.raises(OSError, match="No space left"):
         explain_batch(explainer, [scenes["images"]], out, chunk_size=2, n_jobs=2, progress=False)
+    assert _children() <= before
     records = read_manifest(out)
+    assert len(records) < N_IMAGES and all(verified(str(out), r) for r in records.values())
     assert written_here and set(written_here) <= set(records)
-    assert all(verified(str(out), r) for r in records.values())
+
+
+def test_one_serial_chunk_of_a_batching_explainer_is_explained_once_without_a_fork(scenes, tmp_path,
+                                                                                   monkeypatch, forkable):
+    """Nothing to share: the inputs are read and explained once, in this process (review finding: the
+    warm-up image was explained, dropped, and the chunk explained again beside a forked worker)."""
+    model = cli_data.tiny_bow(scenes["train"], scenes["labels"])
+    log = _ReadLog(monkeypatch, tmp_path / "reads.log")
+    explain_batch(BoWExplainer(model, batch_size=3), [scenes["images"]], tmp_path / "par",
+                  chunk_size=N_IMAGES, n_jobs=2, progress=False)
+    assert log.entries() == [(os.getpid(), 0, N_IMAGES)]
 
 
 def test_workers_are_forked_next_to_the_idle_convolution_threads():
