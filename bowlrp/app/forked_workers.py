@@ -92,11 +92,10 @@ class _Pieces:
 
 
 def _explain_piece(explainer, chunks, piece, target, write):
-    """Read, explain and write the inputs of ``piece``: ``(results, digests)``. (The caller has
-    limited the threads to one for good: setting the limit costs about 1 ms per piece.)"""
+    """Read, explain and write the inputs of ``piece``; its results. (The caller has limited the
+    threads to one for good: setting the limit costs about 1 ms per piece.)"""
     keys, images, failures = chunks.read(*piece)
-    results = written(explain_chunk(explainer, keys, images, target, failures), write)
-    return results, chunks.digests_of(*piece)
+    return written(explain_chunk(explainer, keys, images, target, failures), write)
 
 
 def _work(initializer, explainer, chunks, target, write, pieces, conn, foreign) -> None:
@@ -107,7 +106,9 @@ def _work(initializer, explainer, chunks, target, write, pieces, conn, foreign) 
     initializer()
     try:
         while (piece := pieces.claim()) is not None:
-            conn.send(("results", *_explain_piece(explainer, chunks, piece, target, write)))
+            results = _explain_piece(explainer, chunks, piece, target, write)
+            # (the run's process has no copy of the digests this process read: they go along)
+            conn.send(("results", results, chunks.digests_of(*piece)))
         conn.send(("done",))
         # every file is written and synced: leave now (what multiprocessing does after its clean-up,
         # of which a worker needs nothing) rather than keep the run waiting for the clean-up
@@ -261,7 +262,7 @@ def _share(explainer, chunks, target, write, workers, driver_helps, initializer)
     guided = getattr(explainer, "batch_size", None) == 1
     if not guided and len(chunks) <= chunks.chunk_size:
         # one serial chunk (an explainer that batches must get exactly those): nothing to share
-        yield _explain_piece(explainer, chunks, (0, len(chunks)), target, write)[0]
+        yield _explain_piece(explainer, chunks, (0, len(chunks)), target, write)
         return
     processes = workers + bool(driver_helps)
     first = None
@@ -291,7 +292,7 @@ def _share(explainer, chunks, target, write, workers, driver_helps, initializer)
                 raise
             if piece is None:
                 break
-            results = _explain_piece(explainer, chunks, piece, target, write)[0]
+            results = _explain_piece(explainer, chunks, piece, target, write)
             try:  # with what the workers sent meanwhile: one manifest fsync for both
                 results += pool.receive(block=False, digests=chunks.digests)
             except Exception:  # a lost worker, or a worker's own error (a full disk, say)
