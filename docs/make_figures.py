@@ -19,7 +19,7 @@ def bow_cat_eye(out_dir) -> dict:
     from bowlrp import BoWClassifier
     from bowlrp.app.photos import photo_scenes
     from bowlrp.evaluation import mask_fraction, relevance_mass_accuracy
-    from bowlrp.heatmap import montage
+    from bowlrp.montages import montage
 
     scenes = photo_scenes(120, random_state=0)
     train, test = scenes.subset(slice(0, 60)), scenes.subset(slice(60, None))

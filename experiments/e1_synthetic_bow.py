@@ -68,7 +68,7 @@ def main(argv=None):
         perturbation_curves,
         relevance_mass_accuracy,
     )
-    from bowlrp.heatmap import montage
+    from bowlrp.montages import montage
 
     q = args.quick
     n_train = args.n_train or (60 if q else 600)

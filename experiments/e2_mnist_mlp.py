@@ -70,7 +70,7 @@ def main(argv=None):
 
     import nets
     from bowlrp.evaluation import perturbation_curves
-    from bowlrp.heatmap import montage
+    from bowlrp.montages import montage
     from datasets.mnist import load_mnist
 
     # ------------------------------------------------------------------ data and model

@@ -104,7 +104,7 @@ def run_mnist(args, out, clock):
     import nets
     from bowlrp.bow.classifier import BoWClassifier
     from bowlrp.evaluation import perturbation_curves
-    from bowlrp.heatmap import montage
+    from bowlrp.montages import montage
     from datasets.mnist import load_mnist
 
     q = args.quick
@@ -218,7 +218,7 @@ def run_scenes(args, out, clock):
     from bowlrp.app.scenes import make_scenes
     from bowlrp.bow.classifier import BoWClassifier
     from bowlrp.evaluation import localization_scores, perturbation_curves
-    from bowlrp.heatmap import montage
+    from bowlrp.montages import montage
 
     q = args.quick
     n_train = args.n_train or (60 if q else 600)

@@ -45,7 +45,7 @@ def main(argv=None):
 
     from bowlrp.bow.classifier import BoWClassifier
     from bowlrp.evaluation import localization_scores
-    from bowlrp.heatmap import montage
+    from bowlrp.montages import montage
     from datasets.voc import VOC_CLASSES, load_voc
 
     q = args.quick

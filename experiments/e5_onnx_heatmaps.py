@@ -100,7 +100,7 @@ def main(argv=None):
     clock = common.Clock()
 
     import nets
-    from bowlrp.heatmap import montage
+    from bowlrp.montages import montage
     from nets.attribution import LRP
     from nets.layers import Conv2D
 

@@ -52,7 +52,8 @@ def run(out="demo_out", n_train=800, n_test=100, n_show=6, size=64, random_state
     from bowlrp import BoWClassifier
     from bowlrp.app.nets_check import import_nets
     from bowlrp.evaluation import mask_fraction, relevance_mass_accuracy
-    from bowlrp.heatmap import Heatmap, montage
+    from bowlrp.heatmap import Heatmap
+    from bowlrp.montages import montage
 
     nets = import_nets()  # before any ``from nets...``: a foreign "nets" fails here, with a clear message
     from nets.train import ConvNetClassifier

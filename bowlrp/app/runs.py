@@ -23,8 +23,9 @@ import numpy as np
 
 from bowlrp.app.batch import Progress
 from bowlrp.app.run_folder import RELEVANCE_DIR, SCORES_CSV, csv_read, csv_text, safe_key
-from bowlrp.heatmap import Heatmap, montage
+from bowlrp.heatmap import Heatmap
 from bowlrp.imageio import IMAGE_SUFFIXES, ImageReadError, read_image
+from bowlrp.montages import montage
 
 __all__ = ["RunImage", "iter_run", "evaluate_run", "compare_runs", "find_masks"]
 

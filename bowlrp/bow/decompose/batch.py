@@ -102,7 +102,7 @@ def decompose_batch(features, encodings, item_image, R3, sums=False):
     R2 = [r2[io[k]:io[k + 1]] for k in range(len(item_image))]
     # each map its own array: a map kept alone must not keep the whole batch's pixels alive
     R1 = [r1[po[k]:po[k + 1]].reshape(hw[i]).copy() for k, i in enumerate(item_image.tolist())]
-    level = np.empty((len(item_image), 3))
+    level = np.empty((len(item_image), 3)) if sums else None
     if sums:
         _sums(R3.ravel(), np.arange(len(item_image) + 1) * n_dims, level[:, 0])
         _sums(r2, item_feat_off, level[:, 1])
@@ -112,7 +112,8 @@ def decompose_batch(features, encodings, item_image, R3, sums=False):
         R2[k] = feature_relevance(encodings[i].mapping, R3[k], encodings[i].p, encodings[i].channel_slices,
                                   features[i].channel)
         R1[k] = pixel_relevance(R2[k], box_list[i], shapes[i])
-        level[k, 1:] = R2[k].sum(), R1[k].sum()
+        if sums:
+            level[k, 1:] = R2[k].sum(), R1[k].sum()
     return (box_list, R2, R1, level) if sums else (box_list, R2, R1)
 
 
