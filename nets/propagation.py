@@ -310,7 +310,8 @@ def forward_for_rule(layer, rule, x, nonneg=False):
         if unbiased:
             extras["unbiased"] = y0
         return _with_bias(y0, b_layer), extras
-    # (experiment) W x + b in place in the stacked output, which the denominators keep alive anyway
+    # W x + b in place in the stacked output's W block (the denominators read the blocks after it
+    # and keep the whole output alive anyway): no output-sized copy per layer
     if unbiased:
         extras["unbiased"] = np.array(y0, order="C")
     if b_layer is not None:
