@@ -299,28 +299,42 @@ class DenseSIFT(BaseEstimator):
             One per image, in order; the same numbers whatever the number of threads or chunks.
         """
         sizes = self._validate_params()
+        checked = self._checked_images(images, sizes)
+        n_jobs = self.n_jobs if n_jobs is None else n_jobs
+        if n_jobs is not None and n_jobs < 0:
+            n_jobs = None  # all of numba's threads: the default
+        with limited_threads(n_jobs, user_api="openmp"):
+            return self._extract_checked(checked, sizes, _Progress(len(checked), self.verbose))
+
+    def _checked_images(self, images, sizes):
+        """The images as checked float64 arrays (:func:`~bowlrp.validation.check_images`, value range)."""
         if not isinstance(images, np.ndarray):
             # read twice below (checked, and the input dtypes): a lazy sequence must not load twice
             images = list(images)
         checked = check_images(images, min_side=4 * max(sizes))
         _check_value_range(checked, images)
-        n_jobs = self.n_jobs if n_jobs is None else n_jobs
-        if n_jobs is not None and n_jobs < 0:
-            n_jobs = None  # all of numba's threads: the default
-        progress = _Progress(len(checked), self.verbose)
+        return checked
+
+    def _work(self, images):
+        """Estimated operations of extracting checked ``images`` (:func:`bowlrp.jit.use_parallel`)."""
         planes = 1 if self.color == "gray" else 3
-        work = _WORK_PER_PIXEL * planes * sum(im.shape[0] * im.shape[1] for im in checked)
+        return _WORK_PER_PIXEL * planes * sum(im.shape[0] * im.shape[1] for im in images)
+
+    def _extract_checked(self, checked, sizes, progress):
+        """The features of checked images, in chunks of equal-shaped images, on threads when it pays
+        (serially inside a :func:`~bowlrp.jit.parallel_map` worker)."""
+        planes = 1 if self.color == "gray" else 3
+        work = self._work(checked)
 
         def extract(chunk):
             out = self._extract_batch(chunk, sizes)
             progress.step(len(chunk))
             return out
 
-        with limited_threads(n_jobs, user_api="openmp"):
-            threads = numba.get_num_threads() if use_parallel(work) else 1
-            chunks = _same_shape_chunks(checked, planes, threads)
-            # the extraction uses no BLAS: the limit is only numba's thread count for this call
-            return [f for part in parallel_map(extract, chunks, work) for f in part]
+        threads = numba.get_num_threads() if use_parallel(work) else 1
+        chunks = _same_shape_chunks(checked, planes, threads)
+        # the extraction uses no BLAS: the limit is only numba's thread count for this call
+        return [f for part in parallel_map(extract, chunks, work) for f in part]
 
 
 def _same_shape_chunks(images, n_planes, threads):

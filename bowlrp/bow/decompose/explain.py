@@ -61,8 +61,7 @@ def explain_classifier(clf, images, target=None, n_candidates=16, n_roots=1, ran
         one list per image holding one Heatmap per requested target, in the order given.
     """
     check_is_fitted(clf, ["svm_", "vocabularies_"])
-    features = clf.extract_features(images)
-    encodings = clf.encode_features(features)
+    features, encodings = clf.extract_and_encode(images)
     V = clf.support_vectors_.shape[1]
     X = np.stack([e.x for e in encodings]) if encodings else np.zeros((0, V))
     decision = clf.decision_from_bows(X)
