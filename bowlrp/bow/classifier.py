@@ -23,20 +23,16 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
 from bowlrp.bow.encoding import check_mapping, encode_many
-from bowlrp.bow.features import DenseSIFT, _Progress
+from bowlrp.bow.features import DenseSIFT
+from bowlrp.bow.forward import extract_and_encode
 from bowlrp.bow.grid_check import warn_if_coarse
 from bowlrp.bow.kernels import kernel_spec
 from bowlrp.bow.svm import OneVsRestKernelSVC
 from bowlrp.bow.vocabulary import fit_vocabularies
-from bowlrp.jit import PARALLEL_MIN_WORK, limited_threads, n_parts, parallel_map
+from bowlrp.jit import limited_threads
 from bowlrp.validation import check_p, offsets
 
 __all__ = ["BoWClassifier"]
-
-#: fewest images of a part one thread takes from pixels to BoW vectors (extract_and_encode)
-_MIN_PART = 4
-#: parts per thread: a thread descheduled on a busy machine then leaves parts to the other
-_PARTS_PER_THREAD = 2
 
 
 def _n_images(images):
@@ -248,13 +244,10 @@ class BoWClassifier(ClassifierMixin, BaseEstimator):
 
         The numbers of the two calls (every image's features and encoding depend on that image only).
         A batch worth threads (:func:`bowlrp.jit.use_parallel`) is cut into contiguous parts, a few per
-        thread (:func:`bowlrp.jit.parallel_map`): a thread takes each of its parts from pixels to BoW
-        vectors with serial kernels and one BLAS thread, so the batch passes one barrier instead of
-        two and each thread's per-image Python (validation, the feature and encoding objects)
-        overlaps the other thread's kernels. The images are checked once, on the calling thread, so
-        an error or warning names an image by its index in ``images``. A stage overridden on the
-        instance or in a subclass (a cache, say) is honoured: the two methods then run one after
-        the other.
+        thread: a thread takes each of its parts from pixels to BoW vectors with serial kernels and one
+        BLAS thread (:mod:`bowlrp.bow.forward`), one barrier instead of two. Errors and warnings name
+        an image by its index in ``images``. A stage overridden on the instance or in a subclass (a
+        cache, say) is honoured: the two methods then run one after the other.
 
         Parameters
         ----------
@@ -273,30 +266,9 @@ class BoWClassifier(ClassifierMixin, BaseEstimator):
         if not own:
             features = self.extract_features(images)
             return features, self.encode_features(features)
-        extractor = self.extractor_
-        sizes = extractor._validate_params()
-        n_jobs = None if self.n_jobs is not None and self.n_jobs < 0 else self.n_jobs  # as extract_many
         start = time.perf_counter()
-        # numba's thread count as extract_many sets it: n_jobs threads take the parts
-        with limited_threads(n_jobs, user_api="openmp"):
-            checked = extractor._checked_images(images, sizes)
-            # the distance products cost about as much as the extraction (issue 15): twice its work
-            count = n_parts(len(checked), 2.0 * extractor._work(checked), min_rows=_MIN_PART)
-            progress = _Progress(len(checked), extractor.verbose)
-            if count < 2:
-                features = extractor._extract_checked(checked, sizes, progress)
-                out = features, self._encode(features)
-            else:
-                count = min(_PARTS_PER_THREAD * count, len(checked) // _MIN_PART)
-                cuts = [len(checked) * k // count for k in range(count + 1)]
-
-                def forward(ab):
-                    mine = extractor._extract_checked(checked[ab[0]:ab[1]], sizes, progress)
-                    return mine, self._encode(mine)
-
-                parts = parallel_map(forward, list(zip(cuts[:-1], cuts[1:])), PARALLEL_MIN_WORK)
-                out = ([f for mine, _ in parts for f in mine], [e for _, encs in parts for e in encs])
-        self._log(f"extracted and encoded {len(checked)} images ({time.perf_counter() - start:.1f} s)")
+        out = extract_and_encode(self, images)
+        self._log(f"extracted and encoded {len(out[0])} images ({time.perf_counter() - start:.1f} s)")
         return out
 
     def decision_from_bows(self, X):

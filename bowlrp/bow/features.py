@@ -238,7 +238,7 @@ class DenseSIFT(BaseEstimator):
         """
         sizes = self._validate_params()
         checked = check_image(image, min_side=4 * max(sizes))
-        _check_value_range([checked], [image])
+        _check_value_range([checked], [image], stacklevel=3)
         return self._extract_batch([checked], sizes)[0]
 
     def _extract_batch(self, images, sizes):
@@ -315,6 +315,14 @@ class DenseSIFT(BaseEstimator):
         _check_value_range(checked, images)
         return checked
 
+    def _checked_part(self, images, first, sizes):
+        """Images ``first, first + 1, ...`` of a batch checked as :meth:`_checked_images` checks them
+        (named by their index in the batch), and their value ranges, for :func:`_check_ranges` to
+        judge once the whole batch's are known (the part runs on a thread of its own)."""
+        checked = [check_image(im, min_side=4 * max(sizes), name=f"image {first + k}")
+                   for k, im in enumerate(images)]
+        return checked, _value_ranges(checked, images)
+
     def _work(self, images):
         """Estimated operations of extracting checked ``images`` (:func:`bowlrp.jit.use_parallel`)."""
         planes = 1 if self.color == "gray" else 3
@@ -358,7 +366,7 @@ def _is_finite_nonnegative(value):
     return isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
 
 
-def _check_value_range(images, originals):
+def _check_value_range(images, originals, stacklevel=4):
     """Reject values whose squared gradients would overflow; warn on images clearly not in [0, 1].
 
     Float images are taken as given; values far outside [0, 1] usually mean a 0..255 float image,
@@ -366,11 +374,24 @@ def _check_value_range(images, originals):
     Images given as unsigned integers (``originals``: the inputs before checking) were scaled into
     [0, 1] and need no scan.
     """
+    _check_ranges(_value_ranges(images, originals), stacklevel + 1)
+
+
+def _value_ranges(images, originals):
+    """(low, high) of each checked image, None for one given as unsigned integers (no scan needed)."""
+    unsigned = (np.uint8, np.uint16)
+    return [None if getattr(original, "dtype", None) in unsigned else (float(im.min()), float(im.max()))
+            for im, original in zip(images, originals)]
+
+
+def _check_ranges(ranges, stacklevel):
+    """The error for the first image out of the accepted range, else one warning for the first image
+    clearly outside [0, 1] (``ranges``: :func:`_value_ranges` of the whole batch, in order)."""
     warned = False
-    for i, (im, original) in enumerate(zip(images, originals)):
-        if getattr(original, "dtype", None) in (np.uint8, np.uint16):
+    for i, bounds in enumerate(ranges):
+        if bounds is None:
             continue
-        low, high = float(im.min()), float(im.max())
+        low, high = bounds
         if max(-low, high) > MAX_ABS_PIXEL:
             raise ValueError(
                 f"image {i} has pixel values up to {max(-low, high):.3g} in magnitude; DenseSIFT "
@@ -381,7 +402,7 @@ def _check_value_range(images, originals):
                 f"image {i} has values in [{low:.3g}, {high:.3g}]; DenseSIFT expects float images in "
                 "[0, 1] (uint8 images are scaled automatically): divide by 255",
                 UserWarning,
-                stacklevel=3,
+                stacklevel=stacklevel,
             )
             warned = True
 

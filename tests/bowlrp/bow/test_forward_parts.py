@@ -15,7 +15,7 @@ from skimage import data
 
 from bowlrp import BoWClassifier
 from bowlrp.app.scenes import make_scenes
-from bowlrp.bow import classifier as classifier_module
+from bowlrp.bow import forward as forward_module
 from bowlrp.jit import forced_builds, limited_threads, parallel_map
 
 
@@ -72,15 +72,15 @@ def test_the_parts_give_the_two_stages_numbers_bit_for_bit(scenes, params, min_p
         features = clf.extract_features(images)
         staged = (features, clf.encode_features(features))
         X = clf.decision_function(images)
-    monkeypatch.setattr(classifier_module, "_MIN_PART", min_part)
-    monkeypatch.setattr(classifier_module, "_PARTS_PER_THREAD", per_thread)
+    monkeypatch.setattr(forward_module, "MIN_PART", min_part)
+    monkeypatch.setattr(forward_module, "PARTS_PER_THREAD", per_thread)
     parts = []
 
     def spy(func, items, work):
         parts.append(len(items))
         return parallel_map(func, items, work)
 
-    monkeypatch.setattr(classifier_module, "parallel_map", spy)
+    monkeypatch.setattr(forward_module, "parallel_map", spy)
     for kind, threads in (("serial", 1), ("parallel", 2), ("serial", 2)):
         with forced_builds(kind), limited_threads(threads):
             _assert_same_forward(clf.extract_and_encode(images), staged)
