@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/bench_threads.py --quick    # 3 rounds, smaller batches
     .venv/bin/python benchmarks/bench_threads.py --bow      # the BoW rows only (with or without --quick)
     .venv/bin/python benchmarks/bench_threads.py --bow --stages   # ... and each BoW explain stage by stage
+    .venv/bin/python benchmarks/bench_threads.py --bow --rounds 25  # more rounds on a busy machine
 
 Each workload runs with one thread (``bowlrp.jit.limited_threads(1)``: numba and BLAS) and with two
 (``limited_threads(2)``), the two settings alternating round by round; medians, spreads (min..max)
@@ -113,29 +114,43 @@ def _python_loop(n):
     return s
 
 
-def _processes(n_procs, units):
-    """``n_procs`` forked children, each running ``units`` of a plain Python loop (bench_scale --jobs'
-    measurement: two processes cannot share a GIL); returns when all have finished."""
-    pids = []
-    for _ in range(n_procs):
-        pid = os.fork()
-        if pid == 0:  # the child only loops and leaves: no numba, no threads, no cleanup
-            for _ in range(units):
-                _python_loop(400_000)
-            os._exit(0)
-        pids.append(pid)
-    for pid in pids:
-        os.waitpid(pid, 0)
+def _python_units(units):
+    for _ in range(units):
+        _python_loop(400_000)
+
+
+class _Processes:
+    """Two worker processes, started once (spawned: forking this large process would leave its pages
+    copy-on-write and charge the next row's first writes with page faults): a plain Python loop as
+    one process (both halves in one worker) against two (a half in each), bench_scale --jobs'
+    measurement, in the rounds of the other rows."""
+
+    def __init__(self):
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        context = multiprocessing.get_context("spawn")
+        self.workers = [ProcessPoolExecutor(1, mp_context=context) for _ in range(2)]
+        for worker in self.workers:
+            worker.submit(_python_units, 1).result()  # started and warm before the first round
+
+    def __call__(self):
+        if numba.get_num_threads() == 1:
+            self.workers[0].submit(_python_units, 2).result()
+        else:
+            for job in [worker.submit(_python_units, 1) for worker in self.workers]:
+                job.result()
 
 
 def ceiling_rows(clf, images):
     """Workloads with no Python in their loops, halved over the threads: what a second thread can give.
 
     * compiled loop: a nogil numba loop, one half per thread (``parallel_map``);
-    * BoW kernels: the dense SIFT kernels and the encoding's BLAS products of the batch (the kernels of
-      ``transform``), one half of the images per thread, no object built;
+    * SIFT kernels, BLAS products, BoW kernels (both): the dense SIFT kernels and the encoding's BLAS
+      products of the batch (the kernels of ``transform``), one half of the images per thread, no
+      object built;
     * Python, 2 processes: a plain Python loop as one process and as two (no GIL between them); the
-      "1 thread" setting runs one child doing both halves, "2 threads" two children one half each.
+      "1 thread" setting runs both halves in one worker process, "2 threads" a half in each of two.
     """
     from bowlrp.bow.sift_grid import color_planes, default_smoothing, frame_geometry
     from bowlrp.bow.sift_numba import streamed_descriptors
@@ -150,20 +165,29 @@ def ceiling_rows(clf, images):
     halves = [checked[:half], checked[half:]]
     planes = [np.concatenate([color_planes(im, ex.color) for im in h]) for h in halves]
 
-    def kernels(k):
-        out = np.empty((len(halves[k]), int(bounds[-1]), 128), np.float64)
+    descriptors = [np.empty((len(h), int(bounds[-1]), 128), np.float64) for h in halves]
+
+    def sift(k):
         streamed_descriptors(planes[k], len(halves[k]), ex.bin_sizes[0], ex.step,
-                             default_smoothing(ex.bin_sizes[0]), ex.contrast_threshold, out)
-        for d in out:
+                             default_smoothing(ex.bin_sizes[0]), ex.contrast_threshold, descriptors[k])
+
+    def products(k):
+        for d in descriptors[k]:
             np.matmul(d, B.T)
+
+    def kernels(k):
+        sift(k)
+        products(k)
 
     _spin(10)  # compile before timing
     n = 3_000_000
+    halved = lambda fn: lambda: parallel_map(fn, [0, 1], PARALLEL_MIN_WORK)  # noqa: E731
     return {
-        "ceiling: compiled loop": lambda: parallel_map(lambda _: _spin(n), [0, 1], PARALLEL_MIN_WORK),
-        "ceiling: BoW kernels": lambda: parallel_map(kernels, [0, 1], PARALLEL_MIN_WORK),
-        "ceiling: Python, 2 procs": lambda: _processes(numba.get_num_threads(),
-                                                        2 // numba.get_num_threads()),
+        "ceiling: compiled loop": halved(lambda _: _spin(n)),
+        "ceiling: SIFT kernels": halved(sift),
+        "ceiling: BLAS products": halved(products),
+        "ceiling: BoW kernels": halved(kernels),
+        "ceiling: Python, 2 procs": _Processes(),
     }
 
 
@@ -231,8 +255,9 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--bow", action="store_true", help="the BoW rows only")
     parser.add_argument("--stages", action="store_true", help="each BoW explain also stage by stage")
+    parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 7, 3 quick)")
     args = parser.parse_args(argv)
-    rounds = 3 if args.quick else 7
+    rounds = args.rounds or (3 if args.quick else 7)
     import nets
 
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (shared machine); "
@@ -240,6 +265,7 @@ def main(argv=None):
     both = {"1 thread": (1, 1), "2 threads": (2, 2)}
     if args.bow:
         bow_rows(args.quick, rounds, both, args.stages)
+        print(f"load average {os.getloadavg()[0]:.1f} at the end")
         return 0
     rng = np.random.default_rng(0)
     model = build_vgg(rng)
@@ -258,6 +284,7 @@ def main(argv=None):
         report("VGG LRP", interleaved(both, lambda: lrp.relevance(X), rounds))
 
     bow_rows(args.quick, rounds, both, args.stages)
+    print(f"load average {os.getloadavg()[0]:.1f} at the end")
     return 0
 
 
