@@ -94,7 +94,7 @@ PARALLEL_COMPILE_SECONDS = 2.0
 
 _lock_numba_cache_files()  # before any kernel compiles: see bowlrp/_numba_cache.py
 
-_local = threading.local()  # .serial: this thread is a worker of parallel_map
+_local = threading.local()  # .serial: a worker of parallel_map; .one_blas: its BLAS runs one thread
 _forced = None  # "parallel" / "serial" while forced_builds() is active (tests)
 _serial_only = False  # set for good by serial_only() (a process forked after OpenMP was used)
 
@@ -285,6 +285,12 @@ def limited_threads(n, numba_threads=True, user_api=None):
         yield
         return
     n = max(1, int(n))
+    if n == 1 and not numba_threads and user_api == "blas" and getattr(_local, "one_blas", False):
+        # a parallel_map worker: this thread's BLAS already runs one thread for the whole region, and
+        # the encoding and extraction of a part ask again for every chunk (12 controller scans, 0.25
+        # ms of GIL-held Python per explain of 48 images)
+        yield
+        return
     before = numba.get_num_threads()
     if numba_threads:
         numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
@@ -357,13 +363,18 @@ def _drain(func, chunks, results, next_chunk, stop=()):
     non-empty (kernels serial)."""
     _local.serial = True
     try:
-        while not stop:
-            k = next(next_chunk)  # itertools.count: atomic under the GIL
-            if k >= len(chunks):
-                return
-            results[k] = [func(item) for item in chunks[k]]
+        # one BLAS thread on this thread too: an OpenMP-threaded BLAS keeps its count per thread (a
+        # pthreads pool is already limited by parallel_map, and the limit is then found in place)
+        with limited_threads(1, numba_threads=False, user_api="blas"):
+            _local.one_blas = True
+            while not stop:
+                k = next(next_chunk)  # itertools.count: atomic under the GIL
+                if k >= len(chunks):
+                    return
+                results[k] = [func(item) for item in chunks[k]]
     finally:
         _local.serial = False
+        _local.one_blas = False
 
 
 def parallel_map(func, items, work):
