@@ -148,7 +148,7 @@ def ceiling_rows(clf, images):
     * compiled loop: a nogil numba loop, one half per thread (``parallel_map``);
     * SIFT kernels, BLAS products, BoW kernels (both): the dense SIFT kernels and the encoding's BLAS
       products of the batch (the kernels of ``transform``), one half of the images per thread, no
-      object built;
+      object built; and "SIFT | BLAS": one thread all the SIFT kernels, the other all the products;
     * Python, 2 processes: a plain Python loop as one process and as two (no GIL between them); the
       "1 thread" setting runs both halves in one worker process, "2 threads" a half in each of two.
     """
@@ -187,6 +187,10 @@ def ceiling_rows(clf, images):
         "ceiling: SIFT kernels": halved(sift),
         "ceiling: BLAS products": halved(products),
         "ceiling: BoW kernels": halved(kernels),
+        # the two kinds side by side: one thread all the SIFT, the other all the products (do two
+        # vCPUs of one core give more to different kinds of work than to two halves of the same?)
+        "ceiling: SIFT | BLAS": lambda: parallel_map(lambda f: [f(0), f(1)], [sift, products],
+                                                     PARALLEL_MIN_WORK),
         "ceiling: Python, 2 procs": _Processes(),
     }
 
