@@ -291,9 +291,12 @@ def limited_threads(n, numba_threads=True, user_api=None):
         # ms of GIL-held Python per explain of 48 images)
         yield
         return
+    if not numba_threads:  # numba's count is left alone: not even read (its lock costs microseconds)
+        with _limit_libraries(n, user_api):
+            yield
+        return
     before = numba.get_num_threads()
-    if numba_threads:
-        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
     try:
         with _limit_libraries(n, user_api):
             yield
