@@ -139,6 +139,10 @@ class _Processes:
         for worker in self.workers:
             worker.submit(_python_units, 1).result()  # started and warm before the first round
 
+    def close(self):
+        for worker in self.workers:
+            worker.shutdown()
+
     def __call__(self):
         if numba.get_num_threads() == 1:
             self.workers[0].submit(_python_units, 2).result()
@@ -234,7 +238,11 @@ def bow_rows(quick, rounds, both, stages=False):
         rows["BoW explain" + label + ", two stages"] = lambda clf=staged: clf.explain(images)
         if stages:
             rows.update(bow_stages(clf, images))
-    times = interleaved_rows(both, rows, rounds)
+    try:
+        times = interleaved_rows(both, rows, rounds)
+    finally:
+        for fn in rows.values():
+            getattr(fn, "close", lambda: None)()
     ceiling = None
     for name, t in times.items():
         ratio = report(name, t, ceiling=ceiling)
