@@ -23,7 +23,7 @@ import math
 
 import numpy as np
 
-from bowlrp.bow._kernels import EXP_CHI2, RBF, sparse_cross
+from bowlrp.bow._kernels import EXP_CHI2, RBF, sparse_cross, transposed
 from bowlrp.jit import jit_serial
 from bowlrp.roots import accept_point, new_state, propose_point, start_segment
 
@@ -306,7 +306,7 @@ def point_values(Z, SV, sv_idx, sv_start, sv_sums, coef, intercept, bounds, weig
     """f at every row of Z into ``out`` (blocks of :data:`SEGMENTS` points)."""
     ZT = np.empty((Z.shape[1], SEGMENTS))
     vals = np.empty(SEGMENTS)
-    SVT = np.ascontiguousarray(SV.T)
+    SVT = transposed(SV)
     for s0 in range(0, Z.shape[0], SEGMENTS):
         n = min(Z.shape[0], s0 + SEGMENTS) - s0
         for d0 in range(0, Z.shape[1], _ROWS):  # a block of dimensions for all points (see segment_points)
@@ -333,7 +333,7 @@ def segment_roots(X, C, rows, picks, g0, g1, SV, sv_idx, sv_start, sv_sums, coef
     segment's points and values do not depend on when or beside which others it is searched.
     """
     n_seg, n_dims = rows.shape[0], X.shape[1]
-    SVT = np.ascontiguousarray(SV.T)
+    SVT = transposed(SV)
     ZT = np.empty((n_dims, SEGMENTS))
     vals = np.empty(SEGMENTS)
     which = np.empty(SEGMENTS, np.int64)  # the slot of each point of a round

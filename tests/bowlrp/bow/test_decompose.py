@@ -912,3 +912,46 @@ def test_an_int_seed_draws_what_a_fresh_random_state_draws_and_the_draw_is_kept_
         assert _seeded_draw(seed, n, k) is first and not first.flags.writeable
     with pytest.raises(ValueError):
         _seeded_draw(-1, 40, 16)
+
+
+def test_few_points_are_evaluated_as_a_block_evaluates_them_bit_for_bit():
+    # Fewer than _FEW points go through _point_cross (vectorised over the support vectors, the sums
+    # over the points' non-zero dimensions instead of the support vectors'): every value is the one
+    # the block loops give (a block of >= _FEW points holding them) and KernelExpansion.values' own,
+    # also where points and support vectors are zero in different dimensions
+    from bowlrp.bow.decompose import _taylor_kernels as tk
+    from bowlrp.bow.decompose.taylor import _numba_model
+
+    rng = np.random.default_rng(31)
+    for kernel in ("exp_chi2", "rbf", "linear"):
+        for n_sv, dims in ((5, (9,)), (21, (40, 24)), (150, (300,))):
+            f = make_problem(kernel, rng, n_sv=n_sv, dims=dims, gamma=None if kernel == "linear" else 0.3,
+                             zero_frac=0.5)[0]
+            Z = rng.random((tk._FEW + 3, f.n_dims))
+            Z[rng.random(Z.shape) < 0.5] = 0.0
+            Z[0] = 0.0  # a point with no non-zero dimension at all
+            SV, idx, start, sums, coef, b, bounds, w, code, gamma = _numba_model(f)
+            ZT = np.zeros((f.n_dims, tk.SEGMENTS))
+            ZT[:, :Z.shape[0]] = Z.T
+            block, few, SVT = np.empty(tk.SEGMENTS), np.empty(tk.SEGMENTS), tk.transposed(SV)
+            tk.block_values(ZT, Z.shape[0], SV, SVT, idx, start, sums, coef, b, bounds, w, code, gamma, block)
+            want = f.values(Z)
+            assert np.array_equal(block[:Z.shape[0]], want)
+            for n in range(1, tk._FEW):
+                tk.block_values(ZT, n, SV, SVT, idx, start, sums, coef, b, bounds, w, code, gamma, few)
+                assert np.array_equal(few[:n], want[:n]), (kernel, n_sv, n)
+
+
+def _transposed_twin(Z):
+    return np.ascontiguousarray(Z.T)
+
+
+@pytest.mark.parametrize("shape", [(0, 5), (3, 7), (8, 512), (96, 1024), (101, 100)])
+def test_transposed_matches_numpy(shape):
+    # the gradient kernel's copy of its points, eight rows at a time (and the rows left over): numpy's
+    # transposed copy, whatever the number of rows (a multiple of 8 or not) and the row length
+    from bowlrp.bow._kernels import transposed
+    from tests.kernel_twins import assert_matches_twin
+
+    rng = np.random.default_rng(shape[0])
+    assert_matches_twin(transposed, _transposed_twin, [(rng.standard_normal(shape),)], rtol=0.0, atol=0.0)
