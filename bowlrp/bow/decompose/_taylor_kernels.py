@@ -400,3 +400,16 @@ def segment_roots(X, C, rows, picks, g0, g1, SV, sv_idx, sv_start, sv_sums, coef
                      vals)
         for j in range(n):
             froots[pending[p0 + j]] = vals[j]
+
+
+@jit_serial(error_model="numpy")
+def segment_relevance(X, rows, roots, grad, fX, rels, rhos):
+    """``rels[s] = (X[rows[s]] - roots[s]) * grad[s]`` and ``rhos[s] = fX[rows[s]] - rels[s].sum()``
+    for every segment s, numpy's numbers (the row sum in numpy's order: :func:`pairwise_sum`), in
+    one pass instead of numpy's gathered copy of the rows and two temporaries."""
+    for s in range(rows.shape[0]):
+        x, root, g, rel = X[rows[s]], roots[s], grad[s], rels[s]
+        for d in range(x.shape[0]):
+            rel[d] = (x[d] - root[d]) * g[d]
+        rhos[s] = fX[rows[s]] - pairwise_sum(rel, 0, rel.shape[0])
+

@@ -228,41 +228,43 @@ def find_roots(expansion: KernelExpansion, X, candidates, n_candidates=16, n_roo
     check_ends(fc[picks], fX[rows])
 
     def search(seg_rows, seg_picks):
-        """Roots, f(roots) and relevance of some segments: each depends on its own segment only."""
-        Xs = X[seg_rows]
+        """Roots, f(roots), relevance and residuals of some segments: each depends on its own segment
+        only."""
         # a = 0 is the candidate (value f(z), opposite sign), a = 1 is x (value f(x))
         if model is None:  # a registered kernel: the Python driver of the same search
-            Zs = C[seg_picks]
+            Xs, Zs = X[seg_rows], C[seg_picks]
 
             def on_segments(a, index):  # f(a x + (1 - a) z) for the segments still searched
                 return expansion.values(a[:, None] * Xs[index] + (1.0 - a[:, None]) * Zs[index])
 
             a, _ = bracketed_roots(on_segments, fc[seg_picks], fX[seg_rows], tol=tol, max_iter=max_iter)
             roots = a[:, None] * Xs + (1.0 - a[:, None]) * Zs
-            froots = expansion.values(roots)
-        else:  # every segment's whole search in one numba call (the same numbers)
-            roots, froots = np.empty(Xs.shape), np.empty(seg_rows.size)
-            failed = np.zeros(seg_rows.size, bool)
-            _tk.segment_roots(X, C, seg_rows, seg_picks, fc[seg_picks], fX[seg_rows], *model,
-                              float(tol), int(max_iter), roots, froots, failed)
-            if failed.any():
-                raise ValueError("the kernel expansion is not finite on a segment of the root search")
-        if model is None:
-            return roots, froots, (Xs - roots) * expansion.gradient(roots)
-        # the gradient kernel of expansion.gradient, without re-validating the model and the roots
+            rels = (Xs - roots) * expansion.gradient(roots)
+            return roots, expansion.values(roots), rels, fX[seg_rows] - rels.sum(axis=1)
+        # every segment's whole search in one numba call (the same numbers)
+        roots, froots = np.empty((seg_rows.size, X.shape[1])), np.empty(seg_rows.size)
+        failed = np.zeros(seg_rows.size, bool)
+        _tk.segment_roots(X, C, seg_rows, seg_picks, fc[seg_picks], fX[seg_rows], *model, float(tol),
+                          int(max_iter), roots, froots, failed)
+        if failed.any():
+            raise ValueError("the kernel expansion is not finite on a segment of the root search")
+        # the gradient kernel of expansion.gradient, without re-validating the model and the roots, then
+        # the relevance and residuals of the Python path above in one pass (the same numbers)
         SV, _, _, _, coef, _, bounds, weights, code, gamma = model
         grad = np.zeros(roots.shape)
         _gram_kernels.expansion_gradient(roots, SV, coef, bounds, weights, code, gamma, grad)
-        return roots, froots, (Xs - roots) * grad
+        rels, rhos = np.empty(roots.shape), np.empty(seg_rows.size)
+        _tk.segment_relevance(X, seg_rows, roots, grad, fX, rels, rhos)
+        return roots, froots, rels, rhos
 
     # the segments in contiguous parts on threads (the searches, kernel values and gradients of a
     # part run there; about ten evaluations of f per segment, each n_sv x V kernel terms)
     work = 10.0 * rows.size * expansion.support_vectors.size
-    roots, froots, rels = split_batch(search, rows, picks, work=work, min_rows=8)
-    # a row's segments are contiguous (built row after row): its block of the arrays, by offsets. The
-    # residuals of all segments at once (each row of rels summed on its own, as numpy sums a row), then
-    # one stable sort by (row, |rho|): within a row's block, the order of a stable argsort of |rho|
-    rhos = fX[rows] - rels.sum(axis=1)
+    # with the residuals rho = f(x) - sum R3 of every segment (each row of rels summed on its own, as
+    # numpy sums a row)
+    roots, froots, rels, rhos = split_batch(search, rows, picks, work=work, min_rows=8)
+    # a row's segments are contiguous (built row after row): its block of the arrays, by offsets. One
+    # stable sort by (row, |rho|): within a row's block, the order of a stable argsort of |rho|
     order = np.lexsort((np.abs(rhos), rows))
     ends = np.cumsum(counts)
     starts = ends - counts

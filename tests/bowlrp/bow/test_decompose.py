@@ -955,3 +955,32 @@ def test_transposed_matches_numpy(shape):
 
     rng = np.random.default_rng(shape[0])
     assert_matches_twin(transposed, _transposed_twin, [(rng.standard_normal(shape),)], rtol=0.0, atol=0.0)
+
+
+def _segment_relevance(X, rows, roots, grad, fX):
+    from bowlrp.bow.decompose import _taylor_kernels as tk
+
+    rels, rhos = np.empty(roots.shape), np.empty(rows.size)
+    tk.segment_relevance(X, rows, roots, grad, fX, rels, rhos)
+    return rels, rhos
+
+
+def _segment_relevance_twin(X, rows, roots, grad, fX):
+    rels = (X[rows] - roots) * grad
+    return rels, fX[rows] - rels.sum(axis=1)
+
+
+@pytest.mark.parametrize("dims", [5, 300, 1024])
+def test_segment_relevance_matches_numpy_bit_for_bit(dims):
+    # the Taylor relevance and residual of every segment in one pass: numpy's numbers, the residual's
+    # row sum in numpy's pairwise order (rows of more than 128 terms are split)
+    from tests.kernel_twins import assert_matches_twin
+
+    rng = np.random.default_rng(dims)
+    X = rng.random((6, dims))
+    X[rng.random(X.shape) < 0.4] = 0.0
+    rows = rng.integers(0, 6, 40)
+    roots = rng.random((40, dims))
+    grad = rng.standard_normal((40, dims)) * np.exp(rng.uniform(-9, 9, (40, dims)))  # sums that round
+    cases = [(X, rows, roots, grad, rng.standard_normal(6)), (X, rows[:0], roots[:0], grad[:0], np.zeros(6))]
+    assert_matches_twin(_segment_relevance, _segment_relevance_twin, cases, rtol=0.0, atol=0.0)
