@@ -12,9 +12,11 @@ f is evaluated exactly as ``KernelExpansion.values`` does through the Gram kerne
 (:func:`bowlrp.bow._kernels._gram` on K(SV, Z)): per support vector i and channel u the sum over the
 dimensions in increasing order (over the vector's non-zero dimensions only, except for RBF), the
 channel terms added to 0.0 in channel order, then sum_i K_i a_i in numpy's pairwise order
-(:func:`pairwise_sum`) plus the intercept. Segments are searched in blocks of :data:`SEGMENTS`
-whose points are evaluated together (the inner loops run over the block's points and vectorise, as
-the Gram kernel's run over its columns); a segment's numbers never depend on its block.
+(:func:`pairwise_sum`) plus the intercept. Up to :data:`SEGMENTS` segments are searched at a time,
+in slots refilled as their segments finish, and the points of a round are evaluated together (the
+inner loops run over the points and vectorise, as the Gram kernel's run over its columns; fewer than
+:data:`_FEW` points are evaluated one by one, vectorised over the support vectors): a segment's
+numbers never depend on when or beside which others it is searched.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from bowlrp.bow._kernels import EXP_CHI2, RBF, sparse_cross, transposed
 from bowlrp.jit import jit_serial
 from bowlrp.roots import accept_point, new_state, propose_point, start_segment
 
-#: segments searched together (their points evaluated as one block)
+#: segments searched at a time (the slots of :func:`segment_roots`: their points evaluated as one block)
 SEGMENTS = 64
 
 
