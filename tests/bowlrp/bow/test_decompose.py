@@ -984,3 +984,40 @@ def test_segment_relevance_matches_numpy_bit_for_bit(dims):
     grad = rng.standard_normal((40, dims)) * np.exp(rng.uniform(-9, 9, (40, dims)))  # sums that round
     cases = [(X, rows, roots, grad, rng.standard_normal(6)), (X, rows[:0], roots[:0], grad[:0], np.zeros(6))]
     assert_matches_twin(_segment_relevance, _segment_relevance_twin, cases, rtol=0.0, atol=0.0)
+
+
+def _uncovered_shares_twin(r3, covered, slices, counts):
+    """The shares by numpy, row by row and channel by channel (what uncovered_shares computed before
+    its numba kernel)."""
+    extra = np.zeros((r3.shape[0], max(1, len(slices))))
+    for k in range(r3.shape[0]):
+        for u, sl in enumerate(slices):
+            uncovered = float(r3[k][sl][~covered[k][sl]].sum())
+            if uncovered != 0.0 and int(counts[k, u]):
+                extra[k, u] = uncovered / int(counts[k, u])
+    return extra
+
+
+def test_uncovered_shares_match_numpys_masked_sums_bit_for_bit():
+    # the uncovered dimensions' relevance per image and channel (one numba call): numpy's masked row
+    # sums (over 128 values: pairwise), divided by the int count; nothing where the sum or count is 0
+    from bowlrp.bow.decompose.pooling import uncovered_shares
+    from tests.kernel_twins import assert_matches_twin
+
+    rng = np.random.default_rng(33)
+    cases = []
+    for dims in ((9,), (300, 40), (1024,)):
+        slices, start = [], 0
+        for d in dims:
+            slices.append(slice(start, start + d))
+            start += d
+        r3 = rng.standard_normal((6, start)) * np.exp(rng.uniform(-20, 20, (6, start)))
+        r3[rng.random(r3.shape) < 0.3] = 0.0
+        r3[1] = 0.0  # nothing to share
+        covered = rng.random(r3.shape) < 0.4
+        covered[2] = True  # every dimension covered
+        counts = rng.integers(0, 50, (6, len(dims)))
+        counts[3] = 0  # a channel without features
+        cases.append((r3, covered, slices, counts))
+    cases.append((np.zeros((0, 5)), np.zeros((0, 5), bool), [slice(0, 5)], np.zeros((0, 1), np.int64)))
+    assert_matches_twin(uncovered_shares, _uncovered_shares_twin, cases, rtol=0.0, atol=0.0)
