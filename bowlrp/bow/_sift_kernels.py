@@ -26,6 +26,7 @@ import math
 
 import numpy as np
 
+from bowlrp.bow._sift_simd import hsum8, vadd8, vload8, vmin8, vmul8, vselect_lane8, vsplat8, vstore8, vzero8
 from bowlrp.jit import jit_both, jit_serial, prange
 
 N_ORIENTATIONS = 8
@@ -226,56 +227,49 @@ def orientation_field(image, bin0, w0, w1):
 
 # -------------------------------------------------------------------------------------- spatial binning
 @jit_serial(inline="always")
-def pool_columns_row(bin0, w0, w1, starts, weights, offset, out):
-    """One row of :func:`pool_columns`: 1-D ``bin0, w0, w1`` into ``out`` (len(starts), 8)."""
+def column_lanes(width, n_taps):
+    """Scratch of :func:`pool_columns_row` for rows of ``width`` pixels and ``n_taps`` triangle taps:
+    ``width + 2 n_taps`` pixels of 8 orientation lanes, the ``n_taps`` at either end zero."""
+    return np.zeros((width + 2 * n_taps) * N_ORIENTATIONS)
+
+
+@jit_serial(inline="always")
+def pool_columns_row(bin0, w0, w1, starts, weights, offset, lanes, out):
+    """One row of :func:`pool_columns`: 1-D ``bin0, w0, w1`` into ``out`` (8 len(starts),) flat.
+
+    ``lanes`` is :func:`column_lanes` scratch (its zero ends are never written). Each pixel becomes 8
+    orientation lanes (``w0`` in lane ``bin0``, ``w1`` in the next, +0.0 elsewhere) and each bin a
+    sum over its taps of ``weight * lanes`` in one 8-lane register (:mod:`bowlrp.bow._sift_simd`).
+    Bit-identical to adding ``w * w0`` and ``w * w1`` into the two cells alone, taps in order, from
+    0.0: the other lanes only add +0.0 (``w * 0.0``) to sums that are >= +0.0, which leaves them
+    unchanged, and so do the zero pixels beyond the image (which the scalar version skipped). The
+    scalar version's read-modify-writes of 4 cells per pixel were chains of store-to-load
+    forwarding; here the sums stay in registers (1.4x at B = 4, 1.9x at B = 6).
+    """
     width = bin0.shape[0]
     n_taps = weights.shape[0]
     n_cols = starts.shape[0]
-    for c in range(n_cols):
-        for o in range(N_ORIENTATIONS):
-            out[c, o] = 0.0
-    # Four bins per pass: each tap is a read-modify-write of out[c, b] that often hits the same
-    # cell as the previous tap (neighbours share orientations), so one bin alone is a chain of
-    # dependent adds through memory; four independent chains overlap (1.2-1.7x faster with two,
-    # 1.1-1.25x more with four; a loop over the four instead of this unrolled code was slower).
-    # Each bin still sums its taps in order. ``& 7`` is ``% 8`` for bins in 0..7 without the sign
-    # handling of Python's modulo.
-    for c in range(0, n_cols - 3, 4):
-        s0 = starts[c] + offset
-        s1 = starts[c + 1] + offset
-        s2 = starts[c + 2] + offset
-        s3 = starts[c + 3] + offset
+    for x in range(width):
+        vstore8(lanes, N_ORIENTATIONS * (x + n_taps), vselect_lane8(bin0[x], w0[x], w1[x], 0.0))
+    # two bins per pass: two independent chains of vector adds
+    for c in range(0, n_cols - 1, 2):
+        s0 = N_ORIENTATIONS * (starts[c] + offset + n_taps)
+        s1 = N_ORIENTATIONS * (starts[c + 1] + offset + n_taps)
+        a0 = vzero8()
+        a1 = vzero8()
         for t in range(n_taps):
-            w = weights[t]
-            x = s0 + t
-            if x >= 0 and x < width:
-                b = bin0[x]
-                out[c, b] += w * w0[x]
-                out[c, (b + 1) & 7] += w * w1[x]
-            x = s1 + t
-            if x >= 0 and x < width:
-                b = bin0[x]
-                out[c + 1, b] += w * w0[x]
-                out[c + 1, (b + 1) & 7] += w * w1[x]
-            x = s2 + t
-            if x >= 0 and x < width:
-                b = bin0[x]
-                out[c + 2, b] += w * w0[x]
-                out[c + 2, (b + 1) & 7] += w * w1[x]
-            x = s3 + t
-            if x >= 0 and x < width:
-                b = bin0[x]
-                out[c + 3, b] += w * w0[x]
-                out[c + 3, (b + 1) & 7] += w * w1[x]
-    for c in range(n_cols - n_cols % 4, n_cols):
-        s0 = starts[c] + offset
+            w = vsplat8(weights[t])
+            a0 = vadd8(a0, vmul8(w, vload8(lanes, s0 + N_ORIENTATIONS * t)))
+            a1 = vadd8(a1, vmul8(w, vload8(lanes, s1 + N_ORIENTATIONS * t)))
+        vstore8(out, N_ORIENTATIONS * c, a0)
+        vstore8(out, N_ORIENTATIONS * (c + 1), a1)
+    if n_cols % 2:
+        c = n_cols - 1
+        s0 = N_ORIENTATIONS * (starts[c] + offset + n_taps)
+        a0 = vzero8()
         for t in range(n_taps):
-            x = s0 + t
-            if x >= 0 and x < width:
-                w = weights[t]
-                b = bin0[x]
-                out[c, b] += w * w0[x]
-                out[c, (b + 1) & 7] += w * w1[x]
+            a0 = vadd8(a0, vmul8(vsplat8(weights[t]), vload8(lanes, s0 + N_ORIENTATIONS * t)))
+        vstore8(out, N_ORIENTATIONS * c, a0)
 
 
 @jit_both(work=lambda bin0, w0, w1, starts, weights, offset, out: 4 * out.size // 8 * weights.size)
@@ -286,8 +280,13 @@ def pool_columns(bin0, w0, w1, starts, weights, offset, out):
     orientation plane rebuilt from ``(bin0, w0, w1)``; pixels outside the image count as zero.
     ``out`` is (H, len(starts), 8).
     """
-    for y in prange(bin0.shape[0]):
-        pool_columns_row(bin0[y], w0[y], w1[y], starts, weights, offset, out[y])
+    height, width = bin0.shape
+    m = out.shape[1] * N_ORIENTATIONS
+    n_blocks = min(height, 64)  # scratch per block of rows, not per row
+    for k in prange(n_blocks):
+        lanes = column_lanes(width, weights.shape[0])
+        for y in range(k * height // n_blocks, (k + 1) * height // n_blocks):
+            pool_columns_row(bin0[y], w0[y], w1[y], starts, weights, offset, lanes, out[y].reshape(m))
 
 
 
@@ -324,104 +323,51 @@ def pool_rows(columns, starts, weights, offset, out):
 
 # ------------------------------------------------------------------------------------- normalisation
 @jit_serial(inline="always")
-def clip_sums_128(out, f, inv, clip):
-    """out[f, :128] = min(out[f, :128] * inv, clip); returns the sum of squares of the result.
-
-    fastmath stays off (project policy), so LLVM may not reorder a single running sum; eight
-    independent accumulators (index k goes to accumulator k % 8) in a fixed order give the same
-    speed-up deterministically.
-    """
-    q0 = q1 = q2 = q3 = q4 = q5 = q6 = q7 = 0.0
-    for k in range(0, 128, 8):
-        v0 = min(out[f, k] * inv, clip)
-        v1 = min(out[f, k + 1] * inv, clip)
-        v2 = min(out[f, k + 2] * inv, clip)
-        v3 = min(out[f, k + 3] * inv, clip)
-        v4 = min(out[f, k + 4] * inv, clip)
-        v5 = min(out[f, k + 5] * inv, clip)
-        v6 = min(out[f, k + 6] * inv, clip)
-        v7 = min(out[f, k + 7] * inv, clip)
-        out[f, k] = v0
-        out[f, k + 1] = v1
-        out[f, k + 2] = v2
-        out[f, k + 3] = v3
-        out[f, k + 4] = v4
-        out[f, k + 5] = v5
-        out[f, k + 6] = v6
-        out[f, k + 7] = v7
-        q0 += v0 * v0
-        q1 += v1 * v1
-        q2 += v2 * v2
-        q3 += v3 * v3
-        q4 += v4 * v4
-        q5 += v5 * v5
-        q6 += v6 * v6
-        q7 += v7 * v7
-    return ((q0 + q1) + (q2 + q3)) + ((q4 + q5) + (q6 + q7))
-
-
-@jit_serial(inline="always")
 def assemble_row(pooled, row_index, col_index, area, threshold, clip, fy, out, energy):
-    # Plain 2-D/3-D indexing from 0 on purpose: row or cell views, or a column offset, cost 2-5x here.
-    # Colour variants pass a column block of the wider output as ``out``.
-    # The sum and the sum of squares are taken while gathering (orientation o = k % 8 goes to
-    # accumulator o, as in clip_sums_128) and the clip is fused with the second sum of squares:
-    # 3 passes over each descriptor instead of 5 (bit-identical to the former 5-pass version).
+    """Frames ``fy * n_fx .. fy * n_fx + n_fx - 1`` of :func:`assemble_normalize` (``pooled`` C-contiguous
+    (R, C, 8); ``out`` rows with unit stride, e.g. a column block of a wider C-contiguous output).
+
+    A cell's 8 orientations are one 8-lane register (:mod:`bowlrp.bow._sift_simd`): lane o holds the
+    running sum and sum of squares of orientation o over the 16 cells, summed in cell order, and the
+    lanes are added in the fixed order of :func:`~bowlrp.bow._sift_simd.hsum8`; the clip pass sums
+    the squares of entry k in lane k % 8. That is the order the scalar version used (eight named
+    accumulators, which LLVM left scalar), so the bits are the same, at 2.1x the speed.
+    """
     n_fx = col_index.shape[0]
+    n_cols = pooled.shape[1]
+    flat = pooled.reshape(pooled.size)
+    vclip = vsplat8(clip)
     for fx in range(n_fx):
         f = fy * n_fx + fx
-        a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = 0.0
-        q0 = q1 = q2 = q3 = q4 = q5 = q6 = q7 = 0.0
+        row = out[f]
+        a = vzero8()  # per-orientation sums
+        q = vzero8()  # per-orientation sums of squares
         for i in range(4):
-            r = row_index[fy, i]
+            cell_row = row_index[fy, i] * n_cols
             for j in range(4):
-                c = col_index[fx, j]
-                base = (i * 4 + j) * N_ORIENTATIONS
-                v0 = pooled[r, c, 0]
-                v1 = pooled[r, c, 1]
-                v2 = pooled[r, c, 2]
-                v3 = pooled[r, c, 3]
-                v4 = pooled[r, c, 4]
-                v5 = pooled[r, c, 5]
-                v6 = pooled[r, c, 6]
-                v7 = pooled[r, c, 7]
-                out[f, base] = v0
-                out[f, base + 1] = v1
-                out[f, base + 2] = v2
-                out[f, base + 3] = v3
-                out[f, base + 4] = v4
-                out[f, base + 5] = v5
-                out[f, base + 6] = v6
-                out[f, base + 7] = v7
-                a0 += v0
-                a1 += v1
-                a2 += v2
-                a3 += v3
-                a4 += v4
-                a5 += v5
-                a6 += v6
-                a7 += v7
-                q0 += v0 * v0
-                q1 += v1 * v1
-                q2 += v2 * v2
-                q3 += v3 * v3
-                q4 += v4 * v4
-                q5 += v5 * v5
-                q6 += v6 * v6
-                q7 += v7 * v7
-        total = ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))
-        sq = ((q0 + q1) + (q2 + q3)) + ((q4 + q5) + (q6 + q7))
+                v = vload8(flat, N_ORIENTATIONS * (cell_row + col_index[fx, j]))
+                vstore8(row, N_ORIENTATIONS * (4 * i + j), v)
+                a = vadd8(a, v)
+                q = vadd8(q, vmul8(v, v))
+        total = hsum8(a)
+        sq = hsum8(q)
         e = total / area
         energy[f] = e
         if e < threshold or sq <= 0.0:
             # A flat patch: its orientations are noise, so the descriptor says "nothing here".
             for k in range(128):
-                out[f, k] = 0.0
+                row[k] = 0.0
             continue
-        sq2 = clip_sums_128(out, f, 1.0 / math.sqrt(sq), clip)
-        inv2 = 1.0 / math.sqrt(sq2)
+        # L2-normalise and clip, summing the squares of the clipped values on the way
+        inv = vsplat8(1.0 / math.sqrt(sq))
+        q = vzero8()
+        for k in range(0, 128, N_ORIENTATIONS):
+            v = vmin8(vmul8(vload8(row, k), inv), vclip)
+            vstore8(row, k, v)
+            q = vadd8(q, vmul8(v, v))
+        inv2 = 1.0 / math.sqrt(hsum8(q))
         for k in range(128):
-            out[f, k] *= inv2
+            row[k] *= inv2
 
 
 @jit_both(work=lambda pooled, row_index, col_index, area, threshold, clip, out, energy: 6 * out.size)
