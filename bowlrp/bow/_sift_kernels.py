@@ -51,17 +51,22 @@ def convolve_x(src, taps, dst):
     n = width - 2 * r
     if n <= 0:
         return
-    # Interior: 1-D views starting at 0, so every index is a plain loop counter. With 2-D indexing
-    # at ``x + t - r`` numba's negative-index wraparound blocked vectorisation (this pass was 6x
-    # slower than the column pass); the arithmetic and its order are unchanged.
-    d = dst[r : width - r]
-    for x in range(n):
-        d[x] = 0.0
-    for t in range(n_taps):
-        w = taps[t]
-        s = src[t : t + n]
-        for x in range(n):
-            d[x] += w * s[x]
+    # The interior 8 pixels at a time, the sum in one 8-lane register (:mod:`bowlrp.bow._sift_simd`;
+    # taps in order from 0.0, as the border loop and the former pass-per-tap ``d[x] += w * s[x]``
+    # summed them): one load, multiply and add per tap instead of a pass over ``dst`` per tap.
+    # Indices are plain non-negative offsets (numba's negative-index wraparound on ``x + t - r``
+    # once blocked vectorisation, 6x slower).
+    n_vec = n - n % 8
+    for x in range(0, n_vec, 8):
+        acc = vzero8()
+        for t in range(n_taps):
+            acc = vadd8(acc, vmul8(vsplat8(taps[t]), vload8(src, x + t)))
+        vstore8(dst, x + r, acc)
+    for x in range(n_vec, n):
+        acc = 0.0
+        for t in range(n_taps):
+            acc += taps[t] * src[x + t]
+        dst[x + r] = acc
 
 
 @jit_serial(inline="always")

@@ -29,22 +29,35 @@ from bowlrp.bow._sift_kernels import (
     orientation_row,
     pool_columns_row,
 )
+from bowlrp.bow._sift_simd import vadd8, vload8, vmul8, vsplat8, vstore8, vzero8
 from bowlrp.jit import jit_both, jit_serial, prange
 
 
 @jit_serial(inline="always")
-def _convolve_y_ring(ring, taps, y, height, dst):
-    """dst = sum_t taps[t] * xrow[clip(y + t - r)], x-smoothed row k stored at ``ring[k % len(ring)]``."""
-    n_ring = ring.shape[0]
-    r = (taps.shape[0] - 1) // 2
-    width = dst.shape[0]
-    for x in range(width):
-        dst[x] = 0.0
-    for t in range(taps.shape[0]):
-        src = ring[min(max(y + t - r, 0), height - 1) % n_ring]
-        w = taps[t]
-        for x in range(width):
-            dst[x] += w * src[x]
+def _convolve_y_ring(ring, taps, y, height, rows, dst):
+    """dst = sum_t taps[t] * xrow[clip(y + t - r)], x-smoothed row k stored at ``ring[k % len(ring)]``.
+
+    ``rows`` is scratch for the ring rows of the taps. The sum of 8 pixels stays in one 8-lane
+    register over the taps (:mod:`bowlrp.bow._sift_simd`), taps in order from 0.0: the order of the
+    former pass per tap (``dst[x] += w * src[x]``), without reloading and storing ``dst`` per tap.
+    """
+    n_ring, width = ring.shape
+    n_taps = taps.shape[0]
+    r = (n_taps - 1) // 2
+    flat = ring.reshape(n_ring * width)
+    for t in range(n_taps):
+        rows[t] = (min(max(y + t - r, 0), height - 1) % n_ring) * width
+    n_vec = width - width % 8
+    for x in range(0, n_vec, 8):
+        acc = vzero8()
+        for t in range(n_taps):
+            acc = vadd8(acc, vmul8(vsplat8(taps[t]), vload8(flat, rows[t] + x)))
+        vstore8(dst, x, acc)
+    for x in range(n_vec, width):
+        acc = 0.0
+        for t in range(n_taps):
+            acc += taps[t] * flat[rows[t] + x]
+        dst[x] = acc
 
 
 @jit_serial(inline="always", error_model="numpy")
@@ -66,6 +79,7 @@ def _stream_band(plane, taps, col_starts, row_starts, weights, offset, r0, r1, p
     n_ring = 2 * radius + 1
     xring = np.empty((n_ring, width))
     sring = np.empty((3, width))
+    tap_rows = np.empty(taps.shape[0], np.int64)
     bin0 = np.empty(width, np.int64)
     w0 = np.empty(width)
     w1 = np.empty(width)
@@ -81,7 +95,7 @@ def _stream_band(plane, taps, col_starts, row_starts, weights, offset, r0, r1, p
             while next_x <= min(next_s + radius, height - 1):
                 convolve_x(plane[next_x], taps, xring[next_x % n_ring])
                 next_x += 1
-            _convolve_y_ring(xring, taps, next_s, height, sring[next_s % 3])
+            _convolve_y_ring(xring, taps, next_s, height, tap_rows, sring[next_s % 3])
             next_s += 1
         # the np.gradient stencil of orientation_field, on the ring of smoothed rows
         y_up, y_down, fy = gradient_neighbours(y, height)
