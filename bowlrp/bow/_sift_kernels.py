@@ -100,63 +100,92 @@ def smooth_separable(image, taps, tmp, out):
 # ----------------------------------------------------------------------------------------- orientations
 # atan(z) = z * sum_k (-1)^k z^(2k) / (2k + 1) for |z| <= tan(pi / 8): truncation error below 1e-13.
 # A polynomial instead of libm's atan2 lets the per-pixel loop vectorise (atan2 was 2/3 of the time).
-(_C0, _C1, _C2, _C3, _C4, _C5, _C6, _C7, _C8, _C9, _C10, _C11, _C12, _C13, _C14) = (
-    (-1.0) ** k / (2 * k + 1) for k in range(15)
-)
+_ATAN_COEFFS = np.array([(-1.0) ** k / (2 * k + 1) for k in range(15)])
 _TAN_PI_8 = math.tan(math.pi / 8.0)
 _INV_QUARTER_PI = 4.0 / math.pi
 
 
 @jit_serial(inline="always", error_model="numpy")
-def _orientation(gx, gy):
-    """(first bin, fraction towards the next bin) of the gradient (gx, gy), y axis pointing down.
+def _octant_argument(gx, gy):
+    """(z, 1.0 or 0.0) with atan(min(|gx|, |gy|) / max(...)) = z P(z^2) + (pi / 4) * the second.
 
-    Angles are counter-clockwise with the y axis pointing UP (as OpenCV's SIFT measures them), so
-    the row derivative enters with a minus sign. In units of 45 degrees: t = angle / (pi / 4).
-    Written without branches that LLVM cannot turn into selects, so the pixel loop vectorises.
+    atan(r) = pi/4 + atan((r - 1) / (r + 1)) brings r in [0, 1] down to |z| <= tan(pi/8).
+    """
+    ax = abs(gx)
+    ay = abs(gy)
+    r = min(ax, ay) / max(max(ax, ay), 1e-300)  # in [0, 1]; 0 for a zero gradient
+    big = r > _TAN_PI_8
+    zb = (r - 1.0) / (r + 1.0)
+    return (zb if big else r), (1.0 if big else 0.0)
+
+
+@jit_serial(inline="always")
+def _atan_series(values):
+    """values[x] = P(values[x]) in place (P: the series above in Horner form, highest term first).
+
+    The Horner steps of one pixel are a chain of dependent multiply-adds; four 8-pixel vectors are
+    advanced together (:mod:`bowlrp.bow._sift_simd`) so that four chains overlap (as one LLVM
+    vector loop they did not: the polynomial took half the orientation time). Same operations in
+    the same order per pixel, so the same bits.
+    """
+    n = values.shape[0]
+    top = _ATAN_COEFFS.shape[0] - 1
+    n4 = n - n % 32
+    for x in range(0, n4, 32):
+        z0 = vload8(values, x)
+        z1 = vload8(values, x + 8)
+        z2 = vload8(values, x + 16)
+        z3 = vload8(values, x + 24)
+        c = vsplat8(_ATAN_COEFFS[top])
+        p0 = p1 = p2 = p3 = c
+        for k in range(top - 1, -1, -1):
+            c = vsplat8(_ATAN_COEFFS[k])
+            p0 = vadd8(vmul8(p0, z0), c)
+            p1 = vadd8(vmul8(p1, z1), c)
+            p2 = vadd8(vmul8(p2, z2), c)
+            p3 = vadd8(vmul8(p3, z3), c)
+        vstore8(values, x, p0)
+        vstore8(values, x + 8, p1)
+        vstore8(values, x + 16, p2)
+        vstore8(values, x + 24, p3)
+    n1 = n - n % 8
+    for x in range(n4, n1, 8):
+        z0 = vload8(values, x)
+        p0 = vsplat8(_ATAN_COEFFS[top])
+        for k in range(top - 1, -1, -1):
+            p0 = vadd8(vmul8(p0, z0), vsplat8(_ATAN_COEFFS[k]))
+        vstore8(values, x, p0)
+    for x in range(n1, n):
+        z = values[x]
+        p = _ATAN_COEFFS[top]
+        for k in range(top - 1, -1, -1):
+            p = p * z + _ATAN_COEFFS[k]
+        values[x] = p
+
+
+@jit_serial(inline="always", error_model="numpy")
+def _orientation_weights(gx, gy, z, p, big):
+    """(first bin, its weight, next bin's weight): the magnitude split linearly in angle.
+
+    ``z, big`` from :func:`_octant_argument` and ``p = P(z^2)``. Angles are counter-clockwise with
+    the y axis pointing UP (as OpenCV's SIFT measures them), so the row derivative enters with a
+    minus sign. In units of 45 degrees: t = angle / (pi / 4). Written without branches that LLVM
+    cannot turn into selects, so the pixel loop vectorises.
     """
     X = gx
     Y = -gy
-    ax = abs(X)
-    ay = abs(Y)
-    r = min(ax, ay) / max(max(ax, ay), 1e-300)  # in [0, 1]; 0 for a zero gradient
-    big = r > _TAN_PI_8
-    zb = (r - 1.0) / (r + 1.0)  # atan(r) = pi/4 + atan((r - 1) / (r + 1)), |.| <= tan(pi/8)
-    z = zb if big else r
-    z2 = z * z
-    p = _C14
-    p = p * z2 + _C13
-    p = p * z2 + _C12
-    p = p * z2 + _C11
-    p = p * z2 + _C10
-    p = p * z2 + _C9
-    p = p * z2 + _C8
-    p = p * z2 + _C7
-    p = p * z2 + _C6
-    p = p * z2 + _C5
-    p = p * z2 + _C4
-    p = p * z2 + _C3
-    p = p * z2 + _C2
-    p = p * z2 + _C1
-    p = p * z2 + _C0
-    a = z * p * _INV_QUARTER_PI + (1.0 if big else 0.0)  # atan(min / max) in octants, [0, 1]
-    phi = (2.0 - a) if ay > ax else a  # angle folded into the first quadrant, [0, 2]
+    a = z * p * _INV_QUARTER_PI + big  # atan(min / max) in octants, [0, 1]
+    phi = (2.0 - a) if abs(Y) > abs(X) else a  # angle folded into the first quadrant, [0, 2]
     sx = X < 0.0
     sy = Y < 0.0
     base = 4.0 if sx else (8.0 if sy else 0.0)
     sign = -1.0 if sx != sy else 1.0
     t = base + sign * phi  # in [0, 8]
     b = int(t)
-    # t == 8 (exactly 360 degrees) wraps to bin 0 with fraction 0.
-    return b & 7, t - b
-
-
-@jit_serial(inline="always", error_model="numpy")
-def _orientation_weights(gx, gy):
-    """(first bin, its weight, next bin's weight): the magnitude split linearly in angle."""
-    b, frac = _orientation(gx, gy)
+    frac = t - b
     mag = math.sqrt(gx * gx + gy * gy)
-    return b, mag * (1.0 - frac), mag * frac
+    # t == 8 (exactly 360 degrees) wraps to bin 0 with fraction 0.
+    return b & 7, mag * (1.0 - frac), mag * frac
 
 
 @jit_serial(inline="always")
@@ -180,23 +209,34 @@ def gradient_rows(image, y):
 
 
 @jit_serial(inline="always", error_model="numpy")
-def _orientation_span(gx, gy, lo, hi, b_row, w0_row, w1_row):
+def _octant_span(gx, gy, lo, hi, zs, bigs, z2s):
     for x in range(lo, hi):
-        b, v0, v1 = _orientation_weights(gx[x], gy[x])
+        z, big = _octant_argument(gx[x], gy[x])
+        zs[x] = z
+        bigs[x] = big
+        z2s[x] = z * z
+
+
+@jit_serial(inline="always", error_model="numpy")
+def _weights_span(gx, gy, lo, hi, zs, bigs, ps, b_row, w0_row, w1_row):
+    for x in range(lo, hi):
+        b, v0, v1 = _orientation_weights(gx[x], gy[x], zs[x], ps[x], bigs[x])
         b_row[x] = b
         w0_row[x] = v0
         w1_row[x] = v1
 
 
 @jit_serial(inline="always", error_model="numpy")
-def orientation_row(row, up, down, fy, gx, gy, b_row, w0_row, w1_row):
+def orientation_row(row, up, down, fy, gx, gy, work, b_row, w0_row, w1_row):
     """One row of :func:`orientation_field`: ``gy = fy * (down - up)``, ``gx`` from ``row`` (1-D).
 
-    ``gx`` and ``gy`` are scratch rows. The differences are taken first (``np.gradient`` stencil:
-    central inside, one-sided on the border), so that the costly per-pixel part runs as one loop over
-    the whole row: the two border pixels and the vector loop's remainder were scalar code, 3 % of
-    the pixels of a 256-pixel row but ~15 % of the time (more on small images). A row whose length
-    is not a multiple of 8 ends with 8 pixels recomputed as one full vector (the same values again).
+    ``gx``, ``gy`` and ``work`` (3, width) are scratch. The differences are taken first
+    (``np.gradient`` stencil: central inside, one-sided on the border), then three passes over the
+    row: the octant argument z (two divisions), the series P(z^2) (:func:`_atan_series`), and the
+    bins and weights. Passes 1 and 3 run as one vector loop over the whole row: the two border
+    pixels and the vector loop's remainder were scalar code, 3 % of the pixels of a 256-pixel row
+    but ~15 % of the time, so a row whose length is not a multiple of 8 ends with 8 pixels
+    recomputed as one full vector (the same values again).
     """
     width = row.shape[0]
     last = width - 1
@@ -206,10 +246,17 @@ def orientation_row(row, up, down, fy, gx, gy, b_row, w0_row, w1_row):
     gx[last] = row[last] - row[max(last - 1, 0)]
     for x in range(width):
         gy[x] = fy * (down[x] - up[x])
+    zs = work[0]
+    bigs = work[1]
+    ps = work[2]
     n_main = width - width % 8
-    _orientation_span(gx, gy, 0, n_main, b_row, w0_row, w1_row)
+    _octant_span(gx, gy, 0, n_main, zs, bigs, ps)
     if n_main < width:
-        _orientation_span(gx, gy, max(width - 8, 0), width, b_row, w0_row, w1_row)
+        _octant_span(gx, gy, max(width - 8, 0), width, zs, bigs, ps)
+    _atan_series(ps)
+    _weights_span(gx, gy, 0, n_main, zs, bigs, ps, b_row, w0_row, w1_row)
+    if n_main < width:
+        _weights_span(gx, gy, max(width - 8, 0), width, zs, bigs, ps, b_row, w0_row, w1_row)
 
 
 @jit_both(work=lambda image, bin0, w0, w1: 40 * image.size, error_model="numpy")
@@ -224,9 +271,10 @@ def orientation_field(image, bin0, w0, w1):
     for k in prange(n_blocks):
         gx = np.empty(width)
         gy = np.empty(width)
+        work = np.empty((3, width))
         for y in range(k * height // n_blocks, (k + 1) * height // n_blocks):
             up, down, fy = gradient_rows(image, y)
-            orientation_row(image[y], up, down, fy, gx, gy, bin0[y], w0[y], w1[y])
+            orientation_row(image[y], up, down, fy, gx, gy, work, bin0[y], w0[y], w1[y])
 
 
 

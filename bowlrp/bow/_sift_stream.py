@@ -85,6 +85,7 @@ def _stream_band(plane, taps, col_starts, row_starts, weights, offset, r0, r1, p
     w1 = np.empty(width)
     gx = np.empty(width)
     gy = np.empty(width)
+    work = np.empty((3, width))
     lanes = column_lanes(width, n_w)
     flat = np.empty(m)  # one image row pooled along x: (n_cols, 8) flat
     next_x = max(0, y_lo - 1 - radius)  # next row to smooth along x
@@ -99,7 +100,7 @@ def _stream_band(plane, taps, col_starts, row_starts, weights, offset, r0, r1, p
             next_s += 1
         # the np.gradient stencil of orientation_field, on the ring of smoothed rows
         y_up, y_down, fy = gradient_neighbours(y, height)
-        orientation_row(sring[y % 3], sring[y_up % 3], sring[y_down % 3], fy, gx, gy, bin0, w0, w1)
+        orientation_row(sring[y % 3], sring[y_up % 3], sring[y_down % 3], fy, gx, gy, work, bin0, w0, w1)
         pool_columns_row(bin0, w0, w1, col_starts, weights, offset, lanes, flat)
         while first_r < r1 and row_starts[first_r] + offset + n_w <= y:
             first_r += 1
