@@ -26,7 +26,19 @@ import math
 
 import numpy as np
 
-from bowlrp.bow._sift_simd import hsum8, vadd8, vload8, vmin8, vmul8, vselect_lane8, vsplat8, vstore8, vzero8
+from bowlrp.bow._sift_simd import (
+    empty_aligned,
+    hsum8,
+    vadd8,
+    vload8,
+    vmin8,
+    vmul8,
+    vselect_lane8,
+    vsplat8,
+    vstore8,
+    vzero8,
+    zeros_aligned,
+)
 from bowlrp.jit import jit_both, jit_serial, prange
 
 N_ORIENTATIONS = 8
@@ -120,15 +132,14 @@ def _octant_argument(gx, gy):
 
 
 @jit_serial(inline="always")
-def _atan_series(values):
-    """values[x] = P(values[x]) in place (P: the series above in Horner form, highest term first).
+def _atan_series(values, n):
+    """values[x] = P(values[x]) in place for x < n (P: the series above in Horner form, highest term first).
 
     The Horner steps of one pixel are a chain of dependent multiply-adds; four 8-pixel vectors are
     advanced together (:mod:`bowlrp.bow._sift_simd`) so that four chains overlap (as one LLVM
     vector loop they did not: the polynomial took half the orientation time). Same operations in
     the same order per pixel, so the same bits.
     """
-    n = values.shape[0]
     top = _ATAN_COEFFS.shape[0] - 1
     n4 = n - n % 32
     for x in range(0, n4, 32):
@@ -226,17 +237,24 @@ def _weights_span(gx, gy, lo, hi, zs, bigs, ps, b_row, w0_row, w1_row):
         w1_row[x] = v1
 
 
+@jit_serial(inline="always")
+def orientation_scratch(width):
+    """(gx, gy, work) scratch of :func:`orientation_row`, every row on a 64-byte boundary."""
+    padded = width + (-width) % 8
+    return empty_aligned(width), empty_aligned(width), empty_aligned(3 * padded).reshape((3, padded))
+
+
 @jit_serial(inline="always", error_model="numpy")
 def orientation_row(row, up, down, fy, gx, gy, work, b_row, w0_row, w1_row):
     """One row of :func:`orientation_field`: ``gy = fy * (down - up)``, ``gx`` from ``row`` (1-D).
 
-    ``gx``, ``gy`` and ``work`` (3, width) are scratch. The differences are taken first
-    (``np.gradient`` stencil: central inside, one-sided on the border), then three passes over the
-    row: the octant argument z (two divisions), the series P(z^2) (:func:`_atan_series`), and the
-    bins and weights. Passes 1 and 3 run as one vector loop over the whole row: the two border
-    pixels and the vector loop's remainder were scalar code, 3 % of the pixels of a 256-pixel row
-    but ~15 % of the time, so a row whose length is not a multiple of 8 ends with 8 pixels
-    recomputed as one full vector (the same values again).
+    ``gx``, ``gy`` and ``work`` (3, >= width) are scratch (:func:`orientation_scratch`). The
+    differences are taken first (``np.gradient`` stencil: central inside, one-sided on the border),
+    then three passes over the row: the octant argument z (two divisions), the series P(z^2)
+    (:func:`_atan_series`), and the bins and weights. Passes 1 and 3 run as one vector loop over
+    the whole row: the two border pixels and the vector loop's remainder were scalar code, 3 % of
+    the pixels of a 256-pixel row but ~15 % of the time, so a row whose length is not a multiple
+    of 8 ends with 8 pixels recomputed as one full vector (the same values again).
     """
     width = row.shape[0]
     last = width - 1
@@ -253,7 +271,7 @@ def orientation_row(row, up, down, fy, gx, gy, work, b_row, w0_row, w1_row):
     _octant_span(gx, gy, 0, n_main, zs, bigs, ps)
     if n_main < width:
         _octant_span(gx, gy, max(width - 8, 0), width, zs, bigs, ps)
-    _atan_series(ps)
+    _atan_series(ps, width)
     _weights_span(gx, gy, 0, n_main, zs, bigs, ps, b_row, w0_row, w1_row)
     if n_main < width:
         _weights_span(gx, gy, max(width - 8, 0), width, zs, bigs, ps, b_row, w0_row, w1_row)
@@ -269,9 +287,7 @@ def orientation_field(image, bin0, w0, w1):
     height, width = image.shape
     n_blocks = min(height, 64)  # scratch rows per block of image rows, not per row
     for k in prange(n_blocks):
-        gx = np.empty(width)
-        gy = np.empty(width)
-        work = np.empty((3, width))
+        gx, gy, work = orientation_scratch(width)
         for y in range(k * height // n_blocks, (k + 1) * height // n_blocks):
             up, down, fy = gradient_rows(image, y)
             orientation_row(image[y], up, down, fy, gx, gy, work, bin0[y], w0[y], w1[y])
@@ -283,7 +299,7 @@ def orientation_field(image, bin0, w0, w1):
 def column_lanes(width, n_taps):
     """Scratch of :func:`pool_columns_row` for rows of ``width`` pixels and ``n_taps`` triangle taps:
     ``width + 2 n_taps`` pixels of 8 orientation lanes, the ``n_taps`` at either end zero."""
-    return np.zeros((width + 2 * n_taps) * N_ORIENTATIONS)
+    return zeros_aligned((width + 2 * n_taps) * N_ORIENTATIONS)
 
 
 @jit_serial(inline="always")

@@ -27,9 +27,10 @@ from bowlrp.bow._sift_kernels import (
     convolve_x,
     gradient_neighbours,
     orientation_row,
+    orientation_scratch,
     pool_columns_row,
 )
-from bowlrp.bow._sift_simd import vadd8, vload8, vmul8, vsplat8, vstore8, vzero8
+from bowlrp.bow._sift_simd import empty_aligned, vadd8, vload8, vmul8, vsplat8, vstore8, vzero8
 from bowlrp.jit import jit_both, jit_serial, prange
 
 
@@ -78,16 +79,15 @@ def _stream_band(plane, taps, col_starts, row_starts, weights, offset, r0, r1, p
     radius = (taps.shape[0] - 1) // 2
     n_ring = 2 * radius + 1
     xring = np.empty((n_ring, width))
-    sring = np.empty((3, width))
+    padded = width + (-width) % 8
+    sring = empty_aligned(3 * padded).reshape((3, padded))  # rows on cache lines, used [:width]
     tap_rows = np.empty(taps.shape[0], np.int64)
     bin0 = np.empty(width, np.int64)
-    w0 = np.empty(width)
-    w1 = np.empty(width)
-    gx = np.empty(width)
-    gy = np.empty(width)
-    work = np.empty((3, width))
+    w0 = empty_aligned(width)
+    w1 = empty_aligned(width)
+    gx, gy, work = orientation_scratch(width)
     lanes = column_lanes(width, n_w)
-    flat = np.empty(m)  # one image row pooled along x: (n_cols, 8) flat
+    flat = empty_aligned(m)  # one image row pooled along x: (n_cols, 8) flat
     next_x = max(0, y_lo - 1 - radius)  # next row to smooth along x
     next_s = max(0, y_lo - 1)  # next row to smooth along y
     first_r = r0  # first pooled row whose triangle has not ended above the current row
@@ -96,11 +96,12 @@ def _stream_band(plane, taps, col_starts, row_starts, weights, offset, r0, r1, p
             while next_x <= min(next_s + radius, height - 1):
                 convolve_x(plane[next_x], taps, xring[next_x % n_ring])
                 next_x += 1
-            _convolve_y_ring(xring, taps, next_s, height, tap_rows, sring[next_s % 3])
+            _convolve_y_ring(xring, taps, next_s, height, tap_rows, sring[next_s % 3][:width])
             next_s += 1
         # the np.gradient stencil of orientation_field, on the ring of smoothed rows
         y_up, y_down, fy = gradient_neighbours(y, height)
-        orientation_row(sring[y % 3], sring[y_up % 3], sring[y_down % 3], fy, gx, gy, work, bin0, w0, w1)
+        orientation_row(sring[y % 3][:width], sring[y_up % 3][:width], sring[y_down % 3][:width], fy, gx, gy,
+                        work, bin0, w0, w1)
         pool_columns_row(bin0, w0, w1, col_starts, weights, offset, lanes, flat)
         while first_r < r1 and row_starts[first_r] + offset + n_w <= y:
             first_r += 1
