@@ -11,7 +11,10 @@ between overlapping frames instead of being redone per keypoint:
    triangular filter, evaluated only at the bin centres that some frame on the grid uses.
 4. ``assemble_normalize``: gather the 4 x 4 x 8 values of every frame, zero flat patches, L2 / clip / L2.
 
-Every kernel writes into preallocated outputs and has a numpy twin in ``tests/bowlrp/bow/test_features.py``.
+Every kernel writes into preallocated outputs and has a numpy twin in ``tests/bowlrp/bow/test_features.py``
+(the definition, to 1e-12) and in ``tests/bowlrp/bow/test_sift_simd.py`` (the scalar order of operations,
+bit for bit). The innermost loops keep a cell's 8 orientations, or 8 pixels, in one 8-lane register
+(:mod:`bowlrp.bow._sift_simd`) where LLVM left the scalar code unvectorised or latency-bound.
 The row helpers (``convolve_x``, ``orientation_row``, ``pool_columns_row``, ``assemble_row``) are shared
 with the fused kernel of :mod:`bowlrp.bow._sift_stream`, which runs stages 1-4 in one pass over the rows
 (the extractor's default path); the stage kernels serve bin sizes that share one orientation field.

@@ -10,6 +10,7 @@ sum of its raw histogram divided by ``A^2`` (the mean gradient magnitude over th
 The kernels are in :mod:`bowlrp.bow._sift_kernels` (one per stage) and :mod:`bowlrp.bow._sift_stream`
 (all per-pixel stages fused in one pass over the rows, bit-identical to the stages): a bin size with its
 own smoothing streams; bin sizes that share a smoothing share one orientation field through the stages.
+Their inner loops use the 8-lane intrinsics of :mod:`bowlrp.bow._sift_simd` (same bits as scalar code).
 """
 
 from __future__ import annotations

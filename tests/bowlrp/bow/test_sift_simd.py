@@ -15,20 +15,7 @@ import pytest
 from skimage import data
 
 from bowlrp.bow import _sift_kernels as K
-from bowlrp.bow._sift_simd import (
-    empty_aligned,
-    empty_aligned_array,
-    hsum8,
-    vadd8,
-    vload8,
-    vmin8,
-    vmul8,
-    vselect_lane8,
-    vsplat8,
-    vstore8,
-    vzero8,
-    zeros_aligned,
-)
+from bowlrp.bow import _sift_simd as V
 from bowlrp.bow.sift_grid import frame_layout
 from tests.kernel_twins import assert_matches_twin
 
@@ -36,15 +23,15 @@ from tests.kernel_twins import assert_matches_twin
 @numba.njit
 def _lanes_ops(a, b, x, out):
     """out rows: a + b, a * b, min(a, b), splat(x), zero, then hsum of a and b in rows 5, 6."""
-    va = vload8(a, 0)
-    vb = vload8(b, 0)
-    vstore8(out[0], 0, vadd8(va, vb))
-    vstore8(out[1], 0, vmul8(va, vb))
-    vstore8(out[2], 0, vmin8(va, vb))
-    vstore8(out[3], 0, vsplat8(x))
-    vstore8(out[4], 0, vzero8())
-    out[5, 0] = hsum8(va)
-    out[6, 0] = hsum8(vb)
+    va = V.vload8(a, 0)
+    vb = V.vload8(b, 0)
+    V.vstore8(out[0], 0, V.vadd8(va, vb))
+    V.vstore8(out[1], 0, V.vmul8(va, vb))
+    V.vstore8(out[2], 0, V.vmin8(va, vb))
+    V.vstore8(out[3], 0, V.vsplat8(x))
+    V.vstore8(out[4], 0, V.vzero8())
+    out[5, 0] = V.hsum8(va)
+    out[6, 0] = V.hsum8(vb)
 
 
 def test_lane_operations_equal_the_scalar_ones():
@@ -69,7 +56,7 @@ def test_lane_operations_equal_the_scalar_ones():
 
 @numba.njit
 def _select(lane, x, y, z, out):
-    vstore8(out, 0, vselect_lane8(lane, x, y, z))
+    V.vstore8(out, 0, V.vselect_lane8(lane, x, y, z))
 
 
 @pytest.mark.parametrize("lane", range(8))
@@ -84,7 +71,7 @@ def test_select_lane_puts_two_values_in_neighbouring_lanes(lane):
 
 @numba.njit
 def _load_store_offsets(src, dst, at, to):
-    vstore8(dst, to, vload8(src, at))
+    V.vstore8(dst, to, V.vload8(src, at))
 
 
 def test_load_and_store_at_any_offset_and_on_a_row_of_a_block():
@@ -102,15 +89,15 @@ def test_load_and_store_at_any_offset_and_on_a_row_of_a_block():
 
 @numba.njit
 def _aligned(n):
-    a = empty_aligned(n)
-    z = zeros_aligned(n)
+    a = V.empty_aligned(n)
+    z = V.zeros_aligned(n)
     return a.ctypes.data % 64, a.size, z.ctypes.data % 64, z.size, z.sum()
 
 
 @pytest.mark.parametrize("n", [1, 7, 100, 1000, 4097])
 def test_aligned_buffers_start_on_a_cache_line(n):
     assert _aligned(n) == (0, n, 0, n, 0.0)
-    arr = empty_aligned_array((n, 3))
+    arr = V.empty_aligned_array((n, 3))
     assert arr.shape == (n, 3) and arr.flags["C_CONTIGUOUS"] and arr.ctypes.data % 64 == 0
 
 
