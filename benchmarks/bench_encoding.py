@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/bench_encoding.py            # 200 crops of 64 x 64, 7 rounds
     .venv/bin/python benchmarks/bench_encoding.py --quick    # 60 crops, 3 rounds
     .venv/bin/python benchmarks/bench_encoding.py --clock cpu  # timed in CPU time
+    .venv/bin/python benchmarks/bench_encoding.py --pruning    # the exact-pruning experiment instead
 
 What is measured, in one process (ratios, not seconds, are meaningful on a shared machine):
 
@@ -13,14 +14,20 @@ What is measured, in one process (ratios, not seconds, are meaningful on a share
   (``clf.encode_features`` of the extracted features: distances, top-n selection, pooling), the
   float64 BLAS products inside it alone (one per image into one buffer, as the encoding makes them:
   the floor of the encoding as long as the distances stay bit-identical; with their GFLOP/s), the
-  word selection alone (its numba kernel on those products: distances, the 4 nearest words, CSR
-  order) and the whole ``transform``; one thread;
+  squared norms alone (one ``einsum`` per image), the word selection alone (its numba kernel on those
+  products: distances, the 4 nearest words, CSR order), float32 products (descriptors converted per
+  image: the first cost of a float32 filter in front of exact distances) and the whole
+  ``transform``; one thread;
 * rounds alternate between the contestants; medians over rounds and the spread (min..max) are printed.
   Everything runs in the calling thread (OpenCV's pool set to one thread), so ``--clock cpu`` can
   time it with the process's CPU clock, which leaves out the time other processes hold the core.
 
 Target (issue 15): the encoding costs no more than our extraction, and ``transform`` with our SIFT is
 at least 5x faster than with OpenCV's.
+
+``--pruning`` runs an experiment instead (:mod:`_pruning`): whether the float64 BLAS products can be
+reproduced bit for bit outside BLAS, and whether float32 products as a filter, with exact float64
+distances for the shortlisted words only, make the rank encoding cheaper while giving the same words.
 """
 
 from __future__ import annotations
@@ -86,7 +93,9 @@ def _measure(images, y, words, rounds):
             "ours: extract": lambda: clfs["numba"].extract_features(images),
             "ours: encode": lambda: clfs["numba"].encode_features(feats),
             "ours: products": products(descriptors, prototypes),
+            "ours: norms": norms(descriptors),
             "ours: selection": select,
+            "float32 products": products(descriptors, prototypes, np.float32),
             "ours: transform": lambda: clfs["numba"].transform(images),
             "opencv: extract": lambda: clfs["opencv"].extract_features(images),
             "opencv: transform": lambda: clfs["opencv"].transform(images),
@@ -95,15 +104,32 @@ def _measure(images, y, words, rounds):
         return interleaved(fns, rounds), flops
 
 
-def products(descriptors, prototypes):
-    """The float64 BLAS products alone, as the encoding makes them: one call per image, written into
-    one reused buffer (fresh arrays per image would add allocation and page faults to the floor)."""
+def products(descriptors, prototypes, dtype=np.float64):
+    """The BLAS products alone, as the encoding makes them: one call per image, written into one
+    reused buffer (fresh arrays per image would add allocation and page faults to the floor).
+
+    With ``dtype=np.float32`` the descriptors are converted per image (the extraction gives float64)
+    and the product is single precision: what a float32 filter in front of exact float64 distances
+    would pay before any exact distance (see benchmarks/README.md, "exact pruning")."""
     bounds = np.cumsum([0] + [d.shape[0] for d in descriptors]).tolist()
-    out = np.empty((bounds[-1], prototypes.shape[0]))
+    out = np.empty((bounds[-1], prototypes.shape[0]), dtype)
+    prototypes = prototypes.astype(dtype)  # once per vocabulary
 
     def run():
         for g, d in enumerate(descriptors):
-            np.matmul(d, prototypes.T, out=out[bounds[g] : bounds[g + 1]])
+            np.matmul(d.astype(dtype, copy=False), prototypes.T, out=out[bounds[g] : bounds[g + 1]])
+
+    return run
+
+
+def norms(descriptors):
+    """The descriptors' squared norms alone, one ``einsum`` per image as the encoding computes them."""
+    bounds = np.cumsum([0] + [d.shape[0] for d in descriptors]).tolist()
+    out = np.empty(bounds[-1])
+
+    def run():
+        for g, d in enumerate(descriptors):
+            np.einsum("md,md->m", d, d, out=out[bounds[g] : bounds[g + 1]])
 
     return run
 
@@ -128,6 +154,9 @@ def report(words, t, flops, rounds):
     print(f"  encode / our extract          {med['ours: encode'] / med['ours: extract']:.2f}")
     print(f"  products / encode             {med['ours: products'] / med['ours: encode']:.2f}")
     print(f"  selection / encode            {med['ours: selection'] / med['ours: encode']:.2f}")
+    rest = med["ours: encode"] - med["ours: products"] - med["ours: norms"] - med["ours: selection"]
+    print(f"  rest of encode (pooling, buffers, checks, Encoding objects) {rest * 1e3:.1f} ms")
+    print(f"  float32 / float64 products    {med['float32 products'] / med['ours: products']:.2f}")
     print(f"  products: {flops / 1e9 / min(t['ours: products']):.0f} GFLOP/s (best round; one thread)")
     print(f"  transform: opencv / ours      {med['opencv: transform'] / med['ours: transform']:.2f}x")
     per_round = np.asarray(t["opencv: transform"]) / np.asarray(t["ours: transform"])
@@ -138,12 +167,17 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall", help="wall time or CPU time")
+    parser.add_argument("--pruning", action="store_true", help="the exact-pruning experiment instead")
     args = parser.parse_args(argv)
     global CLOCK
     CLOCK = CLOCKS[args.clock]
     n, rounds = (60, 3) if args.quick else (200, 7)
     images = make_images(n, size=64, seed=1)
     y = np.arange(n) % 2
+    if args.pruning:
+        import _pruning
+
+        return _pruning.main(images, y, rounds, CLOCK)
     print(f"transform of {n} gray crops 64 x 64, one thread (OpenCV too); load average "
           f"{os.getloadavg()[0]:.1f} (2 cores shared with other jobs); clock: "
           f"{args.clock}")
