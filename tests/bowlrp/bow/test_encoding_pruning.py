@@ -69,18 +69,21 @@ def _real_case(words, duplicates):
     return x, np.ascontiguousarray(b)
 
 
-def _pruned(x, b, four, n):
+def _pruned(x, b, four, n, blocks=False):
     p32 = (x.astype(np.float32) @ b.astype(np.float32).T).astype(np.float32)
     sq = np.einsum("md,md->m", x, x)
     b_sq = np.einsum("vd,vd->v", b, b)
     values = 2.0 ** -np.arange(1, n + 1)
     indices, out = np.empty(x.shape[0] * n, np.int64), np.empty(x.shape[0] * n)
     delta = _pruning.bound(sq, b, x.shape[1])
-    _pruning.pruned_rank(x, p32, sq, b_sq, b, delta, four, n, values, True, indices, out)
+    if blocks:
+        _pruning.pruned_rank_blocks(x, p32, sq, b_sq, b, delta, four, n, values, indices, out)
+    else:
+        _pruning.pruned_rank(x, p32, sq, b_sq, b, delta, four, n, values, True, indices, out)
     return indices, out
 
 
-def _pruned_twin(x, b, four, n):
+def _pruned_twin(x, b, four, n, blocks=False):
     """The n nearest words by (distance, index) of the exact distances, columns sorted per row."""
     products = chain_products_twin(x, b, four, None)
     sq = np.einsum("md,md->m", x, x)
@@ -94,12 +97,14 @@ def _pruned_twin(x, b, four, n):
     return np.take_along_axis(nearest, order, 1).ravel(), values[order].ravel()
 
 
+@pytest.mark.parametrize("blocks", [False, True])
 @pytest.mark.parametrize("n", [1, 4])
-def test_pruned_rank_gives_the_nearest_words_of_the_exact_distances(n):
+def test_pruned_rank_gives_the_nearest_words_of_the_exact_distances(n, blocks):
     x, b = _real_case(words=24, duplicates=3)
+    assert x.shape[0] % 8 != 0  # a last block of fewer than 8 rows
     four = np.zeros(x.shape[0], np.bool_)
     four[-1] = True  # the Haswell rule's row too
-    assert_matches_twin(_pruned, _pruned_twin, [(x, b, four, n)], rtol=0, atol=0)
+    assert_matches_twin(_pruned, _pruned_twin, [(x, b, four, n, blocks)], rtol=0, atol=0)
 
 
 def test_the_bound_covers_the_float32_error_on_real_descriptors():
