@@ -27,6 +27,7 @@ from __future__ import annotations
 import numpy as np
 from llvmlite import ir
 from numba import types
+from numba.core import cgutils
 from numba.extending import intrinsic
 
 from bowlrp.bow._encoding_kernels import rank_from_products, select_row
@@ -201,11 +202,80 @@ def _chains8(xt, b, j, acc):
     acc[4], acc[5], acc[6], acc[7] = a4, a5, a6, a7
 
 
+@intrinsic
+def chains8x4(typingctx, xt, b, j0, j1, j2, j3, out):
+    """``out[w * 8 + l]`` = the dot product of block row l (``xt[:, l]``) with ``b[j_w]``, w = 0..3: one
+    FMA per k in order for each of the 32 chains, written as four 8-wide vector FMAs per k (LLVM does
+    not vectorise the scalar chains of :func:`_chains8`). ``xt`` (K, 8), ``b`` and ``out`` C-contiguous."""
+    arrays = (xt, b, out)
+    if not all(isinstance(a, types.Array) and a.layout == "C" and a.dtype == types.float64 for a in arrays):
+        return None
+    sig = types.void(xt, b, j0, j1, j2, j3, out)
+
+    def codegen(context, builder, signature, args):
+        xt_v, b_v, j0_v, j1_v, j2_v, j3_v, out_v = args
+        xt_a = context.make_array(signature.args[0])(context, builder, xt_v)
+        b_a = context.make_array(signature.args[1])(context, builder, b_v)
+        out_a = context.make_array(signature.args[6])(context, builder, out_v)
+        dbl = ir.DoubleType()
+        vec = ir.VectorType(dbl, 8)
+        i64 = ir.IntType(64)
+        K = builder.extract_value(xt_a.shape, 0)
+        bK = builder.extract_value(b_a.shape, 1)
+        fma_type = ir.FunctionType(vec, [vec, vec, vec])
+        fma = cgutils.get_or_insert_function(builder.module, fma_type, "llvm.fma.v8f64")
+        xt_ptr = builder.bitcast(xt_a.data, vec.as_pointer())
+        rows = [builder.gep(b_a.data, [builder.mul(builder.sext(j, i64) if j.type != i64 else j, bK)])
+                for j in (j0_v, j1_v, j2_v, j3_v)]
+        zero = ir.Constant(vec, [0.0] * 8)
+        i32 = ir.IntType(32)
+        undef = ir.Constant(vec, ir.Undefined)
+        lane0 = ir.Constant(ir.VectorType(i32, 8), [0] * 8)
+        entry = builder.basic_block
+        loop = builder.append_basic_block("chains_loop")
+        body = builder.append_basic_block("chains_body")
+        done = builder.append_basic_block("chains_done")
+        builder.branch(loop)
+        builder.position_at_end(loop)
+        k = builder.phi(i64)
+        k.add_incoming(ir.Constant(i64, 0), entry)
+        accs = []
+        for _ in range(4):
+            p = builder.phi(vec)
+            p.add_incoming(zero, entry)
+            accs.append(p)
+        cond = builder.icmp_signed("<", k, K)
+        builder.cbranch(cond, body, done)
+        builder.position_at_end(body)
+        xv = builder.load(builder.gep(xt_ptr, [k]), align=8)
+        new = []
+        for w in range(4):
+            bk = builder.load(builder.gep(rows[w], [k]))
+            splat = builder.insert_element(undef, bk, ir.Constant(i32, 0))
+            splat = builder.shuffle_vector(splat, undef, lane0)  # bk in all 8 lanes
+            new.append(builder.call(fma, [xv, splat, accs[w]]))
+        k_next = builder.add(k, ir.Constant(i64, 1))
+        body_end = builder.basic_block
+        k.add_incoming(k_next, body_end)
+        for w in range(4):
+            accs[w].add_incoming(new[w], body_end)
+        builder.branch(loop)
+        builder.position_at_end(done)
+        out_ptr = builder.bitcast(out_a.data, vec.as_pointer())
+        for w in range(4):
+            builder.store(accs[w], builder.gep(out_ptr, [ir.Constant(i64, w)]), align=8)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
 @jit_serial
-def pruned_rank_blocks(x, p32, sq_norms, proto_sq_norms, b, delta, four_rows, n, values, indices, data):
+def pruned_rank_blocks(x, p32, sq_norms, proto_sq_norms, b, delta, four_rows, n, values, vector, indices,
+                       data):
     """:func:`pruned_rank` (same outputs) with the exact products of a block of 8 rows computed word by
     word for the union of the block's candidates (neighbouring descriptors share most of them): eight
-    rows per vector FMA instead of one scalar chain per (row, word). Returns the union sizes' sum."""
+    rows per vector FMA instead of one scalar chain per (row, word): by :func:`chains8x4` (``vector``) or
+    by :func:`_chains8`. Returns the union sizes' sum."""
     n_rows, n_words = p32.shape
     n_k = x.shape[1]
     approx = np.empty((8, n_words))
@@ -215,6 +285,8 @@ def pruned_rank_blocks(x, p32, sq_norms, proto_sq_norms, b, delta, four_rows, n,
     exact = np.empty((8, n_words))
     xt = np.zeros((n_k, 8))
     acc = np.empty(8)
+    acc32 = np.empty(32)
+    w = np.empty(4, np.int64)
     dist = np.empty(n_words)
     kept = np.empty(n)
     nearest = np.empty(n, np.int64)
@@ -245,11 +317,20 @@ def pruned_rank_blocks(x, p32, sq_norms, proto_sq_norms, b, delta, four_rows, n,
         for l in range(rows):
             for k in range(n_k):
                 xt[k, l] = x[i0 + l, k]
-        for u in range(m):
-            j = union[u]
-            _chains8(xt, b, j, acc)
-            for l in range(rows):
-                exact[l, j] = acc[l]
+        if vector:
+            for u0 in range(0, m, 4):  # four words at a time (the last group padded with its first)
+                for v in range(4):
+                    w[v] = union[u0 + v] if u0 + v < m else union[u0]
+                chains8x4(xt, b, w[0], w[1], w[2], w[3], acc32)
+                for v in range(min(4, m - u0)):
+                    for l in range(rows):
+                        exact[l, w[v]] = acc32[v * 8 + l]
+        else:
+            for u in range(m):
+                j = union[u]
+                _chains8(xt, b, j, acc)
+                for l in range(rows):
+                    exact[l, j] = acc[l]
         for l in range(rows):
             i = i0 + l
             if four_rows[i]:  # the Haswell kernel's odd last row: its own order
@@ -390,29 +471,33 @@ def _experiment(descriptors, prototypes, rounds, clock):
 
     out["blocks"] = (np.empty(x.shape[0] * n, np.int64), np.empty(x.shape[0] * n))
 
-    def blocks():
+    def blocks(vector=False):
         norms()
         for g, d in enumerate(descriptors):
             np.matmul(d.astype(np.float32), b32.T, out=p32[bounds[g] : bounds[g + 1]])
         delta = bound(sq, b, x.shape[1])
-        found["union"] = pruned_rank_blocks(x, p32, sq, b_sq, b, delta, four, n, values, *out["blocks"])
+        found["union"] = pruned_rank_blocks(x, p32, sq, b_sq, b, delta, four, n, values, vector,
+                                            *out["blocks"])
 
     fns = {"today": today, "pruned": pruned, "pruned, no exact products": lambda: pruned(False),
-           "pruned, 8-row blocks": blocks}
+           "pruned, 8-row blocks": blocks, "pruned, 8-row blocks, vector IR": lambda: blocks(True)}
     with limited_threads(1, numba_threads=False, user_api="blas"):
         today()
         pruned()
-        blocks()
         same = all(np.array_equal(a, c) for a, c in zip(out["today"], out["pruned"]))
-        same_blocks = all(np.array_equal(a, c) for a, c in zip(out["today"], out["blocks"]))
+        same_blocks = []
+        for vector in (False, True):
+            out["blocks"][0][:] = -1  # a kernel that wrote nothing would not pass
+            blocks(vector)
+            same_blocks.append(all(np.array_equal(a, c) for a, c in zip(out["today"], out["blocks"])))
         times = {k: [] for k in fns}
         for _ in range(rounds):
             for k, fn in fns.items():
                 t0 = clock()
                 fn()
                 times[k].append(clock() - t0)
-    print(f"  same words as today: {same} (8-row blocks: {same_blocks}); candidates per row "
+    print(f"  same words as today: {same} (8-row blocks, scalar / vector: {same_blocks}); candidates per row "
           f"{found['candidates'] / x.shape[0]:.2f}, per 8 rows {8 * found['union'] / x.shape[0]:.1f}")
     for k, ts in times.items():
         ts = np.asarray(ts) * 1e3
-        print(f"  {k:<28}{np.median(ts):8.1f} ms [{ts.min():.1f}..{ts.max():.1f}]")
+        print(f"  {k:<34}{np.median(ts):8.1f} ms [{ts.min():.1f}..{ts.max():.1f}]")

@@ -11,6 +11,7 @@ import sys
 from fractions import Fraction
 from pathlib import Path
 
+import numba
 import numpy as np
 import pytest
 from skimage import data
@@ -69,21 +70,22 @@ def _real_case(words, duplicates):
     return x, np.ascontiguousarray(b)
 
 
-def _pruned(x, b, four, n, blocks=False):
+def _pruned(x, b, four, n, blocks=None):
     p32 = (x.astype(np.float32) @ b.astype(np.float32).T).astype(np.float32)
     sq = np.einsum("md,md->m", x, x)
     b_sq = np.einsum("vd,vd->v", b, b)
     values = 2.0 ** -np.arange(1, n + 1)
     indices, out = np.empty(x.shape[0] * n, np.int64), np.empty(x.shape[0] * n)
     delta = _pruning.bound(sq, b, x.shape[1])
-    if blocks:
-        _pruning.pruned_rank_blocks(x, p32, sq, b_sq, b, delta, four, n, values, indices, out)
+    if blocks is not None:  # "scalar" or "vector" chains
+        vector = blocks == "vector"
+        _pruning.pruned_rank_blocks(x, p32, sq, b_sq, b, delta, four, n, values, vector, indices, out)
     else:
         _pruning.pruned_rank(x, p32, sq, b_sq, b, delta, four, n, values, True, indices, out)
     return indices, out
 
 
-def _pruned_twin(x, b, four, n, blocks=False):
+def _pruned_twin(x, b, four, n, blocks=None):
     """The n nearest words by (distance, index) of the exact distances, columns sorted per row."""
     products = chain_products_twin(x, b, four, None)
     sq = np.einsum("md,md->m", x, x)
@@ -97,7 +99,7 @@ def _pruned_twin(x, b, four, n, blocks=False):
     return np.take_along_axis(nearest, order, 1).ravel(), values[order].ravel()
 
 
-@pytest.mark.parametrize("blocks", [False, True])
+@pytest.mark.parametrize("blocks", [None, "scalar", "vector"])
 @pytest.mark.parametrize("n", [1, 4])
 def test_pruned_rank_gives_the_nearest_words_of_the_exact_distances(n, blocks):
     x, b = _real_case(words=24, duplicates=3)
@@ -118,3 +120,25 @@ def test_the_bound_covers_the_float32_error_on_real_descriptors():
     err = np.abs(approx - exact).max(axis=1)
     assert np.all(err <= delta)
     assert np.all(delta < 1e-3)  # a bound that prunes: far below the distances' spread
+
+
+@numba.njit
+def _call_chains8x4(xt, b, words, out):
+    _pruning.chains8x4(xt, b, words[0], words[1], words[2], words[3], out)
+
+
+def _chains8x4(x, b, words):
+    out = np.empty(32)
+    _call_chains8x4(np.ascontiguousarray(x.T), b, words, out)
+    return out.reshape(4, 8)
+
+
+def _chains8x4_twin(x, b, words):
+    return chain_products_twin(x, b[words], np.zeros(8, np.bool_), None).T
+
+
+def test_vector_chains_match_the_exact_fma_twin_bit_for_bit():
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((8, 37)) * 10.0 ** rng.integers(-3, 4, (8, 1))
+    b = rng.standard_normal((6, 37))
+    assert_matches_twin(_chains8x4, _chains8x4_twin, [(x, b, np.array([5, 0, 0, 3]))], rtol=0, atol=0)
