@@ -30,7 +30,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from bowlrp.bow._encoding_kernels import rank_from_products, select_row
+from bowlrp.bow._encoding_kernels import _insert, rank_from_products, select_row, write_row_sorted
 from bowlrp.jit import jit_serial, limited_threads
 
 # unit roundoffs of float32 and float64
@@ -87,6 +87,15 @@ def _dot4(x, i, b, j0, j1, j2, j3):
         a2 = fma(xk, b[j2, k], a2)
         a3 = fma(xk, b[j3, k], a3)
     return a0, a1, a2, a3
+
+
+@jit_serial(inline="always")
+def _keep_if_nearer(kept, nearest, d, j):
+    """Insert (d, j) into the sorted ``kept``/``nearest`` (n smallest (distance, index) pairs so far)
+    if it comes before the n-th."""
+    n = kept.shape[0]
+    if d < kept[n - 1] or (d == kept[n - 1] and j < nearest[n - 1]):
+        _insert(kept, nearest, n - 1, d, j)
 
 
 @jit_serial
@@ -159,26 +168,8 @@ def pruned_rank(x, p32, sq_norms, proto_sq_norms, b, delta, four_rows, n, values
             kept[r] = np.inf
             nearest[r] = n_words
         for c in range(m):
-            d, j = dist[c], cand[c]
-            if d > kept[n - 1] or (d == kept[n - 1] and j > nearest[n - 1]):
-                continue
-            k = n - 1
-            while k > 0 and (kept[k - 1] > d or (kept[k - 1] == d and nearest[k - 1] > j)):
-                kept[k] = kept[k - 1]
-                nearest[k] = nearest[k - 1]
-                k -= 1
-            kept[k] = d
-            nearest[k] = j
-        start = i * n
-        for r in range(n):  # columns in increasing order, as rank_from_products writes them
-            col = nearest[r]
-            k = r
-            while k > 0 and indices[start + k - 1] > col:
-                indices[start + k] = indices[start + k - 1]
-                data[start + k] = data[start + k - 1]
-                k -= 1
-            indices[start + k] = col
-            data[start + k] = values[r]
+            _keep_if_nearer(kept, nearest, dist[c], cand[c])
+        write_row_sorted(nearest, values, 0, i * n, indices, data)
     return total
 
 
@@ -345,26 +336,8 @@ def pruned_rank_blocks(x, p32, sq_norms, proto_sq_norms, b, delta, four_rows, n,
                     continue
                 d = sq_norms[i] + proto_sq_norms[j]
                 d -= 2.0 * exact[l, j]
-                d = d if d >= 0.0 else 0.0
-                if d > kept[n - 1] or (d == kept[n - 1] and j > nearest[n - 1]):
-                    continue
-                k = n - 1
-                while k > 0 and (kept[k - 1] > d or (kept[k - 1] == d and nearest[k - 1] > j)):
-                    kept[k] = kept[k - 1]
-                    nearest[k] = nearest[k - 1]
-                    k -= 1
-                kept[k] = d
-                nearest[k] = j
-            start = i * n
-            for r in range(n):
-                col = nearest[r]
-                k = r
-                while k > 0 and indices[start + k - 1] > col:
-                    indices[start + k] = indices[start + k - 1]
-                    data[start + k] = data[start + k - 1]
-                    k -= 1
-                indices[start + k] = col
-                data[start + k] = values[r]
+                _keep_if_nearer(kept, nearest, d if d >= 0.0 else 0.0, j)
+            write_row_sorted(nearest, values, 0, i * n, indices, data)
         for u in range(m):
             in_union[union[u]] = False
     return total
