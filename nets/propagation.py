@@ -23,6 +23,9 @@ Two exact shortcuts keep the relevance pass close to the cost of a forward pass:
 
 from __future__ import annotations
 
+import functools
+import inspect
+
 import numpy as np
 
 from nets import _kernels
@@ -45,6 +48,11 @@ class _StackedDenominator:
 
     def array(self):
         return _with_bias(self.stacked[:, self.start : self.start + self.o], self.b)
+
+    def __array__(self, dtype=None, copy=None):
+        # a user reading ``forward_for_rule``'s extras gets the denominator as an array
+        a = self.array()
+        return a if dtype is None else a.astype(dtype, copy=False)
 
 
 def _dense(z):
@@ -261,7 +269,8 @@ def _with_bias(a, b):
 def forward_for_rule(layer, rule, x, nonneg=False):
     """``layer.forward(x)`` and the rule's extras: ``{group index: z}`` for the denominators of the
     fusable groups, computed in the same pass by stacking their modified weights with W (one
-    im2col, one GEMM), ``"unbiased"``: W x before the bias, when a term needs it, and
+    im2col, one GEMM; ``z`` is array-like, read in place by :func:`propagate_node`,
+    ``np.asarray(z)`` copies it out), ``"unbiased"``: W x before the bias, when a term needs it, and
     ``"nonneg"`` / ``"nonpos"``: the sign checks of x the rule made (not repeated backwards).
 
     When the stack holds W+ and W- (AlphaBeta on a non-negative input), W x is their sum
@@ -352,7 +361,7 @@ def _stacked_transposes(layer, pending, input_shape):
     for xin, items in by_input.values():
         if len(items) == 1:
             factor, s, Wm = items[0]
-            yield factor, layer.linear_transpose(s, Wm, input_shape, times=xin)
+            yield factor, _transpose_times(layer, s, Wm, input_shape, xin)
             continue
         s0 = items[0][1]
         width = sum(s.shape[1] for _, s, _ in items)
@@ -366,7 +375,27 @@ def _stacked_transposes(layer, pending, input_shape):
                 np.multiply(s, f, out=block)
             o += s.shape[1]
         W_all = np.concatenate([Wm for _, _, Wm in items], axis=0)
-        yield 1.0, layer.linear_transpose(s_all, W_all, input_shape, times=xin)
+        yield 1.0, _transpose_times(layer, s_all, W_all, input_shape, xin)
+
+
+@functools.cache
+def _takes_times(layer_type):
+    """Whether ``layer_type.linear_transpose`` takes ``times=`` (the library's layers do; a user's
+    layer written to the documented ``linear_transpose(s, W, input_shape)`` need not)."""
+    try:
+        params = inspect.signature(layer_type.linear_transpose).parameters
+    except (TypeError, ValueError):
+        return False
+    return "times" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+def _transpose_times(layer, s, W, input_shape, xin):
+    """``xin * layer.linear_transpose(s, W, input_shape)``, the product made inside the layer's
+    transposed map when it offers ``times=`` (the same numbers: one product per element)."""
+    if _takes_times(type(layer)):
+        return layer.linear_transpose(s, W, input_shape, times=xin)
+    back = layer.linear_transpose(s, W, input_shape)
+    return xin * back
 
 
 def _propagate_linear(layer, rule, x, y, R, precomputed=None, stab=None, with_bias=True):
