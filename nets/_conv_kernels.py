@@ -7,21 +7,16 @@ GEMMs read and their transposes. Each kernel has a slow numpy twin in ``tests/ne
 * ``unfold`` / ``fold`` / ``fold_same``: one (K, P) matrix per image, for the forward GEMM
   ``W2 (O, K) @ cols (K, P)`` and its transpose (the relevance pass), described below.
 
-Parallel kernels split over the batch (or batch x channel) only: every slice is written by one
-thread, so there are no races and the summation order inside a sample is fixed (deterministic
-results, identical between the parallel and the serial build).
+Their parallel builds split as ``nets/_kernels.py`` says (over images, or image x channel pairs:
+no races, a fixed order, the same numbers as the serial build).
 """
 
 from __future__ import annotations
 
 from bowlrp.jit import jit_both, jit_serial, prange
 
-#: compiled twice (``prange`` parallel and serial, same source; the tests check both), the build
-#: picked by the project's size rule (:func:`bowlrp.jit.use_parallel`)
-_parallel_or_serial = jit_both
 
-
-@_parallel_or_serial
+@jit_both
 def im2col(x, kh, kw, sh, sw, ph, pw, out):  # pragma: no cover - compiled
     n_img, n_ch, h, w = x.shape
     oh_n = (h + 2 * ph - kh) // sh + 1
@@ -83,7 +78,7 @@ def _fold_plane(nc, n_ch, plane, zero, of):  # pragma: no cover - compiled
     return nc // n_ch, nc % n_ch, o_plane
 
 
-@_parallel_or_serial
+@jit_both
 def unfold(x, kh, kw, sh, sw, ph, pw, oh0, out):  # pragma: no cover - compiled
     """Output rows ``oh0 .. oh0 + out.shape[2] // OW`` (a band of them, or all with ``oh0 = 0``).
     ``x`` and ``out`` are C-contiguous (addressed in their flat views)."""
@@ -148,7 +143,7 @@ def unfold(x, kh, kw, sh, sw, ph, pw, oh0, out):  # pragma: no cover - compiled
                         of[base + t] = 0.0
 
 
-@_parallel_or_serial
+@jit_both
 def fold(cols, kh, kw, sh, sw, ph, pw, oh0, zero, out):  # pragma: no cover - compiled
     """The transpose of ``unfold`` (same band arguments): overlapping contributions are added, to
     zeros (``zero``) or to what ``out`` holds (the next band of the same images). ``out`` is
@@ -181,7 +176,7 @@ def fold(cols, kh, kw, sh, sw, ph, pw, oh0, zero, out):  # pragma: no cover - co
                             of[ob + ow * sw] += col[base + ow]
 
 
-@_parallel_or_serial
+@jit_both
 def fold_same(cols, kh, kw, ph, pw, oh0, zero, times, out):  # pragma: no cover - compiled
     """``fold`` for stride 1 and "same" width (``2 pw = kw - 1``: an input row as long as an output
     row), with ``cols`` a C-contiguous scratch matrix that it overwrites: each tap's rows are one
