@@ -3,7 +3,6 @@
     .venv/bin/python benchmarks/bench_encoding.py            # 200 crops of 64 x 64, 7 rounds
     .venv/bin/python benchmarks/bench_encoding.py --quick    # 60 crops, 3 rounds
     .venv/bin/python benchmarks/bench_encoding.py --clock cpu  # timed in CPU time
-    .venv/bin/python benchmarks/bench_encoding.py --pruning    # the exact-pruning experiment instead
 
 What is measured, in one process (ratios, not seconds, are meaningful on a shared machine):
 
@@ -25,9 +24,9 @@ What is measured, in one process (ratios, not seconds, are meaningful on a share
 Target (issue 15): the encoding costs no more than our extraction, and ``transform`` with our SIFT is
 at least 5x faster than with OpenCV's.
 
-``--pruning`` runs an experiment instead (:mod:`_pruning`): whether the float64 BLAS products can be
-reproduced bit for bit outside BLAS, and whether float32 products as a filter, with exact float64
-distances for the shortlisted words only, make the rank encoding cheaper while giving the same words.
+The exact-pruning experiment of the fourth round (float32 products as a filter, exact float64
+products for the shortlisted words only: the same words, not faster) is kept in the history, not in
+the tree: ``git show 39b2f64:benchmarks/_pruning.py`` (benchmarks/README.md, "exact pruning").
 """
 
 from __future__ import annotations
@@ -167,17 +166,12 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall", help="wall time or CPU time")
-    parser.add_argument("--pruning", action="store_true", help="the exact-pruning experiment instead")
     args = parser.parse_args(argv)
     global CLOCK
     CLOCK = CLOCKS[args.clock]
     n, rounds = (60, 3) if args.quick else (200, 7)
     images = make_images(n, size=64, seed=1)
     y = np.arange(n) % 2
-    if args.pruning:
-        import _pruning
-
-        return _pruning.main(images, y, rounds, CLOCK)
     print(f"transform of {n} gray crops 64 x 64, one thread (OpenCV too); load average "
           f"{os.getloadavg()[0]:.1f} (2 cores shared with other jobs); clock: "
           f"{args.clock}")

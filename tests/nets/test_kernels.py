@@ -1,4 +1,5 @@
-"""Every numba kernel of nets/_kernels.py and nets/_conv_kernels.py against a slow, obviously correct numpy twin."""
+"""Every numba kernel of nets/_kernels.py and nets/_conv_kernels.py against a slow, obviously correct
+numpy twin."""
 
 from __future__ import annotations
 
@@ -223,7 +224,8 @@ def test_fold_same_matches_twin_by_bands_and_equals_fold():
                 r1 = min(oh, r0 + 2)
                 band = np.array(cols[:, :, r0 * ow : r1 * ow])
                 _conv_kernels.fold(band, *g, r0, r0 == 0, banded_fold)
-                _conv_kernels.fold_same(band, g[0], g[1], g[4], g[5], r0, r0 == 0, np.empty((0, 0, 0, 0)), banded)
+                no_times = np.empty((0, 0, 0, 0))
+                _conv_kernels.fold_same(band, g[0], g[1], g[4], g[5], r0, r0 == 0, no_times, banded)
             np.testing.assert_array_equal(banded, banded_fold)
             np.testing.assert_allclose(banded, fold_twin(cols, shape, g), rtol=1e-12, atol=1e-12)
             times = rng.normal(size=shape)  # multiplied into each plane once it is complete
