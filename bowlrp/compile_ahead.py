@@ -88,7 +88,7 @@ def _hold_compiler_for_fork():
 
 
 def specialisation(kernel, args):
-    """The dispatcher and signature numba's compile log names: ``("nets._kernels.fold", "(Array(float64,
+    """The dispatcher and signature numba's compile log names: ``("nets._conv_kernels.fold", "(Array(float64,
     3, 'C', False, aligned=True), int64, ...)")``.
 
     ``kernel`` is ``module.name`` of a :func:`jit_serial` / :func:`jit_parallel` kernel or of a
