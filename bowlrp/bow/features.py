@@ -36,7 +36,7 @@ from bowlrp.bow.sift_numba import (
 )
 from bowlrp.bow.sift_opencv import opencv_descriptors
 from bowlrp.jit import limited_threads, parallel_map, use_parallel
-from bowlrp.validation import check_image, check_images
+from bowlrp.validation import check_image, check_images, user_stacklevel
 
 __all__ = ["LocalFeatures", "DenseSIFT"]
 
@@ -238,7 +238,7 @@ class DenseSIFT(BaseEstimator):
         """
         sizes = self._validate_params()
         checked = check_image(image, min_side=4 * max(sizes))
-        _check_value_range([checked], [image], stacklevel=3)
+        _check_value_range([checked], [image])
         return self._extract_batch([checked], sizes)[0]
 
     def _extract_batch(self, images, sizes):
@@ -366,7 +366,7 @@ def _is_finite_nonnegative(value):
     return isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
 
 
-def _check_value_range(images, originals, stacklevel=4):
+def _check_value_range(images, originals):
     """Reject values whose squared gradients would overflow; warn on images clearly not in [0, 1].
 
     Float images are taken as given; values far outside [0, 1] usually mean a 0..255 float image,
@@ -374,7 +374,7 @@ def _check_value_range(images, originals, stacklevel=4):
     Images given as unsigned integers (``originals``: the inputs before checking) were scaled into
     [0, 1] and need no scan.
     """
-    _check_ranges(_value_ranges(images, originals), stacklevel + 1)
+    _check_ranges(_value_ranges(images, originals))
 
 
 def _value_ranges(images, originals):
@@ -384,7 +384,7 @@ def _value_ranges(images, originals):
             for im, original in zip(images, originals)]
 
 
-def _check_ranges(ranges, stacklevel):
+def _check_ranges(ranges):
     """The error for the first image out of the accepted range, else one warning for the first image
     clearly outside [0, 1] (``ranges``: :func:`_value_ranges` of the whole batch, in order)."""
     warned = False
@@ -402,7 +402,7 @@ def _check_ranges(ranges, stacklevel):
                 f"image {i} has values in [{low:.3g}, {high:.3g}]; DenseSIFT expects float images in "
                 "[0, 1] (uint8 images are scaled automatically): divide by 255",
                 UserWarning,
-                stacklevel=stacklevel,
+                stacklevel=user_stacklevel(),
             )
             warned = True
 

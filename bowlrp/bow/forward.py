@@ -70,16 +70,19 @@ def extract_and_encode(clf, images):
             features = extractor._extract_checked(checked, sizes, progress)
             return features, clf._encode(features), ranges
 
+        failed = None
         try:
             parts = parallel_map(forward, list(zip(cuts[:-1], cuts[1:])), PARALLEL_MIN_WORK)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError) as error:
+            failed = error
+        if failed is not None:
             # the parts check their images at once: the error of the first bad image, as one thread
-            # names it, comes from checking the batch in order (which raises it)
+            # names it, comes from checking the batch in order (which raises it; outside the
+            # handler, so the user sees one traceback, not the part's and then the same again)
             extractor._checked_images(batch, sizes)
-            raise
-    # values out of range: the error or the one warning of extract_many (stacklevel: the caller of
-    # extract_and_encode, as extract_many's warning names the caller of extract_features)
-    _check_ranges([r for part in parts for r in part[2]], stacklevel=4)
+            raise failed
+    # values out of range: the error or the one warning of extract_many (naming the user's line)
+    _check_ranges([r for part in parts for r in part[2]])
     return [f for part in parts for f in part[0]], [e for part in parts for e in part[1]]
 
 

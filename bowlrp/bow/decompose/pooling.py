@@ -125,6 +125,11 @@ def uncovered_shares(r3, covered, slices, counts):
     call (:func:`._kernels.uncovered_sums`, the numbers of numpy's masked row sums) instead of a Python
     loop over the images and channels.
     """
+    counts = np.asarray(counts)
+    if counts.size and counts.dtype.kind not in "iub":
+        raise TypeError(f"counts must be whole feature counts (an integer array), got {counts.dtype}")
+    if any(sl.step not in (None, 1) for sl in slices):
+        raise ValueError("channel slices must be contiguous (step 1)")
     extra = np.zeros((r3.shape[0], max(1, len(slices))))
     if r3.shape[0] and len(slices):
         ends = np.array([sl.indices(r3.shape[1])[:2] for sl in slices], np.int64)

@@ -1021,3 +1021,16 @@ def test_uncovered_shares_match_numpys_masked_sums_bit_for_bit():
         cases.append((r3, covered, slices, counts))
     cases.append((np.zeros((0, 5)), np.zeros((0, 5), bool), [slice(0, 5)], np.zeros((0, 1), np.int64)))
     assert_matches_twin(uncovered_shares, _uncovered_shares_twin, cases, rtol=0.0, atol=0.0)
+
+
+def test_uncovered_shares_reject_what_they_would_misread():
+    """Review of issue 15: the one-call kernel read a slice's step as 1 and cut counts to integers."""
+    from bowlrp.bow.decompose.pooling import uncovered_shares
+
+    r3, covered = np.ones((2, 10)), np.zeros((2, 10), bool)
+    with pytest.raises(ValueError, match="contiguous"):
+        uncovered_shares(r3, covered, [slice(0, 10, 2)], np.ones((2, 1), np.int64))
+    with pytest.raises(TypeError, match="whole feature counts"):
+        uncovered_shares(r3, covered, [slice(0, 10)], np.full((2, 1), 2.5))
+    np.testing.assert_array_equal(uncovered_shares(r3, covered, [slice(0, 10)], np.full((2, 1), 4)),
+                                  np.full((2, 1), 2.5))

@@ -136,3 +136,30 @@ def test_errors_and_warnings_name_the_image_of_the_batch(scenes):
             clf.transform(loud)
     messages = [str(w.message) for w in caught if "DenseSIFT expects" in str(w.message)]
     assert len(messages) == 1 and messages[0].startswith("image 11 ")
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_the_range_warning_names_the_users_line_and_a_bad_image_one_traceback(scenes, threads):
+    """Review of issue 15: the range warning named a library line, another one on two threads than
+    on one; a bad image on two threads showed the part's error, then the same error raised while
+    handling it. Now the warning names the user's call (this file) on any number of threads, from
+    every entry point, and the error is raised once."""
+    train, y, test = scenes
+    clf = BoWClassifier(step=4, vocabulary_size=16, random_state=0).fit(train, y)
+    loud = [im * 255.0 for im in list(test) * 2]
+    bad = list(test) * 2
+    bad[9] = bad[9].copy()
+    bad[9][3, 4] = np.nan
+    calls = [lambda: clf.transform(loud), lambda: clf.explain(loud[:8]),
+             lambda: clf.extractor_.extract(loud[0]), lambda: clf.extractor_.extract_many(loud)]
+    with forced_builds("parallel" if threads == 2 else "serial"), limited_threads(threads):
+        for call in calls:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                call()
+            ours = [w for w in caught if "DenseSIFT expects" in str(w.message)]
+            assert len(ours) == 1 and ours[0].filename == __file__, (ours[0].filename, ours[0].lineno)
+        with pytest.raises(ValueError, match="image 9 .*non-finite|non-finite.*image 9") as info:
+            clf.transform(bad)
+    assert info.value.__context__ is None and info.value.__cause__ is None
+
