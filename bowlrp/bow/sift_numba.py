@@ -45,6 +45,8 @@ def orientation_fields(planes, sigma):
     fields = []
     tmp = smoothed = None
     for plane in planes:
+        # the kernels load 8 neighbouring float64 values at once: C-contiguous float64 rows only
+        plane = np.ascontiguousarray(plane, dtype=np.float64)
         if taps.size > 1:
             if tmp is None:
                 tmp = np.empty(plane.shape, np.float64)
@@ -125,6 +127,7 @@ def streamed_descriptors(planes, n_images, bin_size, step, sigma, threshold, out
 
     The same numbers, bit for bit, as :func:`orientation_fields` + :func:`pooled_descriptors` per image.
     """
+    planes = np.ascontiguousarray(planes, dtype=np.float64)  # (8-value loads: unit-stride rows only)
     n_stack, height, width = planes.shape
     _, _, row_starts, row_index, col_starts, col_index, weights, offset = frame_layout(
         int(height), int(width), int(bin_size), int(step)

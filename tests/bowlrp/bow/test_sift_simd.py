@@ -242,3 +242,25 @@ def test_assemble_normalize_equals_the_scalar_order_bit_for_bit(kernel):
         assert np.array_equal(g, w)
     assert_matches_twin(fast, lambda p: twin_assemble_bits(p, row_index, col_index, 256.0, 0.005, 0.2),
                         [(pooled,)], rtol=0, atol=0)
+
+
+def test_strided_and_float32_planes_are_read_as_their_values():
+    """Review of issue 15: the 8-value loads assume unit-stride float64 rows; a Fortran-order, strided
+    or float32 plane given to the public helpers is read as its values (it read wrong memory, or
+    raised a numba typing error)."""
+    from bowlrp.bow.sift_numba import orientation_fields, streamed_descriptors
+
+    plane = np.ascontiguousarray(data.camera()[100:140, 200:280] / 255.0)
+    want = orientation_fields([plane], 1.0)[0]
+    for odd in (np.asfortranarray(plane), np.repeat(plane, 2, axis=1)[:, ::2], plane.astype(np.float32)):
+        got = orientation_fields([odd], 1.0)[0]
+        ref = orientation_fields([np.ascontiguousarray(odd, dtype=np.float64)], 1.0)[0]
+        for g, r in zip(got, ref):
+            assert np.array_equal(g, r)
+    for g, r in zip(orientation_fields([np.asfortranarray(plane)], 1.0)[0], want):
+        assert np.array_equal(g, r)
+    out_c, out_f = np.zeros((1, 200, 128)), np.zeros((1, 200, 128))
+    streamed_descriptors(plane[None], 1, 4, 8, 1.0, 0.0, out_c)
+    streamed_descriptors(np.repeat(plane[None], 2, axis=2)[:, :, ::2], 1, 4, 8, 1.0, 0.0, out_f)
+    assert np.array_equal(out_c, out_f) and out_c.any()
+
