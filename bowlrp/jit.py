@@ -409,8 +409,7 @@ def parallel_map(func, items, work):
     # a few contiguous chunks per thread, handed out in order: little dispatch overhead, and a slow
     # thread (descheduled on a busy machine) takes fewer chunks instead of holding up the others
     n_chunks = min(len(items), 4 * n_threads)
-    bounds = [len(items) * k // n_chunks for k in range(n_chunks + 1)]
-    chunks = [items[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+    chunks = [items[a:b] for a, b in contiguous_parts(len(items), n_chunks)]
     results = [None] * n_chunks
     next_chunk = itertools.count()
     # one BLAS thread while the batch threads run: nested pools would oversubscribe the cores
@@ -428,6 +427,12 @@ def parallel_map(func, items, work):
         for helper in helpers:
             helper.result()  # waits, and re-raises a helper's exception
     return [out for chunk in results for out in chunk]
+
+
+def contiguous_parts(n, count):
+    """``count`` contiguous ``(start, stop)`` ranges of ``range(n)``, sizes differing by at most one."""
+    bounds = [n * k // count for k in range(count + 1)]
+    return list(zip(bounds[:-1], bounds[1:]))
 
 
 def n_parts(n, work=None, min_rows=2):
@@ -474,9 +479,8 @@ def split_batch(func, *arrays, work=None, min_rows=2):
     count = n_parts(n, work, min_rows)
     if count < 2:
         return func(*arrays)
-    bounds = [n * k // count for k in range(count + 1)]
     parts = parallel_map(lambda ab: func(*(a[ab[0]:ab[1]] for a in arrays)),
-                         list(zip(bounds[:-1], bounds[1:])), PARALLEL_MIN_WORK if work is None else work)
+                         contiguous_parts(n, count), PARALLEL_MIN_WORK if work is None else work)
     if isinstance(parts[0], tuple):
         return tuple(np.concatenate(column) for column in zip(*parts))
     return np.concatenate(parts)

@@ -300,11 +300,14 @@ class DenseSIFT(BaseEstimator):
         """
         sizes = self._validate_params()
         checked = self._checked_images(images, sizes)
-        n_jobs = self.n_jobs if n_jobs is None else n_jobs
-        if n_jobs is not None and n_jobs < 0:
-            n_jobs = None  # all of numba's threads: the default
-        with limited_threads(n_jobs, user_api="openmp"):
+        with limited_threads(self._thread_count(n_jobs), user_api="openmp"):
             return self._extract_checked(checked, sizes, _Progress(len(checked), self.verbose))
+
+    def _thread_count(self, n_jobs=None):
+        """numba threads for an extraction: ``n_jobs``, else ``self.n_jobs``; None (all of numba's,
+        the default) for None or a negative count."""
+        n_jobs = self.n_jobs if n_jobs is None else n_jobs
+        return None if n_jobs is None or n_jobs < 0 else n_jobs
 
     def _checked_images(self, images, sizes):
         """The images as checked float64 arrays (:func:`~bowlrp.validation.check_images`, value range)."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from bowlrp.bow.features import _check_ranges, _Progress
-from bowlrp.jit import PARALLEL_MIN_WORK, limited_threads, n_parts, parallel_map
+from bowlrp.jit import PARALLEL_MIN_WORK, contiguous_parts, limited_threads, n_parts, parallel_map
 
 __all__ = ["extract_and_encode"]
 
@@ -49,9 +49,8 @@ def extract_and_encode(clf, images):
     """
     extractor = clf.extractor_
     sizes = extractor._validate_params()
-    n_jobs = clf.n_jobs if clf.n_jobs is None or clf.n_jobs >= 0 else None  # as DenseSIFT.extract_many
-    # numba's thread count as extract_many sets it: n_jobs threads take the parts
-    with limited_threads(n_jobs, user_api="openmp"):
+    # numba's thread count as extract_features -> extract_many sets it: those threads take the parts
+    with limited_threads(extractor._thread_count(clf.n_jobs), user_api="openmp"):
         batch = _plain_batch(images)
         count = 1
         if batch is not None:
@@ -62,7 +61,6 @@ def extract_and_encode(clf, images):
             features = extractor._extract_checked(checked, sizes, _Progress(len(checked), extractor.verbose))
             return features, clf._encode(features)
         count = min(PARTS_PER_THREAD * count, len(batch) // MIN_PART)
-        cuts = [len(batch) * k // count for k in range(count + 1)]
         progress = _Progress(len(batch), extractor.verbose)
 
         def forward(ab):
@@ -72,7 +70,7 @@ def extract_and_encode(clf, images):
 
         failed = None
         try:
-            parts = parallel_map(forward, list(zip(cuts[:-1], cuts[1:])), PARALLEL_MIN_WORK)
+            parts = parallel_map(forward, contiguous_parts(len(batch), count), PARALLEL_MIN_WORK)
         except (TypeError, ValueError) as error:
             failed = error
         if failed is not None:
