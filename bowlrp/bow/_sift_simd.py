@@ -204,7 +204,4 @@ def zeros_aligned(n):
 
 def empty_aligned_array(shape):
     """A new C-contiguous float64 array of ``shape`` starting on a 64-byte boundary (from Python)."""
-    n = int(np.prod(shape))
-    raw = np.empty(n + ALIGNMENT // 8)
-    skip = (-(raw.ctypes.data % ALIGNMENT) % ALIGNMENT) // 8
-    return raw[skip : skip + n].reshape(shape)
+    return empty_aligned.py_func(int(np.prod(shape))).reshape(shape)  # its Python body, uncompiled
