@@ -48,8 +48,22 @@ def _convolve_y_ring(ring, taps, y, height, rows, dst):
     flat = ring.reshape(n_ring * width)
     for t in range(n_taps):
         rows[t] = (min(max(y + t - r, 0), height - 1) % n_ring) * width
+    n_32 = width - width % 32
+    for x in range(0, n_32, 32):  # 32 pixels per pass over the taps, as in convolve_x
+        a0 = a1 = a2 = a3 = vzero8()
+        for t in range(n_taps):
+            w = vsplat8(taps[t])
+            row = rows[t] + x
+            a0 = vadd8(a0, vmul8(w, vload8(flat, row)))
+            a1 = vadd8(a1, vmul8(w, vload8(flat, row + 8)))
+            a2 = vadd8(a2, vmul8(w, vload8(flat, row + 16)))
+            a3 = vadd8(a3, vmul8(w, vload8(flat, row + 24)))
+        vstore8(dst, x, a0)
+        vstore8(dst, x + 8, a1)
+        vstore8(dst, x + 16, a2)
+        vstore8(dst, x + 24, a3)
     n_vec = width - width % 8
-    for x in range(0, n_vec, 8):
+    for x in range(n_32, n_vec, 8):
         acc = vzero8()
         for t in range(n_taps):
             acc = vadd8(acc, vmul8(vsplat8(taps[t]), vload8(flat, rows[t] + x)))
@@ -61,6 +75,39 @@ def _convolve_y_ring(ring, taps, y, height, rows, dst):
         dst[x] = acc
 
 
+@jit_serial(inline="always")
+def _pool_ring_rows(ring, weights, first, lo, hi, rows, dst):
+    """dst = sum_{t = lo}^{hi - 1} weights[t] * ring[(first + t) % len(ring)], taps in order from 0.0.
+
+    The column-pooled image rows of one pooled row's triangle, summed 8 values at a time in one
+    register (:mod:`bowlrp.bow._sift_simd`): the order in which ``pool_rows`` sums its taps, with
+    each pooled value loaded and stored once instead of once per tap. ``rows`` is scratch (>= hi).
+    """
+    n_ring, m = ring.shape
+    flat = ring.reshape(n_ring * m)
+    for t in range(lo, hi):
+        rows[t] = ((first + t) % n_ring) * m
+    m_32 = m - m % 32
+    for x in range(0, m_32, 32):  # four cells per pass over the taps, as in convolve_x
+        a0 = a1 = a2 = a3 = vzero8()
+        for t in range(lo, hi):
+            w = vsplat8(weights[t])
+            row = rows[t] + x
+            a0 = vadd8(a0, vmul8(w, vload8(flat, row)))
+            a1 = vadd8(a1, vmul8(w, vload8(flat, row + 8)))
+            a2 = vadd8(a2, vmul8(w, vload8(flat, row + 16)))
+            a3 = vadd8(a3, vmul8(w, vload8(flat, row + 24)))
+        vstore8(dst, x, a0)
+        vstore8(dst, x + 8, a1)
+        vstore8(dst, x + 16, a2)
+        vstore8(dst, x + 24, a3)
+    for x in range(m_32, m, 8):  # m = 8 n_cols
+        acc = vzero8()
+        for t in range(lo, hi):
+            acc = vadd8(acc, vmul8(vsplat8(weights[t]), vload8(flat, rows[t] + x)))
+        vstore8(dst, x, acc)
+
+
 @jit_serial(inline="always", error_model="numpy")
 def _stream_band(plane, taps, col_starts, row_starts, weights, offset, r0, r1, pooled):
     """Pooled rows ``r0 .. r1 - 1`` of one plane (see :func:`pooled_planes`)."""
@@ -68,10 +115,6 @@ def _stream_band(plane, taps, col_starts, row_starts, weights, offset, r0, r1, p
     n_w = weights.shape[0]
     n_cols = col_starts.shape[0]
     m = n_cols * N_ORIENTATIONS
-    for r in range(r0, r1):
-        d = pooled[r].reshape(m)
-        for k in range(m):
-            d[k] = 0.0
     y_lo = max(0, row_starts[r0] + offset)
     y_hi = min(height, row_starts[r1 - 1] + offset + n_w)
     if y_lo >= y_hi:
@@ -87,10 +130,13 @@ def _stream_band(plane, taps, col_starts, row_starts, weights, offset, r0, r1, p
     w1 = empty_aligned(width)
     gx, gy, work = orientation_scratch(width)
     lanes = column_lanes(width, n_w)
-    flat = empty_aligned(m)  # one image row pooled along x: (n_cols, 8) flat
+    # the last n_w image rows pooled along x, (n_cols, 8) flat each: a pooled row is summed from
+    # them once its triangle's last row is in
+    cring = empty_aligned(n_w * m).reshape((n_w, m))
+    ring_rows = np.empty(n_w, np.int64)
     next_x = max(0, y_lo - 1 - radius)  # next row to smooth along x
     next_s = max(0, y_lo - 1)  # next row to smooth along y
-    first_r = r0  # first pooled row whose triangle has not ended above the current row
+    r = r0  # next pooled row to complete
     for y in range(y_lo, y_hi):
         while next_s <= min(y + 1, height - 1):
             while next_x <= min(next_s + radius, height - 1):
@@ -102,17 +148,14 @@ def _stream_band(plane, taps, col_starts, row_starts, weights, offset, r0, r1, p
         y_up, y_down, fy = gradient_neighbours(y, height)
         orientation_row(sring[y % 3][:width], sring[y_up % 3][:width], sring[y_down % 3][:width], fy, gx, gy,
                         work, bin0, w0, w1)
-        pool_columns_row(bin0, w0, w1, col_starts, weights, offset, lanes, flat)
-        while first_r < r1 and row_starts[first_r] + offset + n_w <= y:
-            first_r += 1
-        for r in range(first_r, r1):
-            t = y - row_starts[r] - offset
-            if t < 0:
-                break  # row starts are sorted: the later triangles start below y too
-            w = weights[t]
-            d = pooled[r].reshape(m)
-            for k in range(m):
-                d[k] += w * flat[k]
+        pool_columns_row(bin0, w0, w1, col_starts, weights, offset, lanes, cring[y % n_w])
+        # pooled rows whose triangle ends at this row (or at the image's last row), in order: image
+        # rows first + lo .. first + hi - 1, as pool_rows clips them
+        while r < r1 and min(row_starts[r] + offset + n_w, height) - 1 == y:
+            first = row_starts[r] + offset
+            _pool_ring_rows(cring, weights, first, max(0, -first), min(n_w, height - first), ring_rows,
+                            pooled[r].reshape(m))
+            r += 1
 
 
 #: operations per pixel of :func:`pooled_planes` (the size rule's estimate)
