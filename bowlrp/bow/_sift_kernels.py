@@ -37,7 +37,6 @@ from bowlrp.bow._sift_simd import (
     vmin8,
     vmul8,
     vselect_lane8,
-    vplace_pair8,
     vsplat8,
     vstore8,
     vzero8,
@@ -340,7 +339,7 @@ def pool_columns_row(bin0, w0, w1, starts, weights, offset, lanes, out):
     n_taps = weights.shape[0]
     n_cols = starts.shape[0]
     for x in range(width):
-        vstore8(lanes, N_ORIENTATIONS * (x + n_taps), vplace_pair8(bin0[x], w0[x], w1[x]))
+        vstore8(lanes, N_ORIENTATIONS * (x + n_taps), vselect_lane8(bin0[x], w0[x], w1[x], 0.0))
     # four bins per pass: one broadcast of each tap weight for four independent chains of vector adds
     n_4 = n_cols - n_cols % 4
     for c in range(0, n_4, 4):

@@ -22,7 +22,7 @@ from numba.extending import intrinsic
 
 from bowlrp.jit import jit_serial
 
-__all__ = ["vzero8", "vload8", "vstore8", "vsplat8", "vadd8", "vmul8", "vmin8", "hsum8", "vselect_lane8", "vplace_pair8",
+__all__ = ["vzero8", "vload8", "vstore8", "vsplat8", "vadd8", "vmul8", "vmin8", "hsum8", "vselect_lane8",
            "empty_aligned", "zeros_aligned", "empty_aligned_array"]
 
 _DOUBLE = ir.DoubleType()
@@ -163,58 +163,6 @@ def vselect_lane8(typingctx, lane, x, y, z):
         return builder.select(builder.icmp_signed("==", lanes, first), splat[0], rest)
 
     return vec8(lane, x, y, z), codegen
-
-
-def _has_avx512(context):
-    """Whether the code is compiled for a CPU with AVX-512F (numba's target features; "" for
-    ``NUMBA_CPU_NAME=generic``)."""
-    features = getattr(context.codegen(), "_tm_features", "") or ""
-    return "+avx512f" in features.split(",")
-
-
-#: row ``b`` holds the lane indices ``(k - b) & 7``: a permutation that moves lane 0 to lane b
-_ROTATIONS = [[(k - b) & 7 for k in range(8)] for b in range(8)]
-
-
-@intrinsic
-def vplace_pair8(typingctx, lane, x, y):
-    """Lane ``lane`` (0..7) holds ``x``, lane ``(lane + 1) & 7`` holds ``y``, every other lane +0.0.
-
-    The same vector as ``vselect_lane8(lane, x, y, 0.0)``. With AVX-512, ``[x, y, 0, ..., 0]`` is
-    rotated by one permutation whose indices are a row of a constant table (``vpermpd``: 2 vector
-    instructions instead of 7 for the compares and masked broadcasts); elsewhere the selects.
-    """
-    if not isinstance(lane, types.Integer) or not all(isinstance(t, types.Float) for t in (x, y)):
-        return None
-
-    def codegen(context, builder, sig, args):
-        b = context.cast(builder, args[0], sig.args[0], types.int64)
-        xv, yv = (context.cast(builder, a, t, types.float64) for a, t in zip(args[1:], sig.args[1:]))
-        if not _has_avx512(context):
-            lanes = ir.Constant(_LANES, list(range(8)))
-            first = _broadcast(builder, b, _LANES)
-            nxt = builder.and_(builder.add(first, ir.Constant(_LANES, [1] * 8)), ir.Constant(_LANES, [7] * 8))
-            rest = builder.select(builder.icmp_signed("==", lanes, nxt), _splat(builder, yv),
-                                  ir.Constant(_VEC, [0.0] * 8))
-            return builder.select(builder.icmp_signed("==", lanes, first), _splat(builder, xv), rest)
-        module = builder.module
-        table_type = ir.ArrayType(_LANES, 8)
-        try:
-            table = module.get_global("bowlrp_sift_rotations")
-        except KeyError:
-            table = ir.GlobalVariable(module, table_type, name="bowlrp_sift_rotations")
-            table.linkage = "internal"
-            table.global_constant = True
-            table.align = 64
-            table.initializer = ir.Constant(table_type, [ir.Constant(_LANES, row) for row in _ROTATIONS])
-        index = builder.load(builder.gep(table, [ir.Constant(ir.IntType(32), 0), b]), align=64)
-        pair = builder.insert_element(ir.Constant(_VEC, [0.0] * 8), xv, ir.Constant(_I64, 0))
-        pair = builder.insert_element(pair, yv, ir.Constant(_I64, 1))
-        permute = cgutils.get_or_insert_function(module, ir.FunctionType(_VEC, [_VEC, _LANES]),
-                                                 "llvm.x86.avx512.permvar.df.512")
-        return builder.call(permute, [pair, index])
-
-    return vec8(lane, x, y), codegen
 
 
 @intrinsic
