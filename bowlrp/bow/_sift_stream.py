@@ -36,18 +36,19 @@ from bowlrp.jit import jit_both, jit_serial, prange
 
 @jit_serial(inline="always")
 def _convolve_y_ring(ring, taps, y, height, rows, dst):
-    """dst = sum_t taps[t] * xrow[clip(y + t - r)], x-smoothed row k stored at ``ring[k % len(ring)]``.
+    """dst = sum_t taps[t] * xrow[clip(y + t - r)], x-smoothed row k stored at ``ring[k % len(ring), :len(dst)]``.
 
     ``rows`` is scratch for the ring rows of the taps. The sum of 8 pixels stays in one 8-lane
     register over the taps (:mod:`bowlrp.bow._sift_simd`), taps in order from 0.0: the order of the
     former pass per tap (``dst[x] += w * src[x]``), without reloading and storing ``dst`` per tap.
     """
-    n_ring, width = ring.shape
+    n_ring, stride = ring.shape  # rows of ``stride`` >= width values, the first width used
+    width = dst.shape[0]
     n_taps = taps.shape[0]
     r = (n_taps - 1) // 2
-    flat = ring.reshape(n_ring * width)
+    flat = ring.reshape(n_ring * stride)
     for t in range(n_taps):
-        rows[t] = (min(max(y + t - r, 0), height - 1) % n_ring) * width
+        rows[t] = (min(max(y + t - r, 0), height - 1) % n_ring) * stride
     n_32 = width - width % 32
     for x in range(0, n_32, 32):  # 32 pixels per pass over the taps, as in convolve_x
         a0 = a1 = a2 = a3 = vzero8()
@@ -121,9 +122,11 @@ def _stream_band(plane, taps, col_starts, row_starts, weights, offset, r0, r1, p
         return
     radius = (taps.shape[0] - 1) // 2
     n_ring = 2 * radius + 1
-    xring = np.empty((n_ring, width))
     padded = width + (-width) % 8
-    sring = empty_aligned(3 * padded).reshape((3, padded))  # rows on cache lines, used [:width]
+    # rows on cache lines, used [:width]: the y-smoothing's 8-value loads of the x-smoothed rows then
+    # never straddle two lines (on np.empty's 16-32 byte alignment half of them did)
+    xring = empty_aligned(n_ring * padded).reshape((n_ring, padded))
+    sring = empty_aligned(3 * padded).reshape((3, padded))
     tap_rows = np.empty(taps.shape[0], np.int64)
     bin0 = np.empty(width, np.int64)
     w0 = empty_aligned(width)
@@ -140,7 +143,7 @@ def _stream_band(plane, taps, col_starts, row_starts, weights, offset, r0, r1, p
     for y in range(y_lo, y_hi):
         while next_s <= min(y + 1, height - 1):
             while next_x <= min(next_s + radius, height - 1):
-                convolve_x(plane[next_x], taps, xring[next_x % n_ring])
+                convolve_x(plane[next_x], taps, xring[next_x % n_ring][:width])
                 next_x += 1
             _convolve_y_ring(xring, taps, next_s, height, tap_rows, sring[next_s % 3][:width])
             next_s += 1

@@ -16,7 +16,7 @@ from skimage import data
 
 from bowlrp.bow import _sift_kernels as K
 from bowlrp.bow import _sift_simd as V
-from bowlrp.bow.sift_grid import frame_layout
+from bowlrp.bow.sift_grid import frame_layout, gaussian_taps
 from tests.kernel_twins import assert_matches_twin
 
 
@@ -151,6 +151,37 @@ def test_orientation_field_equals_the_scalar_formula_bit_for_bit(kernel, shape):
     kernel(image, *fast)
     for got, want in zip(fast, twin_orientation_bits(image)):
         assert np.array_equal(got, want)
+
+
+def twin_smooth_bits(image, taps):
+    """smooth_separable by the scalar formula: each pass sums its taps in order from 0.0 (edge rows
+    and columns replicated)."""
+    r = (taps.size - 1) // 2
+    height, width = image.shape
+    padded = np.pad(image, ((0, 0), (r, r)), mode="edge")
+    rows = np.zeros_like(image)
+    for t in range(taps.size):
+        rows = rows + taps[t] * padded[:, t : t + width]
+    padded = np.pad(rows, ((r, r), (0, 0)), mode="edge")
+    out = np.zeros_like(image)
+    for t in range(taps.size):
+        out = out + taps[t] * padded[t : t + height]
+    return out
+
+
+@pytest.mark.parametrize("kernel", [K.smooth_separable.parallel, K.smooth_separable.serial])
+def test_smoothing_equals_the_scalar_sums_bit_for_bit(kernel):
+    """Widths around every boundary of the row pass: narrower than the filter (all border), exactly
+    two radii, one 8-pixel block, 32-pixel blocks with and without 8-pixel and scalar remainders."""
+    taps_by_size = {5: gaussian_taps(0.44), 11: gaussian_taps(1.25)}
+    for n_taps, taps in taps_by_size.items():
+        assert taps.size == n_taps
+        r = n_taps // 2
+        for width in (1, 3, r, 2 * r, 2 * r + 1, 2 * r + 8, 2 * r + 31, 2 * r + 32, 2 * r + 45, 2 * r + 77):
+            image = data.camera()[200:213, 100 : 100 + width] / 255.0
+            out = np.full(image.shape, np.nan)
+            kernel(image, taps, np.empty_like(image), out)
+            assert np.array_equal(out, twin_smooth_bits(image, taps)), (n_taps, width)
 
 
 def twin_pool_columns_bits(bin0, w0, w1, starts, weights, offset):
