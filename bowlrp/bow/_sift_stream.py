@@ -4,13 +4,15 @@ The stage kernels (smoothing, orientation field, column pooling, row pooling) ea
 intermediate that the next one reads back: 4-5 MB per 256 x 256 plane, more than the L2 cache, and
 one numba call per stage. Here the image is streamed row by row: a row is smoothed along x into a
 ring of ``2 r + 1`` rows, along y into a ring of 3 rows, turned into an orientation row, pooled along
-x into one ``(C, 8)`` row and added straight into the pooled rows whose triangle covers it. Only the
-image and the pooled array ``(R, C, 8)`` touch memory. Every value is computed by the same inline
-helpers in the same order as the stage kernels, so the descriptors are bit-identical to theirs:
+x into one ``(C, 8)`` row of a ring of as many rows as a triangle has taps, and each pooled row is
+summed from that ring once its triangle's last image row is in. Only the image and the pooled array
+``(R, C, 8)`` touch memory. Every value is computed by the same inline helpers in the same order as
+the stage kernels, so the descriptors are bit-identical to theirs:
 
 * the y-smoothing of a row sums its taps in order, from 0.0, exactly as ``smooth_separable``;
-* a pooled row starts at 0.0 and receives its image rows in increasing order, the order in which
-  ``pool_rows`` sums its taps.
+* a pooled row is a sum from 0.0 of its image rows in increasing order, the order in which
+  ``pool_rows`` sums its taps (each pooled value now stays in a register over the taps; adding
+  every image row into the pooled rows it falls in loaded and stored them once per tap).
 
 The parallel build splits the pooled rows into bands; a band recomputes the few image rows it
 shares with its neighbour (the same numbers), so no two threads write the same cell.
@@ -36,7 +38,7 @@ from bowlrp.jit import jit_both, jit_serial, prange
 
 @jit_serial(inline="always")
 def _convolve_y_ring(ring, taps, y, height, rows, dst):
-    """dst = sum_t taps[t] * xrow[clip(y + t - r)], x-smoothed row k stored at ``ring[k % len(ring), :len(dst)]``.
+    """dst = sum_t taps[t] * xrow[clip(y + t - r)], x-smoothed row k at ``ring[k % len(ring), :len(dst)]``.
 
     ``rows`` is scratch for the ring rows of the taps. The sum of 8 pixels stays in one 8-lane
     register over the taps (:mod:`bowlrp.bow._sift_simd`), taps in order from 0.0: the order of the
