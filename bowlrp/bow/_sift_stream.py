@@ -37,61 +37,16 @@ from bowlrp.jit import jit_both, jit_serial, prange
 
 
 @jit_serial(inline="always")
-def _convolve_y_ring(ring, taps, y, height, rows, dst):
-    """dst = sum_t taps[t] * xrow[clip(y + t - r)], x-smoothed row k at ``ring[k % len(ring), :len(dst)]``.
+def _weighted_rows(flat, rows, weights, lo, hi, dst):
+    """dst[x] = sum_{t = lo}^{hi - 1} weights[t] * flat[rows[t] + x], taps in order from 0.0.
 
-    ``rows`` is scratch for the ring rows of the taps. The sum of 8 pixels stays in one 8-lane
-    register over the taps (:mod:`bowlrp.bow._sift_simd`), taps in order from 0.0: the order of the
-    former pass per tap (``dst[x] += w * src[x]``), without reloading and storing ``dst`` per tap.
+    32 values per pass over the taps in four 8-lane registers (:mod:`bowlrp.bow._sift_simd`; one
+    broadcast per tap for four sums), then 8 at a time, then one at a time: the order of the former
+    pass per tap (``dst[x] += w * src[x]``) without loading and storing ``dst`` per tap.
     """
-    n_ring, stride = ring.shape  # rows of ``stride`` >= width values, the first width used
     width = dst.shape[0]
-    n_taps = taps.shape[0]
-    r = (n_taps - 1) // 2
-    flat = ring.reshape(n_ring * stride)
-    for t in range(n_taps):
-        rows[t] = (min(max(y + t - r, 0), height - 1) % n_ring) * stride
     n_32 = width - width % 32
-    for x in range(0, n_32, 32):  # 32 pixels per pass over the taps, as in convolve_x
-        a0 = a1 = a2 = a3 = vzero8()
-        for t in range(n_taps):
-            w = vsplat8(taps[t])
-            row = rows[t] + x
-            a0 = vadd8(a0, vmul8(w, vload8(flat, row)))
-            a1 = vadd8(a1, vmul8(w, vload8(flat, row + 8)))
-            a2 = vadd8(a2, vmul8(w, vload8(flat, row + 16)))
-            a3 = vadd8(a3, vmul8(w, vload8(flat, row + 24)))
-        vstore8(dst, x, a0)
-        vstore8(dst, x + 8, a1)
-        vstore8(dst, x + 16, a2)
-        vstore8(dst, x + 24, a3)
-    n_vec = width - width % 8
-    for x in range(n_32, n_vec, 8):
-        acc = vzero8()
-        for t in range(n_taps):
-            acc = vadd8(acc, vmul8(vsplat8(taps[t]), vload8(flat, rows[t] + x)))
-        vstore8(dst, x, acc)
-    for x in range(n_vec, width):
-        acc = 0.0
-        for t in range(n_taps):
-            acc += taps[t] * flat[rows[t] + x]
-        dst[x] = acc
-
-
-@jit_serial(inline="always")
-def _pool_ring_rows(ring, weights, first, lo, hi, rows, dst):
-    """dst = sum_{t = lo}^{hi - 1} weights[t] * ring[(first + t) % len(ring)], taps in order from 0.0.
-
-    The column-pooled image rows of one pooled row's triangle, summed 8 values at a time in one
-    register (:mod:`bowlrp.bow._sift_simd`): the order in which ``pool_rows`` sums its taps, with
-    each pooled value loaded and stored once instead of once per tap. ``rows`` is scratch (>= hi).
-    """
-    n_ring, m = ring.shape
-    flat = ring.reshape(n_ring * m)
-    for t in range(lo, hi):
-        rows[t] = ((first + t) % n_ring) * m
-    m_32 = m - m % 32
-    for x in range(0, m_32, 32):  # four cells per pass over the taps, as in convolve_x
+    for x in range(0, n_32, 32):
         a0 = a1 = a2 = a3 = vzero8()
         for t in range(lo, hi):
             w = vsplat8(weights[t])
@@ -104,11 +59,45 @@ def _pool_ring_rows(ring, weights, first, lo, hi, rows, dst):
         vstore8(dst, x + 8, a1)
         vstore8(dst, x + 16, a2)
         vstore8(dst, x + 24, a3)
-    for x in range(m_32, m, 8):  # m = 8 n_cols
+    n_vec = width - width % 8
+    for x in range(n_32, n_vec, 8):
         acc = vzero8()
         for t in range(lo, hi):
             acc = vadd8(acc, vmul8(vsplat8(weights[t]), vload8(flat, rows[t] + x)))
         vstore8(dst, x, acc)
+    for x in range(n_vec, width):
+        acc = 0.0
+        for t in range(lo, hi):
+            acc += weights[t] * flat[rows[t] + x]
+        dst[x] = acc
+
+
+@jit_serial(inline="always")
+def _convolve_y_ring(ring, taps, y, height, rows, dst):
+    """dst = sum_t taps[t] * xrow[clip(y + t - r)], x-smoothed row k at ``ring[k % len(ring), :len(dst)]``.
+
+    ``rows`` is scratch for the ring rows of the taps (:func:`_weighted_rows` sums them).
+    """
+    n_ring, stride = ring.shape  # rows of ``stride`` >= width values, the first width used
+    n_taps = taps.shape[0]
+    r = (n_taps - 1) // 2
+    for t in range(n_taps):
+        rows[t] = (min(max(y + t - r, 0), height - 1) % n_ring) * stride
+    _weighted_rows(ring.reshape(n_ring * stride), rows, taps, 0, n_taps, dst)
+
+
+@jit_serial(inline="always")
+def _pool_ring_rows(ring, weights, first, lo, hi, rows, dst):
+    """dst = sum_{t = lo}^{hi - 1} weights[t] * ring[(first + t) % len(ring)], taps in order from 0.0.
+
+    The column-pooled image rows of one pooled row's triangle (:func:`_weighted_rows`): the order in
+    which ``pool_rows`` sums its taps, with each pooled value loaded and stored once instead of once
+    per tap. ``rows`` is scratch (>= hi).
+    """
+    n_ring, m = ring.shape
+    for t in range(lo, hi):
+        rows[t] = ((first + t) % n_ring) * m
+    _weighted_rows(ring.reshape(n_ring * m), rows, weights, lo, hi, dst)
 
 
 @jit_serial(inline="always", error_model="numpy")
