@@ -29,8 +29,19 @@ from bowlrp.bow._kernels import EXP_CHI2, RBF, sparse_cross, transposed
 from bowlrp.jit import jit_serial
 from bowlrp.roots import accept_point, new_state, propose_point, start_segment
 
-#: segments searched at a time (the slots of :func:`segment_roots`: their points evaluated as one block)
+#: segments searched at a time at least (the slots of :func:`segment_roots`: their points evaluated as
+#: one block), and the block size of :func:`point_values`
 SEGMENTS = 64
+#: more slots while a block of points stays this small (bytes): with few words, every segment of a batch
+#: in a slot of its own, so the rounds evaluate as many points as there are segments left
+_BLOCK_BYTES = 1 << 18
+
+
+@jit_serial(error_model="numpy")
+def _slots(n_seg, n_dims):
+    """Slots of :func:`segment_roots`: :data:`SEGMENTS`, or more up to a block of :data:`_BLOCK_BYTES`,
+    never more than the segments."""
+    return max(1, min(n_seg, max(SEGMENTS, _BLOCK_BYTES // (8 * max(1, n_dims)))))
 
 
 @jit_serial(error_model="numpy")
@@ -388,23 +399,24 @@ def segment_roots(X, C, rows, picks, g0, g1, SV, sv_idx, sv_start, sv_sums, coef
     """
     n_seg, n_dims = rows.shape[0], X.shape[1]
     SVT = transposed(SV)
-    ZT = np.empty((n_dims, SEGMENTS))
-    vals = np.empty(SEGMENTS)
-    which = np.empty(SEGMENTS, np.int64)  # the slot of each point of a round
-    segs = np.empty(SEGMENTS, np.int64)  # and its segment
-    points = np.empty(SEGMENTS)
-    bisects = np.empty(SEGMENTS, np.bool_)
-    state = new_state(SEGMENTS)  # the search of the slots' segments (bowlrp.roots.SearchState)
+    slots = _slots(n_seg, n_dims)
+    ZT = np.empty((n_dims, slots))
+    vals = np.empty(slots)
+    which = np.empty(slots, np.int64)  # the slot of each point of a round
+    segs = np.empty(slots, np.int64)  # and its segment
+    points = np.empty(slots)
+    bisects = np.empty(slots, np.bool_)
+    state = new_state(slots)  # the search of the slots' segments (bowlrp.roots.SearchState)
     best_a, best_g = state.best_a, state.best_g
-    seg_of = np.full(SEGMENTS, -1, np.int64)  # the segment of each slot (-1: none)
-    active = np.zeros(SEGMENTS, np.bool_)
-    evals = np.zeros(SEGMENTS, np.int64)
-    known = np.empty(SEGMENTS, np.bool_)  # best_g of a slot is f at best_a evaluated here
+    seg_of = np.full(slots, -1, np.int64)  # the segment of each slot (-1: none)
+    active = np.zeros(slots, np.bool_)
+    evals = np.zeros(slots, np.int64)
+    known = np.empty(slots, np.bool_)  # best_g of a slot is f at best_a evaluated here
     pending = np.empty(n_seg, np.int64)  # segments whose f at the root is evaluated at the end
     n_pending, next_seg = 0, 0
     while True:
         n = 0
-        for slot in range(SEGMENTS):
+        for slot in range(slots):
             while not active[slot]:
                 s = seg_of[slot]
                 if s >= 0:  # done: its root; f there is its value from the search (the same point,
@@ -445,8 +457,8 @@ def segment_roots(X, C, rows, picks, g0, g1, SV, sv_idx, sv_start, sv_sums, coef
                 active[slot] = False
             if best_a[slot] == points[j] and best_g[slot] == vals[j]:
                 known[slot] = True
-    for p0 in range(0, n_pending, SEGMENTS):
-        n = min(n_pending, p0 + SEGMENTS) - p0
+    for p0 in range(0, n_pending, slots):
+        n = min(n_pending, p0 + slots) - p0
         for j in range(n):
             for d in range(n_dims):
                 ZT[d, j] = roots[pending[p0 + j], d]

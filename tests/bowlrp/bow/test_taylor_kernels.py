@@ -77,3 +77,73 @@ def test_rbf_point_sums_match_a_term_by_term_twin_bit_for_bit(n_sv, dims):
     SVT = np.ascontiguousarray(SV.T)
     cases = [(ZT, k, SVT, lo, hi) for k in (0, 4) for lo, hi in ((0, dims), (1, dims), (2, dims - 1))]
     assert_matches_twin(_point_cross, _point_cross_twin, cases, rtol=0.0, atol=0.0)
+
+
+def _sparse_cross(S, idx, starts, ZT, n, kind, out):
+    from bowlrp.bow._kernels import sparse_cross
+
+    for i in range(S.shape[0]):
+        sparse_cross(S, i, idx, starts[i], starts[i + 1], ZT, n, kind, out[i])
+    return out
+
+
+def _sparse_cross_twin(S, idx, starts, ZT, n, kind, out):
+    from bowlrp.bow._kernels import EXP_CHI2
+
+    for i in range(S.shape[0]):
+        for d in idx[starts[i]:starts[i + 1]]:  # the vector's non-zero dimensions, one term at a time
+            s, z = S[i, d], ZT[d, :n]
+            out[i, :n] += s * z / (s + z) if kind == EXP_CHI2 else s * z
+    return out
+
+
+@pytest.mark.parametrize("kind", ["exp_chi2", "linear"])
+@pytest.mark.parametrize("dims", [3, 64, 1027])
+def test_sparse_cross_matches_a_term_by_term_twin_bit_for_bit(kind, dims):
+    # four non-zero dimensions per pass and the rest one by one (vectors with 0 to 3 of them left over,
+    # and one with no non-zero dimension), the sums added in increasing order of dimension
+    from bowlrp.bow._kernels import EXP_CHI2, LINEAR
+
+    rng = np.random.default_rng(dims)
+    S, ZT = _problem(rng, 9, dims)
+    S[0] = 0.0
+    S[1, :] = 0.0
+    S[1, :min(dims, 5)] = 0.3
+    idx = np.concatenate([np.flatnonzero(row) for row in S]).astype(np.int64)
+    starts = np.concatenate([[0], np.cumsum((S != 0).sum(axis=1))]).astype(np.int64)
+    code = EXP_CHI2 if kind == "exp_chi2" else LINEAR
+    cases = [(S, idx, starts, ZT, n, code, start) for n in (1, 8, 64)
+             for start in (np.zeros((9, 64)), rng.random((9, 64)))]
+    assert_matches_twin(_sparse_cross, _sparse_cross_twin, cases, rtol=0.0, atol=0.0)
+
+
+def test_slots_grow_to_a_block_of_a_quarter_mib_and_never_pass_the_segments():
+    from bowlrp.bow.decompose import _taylor_kernels as tk
+
+    for n_seg, n_dims in ((0, 64), (5, 64), (96, 64), (2000, 64), (96, 1024), (2000, 1024), (2000, 300),
+                          (10, 0)):
+        want = max(1, min(n_seg, max(tk.SEGMENTS, tk._BLOCK_BYTES // (8 * max(1, n_dims)))))
+        assert tk._slots(n_seg, n_dims) == want
+    assert tk._slots(2000, 64) == 512 and tk._slots(2000, 1024) == tk.SEGMENTS == 64
+
+
+@pytest.mark.parametrize("kernel", ["exp_chi2", "rbf"])
+@pytest.mark.parametrize("dims, n_rows", [((2048,), 12), ((40, 24), 60)])
+def test_root_kernel_refills_its_slots_bit_for_bit(kernel, dims, n_rows):
+    # more segments than slots (64 slots of 2,048 dimensions; 512 of 64 dimensions): slots refilled as
+    # their segments finish give every segment the roots and values of the Python search
+    from bowlrp.bow.decompose import _taylor_kernels as tk
+    from tests.bowlrp.bow.test_decompose import _kernel_search, _python_search, centred, make_problem
+
+    rng = np.random.default_rng(sum(dims))
+    problem = make_problem(kernel, rng, n_sv=7, dims=dims, gamma=2.0 / sum(dims))
+    V = sum(dims)
+    X, C = rng.random((n_rows, V)), rng.random((40, V))
+    X[rng.random(X.shape) < 0.5] = 0.0
+    C[rng.random(C.shape) < 0.5] = 0.0
+    f = centred(problem, C)[0]
+    fX, fC = f.decision(X), f.decision(C)
+    rows, picks = np.nonzero(fX[:, None] * fC[None, :] < 0)
+    assert rows.size > tk._slots(10**6, V)
+    case = (f, X, C, rows, picks, fC[picks], fX[rows], 1e-10, 200)
+    assert_matches_twin(_kernel_search, _python_search, [case], rtol=0.0, atol=0.0)
