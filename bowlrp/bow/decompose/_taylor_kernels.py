@@ -390,6 +390,18 @@ def point_values(Z, SV, sv_idx, sv_start, sv_sums, coef, intercept, bounds, weig
 
 
 @jit_serial(error_model="numpy")
+def _padded(n, slots):
+    """Points a round of :func:`segment_roots` evaluates for its n: from 5 on, up to a multiple of 8 (at
+    most ``slots``). A point's value does not depend on the other columns, and the loops over the points
+    run 8 at a time and the rest one by one: 8 points cost less than 7 (1,024 words: 23 against 26 us),
+    16 less than 12 (26 against 40 us); the extra columns hold earlier rounds' points, their values unused.
+    """
+    if n < 5:
+        return n
+    return min(slots, (n + 7) // 8 * 8)
+
+
+@jit_serial(error_model="numpy")
 def segment_roots(X, C, rows, picks, g0, g1, SV, sv_idx, sv_start, sv_sums, coef, intercept, bounds, weights,
                   kind, gamma, tol, max_iter, roots, froots, failed):
     """The root of f on every segment: ``roots[s]`` (V,), ``froots[s]`` = f(roots[s]).
@@ -405,7 +417,7 @@ def segment_roots(X, C, rows, picks, g0, g1, SV, sv_idx, sv_start, sv_sums, coef
     n_seg, n_dims = rows.shape[0], X.shape[1]
     SVT = transposed(SV)
     slots = _slots(n_seg, n_dims)
-    ZT = np.empty((n_dims, slots))
+    ZT = np.zeros((n_dims, slots))  # (columns past a round's points: finite points of earlier rounds)
     vals = np.empty(slots)
     which = np.empty(slots, np.int64)  # the slot of each point of a round
     segs = np.empty(slots, np.int64)  # and its segment
@@ -448,7 +460,8 @@ def segment_roots(X, C, rows, picks, g0, g1, SV, sv_idx, sv_start, sv_sums, coef
         if n == 0:
             break
         segment_points(X, C, rows, picks, 0, segs, points, n, ZT)
-        block_values(ZT, n, SV, SVT, sv_idx, sv_start, sv_sums, coef, intercept, bounds, weights, kind, gamma,
+        m = _padded(n, slots)
+        block_values(ZT, m, SV, SVT, sv_idx, sv_start, sv_sums, coef, intercept, bounds, weights, kind, gamma,
                      vals)
         for j in range(n):
             slot = which[j]

@@ -127,6 +127,18 @@ def test_slots_grow_to_a_block_of_a_quarter_mib_and_never_pass_the_segments():
     assert tk._slots(2000, 64) == 512 and tk._slots(2000, 1024) == tk.SEGMENTS == 64
 
 
+def test_rounds_of_five_points_or_more_are_padded_to_a_multiple_of_eight_within_the_slots():
+    from bowlrp.bow.decompose import _taylor_kernels as tk
+
+    for n in range(1, 70):
+        for slots in (n, 13, 64, 96):
+            if n > slots:
+                continue
+            want = n if n < 5 else min(slots, -(-n // 8) * 8)
+            assert tk._padded(n, slots) == want
+            assert n <= tk._padded(n, slots) <= slots
+
+
 @pytest.mark.parametrize("kernel", ["exp_chi2", "rbf"])
 @pytest.mark.parametrize("dims, n_rows", [((2048,), 12), ((40, 24), 60)])
 def test_root_kernel_refills_its_slots_bit_for_bit(kernel, dims, n_rows):
