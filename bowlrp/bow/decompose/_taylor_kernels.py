@@ -12,11 +12,14 @@ f is evaluated exactly as ``KernelExpansion.values`` does through the Gram kerne
 (:func:`bowlrp.bow._kernels._gram` on K(SV, Z)): per support vector i and channel u the sum over the
 dimensions in increasing order (over the vector's non-zero dimensions only, except for RBF), the
 channel terms added to 0.0 in channel order, then sum_i K_i a_i in numpy's pairwise order
-(:func:`pairwise_sum`) plus the intercept. Up to :data:`SEGMENTS` segments are searched at a time,
-in slots refilled as their segments finish, and the points of a round are evaluated together (the
-inner loops run over the points and vectorise, as the Gram kernel's run over its columns; fewer than
-:data:`_FEW` points are evaluated one by one, vectorised over the support vectors): a segment's
-numbers never depend on when or beside which others it is searched.
+(:func:`pairwise_sum`) plus the intercept. The segments are searched in slots (:func:`_slots`: at
+least :data:`SEGMENTS`, more while a block of points stays within :data:`_BLOCK_BYTES`) refilled as
+their segments finish, and the points of a round are evaluated together (the inner loops run over the
+points and vectorise, as the Gram kernel's run over its columns, four dimensions per pass so that each
+sum is loaded and stored once per four terms, added in the same order; a round of 5 points or more is
+padded to a multiple of 8 (:func:`_padded`); fewer than :data:`_FEW` points are evaluated one by one,
+vectorised over the support vectors): a segment's numbers never depend on when or beside which others
+it is searched.
 """
 
 from __future__ import annotations
