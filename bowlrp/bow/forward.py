@@ -8,7 +8,9 @@ other thread at the same moment. Here the batch is cut into contiguous parts, a 
 (:func:`bowlrp.jit.parallel_map`); a thread checks, extracts and encodes each of its parts with serial
 kernels and one BLAS thread, so one barrier is left and one thread's Python runs while the other's
 kernels do. Every image's features and encoding depend on that image only, so the numbers are those of
-the two stages, bit for bit, whatever the cut.
+the two stages, bit for bit, whatever the cut. ``explain`` goes one step further (``then``): the thread
+that took a part from pixels to BoW vectors goes on to its heatmaps, so the whole explanation meets
+one barrier (:mod:`bowlrp.bow.decompose.explain`).
 """
 
 from __future__ import annotations
