@@ -96,6 +96,7 @@ def test_one_pass_equals_the_stages_on_one_and_two_threads(scenes, kernel, targe
     calls = _spy_parts(monkeypatch)
     with forced_builds("parallel"), limited_threads(2):
         two = clf.explain(test, target=target)
+        fused = list(calls)
         staged_two = _staged(clf).explain(test, target=target)
     with limited_threads(1):
         one = clf.explain(test, target=target)
@@ -103,9 +104,9 @@ def test_one_pass_equals_the_stages_on_one_and_two_threads(scenes, kernel, targe
     _assert_same_maps(staged_two, reference)
     _assert_same_maps(one, reference)
     # the fused pass ran on two threads: 13 images in 3 parts of 4, 4 and 5 (two per thread, at
-    # least four images each), each decomposed as a batch of its own
-    fused = [c for c in calls if c[0] == 0 and c[1] == c[2]]
-    assert sorted(c[1] for c in fused[:3]) == [4, 4, 5]
+    # least four images each), each decomposed as a batch of its own, and no part was explained
+    # again (its own decision values were the whole batch's)
+    assert sorted(fused) == [(0, 4, 4), (0, 4, 4), (0, 5, 5)]
 
 
 def test_parts_of_every_size_give_the_same_maps(coins, monkeypatch):
@@ -175,12 +176,14 @@ def test_errors_and_warnings_are_those_of_the_stages(scenes):
     train, y, test = scenes
     clf = BoWClassifier(step=4, vocabulary_size=16, random_state=0).fit(train, y)
     images = list(test) * 2
-    bad = [im.copy() for im in images]
-    bad[9][3, 4] = np.nan
-    huge = list(images)
-    huge[17] = images[17] * 1e101
-    loud = list(images)
-    loud[11], loud[20] = images[11] * 255.0, images[20] * 255.0
+
+    def changed(**images_at):  # the batch with some images replaced
+        return [images_at.get(f"i{k}", im) for k, im in enumerate(images)]
+
+    with_nan = images[9].copy()
+    with_nan[3, 4] = np.nan
+    bad, huge = changed(i9=with_nan), changed(i17=images[17] * 1e101)
+    loud = changed(i11=images[11] * 255.0, i20=images[20] * 255.0)
     with forced_builds("parallel"), limited_threads(2):
         with pytest.raises(ValueError, match="image 9 .*non-finite|non-finite.*image 9") as info:
             clf.explain(bad)
