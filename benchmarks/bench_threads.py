@@ -21,11 +21,7 @@ with other jobs: a second thread only helps when the other core is free).
   threads, each with serial kernels and one BLAS thread (one pool only; what the plain calls now do);
 * a ``BoWClassifier`` (step 4, bin 4, 64 words, intersection kernel) on 96 x 96 generated scenes:
   ``transform`` and ``explain`` of a batch of 48 images (24 with ``--quick``); ``explain`` also with
-  the ``exp_chi2`` kernel (Taylor step) and, in the full run, with p = 3 pooling. ``explain`` takes
-  each part of the batch from pixels to heatmaps on one thread (one pass); its "in turn" rows run
-  the stages one after the other in the same process (forward pass on the parts, decision values,
-  decomposition on its own parts: main's path before the one pass), and ``transform``'s "two
-  stages" row the extraction and the encoding each on their own threads (older still).
+  the ``exp_chi2`` kernel (Taylor step) and, in the full run, with p = 3 pooling.
 
 Ceilings, measured in the same rounds as the BoW rows (every round runs every workload under both
 settings): a nogil numba loop halved over two threads, the BoW's own kernels (dense SIFT and the
@@ -212,8 +208,7 @@ def ceiling_rows(clf, images):
 
 def bow_rows(quick, rounds, both, stages=False):
     """The BoW rows: ``transform`` and ``explain`` of a batch of generated scenes, with the ceilings
-    measured in the same rounds; ``transform`` also with the two-stage forward pass ("two stages"),
-    each ``explain`` also stage after stage ("in turn")."""
+    measured in the same rounds; each also with main's two-stage forward pass ("two stages")."""
     import copy
 
     from bowlrp.app.scenes import make_scenes
@@ -233,21 +228,16 @@ def bow_rows(quick, rounds, both, stages=False):
             clf = BoWClassifier(vocabulary_size=64, random_state=0, **params).fit(list(train.images),
                                                                                   train.labels)
         clf.explain(images[:2])  # warm-up
-        # explain stage after stage (3bcbfb4): the forward pass on the parts, a barrier, the decision
-        # values, the decomposition on its own parts; an instance override of extract_and_encode
-        # (by its own bound method) makes explain take that path
-        in_turn = copy.copy(clf)
-        in_turn.extract_and_encode = clf.extract_and_encode
+        # main's forward pass (dd83860): extract_features, then encode_features, each on its own
+        # threads; an instance override of the stages makes extract_and_encode run them that way
+        staged = copy.copy(clf)
+        staged.extract_features = clf.extract_features
         if not label:
-            # main's forward pass (dd83860): extract_features, then encode_features, each on its own
-            # threads; an instance override of the stages makes extract_and_encode run them that way
-            staged = copy.copy(clf)
-            staged.extract_features = clf.extract_features
             rows.update(ceiling_rows(clf, images))
             rows["BoW transform"] = lambda clf=clf: clf.transform(images)
             rows["BoW transform, two stages"] = lambda clf=staged: clf.transform(images)
         rows["BoW explain" + label] = lambda clf=clf: clf.explain(images)
-        rows["BoW explain" + label + ", in turn"] = lambda clf=in_turn: clf.explain(images)
+        rows["BoW explain" + label + ", two stages"] = lambda clf=staged: clf.explain(images)
         if stages:
             rows.update(bow_stages(clf, images))
     try:

@@ -24,7 +24,7 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d
 
 from bowlrp.bow.encoding import check_mapping, encode_many
 from bowlrp.bow.features import DenseSIFT
-from bowlrp.bow.forward import extract_and_encode, own_forward
+from bowlrp.bow.forward import extract_and_encode
 from bowlrp.bow.grid_check import warn_if_coarse
 from bowlrp.bow.kernels import kernel_spec
 from bowlrp.bow.svm import OneVsRestKernelSVC
@@ -261,7 +261,9 @@ class BoWClassifier(ClassifierMixin, BaseEstimator):
             One of each per image, in order.
         """
         check_is_fitted(self, ["extractor_", "vocabularies_"])
-        if not own_forward(self, ("extract_features", "encode_features")):
+        own = all(name not in vars(self) and getattr(type(self), name) is getattr(BoWClassifier, name)
+                  for name in ("extract_features", "encode_features"))
+        if not own:
             features = self.extract_features(images)
             return features, self.encode_features(features)
         start = time.perf_counter()

@@ -8,19 +8,17 @@ other thread at the same moment. Here the batch is cut into contiguous parts, a 
 (:func:`bowlrp.jit.parallel_map`); a thread checks, extracts and encodes each of its parts with serial
 kernels and one BLAS thread, so one barrier is left and one thread's Python runs while the other's
 kernels do. Every image's features and encoding depend on that image only, so the numbers are those of
-the two stages, bit for bit, whatever the cut. ``explain`` goes one step further (``then``): the thread
-that took a part from pixels to BoW vectors goes on to its heatmaps, so the whole explanation meets
-one barrier (:mod:`bowlrp.bow.decompose.explain`).
+the two stages, bit for bit, whatever the cut.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from bowlrp.bow.features import MAX_ABS_PIXEL, _check_ranges, _Progress
+from bowlrp.bow.features import _check_ranges, _Progress
 from bowlrp.jit import PARALLEL_MIN_WORK, contiguous_parts, limited_threads, n_parts, parallel_map
 
-__all__ = ["extract_and_encode", "own_forward"]
+__all__ = ["extract_and_encode"]
 
 #: fewest images in a part one thread takes from pixels to BoW vectors
 MIN_PART = 4
@@ -32,7 +30,7 @@ PARTS_PER_THREAD = 2
 _FORWARD_WORK_FACTOR = 2.0
 
 
-def extract_and_encode(clf, images, then=None):
+def extract_and_encode(clf, images):
     """Features and encodings of ``images`` with a fitted classifier's extractor and vocabularies.
 
     Parameters
@@ -40,12 +38,6 @@ def extract_and_encode(clf, images, then=None):
     clf : BoWClassifier
         Fitted; its ``extract_features`` / ``encode_features`` are not overridden (the caller checks).
     images : list of array-like or ndarray (N, H, W[, 3])
-    then : callable, optional
-        ``then(lo, hi, images, features, encodings)``, run by the thread that took images lo..hi-1
-        of a batch cut into parts, right after their forward pass (``images`` those of the part):
-        what the caller does next with each image (``explain`` decomposes it), so one thread's
-        Python overlaps the other's kernels and the batch meets one barrier. Not run for a part with
-        an image whose values the batch's check rejects (that error is raised instead).
 
     Returns
     -------
@@ -54,9 +46,6 @@ def extract_and_encode(clf, images, then=None):
         One of each per image, the numbers of ``clf.extract_features`` then ``clf.encode_features``.
         A bad image raises the error those name (the first bad image's); an image clearly outside
         [0, 1] gets their one warning.
-    parts : list of ((lo, hi), object) or None, only when ``then`` is given
-        Each part's range and what ``then`` returned, in order; None when the batch was not cut
-        into parts (``then`` was not run: the caller goes on with the whole batch).
     """
     extractor = clf.extractor_
     sizes = extractor._validate_params()
@@ -70,25 +59,18 @@ def extract_and_encode(clf, images, then=None):
         if count < 2:  # the two stages one after the other, each on numba's threads when it pays
             checked = extractor._checked_images(images, sizes)
             features = extractor._extract_checked(checked, sizes, _Progress(len(checked), extractor.verbose))
-            encodings = clf._encode(features)
-            return (features, encodings) if then is None else (features, encodings, None)
+            return features, clf._encode(features)
         count = min(PARTS_PER_THREAD * count, len(batch) // MIN_PART)
         progress = _Progress(len(batch), extractor.verbose)
 
         def forward(ab):
-            part = batch[ab[0]:ab[1]]
-            checked, ranges = extractor._checked_part(part, ab[0], sizes)
+            checked, ranges = extractor._checked_part(batch[ab[0]:ab[1]], ab[0], sizes)
             features = extractor._extract_checked(checked, sizes, progress)
-            encodings = clf._encode(features)
-            after = None
-            if then is not None and not _rejected(ranges):
-                after = then(ab[0], ab[1], part, features, encodings)
-            return features, encodings, ranges, after
+            return features, clf._encode(features), ranges
 
         failed = None
-        cuts = contiguous_parts(len(batch), count)
         try:
-            parts = parallel_map(forward, cuts, PARALLEL_MIN_WORK)
+            parts = parallel_map(forward, contiguous_parts(len(batch), count), PARALLEL_MIN_WORK)
         except (TypeError, ValueError) as error:
             failed = error
         if failed is not None:
@@ -99,25 +81,7 @@ def extract_and_encode(clf, images, then=None):
             raise failed
     # values out of range: the error or the one warning of extract_many (naming the user's line)
     _check_ranges([r for part in parts for r in part[2]])
-    features, encodings = [f for part in parts for f in part[0]], [e for part in parts for e in part[1]]
-    if then is None:
-        return features, encodings
-    return features, encodings, [(ab, part[3]) for ab, part in zip(cuts, parts)]
-
-
-def _rejected(ranges):
-    """Whether a part holds an image whose values :func:`~bowlrp.bow.features._check_ranges` rejects
-    (the batch raises that error once every part is done: what follows the forward is not run)."""
-    return any(r is not None and max(-r[0], r[1]) > MAX_ABS_PIXEL for r in ranges)
-
-
-def own_forward(clf, names=("extract_and_encode", "extract_features", "encode_features")):
-    """Whether ``clf`` runs ``BoWClassifier``'s own forward stages ``names``, none overridden on the
-    instance or in a subclass (a cache, say, which the parts' path would bypass)."""
-    from bowlrp.bow.classifier import BoWClassifier
-
-    return all(name not in vars(clf) and getattr(type(clf), name) is getattr(BoWClassifier, name)
-               for name in names)
+    return [f for part in parts for f in part[0]], [e for part in parts for e in part[1]]
 
 
 def _plain_batch(images):
