@@ -10,8 +10,8 @@ does) and registers a listener for ``"numba:compile"`` there.
 Each compile is appended at once as one JSON line to ``<BENCH_COLD_LOG_DIR>/<pid>.jsonl`` (forked
 children write under their own pid; nothing is lost when a process ends with ``os._exit``): kernel,
 build (parallel or not), argument types, exclusive seconds (without the kernels compiled inside it),
-inclusive seconds, the pytest test running at the time (``PYTEST_CURRENT_TEST``) and the thread
-(``bowlrp-compile-ahead``: compiled ahead by ``bowlrp.compile_ahead``).
+inclusive seconds, the pytest test running at the time (``PYTEST_CURRENT_TEST``), the thread, and
+whether the process is ``bowlrp.compile_ahead``'s child (``ahead``: compiled ahead, loaded by the run).
 """
 
 from __future__ import annotations
@@ -53,7 +53,8 @@ def _register(event):
                 "inclusive": total,
                 "test": os.environ.get("PYTEST_CURRENT_TEST", "").split(" (")[0],
                 "pid": os.getpid(),
-                "thread": threading.current_thread().name,  # bowlrp-compile-ahead: compiled ahead
+                "thread": threading.current_thread().name,
+                "ahead": os.environ.get("BOWLRP_COMPILE_AHEAD_CHILD") == "1",  # the compile-ahead child
                 "argv": " ".join(sys.argv[:3]),
             }
             with open(os.path.join(_LOG_DIR, f"{os.getpid()}.jsonl"), "a") as f:

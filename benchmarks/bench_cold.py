@@ -18,8 +18,9 @@ exclusive of the kernels it compiled inside it (an inlined or called kernel comp
 caller), and the test that compiled it. The warm run is logged too: numba's cache should serve it all.
 ``--only suite`` times the whole test suite as ``make test`` runs it. ``--report DIR`` prints the
 inventory of a log folder written by a run with ``BENCH_COLD_LOG_DIR=DIR`` (``--keep DIR`` keeps a
-run's caches and logs). ``--ahead both`` runs every command without and then with the compile-ahead
-thread (``bowlrp.compile_ahead``, on unless ``BOWLRP_COMPILE_AHEAD=0``), an A/B in one round;
+run's caches and logs). ``--ahead both`` runs every command without and then with compiling ahead
+in a second process (``bowlrp.compile_ahead``, on unless ``BOWLRP_COMPILE_AHEAD=0``; the inventory
+counts what that process compiled and the run loaded), an A/B in one round;
 ``--write-ahead PREFIX`` (with ``--ahead off``) writes the kernel lists it compiles from a cold
 run's log (the suite's:
 ``tests/compile_ahead.txt``, the demo's: ``bowlrp/app/demo_kernels.txt``; with ``--report`` too). A
@@ -109,10 +110,10 @@ def inventory(records, top=15):
         per_file[r.get("test", "").split("::")[0] or "(no test)"] += r["seconds"]
     n_proc = len({r.get("pid") for r in records})
     parallel = [r["seconds"] for r in records if r["parallel"]]
-    ahead = [r["seconds"] for r in records if r.get("thread") == "bowlrp-compile-ahead"]
+    ahead = [r["seconds"] for r in records if r.get("ahead")]
     print(f"    compiled {len(records)} specialisations of {len(per_kernel)} kernels in {total:.1f} s "
           f"(exclusive times, {n_proc} processes); parallel builds {len(parallel)}, {sum(parallel):.1f} s; "
-          f"on the compile-ahead thread {len(ahead)}, {sum(ahead):.1f} s")
+          f"in the compile-ahead process {len(ahead)}, {sum(ahead):.1f} s")
     print("    top kernels: seconds, compiles, distinct signatures")
     for name, (seconds, count, sigs) in sorted(per_kernel.items(), key=lambda kv: -kv[1][0])[:top]:
         print(f"    {seconds:6.2f} s  {count:3d} x  {len(sigs):2d} sig  {name}")
@@ -129,13 +130,13 @@ def write_ahead_list(records, path, with_tests):
     One line per specialisation of a project kernel compiled at the top level (not inside another
     kernel), in the order the cold run compiled them: the test file that first needed it (suite),
     the kernel, its argument types (numba's spelling). Kernels another process of the run compiled
-    too (a command-line or worker subprocess of a test) are left out: numba's disk cache is not safe
-    for two processes saving signatures of one kernel at once, and the session's compile-ahead thread
-    would otherwise save while such a subprocess runs.
+    too (a command-line or worker subprocess of a test) are left out: compiling them ahead would not
+    spare those processes their compilation. The run's process is the one that logged most compiles
+    outside the compile-ahead process.
     """
     counts = defaultdict(int)
     for r in records:
-        counts[r["pid"]] += 1
+        counts[r["pid"]] += not r.get("ahead")
     main_pid = max(counts, key=counts.get)
     elsewhere = {r["kernel"] for r in records if r["pid"] != main_pid}
     lines, seen = [], set()
@@ -163,7 +164,7 @@ def main(argv=None):
     parser.add_argument("--report", metavar="DIR", help="print the inventory of a compile log folder")
     parser.add_argument("--top", type=int, default=15, help="rows of the inventory")
     parser.add_argument("--ahead", choices=["on", "off", "both"], default="on",
-                        help="compile ahead on a background thread (bowlrp.compile_ahead: the test "
+                        help="compile ahead in a second process (bowlrp.compile_ahead: the test "
                              "session's and the demo's kernel lists; on by default, as in make test "
                              "and make demo) or not (BOWLRP_COMPILE_AHEAD=0); "
                              "both: each command without, then with, in every round")

@@ -1,90 +1,54 @@
-"""Compile numba specialisations on a background thread ahead of their first call (cold start, issue 15).
+"""Compile numba specialisations in a second process ahead of their first call (cold start, issue 15).
 
-A fresh clone's first run compiles every kernel it uses, most of it in LLVM, which llvmlite runs
-without the GIL: :func:`compile_ahead` compiles a list of specialisations on a thread, on the second
-core, while the calling thread goes on (the test session: ``tests/compile_ahead.py``; the demo:
-``bowlrp/app/demo_ahead.py``). numba compiles one specialisation at a time per process (its global
-compiler lock): a call that needs another compilation meanwhile waits for the one under way, at most
-one job; a call that needs a job's specialisation finds it compiled, so nothing compiles twice and
-the code, its numbers and numba's disk cache are those the first call would have made. The lists are
-what a cold run compiled, as numba's compile log names them (:func:`specialisation`);
-:func:`uncompiled` drops the kernels numba's disk cache already holds (a warm run starts no thread).
-Both are on unless ``BOWLRP_COMPILE_AHEAD=0``. One cold run of the whole suite with the session's
-thread on hung once in numba's threading-layer start-up lock, a process-shared semaphore that a
-worker terminated inside a thread-count call left taken; forked children now take a lock of their
-own (``bowlrp.jit._private_numba_start_lock``, with a test), and the cold suites run since passed.
+A fresh clone's first run compiles every kernel it uses. :func:`compile_ahead` starts a child
+process (``python -m bowlrp.compile_ahead``, same environment and numba cache folder) that compiles
+a list of specialisations in the order the run will need them and saves each to numba's disk cache;
+the run's own process then *loads* them there at their first call (numba's dispatcher tries its disk
+cache before compiling; the cache index is read again at every attempt), which takes milliseconds.
+A second process compiles in parallel with everything the run does: numba compiles one
+specialisation at a time per process (its global compiler lock), and its own passes are Python
+holding the GIL, so a compile-ahead *thread* overlapped only LLVM's share of the work.
+
+Nothing compiles twice. The child says on a pipe which job it starts and which it finished. When
+the run needs a listed specialisation the cache does not hold yet (a hook on the dispatcher's cache
+load, :meth:`_AheadProcess._load`), it waits if that is the child's current job, and otherwise
+compiles it itself and tells the child to skip it. The code is what numba would have compiled in
+the run's own process (same source, environment, machine), i.e. what a warm run loads from the cache.
+
+Safety: the child ends when the run's process ends (end of file on its stdin, or a new parent
+process id), also when killed; it never ends in the middle of a cache save (numba writes each file
+to a temporary name and renames it; saves and loads take a file lock, :mod:`bowlrp._numba_cache`);
+it runs in its own session, so a Ctrl-C in the terminal reaches only the run, which closes the pipe.
+A process forked from the run (``-j N`` workers) detaches from the child (closes its copies of the
+pipes, waits for nothing, compiles what it needs). Off with ``BOWLRP_COMPILE_AHEAD=0``; the lists
+(:func:`specialisation`) skip kernels the disk cache holds (:func:`uncompiled`), so a warm run starts
+no process.
 """
 
 from __future__ import annotations
 
 import atexit
+import collections
 import functools
 import importlib
+import json
 import os
 import pathlib
+import select
+import subprocess
 import sys
 import threading
+import weakref
 
 import numba
 
-__all__ = ["compile_ahead", "kernel_list", "specialisation", "uncompiled"]
+__all__ = ["Job", "compile_ahead", "kernel_list", "specialisation", "uncompiled"]
 
+#: seconds the run waits for the child's current job before compiling it itself (a stuck child)
+WAIT_SECONDS = 600.0
 
-class _AheadCompiler:
-    """A thread compiling numba specialisations ahead of their first call (see :func:`compile_ahead`)."""
-
-    def __init__(self, jobs, pause):
-        self.jobs = list(jobs)
-        self.pause = pause
-        self.compiled = []  # (dispatcher, signature) compiled here, in order
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="bowlrp-compile-ahead", daemon=True)
-        self._thread.start()
-        # a process that ends before the jobs do must not tear numba down under a compilation
-        atexit.register(self.stop)
-
-    def _run(self):
-        for dispatcher, signature in self.jobs:
-            if self._stop.is_set():
-                return
-            try:
-                dispatcher.compile(signature)  # under numba's compiler lock; a no-op when it exists
-                self.compiled.append((dispatcher, signature))
-            except Exception:  # noqa: BLE001 - a stale signature: the first real call compiles
-                pass
-            # let a thread that waits for the compiler take it before the next job (a lock is not fair)
-            self._stop.wait(self.pause)
-
-    def stop(self):
-        """Compile nothing more; wait for the compilation under way (numba's compile is not interruptible)."""
-        self._stop.set()
-        self._thread.join()
-
-    def join(self, timeout=None):
-        """Wait until every job is compiled (or the thread stopped)."""
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
-
-
-def _compiler_lock():
-    """numba's global compiler lock: one compilation at a time per process, whichever thread."""
-    from numba.core.compiler_lock import global_compiler_lock
-
-    return global_compiler_lock
-
-
-_ahead_forks_registered = False
-
-
-def _hold_compiler_for_fork():
-    """Fork only between two compilations: a child forked while another thread compiles would inherit
-    numba's compiler lock held by a thread it does not have (its first compilation would hang) and LLVM
-    halfway through a module."""
-    global _ahead_forks_registered
-    if not _ahead_forks_registered:
-        lock = _compiler_lock()
-        os.register_at_fork(before=lock.acquire, after_in_parent=lock.release, after_in_child=lock.release)
-        _ahead_forks_registered = True
+Job = collections.namedtuple("Job", "kernel args dispatcher signature")
+Job.__doc__ = """A specialisation to compile ahead: its names (sent to the child) and what they resolve to."""
 
 
 def specialisation(kernel, args):
@@ -126,9 +90,10 @@ def kernel_list(path, lines=None):
 
 
 def uncompiled(specialisations):
-    """The ``(dispatcher, signature)`` jobs for ``(kernel, args)`` pairs (see :func:`specialisation`)
-    whose kernel numba's disk cache holds no build of yet; pairs that no longer resolve (a kernel
-    renamed or removed, a type gone) are left out: the first real call compiles what it needs."""
+    """The :class:`Job` s for ``(kernel, args)`` pairs (see :func:`specialisation`) whose kernel
+    numba's disk cache holds no build of yet; pairs that no longer resolve (a kernel renamed or
+    removed, a type gone) and kernels without a disk cache are left out: the first real call
+    compiles what it needs."""
     from bowlrp.jit import _has_cached_build
 
     jobs, cached = [], {}
@@ -138,29 +103,177 @@ def uncompiled(specialisations):
         except Exception:  # noqa: BLE001 - a stale entry costs nothing
             continue
         if kernel not in cached:
-            cached[kernel] = _has_cached_build(dispatcher)
+            cached[kernel] = _has_cached_build(dispatcher) or not _loadable(dispatcher)
         if not cached[kernel]:
-            jobs.append((dispatcher, signature))
+            jobs.append(Job(kernel, args, dispatcher, signature))
     return jobs
 
 
-def compile_ahead(jobs, pause=0.02, default="0"):
-    """Compile ``(dispatcher, signature)`` pairs on a background thread, in order, now.
+def _loadable(dispatcher):
+    """Whether the dispatcher loads from numba's disk cache (``cache=True``): else compiling it in
+    another process gains nothing."""
+    from numba.core.caching import Cache
 
-    A cold process spends most of numba's compile time in LLVM, which runs without the GIL, so the
-    thread compiles on the second core while the calling thread goes on with Python work (the test
-    session pre-compiles the parallel builds its twin tests will call). numba compiles one
-    specialisation at a time per process (its global compiler lock): a call that needs another
-    compilation meanwhile waits for the one under way, at most one job; one that needs a job's
-    specialisation finds it compiled. The compiled code and numba's disk cache are the same as if
-    the first call had compiled it. A process forks only between two compilations (the fork waits).
+    return isinstance(getattr(dispatcher, "_cache", None), Cache)
+
+
+# ------------------------------------------------------------------------------------ the run's side
+_handles = weakref.WeakSet()  # live handles, detached in a forked child
+
+
+class _AheadProcess:
+    """The child compiling ``jobs`` and the run's view of it (see :func:`compile_ahead`)."""
+
+    def __init__(self, jobs):
+        self.jobs = list(jobs)
+        self.compiled = []  # (dispatcher, signature) the child compiled, in order
+        self._key = {(id(job.dispatcher), job.signature): i for i, job in enumerate(self.jobs)}
+        self._open = set(range(len(self.jobs)))  # neither finished, failed nor taken over by the run
+        self._current = None  # the job the child compiles now
+        self._alive = True
+        self._detached = False
+        self._forked = False  # a copy in a process forked from the run
+        self._cond = threading.Condition()
+        child_in, to_child = os.pipe()  # (read, write); non-inheritable: exec'd subprocesses get neither
+        from_child, child_out = os.pipe()
+        path = [str(pathlib.Path(__file__).resolve().parent.parent), os.environ.get("PYTHONPATH", "")]
+        env = {**os.environ, "BOWLRP_COMPILE_AHEAD_CHILD": "1",
+               "PYTHONPATH": os.pathsep.join(path).rstrip(os.pathsep)}
+        if numba.config.CACHE_DIR:  # also when set in this process after start-up (tests)
+            env["NUMBA_CACHE_DIR"] = str(numba.config.CACHE_DIR)
+        try:
+            self._proc = subprocess.Popen([sys.executable, "-m", "bowlrp.compile_ahead"], stdin=child_in,
+                                          stdout=child_out, stderr=subprocess.DEVNULL, env=env,
+                                          start_new_session=True)  # Ctrl-C reaches the run only
+        finally:
+            os.close(child_in)
+            os.close(child_out)
+        self._to_child, self._from_child = to_child, from_child
+        self._send(json.dumps([[job.kernel, job.args] for job in self.jobs]))
+        self._hooked = []
+        for dispatcher in {id(job.dispatcher): job.dispatcher for job in self.jobs}.values():
+            cache = dispatcher._cache
+            cache.load_overload = functools.partial(self._load, dispatcher, cache.load_overload)
+            self._hooked.append(cache)
+        self._reader = threading.Thread(target=self._read, name="bowlrp-compile-ahead-reader", daemon=True)
+        self._reader.start()
+        _handles.add(self)
+        atexit.register(self.stop)
+
+    # -- the pipe
+    def _send(self, line):
+        try:
+            os.write(self._to_child, (line + "\n").encode())
+        except OSError:  # the child has ended: nothing to tell it
+            pass
+
+    def _read(self):
+        """The child's reports: ``start i``, ``done i``, ``fail i``; end of file when it ends."""
+        buffer = b""
+        while True:
+            try:
+                chunk = os.read(self._from_child, 4096)
+            except OSError:
+                chunk = b""
+            if not chunk:
+                break
+            buffer += chunk
+            *lines, buffer = buffer.split(b"\n")
+            with self._cond:
+                for line in lines:
+                    what, _, number = line.decode().partition(" ")
+                    i = int(number) if number.isdigit() and int(number) < len(self.jobs) else None
+                    if i is None:  # (the child writes nothing else)
+                        continue
+                    if what == "start":
+                        self._current = i
+                        continue
+                    self._open.discard(i)
+                    if self._current == i:
+                        self._current = None
+                    if what == "done":
+                        self.compiled.append((self.jobs[i].dispatcher, self.jobs[i].signature))
+                self._cond.notify_all()
+        with self._cond:
+            self._alive = False
+            self._current = None
+            self._cond.notify_all()
+        if not self._forked:
+            os.close(self._from_child)
+
+    # -- the hook on the listed dispatchers' cache loads
+    def _load(self, dispatcher, load, sig, target_context):
+        """numba's cache load for ``dispatcher``; on a miss of a listed specialisation, wait if the
+        child compiles it now (then load it), else take it over (the caller compiles it)."""
+        cres = load(sig, target_context)
+        if cres is not None or self._detached:
+            return cres
+        i = self._key.get((id(dispatcher), sig)) if isinstance(sig, tuple) else None
+        if i is None:
+            return None
+        with self._cond:
+            if i in self._open and self._current != i:  # queued: compile it here, the child skips it
+                self._open.discard(i)
+                self._send(f"skip {i}")
+                return None
+            self._cond.wait_for(lambda: i not in self._open or not self._alive, WAIT_SECONDS)
+        return load(sig, target_context)  # None if the child failed or ended: the caller compiles
+
+    # -- handle
+    def join(self, timeout=None):
+        """Wait until the child has finished, failed or skipped every job (or ended); whether it has."""
+        with self._cond:
+            return self._cond.wait_for(lambda: not self._open or not self._alive, timeout)
+
+    def stop(self):
+        """Unhook the dispatchers and end the child (it exits between two cache saves)."""
+        if self._detached:
+            return
+        self._detached = True
+        for cache in self._hooked:
+            cache.__dict__.pop("load_overload", None)
+        os.close(self._to_child)  # end of file: the child exits
+        try:
+            self._proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+        self._reader.join(timeout=5)
+
+    def _detach_after_fork(self):
+        """In a forked child of the run: close this process's copies of the pipes (the compiling
+        child must see end of file when the run ends) and compile everything here."""
+        self._detached = self._forked = True
+        self._cond = threading.Condition()  # the reader thread (not copied) may have held the old one
+        for fd in (self._to_child, self._from_child):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._proc.returncode = 0  # not this process's child: never wait for it here
+
+
+def _detach_all_after_fork():
+    for handle in list(_handles):
+        handle._detach_after_fork()
+
+
+os.register_at_fork(after_in_child=_detach_all_after_fork)
+
+
+def compile_ahead(jobs, default="0"):
+    """Compile :class:`Job` s in a child process, in order, from now on; the run loads them.
+
+    A cold process spends seconds per specialisation in numba's typing, lowering and LLVM; the child
+    does that on the second core and saves each one to numba's disk cache, from which the first call
+    in this process loads it. A call that needs a job the child is compiling waits for it; one that
+    needs a job the child has not started compiles it here (the child skips it). Returns at once.
 
     Parameters
     ----------
-    jobs : iterable of (numba dispatcher, tuple of numba types)
-        A signature that no longer types is skipped (the first real call compiles what it needs).
-    pause : float
-        Seconds between two jobs, in which a waiting thread takes the compiler.
+    jobs : sequence of Job
+        From :func:`uncompiled`. A signature that no longer types fails in the child only (the first
+        real call compiles what it needs and raises what it raises).
     default : {"0", "1"}
         Whether to compile ahead when ``BOWLRP_COMPILE_AHEAD`` is not set (the test session and the
         demo pass ``"1"``).
@@ -168,11 +281,89 @@ def compile_ahead(jobs, pause=0.02, default="0"):
     Returns
     -------
     object or None
-        With ``stop()`` (compile nothing more, wait for the current job), ``join(timeout)`` and
-        ``compiled`` (the pairs compiled so far); None when ``BOWLRP_COMPILE_AHEAD`` (else
+        With ``stop()`` (end the child; also at exit), ``join(timeout)`` and ``compiled`` (the pairs
+        the child compiled so far); None when there is nothing to do or ``BOWLRP_COMPILE_AHEAD`` (else
         ``default``) is not ``1``: every kernel then compiles at its first call.
     """
-    if os.environ.get("BOWLRP_COMPILE_AHEAD", default) != "1":
+    jobs = [job for job in jobs if _loadable(job.dispatcher)]
+    if os.environ.get("BOWLRP_COMPILE_AHEAD", default) != "1" or not jobs:
         return None
-    _hold_compiler_for_fork()
-    return _AheadCompiler(jobs, pause)
+    return _AheadProcess(jobs)
+
+
+# ---------------------------------------------------------------------------------- the child's side
+def _child(stdin, report):
+    """Compile the jobs read from the file descriptor ``stdin`` (first line: a JSON list of
+    ``[kernel, args]``), writing ``start i`` and then ``done i`` or ``fail i`` to the file descriptor
+    ``report``; later lines (``skip i``) drop jobs not started yet. Exits between two cache saves
+    when ``stdin`` ends or the parent process changes (the run was killed)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the run handles Ctrl-C and then closes the pipe
+    parent = os.getppid()
+    lines = _lines(stdin, lambda: os.getppid() != parent)
+    jobs = json.loads(next(lines, "[]"))
+    skipped = set()
+
+    from numba.core.caching import IndexDataCacheFile
+
+    import bowlrp.jit  # noqa: F401 - numba's cache saves and loads under the file lock
+
+    saving = threading.Lock()
+    save = IndexDataCacheFile.save
+
+    def whole_save(self, *args):  # the exit below waits for a save under way
+        with saving:
+            return save(self, *args)
+
+    IndexDataCacheFile.save = whole_save
+
+    def watch():
+        for line in lines:
+            if line.startswith("skip "):
+                skipped.add(int(line.split()[1]))
+        saving.acquire(timeout=60)  # the run has ended
+        os._exit(0)
+
+    threading.Thread(target=watch, daemon=True).start()
+    for i, (kernel, args) in enumerate(jobs):
+        if i in skipped:
+            continue
+        os.write(report, f"start {i}\n".encode())
+        try:
+            dispatcher, signature = specialisation(kernel, args)
+            dispatcher.compile(signature)  # loads instead when the cache has it (the run compiled it)
+            outcome = "done"
+        except Exception:  # noqa: BLE001 - a stale line: the run compiles (and reports) it itself
+            outcome = "fail"
+        os.write(report, f"{outcome} {i}\n".encode())
+    with saving:
+        os._exit(0)
+
+
+def _lines(fd, orphaned, poll=0.5):
+    """Lines read from the file descriptor ``fd`` until it ends or ``orphaned()`` (checked every
+    ``poll`` seconds) says the parent is gone."""
+    buffer = b""
+    while True:
+        ready, _, _ = select.select([fd], [], [], poll)
+        if orphaned():
+            return
+        if not ready:
+            continue
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return
+        *done, buffer = (buffer + chunk).split(b"\n")
+        yield from (line.decode() for line in done)
+
+
+def _main():
+    report = os.dup(1)  # the pipe to the run; whatever else prints goes nowhere
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    _child(0, report)
+
+
+if __name__ == "__main__":
+    _main()

@@ -1,4 +1,4 @@
-"""tests/compile_ahead.py: the list of kernels a cold session compiles on a background thread."""
+"""tests/compile_ahead.py: the list of kernels a cold session compiles ahead in a second process."""
 
 from __future__ import annotations
 
@@ -41,8 +41,9 @@ def test_jobs_follow_the_session_s_file_order_and_skip_stale_lines_and_cached_ke
     from nets import _kernels
 
     want = [_kernels.col2im.parallel, _kernels.avg_pool.parallel, _kernels.fold.serial]
-    assert [d for d, _ in jobs] == want
-    assert jobs[0][1] == (numba.types.Array(numba.types.float64, 4, "C"), numba.types.int64)
+    assert [job.dispatcher for job in jobs] == want
+    assert jobs[0].signature == (numba.types.Array(numba.types.float64, 4, "C"), numba.types.int64)
+    assert jobs[0][:2] == ("nets._kernels.col2im", f"({f64}, int64)")  # what the child is sent
     # a warm cache: nothing to compile, no thread
     monkeypatch.setattr(jit, "_has_cached_build", lambda dispatcher: True)
     assert compile_ahead.jobs(["tests/a.py", "tests/b.py"], lines) == []
