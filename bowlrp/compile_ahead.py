@@ -31,7 +31,6 @@ import atexit
 import collections
 import functools
 import importlib
-import json
 import os
 import pathlib
 import select
@@ -44,8 +43,10 @@ import numba
 
 __all__ = ["Job", "compile_ahead", "kernel_list", "specialisation", "uncompiled"]
 
-#: seconds the run waits for the child's current job before compiling it itself (a stuck child)
+#: seconds the run waits for a job a child compiles before compiling it itself (a stuck child)
 WAIT_SECONDS = 600.0
+#: most children compiling at once (one per core up to this)
+MAX_PROCESSES = 4
 
 Job = collections.namedtuple("Job", "kernel args dispatcher signature")
 Job.__doc__ = """A specialisation to compile ahead: its names (sent to the child) and what they resolve to."""
@@ -121,89 +122,95 @@ def _loadable(dispatcher):
 _handles = weakref.WeakSet()  # live handles, detached in a forked child
 
 
-class _AheadProcess:
-    """The child compiling ``jobs`` and the run's view of it (see :func:`compile_ahead`)."""
+class _Child:
+    """One compiling child process and this process's ends of its two pipes."""
 
-    def __init__(self, jobs):
+    def __init__(self, env):
+        child_in, self.to_child = os.pipe()  # (read, write); non-inheritable: exec'd subprocesses get neither
+        self.from_child, child_out = os.pipe()
+        try:
+            self.proc = subprocess.Popen([sys.executable, "-m", "bowlrp.compile_ahead"], stdin=child_in,
+                                         stdout=child_out, stderr=subprocess.DEVNULL, env=env,
+                                         start_new_session=True)  # Ctrl-C reaches the run only
+        finally:
+            os.close(child_in)
+            os.close(child_out)
+
+    def send(self, line):
+        try:
+            os.write(self.to_child, (line + "\n").encode())
+        except OSError:  # the child has ended: nothing to tell it
+            pass
+
+
+class _AheadCompilers:
+    """The children compiling ``jobs`` and the run's view of them (see :func:`compile_ahead`)."""
+
+    def __init__(self, jobs, processes):
         self.jobs = list(jobs)
-        self.compiled = []  # (dispatcher, signature) the child compiled, in order
+        self.compiled = []  # (dispatcher, signature) the children compiled, in order
         self._key = {(id(job.dispatcher), job.signature): i for i, job in enumerate(self.jobs)}
-        self._open = set(range(len(self.jobs)))  # neither finished, failed nor taken over by the run
-        self._current = None  # the job the child compiles now
-        self._alive = True
+        self._pending = list(range(len(self.jobs)))  # not handed out yet, in order
+        self._running = {}  # child -> the job it compiles now
         self._detached = False
         self._forked = False  # a copy in a process forked from the run
         self._cond = threading.Condition()
-        child_in, to_child = os.pipe()  # (read, write); non-inheritable: exec'd subprocesses get neither
-        from_child, child_out = os.pipe()
         path = [str(pathlib.Path(__file__).resolve().parent.parent), os.environ.get("PYTHONPATH", "")]
         env = {**os.environ, "BOWLRP_COMPILE_AHEAD_CHILD": "1",
                "PYTHONPATH": os.pathsep.join(path).rstrip(os.pathsep)}
         if numba.config.CACHE_DIR:  # also when set in this process after start-up (tests)
             env["NUMBA_CACHE_DIR"] = str(numba.config.CACHE_DIR)
-        try:
-            self._proc = subprocess.Popen([sys.executable, "-m", "bowlrp.compile_ahead"], stdin=child_in,
-                                          stdout=child_out, stderr=subprocess.DEVNULL, env=env,
-                                          start_new_session=True)  # Ctrl-C reaches the run only
-        finally:
-            os.close(child_in)
-            os.close(child_out)
-        self._to_child, self._from_child = to_child, from_child
-        self._send(json.dumps([[job.kernel, job.args] for job in self.jobs]))
+        self._children = [_Child(env) for _ in range(max(1, min(processes, len(self.jobs))))]
+        self._alive = len(self._children)
         self._hooked = []
         for dispatcher in {id(job.dispatcher): job.dispatcher for job in self.jobs}.values():
             cache = dispatcher._cache
             cache.load_overload = functools.partial(self._load, dispatcher, cache.load_overload)
             self._hooked.append(cache)
-        self._reader = threading.Thread(target=self._read, name="bowlrp-compile-ahead-reader", daemon=True)
-        self._reader.start()
+        self._readers = [threading.Thread(target=self._read, args=(child,), daemon=True,
+                                          name="bowlrp-compile-ahead-reader") for child in self._children]
+        for reader in self._readers:
+            reader.start()
         _handles.add(self)
         atexit.register(self.stop)
 
-    # -- the pipe
-    def _send(self, line):
-        try:
-            os.write(self._to_child, (line + "\n").encode())
-        except OSError:  # the child has ended: nothing to tell it
-            pass
-
-    def _read(self):
-        """The child's reports: ``start i``, ``done i``, ``fail i``; end of file when it ends."""
+    def _read(self, child):
+        """A child's requests and reports: ``next`` (answered ``job i kernel args`` or ``end``),
+        ``done i``, ``fail i``; end of file when it ends."""
         buffer = b""
         while True:
             try:
-                chunk = os.read(self._from_child, 4096)
+                chunk = os.read(child.from_child, 4096)
             except OSError:
                 chunk = b""
             if not chunk:
                 break
-            buffer += chunk
-            *lines, buffer = buffer.split(b"\n")
+            *lines, buffer = (buffer + chunk).split(b"\n")
             with self._cond:
                 for line in lines:
                     what, _, number = line.decode().partition(" ")
-                    i = int(number) if number.isdigit() and int(number) < len(self.jobs) else None
-                    if i is None:  # (the child writes nothing else)
-                        continue
-                    if what == "start":
-                        self._current = i
-                        continue
-                    self._open.discard(i)
-                    if self._current == i:
-                        self._current = None
-                    if what == "done":
-                        self.compiled.append((self.jobs[i].dispatcher, self.jobs[i].signature))
+                    if what == "next":
+                        i = self._pending.pop(0) if self._pending and not self._detached else None
+                        if i is None:
+                            child.send("end")
+                        else:
+                            self._running[child] = i
+                            child.send(f"job {i}\t{self.jobs[i].kernel}\t{self.jobs[i].args}")
+                    elif self._running.get(child) == int(number or -1):
+                        i = self._running.pop(child)
+                        if what == "done":
+                            self.compiled.append((self.jobs[i].dispatcher, self.jobs[i].signature))
                 self._cond.notify_all()
         with self._cond:
-            self._alive = False
-            self._current = None
+            self._running.pop(child, None)  # the waiting call compiles it
+            self._alive -= 1
             self._cond.notify_all()
         if not self._forked:
-            os.close(self._from_child)
+            os.close(child.from_child)
 
     # -- the hook on the listed dispatchers' cache loads
     def _load(self, dispatcher, load, sig, target_context):
-        """numba's cache load for ``dispatcher``; on a miss of a listed specialisation, wait if the
+        """numba's cache load for ``dispatcher``; on a miss of a listed specialisation, wait if a
         child compiles it now (then load it), else take it over (the caller compiles it)."""
         cres = load(sig, target_context)
         if cres is not None or self._detached:
@@ -212,45 +219,49 @@ class _AheadProcess:
         if i is None:
             return None
         with self._cond:
-            if i in self._open and self._current != i:  # queued: compile it here, the child skips it
-                self._open.discard(i)
-                self._send(f"skip {i}")
+            if i in self._pending:  # not handed out: compile it here
+                self._pending.remove(i)
                 return None
-            self._cond.wait_for(lambda: i not in self._open or not self._alive, WAIT_SECONDS)
+            self._cond.wait_for(lambda: i not in self._running.values(), WAIT_SECONDS)
         return load(sig, target_context)  # None if the child failed or ended: the caller compiles
 
     # -- handle
     def join(self, timeout=None):
-        """Wait until the child has finished, failed or skipped every job (or ended); whether it has."""
+        """Wait until every job is compiled, failed or taken over (or the children ended); whether so."""
         with self._cond:
-            return self._cond.wait_for(lambda: not self._open or not self._alive, timeout)
+            return self._cond.wait_for(lambda: not (self._pending or self._running) or not self._alive,
+                                       timeout)
 
     def stop(self):
-        """Unhook the dispatchers and end the child (it exits between two cache saves)."""
+        """Unhook the dispatchers and end the children (each exits between two cache saves)."""
         if self._detached:
             return
         self._detached = True
         for cache in self._hooked:
             cache.__dict__.pop("load_overload", None)
-        os.close(self._to_child)  # end of file: the child exits
-        try:
-            self._proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait()
-        self._reader.join(timeout=5)
+        for child in self._children:
+            os.close(child.to_child)  # end of file: the child exits
+        for child in self._children:
+            try:
+                child.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                child.proc.kill()
+                child.proc.wait()
+        for reader in self._readers:
+            reader.join(timeout=5)
 
     def _detach_after_fork(self):
         """In a forked child of the run: close this process's copies of the pipes (the compiling
-        child must see end of file when the run ends) and compile everything here."""
+        children must see end of file when the run ends) and compile everything here."""
         self._detached = self._forked = True
-        self._cond = threading.Condition()  # the reader thread (not copied) may have held the old one
-        for fd in (self._to_child, self._from_child):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-        self._proc.returncode = 0  # not this process's child: never wait for it here
+        self._cond = threading.Condition()  # a reader thread (not copied) may have held the old one
+        for child in self._children:
+            for fd in (child.to_child, child.from_child):
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+            child.proc.returncode = 0  # not this process's child: never wait for it here
 
 
 def _detach_all_after_fork():
@@ -261,13 +272,13 @@ def _detach_all_after_fork():
 os.register_at_fork(after_in_child=_detach_all_after_fork)
 
 
-def compile_ahead(jobs, default="0"):
-    """Compile :class:`Job` s in a child process, in order, from now on; the run loads them.
+def compile_ahead(jobs, default="0", processes=None):
+    """Compile :class:`Job` s in child processes, in order, from now on; the run loads them.
 
-    A cold process spends seconds per specialisation in numba's typing, lowering and LLVM; the child
-    does that on the second core and saves each one to numba's disk cache, from which the first call
-    in this process loads it. A call that needs a job the child is compiling waits for it; one that
-    needs a job the child has not started compiles it here (the child skips it). Returns at once.
+    A cold process spends seconds per specialisation in numba's typing, lowering and LLVM; the
+    children do that on the other cores and save each one to numba's disk cache, from which the first
+    call in this process loads it. A call that needs a job a child is compiling waits for it; one that
+    needs a job no child has started compiles it here (no child gets it). Returns at once.
 
     Parameters
     ----------
@@ -277,34 +288,38 @@ def compile_ahead(jobs, default="0"):
     default : {"0", "1"}
         Whether to compile ahead when ``BOWLRP_COMPILE_AHEAD`` is not set (the test session and the
         demo pass ``"1"``).
+    processes : int, optional
+        Children compiling at once (default: one per core, at most :data:`MAX_PROCESSES`): when the
+        run waits for a kernel, the others compile on every core.
 
     Returns
     -------
     object or None
-        With ``stop()`` (end the child; also at exit), ``join(timeout)`` and ``compiled`` (the pairs
-        the child compiled so far); None when there is nothing to do or ``BOWLRP_COMPILE_AHEAD`` (else
-        ``default``) is not ``1``: every kernel then compiles at its first call.
+        With ``stop()`` (end the children; also at exit), ``join(timeout)`` and ``compiled`` (the
+        pairs the children compiled so far); None when there is nothing to do or
+        ``BOWLRP_COMPILE_AHEAD`` (else ``default``) is not ``1``: every kernel then compiles at its
+        first call.
     """
     jobs = [job for job in jobs if _loadable(job.dispatcher)]
     if os.environ.get("BOWLRP_COMPILE_AHEAD", default) != "1" or not jobs:
         return None
-    return _AheadProcess(jobs)
+    if processes is None:
+        processes = min(MAX_PROCESSES, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                        else os.cpu_count() or 1)
+    return _AheadCompilers(jobs, processes)
 
 
 # ---------------------------------------------------------------------------------- the child's side
 def _child(stdin, report):
-    """Compile the jobs read from the file descriptor ``stdin`` (first line: a JSON list of
-    ``[kernel, args]``), writing ``start i`` and then ``done i`` or ``fail i`` to the file descriptor
-    ``report``; later lines (``skip i``) drop jobs not started yet. Exits between two cache saves
-    when ``stdin`` ends or the parent process changes (the run was killed)."""
+    """Ask for jobs on the file descriptor ``report`` (``next``), read them from the file descriptor
+    ``stdin`` (``job i kernel args``, until ``end``), compile each and report ``done i`` or ``fail
+    i``. Exits between two cache saves when ``stdin`` ends or the parent process changes (the run
+    was killed)."""
+    import queue
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the run handles Ctrl-C and then closes the pipe
     parent = os.getppid()
-    lines = _lines(stdin, lambda: os.getppid() != parent)
-    jobs = json.loads(next(lines, "[]"))
-    skipped = set()
-
     from numba.core.caching import IndexDataCacheFile
 
     import bowlrp.jit  # noqa: F401 - numba's cache saves and loads under the file lock
@@ -317,26 +332,28 @@ def _child(stdin, report):
             return save(self, *args)
 
     IndexDataCacheFile.save = whole_save
+    answers = queue.Queue()
 
     def watch():
-        for line in lines:
-            if line.startswith("skip "):
-                skipped.add(int(line.split()[1]))
+        for line in _lines(stdin, lambda: os.getppid() != parent):
+            answers.put(line)
         saving.acquire(timeout=60)  # the run has ended
         os._exit(0)
 
     threading.Thread(target=watch, daemon=True).start()
-    for i, (kernel, args) in enumerate(jobs):
-        if i in skipped:
-            continue
-        os.write(report, f"start {i}\n".encode())
+    while True:
+        os.write(report, b"next\n")
+        answer = answers.get()
+        if not answer.startswith("job "):
+            break
+        number, kernel, args = answer[4:].split("\t")
         try:
             dispatcher, signature = specialisation(kernel, args)
-            dispatcher.compile(signature)  # loads instead when the cache has it (the run compiled it)
+            dispatcher.compile(signature)  # loads instead when the cache has it
             outcome = "done"
         except Exception:  # noqa: BLE001 - a stale line: the run compiles (and reports) it itself
             outcome = "fail"
-        os.write(report, f"{outcome} {i}\n".encode())
+        os.write(report, f"{outcome} {number}\n".encode())
     with saving:
         os._exit(0)
 

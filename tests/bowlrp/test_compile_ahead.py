@@ -56,7 +56,7 @@ def test_the_child_compiles_and_the_run_loads_from_the_cache(cold):
     int_sig = K.spec("add_one_1", f"({K.I64}, {K.F64})")
     jobs = ahead.uncompiled([K.spec("add_one_0"), stale, K.spec("add_one_1"), int_sig])
     assert [job.kernel for job in jobs] == [f"{K.__name__}.add_one_{k}" for k in (0, 0, 1, 1)]
-    handle = ahead.compile_ahead(jobs)
+    handle = ahead.compile_ahead(jobs, processes=1)
     try:
         assert handle.join(timeout=120), "the compile-ahead child did not finish"
         i64 = numba.types.Array(numba.types.int64, 1, "C")
@@ -66,18 +66,34 @@ def test_the_child_compiles_and_the_run_loads_from_the_cache(cold):
         assert sum(K.add_one_0.stats.cache_hits.values()) == 1 and _compiled_here(K.add_one_0) == 0
     finally:
         handle.stop()
-    assert handle._proc.returncode == 0
+    assert [child.proc.returncode for child in handle._children] == [0]
     assert "load_overload" not in vars(K.add_one_0._cache)  # unhooked
+
+
+def test_two_children_share_the_jobs_and_compile_each_once(cold):
+    names = ["add_one_9", "add_one_10", "add_one_11"]
+    handle = ahead.compile_ahead(ahead.uncompiled([K.spec(name) for name in names]), processes=2)
+    try:
+        assert len(handle._children) == 2
+        assert handle.join(timeout=120)
+        kernels = [getattr(K, name) for name in names]
+        assert sorted(handle.compiled, key=lambda pair: names.index(pair[0].py_func.__name__)) == [
+            (kernel, SIG) for kernel in kernels]
+        for kernel in kernels:
+            _run(kernel)
+            assert _compiled_here(kernel) == 0
+    finally:
+        handle.stop()
 
 
 def test_a_job_the_child_has_not_started_is_compiled_by_the_run_once(cold):
     first, second = K.add_one_2, K.add_one_3
-    handle = ahead.compile_ahead(ahead.uncompiled([K.spec("add_one_2"), K.spec("add_one_3")]))
+    handle = ahead.compile_ahead(ahead.uncompiled([K.spec("add_one_2"), K.spec("add_one_3")]), processes=1)
     try:
         _run(second)  # at once: the child is still starting up, so the run takes the job over
         assert handle.join(timeout=120)
         done = [d for d, _ in handle.compiled]
-        # compiled exactly once: by the child (the run loaded it) or by the run (the child skipped it)
+        # compiled exactly once: by the child (the run loaded it) or by the run (no child got it)
         assert (second in done) == (_compiled_here(second) == 0)
         assert first in done
         _run(first)
@@ -90,7 +106,7 @@ def test_the_run_waits_for_the_job_the_child_is_compiling(cold):
     handle = ahead.compile_ahead(ahead.uncompiled([K.spec("add_one_4")]))
     try:
         deadline = time.monotonic() + 120
-        while handle._current is None and not handle.compiled and time.monotonic() < deadline:
+        while not handle._running and not handle.compiled and time.monotonic() < deadline:
             time.sleep(0.005)
         _run(K.add_one_4)  # under way (or done): loaded from the cache, never compiled here
         assert _compiled_here(K.add_one_4) == 0 and handle.compiled == [(K.add_one_4, SIG)]
@@ -131,13 +147,13 @@ def test_a_process_forked_from_the_run_compiles_for_itself(cold):
     handle = ahead.compile_ahead(ahead.uncompiled([K.spec("add_one_7"), K.spec("add_one_8")]))
     try:
         deadline = time.monotonic() + 120
-        while handle._current is None and not handle.compiled and time.monotonic() < deadline:
+        while not handle._running and not handle.compiled and time.monotonic() < deadline:
             time.sleep(0.005)
         pid = os.fork()
         if pid == 0:  # child: compile and run a listed kernel, exit 0 if right
             code = 1
             try:
-                for fd in (handle._to_child, handle._from_child):
+                for fd in [fd for child in handle._children for fd in (child.to_child, child.from_child)]:
                     try:
                         os.fstat(fd)
                     except OSError:
@@ -181,7 +197,7 @@ def _gone(pid):
 @pytest.mark.parametrize("how", ["SIGKILL", "SIGINT", "fork-outlives"])
 def test_the_child_ends_with_the_run(cold, how):
     """Killed, interrupted (Ctrl-C) or ended while a forked process of it lives on, the run leaves
-    no compile-ahead process behind."""
+    no compile-ahead process behind (they watch their stdin and their parent process id)."""
     script = textwrap.dedent(f"""
         import os, sys, time
         from bowlrp import compile_ahead as ahead
@@ -192,22 +208,22 @@ def test_the_child_ends_with_the_run(cold, how):
         if {how == "fork-outlives"!r} and os.fork() == 0:
             time.sleep(60)
             os._exit(0)
-        print(handle._proc.pid, flush=True)
+        print(*[child.proc.pid for child in handle._children], flush=True)
         time.sleep(60)
     """)
     env = {**os.environ, "PYTHONPATH": ROOT, "NUMBA_CACHE_DIR": str(cold)}
     run = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=env,
                            start_new_session=True)
     try:
-        child = int(run.stdout.readline())
-        assert not _gone(child)  # still compiling (it has twelve jobs) when the run ends
+        children = [int(pid) for pid in run.stdout.readline().split()]
+        assert children and not any(map(_gone, children))  # still compiling twelve jobs when the run ends
         sent = signal.SIGINT if how == "SIGINT" else signal.SIGKILL
         run.send_signal(sent)
         run.wait(timeout=60)
         deadline = time.monotonic() + 30
-        while not _gone(child) and time.monotonic() < deadline:
+        while not all(map(_gone, children)) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert _gone(child), f"the compile-ahead process outlived the run ({how})"
+        assert all(map(_gone, children)), f"a compile-ahead process outlived the run ({how})"
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(run.pid, signal.SIGKILL)  # the forked sleeper too
