@@ -168,6 +168,8 @@ def main(argv=None):
                              "session's and the demo's kernel lists; on by default, as in make test "
                              "and make demo) or not (BOWLRP_COMPILE_AHEAD=0); "
                              "both: each command without, then with, in every round")
+    parser.add_argument("--ahead-processes", type=int,
+                        help="children compiling ahead (BOWLRP_COMPILE_AHEAD_PROCESSES; default: one per core)")
     parser.add_argument("--keep", metavar="DIR", help="keep the caches and logs in a new folder in DIR")
     parser.add_argument("--write-ahead", metavar="PREFIX",
                         help="with --inventory and --ahead off: write what each command's cold run "
@@ -193,7 +195,10 @@ def main(argv=None):
         tests = ["-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
                  *(TEST_SLICE_QUICK if args.quick else TEST_SLICE)]
         commands = {"demo": demo, "tests": tests, "suite": [*SUITE]}
-        variants = {"on": [("-ahead", {"BOWLRP_COMPILE_AHEAD": "1"})],
+        on = {"BOWLRP_COMPILE_AHEAD": "1"}
+        if args.ahead_processes:
+            on["BOWLRP_COMPILE_AHEAD_PROCESSES"] = str(args.ahead_processes)
+        variants = {"on": [("-ahead", on)],
                     "off": [("", {"BOWLRP_COMPILE_AHEAD": "0"})]}
         variants["both"] = variants["off"] + variants["on"]  # A/B: the same command without, then with
         commands = {name + suffix: (commands[name], env) for name in (args.only or ["demo", "tests"])

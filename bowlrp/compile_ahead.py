@@ -289,8 +289,9 @@ def compile_ahead(jobs, default="0", processes=None):
         Whether to compile ahead when ``BOWLRP_COMPILE_AHEAD`` is not set (the test session and the
         demo pass ``"1"``).
     processes : int, optional
-        Children compiling at once (default: one per core, at most :data:`MAX_PROCESSES`): when the
-        run waits for a kernel, the others compile on every core.
+        Children compiling at once (default: ``BOWLRP_COMPILE_AHEAD_PROCESSES``, else one per core,
+        at most :data:`MAX_PROCESSES`): while the run waits for one kernel, the others compile the
+        next ones on the other cores.
 
     Returns
     -------
@@ -304,8 +305,8 @@ def compile_ahead(jobs, default="0", processes=None):
     if os.environ.get("BOWLRP_COMPILE_AHEAD", default) != "1" or not jobs:
         return None
     if processes is None:
-        processes = min(MAX_PROCESSES, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                        else os.cpu_count() or 1)
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        processes = int(os.environ.get("BOWLRP_COMPILE_AHEAD_PROCESSES") or min(MAX_PROCESSES, cores))
     return _AheadCompilers(jobs, processes)
 
 
