@@ -169,7 +169,8 @@ def main(argv=None):
                              "and make demo) or not (BOWLRP_COMPILE_AHEAD=0); "
                              "both: each command without, then with, in every round")
     parser.add_argument("--ahead-processes", type=int,
-                        help="children compiling ahead (BOWLRP_COMPILE_AHEAD_PROCESSES; default: one per core)")
+                        help="children compiling ahead (BOWLRP_COMPILE_AHEAD_PROCESSES; default: "
+                             "one per core)")
     parser.add_argument("--keep", metavar="DIR", help="keep the caches and logs in a new folder in DIR")
     parser.add_argument("--write-ahead", metavar="PREFIX",
                         help="with --inventory and --ahead off: write what each command's cold run "
