@@ -32,8 +32,9 @@ SIG = (numba.types.Array(numba.types.float64, 1, "C"),) * 2
 def cold(tmp_path, monkeypatch):
     """An empty numba cache folder (this process and the child), new dispatchers of the test kernels
     (a dispatcher's cache folder is fixed when it is made) and compiling ahead switched on."""
+    # not NUMBA_CACHE_DIR in os.environ: numba re-reads its settings when a NUMBA_ variable changes,
+    # which would reset a later test's CACHE_DIR (the child is given this folder anyway)
     monkeypatch.setattr(numba.config, "CACHE_DIR", str(tmp_path))
-    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
     monkeypatch.setenv("BOWLRP_COMPILE_AHEAD", "1")
     importlib.reload(K)
     return tmp_path
