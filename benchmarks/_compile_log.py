@@ -12,6 +12,7 @@ children write under their own pid; nothing is lost when a process ends with ``o
 build (parallel or not), argument types, exclusive seconds (without the kernels compiled inside it),
 inclusive seconds, the pytest test running at the time (``PYTEST_CURRENT_TEST``), the thread, and
 whether the process is ``bowlrp.compile_ahead``'s child (``ahead``: compiled ahead, loaded by the run).
+A ``"wait": True`` line is the time the run waited for a kernel a compile-ahead child was compiling.
 """
 
 from __future__ import annotations
@@ -61,6 +62,22 @@ def _register(event):
                 f.write(json.dumps(record) + "\n")
 
     event.register("numba:compile", Recorder())
+
+    class Waits(event.Listener):
+        """The run waiting for a kernel a compile-ahead child is compiling (``bowlrp.compile_ahead``)."""
+
+        def on_start(self, ev):
+            local.wait_start = time.perf_counter()
+
+        def on_end(self, ev):
+            py_func = ev.data["dispatcher"].py_func
+            record = {"wait": True, "kernel": f"{py_func.__module__}.{py_func.__qualname__}",
+                      "args": str(tuple(ev.data["args"])), "seconds": time.perf_counter() - local.wait_start,
+                      "test": os.environ.get("PYTEST_CURRENT_TEST", "").split(" (")[0], "pid": os.getpid()}
+            with open(os.path.join(_LOG_DIR, f"{os.getpid()}.jsonl"), "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    event.register("bowlrp:compile-ahead-wait", Waits())
 
 
 class _EventFinder(importlib.abc.MetaPathFinder):

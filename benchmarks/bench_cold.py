@@ -91,10 +91,22 @@ def run(argv, cache_dir, log_dir=None, extra_env=None):
     return seconds, children_cpu() - cpu0, load
 
 
-def read_log(log_dir):
-    """The compile records of every process of a run (``_compile_log``'s JSON lines)."""
-    return [json.loads(line) for f in sorted(pathlib.Path(log_dir).glob("*.jsonl"))
-            for line in f.read_text().splitlines()]
+def read_log(log_dir, waits=False):
+    """The compile records of every process of a run (``_compile_log``'s JSON lines); with ``waits``,
+    the records of the run waiting for a compile-ahead child instead."""
+    records = [json.loads(line) for f in sorted(pathlib.Path(log_dir).glob("*.jsonl"))
+               for line in f.read_text().splitlines()]
+    return [r for r in records if bool(r.get("wait")) == waits]
+
+
+def blocked(log_dir):
+    """Print how long the run's processes were held up by compilation: compiling themselves
+    (top-level compiles, inclusive) and waiting for a compile-ahead child."""
+    compiles = [r for r in read_log(log_dir) if not r.get("ahead") and r["caller"] is None]
+    waits = read_log(log_dir, waits=True)
+    print(f"    held up by compilation outside the compile-ahead children: compiling "
+          f"{sum(r['inclusive'] for r in compiles):.1f} s ({len(compiles)} top-level), waiting for a child "
+          f"{sum(r['seconds'] for r in waits):.1f} s ({len(waits)} waits)")
 
 
 def inventory(records, top=15):
@@ -180,6 +192,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.report:
         records = inventory(read_log(args.report), args.top)
+        blocked(args.report)
         if args.write_ahead:
             write_ahead_list(records, args.write_ahead, any(r["test"] for r in records))
         return 0
@@ -223,6 +236,7 @@ def main(argv=None):
                 if args.inventory:
                     print("  cold run:")
                     logs[f"{name}_{k}_cold"] = inventory(read_log(log["cold"]), args.top)
+                    blocked(log["cold"])
                     if args.write_ahead and k == 0:
                         write_ahead_list(logs[f"{name}_{k}_cold"], f"{args.write_ahead}.{name}.txt",
                                          not name.startswith("demo"))

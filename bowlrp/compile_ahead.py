@@ -40,6 +40,7 @@ import threading
 import weakref
 
 import numba
+from numba.core import event
 
 __all__ = ["Job", "compile_ahead", "kernel_list", "specialisation", "uncompiled"]
 
@@ -222,7 +223,10 @@ class _AheadCompilers:
             if i in self._pending:  # not handed out: compile it here
                 self._pending.remove(i)
                 return None
-            self._cond.wait_for(lambda: i not in self._running.values(), WAIT_SECONDS)
+            # an event (as numba's "numba:compile") for whoever measures how long the run waited
+            waiting = {"dispatcher": dispatcher, "args": sig}
+            with event.trigger_event("bowlrp:compile-ahead-wait", data=waiting):
+                self._cond.wait_for(lambda: i not in self._running.values(), WAIT_SECONDS)
         return load(sig, target_context)  # None if the child failed or ended: the caller compiles
 
     # -- handle
