@@ -13,14 +13,20 @@ What is measured, in one process (ratios, not seconds, are meaningful on a share
   (``clf.encode_features`` of the extracted features: distances, top-n selection, pooling), the
   float64 BLAS products inside it alone (one per image into one buffer, as the encoding makes them:
   the floor of the encoding as long as the distances stay bit-identical; with their GFLOP/s), the
-  word selection alone (its numba kernel on those products: distances, the 4 nearest words, CSR
-  order) and the whole ``transform``; one thread;
+  squared norms alone (one ``einsum`` per image), the word selection alone (its numba kernel on those
+  products: distances, the 4 nearest words, CSR order), float32 products (descriptors converted per
+  image: the first cost of a float32 filter in front of exact distances) and the whole
+  ``transform``; one thread;
 * rounds alternate between the contestants; medians over rounds and the spread (min..max) are printed.
   Everything runs in the calling thread (OpenCV's pool set to one thread), so ``--clock cpu`` can
   time it with the process's CPU clock, which leaves out the time other processes hold the core.
 
 Target (issue 15): the encoding costs no more than our extraction, and ``transform`` with our SIFT is
 at least 5x faster than with OpenCV's.
+
+The exact-pruning experiment of the fourth round (float32 products as a filter, exact float64
+products for the shortlisted words only: the same words, not faster) is kept in the history, not in
+the tree: ``git show 39b2f64:benchmarks/_pruning.py`` (benchmarks/README.md, "exact pruning").
 """
 
 from __future__ import annotations
@@ -86,7 +92,9 @@ def _measure(images, y, words, rounds):
             "ours: extract": lambda: clfs["numba"].extract_features(images),
             "ours: encode": lambda: clfs["numba"].encode_features(feats),
             "ours: products": products(descriptors, prototypes),
+            "ours: norms": norms(descriptors),
             "ours: selection": select,
+            "float32 products": products(descriptors, prototypes, np.float32),
             "ours: transform": lambda: clfs["numba"].transform(images),
             "opencv: extract": lambda: clfs["opencv"].extract_features(images),
             "opencv: transform": lambda: clfs["opencv"].transform(images),
@@ -95,15 +103,32 @@ def _measure(images, y, words, rounds):
         return interleaved(fns, rounds), flops
 
 
-def products(descriptors, prototypes):
-    """The float64 BLAS products alone, as the encoding makes them: one call per image, written into
-    one reused buffer (fresh arrays per image would add allocation and page faults to the floor)."""
+def products(descriptors, prototypes, dtype=np.float64):
+    """The BLAS products alone, as the encoding makes them: one call per image, written into one
+    reused buffer (fresh arrays per image would add allocation and page faults to the floor).
+
+    With ``dtype=np.float32`` the descriptors are converted per image (the extraction gives float64)
+    and the product is single precision: what a float32 filter in front of exact float64 distances
+    would pay before any exact distance (see benchmarks/README.md, "exact pruning")."""
     bounds = np.cumsum([0] + [d.shape[0] for d in descriptors]).tolist()
-    out = np.empty((bounds[-1], prototypes.shape[0]))
+    out = np.empty((bounds[-1], prototypes.shape[0]), dtype)
+    prototypes = prototypes.astype(dtype)  # once per vocabulary
 
     def run():
         for g, d in enumerate(descriptors):
-            np.matmul(d, prototypes.T, out=out[bounds[g] : bounds[g + 1]])
+            np.matmul(d.astype(dtype, copy=False), prototypes.T, out=out[bounds[g] : bounds[g + 1]])
+
+    return run
+
+
+def norms(descriptors):
+    """The descriptors' squared norms alone, one ``einsum`` per image as the encoding computes them."""
+    bounds = np.cumsum([0] + [d.shape[0] for d in descriptors]).tolist()
+    out = np.empty(bounds[-1])
+
+    def run():
+        for g, d in enumerate(descriptors):
+            np.einsum("md,md->m", d, d, out=out[bounds[g] : bounds[g + 1]])
 
     return run
 
@@ -128,6 +153,9 @@ def report(words, t, flops, rounds):
     print(f"  encode / our extract          {med['ours: encode'] / med['ours: extract']:.2f}")
     print(f"  products / encode             {med['ours: products'] / med['ours: encode']:.2f}")
     print(f"  selection / encode            {med['ours: selection'] / med['ours: encode']:.2f}")
+    rest = med["ours: encode"] - med["ours: products"] - med["ours: norms"] - med["ours: selection"]
+    print(f"  rest of encode (pooling, buffers, checks, Encoding objects) {rest * 1e3:.1f} ms")
+    print(f"  float32 / float64 products    {med['float32 products'] / med['ours: products']:.2f}")
     print(f"  products: {flops / 1e9 / min(t['ours: products']):.0f} GFLOP/s (best round; one thread)")
     print(f"  transform: opencv / ours      {med['opencv: transform'] / med['ours: transform']:.2f}x")
     per_round = np.asarray(t["opencv: transform"]) / np.asarray(t["ours: transform"])

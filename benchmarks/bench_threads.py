@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/bench_threads.py --quick    # 3 rounds, smaller batches
     .venv/bin/python benchmarks/bench_threads.py --bow      # the BoW rows only (with or without --quick)
     .venv/bin/python benchmarks/bench_threads.py --bow --stages   # ... and each BoW explain stage by stage
+    .venv/bin/python benchmarks/bench_threads.py --bow --rounds 25  # more rounds on a busy machine
 
 Each workload runs with one thread (``bowlrp.jit.limited_threads(1)``: numba and BLAS) and with two
 (``limited_threads(2)``), the two settings alternating round by round; medians, spreads (min..max)
@@ -22,6 +23,15 @@ with other jobs: a second thread only helps when the other core is free).
   ``transform`` and ``explain`` of a batch of 48 images (24 with ``--quick``); ``explain`` also with
   the ``exp_chi2`` kernel (Taylor step) and, in the full run, with p = 3 pooling.
 
+Ceilings, measured in the same rounds as the BoW rows (every round runs every workload under both
+settings): a nogil numba loop halved over two threads, the BoW's own kernels (dense SIFT and the
+encoding's BLAS products of the batch, no Python objects) halved over two threads, and a plain Python
+loop as one process against two (``bench_scale --jobs``'s measurement). A second thread gains only
+while the other core is free (the kernel shares CPU time fairly between sessions: with another session
+busy, two threads get what one got), so each BoW ratio is also printed as a share of the BoW kernels'
+ceiling of the same run; on a free machine the ceilings were 1.74x (Python, 2 processes) to 1.93x (a
+compiled loop).
+
 Target: two threads at least 1.6x faster than one for each workload.
 """
 
@@ -33,9 +43,10 @@ import sys
 import time
 
 import _blas  # noqa: E402  (benchmarks/_blas.py: no machine BLAS overrides)
+import numba
 import numpy as np
 
-from bowlrp.jit import limited_threads, split_batch
+from bowlrp.jit import PARALLEL_MIN_WORK, jit_serial, limited_threads, parallel_map, split_batch
 
 
 def he(rng, shape, fan_in):
@@ -61,26 +72,145 @@ def build_vgg(rng, side=64):
 
 def interleaved(settings, fn, rounds):
     """Times (seconds) of ``fn`` under each thread setting, the settings alternating round by round."""
-    times = {key: [] for key in settings}
+    return interleaved_rows(settings, {None: fn}, rounds)[None]
+
+
+def interleaved_rows(settings, rows, rounds):
+    """Times of several workloads ``{name: fn}``: each round runs every workload under every setting,
+    so all rows (the ceilings too) see the same minutes of the shared machine."""
+    times = {name: {key: [] for key in settings} for name in rows}
     for _ in range(rounds):
-        for key, (numba_threads, blas_threads) in settings.items():
-            with limited_threads(numba_threads), limited_threads(blas_threads, numba_threads=False,
-                                                                 user_api="blas"):
-                t0 = time.perf_counter()
-                fn()
-                times[key].append(time.perf_counter() - t0)
+        for name, fn in rows.items():
+            for key, (numba_threads, blas_threads) in settings.items():
+                with limited_threads(numba_threads), limited_threads(blas_threads, numba_threads=False,
+                                                                     user_api="blas"):
+                    t0 = time.perf_counter()
+                    fn()
+                    times[name][key].append(time.perf_counter() - t0)
     return times
 
 
-def report(name, times, one="1 thread", two="2 threads"):
+def report(name, times, one="1 thread", two="2 threads", ceiling=None):
     med = {k: float(np.median(v)) * 1e3 for k, v in times.items()}
     parts = [f"{k}: {med[k]:7.1f} ms [{1e3 * min(v):.1f}..{1e3 * max(v):.1f}]" for k, v in times.items()]
     ratio = f"   speed-up {med[one] / med[two]:.2f}x" if one in med and two in med else ""
-    print(f"{name:<22}" + "   ".join(parts) + ratio, flush=True)
+    if ratio:
+        # each round's two settings ran back to back: the median of the rounds' own ratios follows the
+        # load less than the ratio of the medians does
+        rounds = np.median(np.asarray(times[one]) / np.asarray(times[two]))
+        ratio += f" (rounds {rounds:.2f}x)"
+    if ratio and ceiling:
+        ratio += f", {med[one] / med[two] / ceiling:.0%} of the BoW kernels' ceiling"
+    print(f"{name:<36}" + "   ".join(parts) + ratio, flush=True)
+    return med[one] / med[two] if ratio else None
+
+
+@jit_serial
+def _spin(n):
+    """A nogil floating-point loop: what two threads of pure compiled code gain on this machine."""
+    s = 0.0
+    for i in range(n):
+        s += np.sqrt(i * 1.0) * 1e-9
+    return s
+
+
+def _python_loop(n):
+    s = 0
+    for i in range(n):
+        s += i * i
+    return s
+
+
+def _python_units(units):
+    for _ in range(units):
+        _python_loop(400_000)
+
+
+class _Processes:
+    """Two worker processes, started once (spawned: forking this large process would leave its pages
+    copy-on-write and charge the next row's first writes with page faults): a plain Python loop as
+    one process (both halves in one worker) against two (a half in each), bench_scale --jobs'
+    measurement, in the rounds of the other rows."""
+
+    def __init__(self):
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        context = multiprocessing.get_context("spawn")
+        self.workers = [ProcessPoolExecutor(1, mp_context=context) for _ in range(2)]
+        for worker in self.workers:
+            worker.submit(_python_units, 1).result()  # started and warm before the first round
+
+    def close(self):
+        for worker in self.workers:
+            worker.shutdown()
+
+    def __call__(self):
+        if numba.get_num_threads() == 1:
+            self.workers[0].submit(_python_units, 2).result()
+        else:
+            for job in [worker.submit(_python_units, 1) for worker in self.workers]:
+                job.result()
+
+
+def ceiling_rows(clf, images):
+    """Workloads with no Python in their loops, halved over the threads: what a second thread can give.
+
+    * compiled loop: a nogil numba loop, one half per thread (``parallel_map``);
+    * SIFT kernels, BLAS products, BoW kernels (both): the dense SIFT kernels and the encoding's BLAS
+      products of the batch (the kernels of ``transform``), one half of the images per thread, no
+      object built; and "SIFT | BLAS": one thread all the SIFT kernels, the other all the products;
+    * Python, 2 processes: a plain Python loop as one process and as two (no GIL between them); the
+      "1 thread" setting runs both halves in one worker process, "2 threads" a half in each of two.
+    """
+    from bowlrp.bow.sift_grid import color_planes, default_smoothing, frame_geometry
+    from bowlrp.bow.sift_numba import streamed_descriptors
+    from bowlrp.validation import check_images
+
+    ex = clf.extractor_
+    checked = check_images(images)
+    height, width = checked[0].shape[:2]
+    bounds = frame_geometry(height, width, ex.bin_sizes, ex.step)[0]
+    B = clf.vocabularies_[0].cluster_centers_
+    half = len(checked) // 2
+    halves = [checked[:half], checked[half:]]
+    planes = [np.concatenate([color_planes(im, ex.color) for im in h]) for h in halves]
+
+    descriptors = [np.empty((len(h), int(bounds[-1]), 128), np.float64) for h in halves]
+
+    def sift(k):
+        streamed_descriptors(planes[k], len(halves[k]), ex.bin_sizes[0], ex.step,
+                             default_smoothing(ex.bin_sizes[0]), ex.contrast_threshold, descriptors[k])
+
+    def products(k):
+        for d in descriptors[k]:
+            np.matmul(d, B.T)
+
+    def kernels(k):
+        sift(k)
+        products(k)
+
+    _spin(10)  # compile before timing
+    n = 3_000_000
+    halved = lambda fn: lambda: parallel_map(fn, [0, 1], PARALLEL_MIN_WORK)  # noqa: E731
+    return {
+        "ceiling: compiled loop": halved(lambda _: _spin(n)),
+        "ceiling: SIFT kernels": halved(sift),
+        "ceiling: BLAS products": halved(products),
+        "ceiling: BoW kernels": halved(kernels),
+        # the two kinds side by side: one thread all the SIFT, the other all the products (do two
+        # vCPUs of one core give more to different kinds of work than to two halves of the same?)
+        "ceiling: SIFT | BLAS": lambda: parallel_map(lambda f: [f(0), f(1)], [sift, products],
+                                                     PARALLEL_MIN_WORK),
+        "ceiling: Python, 2 procs": _Processes(),
+    }
 
 
 def bow_rows(quick, rounds, both, stages=False):
-    """The BoW rows: ``transform`` and ``explain`` of a batch of generated scenes."""
+    """The BoW rows: ``transform`` and ``explain`` of a batch of generated scenes, with the ceilings
+    measured in the same rounds; each also with main's two-stage forward pass ("two stages")."""
+    import copy
+
     from bowlrp.app.scenes import make_scenes
     from bowlrp.bow.classifier import BoWClassifier
 
@@ -92,35 +222,51 @@ def bow_rows(quick, rounds, both, stages=False):
     variants = [("", {}), (", exp_chi2", {"kernel": "exp_chi2"})]
     if not quick:
         variants.append((", p = 3", {"p": 3.0}))
+    rows = {}
     for label, params in variants:
         with limited_threads(1):
             clf = BoWClassifier(vocabulary_size=64, random_state=0, **params).fit(list(train.images),
                                                                                   train.labels)
         clf.explain(images[:2])  # warm-up
+        # main's forward pass (dd83860): extract_features, then encode_features, each on its own
+        # threads; an instance override of the stages makes extract_and_encode run them that way
+        staged = copy.copy(clf)
+        staged.extract_features = clf.extract_features
         if not label:
-            report("BoW transform", interleaved(both, lambda clf=clf: clf.transform(images), rounds))
-        report("BoW explain" + label, interleaved(both, lambda clf=clf: clf.explain(images), rounds))
+            rows.update(ceiling_rows(clf, images))
+            rows["BoW transform"] = lambda clf=clf: clf.transform(images)
+            rows["BoW transform, two stages"] = lambda clf=staged: clf.transform(images)
+        rows["BoW explain" + label] = lambda clf=clf: clf.explain(images)
+        rows["BoW explain" + label + ", two stages"] = lambda clf=staged: clf.explain(images)
         if stages:
-            bow_stages(clf, images, rounds, both)
+            rows.update(bow_stages(clf, images))
+    try:
+        times = interleaved_rows(both, rows, rounds)
+    finally:
+        for fn in rows.values():
+            getattr(fn, "close", lambda: None)()
+    ceiling = None
+    for name, t in times.items():
+        ratio = report(name, t, ceiling=ceiling)
+        if name == "ceiling: BoW kernels":
+            ceiling = ratio  # the later rows are also given as a share of it
 
 
-def bow_stages(clf, images, rounds, both):
-    """Where a BoW ``explain`` spends its time, stage by stage, on one thread and on two: the forward
-    pass (features, encoding, decision values) and the decomposition alone (``explain`` with the
-    forward pass served from a cache: root search, Steps 2 and 1, the heatmaps)."""
+def bow_stages(clf, images):
+    """Where a BoW ``explain`` spends its time, stage by stage: the forward pass (features and
+    encoding each alone; decision values) and the decomposition alone (``explain`` with the forward
+    pass served from a cache: root search, Steps 2 and 1, the heatmaps)."""
     import copy
 
-    features = clf.extract_features(images)
-    encodings = clf.encode_features(features)
+    features, encodings = clf.extract_and_encode(images)
     X = np.stack([e.x for e in encodings])
     cached = copy.copy(clf)
-    cached.extract_features = lambda _: features
-    cached.encode_features = lambda _: encodings
-    for name, fn in (("  features", lambda: clf.extract_features(images)),
-                     ("  encoding", lambda: clf.encode_features(features)),
-                     ("  decision", lambda: clf.decision_from_bows(X)),
-                     ("  decomposition", lambda: cached.explain(images))):
-        report(name, interleaved(both, fn, rounds))
+    cached.extract_and_encode = lambda _: (features, encodings)
+    tag = f"  {clf.kernel}, p = {clf.p:g}: "
+    return {tag + "features": lambda: clf.extract_features(images),
+            tag + "encoding": lambda: clf.encode_features(features),
+            tag + "decision": lambda: clf.decision_from_bows(X),
+            tag + "decomposition": lambda: cached.explain(images)}
 
 
 def main(argv=None):
@@ -128,8 +274,9 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--bow", action="store_true", help="the BoW rows only")
     parser.add_argument("--stages", action="store_true", help="each BoW explain also stage by stage")
+    parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 7, 3 quick)")
     args = parser.parse_args(argv)
-    rounds = 3 if args.quick else 7
+    rounds = args.rounds or (3 if args.quick else 7)
     import nets
 
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (shared machine); "
@@ -137,6 +284,7 @@ def main(argv=None):
     both = {"1 thread": (1, 1), "2 threads": (2, 2)}
     if args.bow:
         bow_rows(args.quick, rounds, both, args.stages)
+        print(f"load average {os.getloadavg()[0]:.1f} at the end")
         return 0
     rng = np.random.default_rng(0)
     model = build_vgg(rng)
@@ -155,6 +303,7 @@ def main(argv=None):
         report("VGG LRP", interleaved(both, lambda: lrp.relevance(X), rounds))
 
     bow_rows(args.quick, rounds, both, args.stages)
+    print(f"load average {os.getloadavg()[0]:.1f} at the end")
     return 0
 
 

@@ -54,7 +54,7 @@ Job.__doc__ = """A specialisation to compile ahead: its names (sent to the child
 
 
 def specialisation(kernel, args):
-    """The dispatcher and signature numba's compile log names: ``("nets._kernels.fold", "(Array(float64,
+    """The dispatcher and signature numba's compile log names: ``("nets._conv_kernels.fold", "(Array(float64,
     3, 'C', False, aligned=True), int64, ...)")``.
 
     ``kernel`` is ``module.name`` of a :func:`jit_serial` / :func:`jit_parallel` kernel or of a

@@ -94,7 +94,7 @@ PARALLEL_COMPILE_SECONDS = 2.0
 
 _lock_numba_cache_files()  # before any kernel compiles: see bowlrp/_numba_cache.py
 
-_local = threading.local()  # .serial: this thread is a worker of parallel_map
+_local = threading.local()  # .serial: a worker of parallel_map; .one_blas: its BLAS runs one thread
 _forced = None  # "parallel" / "serial" while forced_builds() is active (tests)
 _serial_only = False  # set for good by serial_only() (a process forked after OpenMP was used)
 
@@ -285,9 +285,18 @@ def limited_threads(n, numba_threads=True, user_api=None):
         yield
         return
     n = max(1, int(n))
+    if n == 1 and not numba_threads and user_api == "blas" and getattr(_local, "one_blas", False):
+        # a parallel_map worker: this thread's BLAS already runs one thread for the whole region, and
+        # the extraction and encoding of a part ask again for every chunk (an explain of 48 images
+        # made 14 controller scans, 15-25 us of GIL-held Python each; 6 now)
+        yield
+        return
+    if not numba_threads:  # numba's count is left alone: not even read (its lock costs microseconds)
+        with _limit_libraries(n, user_api):
+            yield
+        return
     before = numba.get_num_threads()
-    if numba_threads:
-        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
     try:
         with _limit_libraries(n, user_api):
             yield
@@ -357,13 +366,18 @@ def _drain(func, chunks, results, next_chunk, stop=()):
     non-empty (kernels serial)."""
     _local.serial = True
     try:
-        while not stop:
-            k = next(next_chunk)  # itertools.count: atomic under the GIL
-            if k >= len(chunks):
-                return
-            results[k] = [func(item) for item in chunks[k]]
+        # one BLAS thread on this thread too: an OpenMP-threaded BLAS keeps its count per thread (a
+        # pthreads pool is already limited by parallel_map, and the limit is then found in place)
+        with limited_threads(1, numba_threads=False, user_api="blas"):
+            _local.one_blas = True
+            while not stop:
+                k = next(next_chunk)  # itertools.count: atomic under the GIL
+                if k >= len(chunks):
+                    return
+                results[k] = [func(item) for item in chunks[k]]
     finally:
         _local.serial = False
+        _local.one_blas = False
 
 
 def parallel_map(func, items, work):
@@ -395,8 +409,7 @@ def parallel_map(func, items, work):
     # a few contiguous chunks per thread, handed out in order: little dispatch overhead, and a slow
     # thread (descheduled on a busy machine) takes fewer chunks instead of holding up the others
     n_chunks = min(len(items), 4 * n_threads)
-    bounds = [len(items) * k // n_chunks for k in range(n_chunks + 1)]
-    chunks = [items[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+    chunks = [items[a:b] for a, b in contiguous_parts(len(items), n_chunks)]
     results = [None] * n_chunks
     next_chunk = itertools.count()
     # one BLAS thread while the batch threads run: nested pools would oversubscribe the cores
@@ -414,6 +427,12 @@ def parallel_map(func, items, work):
         for helper in helpers:
             helper.result()  # waits, and re-raises a helper's exception
     return [out for chunk in results for out in chunk]
+
+
+def contiguous_parts(n, count):
+    """``count`` contiguous ``(start, stop)`` ranges of ``range(n)``, sizes differing by at most one."""
+    bounds = [n * k // count for k in range(count + 1)]
+    return list(zip(bounds[:-1], bounds[1:]))
 
 
 def n_parts(n, work=None, min_rows=2):
@@ -460,9 +479,8 @@ def split_batch(func, *arrays, work=None, min_rows=2):
     count = n_parts(n, work, min_rows)
     if count < 2:
         return func(*arrays)
-    bounds = [n * k // count for k in range(count + 1)]
     parts = parallel_map(lambda ab: func(*(a[ab[0]:ab[1]] for a in arrays)),
-                         list(zip(bounds[:-1], bounds[1:])), PARALLEL_MIN_WORK if work is None else work)
+                         contiguous_parts(n, count), PARALLEL_MIN_WORK if work is None else work)
     if isinstance(parts[0], tuple):
         return tuple(np.concatenate(column) for column in zip(*parts))
     return np.concatenate(parts)

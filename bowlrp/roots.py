@@ -206,7 +206,8 @@ def check_ends(g0, g1):
     """ValueError unless g0, g1 (float arrays) have one length, are finite and bracket a root."""
     if g0.shape != g1.shape:
         raise ValueError(f"g0 and g1 must have the same length, got {g0.shape} and {g1.shape}")
-    if not (np.all(np.isfinite(g0)) and np.all(np.isfinite(g1))):
+    # (the arrays' own reductions: numpy's np.all / np.any wrappers cost more than the test itself)
+    if not (np.isfinite(g0).all() and np.isfinite(g1).all()):
         raise ValueError("the end values g(0), g(1) contain NaN or inf")
-    if np.any(g0 * g1 > 0):
+    if (g0 * g1 > 0).any():
         raise ValueError("every segment needs end values of opposite sign (a bracketed root)")

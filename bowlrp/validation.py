@@ -8,6 +8,8 @@ back as float64 so that the numba kernels see one dtype.
 
 from __future__ import annotations
 
+import os
+import sys
 from numbers import Real
 
 import numpy as np
@@ -204,3 +206,20 @@ def check_images(images, min_side=None):
     if len(images) == 0:
         raise ValueError("images is empty; at least one image is required")
     return [check_image(im, min_side=min_side, name=f"image {i}") for i, im in enumerate(images)]
+
+
+#: the project's packages: a warning about the user's input names the first frame outside them
+_OWN_DIRS = tuple(os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep + name + os.sep
+                  for name in ("bowlrp", "nets"))
+
+
+def user_stacklevel():
+    """The ``stacklevel`` for ``warnings.warn``, called right here, that names the first caller outside
+    ``bowlrp`` and ``nets``: the user's line, however many library frames (threads' parts, wrappers)
+    lie between (Python 3.12's ``skip_file_prefixes``, for 3.11). Threads: the stack is the calling
+    thread's."""
+    frame, level = sys._getframe(1), 1  # the caller of user_stacklevel: warnings.warn's caller
+    while frame is not None and frame.f_code.co_filename.startswith(_OWN_DIRS):
+        frame, level = frame.f_back, level + 1
+    return level
+

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from nets import _kernels
+from nets import _conv_kernels
 from nets.layers import Conv2D, Dense, Dropout
 
 __all__ = ["loss_and_grads", "Adam"]
@@ -30,7 +30,7 @@ def _conv_weight_grad(layer, x, grad):
     x = np.ascontiguousarray(x)
     for i0, i1 in layer._chunks(n, p, k):
         cols = np.empty(((i1 - i0) * p, k), dtype=x.dtype)
-        _kernels.im2col(x[i0:i1], kh, kw, *layer.stride, *layer.padding, cols)
+        _conv_kernels.im2col(x[i0:i1], kh, kw, *layer.stride, *layer.padding, cols)
         # (O, m*P) @ (m*P, K): one GEMM over the chunk
         dW += g3[i0:i1].transpose(1, 0, 2).reshape(o, -1) @ cols
     return dW.reshape(layer.W.shape), grad.sum(axis=(0, 2, 3))

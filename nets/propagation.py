@@ -23,74 +23,17 @@ Two exact shortcuts keep the relevance pass close to the cost of a forward pass:
 
 from __future__ import annotations
 
+import functools
+import inspect
+
 import numpy as np
 
 from nets import _kernels
+from nets._denominators import _bias_term, _dense, _StackedDenominator, _with_bias, stabilised_divide
 from nets.layers import LRN, Add, Conv2D, Dense, Pad, _ChannelAffine
 from nets.rules import Epsilon, Norm, Rule
 
 __all__ = ["propagate", "propagate_node", "forward_for_rule", "stabilised_divide", "check_rule_for_layer"]
-
-
-class _StackedDenominator:
-    """A fusable group's denominator as the stacked forward GEMM left it: channels ``start`` to
-    ``start + o`` of ``stacked`` (N, K, ...) plus the bias ``b`` (or None), not yet copied out;
-    ``stabilised_divide`` reads it in place (one pass over an output-sized array fewer), anything
-    else asks for ``array()``."""
-
-    def __init__(self, stacked, start, o, b):
-        self.stacked, self.start, self.o, self.b = stacked, start, o, b
-        self.shape = (stacked.shape[0], o) + stacked.shape[2:]
-        self.dtype = stacked.dtype
-
-    def array(self):
-        return _with_bias(self.stacked[:, self.start : self.start + self.o], self.b)
-
-
-def _dense(z):
-    """``z`` as an array (a ``_StackedDenominator`` copied out)."""
-    return z.array() if isinstance(z, _StackedDenominator) else z
-
-
-def stabilised_divide(R, z, stabilizer):
-    """``R / stab(z)``; 0 wherever the denominator is 0 (never NaN)."""
-    if isinstance(z, _StackedDenominator):
-        if callable(stabilizer) or R.shape != z.shape or R.dtype != z.dtype:
-            return stabilised_divide(R, z.array(), stabilizer)
-        out = np.empty(R.shape, dtype=R.dtype)
-        n, o = R.shape[:2]
-        b = np.empty(0, R.dtype) if z.b is None else z.b.astype(R.dtype, copy=False)
-        _kernels.stabilised_divide_stacked(
-            np.ascontiguousarray(R).reshape(n, o, -1), z.stacked.reshape(n, z.stacked.shape[1], -1),
-            z.start, b, float(stabilizer), out.reshape(n, o, -1),
-        )
-        return out
-    dtype = np.result_type(R.dtype, z.dtype)
-    R = np.ascontiguousarray(R, dtype=dtype)
-    out = np.empty_like(R)
-    if z.shape != R.shape and z.shape[0] == 1 and not callable(stabilizer):
-        # one denominator for all samples (Flat, WSquare): never materialise it per sample
-        z1 = np.ascontiguousarray(z, dtype=dtype).reshape(-1)
-        _kernels.stabilised_divide_rows(
-            R.reshape(R.shape[0], -1), z1, float(stabilizer), out.reshape(R.shape[0], -1)
-        )
-        return out
-    # broadcast only when needed and writeable: broadcast_to's read-only view (even of an equal
-    # shape) would compile the division kernels once more for read-only arrays
-    z = np.require(z if z.shape == R.shape else np.broadcast_to(z, R.shape), dtype=dtype,
-                   requirements=["C", "W"])
-    if callable(stabilizer):
-        zv = z.view()  # z may be the forward output itself: the user's function must not change it
-        zv.flags.writeable = False
-        d = np.asarray(stabilizer(zv), dtype=dtype)
-        if d.shape != z.shape:
-            raise ValueError(f"the stabiliser returned shape {d.shape} for z of shape {z.shape}")
-        if not np.all(np.isfinite(d)):
-            raise ValueError("the stabiliser returned NaN or infinite values")
-        _kernels.safe_divide(R.ravel(), np.ascontiguousarray(d).ravel(), out.ravel())
-    else:
-        _kernels.stabilised_divide(R.ravel(), z.ravel(), float(stabilizer), out.ravel())
-    return out
 
 
 def check_rule_for_layer(rule, layer, where=""):
@@ -185,11 +128,6 @@ class _Inputs:
         return v
 
 
-def _bias_term(b, y_shape, dtype):
-    """The bias ``b`` broadcast to the layer's output shape (channel axis 1)."""
-    return np.broadcast_to(b.astype(dtype, copy=False).reshape((1, -1) + (1,) * (len(y_shape) - 2)), y_shape)
-
-
 def _bias_absorbed(s, b):
     """Per-sample sum_j s_j * b_j (b broadcast along axis 1)."""
     per_channel = s.reshape(s.shape[0], s.shape[1], -1).sum(axis=2) if s.ndim > 2 else s
@@ -252,16 +190,11 @@ def _needs_unbiased(layer, rule, inputs, fusable):
     return False
 
 
-def _with_bias(a, b):
-    """``a + b`` (b along axis 1) as a new array, or a contiguous copy of ``a`` without a bias: the
-    same numbers as ``layer.linear`` adding its bias in place to the GEMM output."""
-    return np.array(a, order="C") if b is None else a + _bias_term(b, a.shape, a.dtype)
-
-
 def forward_for_rule(layer, rule, x, nonneg=False):
     """``layer.forward(x)`` and the rule's extras: ``{group index: z}`` for the denominators of the
     fusable groups, computed in the same pass by stacking their modified weights with W (one
-    im2col, one GEMM), ``"unbiased"``: W x before the bias, when a term needs it, and
+    im2col, one GEMM; ``z`` is array-like, read in place by :func:`propagate_node`,
+    ``np.asarray(z)`` copies it out), ``"unbiased"``: W x before the bias, when a term needs it, and
     ``"nonneg"`` / ``"nonpos"``: the sign checks of x the rule made (not repeated backwards).
 
     When the stack holds W+ and W- (AlphaBeta on a non-negative input), W x is their sum
@@ -352,7 +285,7 @@ def _stacked_transposes(layer, pending, input_shape):
     for xin, items in by_input.values():
         if len(items) == 1:
             factor, s, Wm = items[0]
-            yield factor, layer.linear_transpose(s, Wm, input_shape, times=xin)
+            yield factor, _transpose_times(layer, s, Wm, input_shape, xin)
             continue
         s0 = items[0][1]
         width = sum(s.shape[1] for _, s, _ in items)
@@ -366,7 +299,27 @@ def _stacked_transposes(layer, pending, input_shape):
                 np.multiply(s, f, out=block)
             o += s.shape[1]
         W_all = np.concatenate([Wm for _, _, Wm in items], axis=0)
-        yield 1.0, layer.linear_transpose(s_all, W_all, input_shape, times=xin)
+        yield 1.0, _transpose_times(layer, s_all, W_all, input_shape, xin)
+
+
+@functools.cache
+def _takes_times(layer_type):
+    """Whether ``layer_type.linear_transpose`` takes ``times=`` (the library's layers do; a user's
+    layer written to the documented ``linear_transpose(s, W, input_shape)`` need not)."""
+    try:
+        params = inspect.signature(layer_type.linear_transpose).parameters
+    except (TypeError, ValueError):
+        return False
+    return "times" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+def _transpose_times(layer, s, W, input_shape, xin):
+    """``xin * layer.linear_transpose(s, W, input_shape)``, the product made inside the layer's
+    transposed map when it offers ``times=`` (the same numbers: one product per element)."""
+    if _takes_times(type(layer)):
+        return layer.linear_transpose(s, W, input_shape, times=xin)
+    back = layer.linear_transpose(s, W, input_shape)
+    return xin * back
 
 
 def _propagate_linear(layer, rule, x, y, R, precomputed=None, stab=None, with_bias=True):

@@ -32,18 +32,18 @@ def test_jobs_follow_the_session_s_file_order_and_skip_stale_lines_and_cached_ke
         f"tests/b.py\tnets._kernels.avg_pool\t({f64}, int64, int64, int64, int64, {f64})",
         f"tests/a.py\tnets._kernels.no_such_kernel\t({f64},)",  # renamed since: skipped
         f"tests/a.py\tnets._kernels.max_pool_scatter\t({f64}, not_a_type)",  # does not parse
-        f"tests/a.py\tnets._kernels.col2im\t({f64}, int64)",
-        f"tests/c.py\tnets._kernels.fold\t({f64},)",  # no selected test of that file
-        f"tests/b.py\tnets._kernels.fold__serial\t({f64}, bool)",
+        f"tests/a.py\tnets._conv_kernels.im2col\t({f64}, int64)",
+        f"tests/c.py\tnets._conv_kernels.fold\t({f64},)",  # no selected test of that file
+        f"tests/b.py\tnets._conv_kernels.fold__serial\t({f64}, bool)",
     ]
     monkeypatch.setattr(jit, "_has_cached_build", lambda dispatcher: False)
     jobs = compile_ahead.jobs(["tests/a.py", "tests/b.py"], lines)
-    from nets import _kernels
+    from nets import _conv_kernels, _kernels
 
-    want = [_kernels.col2im.parallel, _kernels.avg_pool.parallel, _kernels.fold.serial]
+    want = [_conv_kernels.im2col.parallel, _kernels.avg_pool.parallel, _conv_kernels.fold.serial]
     assert [job.dispatcher for job in jobs] == want
     assert jobs[0].signature == (numba.types.Array(numba.types.float64, 4, "C"), numba.types.int64)
-    assert jobs[0][:2] == ("nets._kernels.col2im", f"({f64}, int64)")  # what the child is sent
+    assert jobs[0][:2] == ("nets._conv_kernels.im2col", f"({f64}, int64)")  # what the child is sent
     # a warm cache: nothing to compile, no thread
     monkeypatch.setattr(jit, "_has_cached_build", lambda dispatcher: True)
     assert compile_ahead.jobs(["tests/a.py", "tests/b.py"], lines) == []

@@ -226,17 +226,23 @@ def rank_from_products(products, sq_norms, proto_sq_norms, n, values, offset, in
             d2[j] = d if d >= 0.0 else 0.0  # np.maximum(d, 0.0), -0.0 included
         select_row(d2, n, seeds, kept, nearest)
         seeds[:] = nearest
-        start = i * n
-        # insertion sort of the n (column, value) pairs by column (scipy's canonical order)
-        for r in range(n):
-            col = nearest[r] + offset
-            k = r
-            while k > 0 and indices[start + k - 1] > col:
-                indices[start + k] = indices[start + k - 1]
-                data[start + k] = data[start + k - 1]
-                k -= 1
-            indices[start + k] = col
-            data[start + k] = values[r]
+        write_row_sorted(nearest, values, offset, i * n, indices, data)
+
+
+@jit_serial(inline="always")
+def write_row_sorted(nearest, values, offset, start, indices, data):
+    """Write a row's ``n`` words (``nearest``, nearest first, with ``values[r]`` for rank r) at
+    ``indices/data[start:start + n]``, columns (``nearest + offset``) in increasing order: an insertion
+    sort of the (column, value) pairs (scipy's canonical order)."""
+    for r in range(nearest.shape[0]):
+        col = nearest[r] + offset
+        k = r
+        while k > 0 and indices[start + k - 1] > col:
+            indices[start + k] = indices[start + k - 1]
+            data[start + k] = data[start + k - 1]
+            k -= 1
+        indices[start + k] = col
+        data[start + k] = values[r]
 
 
 @jit_serial

@@ -206,6 +206,33 @@ def sparse_cross(S, i, idx, p0, p1, ZT, n, kind, out):
 
 
 @jit_serial(error_model="numpy")
+def transposed(Z):
+    """``np.ascontiguousarray(Z.T)`` of a C-contiguous (n, V) array, eight rows of Z at a time.
+
+    Each pass reads eight rows of Z from start to end and writes eight neighbouring values of every
+    row of the result. Column by column, the reads of one column lie a row apart, and when a row is a
+    multiple of 4 KiB (512 or 1,024 float64 words) they all fall in one cache set and evict each
+    other: 96 roots x 1,024 words took 490 us, against 26 us this way.
+    """
+    n, m = Z.shape
+    ZT = np.empty((m, n))
+    k0 = 0
+    while k0 + 8 <= n:
+        z0, z1, z2, z3 = Z[k0], Z[k0 + 1], Z[k0 + 2], Z[k0 + 3]
+        z4, z5, z6, z7 = Z[k0 + 4], Z[k0 + 5], Z[k0 + 6], Z[k0 + 7]
+        for d in range(m):
+            row = ZT[d]
+            row[k0], row[k0 + 1], row[k0 + 2], row[k0 + 3] = z0[d], z1[d], z2[d], z3[d]
+            row[k0 + 4], row[k0 + 5], row[k0 + 6], row[k0 + 7] = z4[d], z5[d], z6[d], z7[d]
+        k0 += 8
+    for k in range(k0, n):
+        z = Z[k]
+        for d in range(m):
+            ZT[d, k] = z[d]
+    return ZT
+
+
+@jit_serial(error_model="numpy")
 def expansion_gradient(Z, S, coef, bounds, weights, kind, gamma, out):
     """out[k, d] = df/dz_d at the point Z[k] of f(z) = sum_u weights[u] sum_i coef[i] k_u(S[i], z).
 
@@ -244,7 +271,7 @@ def expansion_gradient(Z, S, coef, bounds, weights, kind, gamma, out):
     # Column layout (as in the Gram kernel): dimensions outside, points inside, so that every inner
     # loop runs over the n points contiguously and vectorises; ZT and gT are (V, n).
     n = Z.shape[0]
-    ZT = np.ascontiguousarray(Z.T)
+    ZT = transposed(Z)
     gT = np.zeros((Z.shape[1], n))
     zsum = np.empty(n)
     cross = np.empty(n)

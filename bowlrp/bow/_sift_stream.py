@@ -23,27 +23,42 @@ import numpy as np
 from bowlrp.bow._sift_kernels import (
     N_ORIENTATIONS,
     assemble_row,
+    column_lanes,
     convolve_x,
     gradient_neighbours,
     orientation_row,
+    orientation_scratch,
     pool_columns_row,
 )
+from bowlrp.bow._sift_simd import empty_aligned, vadd8, vload8, vmul8, vsplat8, vstore8, vzero8
 from bowlrp.jit import jit_both, jit_serial, prange
 
 
 @jit_serial(inline="always")
-def _convolve_y_ring(ring, taps, y, height, dst):
-    """dst = sum_t taps[t] * xrow[clip(y + t - r)], x-smoothed row k stored at ``ring[k % len(ring)]``."""
-    n_ring = ring.shape[0]
-    r = (taps.shape[0] - 1) // 2
-    width = dst.shape[0]
-    for x in range(width):
-        dst[x] = 0.0
-    for t in range(taps.shape[0]):
-        src = ring[min(max(y + t - r, 0), height - 1) % n_ring]
-        w = taps[t]
-        for x in range(width):
-            dst[x] += w * src[x]
+def _convolve_y_ring(ring, taps, y, height, rows, dst):
+    """dst = sum_t taps[t] * xrow[clip(y + t - r)], x-smoothed row k stored at ``ring[k % len(ring)]``.
+
+    ``rows`` is scratch for the ring rows of the taps. The sum of 8 pixels stays in one 8-lane
+    register over the taps (:mod:`bowlrp.bow._sift_simd`), taps in order from 0.0: the order of the
+    former pass per tap (``dst[x] += w * src[x]``), without reloading and storing ``dst`` per tap.
+    """
+    n_ring, width = ring.shape
+    n_taps = taps.shape[0]
+    r = (n_taps - 1) // 2
+    flat = ring.reshape(n_ring * width)
+    for t in range(n_taps):
+        rows[t] = (min(max(y + t - r, 0), height - 1) % n_ring) * width
+    n_vec = width - width % 8
+    for x in range(0, n_vec, 8):
+        acc = vzero8()
+        for t in range(n_taps):
+            acc = vadd8(acc, vmul8(vsplat8(taps[t]), vload8(flat, rows[t] + x)))
+        vstore8(dst, x, acc)
+    for x in range(n_vec, width):
+        acc = 0.0
+        for t in range(n_taps):
+            acc += taps[t] * flat[rows[t] + x]
+        dst[x] = acc
 
 
 @jit_serial(inline="always", error_model="numpy")
@@ -64,14 +79,15 @@ def _stream_band(plane, taps, col_starts, row_starts, weights, offset, r0, r1, p
     radius = (taps.shape[0] - 1) // 2
     n_ring = 2 * radius + 1
     xring = np.empty((n_ring, width))
-    sring = np.empty((3, width))
+    padded = width + (-width) % 8
+    sring = empty_aligned(3 * padded).reshape((3, padded))  # rows on cache lines, used [:width]
+    tap_rows = np.empty(taps.shape[0], np.int64)
     bin0 = np.empty(width, np.int64)
-    w0 = np.empty(width)
-    w1 = np.empty(width)
-    gx = np.empty(width)
-    gy = np.empty(width)
-    cols = np.empty((n_cols, N_ORIENTATIONS))
-    flat = cols.reshape(m)
+    w0 = empty_aligned(width)
+    w1 = empty_aligned(width)
+    gx, gy, work = orientation_scratch(width)
+    lanes = column_lanes(width, n_w)
+    flat = empty_aligned(m)  # one image row pooled along x: (n_cols, 8) flat
     next_x = max(0, y_lo - 1 - radius)  # next row to smooth along x
     next_s = max(0, y_lo - 1)  # next row to smooth along y
     first_r = r0  # first pooled row whose triangle has not ended above the current row
@@ -80,12 +96,13 @@ def _stream_band(plane, taps, col_starts, row_starts, weights, offset, r0, r1, p
             while next_x <= min(next_s + radius, height - 1):
                 convolve_x(plane[next_x], taps, xring[next_x % n_ring])
                 next_x += 1
-            _convolve_y_ring(xring, taps, next_s, height, sring[next_s % 3])
+            _convolve_y_ring(xring, taps, next_s, height, tap_rows, sring[next_s % 3][:width])
             next_s += 1
         # the np.gradient stencil of orientation_field, on the ring of smoothed rows
         y_up, y_down, fy = gradient_neighbours(y, height)
-        orientation_row(sring[y % 3], sring[y_up % 3], sring[y_down % 3], fy, gx, gy, bin0, w0, w1)
-        pool_columns_row(bin0, w0, w1, col_starts, weights, offset, cols)
+        orientation_row(sring[y % 3][:width], sring[y_up % 3][:width], sring[y_down % 3][:width], fy, gx, gy,
+                        work, bin0, w0, w1)
+        pool_columns_row(bin0, w0, w1, col_starts, weights, offset, lanes, flat)
         while first_r < r1 and row_starts[first_r] + offset + n_w <= y:
             first_r += 1
         for r in range(first_r, r1):

@@ -24,6 +24,7 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d
 
 from bowlrp.bow.encoding import check_mapping, encode_many
 from bowlrp.bow.features import DenseSIFT
+from bowlrp.bow.forward import extract_and_encode
 from bowlrp.bow.grid_check import warn_if_coarse
 from bowlrp.bow.kernels import kernel_spec
 from bowlrp.bow.svm import OneVsRestKernelSVC
@@ -226,12 +227,48 @@ class BoWClassifier(ClassifierMixin, BaseEstimator):
         """
         check_is_fitted(self, "vocabularies_")
         start = time.perf_counter()
+        out = self._encode(features)
+        self._log(f"encoded {len(out)}/{len(out)} images ({time.perf_counter() - start:.1f} s)")
+        return out
+
+    def _encode(self, features):
+        """:meth:`encode_features` without the log line."""
         # One BLAS thread: the per-image distance products are small (threads cost more than they save)
         # and the numbers then cannot depend on the machine's thread count; images go to threads.
         with limited_threads(1, numba_threads=False, user_api="blas"):
-            out = encode_many(features, self.vocabularies_, self.mapping, self.rank_base, self.rank_n,
-                              self.soft_beta, self.p, self.normalize)
-        self._log(f"encoded {len(out)}/{len(out)} images ({time.perf_counter() - start:.1f} s)")
+            return encode_many(features, self.vocabularies_, self.mapping, self.rank_base, self.rank_n,
+                               self.soft_beta, self.p, self.normalize)
+
+    def extract_and_encode(self, images):
+        """:meth:`extract_features` then :meth:`encode_features`, a thread taking whole images through both.
+
+        The numbers of the two calls (every image's features and encoding depend on that image only).
+        A batch worth threads (:func:`bowlrp.jit.use_parallel`) is cut into contiguous parts, a few per
+        thread: a thread takes each of its parts from pixels to BoW vectors with serial kernels and one
+        BLAS thread (:mod:`bowlrp.bow.forward`), one barrier instead of two. Errors and warnings name
+        an image by its index in ``images``. A stage overridden on the instance or in a subclass (a
+        cache, say) is honoured: the two methods then run one after the other.
+
+        Parameters
+        ----------
+        images : list of array-like or ndarray (N, H, W[, 3])
+            Images as for :meth:`transform`.
+
+        Returns
+        -------
+        features : list of LocalFeatures
+        encodings : list of Encoding
+            One of each per image, in order.
+        """
+        check_is_fitted(self, ["extractor_", "vocabularies_"])
+        own = all(name not in vars(self) and getattr(type(self), name) is getattr(BoWClassifier, name)
+                  for name in ("extract_features", "encode_features"))
+        if not own:
+            features = self.extract_features(images)
+            return features, self.encode_features(features)
+        start = time.perf_counter()
+        out = extract_and_encode(self, images)
+        self._log(f"extracted and encoded {len(out[0])} images ({time.perf_counter() - start:.1f} s)")
         return out
 
     def decision_from_bows(self, X):
@@ -393,7 +430,7 @@ class BoWClassifier(ClassifierMixin, BaseEstimator):
     def transform(self, images):
         """BoW vectors (n, V) of the images."""
         check_is_fitted(self, "svm_")
-        return np.stack([e.x for e in self.encode_features(self.extract_features(images))])
+        return np.stack([e.x for e in self.extract_and_encode(images)[1]])
 
     def decision_function(self, images):
         """One-vs-rest scores: (n,) for two classes (positive = ``classes_[1]``), else (n, n_classes)."""

@@ -36,7 +36,7 @@ from bowlrp.bow.sift_numba import (
 )
 from bowlrp.bow.sift_opencv import opencv_descriptors
 from bowlrp.jit import limited_threads, parallel_map, use_parallel
-from bowlrp.validation import check_image, check_images
+from bowlrp.validation import check_image, check_images, user_stacklevel
 
 __all__ = ["LocalFeatures", "DenseSIFT"]
 
@@ -299,28 +299,53 @@ class DenseSIFT(BaseEstimator):
             One per image, in order; the same numbers whatever the number of threads or chunks.
         """
         sizes = self._validate_params()
+        checked = self._checked_images(images, sizes)
+        with limited_threads(self._thread_count(n_jobs), user_api="openmp"):
+            return self._extract_checked(checked, sizes, _Progress(len(checked), self.verbose))
+
+    def _thread_count(self, n_jobs=None):
+        """numba threads for an extraction: ``n_jobs``, else ``self.n_jobs``; None (all of numba's,
+        the default) for None or a negative count."""
+        n_jobs = self.n_jobs if n_jobs is None else n_jobs
+        return None if n_jobs is None or n_jobs < 0 else n_jobs
+
+    def _checked_images(self, images, sizes):
+        """The images as checked float64 arrays (:func:`~bowlrp.validation.check_images`, value range)."""
         if not isinstance(images, np.ndarray):
             # read twice below (checked, and the input dtypes): a lazy sequence must not load twice
             images = list(images)
         checked = check_images(images, min_side=4 * max(sizes))
         _check_value_range(checked, images)
-        n_jobs = self.n_jobs if n_jobs is None else n_jobs
-        if n_jobs is not None and n_jobs < 0:
-            n_jobs = None  # all of numba's threads: the default
-        progress = _Progress(len(checked), self.verbose)
+        return checked
+
+    def _checked_part(self, images, first, sizes):
+        """Images ``first, first + 1, ...`` of a batch checked as :meth:`_checked_images` checks them
+        (named by their index in the batch), and their value ranges, for :func:`_check_ranges` to
+        judge once the whole batch's are known (the part runs on a thread of its own)."""
+        checked = [check_image(im, min_side=4 * max(sizes), name=f"image {first + k}")
+                   for k, im in enumerate(images)]
+        return checked, _value_ranges(checked, images)
+
+    def _work(self, images):
+        """Estimated operations of extracting checked ``images`` (:func:`bowlrp.jit.use_parallel`)."""
         planes = 1 if self.color == "gray" else 3
-        work = _WORK_PER_PIXEL * planes * sum(im.shape[0] * im.shape[1] for im in checked)
+        return _WORK_PER_PIXEL * planes * sum(im.shape[0] * im.shape[1] for im in images)
+
+    def _extract_checked(self, checked, sizes, progress):
+        """The features of checked images, in chunks of equal-shaped images, on threads when it pays
+        (serially inside a :func:`~bowlrp.jit.parallel_map` worker)."""
+        planes = 1 if self.color == "gray" else 3
+        work = self._work(checked)
 
         def extract(chunk):
             out = self._extract_batch(chunk, sizes)
             progress.step(len(chunk))
             return out
 
-        with limited_threads(n_jobs, user_api="openmp"):
-            threads = numba.get_num_threads() if use_parallel(work) else 1
-            chunks = _same_shape_chunks(checked, planes, threads)
-            # the extraction uses no BLAS: the limit is only numba's thread count for this call
-            return [f for part in parallel_map(extract, chunks, work) for f in part]
+        threads = numba.get_num_threads() if use_parallel(work) else 1
+        chunks = _same_shape_chunks(checked, planes, threads)
+        # the extraction uses no BLAS: the limit is only numba's thread count for this call
+        return [f for part in parallel_map(extract, chunks, work) for f in part]
 
 
 def _same_shape_chunks(images, n_planes, threads):
@@ -352,11 +377,24 @@ def _check_value_range(images, originals):
     Images given as unsigned integers (``originals``: the inputs before checking) were scaled into
     [0, 1] and need no scan.
     """
+    _check_ranges(_value_ranges(images, originals))
+
+
+def _value_ranges(images, originals):
+    """(low, high) of each checked image, None for one given as unsigned integers (no scan needed)."""
+    unsigned = (np.uint8, np.uint16)
+    return [None if getattr(original, "dtype", None) in unsigned else (float(im.min()), float(im.max()))
+            for im, original in zip(images, originals)]
+
+
+def _check_ranges(ranges):
+    """The error for the first image out of the accepted range, else one warning for the first image
+    clearly outside [0, 1] (``ranges``: :func:`_value_ranges` of the whole batch, in order)."""
     warned = False
-    for i, (im, original) in enumerate(zip(images, originals)):
-        if getattr(original, "dtype", None) in (np.uint8, np.uint16):
+    for i, bounds in enumerate(ranges):
+        if bounds is None:
             continue
-        low, high = float(im.min()), float(im.max())
+        low, high = bounds
         if max(-low, high) > MAX_ABS_PIXEL:
             raise ValueError(
                 f"image {i} has pixel values up to {max(-low, high):.3g} in magnitude; DenseSIFT "
@@ -367,7 +405,7 @@ def _check_value_range(images, originals):
                 f"image {i} has values in [{low:.3g}, {high:.3g}]; DenseSIFT expects float images in "
                 "[0, 1] (uint8 images are scaled automatically): divide by 255",
                 UserWarning,
-                stacklevel=3,
+                stacklevel=user_stacklevel(),
             )
             warned = True
 

@@ -10,6 +10,7 @@ sum of its raw histogram divided by ``A^2`` (the mean gradient magnitude over th
 The kernels are in :mod:`bowlrp.bow._sift_kernels` (one per stage) and :mod:`bowlrp.bow._sift_stream`
 (all per-pixel stages fused in one pass over the rows, bit-identical to the stages): a bin size with its
 own smoothing streams; bin sizes that share a smoothing share one orientation field through the stages.
+Their inner loops use the 8-lane intrinsics of :mod:`bowlrp.bow._sift_simd` (same bits as scalar code).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 
 from bowlrp.bow import _sift_kernels as _k
 from bowlrp.bow import _sift_stream as _s
+from bowlrp.bow._sift_simd import empty_aligned_array
 from bowlrp.bow.sift_grid import frame_layout, gaussian_taps
 
 __all__ = [
@@ -43,6 +45,8 @@ def orientation_fields(planes, sigma):
     fields = []
     tmp = smoothed = None
     for plane in planes:
+        # the kernels load 8 neighbouring float64 values at once: C-contiguous float64 rows only
+        plane = np.ascontiguousarray(plane, dtype=np.float64)
         if taps.size > 1:
             if tmp is None:
                 tmp = np.empty(plane.shape, np.float64)
@@ -123,6 +127,7 @@ def streamed_descriptors(planes, n_images, bin_size, step, sigma, threshold, out
 
     The same numbers, bit for bit, as :func:`orientation_fields` + :func:`pooled_descriptors` per image.
     """
+    planes = np.ascontiguousarray(planes, dtype=np.float64)  # (8-value loads: unit-stride rows only)
     n_stack, height, width = planes.shape
     _, _, row_starts, row_index, col_starts, col_index, weights, offset = frame_layout(
         int(height), int(width), int(bin_size), int(step)
@@ -136,7 +141,8 @@ def streamed_descriptors(planes, n_images, bin_size, step, sigma, threshold, out
     energy = np.empty((n_stack, n_frames), np.float64)
     if n_frames == 0:
         return energy
-    pooled = np.empty((n_stack, row_starts.size, col_starts.size, _k.N_ORIENTATIONS), np.float64)
+    # on a cache line: the gathering loads each cell's 8 orientations as one 64-byte vector
+    pooled = empty_aligned_array((n_stack, row_starts.size, col_starts.size, _k.N_ORIENTATIONS))
     taps = gaussian_taps(sigma)
     kernel = _s.pooled_planes.build(_s.STREAM_WORK_PER_PIXEL * planes.size)
     threads = numba.get_num_threads() if kernel is _s.pooled_planes.parallel else 1

@@ -17,7 +17,7 @@ import numba
 import numpy as np
 
 from bowlrp.jit import limited_threads, n_parts, split_batch
-from nets import _kernels
+from nets import _conv_kernels
 from nets._memory import keep_freed_memory
 from nets.layers.base import Layer, _as_param, _check_input, _float_dtype, _pair, _pool_out_size
 
@@ -375,7 +375,7 @@ class Conv2D(_Weighted):
                 cols = x.reshape(n, k, p)[i0:i1, :, p0:p1]
             else:
                 cols = np.empty((m, k, p1 - p0), dtype=dtype)
-                unfold = _kernels.unfold.serial if serial else _kernels.unfold
+                unfold = _conv_kernels.unfold.serial if serial else _conv_kernels.unfold
                 unfold(x[i0:i1], kh, kw, *self.stride, *self.padding, r0, cols)
             # (O, K) @ (K, P) per image, straight into the NCHW output; the unfolded rows are
             # channel-major, so for a grouped convolution group gi owns one contiguous block of
@@ -429,11 +429,11 @@ class Conv2D(_Weighted):
             else:
                 np.matmul(Wt, sb.reshape(m, g, o // g, p1 - p0), out=cols.reshape(m, g, k // g, p1 - p0))
             if same:  # (cols is this block's scratch: fold_same may overwrite it)
-                fold = _kernels.fold_same.serial if serial else _kernels.fold_same
+                fold = _conv_kernels.fold_same.serial if serial else _conv_kernels.fold_same
                 scale = times[i0:i1] if fused and r1 == oh else no_times
                 fold(cols, kh, kw, *self.padding, r0, r0 == 0, scale, out[i0:i1])
             elif not pointwise:
-                fold = _kernels.fold.serial if serial else _kernels.fold
+                fold = _conv_kernels.fold.serial if serial else _conv_kernels.fold
                 fold(cols, kh, kw, *self.stride, *self.padding, r0, r0 == 0, out[i0:i1])
 
         _run_blocks(self._blocks(n, oh, ow, k), work)
@@ -464,7 +464,7 @@ class Conv2D(_Weighted):
         p = s_sum.shape[2] * s_sum.shape[3]
         cols = np.broadcast_to(np.ascontiguousarray(s_sum).reshape(n, 1, p), (n, kh * kw, p))
         one = np.empty((n, 1) + tuple(input_shape[2:]), dtype=s_sum.dtype)
-        _kernels.fold(cols, kh, kw, *self.stride, *self.padding, 0, True, one)
+        _conv_kernels.fold(cols, kh, kw, *self.stride, *self.padding, 0, True, one)
         return np.broadcast_to(one, input_shape)
 
     def check_input(self, x):

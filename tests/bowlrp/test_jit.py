@@ -139,3 +139,35 @@ def test_a_worker_killed_inside_numbas_thread_count_call_does_not_hang_the_run()
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert out.stdout.split() == ["ok"], out.stderr
+
+
+@needs_threads
+def test_a_batch_worker_runs_one_blas_thread_without_rescanning_the_libraries(monkeypatch):
+    """Every thread of a parallel_map region runs BLAS on one thread for the whole region; the one-
+    thread limits its items ask for again (each chunk of a part's extraction and encoding) are then
+    in force already and skip threadpoolctl's scan; outside a region the limit is set as before."""
+    import threading
+
+    from threadpoolctl import threadpool_info
+
+    scans, seen = [], []
+    real = jit._limit_libraries
+    monkeypatch.setattr(jit, "_limit_libraries", lambda *a: scans.append(a) or real(*a))
+
+    def work(i):
+        with jit.limited_threads(1, numba_threads=False, user_api="blas"):
+            seen.append((threading.get_ident(),
+                         [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]))
+        return i
+
+    with jit.limited_threads(2, user_api="blas"), forced_builds("parallel"):
+        scans.clear()
+        assert jit.parallel_map(work, range(16), work=0) == list(range(16))
+        # the region's limit and one per thread that drains chunks, none per item
+        assert len(scans) <= 1 + numba.get_num_threads()
+        assert all(all(n == 1 for n in counts) for _, counts in seen)
+        scans.clear()
+        with jit.limited_threads(1, numba_threads=False, user_api="blas"):  # outside a region: set
+            assert all(p["num_threads"] == 1 for p in threadpool_info() if p["user_api"] == "blas")
+        assert len(scans) == 1
+        assert all(p["num_threads"] == 2 for p in threadpool_info() if p["user_api"] == "blas")

@@ -1,4 +1,5 @@
-"""Every numba kernel of nets/_kernels.py against a slow, obviously correct numpy twin."""
+"""Every numba kernel of nets/_kernels.py and nets/_conv_kernels.py against a slow, obviously correct
+numpy twin."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import numpy as np
 import pytest
 
 from bowlrp.jit import forced_builds
-from nets import _kernels
+from nets import _conv_kernels, _kernels
 from tests.kernel_twins import assert_matches_twin
 
 
@@ -63,7 +64,7 @@ def im2col_fast(x, g):
     n, c, h, w = x.shape
     oh, ow = _out_size(h, w, *g)
     out = np.full((n * oh * ow, c * g[0] * g[1]), np.nan)
-    _kernels.im2col(x, *g, out)
+    _conv_kernels.im2col(x, *g, out)
     return out
 
 
@@ -77,48 +78,11 @@ def test_im2col_matches_twin():
     assert_matches_twin(im2col_fast, im2col_twin, [(x, g) for g, x in _cases()])
 
 
-def col2im_fast(cols, shape, g):
-    out = np.full(shape, np.nan)
-    _kernels.col2im(cols, *g, out)
-    return out
-
-
-def col2im_twin(cols, shape, g):
-    # the transpose of im2col: <im2col(x), cols> == <x, col2im(cols)> for every x; build it by
-    # pushing each column entry back to its source pixel
-    n, c, h, w = shape
-    kh, kw, sh, sw, ph, pw = g
-    oh, ow = _out_size(h, w, *g)
-    out = np.zeros(shape)
-    for nn in range(n):
-        for a in range(oh):
-            for b in range(ow):
-                row = (nn * oh + a) * ow + b
-                for cc in range(c):
-                    for i in range(kh):
-                        for j in range(kw):
-                            y, x = a * sh - ph + i, b * sw - pw + j
-                            if 0 <= y < h and 0 <= x < w:
-                                out[nn, cc, y, x] += cols[row, (cc * kh + i) * kw + j]
-    return out
-
-
-def test_col2im_matches_twin_and_is_the_transpose_of_im2col():
-    rng = np.random.default_rng(1)
-    cases = []
-    for g, x in _cases(1):
-        cols = rng.normal(size=im2col_twin(x, g).shape)
-        cases.append((cols, x.shape, g))
-        # adjointness: <im2col(x), cols> == <x, col2im(cols)>
-        assert np.isclose((im2col_fast(x, g) * cols).sum(), (x * col2im_fast(cols, x.shape, g)).sum())
-    assert_matches_twin(col2im_fast, col2im_twin, cases)
-
-
 def unfold_fast(x, g):
     n, c, h, w = x.shape
     oh, ow = _out_size(h, w, *g)
     out = np.full((n, c * g[0] * g[1], oh * ow), np.nan)
-    _kernels.unfold(x, *g, 0, out)
+    _conv_kernels.unfold(x, *g, 0, out)
     return out
 
 
@@ -141,13 +105,33 @@ def test_unfold_matches_twin_and_is_im2col_per_image():
 
 def fold_fast(cols, shape, g):
     out = np.full(shape, np.nan)
-    _kernels.fold(cols, *g, 0, True, out)
+    _conv_kernels.fold(cols, *g, 0, True, out)
+    return out
+
+
+def transpose_of_im2col(cols, shape, g):
+    """The transpose of im2col: <im2col(x), cols> == <x, transpose_of_im2col(cols)> for every x,
+    built by pushing each column entry back to its source pixel."""
+    n, c, h, w = shape
+    kh, kw, sh, sw, ph, pw = g
+    oh, ow = _out_size(h, w, *g)
+    out = np.zeros(shape)
+    for nn in range(n):
+        for a in range(oh):
+            for b in range(ow):
+                row = (nn * oh + a) * ow + b
+                for cc in range(c):
+                    for i in range(kh):
+                        for j in range(kw):
+                            y, x = a * sh - ph + i, b * sw - pw + j
+                            if 0 <= y < h and 0 <= x < w:
+                                out[nn, cc, y, x] += cols[row, (cc * kh + i) * kw + j]
     return out
 
 
 def fold_twin(cols, shape, g):
     n, k, p = cols.shape
-    return col2im_twin(cols.transpose(0, 2, 1).reshape(n * p, k), shape, g)
+    return transpose_of_im2col(cols.transpose(0, 2, 1).reshape(n * p, k), shape, g)
 
 
 def test_fold_matches_twin_and_is_the_transpose_of_unfold():
@@ -171,9 +155,9 @@ def test_unfold_and_fold_by_bands_of_output_rows_equal_the_whole():
         for r0 in range(0, oh, 2):  # bands of two output rows (the last one may be shorter)
             r1 = min(oh, r0 + 2)
             band = np.full((n, whole.shape[1], (r1 - r0) * ow), np.nan)
-            _kernels.unfold(x, *g, r0, band)
+            _conv_kernels.unfold(x, *g, r0, band)
             np.testing.assert_array_equal(band, whole[:, :, r0 * ow : r1 * ow])
-            _kernels.fold(np.ascontiguousarray(cols[:, :, r0 * ow : r1 * ow]), *g, r0, r0 == 0, folded)
+            _conv_kernels.fold(np.ascontiguousarray(cols[:, :, r0 * ow : r1 * ow]), *g, r0, r0 == 0, folded)
         np.testing.assert_allclose(folded, fold_twin(cols, x.shape, g), rtol=1e-12, atol=1e-12)
 
 
@@ -218,7 +202,7 @@ SAME_WIDTH = [
 
 def fold_same_fast(cols, shape, g):
     out = np.full(shape, np.nan)
-    _kernels.fold_same(np.array(cols), g[0], g[1], g[4], g[5], 0, True, np.empty((0, 0, 0, 0)), out)
+    _conv_kernels.fold_same(np.array(cols), g[0], g[1], g[4], g[5], 0, True, np.empty((0, 0, 0, 0)), out)
     return out
 
 
@@ -239,13 +223,14 @@ def test_fold_same_matches_twin_by_bands_and_equals_fold():
             for r0 in range(0, oh, 2):  # bands of two output rows, added to the previous ones
                 r1 = min(oh, r0 + 2)
                 band = np.array(cols[:, :, r0 * ow : r1 * ow])
-                _kernels.fold(band, *g, r0, r0 == 0, banded_fold)
-                _kernels.fold_same(band, g[0], g[1], g[4], g[5], r0, r0 == 0, np.empty((0, 0, 0, 0)), banded)
+                _conv_kernels.fold(band, *g, r0, r0 == 0, banded_fold)
+                no_times = np.empty((0, 0, 0, 0))
+                _conv_kernels.fold_same(band, g[0], g[1], g[4], g[5], r0, r0 == 0, no_times, banded)
             np.testing.assert_array_equal(banded, banded_fold)
             np.testing.assert_allclose(banded, fold_twin(cols, shape, g), rtol=1e-12, atol=1e-12)
             times = rng.normal(size=shape)  # multiplied into each plane once it is complete
             scaled = np.full(shape, np.nan)
-            _kernels.fold_same(np.array(cols), g[0], g[1], g[4], g[5], 0, True, times, scaled)
+            _conv_kernels.fold_same(np.array(cols), g[0], g[1], g[4], g[5], 0, True, times, scaled)
             np.testing.assert_array_equal(scaled, times * fold_fast(cols, shape, g))
 
 # ------------------------------------------------------------------------------------------------
@@ -433,7 +418,7 @@ def test_safe_divide_matches_twin():
 def test_kernels_keep_float32():
     x = np.random.default_rng(9).normal(size=(2, 2, 6, 6)).astype(np.float32)
     out = np.empty((2 * 16, 2 * 9), dtype=np.float32)
-    _kernels.im2col(x, 3, 3, 1, 1, 0, 0, out)
+    _conv_kernels.im2col(x, 3, 3, 1, 1, 0, 0, out)
     np.testing.assert_allclose(out, im2col_twin(x.astype(np.float64), (3, 3, 1, 1, 0, 0)), rtol=1e-6)
 
 

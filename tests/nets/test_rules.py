@@ -353,6 +353,42 @@ def test_denominators_left_in_the_stacked_forward_output():
             np.testing.assert_allclose(got_stab, want_stab, rtol=1e-11, atol=1e-12)
 
 
+def test_stacked_denominators_read_as_arrays():
+    """``forward_for_rule`` is public: a user reading its extras gets each denominator as an array
+    (``np.asarray``), the same numbers as the in-place path uses."""
+    from nets.propagation import forward_for_rule
+
+    rng = np.random.default_rng(_seed("stacked-as-array"))
+    layer, X, *_ = _conv_case(rng, True, (1, 1), (1, 1))
+    y, extras = forward_for_rule(layer, ZPlus(), np.abs(X))
+    z = extras[0]
+    np.testing.assert_array_equal(np.asarray(z), z.array())
+    assert np.asarray(z, dtype=np.float32).dtype == np.float32 and np.asarray(z).shape == y.shape
+
+
+@pytest.mark.parametrize("rule", [ZPlus(), AlphaBeta(2, 1), Gamma(0.25)], ids=repr)
+def test_a_user_layer_without_times_in_its_transpose(rule):
+    """The documented protocol is ``linear_transpose(s, W, input_shape)``: a user's layer that
+    overrides it without the library's ``times=`` still gets every rule, with the same relevance."""
+    rng = np.random.default_rng(_seed("user-transpose", repr(rule)))
+
+    class PlainTranspose(nets.Conv2D):
+        def linear_transpose(self, s, W, input_shape):
+            return super().linear_transpose(s, W, input_shape)
+
+    X = np.abs(rng.normal(size=(2, 2, 6, 5)))
+    # a 3 x 3 "same" convolution (the library multiplies by x inside its fold) and a 3 x 2 one
+    for W, padding in ((rng.normal(size=(3, 2, 3, 3)), 1), (rng.normal(size=(3, 2, 3, 2)), (1, 1))):
+        layer = nets.Conv2D(W, rng.normal(size=3), padding=padding)
+        user = PlainTranspose(layer.W, layer.b, padding=padding)
+        Y = layer.forward(X)
+        R = rng.normal(size=Y.shape)
+        want, want_bias = propagate(layer, rule, X, Y, R)
+        got, got_bias = propagate(user, rule, X, user.forward(X), R)
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(got_bias, want_bias)
+
+
 @pytest.mark.parametrize("pool", ["avg", "global_avg"])
 def test_zero_bias_rules_on_pooling_layers(pool):
     """Pools carry no bias at all: a zero-bias Epsilon on them is LRP-0 through the pool, the same

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from bowlrp.bow.decompose._taylor_kernels import pairwise_sum
 from bowlrp.jit import jit_both, jit_serial, prange
 
 
@@ -178,3 +179,26 @@ def pixel_map(rel, boxes, height, width, out):
             down[x] = (((c[0] - c[1]) - c[2]) + c[3]) + down[x]
             left = down[x] + left
             out[y * width + x] = left
+
+
+@jit_serial(error_model="numpy")
+def uncovered_sums(r3, covered, starts, stops, counts, extra):
+    """extra[k, u] = (the sum of r3[k, d] over the dimensions d of channel u, ``starts[u]`` to
+    ``stops[u]``, with ``covered[k, d]`` False) / counts[k, u], where that sum and the count are not 0.
+
+    The sum is numpy's of the selected values in dimension order (``r3[k][sl][~covered[k][sl]].sum()``:
+    :func:`pairwise_sum` of the gathered values) and the division Python's of that float by the int
+    count, so the shares are those of the numpy loop it replaces, bit for bit.
+    """
+    buf = np.empty(r3.shape[1])
+    for k in range(r3.shape[0]):
+        for u in range(starts.shape[0]):
+            m = 0
+            for d in range(starts[u], stops[u]):
+                if not covered[k, d]:
+                    buf[m] = r3[k, d]
+                    m += 1
+            total = pairwise_sum(buf, 0, m)
+            if total != 0.0 and counts[k, u] != 0:
+                extra[k, u] = total / counts[k, u]
+

@@ -51,7 +51,7 @@ def decompose_batch(features, encodings, item_image, R3, sums=False):
     """
     item_image = np.asarray(item_image, dtype=np.int64)
     R3 = np.ascontiguousarray(R3, dtype=np.float64)
-    if not np.all(np.isfinite(R3)):
+    if not np.isfinite(R3).all():
         raise ValueError("BoW relevance contains NaN or inf")
     n_img, n_dims = len(features), R3.shape[1]
     if len(encodings) != n_img or R3.shape[0] != item_image.size:

@@ -68,7 +68,7 @@ class KernelExpansion:
         coef = np.asarray(self.coef, dtype=np.float64).ravel()
         if coef.size != sv.shape[0]:
             raise ValueError(f"got {coef.size} coefficients for {sv.shape[0]} support vectors")
-        if not (np.all(np.isfinite(sv)) and np.all(np.isfinite(coef))):
+        if not (np.isfinite(sv).all() and np.isfinite(coef).all()):
             raise ValueError("support vectors or coefficients contain NaN or inf")
         if not spec.signed and sv.size and sv.min() < 0:
             raise ValueError(f"kernel {self.kernel!r} needs non-negative support vectors")
@@ -105,7 +105,7 @@ class KernelExpansion:
             Z = Z[None, :]
         if Z.ndim != 2 or Z.shape[1] != self.n_dims:
             raise ValueError(f"BoW vectors must have {self.n_dims} dimensions, got shape {Z.shape}")
-        if not np.all(np.isfinite(Z)):
+        if not np.isfinite(Z).all():  # (the array's own reduction: np.all's wrapper costs more)
             raise ValueError("BoW vectors contain NaN or inf")
         if not kernel_spec(self.kernel).signed and Z.size and Z.min() < 0:
             raise ValueError(f"kernel {self.kernel!r} needs non-negative BoW vectors; got negative values")

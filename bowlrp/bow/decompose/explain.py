@@ -22,7 +22,7 @@ from sklearn.utils.validation import check_is_fitted
 from bowlrp.bow.decompose.batch import decompose_batch
 from bowlrp.bow.decompose.kernel import explain_bow
 from bowlrp.heatmap import Heatmap
-from bowlrp.jit import parallel_map, use_parallel
+from bowlrp.jit import contiguous_parts, parallel_map, use_parallel
 
 __all__ = ["explain_classifier"]
 
@@ -61,8 +61,7 @@ def explain_classifier(clf, images, target=None, n_candidates=16, n_roots=1, ran
         one list per image holding one Heatmap per requested target, in the order given.
     """
     check_is_fitted(clf, ["svm_", "vocabularies_"])
-    features = clf.extract_features(images)
-    encodings = clf.encode_features(features)
+    features, encodings = clf.extract_and_encode(images)
     V = clf.support_vectors_.shape[1]
     X = np.stack([e.x for e in encodings]) if encodings else np.zeros((0, V))
     decision = clf.decision_from_bows(X)
@@ -111,8 +110,7 @@ def explain_classifier(clf, images, target=None, n_candidates=16, n_roots=1, ran
                    or all(candidate_scores is None for _, candidate_scores in outputs.values()))
     threads = numba.get_num_threads() if independent and use_parallel(work) else 1
     n_parts = max(1, min(threads, n // _MIN_PART)) if threads > 1 else 1
-    cuts = [n * k // n_parts for k in range(n_parts + 1)]
-    parts = parallel_map(lambda ab: _explain_part(context, *ab), list(zip(cuts[:-1], cuts[1:])), work)
+    parts = parallel_map(lambda ab: _explain_part(context, *ab), contiguous_parts(n, n_parts), work)
     out = [maps for part in parts for maps in part]
     return out
 

@@ -121,17 +121,21 @@ def uncovered_shares(r3, covered, slices, counts):
 
     Row k, channel u: the relevance of the channel's dimensions that no feature of the image maps to
     (``covered[k] == False``), summed by numpy, divided by the channel's feature count ``counts[k, u]``
-    (nothing when that sum is 0 or the channel has no features: its relevance is then lost).
+    (nothing when that sum is 0 or the channel has no features: its relevance is then lost). One numba
+    call (:func:`._kernels.uncovered_sums`, the numbers of numpy's masked row sums) instead of a Python
+    loop over the images and channels.
     """
+    counts = np.asarray(counts)
+    if counts.size and counts.dtype.kind not in "iub":
+        raise TypeError(f"counts must be whole feature counts (an integer array), got {counts.dtype}")
+    if any(sl.step not in (None, 1) for sl in slices):
+        raise ValueError("channel slices must be contiguous (step 1)")
     extra = np.zeros((r3.shape[0], max(1, len(slices))))
-    free = ~covered
-    # rows, masks and counts taken once per image (Python ints): this loop runs under the GIL
-    for k in np.flatnonzero((free & (r3 != 0)).any(axis=1)).tolist():
-        row, row_free, n = r3[k], free[k], counts[k].tolist()
-        for u, sl in enumerate(slices):
-            uncovered = float(row[sl][row_free[sl]].sum())
-            if uncovered != 0.0 and n[u]:
-                extra[k, u] = uncovered / n[u]
+    if r3.shape[0] and len(slices):
+        ends = np.array([sl.indices(r3.shape[1])[:2] for sl in slices], np.int64)
+        r3, covered = np.ascontiguousarray(r3, dtype=np.float64), np.ascontiguousarray(covered, dtype=bool)
+        _k.uncovered_sums(r3, covered, ends[:, 0].copy(), ends[:, 1].copy(),
+                          np.ascontiguousarray(counts, dtype=np.int64), extra)
     return extra
 
 

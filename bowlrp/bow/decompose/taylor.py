@@ -189,81 +189,85 @@ def find_roots(expansion: KernelExpansion, X, candidates, n_candidates=16, n_roo
         def draw(n):
             return rng.permutation(n)[:k]
     results: list = [None] * X.shape[0]
-    rows, picks = [], []  # segments: (row of X, candidate index)
+    searched, picks = [], []  # the rows searched, and each one's candidates (its segments)
     opposite_sign = fc[None, :] * fX[:, None] < 0  # every row's test at once
     # with an int seed a row's picks depend only on its set of opposite-sign candidates: rows with the
     # same set (all rows of one sign, in practice) share one draw
     same_set: dict | None = {} if isinstance(random_state, (int, np.integer)) else None
-    for r, (x, fx) in enumerate(zip(X, fX)):
+    fx_all = fX.tolist()  # (Python floats: the loops over the rows run under the GIL)
+    for r, fx in enumerate(fx_all):
         if fx == 0.0:
-            zero = np.zeros_like(x)
-            results[r] = TaylorResult(zero, x.copy(), 0.0, 0.0, 0.0, x[None, :].copy(), -1, True)
+            x = X[r]
+            results[r] = TaylorResult(np.zeros_like(x), x.copy(), 0.0, 0.0, 0.0, x[None, :].copy(), -1, True)
             continue
         key = None if same_set is None else opposite_sign[r].tobytes()
         if key is not None and key in same_set:
-            rows.append(np.full(same_set[key].size, r))
+            searched.append(r)
             picks.append(same_set[key])
             continue
         opposite = np.flatnonzero(opposite_sign[r])
         if opposite.size == 0:
             # No bracket: expand around the candidate closest to a root (reported via f_root, bracketed).
             j = int(np.argmin(np.abs(fc)))
-            rel, rho = taylor_relevance(expansion, x, C[j])
-            results[r] = TaylorResult(rel, C[j].copy(), float(fc[j]), float(fx), rho, C[j][None, :].copy(),
-                                      j, False)
+            rel, rho = taylor_relevance(expansion, X[r], C[j])
+            results[r] = TaylorResult(rel, C[j].copy(), float(fc[j]), fx, rho, C[j][None, :].copy(), j, False)
             continue
         if opposite.size > n_candidates:
             opposite = np.sort(opposite[draw(opposite.size)])
-        rows.append(np.full(opposite.size, r))
+        searched.append(r)
         picks.append(opposite)
         if key is not None:
             same_set[key] = opposite
-    if not rows:
+    if not searched:
         return results
-    rows, picks = np.concatenate(rows), np.concatenate(picks)
+    counts = np.array([p.size for p in picks], dtype=np.int64)  # >= 1 each
+    rows = np.repeat(np.array(searched, dtype=np.int64), counts)
+    picks = np.concatenate(picks)
     # every search starts from finite end values (the numba search does not check them itself): an
     # infinite candidate score, or f(x) overflowing, is a clear error, never a NaN root
     check_ends(fc[picks], fX[rows])
 
     def search(seg_rows, seg_picks):
-        """Roots, f(roots) and relevance of some segments: each depends on its own segment only."""
-        Xs = X[seg_rows]
+        """Roots, f(roots), relevance and residuals of some segments: each depends on its own segment
+        only."""
         # a = 0 is the candidate (value f(z), opposite sign), a = 1 is x (value f(x))
         if model is None:  # a registered kernel: the Python driver of the same search
-            Zs = C[seg_picks]
+            Xs, Zs = X[seg_rows], C[seg_picks]
 
             def on_segments(a, index):  # f(a x + (1 - a) z) for the segments still searched
                 return expansion.values(a[:, None] * Xs[index] + (1.0 - a[:, None]) * Zs[index])
 
             a, _ = bracketed_roots(on_segments, fc[seg_picks], fX[seg_rows], tol=tol, max_iter=max_iter)
             roots = a[:, None] * Xs + (1.0 - a[:, None]) * Zs
-            froots = expansion.values(roots)
-        else:  # every segment's whole search in one numba call (the same numbers)
-            roots, froots = np.empty(Xs.shape), np.empty(seg_rows.size)
-            failed = np.zeros(seg_rows.size, bool)
-            _tk.segment_roots(X, C, seg_rows, seg_picks, fc[seg_picks], fX[seg_rows], *model,
-                              float(tol), int(max_iter), roots, froots, failed)
-            if failed.any():
-                raise ValueError("the kernel expansion is not finite on a segment of the root search")
-        if model is None:
-            return roots, froots, (Xs - roots) * expansion.gradient(roots)
-        # the gradient kernel of expansion.gradient, without re-validating the model and the roots
+            rels = (Xs - roots) * expansion.gradient(roots)
+            return roots, expansion.values(roots), rels, fX[seg_rows] - rels.sum(axis=1)
+        # every segment's whole search in one numba call (the same numbers)
+        roots, froots = np.empty((seg_rows.size, X.shape[1])), np.empty(seg_rows.size)
+        failed = np.zeros(seg_rows.size, bool)
+        _tk.segment_roots(X, C, seg_rows, seg_picks, fc[seg_picks], fX[seg_rows], *model, float(tol),
+                          int(max_iter), roots, froots, failed)
+        if failed.any():
+            raise ValueError("the kernel expansion is not finite on a segment of the root search")
+        # the gradient kernel of expansion.gradient, without re-validating the model and the roots, then
+        # the relevance and residuals of the Python path above in one pass (the same numbers)
         SV, _, _, _, coef, _, bounds, weights, code, gamma = model
         grad = np.zeros(roots.shape)
         _gram_kernels.expansion_gradient(roots, SV, coef, bounds, weights, code, gamma, grad)
-        return roots, froots, (Xs - roots) * grad
+        rels, rhos = np.empty(roots.shape), np.empty(seg_rows.size)
+        _tk.segment_relevance(X, seg_rows, roots, grad, fX, rels, rhos)
+        return roots, froots, rels, rhos
 
     # the segments in contiguous parts on threads (the searches, kernel values and gradients of a
     # part run there; about ten evaluations of f per segment, each n_sv x V kernel terms)
     work = 10.0 * rows.size * expansion.support_vectors.size
-    roots, froots, rels = split_batch(search, rows, picks, work=work, min_rows=8)
-    # a row's segments are contiguous (built row after row): its block of the arrays, by offsets. The
-    # residuals of all segments at once (each row of rels summed on its own, as numpy sums a row), then
-    # one stable sort by (row, |rho|): within a row's block, the order of a stable argsort of |rho|
-    rhos = fX[rows] - rels.sum(axis=1)
+    # with the residuals rho = f(x) - sum R3 of every segment (each row of rels summed on its own, as
+    # numpy sums a row)
+    roots, froots, rels, rhos = split_batch(search, rows, picks, work=work, min_rows=8)
+    # a row's segments are contiguous (built row after row): its block of the arrays, by offsets. One
+    # stable sort by (row, |rho|): within a row's block, the order of a stable argsort of |rho|
     order = np.lexsort((np.abs(rhos), rows))
-    starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
-    ends = np.r_[starts[1:], rows.size]
+    ends = np.cumsum(counts)
+    starts = ends - counts
     n_best = int(n_roots)
     if n_best == 1:
         # every row's best segment at once; its "mean" as numpy takes the mean of one row, (0.0 + R) / 1
@@ -271,10 +275,11 @@ def find_roots(expansion: KernelExpansion, X, candidates, n_candidates=16, n_roo
         firsts = order[starts]
         rel_all = 0.0 + rels[firsts]
         rho_all = fX[rows[starts]] - rel_all.sum(axis=1)
-        for i, k0 in enumerate(firsts.tolist()):
-            r = int(rows[k0])
-            results[r] = TaylorResult(rel_all[i].copy(), roots[k0].copy(), float(froots[k0]), float(fX[r]),
-                                      float(rho_all[i]), roots[k0:k0 + 1].copy(), int(picks[k0]), True)
+        # (Python numbers taken once: this loop runs under the GIL)
+        for i, (k0, r, f_root, j, rho) in enumerate(zip(firsts.tolist(), searched, froots[firsts].tolist(),
+                                                         picks[firsts].tolist(), rho_all.tolist())):
+            results[r] = TaylorResult(rel_all[i].copy(), roots[k0].copy(), f_root, fx_all[r], rho,
+                                      roots[k0:k0 + 1].copy(), j, True)
         return results
     for a, b in zip(starts.tolist(), ends.tolist()):
         r, fx = int(rows[a]), float(fX[rows[a]])

@@ -912,3 +912,125 @@ def test_an_int_seed_draws_what_a_fresh_random_state_draws_and_the_draw_is_kept_
         assert _seeded_draw(seed, n, k) is first and not first.flags.writeable
     with pytest.raises(ValueError):
         _seeded_draw(-1, 40, 16)
+
+
+def test_few_points_are_evaluated_as_a_block_evaluates_them_bit_for_bit():
+    # Fewer than _FEW points go through _point_cross (vectorised over the support vectors, the sums
+    # over the points' non-zero dimensions instead of the support vectors'): every value is the one
+    # the block loops give (a block of >= _FEW points holding them) and KernelExpansion.values' own,
+    # also where points and support vectors are zero in different dimensions
+    from bowlrp.bow.decompose import _taylor_kernels as tk
+    from bowlrp.bow.decompose.taylor import _numba_model
+
+    rng = np.random.default_rng(31)
+    for kernel in ("exp_chi2", "rbf", "linear"):
+        for n_sv, dims in ((5, (9,)), (21, (40, 24)), (150, (300,))):
+            f = make_problem(kernel, rng, n_sv=n_sv, dims=dims, gamma=None if kernel == "linear" else 0.3,
+                             zero_frac=0.5)[0]
+            Z = rng.random((tk._FEW + 3, f.n_dims))
+            Z[rng.random(Z.shape) < 0.5] = 0.0
+            Z[0] = 0.0  # a point with no non-zero dimension at all
+            SV, idx, start, sums, coef, b, bounds, w, code, gamma = _numba_model(f)
+            ZT = np.zeros((f.n_dims, tk.SEGMENTS))
+            ZT[:, :Z.shape[0]] = Z.T
+            block, few, SVT = np.empty(tk.SEGMENTS), np.empty(tk.SEGMENTS), tk.transposed(SV)
+            tk.block_values(ZT, Z.shape[0], SV, SVT, idx, start, sums, coef, b, bounds, w, code, gamma, block)
+            want = f.values(Z)
+            assert np.array_equal(block[:Z.shape[0]], want)
+            for n in range(1, tk._FEW):
+                tk.block_values(ZT, n, SV, SVT, idx, start, sums, coef, b, bounds, w, code, gamma, few)
+                assert np.array_equal(few[:n], want[:n]), (kernel, n_sv, n)
+
+
+def _transposed_twin(Z):
+    return np.ascontiguousarray(Z.T)
+
+
+@pytest.mark.parametrize("shape", [(0, 5), (3, 7), (8, 512), (96, 1024), (101, 100)])
+def test_transposed_matches_numpy(shape):
+    # the gradient kernel's copy of its points, eight rows at a time (and the rows left over): numpy's
+    # transposed copy, whatever the number of rows (a multiple of 8 or not) and the row length
+    from bowlrp.bow._kernels import transposed
+    from tests.kernel_twins import assert_matches_twin
+
+    rng = np.random.default_rng(shape[0])
+    assert_matches_twin(transposed, _transposed_twin, [(rng.standard_normal(shape),)], rtol=0.0, atol=0.0)
+
+
+def _segment_relevance(X, rows, roots, grad, fX):
+    from bowlrp.bow.decompose import _taylor_kernels as tk
+
+    rels, rhos = np.empty(roots.shape), np.empty(rows.size)
+    tk.segment_relevance(X, rows, roots, grad, fX, rels, rhos)
+    return rels, rhos
+
+
+def _segment_relevance_twin(X, rows, roots, grad, fX):
+    rels = (X[rows] - roots) * grad
+    return rels, fX[rows] - rels.sum(axis=1)
+
+
+@pytest.mark.parametrize("dims", [5, 300, 1024])
+def test_segment_relevance_matches_numpy_bit_for_bit(dims):
+    # the Taylor relevance and residual of every segment in one pass: numpy's numbers, the residual's
+    # row sum in numpy's pairwise order (rows of more than 128 terms are split)
+    from tests.kernel_twins import assert_matches_twin
+
+    rng = np.random.default_rng(dims)
+    X = rng.random((6, dims))
+    X[rng.random(X.shape) < 0.4] = 0.0
+    rows = rng.integers(0, 6, 40)
+    roots = rng.random((40, dims))
+    grad = rng.standard_normal((40, dims)) * np.exp(rng.uniform(-9, 9, (40, dims)))  # sums that round
+    cases = [(X, rows, roots, grad, rng.standard_normal(6)), (X, rows[:0], roots[:0], grad[:0], np.zeros(6))]
+    assert_matches_twin(_segment_relevance, _segment_relevance_twin, cases, rtol=0.0, atol=0.0)
+
+
+def _uncovered_shares_twin(r3, covered, slices, counts):
+    """The shares by numpy, row by row and channel by channel (what uncovered_shares computed before
+    its numba kernel)."""
+    extra = np.zeros((r3.shape[0], max(1, len(slices))))
+    for k in range(r3.shape[0]):
+        for u, sl in enumerate(slices):
+            uncovered = float(r3[k][sl][~covered[k][sl]].sum())
+            if uncovered != 0.0 and int(counts[k, u]):
+                extra[k, u] = uncovered / int(counts[k, u])
+    return extra
+
+
+def test_uncovered_shares_match_numpys_masked_sums_bit_for_bit():
+    # the uncovered dimensions' relevance per image and channel (one numba call): numpy's masked row
+    # sums (over 128 values: pairwise), divided by the int count; nothing where the sum or count is 0
+    from bowlrp.bow.decompose.pooling import uncovered_shares
+    from tests.kernel_twins import assert_matches_twin
+
+    rng = np.random.default_rng(33)
+    cases = []
+    for dims in ((9,), (300, 40), (1024,)):
+        slices, start = [], 0
+        for d in dims:
+            slices.append(slice(start, start + d))
+            start += d
+        r3 = rng.standard_normal((6, start)) * np.exp(rng.uniform(-20, 20, (6, start)))
+        r3[rng.random(r3.shape) < 0.3] = 0.0
+        r3[1] = 0.0  # nothing to share
+        covered = rng.random(r3.shape) < 0.4
+        covered[2] = True  # every dimension covered
+        counts = rng.integers(0, 50, (6, len(dims)))
+        counts[3] = 0  # a channel without features
+        cases.append((r3, covered, slices, counts))
+    cases.append((np.zeros((0, 5)), np.zeros((0, 5), bool), [slice(0, 5)], np.zeros((0, 1), np.int64)))
+    assert_matches_twin(uncovered_shares, _uncovered_shares_twin, cases, rtol=0.0, atol=0.0)
+
+
+def test_uncovered_shares_reject_what_they_would_misread():
+    """Review of issue 15: the one-call kernel read a slice's step as 1 and cut counts to integers."""
+    from bowlrp.bow.decompose.pooling import uncovered_shares
+
+    r3, covered = np.ones((2, 10)), np.zeros((2, 10), bool)
+    with pytest.raises(ValueError, match="contiguous"):
+        uncovered_shares(r3, covered, [slice(0, 10, 2)], np.ones((2, 1), np.int64))
+    with pytest.raises(TypeError, match="whole feature counts"):
+        uncovered_shares(r3, covered, [slice(0, 10)], np.full((2, 1), 2.5))
+    np.testing.assert_array_equal(uncovered_shares(r3, covered, [slice(0, 10)], np.full((2, 1), 4)),
+                                  np.full((2, 1), 2.5))
