@@ -21,8 +21,8 @@ to a temporary name and renames it; saves and loads take a file lock, :mod:`bowl
 it runs in its own session, so a Ctrl-C in the terminal reaches only the run, which closes the pipe.
 A process forked from the run (``-j N`` workers) detaches from the child (closes its copies of the
 pipes, waits for nothing, compiles what it needs). Off with ``BOWLRP_COMPILE_AHEAD=0``; the lists
-(:func:`specialisation`) skip kernels the disk cache holds (:func:`uncompiled`), so a warm run starts
-no process.
+(:func:`specialisation`) skip specialisations the disk cache holds (:func:`uncompiled`), so a warm run
+starts no process.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ import weakref
 import numba
 from numba.core import event
 
-__all__ = ["Job", "compile_ahead", "kernel_list", "specialisation", "uncompiled"]
+__all__ = ["Job", "cached", "compile_ahead", "kernel_list", "specialisation", "uncompiled"]
 
 #: seconds the run waits for a job a child compiles before compiling it itself (a stuck child)
 WAIT_SECONDS = 600.0
@@ -92,23 +92,39 @@ def kernel_list(path, lines=None):
 
 
 def uncompiled(specialisations):
-    """The :class:`Job` s for ``(kernel, args)`` pairs (see :func:`specialisation`) whose kernel
-    numba's disk cache holds no build of yet; pairs that no longer resolve (a kernel renamed or
+    """The :class:`Job` s for ``(kernel, args)`` pairs (see :func:`specialisation`) that numba's disk
+    cache does not hold yet (:func:`cached`); pairs that no longer resolve (a kernel renamed or
     removed, a type gone) and kernels without a disk cache are left out: the first real call
     compiles what it needs."""
-    from bowlrp.jit import _has_cached_build
-
-    jobs, cached = [], {}
+    jobs, seen = [], set()
     for kernel, args in specialisations:
         try:
             dispatcher, signature = specialisation(kernel, args)
         except Exception:  # noqa: BLE001 - a stale entry costs nothing
             continue
-        if kernel not in cached:
-            cached[kernel] = _has_cached_build(dispatcher) or not _loadable(dispatcher)
-        if not cached[kernel]:
+        if (kernel, signature) not in seen and not cached(dispatcher, signature):
             jobs.append(Job(kernel, args, dispatcher, signature))
+        seen.add((kernel, signature))
     return jobs
+
+
+def cached(dispatcher, signature):
+    """Whether numba's disk cache holds ``dispatcher``'s specialisation for ``signature`` (the
+    argument types) compiled from its current source for this machine, i.e. whether a first call
+    would load it; also True for a dispatcher without a disk cache (nothing to compile ahead).
+
+    Per signature, not per kernel: a cache a run left with the float64 build of a kernel still lacks
+    its float32 one (another test file, the demo started by a test), and that is compiled ahead.
+    Reads the kernel's cache index (numba's private layout: if that changes, the answer is True, as
+    for a warm cache, and the run compiles at first call as without compiling ahead).
+    """
+    if not _loadable(dispatcher):
+        return True
+    try:
+        cache = dispatcher._cache
+        return cache._index_key(signature, dispatcher.targetctx.codegen()) in cache._cache_file._load_index()
+    except Exception:  # noqa: BLE001 - another numba layout
+        return True
 
 
 def _loadable(dispatcher):

@@ -137,6 +137,18 @@ def test_a_warm_cache_starts_nothing(cold, monkeypatch):
     assert ahead.compile_ahead([]) is None
 
 
+def test_the_cache_is_checked_per_signature(cold):
+    """A kernel the cache holds in one signature is still compiled ahead in another (the float32
+    build of a layer whose float64 build an earlier process saved), once per listed pair."""
+    _run(K.add_one_6)  # the float64 signature, saved to the cache
+    int_pair = K.spec("add_one_6", f"({K.I64}, {K.F64})")
+    jobs = ahead.uncompiled([K.spec("add_one_6"), int_pair, int_pair])
+    assert [(job.kernel, job.args) for job in jobs] == [int_pair]
+    assert ahead.cached(K.add_one_6, SIG) and not ahead.cached(K.add_one_6, jobs[0].signature)
+    K.add_one_6.compile(jobs[0].signature)  # saved: now the cache holds both
+    assert ahead.uncompiled([K.spec("add_one_6"), int_pair]) == []
+
+
 def _no_process(*args, **kwargs):
     raise AssertionError("no compile-ahead process may start here")
 
