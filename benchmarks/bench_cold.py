@@ -137,31 +137,33 @@ def inventory(records, top=15):
 
 
 def write_ahead_list(records, path, with_tests):
-    """Write what a cold run's own process compiled, for ``compile_ahead`` (its test session or demo).
+    """Write what a cold run compiled, for ``compile_ahead`` (its test session or demo).
 
     One line per specialisation of a project kernel compiled at the top level (not inside another
     kernel), in the order the cold run compiled them: the test file that first needed it (suite),
-    the kernel, its argument types (numba's spelling). Kernels another process of the run compiled
-    too (a command-line or worker subprocess of a test) are left out: compiling them ahead would not
-    spare those processes their compilation. The run's process is the one that logged most compiles
-    outside the compile-ahead process.
+    the kernel, its argument types (numba's spelling). First those of the run's process (the one that
+    logged most compiles outside compile-ahead children), then those that only its command-line and
+    worker subprocesses compiled (the demo a test starts): saved by a compile-ahead child before such
+    a subprocess needs them, they are loaded there too (``compile_ahead.uncompiled`` checks the
+    cache per signature, so the demo's own compile-ahead skips what the session's saved).
     """
     counts = defaultdict(int)
     for r in records:
         counts[r["pid"]] += not r.get("ahead")
     main_pid = max(counts, key=counts.get)
-    elsewhere = {r["kernel"] for r in records if r["pid"] != main_pid}
-    lines, seen = [], set()
-    for r in records:
+    top = [r for r in records if r["caller"] is None and not r.get("ahead")
+           and r["kernel"].startswith(("bowlrp.", "nets.")) and (r["test"] or not with_tests)]
+    lines, seen, others = [], set(), 0
+    for r in sorted(top, key=lambda r: r["pid"] != main_pid):  # stable: each process's own order
         key = (r["kernel"], r["args"])
-        if (r["caller"] is None and r["pid"] == main_pid and r["kernel"].startswith(("bowlrp.", "nets."))
-                and r["kernel"] not in elsewhere and key not in seen and (r["test"] or not with_tests)):
+        if key not in seen:
             seen.add(key)
+            others += r["pid"] != main_pid
             test = [r["test"].split("::")[0]] if with_tests else []
             lines.append("\t".join([*test, r["kernel"], r["args"]]))
     pathlib.Path(path).write_text("\n".join(lines) + "\n")
-    print(f"    wrote {len(lines)} specialisations to {path} (left out, compiled in other processes too: "
-          f"{len(elsewhere)} kernels)")
+    print(f"    wrote {len(lines)} specialisations to {path} ({others} of them compiled only in "
+          "subprocesses of the run)")
 
 
 def main(argv=None):
@@ -180,9 +182,10 @@ def main(argv=None):
                              "session's and the demo's kernel lists; on by default, as in make test "
                              "and make demo) or not (BOWLRP_COMPILE_AHEAD=0); "
                              "both: each command without, then with, in every round")
-    parser.add_argument("--ahead-processes", type=int,
+    parser.add_argument("--ahead-processes", type=int, nargs="+",
                         help="children compiling ahead (BOWLRP_COMPILE_AHEAD_PROCESSES; default: "
-                             "one per core)")
+                             "the library's); several numbers: one run with compiling ahead per "
+                             "number, in the same round (e.g. --ahead both --ahead-processes 1 2)")
     parser.add_argument("--keep", metavar="DIR", help="keep the caches and logs in a new folder in DIR")
     parser.add_argument("--write-ahead", metavar="PREFIX",
                         help="with --inventory and --ahead off: write what each command's cold run "
@@ -210,10 +213,9 @@ def main(argv=None):
                  *(TEST_SLICE_QUICK if args.quick else TEST_SLICE)]
         commands = {"demo": demo, "tests": tests, "suite": [*SUITE]}
         on = {"BOWLRP_COMPILE_AHEAD": "1"}
-        if args.ahead_processes:
-            on["BOWLRP_COMPILE_AHEAD_PROCESSES"] = str(args.ahead_processes)
-        variants = {"on": [("-ahead", on)],
-                    "off": [("", {"BOWLRP_COMPILE_AHEAD": "0"})]}
+        ahead = [("-ahead", on)] if not args.ahead_processes else [
+            (f"-ahead{n}", {**on, "BOWLRP_COMPILE_AHEAD_PROCESSES": str(n)}) for n in args.ahead_processes]
+        variants = {"on": ahead, "off": [("", {"BOWLRP_COMPILE_AHEAD": "0"})]}
         variants["both"] = variants["off"] + variants["on"]  # A/B: the same command without, then with
         commands = {name + suffix: (commands[name], env) for name in (args.only or ["demo", "tests"])
                     for suffix, env in variants[args.ahead]}
@@ -230,7 +232,7 @@ def main(argv=None):
                 cold, cpu_cold, load_cold = run(cmd, cache, log["cold"], extra_env)
                 warm, cpu_warm, load_warm = run(cmd, cache, log["warm"], extra_env)
                 results[name].append((cold, warm))
-                print(f"{name:<6} round {k + 1}: cold {cold:7.1f} s (load {load_cold:.1f}), "
+                print(f"{name:<12} round {k + 1}: cold {cold:7.1f} s (load {load_cold:.1f}), "
                       f"warm {warm:7.1f} s (load {load_warm:.1f}): cold / warm {cold / warm:.2f}; "
                       f"CPU {cpu_cold:.1f} / {cpu_warm:.1f} s = {cpu_cold / cpu_warm:.2f}", flush=True)
                 if args.inventory:
