@@ -20,7 +20,9 @@ caller), and the test that compiled it. The warm run is logged too: numba's cach
 inventory of a log folder written by a run with ``BENCH_COLD_LOG_DIR=DIR`` (``--keep DIR`` keeps a
 run's caches and logs). ``--ahead both`` runs every command without and then with compiling ahead
 in a second process (``bowlrp.compile_ahead``, on unless ``BOWLRP_COMPILE_AHEAD=0``; the inventory
-counts what that process compiled and the run loaded), an A/B in one round;
+counts what that process compiled and the run loaded), an A/B in one round; ``--ahead-processes 1 2``
+runs it once per number of compile-ahead children (``BOWLRP_COMPILE_AHEAD_PROCESSES``), so ``--ahead
+both --ahead-processes 1 2`` is an A/B/C in one round;
 ``--write-ahead PREFIX`` (with ``--ahead off``) writes the kernel lists it compiles from a cold
 run's log (the suite's:
 ``tests/compile_ahead.txt``, the demo's: ``bowlrp/app/demo_kernels.txt``; with ``--report`` too). A
