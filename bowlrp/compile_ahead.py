@@ -42,11 +42,12 @@ import weakref
 import numba
 from numba.core import event
 
-__all__ = ["Job", "cached", "compile_ahead", "kernel_list", "specialisation", "uncompiled"]
+__all__ = ["Job", "cached", "compile_ahead", "default_processes", "kernel_list", "specialisation",
+           "uncompiled"]
 
 #: seconds the run waits for a job a child compiles before compiling it itself (a stuck child)
 WAIT_SECONDS = 600.0
-#: most children compiling at once (one per core up to this)
+#: most children compiling at once (one per core the run does not use, up to this)
 MAX_PROCESSES = 4
 
 Job = collections.namedtuple("Job", "kernel args dispatcher signature")
@@ -309,8 +310,8 @@ def compile_ahead(jobs, default="0", processes=None):
         Whether to compile ahead when ``BOWLRP_COMPILE_AHEAD`` is not set (the test session and the
         demo pass ``"1"``).
     processes : int, optional
-        Children compiling at once (default: ``BOWLRP_COMPILE_AHEAD_PROCESSES``, else one per core,
-        at most :data:`MAX_PROCESSES`): while the run waits for one kernel, the others compile the
+        Children compiling at once (default: :func:`default_processes`): while the run waits for
+        one kernel, the others compile the
         next ones on the other cores.
 
     Returns
@@ -325,9 +326,23 @@ def compile_ahead(jobs, default="0", processes=None):
     if os.environ.get("BOWLRP_COMPILE_AHEAD", default) != "1" or not jobs:
         return None
     if processes is None:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        processes = int(os.environ.get("BOWLRP_COMPILE_AHEAD_PROCESSES") or min(MAX_PROCESSES, cores))
+        processes = default_processes()
     return _AheadCompilers(jobs, processes)
+
+
+def default_processes(cores=None):
+    """Children to start: ``BOWLRP_COMPILE_AHEAD_PROCESSES``, else one per core the run does not use
+    (at least one, at most :data:`MAX_PROCESSES`; ``cores``: those this process may run on).
+
+    The run keeps a core: on 2 cores, one child compiled the cold test suite with less CPU and wall
+    time than two (two compile numba's own helpers twice and compete with the run for the cores), and
+    the demo's first run was as fast (``benchmarks/README.md``, cold start, round 5).
+    """
+    if os.environ.get("BOWLRP_COMPILE_AHEAD_PROCESSES"):
+        return max(1, int(os.environ["BOWLRP_COMPILE_AHEAD_PROCESSES"]))
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(MAX_PROCESSES, cores - 1))
 
 
 # ---------------------------------------------------------------------------------- the child's side

@@ -130,6 +130,16 @@ def test_compiling_ahead_is_off_unless_asked_for(cold, monkeypatch, setting):
     assert not K.add_one_5.overloads
 
 
+def test_the_run_keeps_a_core_unless_told_how_many_children(monkeypatch):
+    monkeypatch.delenv("BOWLRP_COMPILE_AHEAD_PROCESSES", raising=False)
+    assert [ahead.default_processes(cores) for cores in (1, 2, 3, 8)] == [1, 1, 2, ahead.MAX_PROCESSES]
+    assert ahead.default_processes() >= 1  # this machine's cores
+    monkeypatch.setenv("BOWLRP_COMPILE_AHEAD_PROCESSES", "3")
+    assert ahead.default_processes(2) == 3
+    monkeypatch.setenv("BOWLRP_COMPILE_AHEAD_PROCESSES", "0")
+    assert ahead.default_processes(2) == 1  # a child at least: off is BOWLRP_COMPILE_AHEAD=0
+
+
 def test_a_warm_cache_starts_nothing(cold, monkeypatch):
     _run(K.add_one_6)  # compiled here and saved to the cache
     monkeypatch.setattr(ahead.subprocess, "Popen", _no_process)
