@@ -9,11 +9,12 @@ collected the session's tests, :func:`start` hands the ones the selected test fi
 order the session reaches them, to :func:`bowlrp.compile_ahead.compile_ahead`: a child process
 compiles them on a core the session does not use and saves them to numba's disk cache, and a test
 loads its kernel from there (waits for the one the child is compiling, or compiles one the child has
-not reached, which the child then skips). The code, its numbers and numba's disk cache are those
-the test would have compiled itself. Specialisations numba already has on disk (a warm cache) are
-skipped, so a warm session starts no process. The list ends with the specialisations that only subprocesses of the
-suite compiled (the demo ``test_cli.py`` starts): saved by the child first, they are loaded there. A
-stale line (a kernel renamed, another signature) costs nothing but its own compilation.
+not reached, which the child then skips). The code, its numbers and numba's disk cache are those the
+test would have compiled itself. Specialisations numba already has on disk (a warm cache) are
+skipped, so a warm session starts no process. The list ends with the specialisations that only
+subprocesses of the suite compiled (the demo ``test_cli.py`` starts): saved by the child first, they
+are loaded there. A stale line (a kernel renamed, another signature) costs nothing but its own
+compilation.
 """
 
 from __future__ import annotations
