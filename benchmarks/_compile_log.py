@@ -10,8 +10,9 @@ does) and registers a listener for ``"numba:compile"`` there.
 Each compile is appended at once as one JSON line to ``<BENCH_COLD_LOG_DIR>/<pid>.jsonl`` (forked
 children write under their own pid; nothing is lost when a process ends with ``os._exit``): kernel,
 build (parallel or not), argument types, exclusive seconds (without the kernels compiled inside it),
-inclusive seconds, the pytest test running at the time (``PYTEST_CURRENT_TEST``) and the thread
-(``bowlrp-compile-ahead``: compiled ahead by ``bowlrp.compile_ahead``).
+inclusive seconds, the pytest test running at the time (``PYTEST_CURRENT_TEST``), the thread, and
+whether the process is ``bowlrp.compile_ahead``'s child (``ahead``: compiled ahead, loaded by the run).
+A ``"wait": True`` line is the time the run waited for a kernel a compile-ahead child was compiling.
 """
 
 from __future__ import annotations
@@ -53,13 +54,30 @@ def _register(event):
                 "inclusive": total,
                 "test": os.environ.get("PYTEST_CURRENT_TEST", "").split(" (")[0],
                 "pid": os.getpid(),
-                "thread": threading.current_thread().name,  # bowlrp-compile-ahead: compiled ahead
+                "thread": threading.current_thread().name,
+                "ahead": os.environ.get("BOWLRP_COMPILE_AHEAD_CHILD") == "1",  # the compile-ahead child
                 "argv": " ".join(sys.argv[:3]),
             }
             with open(os.path.join(_LOG_DIR, f"{os.getpid()}.jsonl"), "a") as f:
                 f.write(json.dumps(record) + "\n")
 
     event.register("numba:compile", Recorder())
+
+    class Waits(event.Listener):
+        """The run waiting for a kernel a compile-ahead child is compiling (``bowlrp.compile_ahead``)."""
+
+        def on_start(self, ev):
+            local.wait_start = time.perf_counter()
+
+        def on_end(self, ev):
+            py_func = ev.data["dispatcher"].py_func
+            record = {"wait": True, "kernel": f"{py_func.__module__}.{py_func.__qualname__}",
+                      "args": str(tuple(ev.data["args"])), "seconds": time.perf_counter() - local.wait_start,
+                      "test": os.environ.get("PYTEST_CURRENT_TEST", "").split(" (")[0], "pid": os.getpid()}
+            with open(os.path.join(_LOG_DIR, f"{os.getpid()}.jsonl"), "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    event.register("bowlrp:compile-ahead-wait", Waits())
 
 
 class _EventFinder(importlib.abc.MetaPathFinder):

@@ -18,8 +18,11 @@ exclusive of the kernels it compiled inside it (an inlined or called kernel comp
 caller), and the test that compiled it. The warm run is logged too: numba's cache should serve it all.
 ``--only suite`` times the whole test suite as ``make test`` runs it. ``--report DIR`` prints the
 inventory of a log folder written by a run with ``BENCH_COLD_LOG_DIR=DIR`` (``--keep DIR`` keeps a
-run's caches and logs). ``--ahead both`` runs every command without and then with the compile-ahead
-thread (``bowlrp.compile_ahead``, on unless ``BOWLRP_COMPILE_AHEAD=0``), an A/B in one round;
+run's caches and logs). ``--ahead both`` runs every command without and then with compiling ahead
+in a second process (``bowlrp.compile_ahead``, on unless ``BOWLRP_COMPILE_AHEAD=0``; the inventory
+counts what that process compiled and the run loaded), an A/B in one round; ``--ahead-processes 1 2``
+runs it once per number of compile-ahead children (``BOWLRP_COMPILE_AHEAD_PROCESSES``), so ``--ahead
+both --ahead-processes 1 2`` is an A/B/C in one round;
 ``--write-ahead PREFIX`` (with ``--ahead off``) writes the kernel lists it compiles from a cold
 run's log (the suite's:
 ``tests/compile_ahead.txt``, the demo's: ``bowlrp/app/demo_kernels.txt``; with ``--report`` too). A
@@ -90,10 +93,22 @@ def run(argv, cache_dir, log_dir=None, extra_env=None):
     return seconds, children_cpu() - cpu0, load
 
 
-def read_log(log_dir):
-    """The compile records of every process of a run (``_compile_log``'s JSON lines)."""
-    return [json.loads(line) for f in sorted(pathlib.Path(log_dir).glob("*.jsonl"))
-            for line in f.read_text().splitlines()]
+def read_log(log_dir, waits=False):
+    """The compile records of every process of a run (``_compile_log``'s JSON lines); with ``waits``,
+    the records of the run waiting for a compile-ahead child instead."""
+    records = [json.loads(line) for f in sorted(pathlib.Path(log_dir).glob("*.jsonl"))
+               for line in f.read_text().splitlines()]
+    return [r for r in records if bool(r.get("wait")) == waits]
+
+
+def blocked(log_dir):
+    """Print how long the run's processes were held up by compilation: compiling themselves
+    (top-level compiles, inclusive) and waiting for a compile-ahead child."""
+    compiles = [r for r in read_log(log_dir) if not r.get("ahead") and r["caller"] is None]
+    waits = read_log(log_dir, waits=True)
+    print(f"    held up by compilation outside the compile-ahead children: compiling "
+          f"{sum(r['inclusive'] for r in compiles):.1f} s ({len(compiles)} top-level), waiting for a child "
+          f"{sum(r['seconds'] for r in waits):.1f} s ({len(waits)} waits)")
 
 
 def inventory(records, top=15):
@@ -109,10 +124,10 @@ def inventory(records, top=15):
         per_file[r.get("test", "").split("::")[0] or "(no test)"] += r["seconds"]
     n_proc = len({r.get("pid") for r in records})
     parallel = [r["seconds"] for r in records if r["parallel"]]
-    ahead = [r["seconds"] for r in records if r.get("thread") == "bowlrp-compile-ahead"]
+    ahead = [r["seconds"] for r in records if r.get("ahead")]
     print(f"    compiled {len(records)} specialisations of {len(per_kernel)} kernels in {total:.1f} s "
           f"(exclusive times, {n_proc} processes); parallel builds {len(parallel)}, {sum(parallel):.1f} s; "
-          f"on the compile-ahead thread {len(ahead)}, {sum(ahead):.1f} s")
+          f"in the compile-ahead process {len(ahead)}, {sum(ahead):.1f} s")
     print("    top kernels: seconds, compiles, distinct signatures")
     for name, (seconds, count, sigs) in sorted(per_kernel.items(), key=lambda kv: -kv[1][0])[:top]:
         print(f"    {seconds:6.2f} s  {count:3d} x  {len(sigs):2d} sig  {name}")
@@ -124,31 +139,33 @@ def inventory(records, top=15):
 
 
 def write_ahead_list(records, path, with_tests):
-    """Write what a cold run's own process compiled, for ``compile_ahead`` (its test session or demo).
+    """Write what a cold run compiled, for ``compile_ahead`` (its test session or demo).
 
     One line per specialisation of a project kernel compiled at the top level (not inside another
     kernel), in the order the cold run compiled them: the test file that first needed it (suite),
-    the kernel, its argument types (numba's spelling). Kernels another process of the run compiled
-    too (a command-line or worker subprocess of a test) are left out: numba's disk cache is not safe
-    for two processes saving signatures of one kernel at once, and the session's compile-ahead thread
-    would otherwise save while such a subprocess runs.
+    the kernel, its argument types (numba's spelling). First those of the run's process (the one that
+    logged most compiles outside compile-ahead children), then those that only its command-line and
+    worker subprocesses compiled (the demo a test starts): saved by a compile-ahead child before such
+    a subprocess needs them, they are loaded there too (``compile_ahead.uncompiled`` checks the
+    cache per signature, so the demo's own compile-ahead skips what the session's saved).
     """
     counts = defaultdict(int)
     for r in records:
-        counts[r["pid"]] += 1
+        counts[r["pid"]] += not r.get("ahead")
     main_pid = max(counts, key=counts.get)
-    elsewhere = {r["kernel"] for r in records if r["pid"] != main_pid}
-    lines, seen = [], set()
-    for r in records:
+    top = [r for r in records if r["caller"] is None and not r.get("ahead")
+           and r["kernel"].startswith(("bowlrp.", "nets.")) and (r["test"] or not with_tests)]
+    lines, seen, others = [], set(), 0
+    for r in sorted(top, key=lambda r: r["pid"] != main_pid):  # stable: each process's own order
         key = (r["kernel"], r["args"])
-        if (r["caller"] is None and r["pid"] == main_pid and r["kernel"].startswith(("bowlrp.", "nets."))
-                and r["kernel"] not in elsewhere and key not in seen and (r["test"] or not with_tests)):
+        if key not in seen:
             seen.add(key)
+            others += r["pid"] != main_pid
             test = [r["test"].split("::")[0]] if with_tests else []
             lines.append("\t".join([*test, r["kernel"], r["args"]]))
     pathlib.Path(path).write_text("\n".join(lines) + "\n")
-    print(f"    wrote {len(lines)} specialisations to {path} (left out, compiled in other processes too: "
-          f"{len(elsewhere)} kernels)")
+    print(f"    wrote {len(lines)} specialisations to {path} ({others} of them compiled only in "
+          "subprocesses of the run)")
 
 
 def main(argv=None):
@@ -163,10 +180,14 @@ def main(argv=None):
     parser.add_argument("--report", metavar="DIR", help="print the inventory of a compile log folder")
     parser.add_argument("--top", type=int, default=15, help="rows of the inventory")
     parser.add_argument("--ahead", choices=["on", "off", "both"], default="on",
-                        help="compile ahead on a background thread (bowlrp.compile_ahead: the test "
+                        help="compile ahead in a second process (bowlrp.compile_ahead: the test "
                              "session's and the demo's kernel lists; on by default, as in make test "
                              "and make demo) or not (BOWLRP_COMPILE_AHEAD=0); "
                              "both: each command without, then with, in every round")
+    parser.add_argument("--ahead-processes", type=int, nargs="+",
+                        help="children compiling ahead (BOWLRP_COMPILE_AHEAD_PROCESSES; default: "
+                             "the library's); several numbers: one run with compiling ahead per "
+                             "number, in the same round (e.g. --ahead both --ahead-processes 1 2)")
     parser.add_argument("--keep", metavar="DIR", help="keep the caches and logs in a new folder in DIR")
     parser.add_argument("--write-ahead", metavar="PREFIX",
                         help="with --inventory and --ahead off: write what each command's cold run "
@@ -176,6 +197,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.report:
         records = inventory(read_log(args.report), args.top)
+        blocked(args.report)
         if args.write_ahead:
             write_ahead_list(records, args.write_ahead, any(r["test"] for r in records))
         return 0
@@ -192,8 +214,10 @@ def main(argv=None):
         tests = ["-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
                  *(TEST_SLICE_QUICK if args.quick else TEST_SLICE)]
         commands = {"demo": demo, "tests": tests, "suite": [*SUITE]}
-        variants = {"on": [("-ahead", {"BOWLRP_COMPILE_AHEAD": "1"})],
-                    "off": [("", {"BOWLRP_COMPILE_AHEAD": "0"})]}
+        on = {"BOWLRP_COMPILE_AHEAD": "1"}
+        ahead = [("-ahead", on)] if not args.ahead_processes else [
+            (f"-ahead{n}", {**on, "BOWLRP_COMPILE_AHEAD_PROCESSES": str(n)}) for n in args.ahead_processes]
+        variants = {"on": ahead, "off": [("", {"BOWLRP_COMPILE_AHEAD": "0"})]}
         variants["both"] = variants["off"] + variants["on"]  # A/B: the same command without, then with
         commands = {name + suffix: (commands[name], env) for name in (args.only or ["demo", "tests"])
                     for suffix, env in variants[args.ahead]}
@@ -210,12 +234,13 @@ def main(argv=None):
                 cold, cpu_cold, load_cold = run(cmd, cache, log["cold"], extra_env)
                 warm, cpu_warm, load_warm = run(cmd, cache, log["warm"], extra_env)
                 results[name].append((cold, warm))
-                print(f"{name:<6} round {k + 1}: cold {cold:7.1f} s (load {load_cold:.1f}), "
+                print(f"{name:<12} round {k + 1}: cold {cold:7.1f} s (load {load_cold:.1f}), "
                       f"warm {warm:7.1f} s (load {load_warm:.1f}): cold / warm {cold / warm:.2f}; "
                       f"CPU {cpu_cold:.1f} / {cpu_warm:.1f} s = {cpu_cold / cpu_warm:.2f}", flush=True)
                 if args.inventory:
                     print("  cold run:")
                     logs[f"{name}_{k}_cold"] = inventory(read_log(log["cold"]), args.top)
+                    blocked(log["cold"])
                     if args.write_ahead and k == 0:
                         write_ahead_list(logs[f"{name}_{k}_cold"], f"{args.write_ahead}.{name}.txt",
                                          not name.startswith("demo"))

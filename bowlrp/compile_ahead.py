@@ -1,90 +1,57 @@
-"""Compile numba specialisations on a background thread ahead of their first call (cold start, issue 15).
+"""Compile numba specialisations in a second process ahead of their first call (cold start, issue 15).
 
-A fresh clone's first run compiles every kernel it uses, most of it in LLVM, which llvmlite runs
-without the GIL: :func:`compile_ahead` compiles a list of specialisations on a thread, on the second
-core, while the calling thread goes on (the test session: ``tests/compile_ahead.py``; the demo:
-``bowlrp/app/demo_ahead.py``). numba compiles one specialisation at a time per process (its global
-compiler lock): a call that needs another compilation meanwhile waits for the one under way, at most
-one job; a call that needs a job's specialisation finds it compiled, so nothing compiles twice and
-the code, its numbers and numba's disk cache are those the first call would have made. The lists are
-what a cold run compiled, as numba's compile log names them (:func:`specialisation`);
-:func:`uncompiled` drops the kernels numba's disk cache already holds (a warm run starts no thread).
-Both are on unless ``BOWLRP_COMPILE_AHEAD=0``. One cold run of the whole suite with the session's
-thread on hung once in numba's threading-layer start-up lock, a process-shared semaphore that a
-worker terminated inside a thread-count call left taken; forked children now take a lock of their
-own (``bowlrp.jit._private_numba_start_lock``, with a test), and the cold suites run since passed.
+A fresh clone's first run compiles every kernel it uses. :func:`compile_ahead` starts a child
+process (``python -m bowlrp.compile_ahead``, same environment and numba cache folder) that compiles
+a list of specialisations in the order the run will need them and saves each to numba's disk cache;
+the run's own process then *loads* them there at their first call (numba's dispatcher tries its disk
+cache before compiling; the cache index is read again at every attempt), which takes milliseconds.
+A second process compiles in parallel with everything the run does: numba compiles one
+specialisation at a time per process (its global compiler lock), and its own passes are Python
+holding the GIL, so a compile-ahead *thread* overlapped only LLVM's share of the work.
+
+Nothing compiles twice. The child says on a pipe which job it starts and which it finished. When
+the run needs a listed specialisation the cache does not hold yet (a hook on the dispatcher's cache
+load, :meth:`_AheadProcess._load`), it waits if that is the child's current job, and otherwise
+compiles it itself and tells the child to skip it. The code is what numba would have compiled in
+the run's own process (same source, environment, machine), i.e. what a warm run loads from the cache.
+
+Safety: the child ends when the run's process ends (end of file on its stdin, or a new parent
+process id), also when killed; it never ends in the middle of a cache save (numba writes each file
+to a temporary name and renames it; saves and loads take a file lock, :mod:`bowlrp._numba_cache`);
+it runs in its own session, so a Ctrl-C in the terminal reaches only the run, which closes the pipe.
+A process forked from the run (``-j N`` workers) detaches from the child (closes its copies of the
+pipes, waits for nothing, compiles what it needs). Off with ``BOWLRP_COMPILE_AHEAD=0``; the lists
+(:func:`specialisation`) skip specialisations the disk cache holds (:func:`uncompiled`), so a warm run
+starts no process.
 """
 
 from __future__ import annotations
 
 import atexit
+import collections
 import functools
 import importlib
 import os
 import pathlib
+import select
+import subprocess
 import sys
 import threading
+import weakref
 
 import numba
+from numba.core import event
 
-__all__ = ["compile_ahead", "kernel_list", "specialisation", "uncompiled"]
+__all__ = ["Job", "cached", "compile_ahead", "default_processes", "kernel_list", "specialisation",
+           "uncompiled"]
 
+#: seconds the run waits for a job a child compiles before compiling it itself (a stuck child)
+WAIT_SECONDS = 600.0
+#: most children compiling at once (one per core the run does not use, up to this)
+MAX_PROCESSES = 4
 
-class _AheadCompiler:
-    """A thread compiling numba specialisations ahead of their first call (see :func:`compile_ahead`)."""
-
-    def __init__(self, jobs, pause):
-        self.jobs = list(jobs)
-        self.pause = pause
-        self.compiled = []  # (dispatcher, signature) compiled here, in order
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="bowlrp-compile-ahead", daemon=True)
-        self._thread.start()
-        # a process that ends before the jobs do must not tear numba down under a compilation
-        atexit.register(self.stop)
-
-    def _run(self):
-        for dispatcher, signature in self.jobs:
-            if self._stop.is_set():
-                return
-            try:
-                dispatcher.compile(signature)  # under numba's compiler lock; a no-op when it exists
-                self.compiled.append((dispatcher, signature))
-            except Exception:  # noqa: BLE001 - a stale signature: the first real call compiles
-                pass
-            # let a thread that waits for the compiler take it before the next job (a lock is not fair)
-            self._stop.wait(self.pause)
-
-    def stop(self):
-        """Compile nothing more; wait for the compilation under way (numba's compile is not interruptible)."""
-        self._stop.set()
-        self._thread.join()
-
-    def join(self, timeout=None):
-        """Wait until every job is compiled (or the thread stopped)."""
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
-
-
-def _compiler_lock():
-    """numba's global compiler lock: one compilation at a time per process, whichever thread."""
-    from numba.core.compiler_lock import global_compiler_lock
-
-    return global_compiler_lock
-
-
-_ahead_forks_registered = False
-
-
-def _hold_compiler_for_fork():
-    """Fork only between two compilations: a child forked while another thread compiles would inherit
-    numba's compiler lock held by a thread it does not have (its first compilation would hang) and LLVM
-    halfway through a module."""
-    global _ahead_forks_registered
-    if not _ahead_forks_registered:
-        lock = _compiler_lock()
-        os.register_at_fork(before=lock.acquire, after_in_parent=lock.release, after_in_child=lock.release)
-        _ahead_forks_registered = True
+Job = collections.namedtuple("Job", "kernel args dispatcher signature")
+Job.__doc__ = """A specialisation to compile ahead: its names (sent to the child) and what they resolve to."""
 
 
 def specialisation(kernel, args):
@@ -126,53 +93,330 @@ def kernel_list(path, lines=None):
 
 
 def uncompiled(specialisations):
-    """The ``(dispatcher, signature)`` jobs for ``(kernel, args)`` pairs (see :func:`specialisation`)
-    whose kernel numba's disk cache holds no build of yet; pairs that no longer resolve (a kernel
-    renamed or removed, a type gone) are left out: the first real call compiles what it needs."""
-    from bowlrp.jit import _has_cached_build
-
-    jobs, cached = [], {}
+    """The :class:`Job` s for ``(kernel, args)`` pairs (see :func:`specialisation`) that numba's disk
+    cache does not hold yet (:func:`cached`); pairs that no longer resolve (a kernel renamed or
+    removed, a type gone) and kernels without a disk cache are left out: the first real call
+    compiles what it needs."""
+    jobs, seen = [], set()
     for kernel, args in specialisations:
         try:
             dispatcher, signature = specialisation(kernel, args)
         except Exception:  # noqa: BLE001 - a stale entry costs nothing
             continue
-        if kernel not in cached:
-            cached[kernel] = _has_cached_build(dispatcher)
-        if not cached[kernel]:
-            jobs.append((dispatcher, signature))
+        if (kernel, signature) not in seen and not cached(dispatcher, signature):
+            jobs.append(Job(kernel, args, dispatcher, signature))
+        seen.add((kernel, signature))
     return jobs
 
 
-def compile_ahead(jobs, pause=0.02, default="0"):
-    """Compile ``(dispatcher, signature)`` pairs on a background thread, in order, now.
+def cached(dispatcher, signature):
+    """Whether numba's disk cache holds ``dispatcher``'s specialisation for ``signature`` (the
+    argument types) compiled from its current source for this machine, i.e. whether a first call
+    would load it; also True for a dispatcher without a disk cache (nothing to compile ahead).
 
-    A cold process spends most of numba's compile time in LLVM, which runs without the GIL, so the
-    thread compiles on the second core while the calling thread goes on with Python work (the test
-    session pre-compiles the parallel builds its twin tests will call). numba compiles one
-    specialisation at a time per process (its global compiler lock): a call that needs another
-    compilation meanwhile waits for the one under way, at most one job; one that needs a job's
-    specialisation finds it compiled. The compiled code and numba's disk cache are the same as if
-    the first call had compiled it. A process forks only between two compilations (the fork waits).
+    Per signature, not per kernel: a cache a run left with the float64 build of a kernel still lacks
+    its float32 one (another test file, the demo started by a test), and that is compiled ahead.
+    Reads the kernel's cache index (numba's private layout: if that changes, the answer is True, as
+    for a warm cache, and the run compiles at first call as without compiling ahead).
+    """
+    if not _loadable(dispatcher):
+        return True
+    try:
+        cache = dispatcher._cache
+        return cache._index_key(signature, dispatcher.targetctx.codegen()) in cache._cache_file._load_index()
+    except Exception:  # noqa: BLE001 - another numba layout
+        return True
+
+
+def _loadable(dispatcher):
+    """Whether the dispatcher loads from numba's disk cache (``cache=True``): else compiling it in
+    another process gains nothing."""
+    from numba.core.caching import Cache
+
+    return isinstance(getattr(dispatcher, "_cache", None), Cache)
+
+
+# ------------------------------------------------------------------------------------ the run's side
+_handles = weakref.WeakSet()  # live handles, detached in a forked child
+
+
+class _Child:
+    """One compiling child process and this process's ends of its two pipes."""
+
+    def __init__(self, env):
+        child_in, self.to_child = os.pipe()  # (read, write); non-inheritable: exec'd subprocesses get neither
+        self.from_child, child_out = os.pipe()
+        try:
+            self.proc = subprocess.Popen([sys.executable, "-m", "bowlrp.compile_ahead"], stdin=child_in,
+                                         stdout=child_out, stderr=subprocess.DEVNULL, env=env,
+                                         start_new_session=True)  # Ctrl-C reaches the run only
+        finally:
+            os.close(child_in)
+            os.close(child_out)
+
+    def send(self, line):
+        try:
+            os.write(self.to_child, (line + "\n").encode())
+        except OSError:  # the child has ended: nothing to tell it
+            pass
+
+
+class _AheadCompilers:
+    """The children compiling ``jobs`` and the run's view of them (see :func:`compile_ahead`)."""
+
+    def __init__(self, jobs, processes):
+        self.jobs = list(jobs)
+        self.compiled = []  # (dispatcher, signature) the children compiled, in order
+        self._key = {(id(job.dispatcher), job.signature): i for i, job in enumerate(self.jobs)}
+        self._pending = list(range(len(self.jobs)))  # not handed out yet, in order
+        self._running = {}  # child -> the job it compiles now
+        self._detached = False
+        self._forked = False  # a copy in a process forked from the run
+        self._cond = threading.Condition()
+        path = [str(pathlib.Path(__file__).resolve().parent.parent), os.environ.get("PYTHONPATH", "")]
+        env = {**os.environ, "BOWLRP_COMPILE_AHEAD_CHILD": "1",
+               "PYTHONPATH": os.pathsep.join(path).rstrip(os.pathsep)}
+        if numba.config.CACHE_DIR:  # also when set in this process after start-up (tests)
+            env["NUMBA_CACHE_DIR"] = str(numba.config.CACHE_DIR)
+        self._children = [_Child(env) for _ in range(max(1, min(processes, len(self.jobs))))]
+        self._alive = len(self._children)
+        self._hooked = []
+        for dispatcher in {id(job.dispatcher): job.dispatcher for job in self.jobs}.values():
+            cache = dispatcher._cache
+            cache.load_overload = functools.partial(self._load, dispatcher, cache.load_overload)
+            self._hooked.append(cache)
+        self._readers = [threading.Thread(target=self._read, args=(child,), daemon=True,
+                                          name="bowlrp-compile-ahead-reader") for child in self._children]
+        for reader in self._readers:
+            reader.start()
+        _handles.add(self)
+        atexit.register(self.stop)
+
+    def _read(self, child):
+        """A child's requests and reports: ``next`` (answered ``job i kernel args`` or ``end``),
+        ``done i``, ``fail i``; end of file when it ends."""
+        buffer = b""
+        while True:
+            try:
+                chunk = os.read(child.from_child, 4096)
+            except OSError:
+                chunk = b""
+            if not chunk:
+                break
+            *lines, buffer = (buffer + chunk).split(b"\n")
+            with self._cond:
+                for line in lines:
+                    what, _, number = line.decode().partition(" ")
+                    if what == "next":
+                        i = self._pending.pop(0) if self._pending and not self._detached else None
+                        if i is None:
+                            child.send("end")
+                        else:
+                            self._running[child] = i
+                            child.send(f"job {i}\t{self.jobs[i].kernel}\t{self.jobs[i].args}")
+                    elif self._running.get(child) == int(number or -1):
+                        i = self._running.pop(child)
+                        if what == "done":
+                            self.compiled.append((self.jobs[i].dispatcher, self.jobs[i].signature))
+                self._cond.notify_all()
+        with self._cond:
+            self._running.pop(child, None)  # the waiting call compiles it
+            self._alive -= 1
+            self._cond.notify_all()
+        if not self._forked:
+            os.close(child.from_child)
+
+    # -- the hook on the listed dispatchers' cache loads
+    def _load(self, dispatcher, load, sig, target_context):
+        """numba's cache load for ``dispatcher``; on a miss of a listed specialisation, wait if a
+        child compiles it now (then load it), else take it over (the caller compiles it)."""
+        cres = load(sig, target_context)
+        if cres is not None or self._detached:
+            return cres
+        i = self._key.get((id(dispatcher), sig)) if isinstance(sig, tuple) else None
+        if i is None:
+            return None
+        with self._cond:
+            if i in self._pending:  # not handed out: compile it here
+                self._pending.remove(i)
+                return None
+            # an event (as numba's "numba:compile") for whoever measures how long the run waited
+            waiting = {"dispatcher": dispatcher, "args": sig}
+            with event.trigger_event("bowlrp:compile-ahead-wait", data=waiting):
+                self._cond.wait_for(lambda: i not in self._running.values(), WAIT_SECONDS)
+        return load(sig, target_context)  # None if the child failed or ended: the caller compiles
+
+    # -- handle
+    def join(self, timeout=None):
+        """Wait until every job is compiled, failed or taken over (or the children ended); whether so."""
+        with self._cond:
+            return self._cond.wait_for(lambda: not (self._pending or self._running) or not self._alive,
+                                       timeout)
+
+    def stop(self):
+        """Unhook the dispatchers and end the children (each exits between two cache saves)."""
+        if self._detached:
+            return
+        self._detached = True
+        for cache in self._hooked:
+            cache.__dict__.pop("load_overload", None)
+        for child in self._children:
+            os.close(child.to_child)  # end of file: the child exits
+        for child in self._children:
+            try:
+                child.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                child.proc.kill()
+                child.proc.wait()
+        for reader in self._readers:
+            reader.join(timeout=5)
+
+    def _detach_after_fork(self):
+        """In a forked child of the run: close this process's copies of the pipes (the compiling
+        children must see end of file when the run ends) and compile everything here."""
+        self._detached = self._forked = True
+        self._cond = threading.Condition()  # a reader thread (not copied) may have held the old one
+        for child in self._children:
+            for fd in (child.to_child, child.from_child):
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+            child.proc.returncode = 0  # not this process's child: never wait for it here
+
+
+def _detach_all_after_fork():
+    for handle in list(_handles):
+        handle._detach_after_fork()
+
+
+os.register_at_fork(after_in_child=_detach_all_after_fork)
+
+
+def compile_ahead(jobs, default="0", processes=None):
+    """Compile :class:`Job` s in child processes, in order, from now on; the run loads them.
+
+    A cold process spends seconds per specialisation in numba's typing, lowering and LLVM; the
+    children do that on the other cores and save each one to numba's disk cache, from which the first
+    call in this process loads it. A call that needs a job a child is compiling waits for it; one that
+    needs a job no child has started compiles it here (no child gets it). Returns at once.
 
     Parameters
     ----------
-    jobs : iterable of (numba dispatcher, tuple of numba types)
-        A signature that no longer types is skipped (the first real call compiles what it needs).
-    pause : float
-        Seconds between two jobs, in which a waiting thread takes the compiler.
+    jobs : sequence of Job
+        From :func:`uncompiled`. A signature that no longer types fails in the child only (the first
+        real call compiles what it needs and raises what it raises).
     default : {"0", "1"}
         Whether to compile ahead when ``BOWLRP_COMPILE_AHEAD`` is not set (the test session and the
         demo pass ``"1"``).
+    processes : int, optional
+        Children compiling at once (default: :func:`default_processes`): while the run waits for
+        one kernel, the others compile the
+        next ones on the other cores.
 
     Returns
     -------
     object or None
-        With ``stop()`` (compile nothing more, wait for the current job), ``join(timeout)`` and
-        ``compiled`` (the pairs compiled so far); None when ``BOWLRP_COMPILE_AHEAD`` (else
-        ``default``) is not ``1``: every kernel then compiles at its first call.
+        With ``stop()`` (end the children; also at exit), ``join(timeout)`` and ``compiled`` (the
+        pairs the children compiled so far); None when there is nothing to do or
+        ``BOWLRP_COMPILE_AHEAD`` (else ``default``) is not ``1``: every kernel then compiles at its
+        first call.
     """
-    if os.environ.get("BOWLRP_COMPILE_AHEAD", default) != "1":
+    jobs = [job for job in jobs if _loadable(job.dispatcher)]
+    if os.environ.get("BOWLRP_COMPILE_AHEAD", default) != "1" or not jobs:
         return None
-    _hold_compiler_for_fork()
-    return _AheadCompiler(jobs, pause)
+    if processes is None:
+        processes = default_processes()
+    return _AheadCompilers(jobs, processes)
+
+
+def default_processes(cores=None):
+    """Children to start: ``BOWLRP_COMPILE_AHEAD_PROCESSES``, else one per core the run does not use
+    (at least one, at most :data:`MAX_PROCESSES`; ``cores``: those this process may run on).
+
+    The run keeps a core: on 2 cores, one child compiled the cold test suite with less CPU and wall
+    time than two (two compile numba's own helpers twice and compete with the run for the cores), and
+    the demo's first run was as fast (``benchmarks/README.md``, cold start, round 5).
+    """
+    if os.environ.get("BOWLRP_COMPILE_AHEAD_PROCESSES"):
+        return max(1, int(os.environ["BOWLRP_COMPILE_AHEAD_PROCESSES"]))
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(MAX_PROCESSES, cores - 1))
+
+
+# ---------------------------------------------------------------------------------- the child's side
+def _child(stdin, report):
+    """Ask for jobs on the file descriptor ``report`` (``next``), read them from the file descriptor
+    ``stdin`` (``job i kernel args``, until ``end``), compile each and report ``done i`` or ``fail
+    i``. Exits between two cache saves when ``stdin`` ends or the parent process changes (the run
+    was killed)."""
+    import queue
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the run handles Ctrl-C and then closes the pipe
+    parent = os.getppid()
+    from numba.core.caching import IndexDataCacheFile
+
+    import bowlrp.jit  # noqa: F401 - numba's cache saves and loads under the file lock
+
+    saving = threading.Lock()
+    save = IndexDataCacheFile.save
+
+    def whole_save(self, *args):  # the exit below waits for a save under way
+        with saving:
+            return save(self, *args)
+
+    IndexDataCacheFile.save = whole_save
+    answers = queue.Queue()
+
+    def watch():
+        for line in _lines(stdin, lambda: os.getppid() != parent):
+            answers.put(line)
+        saving.acquire(timeout=60)  # the run has ended
+        os._exit(0)
+
+    threading.Thread(target=watch, daemon=True).start()
+    while True:
+        os.write(report, b"next\n")
+        answer = answers.get()
+        if not answer.startswith("job "):
+            break
+        number, kernel, args = answer[4:].split("\t")
+        try:
+            dispatcher, signature = specialisation(kernel, args)
+            dispatcher.compile(signature)  # loads instead when the cache has it
+            outcome = "done"
+        except Exception:  # noqa: BLE001 - a stale line: the run compiles (and reports) it itself
+            outcome = "fail"
+        os.write(report, f"{outcome} {number}\n".encode())
+    with saving:
+        os._exit(0)
+
+
+def _lines(fd, orphaned, poll=0.5):
+    """Lines read from the file descriptor ``fd`` until it ends or ``orphaned()`` (checked every
+    ``poll`` seconds) says the parent is gone."""
+    buffer = b""
+    while True:
+        ready, _, _ = select.select([fd], [], [], poll)
+        if orphaned():
+            return
+        if not ready:
+            continue
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return
+        *done, buffer = (buffer + chunk).split(b"\n")
+        yield from (line.decode() for line in done)
+
+
+def _main():
+    report = os.dup(1)  # the pipe to the run; whatever else prints goes nowhere
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    _child(0, report)
+
+
+if __name__ == "__main__":
+    _main()

@@ -1,19 +1,20 @@
-"""Compile what a cold test session's own process will compile, on a background thread, ahead of time.
+"""Compile what a cold test session's own process will compile, in a second process, ahead of time.
 
 Every ``jit_both`` kernel's twin test compiles its parallel build once, for the comparison with the
-serial build: about 35 specialisations and two thirds of a cold session's compile seconds, nearly all
-in LLVM, which runs without the GIL. ``tests/compile_ahead.txt`` lists the specialisations the
-session's process compiled in a cold run of the whole suite (test file, kernel, numba argument types,
-in the order they compiled: ``bench_cold.py --only suite --ahead off --inventory --write-ahead
-tests/compile_ahead.txt``). Once pytest has collected the session's tests, :func:`start` hands the
-ones the selected test files need, in the order the session reaches them, to
-:func:`bowlrp.compile_ahead.compile_ahead`, which compiles them on the second core while the tests run. A test
-then finds its kernel compiled (or waits for the one compilation under way); the code, its numbers
-and numba's disk cache are those the test would have compiled itself. Kernels numba already has on
-disk (a warm cache) are skipped, so a warm session starts no thread. The list leaves out kernels that
-other processes of the suite (command-line and worker subprocesses) compile too: numba's disk cache
-is not safe for two processes saving signatures of one kernel at once. A stale line (a kernel renamed,
-another signature) costs nothing but its own compilation.
+serial build: about 35 specialisations and two thirds of a cold session's compile seconds.
+``tests/compile_ahead.txt`` lists the specialisations the session's process compiled in a cold run
+of the whole suite (test file, kernel, numba argument types, in the order they compiled:
+``bench_cold.py --only suite --ahead off --inventory --write-ahead PREFIX``). Once pytest has
+collected the session's tests, :func:`start` hands the ones the selected test files need, in the
+order the session reaches them, to :func:`bowlrp.compile_ahead.compile_ahead`: a child process
+compiles them on a core the session does not use and saves them to numba's disk cache, and a test
+loads its kernel from there (waits for the one the child is compiling, or compiles one the child has
+not reached, which the child then skips). The code, its numbers and numba's disk cache are those the
+test would have compiled itself. Specialisations numba already has on disk (a warm cache) are
+skipped, so a warm session starts no process. The list ends with the specialisations that only
+subprocesses of the suite compiled (the demo ``test_cli.py`` starts): saved by the child first, they
+are loaded there. A stale line (a kernel renamed, another signature) costs nothing but its own
+compilation.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def jobs(test_files, lines=None):
 
     Returns
     -------
-    list of (numba dispatcher, tuple)
+    list of bowlrp.compile_ahead.Job
         See :func:`bowlrp.compile_ahead.uncompiled` (no kernel the disk cache has, no stale line).
     """
     from bowlrp.compile_ahead import uncompiled
@@ -61,9 +62,6 @@ def start(items, root):
             files.append(pathlib.Path(str(item.path)).relative_to(root).as_posix())
         except ValueError:
             continue
-    todo = jobs(files)
-    if not todo:
-        return None
     from bowlrp.compile_ahead import compile_ahead
 
-    return compile_ahead(todo, default="1")
+    return compile_ahead(jobs(files), default="1")

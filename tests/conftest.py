@@ -8,12 +8,12 @@ import pathlib
 # module imports scipy). With it on, the check runs instead of being skipped: CI skips nothing.
 os.environ.setdefault("SCIPY_ARRAY_API", "1")
 
-_ahead = None  # the thread compiling the session's parallel builds (tests/compile_ahead.py)
+_ahead = None  # the process compiling the session's kernels ahead (tests/compile_ahead.py)
 
 
 def pytest_collection_finish(session):
-    """On a cold numba cache, compile the parallel builds the selected twin tests call on the second
-    core while the tests run (``BOWLRP_COMPILE_AHEAD=0`` turns it off)."""
+    """On a cold numba cache, compile the kernels the selected tests call in a second process while
+    the tests run; they load them from numba's disk cache (``BOWLRP_COMPILE_AHEAD=0`` turns it off)."""
     global _ahead
     if session.config.option.collectonly:
         return
@@ -23,7 +23,7 @@ def pytest_collection_finish(session):
 
 
 def pytest_sessionfinish(session, exitstatus):
-    """Stop the compile-ahead thread (not in the middle of LLVM at exit); with CI=true a skipped test
+    """End the compile-ahead process (it stops between two cache saves); with CI=true a skipped test
     fails the run: CI must exercise everything the README promises."""
     if _ahead is not None:
         _ahead.stop()

@@ -1,4 +1,4 @@
-"""tests/compile_ahead.py: the list of kernels a cold session compiles on a background thread."""
+"""tests/compile_ahead.py: the list of kernels a cold session compiles ahead in a second process."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pathlib
 
 import numba
 
-import bowlrp.jit as jit
+import bowlrp.compile_ahead as ahead
 from bowlrp.compile_ahead import kernel_list, specialisation
 from tests import compile_ahead
 
@@ -25,7 +25,7 @@ def test_every_listed_kernel_exists_with_a_signature_that_parses():
         assert signature and all(isinstance(t, numba.types.Type) for t in signature), args
 
 
-def test_jobs_follow_the_session_s_file_order_and_skip_stale_lines_and_cached_kernels(monkeypatch):
+def test_jobs_follow_the_session_s_file_order_and_skip_stale_lines_and_cached_specialisations(monkeypatch):
     f64 = "Array(float64, 4, 'C', False, aligned=True)"
     lines = [
         "# a comment",
@@ -36,15 +36,16 @@ def test_jobs_follow_the_session_s_file_order_and_skip_stale_lines_and_cached_ke
         f"tests/c.py\tnets._conv_kernels.fold\t({f64},)",  # no selected test of that file
         f"tests/b.py\tnets._conv_kernels.fold__serial\t({f64}, bool)",
     ]
-    monkeypatch.setattr(jit, "_has_cached_build", lambda dispatcher: False)
+    monkeypatch.setattr(ahead, "cached", lambda dispatcher, signature: False)
     jobs = compile_ahead.jobs(["tests/a.py", "tests/b.py"], lines)
     from nets import _conv_kernels, _kernels
 
     want = [_conv_kernels.im2col.parallel, _kernels.avg_pool.parallel, _conv_kernels.fold.serial]
-    assert [d for d, _ in jobs] == want
-    assert jobs[0][1] == (numba.types.Array(numba.types.float64, 4, "C"), numba.types.int64)
+    assert [job.dispatcher for job in jobs] == want
+    assert jobs[0].signature == (numba.types.Array(numba.types.float64, 4, "C"), numba.types.int64)
+    assert jobs[0][:2] == ("nets._conv_kernels.im2col", f"({f64}, int64)")  # what the child is sent
     # a warm cache: nothing to compile, no thread
-    monkeypatch.setattr(jit, "_has_cached_build", lambda dispatcher: True)
+    monkeypatch.setattr(ahead, "cached", lambda dispatcher, signature: True)
     assert compile_ahead.jobs(["tests/a.py", "tests/b.py"], lines) == []
 
 

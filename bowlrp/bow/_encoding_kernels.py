@@ -20,9 +20,11 @@ def nearest_words(d2, n, out):
     kept = np.empty(n)
     seeds = np.arange(n)
     for i in range(d2.shape[0]):
-        row[:] = d2[i]
+        for j in range(row.shape[0]):  # loops, not row[:] = d2[i]: numba would compile (and each cold
+            row[j] = d2[i, j]  # process recompile) the formatting of a slice's shape-mismatch message
         select_row(row, n, seeds, kept, out[i])
-        seeds[:] = out[i]
+        for r in range(n):
+            seeds[r] = out[i, r]
 
 
 @jit_serial
@@ -225,7 +227,8 @@ def rank_from_products(products, sq_norms, proto_sq_norms, n, values, offset, in
             d -= 2.0 * products[i, j]
             d2[j] = d if d >= 0.0 else 0.0  # np.maximum(d, 0.0), -0.0 included
         select_row(d2, n, seeds, kept, nearest)
-        seeds[:] = nearest
+        for r in range(n):  # not seeds[:] = nearest: see nearest_words
+            seeds[r] = nearest[r]
         write_row_sorted(nearest, values, offset, i * n, indices, data)
 
 

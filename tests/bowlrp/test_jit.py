@@ -7,14 +7,12 @@ import pathlib
 import subprocess
 import sys
 import textwrap
-import time
 
 import numba
 import numpy as np
 import pytest
 
 import bowlrp.jit as jit
-from bowlrp.compile_ahead import compile_ahead
 from bowlrp.jit import BothBuilds, forced_builds, jit_both, prange
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -90,58 +88,6 @@ def _add_one(x, out):
         out[i] = x[i] + 1.0
 
 
-def test_compile_ahead_compiles_on_a_thread_and_skips_signatures_that_do_not_type(tmp_path, monkeypatch):
-    monkeypatch.setattr(numba.config, "CACHE_DIR", str(tmp_path))
-    monkeypatch.setenv("BOWLRP_COMPILE_AHEAD", "1")  # (on whatever the environment says)
-    kernel = jit.jit_serial(_add_one)
-    f64 = numba.types.Array(numba.types.float64, 1, "C")
-    i64 = numba.types.Array(numba.types.int64, 1, "C")
-    stale = (numba.types.float64, f64)  # a scalar where the kernel indexes: does not type
-    handle = compile_ahead([(kernel, stale), (kernel, (f64, f64)), (kernel, (i64, f64))])
-    assert handle.join(timeout=120), "the compile-ahead thread did not finish"
-    assert [sig for _, sig in handle.compiled] == [(f64, f64), (i64, f64)]
-    assert set(kernel.overloads) == {(f64, f64), (i64, f64)}
-    x = np.arange(4.0)
-    out = np.empty_like(x)
-    kernel(x, out)  # served by the build compiled ahead: nothing new compiles
-    np.testing.assert_array_equal(out, x + 1.0)
-    assert len(kernel.overloads) == 2
-    handle.stop()  # after the end: returns at once
-
-
-def test_a_fork_while_compiling_ahead_gets_a_usable_compiler(tmp_path, monkeypatch):
-    """The fork waits for the compilation under way: the child can compile (it would hang holding a
-    compiler lock owned by a thread it does not have)."""
-    import os
-
-    monkeypatch.setattr(numba.config, "CACHE_DIR", str(tmp_path))
-    monkeypatch.setenv("BOWLRP_COMPILE_AHEAD", "1")  # (on whatever the environment says)
-    kernels = [jit.jit_serial(_renamed_add_one(k)) for k in range(3)]
-    f64 = numba.types.Array(numba.types.float64, 1, "C")
-    handle = compile_ahead([(k, (f64, f64)) for k in kernels])
-    late = jit.jit_serial(_renamed_add_one(99))
-    pid = os.fork()
-    if pid == 0:  # child: compile and run a kernel, exit 0 if right
-        try:
-            out = np.empty(3)
-            late(np.zeros(3), out)
-            os._exit(0 if np.array_equal(out, np.ones(3)) else 1)
-        finally:
-            os._exit(2)
-    deadline = time.monotonic() + 120
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            break
-        if time.monotonic() > deadline:
-            os.kill(pid, 9)
-            os.waitpid(pid, 0)
-            pytest.fail("the forked child hung compiling")
-        time.sleep(0.05)
-    assert os.waitstatus_to_exitcode(status) == 0
-    assert handle.join(timeout=120)
-
-
 def _renamed_add_one(k):
     """A new function object (its own dispatcher and cache file) with ``_add_one``'s code."""
     return jit._renamed(_add_one, f"_add_one_{k}")
@@ -163,19 +109,6 @@ def test_numba_cache_saves_and_loads_hold_a_file_lock(tmp_path, monkeypatch):
     again(x, out)
     np.testing.assert_array_equal(out, x + 1.0)
     assert again.stats.cache_hits and not again.stats.cache_misses
-
-
-@pytest.mark.parametrize("setting", [None, "0"])
-def test_compile_ahead_is_off_unless_asked_for(monkeypatch, setting):
-    if setting is None:
-        monkeypatch.delenv("BOWLRP_COMPILE_AHEAD", raising=False)
-    else:
-        monkeypatch.setenv("BOWLRP_COMPILE_AHEAD", setting)
-    kernel = jit.jit_serial(_renamed_add_one(5))
-    f64 = numba.types.Array(numba.types.float64, 1, "C")
-    assert compile_ahead([(kernel, (f64, f64))]) is None and not kernel.overloads
-    if setting == "0":  # the demo's default is on, the variable still wins
-        assert compile_ahead([(kernel, (f64, f64))], default="1") is None and not kernel.overloads
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="fork start method")
