@@ -157,8 +157,20 @@ class _Child:
     def send(self, line):
         try:
             os.write(self.to_child, (line + "\n").encode())
-        except OSError:  # the child has ended: nothing to tell it
+        except (OSError, TypeError):  # the child has ended, or the pipe is closed: nothing to tell it
             pass
+
+    def close(self, end):
+        """Close this process's end ``"to_child"`` or ``"from_child"`` once. The attribute is cleared
+        before the descriptor is closed: a fork in between leaves the child a descriptor that is still
+        this pipe's, never a number the run has since reused for another file (a test's pipe)."""
+        fd = getattr(self, end)
+        setattr(self, end, None)
+        if fd is not None:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
 
 class _AheadCompilers:
@@ -199,7 +211,7 @@ class _AheadCompilers:
         while True:
             try:
                 chunk = os.read(child.from_child, 4096)
-            except OSError:
+            except (OSError, TypeError):  # closed here (None): as end of file
                 chunk = b""
             if not chunk:
                 break
@@ -224,7 +236,7 @@ class _AheadCompilers:
             self._alive -= 1
             self._cond.notify_all()
         if not self._forked:
-            os.close(child.from_child)
+            child.close("from_child")
 
     # -- the hook on the listed dispatchers' cache loads
     def _load(self, dispatcher, load, sig, target_context):
@@ -261,7 +273,7 @@ class _AheadCompilers:
         for cache in self._hooked:
             cache.__dict__.pop("load_overload", None)
         for child in self._children:
-            os.close(child.to_child)  # end of file: the child exits
+            child.close("to_child")  # end of file: the child exits
         for child in self._children:
             try:
                 child.proc.wait(timeout=30)
@@ -277,11 +289,9 @@ class _AheadCompilers:
         self._detached = self._forked = True
         self._cond = threading.Condition()  # a reader thread (not copied) may have held the old one
         for child in self._children:
-            for fd in (child.to_child, child.from_child):
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
+            # only the ends still open here: the run may have closed one and reused its number
+            child.close("to_child")
+            child.close("from_child")
             child.proc.returncode = 0  # not this process's child: never wait for it here
 
 

@@ -500,10 +500,10 @@ def assemble_row(pooled, row_index, col_index, area, threshold, clip, fy, out, e
         clipped2, q2 = _clip_cells(cells2, inv, vclip, q1)
         clipped3, q3 = _clip_cells(cells3, inv, vclip, q2)
         inv2 = vsplat8(1.0 / math.sqrt(hsum8(q3)))
-        _store_cells(row, 0, clipped0, inv2)
-        _store_cells(row, 32, clipped1, inv2)
-        _store_cells(row, 64, clipped2, inv2)
-        _store_cells(row, 96, clipped3, inv2)
+        _store_cells(row, np.int64(0), clipped0, inv2)
+        _store_cells(row, np.int64(32), clipped1, inv2)
+        _store_cells(row, np.int64(64), clipped2, inv2)
+        _store_cells(row, np.int64(96), clipped3, inv2)
 
 
 @jit_both(work=lambda pooled, row_index, col_index, area, threshold, clip, out, energy: 6 * out.size)

@@ -85,7 +85,7 @@ def _convolve_y_ring(ring, taps, y, height, rows, dst):
     r = (n_taps - 1) // 2
     for t in range(n_taps):
         rows[t] = (min(max(y + t - r, 0), height - 1) % n_ring) * stride
-    _weighted_rows(ring.reshape(n_ring * stride), rows, taps, 0, n_taps, dst)
+    _weighted_rows(ring.reshape(n_ring * stride), rows, taps, np.int64(0), n_taps, dst)
 
 
 @jit_serial(inline="always")

@@ -172,11 +172,14 @@ def test_a_process_forked_from_the_run_compiles_for_itself(cold):
         deadline = time.monotonic() + 120
         while not handle._running and not handle.compiled and time.monotonic() < deadline:
             time.sleep(0.005)
+        pipes = [fd for child in handle._children for fd in (child.to_child, child.from_child)]
         pid = os.fork()
         if pid == 0:  # child: compile and run a listed kernel, exit 0 if right
             code = 1
             try:
-                for fd in [fd for child in handle._children for fd in (child.to_child, child.from_child)]:
+                if any(fd is not None for child in handle._children for fd in (child.to_child, child.from_child)):
+                    os._exit(4)  # the handle still names a pipe end
+                for fd in pipes:
                     try:
                         os.fstat(fd)
                     except OSError:
@@ -192,6 +195,34 @@ def test_a_process_forked_from_the_run_compiles_for_itself(cold):
         assert handle.join(timeout=120)
     finally:
         handle.stop()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork start method")
+def test_a_fork_after_the_run_closed_its_pipes_leaves_reused_descriptors_alone(cold):
+    """A handle whose pipes are closed (the run stopped it) must not close their old numbers in a
+    process forked later: the run has reused them (a test's own pipe broke that way, in the suite)."""
+    handle = ahead.compile_ahead(ahead.uncompiled([K.spec("add_one_12")]), processes=1)
+    assert handle.join(timeout=120)
+    old = {handle._children[0].to_child, handle._children[0].from_child}
+    handle.stop()
+    pipes = [os.pipe() for _ in range(4)]  # the lowest free numbers: the handle's old ones
+    try:
+        assert old & {fd for pipe in pipes for fd in pipe}, "the old descriptor numbers were not reused"
+        pid = os.fork()
+        if pid == 0:  # every pipe still works here
+            code = 1
+            try:
+                for read, write in pipes:
+                    os.write(write, b"x")
+                    assert os.read(read, 1) == b"x"
+                code = 0
+            finally:
+                os._exit(code)
+        assert _wait(pid, 60) == 0, "a pipe of the run was closed in the forked process"
+    finally:
+        for pipe in pipes:
+            for fd in pipe:
+                os.close(fd)
 
 
 def _wait(pid, seconds):

@@ -193,12 +193,12 @@ def uncovered_sums(r3, covered, starts, stops, counts, extra):
     buf = np.empty(r3.shape[1])
     for k in range(r3.shape[0]):
         for u in range(starts.shape[0]):
-            m = 0
+            m = np.int64(0)  # not the literal 0: numba would compile pairwise_sum for Literal[int](0) too
             for d in range(starts[u], stops[u]):
                 if not covered[k, d]:
                     buf[m] = r3[k, d]
                     m += 1
-            total = pairwise_sum(buf, 0, m)
+            total = pairwise_sum(buf, np.int64(0), m)
             if total != 0.0 and counts[k, u] != 0:
                 extra[k, u] = total / counts[k, u]
 

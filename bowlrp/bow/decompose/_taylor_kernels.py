@@ -371,7 +371,7 @@ def block_values(ZT, n, SV, SVT, sv_idx, sv_start, sv_sums, coef, intercept, bou
         for k in range(n):
             terms[k, i] = value[i, k] * coef[i]
     for k in range(n):
-        out[k] = pairwise_sum(terms[k], 0, n_sv) + intercept
+        out[k] = pairwise_sum(terms[k], np.int64(0), n_sv) + intercept
 
 
 @jit_serial(error_model="numpy")
@@ -435,7 +435,7 @@ def segment_roots(X, C, rows, picks, g0, g1, SV, sv_idx, sv_start, sv_sums, coef
     pending = np.empty(n_seg, np.int64)  # segments whose f at the root is evaluated at the end
     n_pending, next_seg = 0, 0
     while True:
-        n = 0
+        n = np.int64(0)  # int64 from the start: a literal 0 makes numba compile _padded once more
         for slot in range(slots):
             while not active[slot]:
                 s = seg_of[slot]
@@ -462,7 +462,7 @@ def segment_roots(X, C, rows, picks, g0, g1, SV, sv_idx, sv_start, sv_sums, coef
                 n += 1
         if n == 0:
             break
-        segment_points(X, C, rows, picks, 0, segs, points, n, ZT)
+        segment_points(X, C, rows, picks, np.int64(0), segs, points, n, ZT)
         m = _padded(n, slots)
         block_values(ZT, m, SV, SVT, sv_idx, sv_start, sv_sums, coef, intercept, bounds, weights, kind, gamma,
                      vals)
@@ -498,5 +498,5 @@ def segment_relevance(X, rows, roots, grad, fX, rels, rhos):
         x, root, g, rel = X[rows[s]], roots[s], grad[s], rels[s]
         for d in range(x.shape[0]):
             rel[d] = (x[d] - root[d]) * g[d]
-        rhos[s] = fX[rows[s]] - pairwise_sum(rel, 0, rel.shape[0])
+        rhos[s] = fX[rows[s]] - pairwise_sum(rel, np.int64(0), rel.shape[0])
 

@@ -150,9 +150,13 @@ def test_a_forked_worker_does_not_hold_the_runs_lock(tmp_path):
     with RunLock(tmp_path):
         child = os.fork()
         if child == 0:  # the worker: says it runs, then holds on until the parent locked again
-            os.write(up_write, b"x")
-            os.read(read, 1)
-            os._exit(0)
+            code = 1
+            try:  # never back into pytest in the forked process, whatever fails
+                os.write(up_write, b"x")
+                os.read(read, 1)
+                code = 0
+            finally:
+                os._exit(code)
         assert os.read(up_read, 1) == b"x"  # (the child's at-fork handlers have run)
     try:
         with RunLock(tmp_path):  # the run is over: the lock is free although the child lives
