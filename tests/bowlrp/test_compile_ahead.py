@@ -177,7 +177,8 @@ def test_a_process_forked_from_the_run_compiles_for_itself(cold):
         if pid == 0:  # child: compile and run a listed kernel, exit 0 if right
             code = 1
             try:
-                if any(fd is not None for child in handle._children for fd in (child.to_child, child.from_child)):
+                ends = [(child.to_child, child.from_child) for child in handle._children]
+                if any(fd is not None for pair in ends for fd in pair):
                     os._exit(4)  # the handle still names a pipe end
                 for fd in pipes:
                     try:
