@@ -186,7 +186,10 @@ class _AheadCompilers:
         self._forked = False  # a copy in a process forked from the run
         self._cond = threading.Condition()
         path = [str(pathlib.Path(__file__).resolve().parent.parent), os.environ.get("PYTHONPATH", "")]
+        # the run's pid: the child compares its parent with it (its own getppid() at start-up, after
+        # its imports, would already be 1 if the run died meanwhile, and it would never notice)
         env = {**os.environ, "BOWLRP_COMPILE_AHEAD_CHILD": "1",
+               "BOWLRP_COMPILE_AHEAD_PARENT": str(os.getpid()),
                "PYTHONPATH": os.pathsep.join(path).rstrip(os.pathsep)}
         if numba.config.CACHE_DIR:  # also when set in this process after start-up (tests)
             env["NUMBA_CACHE_DIR"] = str(numba.config.CACHE_DIR)
@@ -207,6 +210,17 @@ class _AheadCompilers:
     def _read(self, child):
         """A child's requests and reports: ``next`` (answered ``job i kernel args`` or ``end``),
         ``done i``, ``fail i``; end of file when it ends."""
+        try:
+            self._serve(child)
+        finally:  # also if something unforeseen fails here: the run then compiles what is left itself
+            with self._cond:
+                self._running.pop(child, None)  # the waiting call compiles it
+                self._alive -= 1
+                self._cond.notify_all()
+            if not self._forked:
+                child.close("from_child")
+
+    def _serve(self, child):
         buffer = b""
         while True:
             try:
@@ -218,7 +232,9 @@ class _AheadCompilers:
             *lines, buffer = (buffer + chunk).split(b"\n")
             with self._cond:
                 for line in lines:
-                    what, _, number = line.decode().partition(" ")
+                    what, _, number = line.decode(errors="replace").partition(" ")
+                    if what not in ("next", "done", "fail") or (what != "next" and not number.isdigit()):
+                        continue  # not the protocol's (something printed at the child's start-up)
                     if what == "next":
                         i = self._pending.pop(0) if self._pending and not self._detached else None
                         if i is None:
@@ -226,17 +242,11 @@ class _AheadCompilers:
                         else:
                             self._running[child] = i
                             child.send(f"job {i}\t{self.jobs[i].kernel}\t{self.jobs[i].args}")
-                    elif self._running.get(child) == int(number or -1):
+                    elif self._running.get(child) == int(number):
                         i = self._running.pop(child)
                         if what == "done":
                             self.compiled.append((self.jobs[i].dispatcher, self.jobs[i].signature))
                 self._cond.notify_all()
-        with self._cond:
-            self._running.pop(child, None)  # the waiting call compiles it
-            self._alive -= 1
-            self._cond.notify_all()
-        if not self._forked:
-            child.close("from_child")
 
     # -- the hook on the listed dispatchers' cache loads
     def _load(self, dispatcher, load, sig, target_context):
@@ -348,8 +358,12 @@ def default_processes(cores=None):
     time than two (two compile numba's own helpers twice and compete with the run for the cores), and
     the demo's first run was as fast (``benchmarks/README.md``, cold start, round 5).
     """
-    if os.environ.get("BOWLRP_COMPILE_AHEAD_PROCESSES"):
-        return max(1, int(os.environ["BOWLRP_COMPILE_AHEAD_PROCESSES"]))
+    setting = os.environ.get("BOWLRP_COMPILE_AHEAD_PROCESSES", "").strip()
+    if setting:
+        if not setting.isdigit():
+            raise ValueError(f"BOWLRP_COMPILE_AHEAD_PROCESSES={setting!r}: give a whole number of child "
+                             "processes (or BOWLRP_COMPILE_AHEAD=0 to compile nothing ahead)")
+        return max(1, int(setting))
     if cores is None:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return max(1, min(MAX_PROCESSES, cores - 1))
@@ -365,7 +379,7 @@ def _child(stdin, report):
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the run handles Ctrl-C and then closes the pipe
-    parent = os.getppid()
+    parent = int(os.environ.get("BOWLRP_COMPILE_AHEAD_PARENT") or os.getppid())
     from numba.core.caching import IndexDataCacheFile
 
     import bowlrp.jit  # noqa: F401 - numba's cache saves and loads under the file lock

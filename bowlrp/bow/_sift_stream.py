@@ -165,6 +165,9 @@ def pooled_planes(planes, taps, col_starts, row_starts, weights, offset, n_bands
     ``planes`` (P, H, W); ``pooled`` (P, len(row_starts), len(col_starts), 8) receives, for plane p,
     what ``pool_rows(pool_columns(orientation_field(smooth_separable(planes[p], taps))))`` gives.
     ``n_bands`` bands of pooled rows run in parallel in the parallel build (1 is the cheapest serial).
+    Every pooled row's triangle must overlap the image (``0 <= row_starts + offset < H`` and a
+    positive end, as :func:`~bowlrp.bow.sift_grid.frame_layout` lays frames out): a row outside it
+    is left unwritten here, where ``pool_rows`` would give zeros.
     """
     n_rows = row_starts.shape[0]
     n_bands = max(1, min(n_bands, n_rows))

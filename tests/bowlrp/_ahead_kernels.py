@@ -17,7 +17,7 @@ def _add_one(x, out):
         out[i] = x[i] + 1.0
 
 
-NAMES = [f"add_one_{k}" for k in range(13)]
+NAMES = [f"add_one_{k}" for k in range(14)]
 globals().update({name: jit_serial(_renamed(_add_one, name)) for name in NAMES})
 
 

@@ -159,6 +159,45 @@ def test_the_cache_is_checked_per_signature(cold):
     assert ahead.uncompiled([K.spec("add_one_6"), int_pair]) == []
 
 
+def test_lines_the_child_prints_at_start_up_are_not_the_protocol(cold, tmp_path, monkeypatch):
+    """Something printed to the child's stdout before it takes the pipe (a sitecustomize, a warning)
+    is skipped: the child's jobs are still handed out and reported (the reader thread died on it)."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text('print("site ready")\nprint("done 7x")\nprint("next")\n')
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")])))
+    handle = ahead.compile_ahead(ahead.uncompiled([K.spec("add_one_13")]), processes=1)
+    try:
+        assert handle.join(timeout=120), "the compile-ahead child did not finish"
+        assert handle.compiled == [(K.add_one_13, SIG)]
+        assert all(reader.is_alive() for reader in handle._readers)
+    finally:
+        handle.stop()
+
+
+def test_a_child_whose_run_is_gone_at_its_start_exits(cold):
+    """The child compares its parent with the run's pid it is given, not with its own parent at its
+    start-up (already 1 when the run died during the child's imports): it exits although its stdin
+    stays open (a forked process of the run could hold it)."""
+    env = {**os.environ, "BOWLRP_COMPILE_AHEAD_CHILD": "1", "BOWLRP_COMPILE_AHEAD_PARENT": "1",
+           "PYTHONPATH": ROOT}
+    child = subprocess.Popen([sys.executable, "-m", "bowlrp.compile_ahead"], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+    try:
+        assert child.wait(timeout=60) == 0
+    finally:
+        child.kill()
+        child.stdin.close()
+        child.stdout.close()
+
+
+@pytest.mark.parametrize("setting", ["two", "1.5", "-1"])
+def test_a_bad_number_of_children_is_named(monkeypatch, setting):
+    monkeypatch.setenv("BOWLRP_COMPILE_AHEAD_PROCESSES", setting)
+    with pytest.raises(ValueError, match="BOWLRP_COMPILE_AHEAD_PROCESSES"):
+        ahead.default_processes()
+
+
 def _no_process(*args, **kwargs):
     raise AssertionError("no compile-ahead process may start here")
 
