@@ -11,7 +11,7 @@ holding the GIL, so a compile-ahead *thread* overlapped only LLVM's share of the
 
 Nothing compiles twice. The child says on a pipe which job it starts and which it finished. When
 the run needs a listed specialisation the cache does not hold yet (a hook on the dispatcher's cache
-load, :meth:`_AheadProcess._load`), it waits if that is the child's current job, and otherwise
+load, :meth:`_AheadCompilers._load`), it waits if that is the child's current job, and otherwise
 compiles it itself and tells the child to skip it. The code is what numba would have compiled in
 the run's own process (same source, environment, machine), i.e. what a warm run loads from the cache.
 
@@ -221,31 +221,22 @@ class _AheadCompilers:
                 child.close("from_child")
 
     def _serve(self, child):
-        buffer = b""
-        while True:
-            try:
-                chunk = os.read(child.from_child, 4096)
-            except (OSError, TypeError):  # closed here (None): as end of file
-                chunk = b""
-            if not chunk:
-                break
-            *lines, buffer = (buffer + chunk).split(b"\n")
+        for line in _lines(child.from_child):
+            what, _, number = line.partition(" ")
+            if what not in ("next", "done", "fail") or (what != "next" and not number.isdigit()):
+                continue  # not the protocol's (something printed at the child's start-up)
             with self._cond:
-                for line in lines:
-                    what, _, number = line.decode(errors="replace").partition(" ")
-                    if what not in ("next", "done", "fail") or (what != "next" and not number.isdigit()):
-                        continue  # not the protocol's (something printed at the child's start-up)
-                    if what == "next":
-                        i = self._pending.pop(0) if self._pending and not self._detached else None
-                        if i is None:
-                            child.send("end")
-                        else:
-                            self._running[child] = i
-                            child.send(f"job {i}\t{self.jobs[i].kernel}\t{self.jobs[i].args}")
-                    elif self._running.get(child) == int(number):
-                        i = self._running.pop(child)
-                        if what == "done":
-                            self.compiled.append((self.jobs[i].dispatcher, self.jobs[i].signature))
+                if what == "next":
+                    i = self._pending.pop(0) if self._pending and not self._detached else None
+                    if i is None:
+                        child.send("end")
+                    else:
+                        self._running[child] = i
+                        child.send(f"job {i}\t{self.jobs[i].kernel}\t{self.jobs[i].args}")
+                elif self._running.get(child) == int(number):
+                    i = self._running.pop(child)
+                    if what == "done":
+                        self.compiled.append((self.jobs[i].dispatcher, self.jobs[i].signature))
                 self._cond.notify_all()
 
     # -- the hook on the listed dispatchers' cache loads
@@ -331,8 +322,7 @@ def compile_ahead(jobs, default="0", processes=None):
         demo pass ``"1"``).
     processes : int, optional
         Children compiling at once (default: :func:`default_processes`): while the run waits for
-        one kernel, the others compile the
-        next ones on the other cores.
+        one kernel, the others compile the next ones on the other cores.
 
     Returns
     -------
@@ -418,21 +408,26 @@ def _child(stdin, report):
         os._exit(0)
 
 
-def _lines(fd, orphaned, poll=0.5):
-    """Lines read from the file descriptor ``fd`` until it ends or ``orphaned()`` (checked every
-    ``poll`` seconds) says the parent is gone."""
+def _lines(fd, orphaned=None, poll=0.5):
+    """Lines read from the file descriptor ``fd`` until it ends (or is closed here: None, or an
+    error reading it), or until ``orphaned()``, checked every ``poll`` seconds, says the parent is
+    gone (the child's side; the run's readers just block)."""
     buffer = b""
     while True:
-        ready, _, _ = select.select([fd], [], [], poll)
-        if orphaned():
+        if orphaned is not None:
+            ready, _, _ = select.select([fd], [], [], poll)
+            if orphaned():
+                return
+            if not ready:
+                continue
+        try:
+            chunk = os.read(fd, 65536)
+        except (OSError, TypeError):
             return
-        if not ready:
-            continue
-        chunk = os.read(fd, 65536)
         if not chunk:
             return
         *done, buffer = (buffer + chunk).split(b"\n")
-        yield from (line.decode() for line in done)
+        yield from (line.decode(errors="replace") for line in done)
 
 
 def _main():

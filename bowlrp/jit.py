@@ -11,7 +11,7 @@ Compilation: every numba kernel of ``bowlrp`` and ``nets`` goes through these de
   one is in numba's disk cache, or compiled in this process, or the serial build has spent
   :data:`PARALLEL_COMPILE_SECONDS` in calls the size rule would have run in parallel (then the
   compilation costs at most what the process already lost by waiting for it, the rent-or-buy rule);
-* a cold process can compile what it will need on a second thread (:mod:`bowlrp.compile_ahead`),
+* a cold process can have what it will need compiled in a second process (:mod:`bowlrp.compile_ahead`),
   and numba's disk cache is saved and loaded under a file lock (:mod:`bowlrp._numba_cache`), so
   processes compiling one kernel at once cannot corrupt its index;
 * parallel kernels use ``numba.prange`` over independent slices only (rows of a Gram matrix, images
