@@ -83,13 +83,11 @@ def test_forced_parallel_builds_and_uncached_kernels_keep_the_size_rule(tmp_path
     assert jit._has_cached_build(uncached.parallel)
 
 
-def _add_one(x, out):
-    for i in range(x.shape[0]):
-        out[i] = x[i] + 1.0
-
-
 def _renamed_add_one(k):
-    """A new function object (its own dispatcher and cache file) with ``_add_one``'s code."""
+    """A new function object (its own dispatcher and cache file) with the compile-ahead tests'
+    ``_add_one`` code."""
+    from tests.bowlrp._ahead_kernels import _add_one
+
     return jit._renamed(_add_one, f"_add_one_{k}")
 
 
