@@ -303,7 +303,7 @@ class DenseSIFT(BaseEstimator):
         with limited_threads(self._thread_count(n_jobs), user_api="openmp"):
             return self._extract_checked(checked, sizes, _Progress(len(checked), self.verbose))
 
-    def _thread_count(self, n_jobs=None):
+    def _thread_count(self, n_jobs):
         """numba threads for an extraction: ``n_jobs``, else ``self.n_jobs``; None (all of numba's,
         the default) for None or a negative count."""
         n_jobs = self.n_jobs if n_jobs is None else n_jobs

@@ -110,7 +110,8 @@ def streamed_descriptors(planes, n_images, bin_size, step, sigma, threshold, out
     Parameters
     ----------
     planes : numpy.ndarray
-        (N P, H, W) C-contiguous float64: the P planes of image 0, then those of image 1, ...
+        (N P, H, W): the P planes of image 0, then those of image 1, ... (C-contiguous float64,
+        else copied to it).
     n_images : int
         N.
     bin_size, step, sigma, threshold
@@ -127,7 +128,7 @@ def streamed_descriptors(planes, n_images, bin_size, step, sigma, threshold, out
 
     The same numbers, bit for bit, as :func:`orientation_fields` + :func:`pooled_descriptors` per image.
     """
-    planes = np.ascontiguousarray(planes, dtype=np.float64)  # (8-value loads: unit-stride rows only)
+    planes = stacked_planes(planes)  # (8-value loads: C-contiguous float64 rows only)
     n_stack, height, width = planes.shape
     _, _, row_starts, row_index, col_starts, col_index, weights, offset = frame_layout(
         int(height), int(width), int(bin_size), int(step)

@@ -394,14 +394,14 @@ def point_values(Z, SV, sv_idx, sv_start, sv_sums, coef, intercept, bounds, weig
 
 @jit_serial(error_model="numpy")
 def _padded(n, slots):
-    """Points a round of :func:`segment_roots` evaluates for its n: from 5 on, up to a multiple of 8 (at
-    most ``slots``). A point's value does not depend on the other columns, and the loops over the points
-    run 8 at a time and the rest one by one: 8 points cost less than 7 (1,024 words: 23 against 26 us),
-    16 less than 12 (26 against 40 us); the extra columns hold earlier rounds' points, their values unused.
+    """Points a round of :func:`segment_roots` evaluates for its n: from 5 on, up to the next multiple of
+    8 when the slots hold it, else n (a count between would only lengthen the one-by-one rest). A
+    point's value does not depend on the other columns, and the loops over the points run 8 at a time
+    and the rest one by one: 8 points cost less than 7 (1,024 words: 23 against 26 us), 16 less than 12
+    (26 against 40 us); the extra columns hold earlier rounds' points, their values unused.
     """
-    if n < 5:
-        return n
-    return min(slots, (n + 7) // 8 * 8)
+    padded = (n + 7) // 8 * 8
+    return padded if n >= 5 and padded <= slots else n
 
 
 @jit_serial(error_model="numpy")

@@ -162,4 +162,3 @@ def test_the_range_warning_names_the_users_line_and_a_bad_image_one_traceback(sc
         with pytest.raises(ValueError, match="image 9 .*non-finite|non-finite.*image 9") as info:
             clf.transform(bad)
     assert info.value.__context__ is None and info.value.__cause__ is None
-

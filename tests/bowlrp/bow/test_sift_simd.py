@@ -17,6 +17,7 @@ from skimage import data
 from bowlrp.bow import _sift_kernels as K
 from bowlrp.bow import _sift_simd as V
 from bowlrp.bow.sift_grid import frame_layout, gaussian_taps
+from tests.bowlrp.bow.test_features import twin_smooth
 from tests.kernel_twins import assert_matches_twin
 
 
@@ -153,22 +154,6 @@ def test_orientation_field_equals_the_scalar_formula_bit_for_bit(kernel, shape):
         assert np.array_equal(got, want)
 
 
-def twin_smooth_bits(image, taps):
-    """smooth_separable by the scalar formula: each pass sums its taps in order from 0.0 (edge rows
-    and columns replicated)."""
-    r = (taps.size - 1) // 2
-    height, width = image.shape
-    padded = np.pad(image, ((0, 0), (r, r)), mode="edge")
-    rows = np.zeros_like(image)
-    for t in range(taps.size):
-        rows = rows + taps[t] * padded[:, t : t + width]
-    padded = np.pad(rows, ((r, r), (0, 0)), mode="edge")
-    out = np.zeros_like(image)
-    for t in range(taps.size):
-        out = out + taps[t] * padded[t : t + height]
-    return out
-
-
 @pytest.mark.parametrize("kernel", [K.smooth_separable.parallel, K.smooth_separable.serial])
 def test_smoothing_equals_the_scalar_sums_bit_for_bit(kernel):
     """Widths around every boundary of the row pass: narrower than the filter (all border), exactly
@@ -181,7 +166,7 @@ def test_smoothing_equals_the_scalar_sums_bit_for_bit(kernel):
             image = data.camera()[200:213, 100 : 100 + width] / 255.0
             out = np.full(image.shape, np.nan)
             kernel(image, taps, np.empty_like(image), out)
-            assert np.array_equal(out, twin_smooth_bits(image, taps)), (n_taps, width)
+            assert np.array_equal(out, twin_smooth(image, taps)), (n_taps, width)
 
 
 def twin_pool_columns_bits(bin0, w0, w1, starts, weights, offset):
@@ -294,4 +279,3 @@ def test_strided_and_float32_planes_are_read_as_their_values():
     streamed_descriptors(plane[None], 1, 4, 8, 1.0, 0.0, out_c)
     streamed_descriptors(np.repeat(plane[None], 2, axis=2)[:, :, ::2], 1, 4, 8, 1.0, 0.0, out_f)
     assert np.array_equal(out_c, out_f) and out_c.any()
-

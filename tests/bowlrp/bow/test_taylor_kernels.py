@@ -120,23 +120,25 @@ def test_sparse_cross_matches_a_term_by_term_twin_bit_for_bit(kind, dims):
 def test_slots_grow_to_a_block_of_a_quarter_mib_and_never_pass_the_segments():
     from bowlrp.bow.decompose import _taylor_kernels as tk
 
-    for n_seg, n_dims in ((0, 64), (5, 64), (96, 64), (2000, 64), (96, 1024), (2000, 1024), (2000, 300),
-                          (10, 0)):
-        want = max(1, min(n_seg, max(tk.SEGMENTS, tk._BLOCK_BYTES // (8 * max(1, n_dims)))))
-        assert tk._slots(n_seg, n_dims) == want
-    assert tk._slots(2000, 64) == 512 and tk._slots(2000, 1024) == tk.SEGMENTS == 64
+    assert tk.SEGMENTS == 64 and tk._BLOCK_BYTES == 256 * 1024
+    # (segments, dimensions) -> slots: at least one, at most the segments, else 64 or a 256 KiB block
+    cases = {(0, 64): 1, (5, 64): 5, (96, 64): 96, (2000, 64): 512, (96, 1024): 64, (2000, 1024): 64,
+             (2000, 300): 109, (10, 0): 10}
+    assert {key: tk._slots(*key) for key in cases} == cases
 
 
 def test_rounds_of_five_points_or_more_are_padded_to_a_multiple_of_eight_within_the_slots():
     from bowlrp.bow.decompose import _taylor_kernels as tk
 
+    # (points, slots) -> points evaluated
+    cases = {(1, 64): 1, (4, 64): 4, (5, 64): 8, (8, 64): 8, (9, 64): 16, (61, 64): 64, (64, 64): 64,
+             (65, 96): 72, (13, 13): 13, (9, 13): 9, (5, 6): 5, (61, 62): 61}
+    assert {key: tk._padded(*key) for key in cases} == cases
     for n in range(1, 70):
         for slots in (n, 13, 64, 96):
-            if n > slots:
-                continue
-            want = n if n < 5 else min(slots, -(-n // 8) * 8)
-            assert tk._padded(n, slots) == want
-            assert n <= tk._padded(n, slots) <= slots
+            if n <= slots:
+                padded = tk._padded(n, slots)
+                assert n <= padded <= slots and (padded == n or (n >= 5 and padded % 8 == 0))
 
 
 @pytest.mark.parametrize("kernel", ["exp_chi2", "rbf"])
