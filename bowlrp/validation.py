@@ -14,6 +14,8 @@ from numbers import Real
 
 import numpy as np
 
+from bowlrp.jit import jit_serial
+
 __all__ = ["check_image", "check_images", "check_p", "check_channel_slices", "channel_bounds",
            "check_channel_weights", "to_grey", "LUMA", "InvalidParameterError"]
 
@@ -132,6 +134,12 @@ def check_image(image, min_side=None, name="image"):
     >>> float(check_image(np.full((8, 8), 255, np.uint8)).max())
     1.0
     """
+    return checked_image(image, min_side, name)[0]
+
+
+def checked_image(image, min_side=None, name="image"):
+    """:func:`check_image`, and the value range ``(low, high)`` of a float image (None for an image
+    given as unsigned integers, which scaling put into [0, 1]): one pass over the pixels for both."""
     if image is None:
         raise TypeError(f"{name} is None; expected a numpy array (H, W) or (H, W, 3)")
     array = np.asarray(image)
@@ -156,10 +164,15 @@ def check_image(image, min_side=None, name="image"):
     height, width = array.shape[:2]
     if height == 0 or width == 0:
         raise ValueError(f"{name} is empty (shape {array.shape})")
-    out = np.array(array, dtype=np.float64, order="C", copy=True)
-    if scale is not None:
-        out /= scale
-    elif not np.all(np.isfinite(out)):
+    if dtype == np.float16:  # numpy's loops (numba has no float16 arrays)
+        out = np.array(array, dtype=np.float64, order="C", copy=True)
+        finite = bool(np.all(np.isfinite(out)))
+        low, high = (float(out.min()), float(out.max())) if finite else (0.0, 0.0)
+    else:  # one pass: convert (and scale), check finiteness and take the range, outside the GIL
+        out = np.empty(array.shape, np.float64)
+        low, high, finite = _float_pixels(np.ascontiguousarray(array).reshape(-1), scale or 0.0,
+                                          out.reshape(-1))
+    if not finite:
         n_nan = int(np.isnan(out).sum())
         n_inf = int(np.isinf(out).sum())
         raise ValueError(f"{name} has non-finite pixels ({n_nan} NaN, {n_inf} inf)")
@@ -168,7 +181,29 @@ def check_image(image, min_side=None, name="image"):
             f"{name} of size {height}x{width} is smaller than one descriptor support "
             f"({min_side}x{min_side} pixels); use a larger image or smaller bin sizes"
         )
-    return out
+    return out, (None if scale is not None else (low, high))
+
+
+@jit_serial(error_model="numpy")
+def _float_pixels(src, scale, out):
+    """``out = src`` as float64, divided by ``scale`` when it is positive (numpy's ``astype`` then
+    ``/=``: the same numbers), in one pass. Returns (low, high, finite) of a float image: its least and
+    greatest value and whether every value is finite (``(0.0, 0.0, True)`` when scaling)."""
+    n = src.shape[0]
+    if scale > 0.0:
+        for i in range(n):
+            out[i] = np.float64(src[i]) / scale
+        return 0.0, 0.0, True
+    low, high = np.inf, -np.inf
+    finite = True
+    for i in range(n):
+        v = np.float64(src[i])
+        out[i] = v
+        if not (v - v == 0.0):  # NaN or +-inf
+            finite = False
+        low = v if v < low else low
+        high = v if v > high else high
+    return low, high, finite
 
 
 def check_images(images, min_side=None):
@@ -191,6 +226,11 @@ def check_images(images, min_side=None):
     >>> [im.shape for im in check_images([np.zeros((8, 9)), np.zeros((10, 6, 3), np.uint8)])]
     [(8, 9), (10, 6, 3)]
     """
+    return checked_images(images, min_side)[0]
+
+
+def checked_images(images, min_side=None):
+    """:func:`check_images`, and the value range of each image (see :func:`checked_image`)."""
     if images is None:
         raise TypeError("images is None; expected a list of images")
     if isinstance(images, np.ndarray):
@@ -205,7 +245,8 @@ def check_images(images, min_side=None):
     images = list(images)
     if len(images) == 0:
         raise ValueError("images is empty; at least one image is required")
-    return [check_image(im, min_side=min_side, name=f"image {i}") for i, im in enumerate(images)]
+    pairs = [checked_image(im, min_side=min_side, name=f"image {i}") for i, im in enumerate(images)]
+    return [image for image, _ in pairs], [bounds for _, bounds in pairs]
 
 
 #: the project's packages: a warning about the user's input names the first frame outside them

@@ -36,7 +36,7 @@ from bowlrp.bow.sift_numba import (
 )
 from bowlrp.bow.sift_opencv import opencv_descriptors
 from bowlrp.jit import limited_threads, parallel_map, use_parallel
-from bowlrp.validation import check_image, check_images, user_stacklevel
+from bowlrp.validation import checked_image, checked_images, user_stacklevel
 
 __all__ = ["LocalFeatures", "DenseSIFT"]
 
@@ -94,6 +94,17 @@ class LocalFeatures:
                 f"{self.centers.shape}, support {self.support.shape}, channel {self.channel.shape}"
             )
         object.__setattr__(self, "image_shape", tuple(int(s) for s in self.image_shape))
+
+    @classmethod
+    def _trusted(cls, descriptors, centers, support, channel, image_shape):
+        """Features the extractor itself computed, without ``__post_init__``'s coercion and checks: the
+        caller guarantees the documented dtypes and shapes and an ``image_shape`` tuple of ints (an
+        extraction builds one object per image; the checks cost as much as a small image's kernels)."""
+        self = object.__new__(cls)
+        for name, value in (("descriptors", descriptors), ("centers", centers), ("support", support),
+                            ("channel", channel), ("image_shape", image_shape)):
+            object.__setattr__(self, name, value)
+        return self
 
     def __len__(self):
         return self.descriptors.shape[0]
@@ -237,8 +248,8 @@ class DenseSIFT(BaseEstimator):
             Channel 0 (first bin size) first; within a channel, frames in row-major grid order.
         """
         sizes = self._validate_params()
-        checked = check_image(image, min_side=4 * max(sizes))
-        _check_value_range([checked], [image])
+        checked, bounds = checked_image(image, min_side=4 * max(sizes))
+        _check_ranges([bounds])
         return self._extract_batch([checked], sizes)[0]
 
     def _extract_batch(self, images, sizes):
@@ -276,8 +287,9 @@ class DenseSIFT(BaseEstimator):
                     fields[sigma] = orientation_fields(own, sigma)
                 pooled_descriptors(fields[sigma], bin_size, self.step, threshold, out=rows)
         # the geometry is cached per shape: every result gets its own copy
-        shape = (height, width)
-        return [LocalFeatures(d, centers.copy(), support.copy(), channel.copy(), shape) for d in descriptors]
+        shape = (int(height), int(width))
+        return [LocalFeatures._trusted(d, centers.copy(), support.copy(), channel.copy(), shape)
+                for d in descriptors]
 
     def extract_many(self, images, n_jobs=None):
         """Dense descriptors of several images (sizes may differ), on threads for large batches.
@@ -311,20 +323,17 @@ class DenseSIFT(BaseEstimator):
 
     def _checked_images(self, images, sizes):
         """The images as checked float64 arrays (:func:`~bowlrp.validation.check_images`, value range)."""
-        if not isinstance(images, np.ndarray):
-            # read twice below (checked, and the input dtypes): a lazy sequence must not load twice
-            images = list(images)
-        checked = check_images(images, min_side=4 * max(sizes))
-        _check_value_range(checked, images)
+        checked, ranges = checked_images(images, min_side=4 * max(sizes))
+        _check_ranges(ranges)
         return checked
 
     def _checked_part(self, images, first, sizes):
         """Images ``first, first + 1, ...`` of a batch checked as :meth:`_checked_images` checks them
         (named by their index in the batch), and their value ranges, for :func:`_check_ranges` to
         judge once the whole batch's are known (the part runs on a thread of its own)."""
-        checked = [check_image(im, min_side=4 * max(sizes), name=f"image {first + k}")
-                   for k, im in enumerate(images)]
-        return checked, _value_ranges(checked, images)
+        pairs = [checked_image(im, min_side=4 * max(sizes), name=f"image {first + k}")
+                 for k, im in enumerate(images)]
+        return [image for image, _ in pairs], [bounds for _, bounds in pairs]
 
     def _work(self, images):
         """Estimated operations of extracting checked ``images`` (:func:`bowlrp.jit.use_parallel`)."""
@@ -369,27 +378,10 @@ def _is_finite_nonnegative(value):
     return isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
 
 
-def _check_value_range(images, originals):
-    """Reject values whose squared gradients would overflow; warn on images clearly not in [0, 1].
-
-    Float images are taken as given; values far outside [0, 1] usually mean a 0..255 float image,
-    which shifts the contrast threshold (and saturates the uint8 input of the OpenCV backend).
-    Images given as unsigned integers (``originals``: the inputs before checking) were scaled into
-    [0, 1] and need no scan.
-    """
-    _check_ranges(_value_ranges(images, originals))
-
-
-def _value_ranges(images, originals):
-    """(low, high) of each checked image, None for one given as unsigned integers (no scan needed)."""
-    unsigned = (np.uint8, np.uint16)
-    return [None if getattr(original, "dtype", None) in unsigned else (float(im.min()), float(im.max()))
-            for im, original in zip(images, originals)]
-
-
 def _check_ranges(ranges):
     """The error for the first image out of the accepted range, else one warning for the first image
-    clearly outside [0, 1] (``ranges``: :func:`_value_ranges` of the whole batch, in order)."""
+    clearly outside [0, 1] (``ranges``: those :func:`~bowlrp.validation.checked_image` gives, of the
+    whole batch, in order)."""
     warned = False
     for i, bounds in enumerate(ranges):
         if bounds is None:

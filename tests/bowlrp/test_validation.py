@@ -9,14 +9,17 @@ from skimage import data
 from bowlrp.validation import (
     LUMA,
     InvalidParameterError,
+    _float_pixels,
     channel_bounds,
     check_channel_slices,
     check_channel_weights,
     check_image,
     check_images,
     check_p,
+    checked_image,
     to_grey,
 )
+from tests.kernel_twins import assert_matches_twin
 
 
 def test_uint8_and_uint16_are_scaled_to_unit_range():
@@ -129,3 +132,55 @@ def test_to_grey_is_the_bt601_luma_of_real_photos():
     assert LUMA.sum() == pytest.approx(1.0)
     rgba = np.concatenate([rgb, np.ones(rgb.shape[:2] + (1,))], axis=2)
     np.testing.assert_array_equal(to_grey(rgba), to_grey(rgb))  # alpha ignored
+
+
+def _pixels_kernel(src, scale):
+    out = np.empty(src.shape, np.float64)
+    low, high, finite = _float_pixels(src, scale, out)
+    return out, low, high, finite
+
+
+def _pixels_twin(src, scale):
+    """numpy: the float64 copy, divided by the scale when there is one, else its range and finiteness."""
+    out = src.astype(np.float64)
+    if scale > 0:
+        out /= scale
+        return out, 0.0, 0.0, True
+    return out, out.min(), out.max(), bool(np.isfinite(out).all())
+
+
+def test_float_pixels_kernel_matches_its_twin_bit_for_bit_on_real_images():
+    camera, coffee = data.camera(), data.coffee()
+    cases = [
+        (camera.ravel(), 255.0),
+        (coffee.ravel(), 255.0),
+        ((camera.astype(np.uint16) * 257).ravel(), 65535.0),
+        ((camera / 255.0).astype(np.float32).ravel(), 0.0),
+        ((coffee / 255.0 - 0.5).ravel(), 0.0),  # negative values too
+        (np.full(7, -0.0), 0.0),
+    ]
+    assert_matches_twin(_pixels_kernel, _pixels_twin, cases, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_float_pixels_kernel_flags_any_non_finite_pixel(bad, dtype):
+    img = (data.camera()[:64, :64] / 255.0).astype(dtype).ravel()
+    img[1000] = bad
+    assert _float_pixels(img, 0.0, np.empty(img.size))[2] is False
+
+
+def test_checked_image_gives_the_range_of_float_images_and_none_for_unsigned_ones():
+    photo = data.astronaut() / 255.0 * 3.0 - 1.0
+    out, bounds = checked_image(photo)
+    assert bounds == (float(photo.min()), float(photo.max()))
+    np.testing.assert_array_equal(out, photo)
+    for img in (data.camera(), data.camera().astype(np.uint16)):
+        out, bounds = checked_image(img)
+        assert bounds is None
+        np.testing.assert_array_equal(out, img / float(np.iinfo(img.dtype).max))
+    half, bounds = checked_image(data.camera().astype(np.float16) / np.float16(255))
+    assert half.dtype == np.float64 and bounds == (float(half.min()), float(half.max()))
+    # a non-contiguous view (every other column) is read as the values it shows
+    view = (data.camera() / 255.0)[:, ::2]
+    np.testing.assert_array_equal(checked_image(view)[0], view)

@@ -355,6 +355,21 @@ def test_image_exactly_one_support_gives_one_frame():
     np.testing.assert_array_equal(feats.boxes(), [[0, 0, 20, 20]])
 
 
+def test_extracted_features_are_what_the_public_constructor_builds():
+    """The extractor builds its results without ``__post_init__`` (LocalFeatures._trusted): the same
+    fields, dtypes and shapes as the checked constructor, and arrays of their own."""
+    images = [data.camera()[:70, :90], data.camera()[100:170, 50:140]]
+    feats = DenseSIFT(step=6, bin_sizes=(4, 6)).extract_many(images)
+    for f in feats:
+        public = LocalFeatures(f.descriptors, f.centers, f.support, f.channel, f.image_shape)
+        for name in ("descriptors", "centers", "support", "channel"):
+            got, want = getattr(f, name), getattr(public, name)
+            assert got.dtype == want.dtype and got.shape == want.shape and got.flags.writeable
+            np.testing.assert_array_equal(got, want)
+        assert f.image_shape == (70, 90) and all(type(s) is int for s in f.image_shape)
+    assert not np.shares_memory(feats[0].centers, feats[1].centers)
+
+
 def test_local_features_rejects_inconsistent_arrays():
     with pytest.raises(ValueError, match="inconsistent"):
         LocalFeatures(np.zeros((3, 128)), np.zeros((2, 2)), np.zeros(3, int), np.zeros(3, int), (9, 9))
