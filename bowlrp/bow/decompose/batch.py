@@ -92,7 +92,9 @@ def decompose_batch(features, encodings, item_image, R3, sums=False):
         extra = uncovered_shares(R3, colmax[item_image] > 0, slices, counts[item_image])
     item_sizes = sizes[item_image]
     item_feat_off, item_pix_off = offsets(item_sizes), offsets(shapes[item_image].prod(axis=1))
-    r2, r1 = np.zeros(item_feat_off[-1]), np.zeros(item_pix_off[-1])
+    # every value is written by the kernel, except those of a skipped (``bad``) image's items, which
+    # the general path below replaces (maps and sums): no zeroing pass over the batch's pixels
+    r2, r1 = np.empty(item_feat_off[-1]), np.empty(item_pix_off[-1])
     _k.relevance(indptr, indices, weights, feat_off, nnz_off, channel, item_image, bad, colmax, R3, extra,
                  boxes, shapes, item_feat_off, item_pix_off, r2, r1)
 

@@ -721,6 +721,12 @@ def test_batch_takes_the_general_path_for_a_non_canonical_mapping(real_batch):
     np.testing.assert_array_equal(R1[1], pixel_relevance(want, feats[1].boxes(), feats[1].image_shape))
     first = feature_relevance(encs[0].mapping, R3[0], 2.0, encs[0].channel_slices, feats[0].channel)
     np.testing.assert_array_equal(R2[0], first)
+    # the batch's buffers are not zeroed: the general path's maps and level sums replace whatever the
+    # kernel left in the skipped item's place
+    _, R2s, R1s, level = decompose_batch(feats[:2], [encs[0], odd], [0, 1], R3, sums=True)
+    np.testing.assert_array_equal(R1s[1], R1[1])
+    for k in range(2):
+        assert level[k].tolist() == [R3[k].sum(), R2s[k].sum(), R1s[k].sum()]
     data_[indptr[5]] = -0.5
     with pytest.raises(ValueError, match="non-negative"):
         decompose_batch(feats[:2], [encs[0], odd], [0, 1], R3)
