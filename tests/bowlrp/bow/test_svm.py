@@ -77,6 +77,32 @@ def test_each_output_equals_a_binary_libsvm_on_the_same_gram(n_classes):
     assert np.all(np.any(clf.dual_coef_ != 0, axis=0))
 
 
+def test_plain_arrays_skip_sklearn_checks_with_the_same_scores_and_errors():
+    """decision_matrix takes a finite float64 ndarray as it is (svm._plain_rows); anything else still
+    goes through scikit-learn's validate_data: the same scores, and its errors and warnings."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    X, y = digits.data[:300] / 16.0, digits.target[:300] % 3
+    clf = OneVsRestKernelSVC(kernel="intersection").fit(X, y)
+    Xt = X[200:260]
+    plain = clf.decision_matrix(Xt)
+    for other in (Xt.tolist(), np.asfortranarray(Xt), Xt.astype(np.float32).astype(np.float64)):
+        assert np.array_equal(clf.decision_matrix(other), plain)
+    bad = Xt.copy()
+    bad[3, 5] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        clf.decision_matrix(bad)
+    with pytest.raises(ValueError, match="features"):
+        clf.decision_matrix(Xt[:, :-1])
+    with pytest.raises(ValueError, match="0 sample"):
+        clf.decision_matrix(Xt[:0])
+    # an estimator fitted with feature names (as from a DataFrame) warns about an array without them
+    clf.feature_names_in_ = np.array([f"d{k}" for k in range(X.shape[1])], dtype=object)
+    with pytest.warns(UserWarning, match="feature names"):
+        clf.decision_matrix(Xt)
+
+
 def test_binary_scores_the_second_class_with_string_labels():
     X, y = _data(2, seed=5)
     labels = np.array(["cat", "dog"])[y]
