@@ -323,6 +323,8 @@ class DenseSIFT(BaseEstimator):
 
     def _checked_images(self, images, sizes):
         """The images as checked float64 arrays (:func:`~bowlrp.validation.check_images`, value range)."""
+        if not isinstance(images, np.ndarray):
+            images = list(images)  # a sequence read once, item by item (it may only have __getitem__)
         checked, ranges = checked_images(images, min_side=4 * max(sizes))
         _check_ranges(ranges)
         return checked
