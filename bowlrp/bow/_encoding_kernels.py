@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from bowlrp.bow._pairwise import pairwise_sum
 from bowlrp.jit import jit_serial
 
 
@@ -133,78 +134,8 @@ def scale_pooled(powers, bounds, n_rows, p, out):
     """
     for d in range(out.shape[0]):
         if out[d] > 0.0:
-            total = _pairwise_sum(powers, bounds[d], bounds[d + 1] - bounds[d])
+            total = pairwise_sum(powers, bounds[d], bounds[d + 1] - bounds[d])
             out[d] = out[d] * (total / n_rows) ** (1.0 / p)
-
-
-@jit_serial
-def _pairwise_sum(a, start, n):
-    """``np.sum(a[start:start + n])`` in numpy's pairwise order (8 running sums in blocks of 128).
-
-    numpy halves a longer run (the first half a multiple of 8 long) and adds the two halves' sums; the
-    halving is done here with an explicit stack instead of recursion, because numba's on-disk cache
-    cannot load a recursive function compiled for a new caller ("Symbol not found").
-    """
-    if n <= 128:
-        return _block_sum(a, start, n)
-    # frames of the recursion: a run (first, length), its stage (0: not split yet, 1: left half being
-    # summed, 2: right half being summed) and, once known, the left half's sum
-    firsts = np.empty(64, np.int64)
-    lengths = np.empty(64, np.int64)
-    stages = np.zeros(64, np.int64)
-    lefts = np.empty(64)
-    top = 0
-    firsts[0], lengths[0] = start, n
-    total = 0.0
-    while True:
-        first, length = firsts[top], lengths[top]
-        if length > 128 and stages[top] == 0:
-            half = length // 2
-            half -= half % 8
-            stages[top] = 1
-            top += 1
-            firsts[top], lengths[top], stages[top] = first, half, 0
-            continue
-        # this run is done: a block, or a split run whose right half's sum is in ``total``
-        total = _block_sum(a, first, length) if length <= 128 else lefts[top] + total
-        top -= 1
-        if top < 0:
-            return total
-        if stages[top] == 1:  # the parent's left half: keep it, then sum its right half
-            lefts[top] = total
-            stages[top] = 2
-            half = lengths[top] // 2
-            half -= half % 8
-            top += 1
-            firsts[top], lengths[top], stages[top] = firsts[top - 1] + half, lengths[top - 1] - half, 0
-
-
-@jit_serial
-def _block_sum(a, start, n):
-    """numpy's sum of at most 128 numbers: in order below 8, else 8 running sums combined pairwise."""
-    if n < 8:
-        res = -0.0
-        for i in range(n):
-            res += a[start + i]
-        return res
-    r0, r1, r2, r3 = a[start], a[start + 1], a[start + 2], a[start + 3]
-    r4, r5, r6, r7 = a[start + 4], a[start + 5], a[start + 6], a[start + 7]
-    i = 8
-    while i < n - n % 8:
-        r0 += a[start + i]
-        r1 += a[start + i + 1]
-        r2 += a[start + i + 2]
-        r3 += a[start + i + 3]
-        r4 += a[start + i + 4]
-        r5 += a[start + i + 5]
-        r6 += a[start + i + 6]
-        r7 += a[start + i + 7]
-        i += 8
-    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
-    while i < n:
-        res += a[start + i]
-        i += 1
-    return res
 
 
 @jit_serial
@@ -287,8 +218,8 @@ def pool_images(indptr, indices, data, row_bounds, offset, n_cols, p, normalize,
         x = out[g, offset:offset + n_cols]
         pool_csr(indptr[row_bounds[g]:row_bounds[g + 1] + 1], indices, data, offset, p, x)
         if normalize:
-            total = _pairwise_sum(out[g], offset, n_cols)  # x's entries; a literal 0 start
-            # would compile _pairwise_sum and _block_sum once more (for Literal[int](0))
+            total = pairwise_sum(out[g], offset, n_cols)  # x's entries; a literal 0 start
+            # would compile pairwise_sum and its block sum once more (for Literal[int](0))
             if total > 0.0:
                 for d in range(n_cols):
                     x[d] /= total

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bowlrp.bow.decompose._taylor_kernels import pairwise_sum
+from bowlrp.bow._pairwise import pairwise_sum
 from bowlrp.jit import jit_both, jit_serial, prange
 
 

@@ -12,14 +12,14 @@ f is evaluated exactly as ``KernelExpansion.values`` does through the Gram kerne
 (:func:`bowlrp.bow._kernels._gram` on K(SV, Z)): per support vector i and channel u the sum over the
 dimensions in increasing order (over the vector's non-zero dimensions only, except for RBF), the
 channel terms added to 0.0 in channel order, then sum_i K_i a_i in numpy's pairwise order
-(:func:`pairwise_sum`) plus the intercept. The segments are searched in slots (:func:`_slots`: at
-least :data:`SEGMENTS`, more while a block of points stays within :data:`_BLOCK_BYTES`) refilled as
-their segments finish, and the points of a round are evaluated together (the inner loops run over the
-points and vectorise, as the Gram kernel's run over its columns, four dimensions per pass so that each
-sum is loaded and stored once per four terms, added in the same order; a round of 5 points or more is
-padded to a multiple of 8 (:func:`_padded`); fewer than :data:`_FEW` points are evaluated one by one,
-vectorised over the support vectors): a segment's numbers never depend on when or beside which others
-it is searched.
+(:func:`~bowlrp.bow._pairwise.pairwise_sum`) plus the intercept. The segments are searched in slots
+(:func:`_slots`: at least :data:`SEGMENTS`, more while a block of points stays within
+:data:`_BLOCK_BYTES`) refilled as their segments finish, and the points of a round are evaluated
+together (the inner loops run over the points and vectorise, as the Gram kernel's run over its columns,
+four dimensions per pass so that each sum is loaded and stored once per four terms, added in the same
+order; a round of 5 points or more is padded to a multiple of 8 (:func:`_padded`); fewer than
+:data:`_FEW` points are evaluated one by one, vectorised over the support vectors): a segment's numbers
+never depend on when or beside which others it is searched.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import math
 import numpy as np
 
 from bowlrp.bow._kernels import EXP_CHI2, RBF, sparse_cross, transposed
+from bowlrp.bow._pairwise import pairwise_sum
 from bowlrp.jit import jit_serial
 from bowlrp.roots import accept_point, new_state, propose_point, start_segment
 
@@ -45,85 +46,6 @@ def _slots(n_seg, n_dims):
     """Slots of :func:`segment_roots`: :data:`SEGMENTS`, or more up to a block of :data:`_BLOCK_BYTES`,
     never more than the segments."""
     return max(1, min(n_seg, max(SEGMENTS, _BLOCK_BYTES // (8 * max(1, n_dims)))))
-
-
-@jit_serial(error_model="numpy")
-def _block_sum(a, start, n):
-    """sum(a[start:start + n]) for n <= 128 as numpy sums such a block: fewer than 8 terms one after the
-    other from -0.0, else with 8 accumulators, combined pairwise, and the rest added one by one."""
-    if n < 8:
-        res = -0.0
-        for i in range(start, start + n):
-            res += a[i]
-        return res
-    r0, r1, r2, r3 = a[start], a[start + 1], a[start + 2], a[start + 3]
-    r4, r5, r6, r7 = a[start + 4], a[start + 5], a[start + 6], a[start + 7]
-    i = start + 8
-    stop = start + n - n % 8
-    while i < stop:
-        r0 += a[i]
-        r1 += a[i + 1]
-        r2 += a[i + 2]
-        r3 += a[i + 3]
-        r4 += a[i + 4]
-        r5 += a[i + 5]
-        r6 += a[i + 6]
-        r7 += a[i + 7]
-        i += 8
-    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
-    while i < start + n:
-        res += a[i]
-        i += 1
-    return res
-
-
-@jit_serial(error_model="numpy")
-def pairwise_sum(a, start, n):
-    """sum(a[start:start + n]) in the order of numpy's pairwise summation of a contiguous row (blocks
-    of at most 128 as :func:`_block_sum`, larger ranges split in two at a multiple of 8, the halves'
-    sums added) added to 0.0 (numpy's identity: a sum of -0.0s is 0.0), so it equals
-    ``a[start:start + n].sum()`` bit for bit.
-
-    Iterative (an explicit stack of ranges, depth < 64): numba's disk cache does not reload
-    self-recursive functions reliably.
-    """
-    if n <= 128:
-        return 0.0 + _block_sum(a, start, n)
-    starts = np.empty(64, np.int64)
-    sizes = np.empty(64, np.int64)
-    phase = np.zeros(64, np.int64)  # 0: left half next, 1: right half next, 2: both summed
-    sums = np.empty(64)  # the sums of finished ranges, in the order they finished
-    top, done = 0, 0
-    starts[0], sizes[0] = start, n
-    while top >= 0:
-        s, m = starts[top], sizes[top]
-        if m <= 128:
-            sums[done] = _block_sum(a, s, m)
-            done += 1
-            top -= 1
-            continue
-        half = m // 2
-        half -= half % 8
-        if phase[top] == 2:  # both halves summed: replace them by their sum
-            sums[done - 2] = sums[done - 2] + sums[done - 1]
-            done -= 1
-            top -= 1
-            continue
-        phase[top] += 1
-        top += 1
-        phase[top] = 0
-        if phase[top - 1] == 1:
-            starts[top], sizes[top] = s, half
-        else:
-            starts[top], sizes[top] = s + half, m - half
-    return 0.0 + sums[0]
-
-
-@jit_serial(error_model="numpy")
-def range_sums(flat, offsets, out):
-    """out[k] = flat[offsets[k]:offsets[k + 1]].sum(), numpy's numbers (:func:`pairwise_sum`)."""
-    for k in range(offsets.shape[0] - 1):
-        out[k] = pairwise_sum(flat, offsets[k], offsets[k + 1] - offsets[k])
 
 
 @jit_serial(error_model="numpy")

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from bowlrp.bow._pairwise import range_sums as _sums
 from bowlrp.bow.decompose import _kernels as _k
-from bowlrp.bow.decompose._taylor_kernels import range_sums as _sums
 from bowlrp.bow.decompose.pixels import pixel_relevance
 from bowlrp.bow.decompose.pooling import feature_relevance, share_weights, uncovered_shares
 from bowlrp.validation import offsets

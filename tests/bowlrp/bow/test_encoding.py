@@ -322,16 +322,6 @@ def test_empty_or_non_finite_vocabularies_are_a_clear_error():
 
 
 # ------------------------------------------------------------------------ the batched hard/rank path
-def test_pairwise_sum_is_numpys_sum_bit_for_bit():
-    from bowlrp.bow._encoding_kernels import _pairwise_sum
-
-    rng = np.random.default_rng(7)
-    for n in [*range(1, 300), 511, 512, 513, 1024, 1100, 5003]:  # blocks, one split, several splits
-        a = rng.random(n + 3) * (rng.random(n + 3) < 0.6) * 10.0 ** rng.integers(-3, 6)
-        got, want = _pairwise_sum(a, 2, n), a[2:2 + n].sum()
-        assert got == want and np.signbit(got) == np.signbit(want), n
-
-
 def _channel_blocks_twin(channel, row_bounds, n_channels):
     """np.searchsorted per image, or None when an image's channels are unsorted or out of range."""
     out = []
