@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bowlrp.bow._sift_simd import vcompress_le8, vlane8, vload8, vmin8, vsplat8
+from bowlrp.bow._sift_simd import compiles_for_avx512, vcompress_le8, vlane8, vload8, vmin8, vsplat8
 from bowlrp.jit import jit_serial
 
 
@@ -30,11 +30,8 @@ def nearest_words(d2, n, out):
 
 
 @jit_serial
-def select_row(row, n, seeds, kept, out, candidates):
-    """``out[:n]`` = indices of the ``n`` smallest entries of ``row``, nearest first.
-
-    Equal distances are ranked by index, exactly as a stable argsort: entries are ordered by the pair
-    (distance, index), so the result does not depend on the order in which they are visited.
+def _select_bounded(row, n, seeds, kept, out, candidates):
+    """:func:`select_row` on CPUs with AVX-512.
 
     First a bound on the n-th smallest distance, from two sets of n distinct entries (the n-th smallest
     is at most the largest of either): the ``n`` distinct indices ``seeds`` (the previous descriptor's
@@ -44,10 +41,11 @@ def select_row(row, n, seeds, kept, out, candidates):
     (``vcompress_le8``) keeps the indices of the entries at or below the bound in ``candidates``, and
     only those are insertion-sorted, in index order. On real descriptors (64 and 256 words) about
     n + 1 entries pass for n <= 4 (about 15 for n = 8), where the seeds' bound alone let 13 of 64
-    through for n = 4, each a mispredicted branch in the single pass this replaced.
+    through for n = 4, each a mispredicted branch in :func:`_select_seeded`'s single pass. The kernel
+    got 1.5x faster for n = 4 (1.7x on 256 words); an AVX2 build, without masked moves and
+    ``vpcompressq``, was slower than the seeded pass for n = 1 and 8, hence the choice by CPU.
 
-    ``row`` must be contiguous (8 words are loaded at a time); ``kept`` (n floats) and ``candidates``
-    (``len(row)`` ints) are scratch. Distances must not be NaN (+inf is fine).
+    ``row`` must be contiguous (8 words are loaded at a time); it is left unchanged.
     """
     n_words = row.shape[0]
     bound = row[seeds[0]]
@@ -87,6 +85,39 @@ def select_row(row, n, seeds, kept, out, candidates):
         d = row[j]
         if d < kept[n - 1] or (d == kept[n - 1] and j < out[n - 1]):
             _insert(kept, out, n - 1, d, j)
+
+
+@jit_serial
+def _select_seeded(row, n, seeds, kept, out, candidates):
+    """:func:`select_row` on other CPUs: one pass over the row from the seeds' entries.
+
+    The ``n`` distinct indices ``seeds`` are kept first: the previous descriptor's nearest words, which
+    neighbouring descriptors of a dense grid (overlapping supports) mostly share. Then one pass over
+    the row inserts whatever comes before the n-th kept entry; with good seeds that is rare, and the
+    pass is one well-predicted comparison per entry (an insertion mispredicts a branch or two, and
+    starting from the first n words, insertions were most of the cost of a row). The seeds' entries
+    of ``row`` (overwritten) are set to +inf so that the pass does not meet them again; ``candidates``
+    is not used.
+    """
+    for s in range(n):  # insertion sort of the seeds
+        _insert(kept, out, s, row[seeds[s]], seeds[s])
+    for s in range(n):
+        row[seeds[s]] = np.inf
+    # the n-th kept entry in locals: LLVM cannot tell that the stores of an insertion leave ``row``
+    # alone, so it reloaded kept[n - 1] and out[n - 1] for every entry (2-12 % of the kernel's time)
+    last_d = kept[n - 1]
+    last_j = out[n - 1]
+    for j in range(row.shape[0]):
+        d = row[j]
+        if d > last_d or (d == last_d and j >= last_j):
+            continue  # not before the n-th kept entry
+        kept_already = False  # a seed (when the kept distances are +inf themselves)
+        for k in range(n):
+            kept_already |= out[k] == j
+        if not kept_already:
+            _insert(kept, out, n - 1, d, j)
+            last_d = kept[n - 1]
+            last_j = out[n - 1]
 
 
 @jit_serial(inline="always")
@@ -143,6 +174,16 @@ def _nth_of_8(s0, s1, s2, s3, s4, s5, s6, s7, n):
     t = s6 if n == 7 else t
     t = s7 if n == 8 else t
     return np.inf if n > 8 else t
+
+
+# select_row(row, n, seeds, kept, out, candidates): ``out[:n]`` = indices of the ``n`` smallest entries
+# of ``row``, nearest first. Equal distances are ranked by index, exactly as a stable argsort: entries
+# are ordered by the pair (distance, index), so the result does not depend on the order in which they
+# are visited. ``seeds`` are n distinct indices expected near the front (the previous descriptor's
+# nearest words); ``row`` (contiguous, may be overwritten), ``kept`` (n floats) and ``candidates``
+# (``len(row)`` ints) are scratch. Distances must not be NaN (+inf is fine). Two implementations of
+# the same result, chosen by the CPU numba compiles for (its cache keeps the two builds apart).
+select_row = _select_bounded if compiles_for_avx512() else _select_seeded
 
 
 @jit_serial

@@ -15,8 +15,9 @@ compress: the indices of the lanes at or below a bound).
 
 from __future__ import annotations
 
+import numba
 import numpy as np
-from llvmlite import ir
+from llvmlite import binding, ir
 from numba import types
 from numba.core import cgutils
 from numba.core.datamodel import models, register_default
@@ -25,7 +26,8 @@ from numba.extending import intrinsic
 from bowlrp.jit import jit_serial
 
 __all__ = ["vzero8", "vload8", "vstore8", "vsplat8", "vadd8", "vmul8", "vmin8", "hsum8", "vselect_lane8",
-           "vlane8", "vcompress_le8", "empty_aligned", "zeros_aligned", "empty_aligned_array"]
+           "vlane8", "vcompress_le8", "compiles_for_avx512", "empty_aligned", "zeros_aligned",
+           "empty_aligned_array"]
 
 _DOUBLE = ir.DoubleType()
 _VEC = ir.VectorType(_DOUBLE, 8)
@@ -201,10 +203,11 @@ def vcompress_le8(typingctx, arr, index, bound, out, count):
 
     They are written in increasing order at ``out[count:]`` and the new count is returned: the scalar
     ``out[count] = j; count += arr[j] <= bound`` for j = index..index+7, one compare, one compress
-    and one store (``llvm.experimental.vector.compress``: AVX-512 ``vpcompressq``, emulated on other
-    CPUs). All 8 slots ``out[count:count + 8]`` are stored, the unselected ones with junk, so
-    ``count + 8 <= len(out)`` is the caller's to ensure (no bounds check), as is the contiguity of
-    ``arr[index:index + 8]``. A NaN lane is not selected (ordered comparison, as the scalar ``<=``).
+    and one store (``llvm.experimental.vector.compress``: AVX-512 ``vpcompressq``; LLVM emulates it
+    on other CPUs, correct but slow: a store per lane to the stack and a vector reload). All 8 slots
+    ``out[count:count + 8]`` are stored, the unselected ones with junk, so ``count + 8 <= len(out)``
+    is the caller's to ensure (no bounds check), as is the contiguity of ``arr[index:index + 8]``. A
+    NaN lane is not selected (ordered comparison, as the scalar ``<=``).
     """
     if (not _is_float_array(arr) or not isinstance(index, types.Integer) or not isinstance(bound, types.Float)
             or not (isinstance(out, types.Array) and out.ndim == 1 and out.dtype == types.int64
@@ -233,6 +236,14 @@ def vcompress_le8(typingctx, arr, index, bound, out, count):
         return builder.add(count, builder.zext(kept, _I64))
 
     return types.int64(arr, index, bound, out, count), codegen
+
+
+def compiles_for_avx512():
+    """Whether numba compiles for a CPU with AVX-512F: ``NUMBA_CPU_FEATURES`` when set, else the host's
+    (numba's cache keeps the builds of different CPUs apart). Kernels that pay only with AVX-512's
+    masked moves and ``vpcompressq`` choose their implementation by it."""
+    features = numba.config.CPU_FEATURES or binding.get_host_cpu_features().flatten()
+    return "+avx512f" in features.split(",")
 
 
 #: bytes of one ``Vec8`` and of a cache line: loads and stores that straddle two lines cost about

@@ -468,9 +468,14 @@ def test_a_bad_image_in_a_batch_is_named_as_before():
                                                           [0, 0, 0, 0, 0, 1]])
 
 
-def test_select_row_is_a_stable_sort_whatever_the_seeds():
-    from bowlrp.bow._encoding_kernels import select_row
+SELECTIONS = ["_select_bounded", "_select_seeded"]  # both implementations of select_row, on any CPU
 
+
+@pytest.mark.parametrize("name", SELECTIONS)
+def test_select_row_is_a_stable_sort_whatever_the_seeds(name):
+    from bowlrp.bow import _encoding_kernels as K
+
+    select_row = getattr(K, name)
     rng = np.random.default_rng(11)
     for case in range(300):
         width = int(rng.integers(1, 20))
@@ -483,11 +488,13 @@ def test_select_row_is_a_stable_sort_whatever_the_seeds():
         np.testing.assert_array_equal(out, np.argsort(row, kind="stable")[:n], err_msg=f"case {case}")
 
 
-def test_select_row_on_wide_rows_with_ties_at_the_bound():
+@pytest.mark.parametrize("name", SELECTIONS)
+def test_select_row_on_wide_rows_with_ties_at_the_bound(name):
     # several blocks of 8 words and a rest, n on both sides of 8 (the group bound's limit); rows of few
     # distinct values put ties at the bound, in the group minima and across the n-th place
-    from bowlrp.bow._encoding_kernels import select_row
+    from bowlrp.bow import _encoding_kernels as K
 
+    select_row = getattr(K, name)
     rng = np.random.default_rng(12)
     for case in range(400):
         width = int(rng.integers(8, 70))
@@ -502,7 +509,15 @@ def test_select_row_on_wide_rows_with_ties_at_the_bound():
         np.testing.assert_array_equal(out, np.argsort(row, kind="stable")[:n], err_msg=f"case {case}")
 
 
-def test_select_row_keeps_no_reference_counting():
+def test_select_row_is_chosen_by_the_cpu():
+    from bowlrp.bow import _encoding_kernels as K
+    from bowlrp.bow._sift_simd import compiles_for_avx512
+
+    assert K.select_row is (K._select_bounded if compiles_for_avx512() else K._select_seeded)
+
+
+@pytest.mark.parametrize("name", SELECTIONS)
+def test_select_row_keeps_no_reference_counting(name):
     # numba increments and decrements (atomically) the reference count of each array argument at
     # entry and exit unless its pruning pass removes the pairs; some control flow defeats it (two
     # inlined insertions in an if / elif did), which made the selection 2x slower. A fresh build, as
@@ -513,12 +528,12 @@ def test_select_row_keeps_no_reference_counting():
 
     from bowlrp.bow import _encoding_kernels as K
 
-    fresh = numba.njit(nogil=True)(K.select_row.py_func)
+    fresh = numba.njit(nogil=True)(getattr(K, name).py_func)
     fresh(np.random.default_rng(0).random(20), 3, np.arange(3), np.empty(3), np.empty(3, np.int64),
           np.empty(20, np.int64))
     llvm = fresh.inspect_llvm(fresh.signatures[0])
     body = [f for f in llvm.split("\ndefine ")[1:]  # the function itself, not its Python wrappers
-            if re.search(r"@_ZN\d+bowlrp\d+bow\d+_encoding_kernels\d+select_row", f.split("(")[0])]
+            if re.search(rf"@_ZN\d+bowlrp\d+bow\d+_encoding_kernels\d+{name}", f.split("(")[0])]
     assert len(body) == 1
     assert "@NRT_incref" not in body[0] and "@NRT_decref" not in body[0]
 
