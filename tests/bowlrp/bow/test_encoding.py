@@ -533,7 +533,7 @@ def test_select_row_keeps_no_reference_counting(name):
           np.empty(20, np.int64))
     llvm = fresh.inspect_llvm(fresh.signatures[0])
     body = [f for f in llvm.split("\ndefine ")[1:]  # the function itself, not its Python wrappers
-            if re.search(rf"@_ZN\d+bowlrp\d+bow\d+_encoding_kernels\d+{name}", f.split("(")[0])]
+            if re.search(rf"@_ZN\d+bowlrp\d+bow\d+_encoding_kernels\d+{name}B", f.split("\n")[0])]
     assert len(body) == 1
     assert "@NRT_incref" not in body[0] and "@NRT_decref" not in body[0]
 
