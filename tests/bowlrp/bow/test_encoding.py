@@ -471,30 +471,30 @@ def test_a_bad_image_in_a_batch_is_named_as_before():
 SELECTIONS = ["_select_bounded", "_select_seeded"]  # both implementations of select_row, on any CPU
 
 
-@pytest.mark.parametrize("name", SELECTIONS)
-def test_select_row_is_a_stable_sort_whatever_the_seeds(name):
+def _check_selection(name, row, n, seeds, case):
+    """The implementation ``name`` of select_row gives the first n of a stable argsort of ``row``."""
     from bowlrp.bow import _encoding_kernels as K
 
-    select_row = getattr(K, name)
+    out = np.full(n, -1, np.int64)
+    getattr(K, name)(row.copy(), n, seeds, np.empty(n), out, np.empty(row.size, np.int64))
+    np.testing.assert_array_equal(out, np.argsort(row, kind="stable")[:n], err_msg=f"case {case}")
+
+
+@pytest.mark.parametrize("name", SELECTIONS)
+def test_select_row_is_a_stable_sort_whatever_the_seeds(name):
     rng = np.random.default_rng(11)
     for case in range(300):
         width = int(rng.integers(1, 20))
         n = int(rng.integers(1, width + 1))
         row = rng.integers(0, 4, width).astype(float)  # ties, also with the seeds and at the n-th place
         row[rng.random(width) < 0.2] = np.inf  # infinite distances too (kept when fewer are finite)
-        seeds = rng.permutation(width)[:n]
-        out = np.full(n, -1, np.int64)
-        select_row(row.copy(), n, seeds, np.empty(n), out, np.empty(width, np.int64))
-        np.testing.assert_array_equal(out, np.argsort(row, kind="stable")[:n], err_msg=f"case {case}")
+        _check_selection(name, row, n, rng.permutation(width)[:n], case)
 
 
 @pytest.mark.parametrize("name", SELECTIONS)
 def test_select_row_on_wide_rows_with_ties_at_the_bound(name):
     # several blocks of 8 words and a rest, n on both sides of 8 (the group bound's limit); rows of few
     # distinct values put ties at the bound, in the group minima and across the n-th place
-    from bowlrp.bow import _encoding_kernels as K
-
-    select_row = getattr(K, name)
     rng = np.random.default_rng(12)
     for case in range(400):
         width = int(rng.integers(8, 70))
@@ -503,10 +503,7 @@ def test_select_row_on_wide_rows_with_ties_at_the_bound(name):
         if case % 3 == 0:
             row = rng.random(width)  # no ties
         row[rng.random(width) < 0.1] = np.inf
-        seeds = rng.permutation(width)[:n]
-        out = np.full(n, -1, np.int64)
-        select_row(row.copy(), n, seeds, np.empty(n), out, np.empty(width, np.int64))
-        np.testing.assert_array_equal(out, np.argsort(row, kind="stable")[:n], err_msg=f"case {case}")
+        _check_selection(name, row, n, rng.permutation(width)[:n], case)
 
 
 def test_select_row_is_chosen_by_the_cpu():
