@@ -42,8 +42,9 @@ def _select_bounded(row, n, seeds, kept, out, candidates):
     only those are insertion-sorted, in index order. On real descriptors (64 and 256 words) about
     n + 1 entries pass for n <= 4 (about 15 for n = 8), where the seeds' bound alone let 13 of 64
     through for n = 4, each a mispredicted branch in :func:`_select_seeded`'s single pass. The kernel
-    got 1.5x faster for n = 4 (1.7x on 256 words); an AVX2 build, without masked moves and
-    ``vpcompressq``, was slower than the seeded pass for n = 1 and 8, hence the choice by CPU.
+    got 1.8x faster for n = 4 (2.0x on 256 words; benchmarks/README.md, bench_encoding); an AVX2
+    build, without masked moves and ``vpcompressq``, was slower than the seeded pass for n = 1 and 8,
+    hence the choice by CPU.
 
     ``row`` must be contiguous (8 words are loaded at a time); it is left unchanged.
     """
