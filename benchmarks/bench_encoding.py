@@ -14,9 +14,10 @@ What is measured, in one process (ratios, not seconds, are meaningful on a share
   float64 BLAS products inside it alone (one per image into one buffer, as the encoding makes them:
   the floor of the encoding as long as the distances stay bit-identical; with their GFLOP/s), the
   squared norms alone (one ``einsum`` per image), the word selection alone (its numba kernel on those
-  products: distances, the 4 nearest words, CSR order), float32 products (descriptors converted per
-  image: the first cost of a float32 filter in front of exact distances) and the whole
-  ``transform``; one thread;
+  products: distances, the 4 nearest words, CSR order), the same kernel built with the seeded
+  single-pass selection (``_select_seeded``, main's before the bounded one; the one used on CPUs
+  without AVX-512) and the encoding with it, float32 products (descriptors converted per image: the
+  first cost of a float32 filter in front of exact distances) and the whole ``transform``; one thread;
 * rounds alternate between the contestants; medians over rounds and the spread (min..max) are printed.
   Everything runs in the calling thread (OpenCV's pool set to one thread), so ``--clock cpu`` can
   time it with the process's CPU clock, which leaves out the time other processes hold the core.
@@ -32,10 +33,13 @@ the tree: ``git show 39b2f64:benchmarks/_pruning.py`` (benchmarks/README.md, "ex
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
+import types
 
 import cv2
+import numba
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -44,6 +48,7 @@ import _blas  # noqa: E402  (benchmarks/_blas.py: no machine BLAS overrides)
 from _timing import CLOCKS  # noqa: E402
 from bench_sift import make_images  # noqa: E402
 
+from bowlrp.bow import _encoding_kernels  # noqa: E402
 from bowlrp.bow._encoding_kernels import rank_from_products  # noqa: E402
 from bowlrp.bow.classifier import BoWClassifier  # noqa: E402
 from bowlrp.jit import limited_threads  # noqa: E402
@@ -87,18 +92,22 @@ def _measure(images, y, words, rounds):
         feats = clfs["numba"].extract_features(images)
         descriptors = [f.descriptors for f in feats]
         prototypes = clfs["numba"].vocabularies_[0].cluster_centers_
-        select = selection(descriptors, prototypes)
+        seeded = seeded_kernel()
         fns = {
             "ours: extract": lambda: clfs["numba"].extract_features(images),
             "ours: encode": lambda: clfs["numba"].encode_features(feats),
+            "seeded: encode": with_kernel(seeded, lambda: clfs["numba"].encode_features(feats)),
             "ours: products": products(descriptors, prototypes),
             "ours: norms": norms(descriptors),
-            "ours: selection": select,
+            "ours: selection": selection(descriptors, prototypes),
+            "seeded: selection": selection(descriptors, prototypes, kernel=seeded),
             "float32 products": products(descriptors, prototypes, np.float32),
             "ours: transform": lambda: clfs["numba"].transform(images),
             "opencv: extract": lambda: clfs["opencv"].extract_features(images),
             "opencv: transform": lambda: clfs["opencv"].transform(images),
         }
+        for name in ("seeded: selection", "seeded: encode"):
+            fns[name]()  # its numba compilation (not cached: built here) outside the rounds
         flops = 2.0 * sum(d.shape[0] for d in descriptors) * prototypes.size  # of the products
         return interleaved(fns, rounds), flops
 
@@ -133,7 +142,31 @@ def norms(descriptors):
     return run
 
 
-def selection(descriptors, prototypes, rank_n=4):
+@functools.cache
+def seeded_kernel():
+    """``rank_from_products`` built with the seeded single-pass selection (``_select_seeded``) instead of
+    ``select_row``: the selection before the bounded one (and the one of CPUs without AVX-512), for a
+    before/after in one process."""
+    fn = rank_from_products.py_func
+    scope = dict(fn.__globals__, select_row=_encoding_kernels._select_seeded)
+    return numba.njit(nogil=True)(types.FunctionType(fn.__code__, scope, fn.__name__))
+
+
+def with_kernel(kernel, run):
+    """``run`` with the encoding's ``rank_from_products`` replaced by ``kernel`` for the call."""
+
+    def swapped():
+        original = _encoding_kernels.rank_from_products
+        _encoding_kernels.rank_from_products = kernel
+        try:
+            run()
+        finally:
+            _encoding_kernels.rank_from_products = original
+
+    return swapped
+
+
+def selection(descriptors, prototypes, rank_n=4, kernel=rank_from_products):
     """The word selection of the encoding alone (its numba kernel on precomputed products)."""
     rows = np.concatenate(descriptors)
     products = np.concatenate([d @ prototypes.T for d in descriptors])
@@ -142,7 +175,7 @@ def selection(descriptors, prototypes, rank_n=4):
     values = 2.0 ** -np.arange(1, rank_n + 1)
     indices = np.empty(rows.shape[0] * rank_n, np.int64)
     data = np.empty(rows.shape[0] * rank_n)
-    return lambda: rank_from_products(products, sq_norms, proto_sq, rank_n, values, 0, indices, data)
+    return lambda: kernel(products, sq_norms, proto_sq, rank_n, values, 0, indices, data)
 
 
 def report(words, t, flops, rounds):
@@ -153,6 +186,8 @@ def report(words, t, flops, rounds):
     print(f"  encode / our extract          {med['ours: encode'] / med['ours: extract']:.2f}")
     print(f"  products / encode             {med['ours: products'] / med['ours: encode']:.2f}")
     print(f"  selection / encode            {med['ours: selection'] / med['ours: encode']:.2f}")
+    print(f"  selection: seeded / ours      {med['seeded: selection'] / med['ours: selection']:.2f}x")
+    print(f"  encode: seeded / ours         {med['seeded: encode'] / med['ours: encode']:.2f}x")
     rest = med["ours: encode"] - med["ours: products"] - med["ours: norms"] - med["ours: selection"]
     print(f"  rest of encode (pooling, buffers, checks, Encoding objects) {rest * 1e3:.1f} ms")
     print(f"  float32 / float64 products    {med['float32 products'] / med['ours: products']:.2f}")
@@ -174,7 +209,7 @@ def main(argv=None):
     y = np.arange(n) % 2
     print(f"transform of {n} gray crops 64 x 64, one thread (OpenCV too); load average "
           f"{os.getloadavg()[0]:.1f} (2 cores shared with other jobs); clock: "
-          f"{args.clock}")
+          f"{args.clock}; word selection: {_encoding_kernels.select_row.__name__}")
     for words in (64, 256):
         report(words, *measure(images, y, words, rounds), rounds)
     return 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from bowlrp.bow._pairwise import pairwise_sum
+from bowlrp.bow._sift_simd import compiles_for_avx512, vcompress_le8, vlane8, vload8, vmin8, vsplat8
 from bowlrp.jit import jit_serial
 
 
@@ -19,28 +20,86 @@ def nearest_words(d2, n, out):
     """``out[i]`` = indices of the ``n`` smallest entries of ``d2[i]``, nearest first (:func:`select_row`)."""
     row = np.empty(d2.shape[1])
     kept = np.empty(n)
+    candidates = np.empty(d2.shape[1], np.int64)
     seeds = np.arange(n)
     for i in range(d2.shape[0]):
         for j in range(row.shape[0]):  # loops, not row[:] = d2[i]: numba would compile (and each cold
             row[j] = d2[i, j]  # process recompile) the formatting of a slice's shape-mismatch message
-        select_row(row, n, seeds, kept, out[i])
+        select_row(row, n, seeds, kept, out[i], candidates)
         for r in range(n):
             seeds[r] = out[i, r]
 
 
 @jit_serial
-def select_row(row, n, seeds, kept, out):
-    """``out[:n]`` = indices of the ``n`` smallest entries of ``row``, nearest first.
+def _select_bounded(row, n, seeds, kept, out, candidates):
+    """:func:`select_row` on CPUs with AVX-512.
 
-    Equal distances are ranked by index, exactly as a stable argsort: entries are ordered by the pair
-    (distance, index), so the result does not depend on the order in which they are visited. The
-    ``n`` distinct indices ``seeds`` are kept first: the previous descriptor's nearest words, which
+    First a bound on the n-th smallest distance, from two sets of n distinct entries (the n-th smallest
+    is at most the largest of either): the ``n`` distinct indices ``seeds`` (the previous descriptor's
+    nearest words, which neighbouring descriptors of a dense grid mostly share) and, for n <= 8, the
+    n smallest of the minima of 8 groups of words (word j in group j % 8, one ``vmin8`` per 8 words;
+    with fewer than 8 words, one group and a bound of +inf for n > 1). Then one branch-free pass
+    (``vcompress_le8``) keeps the indices of the entries at or below the bound in ``candidates``, and
+    only those are insertion-sorted, in index order. On real descriptors (64 and 256 words) about
+    n + 1 entries pass for n <= 4 (about 15 for n = 8), where the seeds' bound alone let 13 of 64
+    through for n = 4, each a mispredicted branch in :func:`_select_seeded`'s single pass. The kernel
+    got 1.8x faster for n = 4 (2.0x on 256 words; benchmarks/README.md, bench_encoding); an AVX2
+    build, without masked moves and ``vpcompressq``, was slower than the seeded pass for n = 1 and 8,
+    hence the choice by CPU.
+
+    ``row`` must be contiguous (8 words are loaded at a time); it is left unchanged.
+    """
+    n_words = row.shape[0]
+    bound = row[seeds[0]]
+    for s in range(1, n):
+        d = row[seeds[s]]
+        bound = d if d > bound else bound
+    stop = n_words - n_words % 8
+    if n <= 8:
+        minima = vsplat8(np.inf)
+        for j in range(0, stop, 8):
+            minima = vmin8(minima, vload8(row, j))
+        first = vlane8(minima, 0)
+        for j in range(stop, n_words):  # the last words (fewer than 8) join group 0
+            first = min(first, row[j])
+        bound = min(bound, _nth_of_8(first, vlane8(minima, 1), vlane8(minima, 2), vlane8(minima, 3),
+                                     vlane8(minima, 4), vlane8(minima, 5), vlane8(minima, 6),
+                                     vlane8(minima, 7), n))
+    c = 0
+    for j in range(0, stop, 8):  # writes candidates[c:c + 8], c <= j: within the row's length
+        c = vcompress_le8(row, j, bound, candidates, c)
+    for j in range(stop, n_words):
+        candidates[c] = j
+        c += row[j] <= bound
+    # at least n candidates: the entries of either set are at or below the bound; only NaN (never
+    # passed) could break that, and then every word is a candidate, so out holds n valid indices
+    if c < n:
+        for j in range(n_words):
+            candidates[j] = j
+        c = n_words
+    # insertion sort in index order: the first n candidates, then those before the n-th kept entry.
+    # (a branch-free insertion of each candidate into n registers, and ranks by counting, were
+    # both measured: no faster with so few candidates)
+    for q in range(n):
+        _insert(kept, out, q, row[candidates[q]], candidates[q])
+    for q in range(n, c):
+        j = candidates[q]
+        d = row[j]
+        if d < kept[n - 1] or (d == kept[n - 1] and j < out[n - 1]):
+            _insert(kept, out, n - 1, d, j)
+
+
+@jit_serial
+def _select_seeded(row, n, seeds, kept, out, candidates):
+    """:func:`select_row` on other CPUs: one pass over the row from the seeds' entries.
+
+    The ``n`` distinct indices ``seeds`` are kept first: the previous descriptor's nearest words, which
     neighbouring descriptors of a dense grid (overlapping supports) mostly share. Then one pass over
     the row inserts whatever comes before the n-th kept entry; with good seeds that is rare, and the
     pass is one well-predicted comparison per entry (an insertion mispredicts a branch or two, and
     starting from the first n words, insertions were most of the cost of a row). The seeds' entries
-    of ``row`` (scratch, overwritten) are set to +inf so that the pass does not meet them again;
-    ``kept`` is scratch too.
+    of ``row`` (overwritten) are set to +inf so that the pass does not meet them again; ``candidates``
+    is not used.
     """
     for s in range(n):  # insertion sort of the seeds
         _insert(kept, out, s, row[seeds[s]], seeds[s])
@@ -73,6 +132,52 @@ def _insert(kept, out, k, d, j):
         k -= 1
     kept[k] = d
     out[k] = j
+
+
+@jit_serial(inline="always")
+def _nth_of_8(s0, s1, s2, s3, s4, s5, s6, s7, n):
+    """The n-th smallest of 8 floats (n = 1..8; +inf for larger n): an optimal 19-comparator sorting
+    network (Knuth, TAOCP 5.3.4), each comparator a ``vminsd`` and a ``vmaxsd`` (the builtins: a
+    compare and two selects per comparator were slower, and their 19 inlined calls added 0.25 s to the
+    kernel's compilation), then the n-th output. Equal values may leave in either order, which does
+    not matter for a value."""
+    s0, s2 = min(s0, s2), max(s0, s2)
+    s1, s3 = min(s1, s3), max(s1, s3)
+    s4, s6 = min(s4, s6), max(s4, s6)
+    s5, s7 = min(s5, s7), max(s5, s7)
+    s0, s4 = min(s0, s4), max(s0, s4)
+    s1, s5 = min(s1, s5), max(s1, s5)
+    s2, s6 = min(s2, s6), max(s2, s6)
+    s3, s7 = min(s3, s7), max(s3, s7)
+    s0, s1 = min(s0, s1), max(s0, s1)
+    s2, s3 = min(s2, s3), max(s2, s3)
+    s4, s5 = min(s4, s5), max(s4, s5)
+    s6, s7 = min(s6, s7), max(s6, s7)
+    s2, s4 = min(s2, s4), max(s2, s4)
+    s3, s5 = min(s3, s5), max(s3, s5)
+    s1, s4 = min(s1, s4), max(s1, s4)
+    s3, s6 = min(s3, s6), max(s3, s6)
+    s1, s2 = min(s1, s2), max(s1, s2)
+    s3, s4 = min(s3, s4), max(s3, s4)
+    s5, s6 = min(s5, s6), max(s5, s6)
+    t = s0 if n == 1 else s1
+    t = s2 if n == 3 else t
+    t = s3 if n == 4 else t
+    t = s4 if n == 5 else t
+    t = s5 if n == 6 else t
+    t = s6 if n == 7 else t
+    t = s7 if n == 8 else t
+    return np.inf if n > 8 else t
+
+
+# select_row(row, n, seeds, kept, out, candidates): ``out[:n]`` = indices of the ``n`` smallest entries
+# of ``row``, nearest first. Equal distances are ranked by index, exactly as a stable argsort: entries
+# are ordered by the pair (distance, index), so the result does not depend on the order in which they
+# are visited. ``seeds`` are n distinct indices expected near the front (the previous descriptor's
+# nearest words); ``row`` (contiguous, may be overwritten), ``kept`` (n floats) and ``candidates``
+# (``len(row)`` ints) are scratch. Distances must not be NaN (+inf is fine). Two implementations of
+# the same result, chosen by the CPU numba compiles for (its cache keeps the two builds apart).
+select_row = _select_bounded if compiles_for_avx512() else _select_seeded
 
 
 @jit_serial
@@ -150,6 +255,7 @@ def rank_from_products(products, sq_norms, proto_sq_norms, n, values, offset, in
     n_rows, n_words = products.shape
     d2 = np.empty(n_words)  # one row at a time (scratch of select_row)
     kept = np.empty(n)
+    candidates = np.empty(n_words, np.int64)
     nearest = np.empty(n, np.int64)
     seeds = np.arange(n)  # then each row starts from the previous row's nearest words
     for i in range(n_rows):
@@ -157,7 +263,7 @@ def rank_from_products(products, sq_norms, proto_sq_norms, n, values, offset, in
             d = sq_norms[i] + proto_sq_norms[j]
             d -= 2.0 * products[i, j]
             d2[j] = d if d >= 0.0 else 0.0  # np.maximum(d, 0.0), -0.0 included
-        select_row(d2, n, seeds, kept, nearest)
+        select_row(d2, n, seeds, kept, nearest, candidates)
         for r in range(n):  # not seeds[:] = nearest: see nearest_words
             seeds[r] = nearest[r]
         write_row_sorted(nearest, values, offset, i * n, indices, data)

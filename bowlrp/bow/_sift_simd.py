@@ -9,12 +9,15 @@ instruction (AVX-512) or two (AVX2); numba keeps a ``Vec8`` local in a register.
 Every operation is lane by lane with IEEE rounding, exactly the scalar operation on each lane (no
 fused multiply-add, no reassociation): code written with them gives the same bits as the scalar code
 it replaces. :func:`hsum8` adds the lanes in the fixed order ``((0 + 1) + (2 + 3)) + ((4 + 5) + (6 + 7))``.
+The encoding's word selection uses :func:`vmin8`, :func:`vlane8` and :func:`vcompress_le8` (compare and
+compress: the indices of the lanes at or below a bound).
 """
 
 from __future__ import annotations
 
+import numba
 import numpy as np
-from llvmlite import ir
+from llvmlite import binding, ir
 from numba import types
 from numba.core import cgutils
 from numba.core.datamodel import models, register_default
@@ -23,13 +26,15 @@ from numba.extending import intrinsic
 from bowlrp.jit import jit_serial
 
 __all__ = ["vzero8", "vload8", "vstore8", "vsplat8", "vadd8", "vmul8", "vmin8", "hsum8", "vselect_lane8",
-           "empty_aligned", "zeros_aligned", "empty_aligned_array"]
+           "vlane8", "vcompress_le8", "compiles_for_avx512", "empty_aligned", "zeros_aligned",
+           "empty_aligned_array"]
 
 _DOUBLE = ir.DoubleType()
 _VEC = ir.VectorType(_DOUBLE, 8)
 _I64 = ir.IntType(64)
 _LANES = ir.VectorType(_I64, 8)
 _MASK0 = ir.VectorType(ir.IntType(32), 8)
+_BITS = ir.VectorType(ir.IntType(1), 8)
 
 
 class Vec8Type(types.Type):
@@ -178,6 +183,70 @@ def hsum8(typingctx, v):
         return builder.fadd(left, right)
 
     return types.float64(v), codegen
+
+
+@intrinsic
+def vlane8(typingctx, v, lane):
+    """Lane ``lane`` (0..7, not checked) of ``v`` as a float."""
+    if v != vec8 or not isinstance(lane, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.extract_element(args[0], context.cast(builder, args[1], sig.args[1], types.int64))
+
+    return types.float64(v, lane), codegen
+
+
+@intrinsic
+def vcompress_le8(typingctx, arr, index, bound, out, count):
+    """Append the indices ``index + l`` of the lanes ``l`` with ``arr[index + l] <= bound`` to ``out``.
+
+    They are written in increasing order at ``out[count:]`` and the new count is returned: the scalar
+    ``out[count] = j; count += arr[j] <= bound`` for j = index..index+7, one compare, one compress
+    and one store (``llvm.experimental.vector.compress``: AVX-512 ``vpcompressq``; LLVM emulates it
+    on other CPUs, correct but slow: a store per lane to the stack and a vector reload). All 8 slots
+    ``out[count:count + 8]`` are stored, the unselected ones with junk, so ``count + 8 <= len(out)``
+    is the caller's to ensure (no bounds check), as is the contiguity of ``arr[index:index + 8]``. A
+    NaN lane is not selected (ordered comparison, as the scalar ``<=``).
+    """
+    if (not _is_float_array(arr) or not isinstance(index, types.Integer) or not isinstance(bound, types.Float)
+            or not (isinstance(out, types.Array) and out.ndim == 1 and out.dtype == types.int64
+                    and out.layout == "C")
+            or not isinstance(count, types.Integer)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        index = context.cast(builder, args[1], sig.args[1], types.int64)
+        count = context.cast(builder, args[4], sig.args[4], types.int64)
+        src = _element_pointer(context, builder, sig.args[0], args[0], index)
+        values = builder.load(builder.bitcast(src, _VEC.as_pointer()), align=8)
+        bound = _splat(builder, context.cast(builder, args[2], sig.args[2], types.float64))
+        keep = builder.fcmp_ordered("<=", values, bound)
+        lanes = builder.add(_broadcast(builder, index, _LANES), ir.Constant(_LANES, list(range(8))))
+        compress = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(_LANES, [_LANES, _BITS, _LANES]),
+            "llvm.experimental.vector.compress.v8i64")
+        packed = builder.call(compress, [lanes, keep, ir.Constant(_LANES, ir.Undefined)])
+        dst = _element_pointer(context, builder, sig.args[3], args[3], count)
+        builder.store(packed, builder.bitcast(dst, _LANES.as_pointer()), align=8)
+        byte = ir.IntType(8)
+        popcount = cgutils.get_or_insert_function(builder.module, ir.FunctionType(byte, [byte]),
+                                                  "llvm.ctpop.i8")
+        kept = builder.call(popcount, [builder.bitcast(keep, byte)])
+        return builder.add(count, builder.zext(kept, _I64))
+
+    return types.int64(arr, index, bound, out, count), codegen
+
+
+def compiles_for_avx512():
+    """Whether numba compiles for a CPU with AVX-512F (``NUMBA_CPU_FEATURES`` when set, else the host's;
+    numba's cache keeps the builds of different CPUs apart) with an LLVM that has the vector compress
+    of :func:`vcompress_le8` (LLVM 19 and later; older numba releases ship an older LLVM). Kernels that
+    pay only with AVX-512's masked moves and ``vpcompressq`` choose their implementation by it."""
+    if binding.llvm_version_info < (19,):
+        return False
+    features = numba.config.CPU_FEATURES or binding.get_host_cpu_features().flatten()
+    return "+avx512f" in features.split(",")
 
 
 #: bytes of one ``Vec8`` and of a cache line: loads and stores that straddle two lines cost about

@@ -458,19 +458,142 @@ def test_a_bad_image_in_a_batch_is_named_as_before():
                                                           [0, 0, 0, 0, 0, 1]])
 
 
-def test_select_row_is_a_stable_sort_whatever_the_seeds():
-    from bowlrp.bow._encoding_kernels import select_row
+SELECTIONS = ["_select_bounded", "_select_seeded"]  # both implementations of select_row, on any CPU
 
+
+def _check_selection(name, row, n, seeds, case):
+    """The implementation ``name`` of select_row gives the first n of a stable argsort of ``row``."""
+    from bowlrp.bow import _encoding_kernels as K
+
+    out = np.full(n, -1, np.int64)
+    getattr(K, name)(row.copy(), n, seeds, np.empty(n), out, np.empty(row.size, np.int64))
+    np.testing.assert_array_equal(out, np.argsort(row, kind="stable")[:n], err_msg=f"case {case}")
+
+
+@pytest.mark.parametrize("name", SELECTIONS)
+def test_select_row_is_a_stable_sort_whatever_the_seeds(name):
     rng = np.random.default_rng(11)
     for case in range(300):
         width = int(rng.integers(1, 20))
         n = int(rng.integers(1, width + 1))
         row = rng.integers(0, 4, width).astype(float)  # ties, also with the seeds and at the n-th place
         row[rng.random(width) < 0.2] = np.inf  # infinite distances too (kept when fewer are finite)
-        seeds = rng.permutation(width)[:n]
-        out = np.full(n, -1, np.int64)
-        select_row(row.copy(), n, seeds, np.empty(n), out)
-        np.testing.assert_array_equal(out, np.argsort(row, kind="stable")[:n], err_msg=f"case {case}")
+        _check_selection(name, row, n, rng.permutation(width)[:n], case)
+
+
+@pytest.mark.parametrize("name", SELECTIONS)
+def test_select_row_on_wide_rows_with_ties_at_the_bound(name):
+    # several blocks of 8 words and a rest, n on both sides of 8 (the group bound's limit); rows of few
+    # distinct values put ties at the bound, in the group minima and across the n-th place
+    rng = np.random.default_rng(12)
+    for case in range(400):
+        width = int(rng.integers(8, 70))
+        n = int(rng.integers(1, min(width, 12) + 1))
+        row = rng.integers(0, int(rng.integers(2, 9)), width).astype(float)
+        if case % 3 == 0:
+            row = rng.random(width)  # no ties
+        row[rng.random(width) < 0.1] = np.inf
+        _check_selection(name, row, n, rng.permutation(width)[:n], case)
+
+
+def test_select_row_is_chosen_by_the_cpu():
+    from bowlrp.bow import _encoding_kernels as K
+    from bowlrp.bow._sift_simd import compiles_for_avx512
+
+    assert K.select_row is (K._select_bounded if compiles_for_avx512() else K._select_seeded)
+
+
+@pytest.mark.parametrize("name", SELECTIONS)
+def test_select_row_keeps_no_reference_counting(name):
+    # numba increments and decrements (atomically) the reference count of each array argument at
+    # entry and exit unless its pruning pass removes the pairs; some control flow defeats it (two
+    # inlined insertions in an if / elif did), which made the selection 2x slower. A fresh build, as
+    # the cached one cannot be inspected.
+    import re
+
+    import numba
+
+    from bowlrp.bow import _encoding_kernels as K
+
+    fresh = numba.njit(nogil=True)(getattr(K, name).py_func)
+    fresh(np.random.default_rng(0).random(20), 3, np.arange(3), np.empty(3), np.empty(3, np.int64),
+          np.empty(20, np.int64))
+    llvm = fresh.inspect_llvm(fresh.signatures[0])
+    body = [f for f in llvm.split("\ndefine ")[1:]  # the function itself, not its Python wrappers
+            if re.search(rf"@_ZN\d+bowlrp\d+bow\d+_encoding_kernels\d+{name}B", f.split("\n")[0])]
+    assert len(body) == 1
+    assert "@NRT_incref" not in body[0] and "@NRT_decref" not in body[0]
+
+
+def test_nth_of_8_is_the_nth_smallest():
+    from bowlrp.bow._encoding_kernels import _nth_of_8
+
+    rng = np.random.default_rng(13)
+    # every 0/1 input (a network that sorts them sorts everything: the zero-one principle), ties, infs
+    cases = [np.array([(m >> b) & 1 for b in range(8)], float) for m in range(256)]
+    cases += [rng.integers(0, 3, 8).astype(float) for _ in range(200)] + [rng.random(8) for _ in range(200)]
+    cases += [np.where(rng.random(8) < 0.3, np.inf, rng.random(8)) for _ in range(50)]
+    for s in cases:
+        for n in range(1, 9):
+            assert _nth_of_8(*s, n) == np.sort(s)[n - 1]
+        assert _nth_of_8(*s, 9) == np.inf
+
+
+def test_vcompress_le8_and_vlane8_match_numpy():
+    import numba
+
+    from bowlrp.bow._sift_simd import vcompress_le8, vlane8, vload8
+
+    @numba.njit
+    def compress(row, bound, out):
+        c = 0
+        for j in range(0, row.shape[0], 8):
+            c = vcompress_le8(row, j, bound, out, c)
+        return c
+
+    @numba.njit
+    def lanes(row, out):
+        v = vload8(row, 0)
+        for k in range(8):
+            out[k] = vlane8(v, k)
+
+    rng = np.random.default_rng(14)
+    for case in range(200):
+        row = rng.integers(-2, 3, 8 * int(rng.integers(1, 5))).astype(float)
+        row[rng.random(row.size) < 0.1] = np.nan  # never selected (ordered comparison)
+        row[rng.random(row.size) < 0.1] = np.inf
+        row[rng.random(row.size) < 0.1] = -0.0
+        bound = [0.0, -0.0, 1.0, np.inf, -np.inf, np.nan][case % 6]
+        out = np.full(row.size + 8, -1, np.int64)
+        want = np.flatnonzero(row <= bound)
+        assert compress(row, bound, out) == want.size
+        np.testing.assert_array_equal(out[:want.size], want)
+        got = np.empty(8)
+        lanes(row, got)
+        assert got.tobytes() == row[:8].tobytes()
+
+
+def test_rank_mapping_of_photo_descriptors_matches_a_stable_sort():
+    # real descriptors: the group bound and the compress on vocabularies of 64 words (blocks of 8
+    # only) and 50 (a rest of 2), n from 1 to 9; bit-equal columns and values of the twin
+    from bowlrp.bow._encoding_kernels import rank_from_products
+    from bowlrp.bow.vocabulary import fit_vocabularies, squared_distances
+
+    feats, n_channels = _photo_features()["gray"]
+    rows = np.concatenate([f.descriptors for f in feats])
+    for words in (64, 50):
+        prototypes = fit_vocabularies(feats, n_channels, words, 10_000, "minibatch",
+                                      random_state=0)[0].cluster_centers_
+        order = np.argsort(squared_distances(rows, prototypes), axis=1, kind="stable")
+        for n in range(1, 10):
+            values = 2.0 ** -np.arange(1, n + 1)
+            indices = np.full(rows.shape[0] * n, -1, np.int64)
+            data = np.full(rows.shape[0] * n, np.nan)
+            rank_from_products(rows @ prototypes.T, np.einsum("md,md->m", rows, rows),
+                               np.einsum("vd,vd->v", prototypes, prototypes), n, values, 3, indices, data)
+            want = np.sort(order[:, :n], axis=1) + 3
+            np.testing.assert_array_equal(indices.reshape(-1, n), want)
+            np.testing.assert_array_equal(data.reshape(-1, n), values[np.argsort(order[:, :n], axis=1)])
 
 
 def test_the_encodings_of_a_batch_share_no_writeable_memory():
