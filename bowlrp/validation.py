@@ -16,8 +16,9 @@ import numpy as np
 
 from bowlrp.jit import jit_serial
 
-__all__ = ["check_image", "check_images", "check_p", "check_channel_slices", "channel_bounds",
-           "check_channel_weights", "to_grey", "LUMA", "InvalidParameterError"]
+__all__ = ["check_image", "check_images", "checked_image", "checked_images", "check_p",
+           "check_channel_slices", "channel_bounds", "check_channel_weights", "to_grey", "LUMA",
+           "InvalidParameterError"]
 
 #: ITU-R BT.601 luma weights: the one RGB -> grey conversion of the package
 LUMA = np.array([0.299, 0.587, 0.114])
@@ -100,6 +101,8 @@ def check_channel_weights(weights, n_channels):
     return weights
 
 _INTEGER_SCALE = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
+#: the dtypes :func:`_float_pixels` reads (native byte order); others take numpy's loops
+_KERNEL_DTYPES = tuple(np.dtype(t) for t in (np.uint8, np.uint16, np.float32, np.float64))
 
 
 def check_image(image, min_side=None, name="image"):
@@ -138,14 +141,30 @@ def check_image(image, min_side=None, name="image"):
 
 
 def checked_image(image, min_side=None, name="image"):
-    """:func:`check_image`, and the value range ``(low, high)`` of a float image (None for an image
-    given as unsigned integers, which scaling put into [0, 1]): one pass over the pixels for both."""
+    """:func:`check_image`, and the image's value range.
+
+    Parameters
+    ----------
+    image, min_side, name
+        As for :func:`check_image`.
+
+    Returns
+    -------
+    checked : numpy.ndarray
+        What :func:`check_image` returns.
+    bounds : tuple of float or None
+        ``(low, high)``, the least and greatest value of a float image; None for an image given as
+        unsigned integers (scaling put it into [0, 1]). The conversion, the finiteness check and the
+        range take one pass over the pixels, outside the GIL, for the native byte order's uint8,
+        uint16, float32 and float64 images; numpy's loops take other dtypes (float16, long double,
+        the other byte order).
+    """
     if image is None:
         raise TypeError(f"{name} is None; expected a numpy array (H, W) or (H, W, 3)")
     array = np.asarray(image)
     dtype = array.dtype
-    if dtype in _INTEGER_SCALE:
-        scale = _INTEGER_SCALE[dtype]
+    if dtype.kind == "u" and dtype.newbyteorder("=") in _INTEGER_SCALE:
+        scale = _INTEGER_SCALE[dtype.newbyteorder("=")]
     elif dtype.kind == "f":
         scale = None
     else:
@@ -164,14 +183,16 @@ def checked_image(image, min_side=None, name="image"):
     height, width = array.shape[:2]
     if height == 0 or width == 0:
         raise ValueError(f"{name} is empty (shape {array.shape})")
-    if dtype == np.float16:  # numpy's loops (numba has no float16 arrays)
-        out = np.array(array, dtype=np.float64, order="C", copy=True)
-        finite = bool(np.all(np.isfinite(out)))
-        low, high = (float(out.min()), float(out.max())) if finite else (0.0, 0.0)
-    else:  # one pass: convert (and scale), check finiteness and take the range, outside the GIL
+    if dtype in _KERNEL_DTYPES:  # one pass: convert (and scale), check finiteness, take the range
         out = np.empty(array.shape, np.float64)
         low, high, finite = _float_pixels(np.ascontiguousarray(array).reshape(-1), scale or 0.0,
                                           out.reshape(-1))
+    else:  # numba has no float16, long double or non-native arrays: numpy's loops, the same numbers
+        out = np.array(array, dtype=np.float64, order="C", copy=True)
+        if scale is not None:
+            out /= scale
+        finite = bool(np.all(np.isfinite(out)))
+        low, high = (float(out.min()), float(out.max())) if finite else (0.0, 0.0)
     if not finite:
         n_nan = int(np.isnan(out).sum())
         n_inf = int(np.isinf(out).sum())
@@ -229,8 +250,22 @@ def check_images(images, min_side=None):
     return checked_images(images, min_side)[0]
 
 
-def checked_images(images, min_side=None):
-    """:func:`check_images`, and the value range of each image (see :func:`checked_image`)."""
+def checked_images(images, min_side=None, first=0):
+    """:func:`check_images`, and the value range of each image.
+
+    Parameters
+    ----------
+    images, min_side
+        As for :func:`check_images`.
+    first : int, default=0
+        The index in a larger batch of the first image (error messages name ``image {first + k}``).
+
+    Returns
+    -------
+    checked : list of numpy.ndarray
+    bounds : list of tuple of float or None
+        Each image's :func:`checked_image` range.
+    """
     if images is None:
         raise TypeError("images is None; expected a list of images")
     if isinstance(images, np.ndarray):
@@ -245,7 +280,7 @@ def checked_images(images, min_side=None):
     images = list(images)
     if len(images) == 0:
         raise ValueError("images is empty; at least one image is required")
-    pairs = [checked_image(im, min_side=min_side, name=f"image {i}") for i, im in enumerate(images)]
+    pairs = [checked_image(im, min_side=min_side, name=f"image {first + i}") for i, im in enumerate(images)]
     return [image for image, _ in pairs], [bounds for _, bounds in pairs]
 
 

@@ -18,6 +18,8 @@ from bowlrp.jit import jit_serial
 @jit_serial
 def nearest_words(d2, n, out):
     """``out[i]`` = indices of the ``n`` smallest entries of ``d2[i]``, nearest first (:func:`select_row`)."""
+    if n == 0:  # (not in select_row: a branch there brought back numba's reference counting)
+        return
     row = np.empty(d2.shape[1])
     kept = np.empty(n)
     candidates = np.empty(d2.shape[1], np.int64)
@@ -170,13 +172,14 @@ def _nth_of_8(s0, s1, s2, s3, s4, s5, s6, s7, n):
     return np.inf if n > 8 else t
 
 
-# select_row(row, n, seeds, kept, out, candidates): ``out[:n]`` = indices of the ``n`` smallest entries
-# of ``row``, nearest first. Equal distances are ranked by index, exactly as a stable argsort: entries
-# are ordered by the pair (distance, index), so the result does not depend on the order in which they
-# are visited. ``seeds`` are n distinct indices expected near the front (the previous descriptor's
-# nearest words); ``row`` (contiguous, may be overwritten), ``kept`` (n floats) and ``candidates``
-# (``len(row)`` ints) are scratch. Distances must not be NaN (+inf is fine). Two implementations of
-# the same result, chosen by the CPU numba compiles for (its cache keeps the two builds apart).
+# select_row(row, n, seeds, kept, out, candidates): ``out[:n]`` = indices of the ``n`` smallest entries of
+# ``row``, nearest first. Equal distances are ranked by index, exactly as a stable argsort: entries are
+# ordered by the pair (distance, index), so the result does not depend on the order in which they are
+# visited. ``seeds`` are n distinct indices expected near the front (the previous descriptor's nearest
+# words); ``row`` (contiguous, may be overwritten), ``kept`` (n floats) and ``candidates`` (``len(row)``
+# ints) are scratch. n >= 1 (callers return early for 0); distances must not be NaN (+inf is fine). Two
+# implementations of the same result, chosen by the CPU numba compiles for (its cache keeps the two builds
+# apart).
 select_row = _select_bounded if compiles_for_avx512() else _select_seeded
 
 
@@ -253,6 +256,8 @@ def rank_from_products(products, sq_norms, proto_sq_norms, n, values, offset, in
     they are formed one row at a time and never stored.
     """
     n_rows, n_words = products.shape
+    if n == 0:  # (not in select_row: a branch there brought back numba's reference counting)
+        return
     d2 = np.empty(n_words)  # one row at a time (scratch of select_row)
     kept = np.empty(n)
     candidates = np.empty(n_words, np.int64)

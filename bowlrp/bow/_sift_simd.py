@@ -245,7 +245,11 @@ def compiles_for_avx512():
     pay only with AVX-512's masked moves and ``vpcompressq`` choose their implementation by it."""
     if binding.llvm_version_info < (19,):
         return False
-    features = numba.config.CPU_FEATURES or binding.get_host_cpu_features().flatten()
+    features = numba.config.CPU_FEATURES
+    if features is None:  # numba compiles for the host
+        features = binding.get_host_cpu_features().flatten()
+    # (with NUMBA_CPU_NAME and no features, e.g. "generic" for a portable cache, numba sets them to "":
+    # the CPU name's own features apply, unknown here, so the path that needs none is chosen)
     return "+avx512f" in features.split(",")
 
 

@@ -322,9 +322,10 @@ class DenseSIFT(BaseEstimator):
         return None if n_jobs is None or n_jobs < 0 else n_jobs
 
     def _checked_images(self, images, sizes):
-        """The images as checked float64 arrays (:func:`~bowlrp.validation.check_images`, value range)."""
+        """The images as checked float64 arrays (:func:`~bowlrp.validation.checked_images`; a value out of
+        range raises or warns here)."""
         if not isinstance(images, np.ndarray):
-            images = list(images)  # a sequence read once, item by item (it may only have __getitem__)
+            images = list(images)  # checked_images takes iterables: a sequence may only have __getitem__
         checked, ranges = checked_images(images, min_side=4 * max(sizes))
         _check_ranges(ranges)
         return checked
@@ -333,9 +334,7 @@ class DenseSIFT(BaseEstimator):
         """Images ``first, first + 1, ...`` of a batch checked as :meth:`_checked_images` checks them
         (named by their index in the batch), and their value ranges, for :func:`_check_ranges` to
         judge once the whole batch's are known (the part runs on a thread of its own)."""
-        pairs = [checked_image(im, min_side=4 * max(sizes), name=f"image {first + k}")
-                 for k, im in enumerate(images)]
-        return [image for image, _ in pairs], [bounds for _, bounds in pairs]
+        return checked_images(images, min_side=4 * max(sizes), first=first)
 
     def _work(self, images):
         """Estimated operations of extracting checked ``images`` (:func:`bowlrp.jit.use_parallel`)."""

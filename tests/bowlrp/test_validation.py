@@ -184,3 +184,24 @@ def test_checked_image_gives_the_range_of_float_images_and_none_for_unsigned_one
     # a non-contiguous view (every other column) is read as the values it shows
     view = (data.camera() / 255.0)[:, ::2]
     np.testing.assert_array_equal(checked_image(view)[0], view)
+
+
+@pytest.mark.parametrize("dtype", [">f8", ">f4", ">f2", np.longdouble, ">u2", ">u1"])
+def test_other_byte_orders_and_long_double_take_numpys_loops_with_the_same_numbers(dtype):
+    """numba reads only native uint8/uint16/float32/float64 images; the others are converted by numpy
+    as before (review of issue 15: a big-endian float image, as from np.load of a .npy written on
+    such a machine, raised numba's TypingError)."""
+    camera = data.camera()[:40, :50]
+    img = (camera if np.dtype(dtype).kind == "u" else camera / 255.0).astype(dtype)
+    native = img.astype(np.dtype(dtype).newbyteorder("="))
+    out, bounds = checked_image(img)
+    assert out.dtype == np.float64 and out.flags["C_CONTIGUOUS"]
+    assert np.array_equal(out, check_image(native))
+    if img.dtype.kind == "f":
+        assert bounds == (float(out.min()), float(out.max()))
+        bad = img.copy()
+        bad[3, 4] = np.nan
+        with pytest.raises(ValueError, match="1 NaN, 0 inf"):
+            check_image(bad)
+    else:
+        assert bounds is None

@@ -496,6 +496,31 @@ def test_select_row_on_wide_rows_with_ties_at_the_bound(name):
         _check_selection(name, row, n, rng.permutation(width)[:n], case)
 
 
+def test_the_bounded_selection_needs_avx512_features_numba_compiles_for(monkeypatch):
+    """compiles_for_avx512 follows numba's target: NUMBA_CPU_FEATURES when given, "" (a CPU name such
+    as "generic" without features, for a portable cache) meaning no AVX-512, else the host's."""
+    import numba
+    from llvmlite import binding
+
+    from bowlrp.bow._sift_simd import compiles_for_avx512
+
+    host = "+avx512f" in binding.get_host_cpu_features().flatten().split(",")
+    for features, want in (("+avx512f,+avx2", True), ("+avx2,-avx512f", False), ("", False), (None, host)):
+        monkeypatch.setattr(numba.config, "CPU_FEATURES", features)
+        assert compiles_for_avx512() is (want and binding.llvm_version_info >= (19,))
+
+
+def test_selecting_no_words_returns_at_once():
+    # n = 0 stops in the kernels that call select_row (review: select_row read seeds[0] of no seeds)
+    from bowlrp.bow import _encoding_kernels as K
+
+    out = np.empty((3, 0), np.int64)
+    K.nearest_words(np.random.default_rng(0).random((3, 16)), 0, out)
+    indices, data = np.empty(0, np.int64), np.empty(0)
+    K.rank_from_products(np.ones((3, 16)), np.ones(3), np.ones(16), 0, np.empty(0), 0, indices, data)
+    assert out.size == 0 and indices.size == 0
+
+
 def test_select_row_is_chosen_by_the_cpu():
     from bowlrp.bow import _encoding_kernels as K
     from bowlrp.bow._sift_simd import compiles_for_avx512

@@ -97,6 +97,10 @@ def test_plain_arrays_skip_sklearn_checks_with_the_same_scores_and_errors():
         clf.decision_matrix(Xt[:, :-1])
     with pytest.raises(ValueError, match="0 sample"):
         clf.decision_matrix(Xt[:0])
+    # a hand-made state without n_features_in_ takes validate_data's path (which then checks no width)
+    del clf.n_features_in_
+    assert np.array_equal(clf.decision_matrix(Xt), plain)
+    clf.n_features_in_ = X.shape[1]
     # an estimator fitted with feature names (as from a DataFrame) warns about an array without them
     clf.feature_names_in_ = np.array([f"d{k}" for k in range(X.shape[1])], dtype=object)
     with pytest.warns(UserWarning, match="feature names"):
