@@ -21,7 +21,7 @@ from bowlrp.validation import offsets
 __all__ = ["decompose_batch"]
 
 
-def decompose_batch(features, encodings, item_image, R3, sums=False):
+def decompose_batch(features, encodings, item_image, R3, sums=False, copy_maps=True):
     """Feature and pixel relevance of every item (an image and one BoW relevance vector).
 
     Parameters
@@ -36,6 +36,9 @@ def decompose_batch(features, encodings, item_image, R3, sums=False):
         The BoW relevance of each item (Step 3).
     sums : bool, default=False
         Also return the sums of every item's relevance at the three levels.
+    copy_maps : bool, default=True
+        Give each map an array of its own (False: views of one buffer of the batch, which the caller
+        copies later, e.g. outside its threads; a map kept alone must not keep the whole batch alive).
 
     Returns
     -------
@@ -103,7 +106,9 @@ def decompose_batch(features, encodings, item_image, R3, sums=False):
     box_list = [boxes[fo[i]:fo[i + 1]] for i in range(n_img)]
     R2 = [r2[io[k]:io[k + 1]] for k in range(len(item_image))]
     # each map its own array: a map kept alone must not keep the whole batch's pixels alive
-    R1 = [r1[po[k]:po[k + 1]].reshape(hw[i]).copy() for k, i in enumerate(item_image.tolist())]
+    R1 = [r1[po[k]:po[k + 1]].reshape(hw[i]) for k, i in enumerate(item_image.tolist())]
+    if copy_maps:
+        R1 = [m.copy() for m in R1]
     level = np.empty((len(item_image), 3)) if sums else None
     if sums:
         _sums(R3.ravel(), np.arange(len(item_image) + 1) * n_dims, level[:, 0])

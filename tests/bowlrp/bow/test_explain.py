@@ -543,6 +543,18 @@ def test_a_class_asked_for_twice_gets_maps_of_its_own(faces):
         assert not np.shares_memory(first.relevance, second.relevance)
 
 
+def test_every_map_owns_its_pixels_whatever_the_threads(faces):
+    """The maps are copied out of their part's batch buffer (after the threads): a map kept alone
+    keeps no other image's pixels alive."""
+    from bowlrp.jit import forced_builds, limited_threads
+
+    clf = fitted("intersection", faces)
+    for kind, threads in (("serial", 1), ("parallel", 2)):
+        with forced_builds(kind), limited_threads(threads):
+            maps = clf.explain(faces[2][:10])
+        assert all(m.relevance.base is None and m.relevance.flags.owndata for m in maps)
+
+
 def test_a_random_state_instance_draws_in_image_order_on_threads(faces):
     # the batch runs in parts on threads only when every image's draw is its own (an int seed); a
     # RandomState instance is consumed image after image, so its maps are those of one thread
