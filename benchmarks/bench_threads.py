@@ -25,7 +25,8 @@ with other jobs: a second thread only helps when the other core is free).
 
 Ceilings, measured in the same rounds as the BoW rows (every round runs every workload under both
 settings): a nogil numba loop halved over two threads, the BoW's own kernels (dense SIFT and the
-encoding's BLAS products of the batch, no Python objects) halved over two threads, and a plain Python
+encoding's BLAS products of the batch, no Python objects) halved over two threads, the explanation's
+Steps 2 and 1 kernels alone (what the decomposition stage would give without its Python), and a plain Python
 loop as one process against two (``bench_scale --jobs``'s measurement). A second thread gains only
 while the other core is free (the kernel shares CPU time fairly between sessions: with another session
 busy, two threads get what one got), so each BoW ratio is also printed as a share of the BoW kernels'
@@ -160,6 +161,9 @@ def ceiling_rows(clf, images):
     * SIFT kernels, BLAS products, BoW kernels (both): the dense SIFT kernels and the encoding's BLAS
       products of the batch (the kernels of ``transform``), one half of the images per thread, no
       object built; and "SIFT | BLAS": one thread all the SIFT kernels, the other all the products;
+    * decomposition kernels: the explanation's Steps 2 and 1 kernels (``prepare`` and ``relevance``,
+      serial builds) on the arguments ``decompose_batch`` gave them for each half, 10 times per half:
+      what the decomposition stage's kernels give on two threads without its Python;
     * Python, 2 processes: a plain Python loop as one process and as two (no GIL between them); the
       "1 thread" setting runs both halves in one worker process, "2 threads" a half in each of two.
     """
@@ -190,6 +194,8 @@ def ceiling_rows(clf, images):
         sift(k)
         products(k)
 
+    decomposition = _decomposition_kernels(clf, halves)
+
     _spin(10)  # compile before timing
     n = 3_000_000
     halved = lambda fn: lambda: parallel_map(fn, [0, 1], PARALLEL_MIN_WORK)  # noqa: E731
@@ -202,8 +208,51 @@ def ceiling_rows(clf, images):
         # vCPUs of one core give more to different kinds of work than to two halves of the same?)
         "ceiling: SIFT | BLAS": lambda: parallel_map(lambda f: [f(0), f(1)], [sift, products],
                                                      PARALLEL_MIN_WORK),
+        "ceiling: decomposition kernels": halved(decomposition),
         "ceiling: Python, 2 procs": _Processes(),
     }
+
+
+def _decomposition_kernels(clf, halves, repeats=10):
+    """``fn(k)``: the Steps 2 and 1 kernels of half k, ``repeats`` times, with the arguments that
+    ``decompose_batch`` passed them (recorded once; the BoW vectors stand in for the BoW relevance,
+    which the kernels' cost does not depend on)."""
+    from bowlrp.bow.decompose import batch
+
+    real = batch._k
+    recorded = []
+
+    class _Recording:  # the kernels module, the arguments of its two kernels kept in ``calls``
+        def __init__(self, calls):
+            self.calls = calls
+
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def prepare(self, *args):
+            self.calls["prepare"] = args
+            return real.prepare(*args)
+
+        def relevance(self, *args):
+            self.calls["relevance"] = args
+            return real.relevance(*args)
+
+    for images in halves:
+        features, encodings = clf.extract_and_encode(images)
+        recorded.append({})
+        batch._k = _Recording(recorded[-1])
+        try:
+            batch.decompose_batch(features, encodings, np.arange(len(images)),
+                                  np.stack([e.x for e in encodings]))
+        finally:
+            batch._k = real
+
+    def run(k):
+        for _ in range(repeats):  # (prepare's column maxima come out the same on every repeat)
+            real.prepare.serial(*recorded[k]["prepare"])
+            real.relevance.serial(*recorded[k]["relevance"])
+
+    return run
 
 
 def bow_rows(quick, rounds, both, stages=False):

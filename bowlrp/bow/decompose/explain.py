@@ -160,8 +160,8 @@ def _decompose_part(context, lo, hi):
                 bow_rel[i, 0] = (-R3[k], None if taylor[k] is None else taylor[k].negated(), -f.intercept)
 
     V = X.shape[1]
-    # Steps 2 and 1 of every (image, class) pair in one batch (numba, outside the GIL), then the maps
-    # are assembled image by image
+    # Steps 2 and 1 of every (image, class) pair in one batch (numba, outside the GIL); the maps are
+    # assembled from these arrays after the threads (_part_maps)
     items = [(i, c) for i in range(lo, hi) for c in per_image[i]]
     R3s = np.stack([bow_rel[item][0] for item in items]) if items else np.zeros((0, V))
     boxes, R2s, R1s, level = decompose_batch(features[lo:hi], encodings[lo:hi], [i - lo for i, _ in items],

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -526,11 +528,30 @@ def test_selecting_no_words_returns_at_once():
     assert out.size == 0 and indices.size == 0
 
 
-def test_select_row_is_chosen_by_the_cpu():
+@needs_compress
+def test_select_row_is_chosen_by_the_cpu_numba_compiles_for():
+    """The bounded selection is picked exactly when numba's build of it has the real vector compress
+    (AVX-512 ``vpcompressq``), not LLVM's slow emulation of it."""
     from bowlrp.bow import _encoding_kernels as K
     from bowlrp.bow._sift_simd import compiles_for_avx512
 
-    assert K.select_row is (K._select_bounded if compiles_for_avx512() else K._select_seeded)
+    fresh = _fresh_build("_select_bounded")
+    real_compress = "vpcompressq" in fresh.inspect_asm(fresh.signatures[0])
+    assert compiles_for_avx512() is real_compress
+    assert K.select_row is (K._select_bounded if real_compress else K._select_seeded)
+
+
+@functools.cache
+def _fresh_build(name):
+    """A fresh (uncached, inspectable) numba build of one selection, compiled once per session."""
+    import numba
+
+    from bowlrp.bow import _encoding_kernels as K
+
+    fresh = numba.njit(nogil=True)(getattr(K, name).py_func)
+    fresh(np.random.default_rng(0).random(20), 3, np.arange(3), np.empty(3), np.empty(3, np.int64),
+          np.empty(20, np.int64))
+    return fresh
 
 
 @pytest.mark.parametrize("name", SELECTIONS)
@@ -541,13 +562,7 @@ def test_select_row_keeps_no_reference_counting(name):
     # the cached one cannot be inspected.
     import re
 
-    import numba
-
-    from bowlrp.bow import _encoding_kernels as K
-
-    fresh = numba.njit(nogil=True)(getattr(K, name).py_func)
-    fresh(np.random.default_rng(0).random(20), 3, np.arange(3), np.empty(3), np.empty(3, np.int64),
-          np.empty(20, np.int64))
+    fresh = _fresh_build(name)
     llvm = fresh.inspect_llvm(fresh.signatures[0])
     body = [f for f in llvm.split("\ndefine ")[1:]  # the function itself, not its Python wrappers
             if re.search(rf"@_ZN\d+bowlrp\d+bow\d+_encoding_kernels\d+{name}B", f.split("\n")[0])]

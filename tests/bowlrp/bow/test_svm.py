@@ -77,16 +77,21 @@ def test_each_output_equals_a_binary_libsvm_on_the_same_gram(n_classes):
     assert np.all(np.any(clf.dual_coef_ != 0, axis=0))
 
 
-def test_plain_arrays_skip_sklearn_checks_with_the_same_scores_and_errors():
+def test_plain_arrays_skip_sklearn_checks_with_the_same_scores_and_errors(monkeypatch):
     """decision_matrix takes a finite float64 ndarray as it is (svm._plain_rows); anything else still
     goes through scikit-learn's validate_data: the same scores, and its errors and warnings."""
     from sklearn.datasets import load_digits
+
+    from bowlrp.bow import svm
 
     digits = load_digits()
     X, y = digits.data[:300] / 16.0, digits.target[:300] % 3
     clf = OneVsRestKernelSVC(kernel="intersection").fit(X, y)
     Xt = X[200:260]
     plain = clf.decision_matrix(Xt)
+    with monkeypatch.context() as patch:  # the plain rows never reach validate_data
+        patch.setattr(svm, "validate_data", lambda *a, **k: pytest.fail("validate_data was called"))
+        assert np.array_equal(clf.decision_matrix(Xt), plain)
     for other in (Xt.tolist(), np.asfortranarray(Xt), Xt.astype(np.float32).astype(np.float64)):
         assert np.array_equal(clf.decision_matrix(other), plain)
     bad = Xt.copy()
