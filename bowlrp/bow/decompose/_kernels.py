@@ -182,9 +182,11 @@ def pixel_map(rel, boxes, height, width, out):
 
 
 @jit_serial(error_model="numpy")
-def uncovered_sums(r3, covered, starts, stops, counts, extra):
+def uncovered_sums(r3, covered, rows, starts, stops, counts, extra):
     """extra[k, u] = (the sum of r3[k, d] over the dimensions d of channel u, ``starts[u]`` to
-    ``stops[u]``, with ``covered[k, d]`` False) / counts[k, u], where that sum and the count are not 0.
+    ``stops[u]``, with ``covered[rows[k], d]`` False) / counts[rows[k], u], where that sum and the
+    count are not 0 (``rows[k]``: the image of row k, whose covered dimensions and feature counts
+    every row of that image shares).
 
     The sum is numpy's of the selected values in dimension order (``r3[k][sl][~covered[k][sl]].sum()``:
     :func:`pairwise_sum` of the gathered values) and the division Python's of that float by the int
@@ -192,13 +194,60 @@ def uncovered_sums(r3, covered, starts, stops, counts, extra):
     """
     buf = np.empty(r3.shape[1])
     for k in range(r3.shape[0]):
+        i = rows[k]
         for u in range(starts.shape[0]):
             m = np.int64(0)  # not the literal 0: numba would compile pairwise_sum for Literal[int](0) too
             for d in range(starts[u], stops[u]):
-                if not covered[k, d]:
+                if not covered[i, d]:
                     buf[m] = r3[k, d]
                     m += 1
             total = pairwise_sum(buf, np.int64(0), m)
-            if total != 0.0 and counts[k, u] != 0:
-                extra[k, u] = total / counts[k, u]
+            if total != 0.0 and counts[i, u] != 0:
+                extra[k, u] = total / counts[i, u]
 
+
+@jit_serial(error_model="numpy")
+def batch_layout(per_image, item_image, channel, n_channels):
+    """Where each image's and item's values lie in a batch's concatenated arrays, in one call.
+
+    ``per_image[i]`` = (features, CSR entries, height, width) of image i; ``channel`` the features'
+    channels end to end. Returns ``feat_off``, ``nnz_off`` (n_img + 1: where each image's features
+    and entries start, the total last), ``item_feat_off``, ``item_pix_off`` (n_items + 1: where each
+    item's feature relevance and pixel map start), ``counts`` (n_img, n_channels: features per image
+    and channel) and ``problem``: 0, or 1 when an item's image is not in [0, n_img), 2 when a
+    channel is not in [0, n_channels) (the other outputs are then not to be used).
+    """
+    n_img, n_items = per_image.shape[0], item_image.shape[0]
+    feat_off, nnz_off = np.zeros(n_img + 1, np.int64), np.zeros(n_img + 1, np.int64)
+    for i in range(n_img):
+        feat_off[i + 1] = feat_off[i] + per_image[i, 0]
+        nnz_off[i + 1] = nnz_off[i] + per_image[i, 1]
+    item_feat_off, item_pix_off = np.zeros(n_items + 1, np.int64), np.zeros(n_items + 1, np.int64)
+    counts = np.zeros((n_img, max(n_channels, 1)), np.int64)
+    problem = 0
+    for k in range(n_items):
+        i = item_image[k]
+        if i < 0 or i >= n_img:
+            problem = 1
+            break
+        item_feat_off[k + 1] = item_feat_off[k] + per_image[i, 0]
+        item_pix_off[k + 1] = item_pix_off[k] + per_image[i, 2] * per_image[i, 3]
+    if problem == 0:
+        for i in range(n_img):
+            for m in range(feat_off[i], feat_off[i + 1]):
+                u = channel[m]
+                if u < 0 or u >= n_channels:
+                    problem = 2
+                    break
+                counts[i, u] += 1
+    return feat_off, nnz_off, item_feat_off, item_pix_off, counts, problem
+
+
+@jit_serial(error_model="numpy")
+def level_sums(r3, n_dims, r2, item_feat_off, r1, item_pix_off, level):
+    """``level[k]`` = the sums of item k's BoW relevance (row k of ``r3``, flat, ``n_dims`` long),
+    feature relevance and pixel map, each as numpy sums it (:func:`pairwise_sum`)."""
+    for k in range(level.shape[0]):
+        level[k, 0] = pairwise_sum(r3, k * n_dims, n_dims)
+        level[k, 1] = pairwise_sum(r2, item_feat_off[k], item_feat_off[k + 1] - item_feat_off[k])
+        level[k, 2] = pairwise_sum(r1, item_pix_off[k], item_pix_off[k + 1] - item_pix_off[k])

@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from bowlrp.bow._pairwise import range_sums as _sums
 from bowlrp.bow.decompose import _kernels as _k
 from bowlrp.bow.decompose.pixels import pixel_relevance
-from bowlrp.bow.decompose.pooling import feature_relevance, share_weights, uncovered_shares
-from bowlrp.validation import offsets
+from bowlrp.bow.decompose.pooling import channel_ends, feature_relevance, share_weights
 
 __all__ = ["decompose_batch"]
 
@@ -52,49 +50,49 @@ def decompose_batch(features, encodings, item_image, R3, sums=False, copy_maps=T
         ``R3[k].sum()``, ``R2[k].sum()`` and ``R1[k].sum()`` of each item, numpy's numbers (one
         numba call instead of three numpy calls per item).
     """
-    item_image = np.asarray(item_image, dtype=np.int64)
+    item_image = np.asarray(item_image, dtype=np.int64).reshape(-1)
     R3 = np.ascontiguousarray(R3, dtype=np.float64)
     if not np.isfinite(R3).all():
         raise ValueError("BoW relevance contains NaN or inf")
-    n_img, n_dims = len(features), R3.shape[1]
-    if len(encodings) != n_img or R3.shape[0] != item_image.size:
-        raise ValueError(f"got {n_img} feature sets, {len(encodings)} encodings, {item_image.size} items and "
+    n_img, n_items, n_dims = len(features), item_image.size, R3.shape[1]
+    if len(encodings) != n_img or R3.shape[0] != n_items:
+        raise ValueError(f"got {n_img} feature sets, {len(encodings)} encodings, {n_items} items and "
                          f"{R3.shape[0]} BoW relevance vectors")
-    if item_image.size and (item_image.min() < 0 or item_image.max() >= n_img):
+    csrs = [e.csr for e in encodings]
+    # per image: features, CSR entries, height, width (one array: the layout kernel takes it whole)
+    per_image = np.array([(len(f), c[1].size) + tuple(f.image_shape[:2]) for f, c in zip(features, csrs)],
+                         np.int64).reshape(n_img, 4)
+    channel = _cat([f.channel for f in features], np.int64)
+    n_channels = max([len(e.channel_slices) for e in encodings], default=1)
+    feat_off, nnz_off, item_feat_off, item_pix_off, counts, problem = _k.batch_layout(
+        per_image, item_image, channel, n_channels)
+    if problem == 1:
         raise ValueError(f"item images must lie in [0, {n_img})")
     if any(e.x.size != n_dims for e in encodings):
         raise ValueError(f"the BoW relevance has {n_dims} dimensions, an encoding has another number")
-    sizes = np.array([len(f) for f in features], np.int64)
-    csrs = [e.csr for e in encodings]
-    feat_off, nnz_off = offsets(sizes), offsets([c[1].size for c in csrs])
-    shapes = np.array([f.image_shape[:2] for f in features], np.int64).reshape(n_img, 2)
+    if problem == 2:
+        raise ValueError(f"feature channel values must lie in [0, {n_channels})")
+    if any(e.p != encodings[0].p for e in encodings):
+        raise ValueError("the encodings of a batch must share their pooling exponent p")
+    slices = encodings[0].channel_slices if n_img else []
+    if any(e.channel_slices != slices for e in encodings):
+        raise ValueError("the encodings of a batch must share their channel layout")
+    shapes = np.ascontiguousarray(per_image[:, 2:])
     indptr, indices = _cat([c[0] for c in csrs], np.int64), _cat([c[1] for c in csrs], np.int64)
     data = _cat([c[2] for c in csrs], np.float64)
-    channel = _cat([f.channel for f in features], np.int64)
-    n_channels = max([len(e.channel_slices) for e in encodings], default=1)
-    if channel.size and (channel.min() < 0 or channel.max() >= n_channels):
-        raise ValueError(f"feature channel values must lie in [0, {n_channels})")
 
-    boxes = np.empty((sizes.sum(), 4), np.int64)
+    boxes = np.empty((int(feat_off[-1]), 4), np.int64)
     centers = np.concatenate([f.centers for f in features]) if n_img else np.zeros((0, 2))
     _k.support_boxes(feat_off, centers, _cat([f.support for f in features], np.int64), shapes, boxes)
     colmax, ratio, bad = np.zeros((n_img, n_dims)), np.zeros(data.size), np.zeros(n_img, bool)
     _k.prepare(indptr, indices, data, feat_off, nnz_off, colmax, ratio, bad)
-    if any(e.p != encodings[0].p for e in encodings):
-        raise ValueError("the encodings of a batch must share their pooling exponent p")
     weights = share_weights(ratio, encodings[0].p if n_img else 1.0)
-    # features per (image, channel), one bincount for the batch
-    image_of = np.repeat(np.arange(n_img), sizes)
-    counts = np.bincount(image_of * n_channels + channel, minlength=n_img * n_channels)
-    counts = counts.reshape(n_img, n_channels)
-    extra = np.zeros((len(item_image), n_channels))
-    if len(item_image):
-        slices = encodings[0].channel_slices
-        if any(e.channel_slices != slices for e in encodings):
-            raise ValueError("the encodings of a batch must share their channel layout")
-        extra = uncovered_shares(R3, colmax[item_image] > 0, slices, counts[item_image])
-    item_sizes = sizes[item_image]
-    item_feat_off, item_pix_off = offsets(item_sizes), offsets(shapes[item_image].prod(axis=1))
+    # the uncovered dimensions' shares of every item (its image's covered dimensions and features
+    # per channel)
+    extra = np.zeros((n_items, max(1, n_channels)))
+    if n_items and slices:
+        starts, stops = channel_ends(slices, n_dims)
+        _k.uncovered_sums(R3, colmax > 0, item_image, starts, stops, counts, extra)
     # every value is written by the kernel, except those of a skipped (``bad``) image's items, which
     # the general path below replaces (maps and sums): no zeroing pass over the batch's pixels
     r2, r1 = np.empty(item_feat_off[-1]), np.empty(item_pix_off[-1])
@@ -104,23 +102,23 @@ def decompose_batch(features, encodings, item_image, R3, sums=False, copy_maps=T
     # offsets and shapes as Python ints: slicing with numpy scalars costs more, under the GIL
     fo, io, po, hw = feat_off.tolist(), item_feat_off.tolist(), item_pix_off.tolist(), shapes.tolist()
     box_list = [boxes[fo[i]:fo[i + 1]] for i in range(n_img)]
-    R2 = [r2[io[k]:io[k + 1]] for k in range(len(item_image))]
+    R2 = [r2[io[k]:io[k + 1]] for k in range(n_items)]
     # each map its own array: a map kept alone must not keep the whole batch's pixels alive
     R1 = [r1[po[k]:po[k + 1]].reshape(hw[i]) for k, i in enumerate(item_image.tolist())]
     if copy_maps:
         R1 = [m.copy() for m in R1]
-    level = np.empty((len(item_image), 3)) if sums else None
+    level = None
     if sums:
-        _sums(R3.ravel(), np.arange(len(item_image) + 1) * n_dims, level[:, 0])
-        _sums(r2, item_feat_off, level[:, 1])
-        _sums(r1, item_pix_off, level[:, 2])
-    for k in np.flatnonzero(bad[item_image]):  # a mapping that is not canonical: the general path
-        i = item_image[k]
-        R2[k] = feature_relevance(encodings[i].mapping, R3[k], encodings[i].p, encodings[i].channel_slices,
-                                  features[i].channel)
-        R1[k] = pixel_relevance(R2[k], box_list[i], shapes[i])
-        if sums:
-            level[k, 1:] = R2[k].sum(), R1[k].sum()
+        level = np.empty((n_items, 3))
+        _k.level_sums(R3.reshape(-1), n_dims, r2, item_feat_off, r1, item_pix_off, level)
+    if bad.any():
+        for k in np.flatnonzero(bad[item_image]):  # a mapping that is not canonical: the general path
+            i = item_image[k]
+            e = encodings[i]
+            R2[k] = feature_relevance(e.mapping, R3[k], e.p, e.channel_slices, features[i].channel)
+            R1[k] = pixel_relevance(R2[k], box_list[i], shapes[i])
+            if sums:
+                level[k, 1:] = R2[k].sum(), R1[k].sum()
     return (box_list, R2, R1, level) if sums else (box_list, R2, R1)
 
 

@@ -14,7 +14,7 @@ import scipy.sparse as sp
 from bowlrp.bow.decompose import _kernels as _k
 from bowlrp.validation import check_channel_slices, check_p
 
-__all__ = ["feature_relevance", "share_weights", "uncovered_shares"]
+__all__ = ["channel_ends", "feature_relevance", "share_weights", "uncovered_shares"]
 
 
 def feature_relevance(mapping, bow_rel, p=1.0, channel_slices=None, feature_channel=None) -> np.ndarray:
@@ -128,15 +128,22 @@ def uncovered_shares(r3, covered, slices, counts):
     counts = np.asarray(counts)
     if counts.size and counts.dtype.kind not in "iub":
         raise TypeError(f"counts must be whole feature counts (an integer array), got {counts.dtype}")
-    if any(sl.step not in (None, 1) for sl in slices):
-        raise ValueError("channel slices must be contiguous (step 1)")
+    starts, stops = channel_ends(slices, r3.shape[1])
     extra = np.zeros((r3.shape[0], max(1, len(slices))))
     if r3.shape[0] and len(slices):
-        ends = np.array([sl.indices(r3.shape[1])[:2] for sl in slices], np.int64)
         r3, covered = np.ascontiguousarray(r3, dtype=np.float64), np.ascontiguousarray(covered, dtype=bool)
-        _k.uncovered_sums(r3, covered, ends[:, 0].copy(), ends[:, 1].copy(),
+        _k.uncovered_sums(r3, covered, np.arange(r3.shape[0]), starts, stops,
                           np.ascontiguousarray(counts, dtype=np.int64), extra)
     return extra
+
+
+def channel_ends(slices, n_dims):
+    """The first and past-the-last dimension of each channel's slice, two int64 arrays (the channels'
+    slices must be contiguous, step 1)."""
+    if any(sl.step not in (None, 1) for sl in slices):
+        raise ValueError("channel slices must be contiguous (step 1)")
+    ends = np.array([sl.indices(n_dims)[:2] for sl in slices], np.int64).reshape(len(slices), 2)
+    return ends[:, 0].copy(), ends[:, 1].copy()
 
 
 def _canonical_copy(mapping):

@@ -740,6 +740,78 @@ def test_batch_takes_the_general_path_for_a_non_canonical_mapping(real_batch):
         decompose_batch(feats[:1], encs[:1], [0, 0], R3[:1])
 
 
+def _batch_layout_twin(per_image, item_image, channel, n_channels):
+    """The batch's offsets and counts by numpy (what decompose_batch computed before its layout kernel)."""
+    n_img = per_image.shape[0]
+    feat_off = np.concatenate([[0], np.cumsum(per_image[:, 0])]).astype(np.int64)
+    nnz_off = np.concatenate([[0], np.cumsum(per_image[:, 1])]).astype(np.int64)
+    if item_image.size and (item_image.min() < 0 or item_image.max() >= n_img):
+        return feat_off, nnz_off, 1
+    item_feat_off = np.concatenate([[0], np.cumsum(per_image[item_image, 0])]).astype(np.int64)
+    item_pix_off = np.concatenate([[0], np.cumsum(per_image[item_image, 2] * per_image[item_image, 3])])
+    if channel.size and (channel.min() < 0 or channel.max() >= n_channels):
+        return feat_off, nnz_off, 2
+    image_of = np.repeat(np.arange(n_img), per_image[:, 0])
+    counts = np.bincount(image_of * n_channels + channel, minlength=n_img * n_channels)
+    counts = counts.reshape(n_img, n_channels)
+    return feat_off, nnz_off, item_feat_off, item_pix_off.astype(np.int64), counts, 0
+
+
+def test_batch_layout_matches_its_numpy_twin():
+    # the offsets of the batch's images and items and the features per image and channel in one call;
+    # an item image or a channel out of range is reported (problem 1 or 2), never read
+    from bowlrp.bow.decompose._kernels import batch_layout
+    from tests.kernel_twins import assert_matches_twin
+
+    def layout(*args):  # what the caller reads: everything when there is no problem, else the problem
+        out = batch_layout(*args)
+        return out if out[-1] == 0 else (out[0], out[1], out[-1])
+
+    rng = np.random.default_rng(41)
+    cases = []
+    for n_img, n_channels in ((1, 1), (5, 3), (7, 1)):
+        ranges = ((0, 40), (0, 300), (1, 70), (1, 70))  # features, entries, height, width
+        per_image = np.stack([rng.integers(lo, hi, n_img) for lo, hi in ranges], axis=1).astype(np.int64)
+        channel = rng.integers(0, n_channels, per_image[:, 0].sum()).astype(np.int64)
+        items = rng.integers(0, n_img, 2 * n_img).astype(np.int64)
+        cases += [(per_image, items, channel, n_channels), (per_image, items[:0], channel, n_channels)]
+        if channel.size:
+            wrong = channel.copy()
+            wrong[-1] = n_channels
+            cases.append((per_image, items, wrong, n_channels))
+        cases.append((per_image, np.append(items, n_img), channel, n_channels))
+        cases.append((per_image, np.append(items, -1), channel, n_channels))
+    assert_matches_twin(layout, _batch_layout_twin, cases, rtol=0.0, atol=0.0)
+
+
+def test_level_sums_are_numpys_bit_for_bit():
+    # the three sums of every item in one call: numpy's sums of each row and range (pairwise order,
+    # long ranges whose rounding depends on the order)
+    from bowlrp.bow.decompose._kernels import level_sums
+    from tests.kernel_twins import assert_matches_twin
+
+    def twin(r3, n_dims, r2, item_feat_off, r1, item_pix_off, level):
+        rows = r3.reshape(-1, n_dims)
+        return np.array([[rows[k].sum(), r2[item_feat_off[k]:item_feat_off[k + 1]].sum(),
+                          r1[item_pix_off[k]:item_pix_off[k + 1]].sum()] for k in range(level.shape[0])]
+                        ).reshape(level.shape)
+
+    def kernel(*args):
+        level_sums(*args)
+        return args[-1]
+
+    rng = np.random.default_rng(42)
+    cases = []
+    for n_items, n_dims in ((1, 9), (4, 300), (3, 1024), (0, 8)):
+        r3 = rng.standard_normal(n_items * n_dims) * np.exp(rng.uniform(-20, 20, n_items * n_dims))
+        feat = np.concatenate([[0], np.cumsum(rng.integers(0, 500, n_items))]).astype(np.int64)
+        pix = np.concatenate([[0], np.cumsum(rng.integers(1, 5000, n_items))]).astype(np.int64)
+        r2 = rng.standard_normal(feat[-1]) * np.exp(rng.uniform(-20, 20, feat[-1]))
+        r1 = rng.standard_normal(pix[-1]) * np.exp(rng.uniform(-20, 20, pix[-1]))
+        cases.append((r3, n_dims, r2, feat, r1, pix, np.empty((n_items, 3))))
+    assert_matches_twin(kernel, twin, cases, rtol=0.0, atol=0.0)
+
+
 @pytest.mark.parametrize("kernel", ["exp_chi2", "rbf"])
 def test_root_search_on_threads_is_bit_identical(kernel):
     # find_roots splits the segments over threads (split_batch): every root, value and relevance is

@@ -601,3 +601,39 @@ def test_an_overflowing_map_is_refused_by_name(faces, monkeypatch):
     monkeypatch.setattr(explain_module, "decompose_batch", overflowing)
     with pytest.raises(ValueError, match="non-finite"):
         fitted("intersection", faces).explain(faces[2][:2])
+
+
+def test_kept_expansions_follow_the_fitted_model(faces):
+    # explain keeps each fitted SVM's expansions and training scores (and each expansion its root-search
+    # arrays): a refit, a changed fitted value or a changed expansion must never explain with old ones
+    import copy
+
+    from bowlrp.bow.decompose import KernelExpansion
+    from bowlrp.bow.decompose.taylor import find_roots
+
+    X, y, Xt, _ = faces
+    clf = BoWClassifier(step=3, bin_sizes=(3,), vocabulary_size=16, kernel="exp_chi2", gamma="auto",
+                        random_state=0).fit(X, y)
+    first = _flat_numbers(clf.explain(Xt[:4]))
+    clf.fit(X[5:], y[5:])  # refit in place: another SVM, other support vectors and scores
+    fresh = BoWClassifier(step=3, bin_sizes=(3,), vocabulary_size=16, kernel="exp_chi2", gamma="auto",
+                          random_state=0).fit(X[5:], y[5:])
+    again, want = _flat_numbers(clf.explain(Xt[:4])), _flat_numbers(fresh.explain(Xt[:4]))
+    assert all(np.array_equal(a, b) for a, b in zip(again, want))
+    assert not all(a.shape == b.shape and np.array_equal(a, b) for a, b in zip(first, again))
+    # fitted values replaced on the same SVM (the candidates of the root search and their scores): the
+    # numbers of a deep copy, which shares nothing kept
+    fewer = copy.copy(fresh)
+    fewer.train_bows_, fewer.train_scores_ = fresh.train_bows_[::2], fresh.train_scores_[::2]
+    got, want = _flat_numbers(fewer.explain(Xt[:4])), _flat_numbers(copy.deepcopy(fewer).explain(Xt[:4]))
+    assert all(np.array_equal(a, b) for a, b in zip(got, want))
+    # an expansion whose intercept is changed after a search searches with the new one
+    f = fresh.kernel_expansion(fresh.classes_[1])
+    B = fresh.transform(Xt[:3])
+    find_roots(f, B, fresh.train_bows_, random_state=0)
+    f.intercept = f.intercept + 0.25
+    g = KernelExpansion(f.kernel, f.support_vectors.copy(), f.coef.copy(), f.intercept, f.gamma,
+                        f.channel_slices, f.channel_weights.copy())  # nothing kept
+    for a, b in zip(find_roots(f, B, fresh.train_bows_, random_state=0),
+                    find_roots(g, B, fresh.train_bows_, random_state=0)):
+        assert np.array_equal(a.relevance, b.relevance) and np.array_equal(a.root, b.root)
