@@ -429,6 +429,46 @@ def parallel_map(func, items, work):
     return [out for chunk in results for out in chunk]
 
 
+def parallel_parts(prepare, func, items, work):
+    """``[func(prepare(item)) for item in items]``, one item per thread: ``prepare`` on the calling
+    thread, ``func`` of each prepared item on a thread of its own.
+
+    For work whose set-up is GIL-holding Python and whose rest is mostly ``nogil`` kernels: the set-ups
+    run one after the other on one thread (on the threads they waited for the GIL beside each other's
+    Python at every short kernel or copy, which releases it), the last items first, each handed to a
+    batch thread as soon as it is prepared, so that thread starts while this one prepares the next;
+    the first item is computed on this thread. Serial kernels and one BLAS thread on every thread, as
+    :func:`parallel_map`, so the numbers do not depend on the thread count. With more items than
+    threads, or when the work does not pay, it is :func:`parallel_map` of ``func(prepare(item))``.
+    """
+    items = list(items)
+    n_threads = min(numba.get_num_threads(), len(items))
+    if n_threads < 2 or len(items) > n_threads or not use_parallel(work):
+        return parallel_map(lambda item: func(prepare(item)), items, work)
+    with limited_threads(1, numba_threads=False, user_api="blas"):
+        helpers = []
+        try:
+            for item in items[:0:-1]:
+                helpers.append(_workers().submit(_run_serial, func, prepare(item)))
+            first = _run_serial(func, prepare(items[0]))
+        except BaseException:
+            futures.wait(helpers)  # no helper may still run when the error propagates
+            raise
+        return [first] + [helper.result() for helper in reversed(helpers)]
+
+
+def _run_serial(func, arg):
+    """``func(arg)`` as a :func:`parallel_map` worker computes it (serial kernels, one BLAS thread)."""
+    serial, one_blas = getattr(_local, "serial", False), getattr(_local, "one_blas", False)
+    _local.serial = True
+    try:
+        with limited_threads(1, numba_threads=False, user_api="blas"):
+            _local.one_blas = True
+            return func(arg)
+    finally:
+        _local.serial, _local.one_blas = serial, one_blas
+
+
 def contiguous_parts(n, count):
     """``count`` contiguous ``(start, stop)`` ranges of ``range(n)``, sizes differing by at most one."""
     bounds = [n * k // count for k in range(count + 1)]

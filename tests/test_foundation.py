@@ -157,6 +157,57 @@ def test_parallel_map_returns_only_when_no_helper_runs():
     assert running == []  # no helper was still inside an item
 
 
+def test_parallel_parts_prepare_on_the_calling_thread_and_compute_on_threads():
+    """parallel_parts: every set-up on the calling thread, the last item's first; each item computed
+    on a thread of its own with serial kernels; results in order; a failing set-up waits for the
+    helpers already started before it propagates; more items than threads fall back to parallel_map."""
+    import threading
+    import time
+
+    from threadpoolctl import threadpool_info
+
+    from bowlrp.jit import forced_builds, limited_threads, parallel_parts, use_parallel
+
+    blas = [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+    main, prepared, computed = threading.get_ident(), [], []
+
+    def prepare(i):
+        prepared.append((i, threading.get_ident()))
+        return i
+
+    def compute(i):
+        computed.append((i, threading.get_ident() == main, use_parallel(1e30)))
+        return i * i
+
+    with limited_threads(2), forced_builds("parallel"):
+        assert parallel_parts(prepare, compute, range(2), work=0) == [0, 1]
+    assert prepared == [(1, main), (0, main)]  # the helper's item first, all on the calling thread
+    assert sorted(computed) == [(0, True, False), (1, False, False)]
+    assert [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"] == blas
+    prepared.clear()
+    with limited_threads(2), forced_builds("parallel"):
+        assert parallel_parts(prepare, compute, range(5), work=0) == [0, 1, 4, 9, 16]  # parallel_map
+        assert parallel_parts(prepare, compute, [], work=0) == []
+    with limited_threads(1):
+        assert parallel_parts(prepare, compute, range(3), work=1e30) == [0, 1, 4]
+    running = []
+
+    def slow(i):
+        running.append(i)
+        time.sleep(0.05)
+        running.remove(i)
+        return i
+
+    def failing(i):
+        if i == 0:
+            raise RuntimeError("the set-up of the first item failed")
+        return i
+
+    with limited_threads(2), forced_builds("parallel"), pytest.raises(RuntimeError, match="set-up"):
+        parallel_parts(failing, slow, range(2), work=0)
+    assert running == []  # the helper's item was finished before the error propagated
+
+
 def test_numba_openmp_workers_wait_passively():
     import os
 

@@ -16,7 +16,7 @@ from bowlrp.bow.decompose import _kernels as _k
 from bowlrp.bow.decompose.pixels import pixel_relevance
 from bowlrp.bow.decompose.pooling import channel_ends, feature_relevance, share_weights
 
-__all__ = ["decompose_batch"]
+__all__ = ["BatchPlan", "decompose_batch", "finish_batch", "plan_batch", "run_batch"]
 
 
 def decompose_batch(features, encodings, item_image, R3, sums=False, copy_maps=True):
@@ -50,22 +50,43 @@ def decompose_batch(features, encodings, item_image, R3, sums=False, copy_maps=T
         ``R3[k].sum()``, ``R2[k].sum()`` and ``R1[k].sum()`` of each item, numpy's numbers (one
         numba call instead of three numpy calls per item).
     """
-    item_image = np.asarray(item_image, dtype=np.int64).reshape(-1)
     R3 = np.ascontiguousarray(R3, dtype=np.float64)
-    if not np.isfinite(R3).all():
-        raise ValueError("BoW relevance contains NaN or inf")
-    n_img, n_items, n_dims = len(features), item_image.size, R3.shape[1]
-    if len(encodings) != n_img or R3.shape[0] != n_items:
+    if R3.ndim != 2:
+        raise ValueError(f"the BoW relevance must be 2-D (n_items, V), got shape {R3.shape}")
+    plan = plan_batch(features, encodings, item_image, R3.shape[1], n_vectors=R3.shape[0])
+    return finish_batch(plan, run_batch(plan, R3, sums), copy_maps)
+
+
+class BatchPlan:
+    """What the kernels of one batch decomposition need besides the BoW relevance: the batch's
+    concatenated arrays, offsets and buffers (:func:`plan_batch`; Python under the GIL, once)."""
+
+    __slots__ = ("features", "encodings", "item_image", "n_dims", "p", "csr", "channel", "centers", "support",
+                 "shapes", "feat_off", "nnz_off", "item_feat_off", "item_pix_off", "counts", "ends")
+
+
+def plan_batch(features, encodings, item_image, n_dims, n_vectors=None):
+    """Validate a batch and lay it out for :func:`run_batch` (the part of :func:`decompose_batch`
+    that holds the GIL: a caller running batches on threads plans them all first, on one thread).
+
+    ``n_vectors`` (default: one per item) is the number of BoW relevance vectors to come, checked
+    here so that a mismatch is named before any work.
+    """
+    item_image = np.asarray(item_image, dtype=np.int64).reshape(-1)
+    n_img, n_items = len(features), item_image.size
+    n_vectors = n_items if n_vectors is None else n_vectors
+    if len(encodings) != n_img or n_vectors != n_items:
         raise ValueError(f"got {n_img} feature sets, {len(encodings)} encodings, {n_items} items and "
-                         f"{R3.shape[0]} BoW relevance vectors")
+                         f"{n_vectors} BoW relevance vectors")
     csrs = [e.csr for e in encodings]
     # per image: features, CSR entries, height, width (one array: the layout kernel takes it whole)
     per_image = np.array([(len(f), c[1].size) + tuple(f.image_shape[:2]) for f, c in zip(features, csrs)],
                          np.int64).reshape(n_img, 4)
     channel = _cat([f.channel for f in features], np.int64)
     n_channels = max([len(e.channel_slices) for e in encodings], default=1)
-    feat_off, nnz_off, item_feat_off, item_pix_off, counts, problem = _k.batch_layout(
-        per_image, item_image, channel, n_channels)
+    plan = BatchPlan()
+    plan.feat_off, plan.nnz_off, plan.item_feat_off, plan.item_pix_off, plan.counts, problem = \
+        _k.batch_layout(per_image, item_image, channel, n_channels)
     if problem == 1:
         raise ValueError(f"item images must lie in [0, {n_img})")
     if any(e.x.size != n_dims for e in encodings):
@@ -77,49 +98,77 @@ def decompose_batch(features, encodings, item_image, R3, sums=False, copy_maps=T
     slices = encodings[0].channel_slices if n_img else []
     if any(e.channel_slices != slices for e in encodings):
         raise ValueError("the encodings of a batch must share their channel layout")
-    shapes = np.ascontiguousarray(per_image[:, 2:])
-    indptr, indices = _cat([c[0] for c in csrs], np.int64), _cat([c[1] for c in csrs], np.int64)
-    data = _cat([c[2] for c in csrs], np.float64)
+    plan.features, plan.encodings, plan.item_image, plan.n_dims = features, encodings, item_image, n_dims
+    plan.p = encodings[0].p if n_img else 1.0
+    plan.ends = channel_ends(slices, n_dims) if n_items and slices else None
+    plan.shapes = np.ascontiguousarray(per_image[:, 2:])
+    plan.csr = (_cat([c[0] for c in csrs], np.int64), _cat([c[1] for c in csrs], np.int64),
+                _cat([c[2] for c in csrs], np.float64))
+    plan.channel = channel
+    plan.centers = np.concatenate([f.centers for f in features]) if n_img else np.zeros((0, 2))
+    plan.support = _cat([f.support for f in features], np.int64)
+    return plan
 
-    boxes = np.empty((int(feat_off[-1]), 4), np.int64)
-    centers = np.concatenate([f.centers for f in features]) if n_img else np.zeros((0, 2))
-    _k.support_boxes(feat_off, centers, _cat([f.support for f in features], np.int64), shapes, boxes)
-    colmax, ratio, bad = np.zeros((n_img, n_dims)), np.zeros(data.size), np.zeros(n_img, bool)
-    _k.prepare(indptr, indices, data, feat_off, nnz_off, colmax, ratio, bad)
-    weights = share_weights(ratio, encodings[0].p if n_img else 1.0)
+
+def run_batch(plan, R3, sums=False):
+    """The kernels of a planned batch (:func:`plan_batch`) on the BoW relevance ``R3`` (n_items, V):
+    a few nogil numba calls with little Python between them, so batches run on threads side by side.
+
+    Returns ``(R3, boxes, r2, r1, bad, level)``: the batch's flat buffers, the images the kernels
+    skipped (:func:`finish_batch` takes the general path for them) and the level sums (or None).
+    """
+    R3 = np.ascontiguousarray(R3, dtype=np.float64)
+    if R3.shape != (plan.item_image.size, plan.n_dims):
+        raise ValueError(f"expected the BoW relevance of {plan.item_image.size} items in {plan.n_dims} "
+                         f"dimensions, got shape {R3.shape}")
+    if not np.isfinite(R3).all():
+        raise ValueError("BoW relevance contains NaN or inf")
+    indptr, indices, data = plan.csr
+    n_img, n_items = plan.shapes.shape[0], R3.shape[0]
+    boxes = np.empty((int(plan.feat_off[-1]), 4), np.int64)
+    _k.support_boxes(plan.feat_off, plan.centers, plan.support, plan.shapes, boxes)
+    colmax, ratio, bad = np.zeros((n_img, plan.n_dims)), np.zeros(data.size), np.zeros(n_img, bool)
+    _k.prepare(indptr, indices, data, plan.feat_off, plan.nnz_off, colmax, ratio, bad)
+    weights = share_weights(ratio, plan.p)
     # the uncovered dimensions' shares of every item (its image's covered dimensions and features
     # per channel)
-    extra = np.zeros((n_items, max(1, n_channels)))
-    if n_items and slices:
-        starts, stops = channel_ends(slices, n_dims)
-        _k.uncovered_sums(R3, colmax > 0, item_image, starts, stops, counts, extra)
+    extra = np.zeros((n_items, plan.counts.shape[1]))
+    if plan.ends is not None:
+        _k.uncovered_sums(R3, colmax > 0, plan.item_image, *plan.ends, plan.counts, extra)
     # every value is written by the kernel, except those of a skipped (``bad``) image's items, which
-    # the general path below replaces (maps and sums): no zeroing pass over the batch's pixels
-    r2, r1 = np.empty(item_feat_off[-1]), np.empty(item_pix_off[-1])
-    _k.relevance(indptr, indices, weights, feat_off, nnz_off, channel, item_image, bad, colmax, R3, extra,
-                 boxes, shapes, item_feat_off, item_pix_off, r2, r1)
+    # the general path replaces (maps and sums): no zeroing pass over the batch's pixels
+    r2, r1 = np.empty(plan.item_feat_off[-1]), np.empty(plan.item_pix_off[-1])
+    _k.relevance(indptr, indices, weights, plan.feat_off, plan.nnz_off, plan.channel, plan.item_image, bad,
+                 colmax, R3, extra, boxes, plan.shapes, plan.item_feat_off, plan.item_pix_off, r2, r1)
+    level = None
+    if sums:
+        level = np.empty((n_items, 3))
+        _k.level_sums(R3.reshape(-1), plan.n_dims, r2, plan.item_feat_off, r1, plan.item_pix_off, level)
+    return R3, boxes, r2, r1, bad, level
 
+
+def finish_batch(plan, ran, copy_maps=True):
+    """:func:`decompose_batch`'s lists from a planned batch's kernel results (:func:`run_batch`)."""
+    R3, boxes, r2, r1, bad, level = ran
+    item_image = plan.item_image
     # offsets and shapes as Python ints: slicing with numpy scalars costs more, under the GIL
-    fo, io, po, hw = feat_off.tolist(), item_feat_off.tolist(), item_pix_off.tolist(), shapes.tolist()
-    box_list = [boxes[fo[i]:fo[i + 1]] for i in range(n_img)]
-    R2 = [r2[io[k]:io[k + 1]] for k in range(n_items)]
+    fo, io, po = plan.feat_off.tolist(), plan.item_feat_off.tolist(), plan.item_pix_off.tolist()
+    hw = plan.shapes.tolist()
+    box_list = [boxes[fo[i]:fo[i + 1]] for i in range(len(fo) - 1)]
+    R2 = [r2[io[k]:io[k + 1]] for k in range(item_image.size)]
     # each map its own array: a map kept alone must not keep the whole batch's pixels alive
     R1 = [r1[po[k]:po[k + 1]].reshape(hw[i]) for k, i in enumerate(item_image.tolist())]
     if copy_maps:
         R1 = [m.copy() for m in R1]
-    level = None
-    if sums:
-        level = np.empty((n_items, 3))
-        _k.level_sums(R3.reshape(-1), n_dims, r2, item_feat_off, r1, item_pix_off, level)
     if bad.any():
         for k in np.flatnonzero(bad[item_image]):  # a mapping that is not canonical: the general path
             i = item_image[k]
-            e = encodings[i]
-            R2[k] = feature_relevance(e.mapping, R3[k], e.p, e.channel_slices, features[i].channel)
-            R1[k] = pixel_relevance(R2[k], box_list[i], shapes[i])
-            if sums:
+            e = plan.encodings[i]
+            R2[k] = feature_relevance(e.mapping, R3[k], e.p, e.channel_slices, plan.features[i].channel)
+            R1[k] = pixel_relevance(R2[k], box_list[i], plan.shapes[i])
+            if level is not None:
                 level[k, 1:] = R2[k].sum(), R1[k].sum()
-    return (box_list, R2, R1, level) if sums else (box_list, R2, R1)
+    return (box_list, R2, R1) if level is None else (box_list, R2, R1, level)
 
 
 def _cat(arrays, dtype):

@@ -21,10 +21,10 @@ import numba
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
-from bowlrp.bow.decompose.batch import decompose_batch
+from bowlrp.bow.decompose.batch import finish_batch, plan_batch, run_batch
 from bowlrp.bow.decompose.kernel import explain_bow
 from bowlrp.heatmap import Heatmap
-from bowlrp.jit import contiguous_parts, parallel_map, use_parallel
+from bowlrp.jit import contiguous_parts, parallel_parts, use_parallel
 
 __all__ = ["explain_classifier"]
 
@@ -111,8 +111,18 @@ def explain_classifier(clf, images, target=None, n_candidates=16, n_roots=1, ran
     threads = numba.get_num_threads() if independent and use_parallel(work) else 1
     n_parts = max(1, min(threads, n // _MIN_PART)) if threads > 1 else 1
     cuts = contiguous_parts(n, n_parts)
-    parts = parallel_map(lambda ab: _decompose_part(context, *ab), cuts, work)
-    return [maps for (lo, hi), part in zip(cuts, parts) for maps in _part_maps(context, lo, hi, *part)]
+    # each part's batch is planned on this thread (its concatenations and checks hold the GIL: on the
+    # threads they waited for it beside the other part's Python), the last part first so that its
+    # thread starts while this one plans the next, and decomposed on a thread of its own
+    def plan(k):
+        lo, hi = cuts[k]
+        item_image = [i - lo for i in range(lo, hi) for _ in per_image[i]]
+        return k, plan_batch(features[lo:hi], encodings[lo:hi], item_image, V)
+
+    plans_parts = parallel_parts(plan, lambda kp: (kp[1], _decompose_part(context, *cuts[kp[0]], kp[1])),
+                                 range(len(cuts)), work)
+    return [maps for (lo, hi), (batch, part) in zip(cuts, plans_parts)
+            for maps in _part_maps(context, lo, hi, batch, *part)]
 
 
 #: smallest part of a batch decomposed on a thread of its own
@@ -167,8 +177,9 @@ def _decomposition_work(features, per_image, outputs, n_candidates):
     return work
 
 
-def _decompose_part(context, lo, hi):
-    """Steps 3, 2 and 1 of images lo..hi-1 of a batch (the arrays of :func:`_part_maps`)."""
+def _decompose_part(context, lo, hi, plan):
+    """Steps 3, 2 and 1 of images lo..hi-1 of a batch, planned (:func:`plan_batch`): the BoW relevance
+    of each (image, class) and the batch kernels' results (:func:`run_batch`), for :func:`_part_maps`."""
     (clf, images, features, encodings, X, per_image, many, outputs, scores, bounds, n_candidates, n_roots,
      random_state, report) = context
     classes = np.asarray(clf.classes_)
@@ -188,23 +199,22 @@ def _decompose_part(context, lo, hi):
             if binary and 0 in per_image[i]:
                 bow_rel[i, 0] = (-R3[k], None if taylor[k] is None else taylor[k].negated(), -f.intercept)
 
-    V = X.shape[1]
-    # Steps 2 and 1 of every (image, class) pair in one batch (numba, outside the GIL); the maps are
-    # assembled from these arrays after the threads (_part_maps)
+    # Steps 2 and 1 of every (image, class) pair in one batch (numba, outside the GIL), in the order
+    # of the plan's items; the maps are assembled from these arrays after the threads (_part_maps)
     items = [(i, c) for i in range(lo, hi) for c in per_image[i]]
-    R3s = np.stack([bow_rel[item][0] for item in items]) if items else np.zeros((0, V))
-    boxes, R2s, R1s, level = decompose_batch(features[lo:hi], encodings[lo:hi], [i - lo for i, _ in items],
-                                             R3s, sums=True, copy_maps=False)
-    return bow_rel, boxes, R2s, R1s, level
+    R3s = np.stack([bow_rel[item][0] for item in items]) if items else np.zeros((0, X.shape[1]))
+    return bow_rel, run_batch(plan, R3s, sums=True)
 
 
-def _part_maps(context, lo, hi, bow_rel, boxes, R2s, R1s, level):
+def _part_maps(context, lo, hi, plan, bow_rel, ran):
     """The heatmaps of images lo..hi-1 from their part's arrays (:func:`_decompose_part`)."""
     (clf, images, features, encodings, X, per_image, many, outputs, scores, bounds, n_candidates, n_roots,
      random_state, report) = context
     classes = np.asarray(clf.classes_)
     method = f"bow-lrp/{clf.kernel}"
-    R1s = [m.copy() for m in R1s]  # each map its own array (decompose_batch gave views, on a thread)
+    # each map its own array, copied out of the part's buffer here, after the threads: on a thread
+    # each copy released and re-took the GIL beside the other part's Python
+    boxes, R2s, R1s, level = finish_batch(plan, ran, copy_maps=True)
     out, k, level = [], 0, level.tolist()
     for i in range(lo, hi):
         feat, enc = features[i], encodings[i]
@@ -245,7 +255,7 @@ def _part_maps(context, lo, hi, bow_rel, boxes, R2s, R1s, level):
                 # NaN), and the image passed the classifier's check_images: the maps skip the public
                 # constructor's per-pixel checks (a quarter of the decomposition's time), and their
                 # residual takes the sum of R1 from the batch's level sums (numpy's R1.sum(), bit
-                # for bit: decompose_batch)
+                # for bit: run_batch)
                 maps.append(Heatmap._trusted(R1, float(score), classes[c], method, image, extras,
                                              total=sums[2]))
             else:  # an overflowing map: the public constructor names the problem

@@ -591,14 +591,14 @@ def test_an_overflowing_map_is_refused_by_name(faces, monkeypatch):
     """A non-finite pixel map (its level sum is not finite) goes through the checking constructor."""
     import bowlrp.bow.decompose.explain as explain_module
 
-    real = explain_module.decompose_batch
+    real = explain_module.finish_batch
 
     def overflowing(*args, **kwargs):
         boxes, R2, R1, level = real(*args, **kwargs)
         R1[0][0, 0], level[0, 2] = np.inf, np.inf
         return boxes, R2, R1, level
 
-    monkeypatch.setattr(explain_module, "decompose_batch", overflowing)
+    monkeypatch.setattr(explain_module, "finish_batch", overflowing)
     with pytest.raises(ValueError, match="non-finite"):
         fitted("intersection", faces).explain(faces[2][:2])
 
