@@ -451,9 +451,8 @@ def parallel_parts(prepare, func, items, work):
             for item in items[:0:-1]:
                 helpers.append(_workers().submit(_run_serial, func, prepare(item)))
             first = _run_serial(func, prepare(items[0]))
-        except BaseException:
-            futures.wait(helpers)  # no helper may still run when the error propagates
-            raise
+        finally:
+            futures.wait(helpers)  # no helper may still run when an error propagates (anyone's)
         return [first] + [helper.result() for helper in reversed(helpers)]
 
 

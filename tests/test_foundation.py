@@ -190,12 +190,13 @@ def test_parallel_parts_prepare_on_the_calling_thread_and_compute_on_threads():
         assert parallel_parts(prepare, compute, [], work=0) == []
     with limited_threads(1):
         assert parallel_parts(prepare, compute, range(3), work=1e30) == [0, 1, 4]
-    running = []
+    with limited_threads(2), forced_builds("parallel"):
+        assert use_parallel(1e30)  # the calling thread's kernels are not left serial
+    finished = []
 
     def slow(i):
-        running.append(i)
         time.sleep(0.05)
-        running.remove(i)
+        finished.append(i)
         return i
 
     def failing(i):
@@ -205,7 +206,17 @@ def test_parallel_parts_prepare_on_the_calling_thread_and_compute_on_threads():
 
     with limited_threads(2), forced_builds("parallel"), pytest.raises(RuntimeError, match="set-up"):
         parallel_parts(failing, slow, range(2), work=0)
-    assert running == []  # the helper's item was finished before the error propagated
+    assert finished == [1]  # the helper's item was finished before the error propagated
+
+    def helper_fails(i):
+        if threading.get_ident() != main:
+            raise RuntimeError("the helper's item failed")
+        return slow(i)
+
+    finished.clear()
+    with limited_threads(2), forced_builds("parallel"), pytest.raises(RuntimeError, match="helper's item"):
+        parallel_parts(lambda i: i, helper_fails, range(2), work=0)
+    assert finished == [0]
 
 
 def test_numba_openmp_workers_wait_passively():

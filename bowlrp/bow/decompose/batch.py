@@ -72,7 +72,11 @@ def plan_batch(features, encodings, item_image, n_dims, n_vectors=None):
     ``n_vectors`` (default: one per item) is the number of BoW relevance vectors to come, checked
     here so that a mismatch is named before any work.
     """
-    item_image = np.asarray(item_image, dtype=np.int64).reshape(-1)
+    item_image = np.asarray(item_image)
+    if item_image.ndim != 1 or (item_image.size and item_image.dtype.kind not in "iu"):
+        raise ValueError(f"item images must be a 1-D sequence of image indices, got {item_image.dtype} "
+                         f"of shape {item_image.shape}")
+    item_image = item_image.astype(np.int64, copy=False)
     n_img, n_items = len(features), item_image.size
     n_vectors = n_items if n_vectors is None else n_vectors
     if len(encodings) != n_img or n_vectors != n_items:

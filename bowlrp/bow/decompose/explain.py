@@ -129,34 +129,38 @@ def explain_classifier(clf, images, target=None, n_candidates=16, n_roots=1, ran
 _MIN_PART = 4
 
 #: per fitted SVM (weakly: a refit makes a new ``svm_``, and a dropped model frees its entry), the
-#: fitted values each class's output was built from and the outputs: its kernel expansion and, for a
-#: Taylor kernel, the training BoWs' scores (built once, not on every explain: 25-30 us of validation
-#: and lookups per call, a twentieth of a Taylor explanation of a few small crops)
-_outputs_of_svm: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_outputs_lock = threading.Lock()
+#: fitted values each class's kernel expansion was built from and the expansions (built once, not on
+#: every explain: 25 us of validation and lookups per call, a twentieth of a Taylor explanation of a
+#: few small crops)
+_expansions_of_svm: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_expansions_lock = threading.Lock()
 
 
 def _class_output(clf, c):
     """``(kernel_expansion, training scores or None)`` of class index c of a fitted classifier: what
-    ``clf.kernel_expansion(classes_[c])`` and ``clf.training_scores(c)`` give, kept per fitted SVM and
-    rebuilt when any value it came from is another object (a refit, a loaded model, a changed
-    parameter)."""
+    ``clf.kernel_expansion(classes_[c])`` and ``clf.training_scores(c)`` give.
+
+    The expansion is kept per fitted SVM and rebuilt when a fitted value it came from is another
+    object or, for the intercepts and channel weights (copied into it), holds other values; it is kept
+    only when it shares the support vectors' and coefficients' memory with the SVM, so that a change
+    made to those in place reaches it too. The training scores are read anew on every call.
+    """
     svm = clf.svm_
     sources = (clf.kernel, clf.gamma_, svm.support_vectors_, svm.dual_coef_, svm.intercept_,
-               svm.channel_slices_, svm.channel_weights_, clf.train_bows_,
-               getattr(clf, "train_scores_", None))
-    with _outputs_lock:
-        kept = _outputs_of_svm.get(svm)
-        if kept is None or len(kept[0]) != len(sources) or any(a is not b for a, b in zip(kept[0], sources)):
-            kept = (sources, {})
-            _outputs_of_svm[svm] = kept
-        output = kept[1].get(c)
-    if output is None:
+               svm.channel_slices_, svm.channel_weights_)
+    values = (np.asarray(svm.intercept_).tolist(), np.asarray(svm.channel_weights_).tolist())
+    with _expansions_lock:
+        kept = _expansions_of_svm.get(svm)
+        if kept is None or any(a is not b for a, b in zip(kept[0], sources)) or kept[1] != values:
+            kept = (sources, values, {})
+            _expansions_of_svm[svm] = kept
+        f = kept[2].get(c)
+    if f is None:
         f = clf.kernel_expansion(np.asarray(clf.classes_)[c])
-        output = (f, clf.training_scores(c) if not f.exact else None)
-        with _outputs_lock:
-            kept[1][c] = output
-    return output
+        if f.support_vectors is sources[2] and np.shares_memory(f.coef, sources[3]):
+            with _expansions_lock:
+                kept[2][c] = f
+    return f, clf.training_scores(c) if not f.exact else None
 
 
 def _decomposition_work(features, per_image, outputs, n_candidates):

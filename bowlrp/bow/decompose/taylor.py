@@ -302,22 +302,9 @@ def _seeded_draw(seed, n, k):
 def _numba_model(expansion):
     """The arguments of the root-search kernel after the segments' (support vectors, their non-zero
     layout and channel sums, coefficients, intercept, channel bounds and weights, kernel code, gamma),
-    or None for a registered kernel without a numba code.
-
-    Kept on the expansion (an explanation reuses its classifier's expansions) with the field values it
-    was built from, and built again when any of them is another object.
-    """
-    fields = (expansion.kernel, expansion.support_vectors, expansion.coef, expansion.intercept,
-              expansion.gamma, expansion.channel_slices, expansion.channel_weights)
-    kept = vars(expansion).get("_numba_model")
-    if kept is not None and all(a is b for a, b in zip(kept[0], fields)):
-        return kept[1]
-    model = _build_numba_model(expansion)
-    vars(expansion)["_numba_model"] = (fields, model)
-    return model
-
-
-def _build_numba_model(expansion):
+    or None for a registered kernel without a numba code. Built on every call (a few microseconds):
+    the layout is derived from the support vectors, which a kept copy would not follow if they were
+    changed in place."""
     code = kernel_spec(expansion.kernel).code
     if code not in (_gram_kernels.EXP_CHI2, _gram_kernels.RBF, _gram_kernels.LINEAR):
         return None

@@ -740,6 +740,34 @@ def test_batch_takes_the_general_path_for_a_non_canonical_mapping(real_batch):
         decompose_batch(feats[:1], encs[:1], [0, 0], R3[:1])
 
 
+def test_batch_names_what_is_wrong_with_its_input(real_batch):
+    # every guard of the planned batch (the kernels never see what these name)
+    import dataclasses
+
+    from bowlrp.bow.decompose.batch import decompose_batch, plan_batch, run_batch
+
+    feats, vocabularies = real_batch
+    encs = [encode(f, vocabularies, mapping="rank", p=1.0) for f in feats[:2]]
+    R3 = np.random.default_rng(27).normal(size=(2, encs[0].x.size))
+    with pytest.raises(ValueError, match="2-D"):
+        decompose_batch(feats[:2], encs, [0, 1], R3[0])
+    for items in ([[0, 1]], [0.5, 1.0]):
+        with pytest.raises(ValueError, match="1-D sequence of image indices"):
+            decompose_batch(feats[:2], encs, items, R3)
+    wrong = dataclasses.replace(feats[1], channel=np.full(len(feats[1]), 2, np.int64))
+    with pytest.raises(ValueError, match=r"channel values must lie in \[0, 2\)"):
+        decompose_batch([feats[0], wrong], encs, [0, 1], R3)
+    other_p = encode(feats[1], vocabularies, mapping="rank", p=2.0)
+    with pytest.raises(ValueError, match="pooling exponent"):
+        decompose_batch(feats[:2], [encs[0], other_p], [0, 1], R3)
+    one_channel = dataclasses.replace(encs[1], channel_slices=[slice(0, encs[1].x.size)])
+    with pytest.raises(ValueError, match="channel layout"):
+        decompose_batch(feats[:2], [encs[0], one_channel], [0, 1], R3)
+    plan = plan_batch(feats[:2], encs, [0, 1], R3.shape[1])
+    with pytest.raises(ValueError, match=r"2 items in 80 dimensions, got shape \(1, 80\)"):
+        run_batch(plan, R3[:1])
+
+
 def _batch_layout_twin(per_image, item_image, channel, n_channels):
     """The batch's offsets and counts by numpy (what decompose_batch computed before its layout kernel)."""
     n_img = per_image.shape[0]

@@ -604,33 +604,47 @@ def test_an_overflowing_map_is_refused_by_name(faces, monkeypatch):
 
 
 def test_kept_expansions_follow_the_fitted_model(faces):
-    # explain keeps each fitted SVM's expansions and training scores (and each expansion its root-search
-    # arrays): a refit, a changed fitted value or a changed expansion must never explain with old ones
+    # explain keeps each fitted SVM's kernel expansions: a refit, a fitted value replaced or changed in
+    # place must never explain with old ones (the numbers of a deep copy, which shares nothing kept)
     import copy
 
-    from bowlrp.bow.decompose import KernelExpansion
-    from bowlrp.bow.decompose.taylor import find_roots
-
     X, y, Xt, _ = faces
+
+    def same(a, b):
+        pairs = zip(_flat_numbers(a), _flat_numbers(b))
+        return all(u.shape == v.shape and np.array_equal(u, v) for u, v in pairs)
+
     clf = BoWClassifier(step=3, bin_sizes=(3,), vocabulary_size=16, kernel="exp_chi2", gamma="auto",
                         random_state=0).fit(X, y)
-    first = _flat_numbers(clf.explain(Xt[:4]))
+    first = clf.explain(Xt[:4])
     clf.fit(X[5:], y[5:])  # refit in place: another SVM, other support vectors and scores
     fresh = BoWClassifier(step=3, bin_sizes=(3,), vocabulary_size=16, kernel="exp_chi2", gamma="auto",
                           random_state=0).fit(X[5:], y[5:])
-    again, want = _flat_numbers(clf.explain(Xt[:4])), _flat_numbers(fresh.explain(Xt[:4]))
-    assert all(np.array_equal(a, b) for a, b in zip(again, want))
-    assert not all(a.shape == b.shape and np.array_equal(a, b) for a, b in zip(first, again))
-    # fitted values replaced on the same SVM (the candidates of the root search and their scores): the
-    # numbers of a deep copy, which shares nothing kept
+    assert same(clf.explain(Xt[:4]), fresh.explain(Xt[:4])) and not same(first, fresh.explain(Xt[:4]))
+    # the candidates of the root search and their scores replaced on the same SVM
     fewer = copy.copy(fresh)
     fewer.train_bows_, fewer.train_scores_ = fresh.train_bows_[::2], fresh.train_scores_[::2]
-    got, want = _flat_numbers(fewer.explain(Xt[:4])), _flat_numbers(copy.deepcopy(fewer).explain(Xt[:4]))
-    assert all(np.array_equal(a, b) for a, b in zip(got, want))
-    # an expansion whose intercept is changed after a search searches with the new one
+    assert same(fewer.explain(Xt[:4]), copy.deepcopy(fewer).explain(Xt[:4]))
+    # values changed in place: the intercept (copied into the expansion), the support vectors and the
+    # coefficients (shared with it); an exact kernel's maps still sum to the new scores
+    exact = BoWClassifier(step=3, bin_sizes=(3,), vocabulary_size=16, kernel="intersection",
+                          random_state=0).fit(X, y)
+    for model in (fresh, exact):
+        model.explain(Xt[:4])  # its expansions are kept now
+        model.svm_.intercept_ += 0.5
+        model.svm_.support_vectors_[0] *= 1.5
+        model.svm_.dual_coef_[0, -1] *= 0.5
+        assert same(model.explain(Xt[:4]), copy.deepcopy(model).explain(Xt[:4]))
+    for h, score in zip(exact.explain(Xt[:4]), exact.decision_function(Xt[:4])):
+        assert h.score == score and relative_gap(h.relevance.sum(), h.score) <= 1e-9
+    # an expansion changed in place after a root search searches with its new values
+    from bowlrp.bow.decompose import KernelExpansion
+    from bowlrp.bow.decompose.taylor import find_roots
+
     f = fresh.kernel_expansion(fresh.classes_[1])
     B = fresh.transform(Xt[:3])
     find_roots(f, B, fresh.train_bows_, random_state=0)
+    f.support_vectors *= 1.5
     f.intercept = f.intercept + 0.25
     g = KernelExpansion(f.kernel, f.support_vectors.copy(), f.coef.copy(), f.intercept, f.gamma,
                         f.channel_slices, f.channel_weights.copy())  # nothing kept
