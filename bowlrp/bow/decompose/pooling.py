@@ -129,6 +129,11 @@ def uncovered_shares(r3, covered, slices, counts):
     if counts.size and counts.dtype.kind not in "iub":
         raise TypeError(f"counts must be whole feature counts (an integer array), got {counts.dtype}")
     starts, stops = channel_ends(slices, r3.shape[1])
+    covered = np.asarray(covered)
+    if r3.ndim != 2 or covered.shape != r3.shape or counts.shape != (r3.shape[0], len(slices)):
+        raise ValueError(f"uncovered shares need r3 (n, V), covered of the same shape and counts (n, "
+                         f"n_channels); got {np.shape(r3)}, {covered.shape} and {counts.shape} for "
+                         f"{len(slices)} channels")
     extra = np.zeros((r3.shape[0], max(1, len(slices))))
     if r3.shape[0] and len(slices):
         r3, covered = np.ascontiguousarray(r3, dtype=np.float64), np.ascontiguousarray(covered, dtype=bool)

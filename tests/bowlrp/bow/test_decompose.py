@@ -1128,5 +1128,10 @@ def test_uncovered_shares_reject_what_they_would_misread():
         uncovered_shares(r3, covered, [slice(0, 10, 2)], np.ones((2, 1), np.int64))
     with pytest.raises(TypeError, match="whole feature counts"):
         uncovered_shares(r3, covered, [slice(0, 10)], np.full((2, 1), 2.5))
+    ones = np.ones((2, 1), np.int64)
+    for bad_covered, bad_counts in ((covered[:1], ones), (covered[:, :5], ones), (covered, ones[:1]),
+                                    (covered, np.ones((2, 2), np.int64))):
+        with pytest.raises(ValueError, match="same shape"):  # (the kernel would read out of bounds)
+            uncovered_shares(r3, bad_covered, [slice(0, 10)], bad_counts)
     np.testing.assert_array_equal(uncovered_shares(r3, covered, [slice(0, 10)], np.full((2, 1), 4)),
                                   np.full((2, 1), 2.5))
