@@ -1,4 +1,4 @@
-"""Steps 2 and 1 for a whole batch of explained images in three numba calls (features -> pixels).
+"""Steps 2 and 1 for a whole batch of explained images in a few numba calls (features -> pixels).
 
 What :func:`~bowlrp.bow.decompose.explain.explain_classifier` runs after Step 3: the per-image work of
 :func:`~bowlrp.bow.decompose.pooling.feature_relevance` and
@@ -6,6 +6,9 @@ What :func:`~bowlrp.bow.decompose.explain.explain_classifier` runs after Step 3:
 (image, class) pair at once, on the encodings' CSR arrays (no scipy objects), so it runs outside the
 GIL and, when the batch is large enough (:func:`bowlrp.jit.use_parallel`), with images spread over
 numba's threads. The numbers are those of the two public functions called image by image.
+:func:`decompose_batch` is :func:`plan_batch` (checks and layout, Python), :func:`run_batch` (the
+kernels) and :func:`finish_batch` (the per-item arrays), which a caller running batches on threads
+calls apart.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from bowlrp.bow.decompose.pooling import channel_ends, feature_relevance, share_
 __all__ = ["BatchPlan", "decompose_batch", "finish_batch", "plan_batch", "run_batch"]
 
 
-def decompose_batch(features, encodings, item_image, R3, sums=False, copy_maps=True):
+def decompose_batch(features, encodings, item_image, R3, sums=False):
     """Feature and pixel relevance of every item (an image and one BoW relevance vector).
 
     Parameters
@@ -34,9 +37,6 @@ def decompose_batch(features, encodings, item_image, R3, sums=False, copy_maps=T
         The BoW relevance of each item (Step 3).
     sums : bool, default=False
         Also return the sums of every item's relevance at the three levels.
-    copy_maps : bool, default=True
-        Give each map an array of its own (False: views of one buffer of the batch, which the caller
-        copies later, e.g. outside its threads; a map kept alone must not keep the whole batch alive).
 
     Returns
     -------
@@ -45,7 +45,7 @@ def decompose_batch(features, encodings, item_image, R3, sums=False, copy_maps=T
     R2 : list of ndarray (M_i,), one per item
         Feature relevance (Step 2).
     R1 : list of ndarray (H_i, W_i), one per item
-        Pixel relevance (Step 1).
+        Pixel relevance (Step 1), each map an array of its own.
     level_sums : ndarray of shape (n_items, 3), only with ``sums=True``
         ``R3[k].sum()``, ``R2[k].sum()`` and ``R1[k].sum()`` of each item, numpy's numbers (one
         numba call instead of three numpy calls per item).
@@ -54,7 +54,7 @@ def decompose_batch(features, encodings, item_image, R3, sums=False, copy_maps=T
     if R3.ndim != 2:
         raise ValueError(f"the BoW relevance must be 2-D (n_items, V), got shape {R3.shape}")
     plan = plan_batch(features, encodings, item_image, R3.shape[1], n_vectors=R3.shape[0])
-    return finish_batch(plan, run_batch(plan, R3, sums), copy_maps)
+    return finish_batch(plan, run_batch(plan, R3, sums))
 
 
 class BatchPlan:
@@ -151,7 +151,7 @@ def run_batch(plan, R3, sums=False):
     return R3, boxes, r2, r1, bad, level
 
 
-def finish_batch(plan, ran, copy_maps=True):
+def finish_batch(plan, ran):
     """:func:`decompose_batch`'s lists from a planned batch's kernel results (:func:`run_batch`)."""
     R3, boxes, r2, r1, bad, level = ran
     item_image = plan.item_image
@@ -161,9 +161,7 @@ def finish_batch(plan, ran, copy_maps=True):
     box_list = [boxes[fo[i]:fo[i + 1]] for i in range(len(fo) - 1)]
     R2 = [r2[io[k]:io[k + 1]] for k in range(item_image.size)]
     # each map its own array: a map kept alone must not keep the whole batch's pixels alive
-    R1 = [r1[po[k]:po[k + 1]].reshape(hw[i]) for k, i in enumerate(item_image.tolist())]
-    if copy_maps:
-        R1 = [m.copy() for m in R1]
+    R1 = [r1[po[k]:po[k + 1]].reshape(hw[i]).copy() for k, i in enumerate(item_image.tolist())]
     if bad.any():
         for k in np.flatnonzero(bad[item_image]):  # a mapping that is not canonical: the general path
             i = item_image[k]

@@ -110,19 +110,17 @@ def explain_classifier(clf, images, target=None, n_candidates=16, n_roots=1, ran
                    or all(candidate_scores is None for _, candidate_scores in outputs.values()))
     threads = numba.get_num_threads() if independent and use_parallel(work) else 1
     n_parts = max(1, min(threads, n // _MIN_PART)) if threads > 1 else 1
-    cuts = contiguous_parts(n, n_parts)
     # each part's batch is planned on this thread (its concatenations and checks hold the GIL: on the
     # threads they waited for it beside the other part's Python), the last part first so that its
     # thread starts while this one plans the next, and decomposed on a thread of its own
-    def plan(k):
-        lo, hi = cuts[k]
-        item_image = [i - lo for i in range(lo, hi) for _ in per_image[i]]
-        return k, plan_batch(features[lo:hi], encodings[lo:hi], item_image, V)
+    def plan(cut):
+        lo, hi = cut
+        return lo, hi, plan_batch(features[lo:hi], encodings[lo:hi],
+                                  [i - lo for i in range(lo, hi) for _ in per_image[i]], V)
 
-    plans_parts = parallel_parts(plan, lambda kp: (kp[1], _decompose_part(context, *cuts[kp[0]], kp[1])),
-                                 range(len(cuts)), work)
-    return [maps for (lo, hi), (batch, part) in zip(cuts, plans_parts)
-            for maps in _part_maps(context, lo, hi, batch, *part)]
+    parts = parallel_parts(plan, lambda planned: (planned, _decompose_part(context, *planned)),
+                           contiguous_parts(n, n_parts), work)
+    return [maps for planned, decomposed in parts for maps in _part_maps(context, *planned, *decomposed)]
 
 
 #: smallest part of a batch decomposed on a thread of its own
@@ -130,8 +128,7 @@ _MIN_PART = 4
 
 #: per fitted SVM (weakly: a refit makes a new ``svm_``, and a dropped model frees its entry), the
 #: fitted values each class's kernel expansion was built from and the expansions (built once, not on
-#: every explain: 25 us of validation and lookups per call, a twentieth of a Taylor explanation of a
-#: few small crops)
+#: every explain: about 20 us of validation and lookups per call)
 _expansions_of_svm: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _expansions_lock = threading.Lock()
 
@@ -218,7 +215,7 @@ def _part_maps(context, lo, hi, plan, bow_rel, ran):
     method = f"bow-lrp/{clf.kernel}"
     # each map its own array, copied out of the part's buffer here, after the threads: on a thread
     # each copy released and re-took the GIL beside the other part's Python
-    boxes, R2s, R1s, level = finish_batch(plan, ran, copy_maps=True)
+    boxes, R2s, R1s, level = finish_batch(plan, ran)
     out, k, level = [], 0, level.tolist()
     for i in range(lo, hi):
         feat, enc = features[i], encodings[i]
