@@ -150,38 +150,40 @@ def _gram(X, YT, bounds, weights, kind, gamma, sx, sy, row0, symmetric, out):
 gram_kernel = jit_both(_gram, error_model="numpy")
 
 
-def _dimension_contributions(SVT, coef, X, dim_weights, kind, out):
-    """out[o, j, d] = dim_weights[d] * sum_i coef[o, i] * k_d(SVT[d, i], X[j, d]).
+def _dimension_contributions(SV, coef, X, dim_weights, kind, out):
+    """out[o, j, d] = dim_weights[d] * sum_i coef[o, i] * k_d(SV[i, d], X[j, d]).
 
-    For the sum-decomposable kinds (linear, intersection, chi2, hellinger) only; ``SVT`` is the
-    (V, n_sv) transposed support-vector matrix. The sum over ``i`` runs in index order.
-    Parallel over the rows ``j`` of ``X``.
+    For the sum-decomposable kinds (linear, intersection, chi2, hellinger) only. The sum over ``i``
+    runs in index order, for all dimensions of a row at once: the loop over ``d`` is the inner one,
+    so it vectorises and the V sums advance side by side (one sum at a time, each term waited for the
+    previous one: 3-10x slower), each still adding its terms one after the other. Parallel over the
+    rows ``j`` of ``X``.
     """
-    n_out = coef.shape[0]
-    n_sv = SVT.shape[1]
-    n = X.shape[0]
-    V = X.shape[1]
+    n_out, n_sv = coef.shape[0], SV.shape[0]
+    n, V = X.shape[0], X.shape[1]
     for j in prange(n):
-        for d in range(V):
-            xd = X[j, d]
-            w = dim_weights[d]
-            for o in range(n_out):
-                out[o, j, d] = 0.0
+        x = X[j]
+        for o in range(n_out):
+            acc = out[o, j]
+            for d in range(V):
+                acc[d] = 0.0
             for i in range(n_sv):
-                s = SVT[d, i]
+                s, c = SV[i], coef[o, i]
                 if kind == LINEAR:
-                    kd = s * xd
+                    for d in range(V):
+                        acc[d] += c * (s[d] * x[d])
                 elif kind == INTERSECTION:
-                    kd = min(s, xd)
+                    for d in range(V):
+                        acc[d] += c * min(s[d], x[d])
                 elif kind == HELLINGER:
-                    kd = math.sqrt(s) * math.sqrt(xd)
+                    for d in range(V):
+                        acc[d] += c * (math.sqrt(s[d]) * math.sqrt(x[d]))
                 else:  # CHI2, 0/0 := 0
-                    den = s + xd
-                    kd = 2.0 * s * xd / den if den > 0.0 else 0.0
-                for o in range(n_out):
-                    out[o, j, d] += coef[o, i] * kd
-            for o in range(n_out):
-                out[o, j, d] *= w
+                    for d in range(V):
+                        den = s[d] + x[d]
+                        acc[d] += c * (2.0 * s[d] * x[d] / den if den > 0.0 else 0.0)
+            for d in range(V):
+                acc[d] *= dim_weights[d]
 
 
 dimension_contributions_kernel = jit_both(_dimension_contributions, error_model="numpy")

@@ -399,7 +399,7 @@ def dimension_contributions(kernel, SV, coef, X, weights=None, slices=None):
             out[:, j] = coef @ spec.term(SV, X[j][None, :]) * dim_weights
     elif out.size:
         fn = _kernels.dimension_contributions_kernel.build(out.size * SV.shape[0] if X.shape[0] > 1 else 0)
-        fn(np.ascontiguousarray(SV.T), coef, X, dim_weights, spec.code, out)
+        fn(SV, coef, X, dim_weights, spec.code, out)
     return out
 
 

@@ -62,7 +62,7 @@ class BatchPlan:
     concatenated arrays, offsets and buffers (:func:`plan_batch`; Python under the GIL, once)."""
 
     __slots__ = ("features", "encodings", "item_image", "n_dims", "p", "csr", "channel", "centers", "support",
-                 "shapes", "feat_off", "nnz_off", "item_feat_off", "item_pix_off", "counts", "ends")
+                 "shapes", "feat_off", "nnz_off", "item_feat_off", "counts", "ends")
 
 
 def plan_batch(features, encodings, item_image, n_dims, n_vectors=None):
@@ -89,7 +89,7 @@ def plan_batch(features, encodings, item_image, n_dims, n_vectors=None):
     channel = _cat([f.channel for f in features], np.int64)
     n_channels = max([len(e.channel_slices) for e in encodings], default=1)
     plan = BatchPlan()
-    plan.feat_off, plan.nnz_off, plan.item_feat_off, plan.item_pix_off, plan.counts, problem = \
+    plan.feat_off, plan.nnz_off, plan.item_feat_off, plan.counts, problem = \
         _k.batch_layout(per_image, item_image, channel, n_channels)
     if problem == 1:
         raise ValueError(f"item images must lie in [0, {n_img})")
@@ -118,8 +118,9 @@ def run_batch(plan, R3, sums=False):
     """The kernels of a planned batch (:func:`plan_batch`) on the BoW relevance ``R3`` (n_items, V):
     a few nogil numba calls with little Python between them, so batches run on threads side by side.
 
-    Returns ``(R3, boxes, r2, r1, bad, level)``: the batch's flat buffers, the images the kernels
-    skipped (:func:`finish_batch` takes the general path for them) and the level sums (or None).
+    Returns ``(R3, boxes, r2, maps, bad, level)``: the batch's flat buffers, each item's pixel map (an
+    array of its own), the images the kernels skipped (:func:`finish_batch` takes the general path for
+    them) and the level sums (or None).
     """
     R3 = np.ascontiguousarray(R3, dtype=np.float64)
     if R3.shape != (plan.item_image.size, plan.n_dims):
@@ -140,28 +141,22 @@ def run_batch(plan, R3, sums=False):
     if plan.ends is not None:
         _k.uncovered_sums(R3, colmax > 0, plan.item_image, *plan.ends, plan.counts, extra)
     # every value is written by the kernel, except those of a skipped (``bad``) image's items, which
-    # the general path replaces (maps and sums): no zeroing pass over the batch's pixels
-    r2, r1 = np.empty(plan.item_feat_off[-1]), np.empty(plan.item_pix_off[-1])
-    _k.relevance(indptr, indices, weights, plan.feat_off, plan.nnz_off, plan.channel, plan.item_image, bad,
-                 colmax, R3, extra, boxes, plan.shapes, plan.item_feat_off, plan.item_pix_off, r2, r1)
-    level = None
-    if sums:
-        level = np.empty((n_items, 3))
-        _k.level_sums(R3.reshape(-1), plan.n_dims, r2, plan.item_feat_off, r1, plan.item_pix_off, level)
-    return R3, boxes, r2, r1, bad, level
+    # the general path replaces (maps and sums): no zeroing pass over the batch's feature relevance
+    r2 = np.empty(plan.item_feat_off[-1])
+    level = np.empty((n_items if sums else 0, 3))
+    maps = _k.relevance(indptr, indices, weights, plan.feat_off, plan.nnz_off, plan.channel, plan.item_image,
+                        bad, colmax, R3, extra, boxes, plan.shapes, plan.item_feat_off, r2, True, level)
+    return R3, boxes, r2, maps, bad, level if sums else None
 
 
 def finish_batch(plan, ran):
     """:func:`decompose_batch`'s lists from a planned batch's kernel results (:func:`run_batch`)."""
-    R3, boxes, r2, r1, bad, level = ran
+    R3, boxes, r2, R1, bad, level = ran
     item_image = plan.item_image
-    # offsets and shapes as Python ints: slicing with numpy scalars costs more, under the GIL
-    fo, io, po = plan.feat_off.tolist(), plan.item_feat_off.tolist(), plan.item_pix_off.tolist()
-    hw = plan.shapes.tolist()
+    # offsets as Python ints: slicing with numpy scalars costs more, under the GIL
+    fo, io = plan.feat_off.tolist(), plan.item_feat_off.tolist()
     box_list = [boxes[fo[i]:fo[i + 1]] for i in range(len(fo) - 1)]
     R2 = [r2[io[k]:io[k + 1]] for k in range(item_image.size)]
-    # each map its own array: a map kept alone must not keep the whole batch's pixels alive
-    R1 = [r1[po[k]:po[k + 1]].reshape(hw[i]).copy() for k, i in enumerate(item_image.tolist())]
     if bad.any():
         for k in np.flatnonzero(bad[item_image]):  # a mapping that is not canonical: the general path
             i = item_image[k]

@@ -100,7 +100,7 @@ def feature_relevance(mapping, bow_rel, p=1.0, channel_slices=None, feature_chan
     out = np.zeros(n_feat)
     _k.relevance(indptr, indices, share_weights(ratio, p), feat_off, nnz_off, feature_channel,
                  np.zeros(1, np.int64), bad, colmax, r3[None, :], extra, np.zeros((0, 4), np.int64),
-                 np.zeros((1, 2), np.int64), np.zeros(1, np.int64), np.zeros(1, np.int64), out, np.zeros(0))
+                 np.zeros((1, 2), np.int64), np.zeros(1, np.int64), out, False, np.zeros((0, 3)))
     return out
 
 

@@ -6,6 +6,8 @@ finite differences, roots that are roots, the pooling invariances, the pixel ste
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -776,13 +778,12 @@ def _batch_layout_twin(per_image, item_image, channel, n_channels):
     if item_image.size and (item_image.min() < 0 or item_image.max() >= n_img):
         return feat_off, nnz_off, 1
     item_feat_off = np.concatenate([[0], np.cumsum(per_image[item_image, 0])]).astype(np.int64)
-    item_pix_off = np.concatenate([[0], np.cumsum(per_image[item_image, 2] * per_image[item_image, 3])])
     if channel.size and (channel.min() < 0 or channel.max() >= n_channels):
         return feat_off, nnz_off, 2
     image_of = np.repeat(np.arange(n_img), per_image[:, 0])
     counts = np.bincount(image_of * n_channels + channel, minlength=n_img * n_channels)
     counts = counts.reshape(n_img, n_channels)
-    return feat_off, nnz_off, item_feat_off, item_pix_off.astype(np.int64), counts, 0
+    return feat_off, nnz_off, item_feat_off, counts, 0
 
 
 def test_batch_layout_matches_its_numpy_twin():
@@ -812,32 +813,31 @@ def test_batch_layout_matches_its_numpy_twin():
     assert_matches_twin(layout, _batch_layout_twin, cases, rtol=0.0, atol=0.0)
 
 
-def test_level_sums_are_numpys_bit_for_bit():
-    # the three sums of every item in one call: numpy's sums of each row and range (pairwise order,
-    # long ranges whose rounding depends on the order)
-    from bowlrp.bow.decompose._kernels import level_sums
-    from tests.kernel_twins import assert_matches_twin
+def test_level_sums_are_numpys_bit_for_bit(real_batch):
+    # the three sums of every item, computed by the batch kernel beside each item's relevance: numpy's
+    # sums of each BoW relevance row, feature relevance and pixel map (pairwise order; values spread
+    # over many orders of magnitude, so any other order rounds differently), with either build
+    from bowlrp.bow.decompose.batch import decompose_batch
+    from bowlrp.jit import forced_builds, limited_threads
 
-    def twin(r3, n_dims, r2, item_feat_off, r1, item_pix_off, level):
-        rows = r3.reshape(-1, n_dims)
-        return np.array([[rows[k].sum(), r2[item_feat_off[k]:item_feat_off[k + 1]].sum(),
-                          r1[item_pix_off[k]:item_pix_off[k + 1]].sum()] for k in range(level.shape[0])]
-                        ).reshape(level.shape)
-
-    def kernel(*args):
-        level_sums(*args)
-        return args[-1]
-
+    feats, vocabularies = real_batch
+    encs = [encode(f, vocabularies, mapping="rank", p=2.0) for f in feats]
+    items = [0, 1, 2, 2, 3, 4, 5]
     rng = np.random.default_rng(42)
-    cases = []
-    for n_items, n_dims in ((1, 9), (4, 300), (3, 1024), (0, 8)):
-        r3 = rng.standard_normal(n_items * n_dims) * np.exp(rng.uniform(-20, 20, n_items * n_dims))
-        feat = np.concatenate([[0], np.cumsum(rng.integers(0, 500, n_items))]).astype(np.int64)
-        pix = np.concatenate([[0], np.cumsum(rng.integers(1, 5000, n_items))]).astype(np.int64)
-        r2 = rng.standard_normal(feat[-1]) * np.exp(rng.uniform(-20, 20, feat[-1]))
-        r1 = rng.standard_normal(pix[-1]) * np.exp(rng.uniform(-20, 20, pix[-1]))
-        cases.append((r3, n_dims, r2, feat, r1, pix, np.empty((n_items, 3))))
-    assert_matches_twin(kernel, twin, cases, rtol=0.0, atol=0.0)
+    R3 = rng.standard_normal((len(items), encs[0].x.size)) * np.exp(rng.uniform(-20, 20, (len(items), 1)))
+    R3 *= np.exp(rng.uniform(-20, 20, R3.shape))
+    for build in ("serial", "parallel"):
+        with forced_builds(build), limited_threads(2):
+            _, R2, R1, level = decompose_batch(feats, encs, items, R3, sums=True)
+        assert level.shape == (len(items), 3)
+        for k in range(len(items)):
+            assert level[k].tolist() == [R3[k].sum(), R2[k].sum(), R1[k].sum()]
+            assert R1[k].flags.c_contiguous and R1[k].flags.writeable
+        # every map is an array of its own (a map kept alone keeps no other item's pixels alive)
+        assert not any(np.shares_memory(R1[a], R1[b]) for a in range(len(items)) for b in range(a))
+        # and the sums really depend on the order: a naive left-to-right sum differs somewhere
+        assert any(math.fsum(R1[k].ravel()) != R1[k].sum() or sum(R1[k].ravel().tolist()) != R1[k].sum()
+                   for k in range(len(items)))
 
 
 @pytest.mark.parametrize("kernel", ["exp_chi2", "rbf"])

@@ -544,15 +544,22 @@ def test_a_class_asked_for_twice_gets_maps_of_its_own(faces):
 
 
 def test_every_map_owns_its_pixels_whatever_the_threads(faces):
-    """The maps are copied out of their part's batch buffer (after the threads): a map kept alone
-    keeps no other image's pixels alive."""
+    """Each map is an allocation of its own (the batch kernel allocates every map, none is a view of
+    a batch buffer): a map kept alone keeps no other image's pixels alive."""
     from bowlrp.jit import forced_builds, limited_threads
 
     clf = fitted("intersection", faces)
     for kind, threads in (("serial", 1), ("parallel", 2)):
         with forced_builds(kind), limited_threads(threads):
             maps = clf.explain(faces[2][:10])
-        assert all(m.relevance.base is None and m.relevance.flags.owndata for m in maps)
+        for m in maps:
+            r = m.relevance
+            assert r.flags.c_contiguous and r.flags.writeable
+            # not a view of a larger array: no base, or numba's record of the memory it allocated,
+            # which starts where the map starts
+            assert r.base is None or (not isinstance(r.base, np.ndarray)
+                                      and r.base.data == r.__array_interface__["data"][0])
+        assert not any(np.shares_memory(a.relevance, b.relevance) for k, a in enumerate(maps) for b in maps[:k])
 
 
 def test_a_random_state_instance_draws_in_image_order_on_threads(faces):

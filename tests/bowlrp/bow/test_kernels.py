@@ -130,7 +130,7 @@ def test_dimension_contributions_kernel_matches_twin(kernel, build):
 
     def fast(SV, coef, X, dim_weights):
         out = np.full((coef.shape[0], X.shape[0], X.shape[1]), np.nan)
-        fn(np.ascontiguousarray(SV.T), coef, X, dim_weights, code, out)
+        fn(SV, coef, X, dim_weights, code, out)
         return out
 
     def slow(SV, coef, X, dim_weights):
