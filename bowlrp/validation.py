@@ -16,7 +16,7 @@ import numpy as np
 
 from bowlrp.jit import jit_serial
 
-__all__ = ["check_image", "check_images", "checked_image", "checked_images", "check_p",
+__all__ = ["check_fitted", "check_image", "check_images", "checked_image", "checked_images", "check_p",
            "check_channel_slices", "channel_bounds", "check_channel_weights", "to_grey", "LUMA",
            "InvalidParameterError"]
 
@@ -38,6 +38,20 @@ def to_grey(rgb):
     1.0
     """
     return np.asarray(rgb)[..., :3] @ LUMA
+
+
+def check_fitted(estimator, attributes):
+    """scikit-learn's ``check_is_fitted(estimator, attributes)`` without its cost when the fitted
+    attributes are there (about 15-25 us a call: it reads the estimator's tags; a prediction or an
+    explanation checks several times): when one of ``attributes`` (a name or a list of names) is
+    missing, scikit-learn's check itself runs, and raises or passes as it does."""
+    names = (attributes,) if isinstance(attributes, str) else attributes
+    for name in names:
+        if not hasattr(estimator, name):
+            from sklearn.utils.validation import check_is_fitted
+
+            check_is_fitted(estimator, attributes)
+            return
 
 
 def check_p(p):

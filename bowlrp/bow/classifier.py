@@ -20,7 +20,7 @@ import scipy.sparse as sp
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, column_or_1d
+from sklearn.utils.validation import column_or_1d
 
 from bowlrp.bow.encoding import check_mapping, encode_many
 from bowlrp.bow.features import DenseSIFT
@@ -30,7 +30,7 @@ from bowlrp.bow.kernels import kernel_spec
 from bowlrp.bow.svm import OneVsRestKernelSVC
 from bowlrp.bow.vocabulary import fit_vocabularies
 from bowlrp.jit import limited_threads
-from bowlrp.validation import check_p, offsets
+from bowlrp.validation import check_fitted, check_p, offsets
 
 __all__ = ["BoWClassifier"]
 
@@ -207,7 +207,7 @@ class BoWClassifier(ClassifierMixin, BaseEstimator):
         list of LocalFeatures
             Descriptors with their centres, support squares and channels (one per image).
         """
-        check_is_fitted(self, "extractor_")
+        check_fitted(self, "extractor_")
         return self.extractor_.extract_many(images, n_jobs=self.n_jobs)
 
     def encode_features(self, features):
@@ -225,7 +225,7 @@ class BoWClassifier(ClassifierMixin, BaseEstimator):
         list of Encoding
             The mapping matrix m(l) and the pooled BoW vector ``x`` of each image.
         """
-        check_is_fitted(self, "vocabularies_")
+        check_fitted(self, "vocabularies_")
         start = time.perf_counter()
         out = self._encode(features)
         self._log(f"encoded {len(out)}/{len(out)} images ({time.perf_counter() - start:.1f} s)")
@@ -260,7 +260,7 @@ class BoWClassifier(ClassifierMixin, BaseEstimator):
         encodings : list of Encoding
             One of each per image, in order.
         """
-        check_is_fitted(self, ["extractor_", "vocabularies_"])
+        check_fitted(self, ["extractor_", "vocabularies_"])
         own = all(name not in vars(self) and getattr(type(self), name) is getattr(BoWClassifier, name)
                   for name in ("extract_features", "encode_features"))
         if not own:
@@ -284,7 +284,7 @@ class BoWClassifier(ClassifierMixin, BaseEstimator):
         ndarray of shape (n, n_outputs)
             b_o + sum_i a_oi k(x_i, x); one output (scoring ``classes_[1]``) for two classes.
         """
-        check_is_fitted(self, "svm_")
+        check_fitted(self, "svm_")
         X = np.asarray(X, dtype=np.float64)
         if X.ndim != 2 or X.shape[1] != self.support_vectors_.shape[1]:
             raise ValueError(f"BoW vectors must have shape (n, {self.support_vectors_.shape[1]}), "
@@ -305,7 +305,7 @@ class BoWClassifier(ClassifierMixin, BaseEstimator):
 
         Raises a ValueError naming the known classes for an unknown target.
         """
-        check_is_fitted(self, "svm_")
+        check_fitted(self, "svm_")
         classes = np.asarray(self.classes_)
         hits = np.flatnonzero(classes == target) if not isinstance(target, (list, tuple, dict)) else []
         if len(hits) == 1:
@@ -364,7 +364,7 @@ class BoWClassifier(ClassifierMixin, BaseEstimator):
 
         The Taylor root search picks its candidates among the training BoWs of the opposite sign.
         """
-        check_is_fitted(self, "train_bows_")
+        check_fitted(self, "train_bows_")
         decision = getattr(self, "train_scores_", None)
         if decision is None:  # models fitted before train_scores_ existed
             decision = self.decision_from_bows(self.train_bows_)
@@ -429,7 +429,7 @@ class BoWClassifier(ClassifierMixin, BaseEstimator):
     # ------------------------------------------------------------------ prediction
     def transform(self, images):
         """BoW vectors (n, V) of the images."""
-        check_is_fitted(self, "svm_")
+        check_fitted(self, "svm_")
         return np.stack([e.x for e in self.extract_and_encode(images)[1]])
 
     def decision_function(self, images):

@@ -26,7 +26,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from bowlrp.bow.kernels import REGISTRY as _REGISTRY
 from bowlrp.bow.kernels import gram, kernel_spec
 from bowlrp.bow.platt import fit_sigmoid, sigmoid_probability
-from bowlrp.validation import check_channel_slices, check_channel_weights, offsets
+from bowlrp.validation import check_channel_slices, check_channel_weights, check_fitted, offsets
 
 __all__ = ["OneVsRestKernelSVC"]
 
@@ -210,7 +210,7 @@ class OneVsRestKernelSVC(ClassifierMixin, BaseEstimator):
 
     def decision_matrix(self, X):
         """Scores (n, n_outputs): b_o + sum_i a_oi k(x_i, x) for every output o (2-D, also binary)."""
-        check_is_fitted(self)
+        check_fitted(self, ("support_vectors_", "dual_coef_", "intercept_"))
         if not _plain_rows(X, self):  # (a plain array needs none of scikit-learn's conversions)
             X = validate_data(self, X, dtype=np.float64, reset=False)
         K = gram(self.kernel, X, self.support_vectors_, **self._kernel_kwargs())

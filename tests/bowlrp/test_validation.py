@@ -13,6 +13,7 @@ from bowlrp.validation import (
     channel_bounds,
     check_channel_slices,
     check_channel_weights,
+    check_fitted,
     check_image,
     check_images,
     check_p,
@@ -205,3 +206,24 @@ def test_other_byte_orders_and_long_double_take_numpys_loops_with_the_same_numbe
             check_image(bad)
     else:
         assert bounds is None
+
+
+def test_check_fitted_is_scikit_learns_check():
+    # the fitted attributes there: no error (and none of scikit-learn's work); one missing: scikit-learn's
+    # NotFittedError with its message, for one name or a list of names
+    from sklearn.exceptions import NotFittedError
+
+    from bowlrp.bow.svm import OneVsRestKernelSVC
+
+    svm = OneVsRestKernelSVC()
+    for names in ("support_vectors_", ["support_vectors_", "dual_coef_"]):
+        with pytest.raises(NotFittedError, match="OneVsRestKernelSVC instance is not fitted yet"):
+            check_fitted(svm, names)
+    svm.support_vectors_ = np.zeros((1, 2))
+    check_fitted(svm, "support_vectors_")
+    with pytest.raises(NotFittedError):
+        check_fitted(svm, ["support_vectors_", "dual_coef_"])
+    svm.dual_coef_ = np.zeros((1, 1))
+    check_fitted(svm, ["support_vectors_", "dual_coef_"])
+    with pytest.raises(NotFittedError):  # decision_matrix checks every array it reads
+        svm.decision_matrix(np.zeros((1, 2)))

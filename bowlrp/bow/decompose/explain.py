@@ -19,12 +19,12 @@ import weakref
 
 import numba
 import numpy as np
-from sklearn.utils.validation import check_is_fitted
 
 from bowlrp.bow.decompose.batch import finish_batch, plan_batch, run_batch
 from bowlrp.bow.decompose.kernel import explain_bow
 from bowlrp.heatmap import Heatmap
 from bowlrp.jit import contiguous_parts, parallel_parts, use_parallel
+from bowlrp.validation import check_fitted
 
 __all__ = ["explain_classifier"]
 
@@ -62,7 +62,7 @@ def explain_classifier(clf, images, target=None, n_candidates=16, n_roots=1, ran
         One Heatmap per image when ``target`` is None or a single label; when ``target`` is a list,
         one list per image holding one Heatmap per requested target, in the order given.
     """
-    check_is_fitted(clf, ["svm_", "vocabularies_"])
+    check_fitted(clf, ["svm_", "vocabularies_"])
     features, encodings = clf.extract_and_encode(images)
     V = clf.support_vectors_.shape[1]
     X = np.stack([e.x for e in encodings]) if encodings else np.zeros((0, V))

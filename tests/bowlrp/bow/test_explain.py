@@ -559,7 +559,8 @@ def test_every_map_owns_its_pixels_whatever_the_threads(faces):
             # which starts where the map starts
             assert r.base is None or (not isinstance(r.base, np.ndarray)
                                       and r.base.data == r.__array_interface__["data"][0])
-        assert not any(np.shares_memory(a.relevance, b.relevance) for k, a in enumerate(maps) for b in maps[:k])
+        assert not any(np.shares_memory(a.relevance, b.relevance)
+                       for k, a in enumerate(maps) for b in maps[:k])
 
 
 def test_a_random_state_instance_draws_in_image_order_on_threads(faces):
