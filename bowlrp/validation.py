@@ -8,6 +8,7 @@ back as float64 so that the numba kernels see one dtype.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from numbers import Real
@@ -110,7 +111,8 @@ def check_channel_weights(weights, n_channels):
     weights = np.asarray(weights, dtype=np.float64).ravel()
     if weights.shape != (n_channels,):
         raise ValueError(f"expected {n_channels} channel weights, got {weights.shape[0]}")
-    if not np.all(np.isfinite(weights)) or np.any(weights < 0):
+    # (a few channels: Python floats cost less than two numpy reductions on every kernel call)
+    if not all(math.isfinite(w) and w >= 0 for w in weights.tolist()):
         raise ValueError(f"channel weights must be finite and non-negative, got {weights.tolist()}")
     return weights
 
