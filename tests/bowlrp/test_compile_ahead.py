@@ -23,6 +23,7 @@ import pytest
 
 from bowlrp import compile_ahead as ahead
 from tests.bowlrp import _ahead_kernels as K
+from tests.signals import default_sigint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SIG = (numba.types.Array(numba.types.float64, 1, "C"),) * 2
@@ -307,7 +308,7 @@ def test_the_child_ends_with_the_run(cold, how):
     """)
     env = {**os.environ, "PYTHONPATH": ROOT, "NUMBA_CACHE_DIR": str(cold)}
     run = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=env,
-                           start_new_session=True)
+                           start_new_session=True, preexec_fn=default_sigint)
     try:
         children = [int(pid) for pid in run.stdout.readline().split()]
         assert children and not any(map(_gone, children))  # still compiling twelve jobs when the run ends

@@ -22,6 +22,7 @@ from bowlrp.app.persist import load_model
 from bowlrp.heatmap import Heatmap, enlarge
 from bowlrp.imageio import read_image
 from tests.bowlrp.app import cli_data
+from tests.signals import default_sigint
 
 N_SCENES = 20
 
@@ -387,7 +388,7 @@ def test_ctrl_c_stops_cleanly_and_the_rerun_resumes(ws, tmp_path):
     command = [sys.executable, "-m", "bowlrp.app.cli", "explain", ws["model"], *inputs, "-o", out,
                "--chunk-size", 1, "--no-png"]
     proc = subprocess.Popen([str(c) for c in command], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, preexec_fn=default_sigint)
     manifest = out / "manifest.jsonl"
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
