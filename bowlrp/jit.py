@@ -36,8 +36,8 @@ Threads: one size rule, one limiter, one batch runner.
   hence at import of this module.
 
 Kernels are private functions in a ``_kernels.py`` module that take arrays and write into
-preallocated outputs; the public wrappers validate input. Each kernel has a slow numpy twin in the
-tests (see ``tests/kernel_twins.py``).
+preallocated outputs (or return arrays they allocate); the public wrappers validate input. Each
+kernel has a slow numpy twin in the tests (see ``tests/kernel_twins.py``).
 """
 
 from __future__ import annotations

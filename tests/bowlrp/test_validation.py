@@ -227,3 +227,8 @@ def test_check_fitted_is_scikit_learns_check():
     check_fitted(svm, ["support_vectors_", "dual_coef_"])
     with pytest.raises(NotFittedError):  # decision_matrix checks every array it reads
         svm.decision_matrix(np.zeros((1, 2)))
+    # scikit-learn's TypeErrors too: a class (whose properties are attributes) or an object without fit
+    with pytest.raises(TypeError, match="is a class"):
+        check_fitted(OneVsRestKernelSVC, "fit")
+    with pytest.raises(TypeError, match="not an estimator"):
+        check_fitted(type("Bag", (), {"support_vectors_": 1})(), "support_vectors_")

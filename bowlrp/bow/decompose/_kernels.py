@@ -1,6 +1,7 @@
 """Numba kernels of the explanation's Steps 2 and 1 for a batch: one call per batch, images in ``prange``.
 
-Private: validated, C-contiguous arrays in, preallocated outputs written. The public wrappers are
+Private: validated, C-contiguous arrays in, preallocated outputs written (and the pixel maps, which
+:func:`relevance` allocates and returns). The public wrappers are
 :func:`~bowlrp.bow.decompose.pooling.feature_relevance` (a batch of one) and
 :func:`~bowlrp.bow.decompose.batch.decompose_batch` (what the orchestrator runs), so the per-image
 work runs outside the GIL, on numba's threads when :func:`bowlrp.jit.use_parallel` says it pays.

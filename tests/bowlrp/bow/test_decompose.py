@@ -611,7 +611,9 @@ def test_pixel_kernel_matches_its_numpy_twin_bit_for_bit():
 
     rng = np.random.default_rng(22)
     cases = []
-    for shape, step, side in [((37, 53), 4, 16), ((16, 16), 3, 12), ((5, 80), 2, 8)]:
+    # heights of every remainder mod 4 (Step 1 sums along the rows four at a time, then one by one)
+    for shape, step, side in [((37, 53), 4, 16), ((16, 16), 3, 12), ((5, 80), 2, 8), ((2, 9), 1, 4),
+                              ((3, 7), 2, 4), ((39, 22), 4, 12), ((1, 1), 1, 3)]:
         boxes = dense_grid_boxes(shape, step, side)
         cases.append((rng.normal(size=len(boxes)), boxes, shape))
     assert_matches_twin(pixel_relevance, _bincount_pixels, cases, rtol=0, atol=0)
