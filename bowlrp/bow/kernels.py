@@ -184,15 +184,15 @@ def _check_gamma(kernel, gamma):
     return float(gamma)
 
 
-#: the dtype kinds of numpy's numbers and booleans (np.issubdtype(dtype, np.number) or bool, without its
-#: cost on every kernel call)
-_NUMERIC_KINDS = frozenset("biufcm")
+#: the dtype kinds a kernel takes: booleans, integers and floats (complex numbers would lose their
+#: imaginary part in the float64 conversion, time deltas are no histogram counts)
+_NUMERIC_KINDS = frozenset("biuf")
 
 
 def _check_matrix(X, name, kernel, n_features=None):
     X = np.asarray(X)
     if X.dtype.kind not in _NUMERIC_KINDS:
-        raise TypeError(f"{name} must be a numeric array, got dtype {X.dtype}")
+        raise TypeError(f"{name} must be an array of real numbers (bool, int or float), got dtype {X.dtype}")
     if X.ndim != 2:
         raise ValueError(f"{name} must be a 2-D array (n_samples, n_dims), got shape {X.shape}")
     X = np.ascontiguousarray(X, dtype=np.float64)

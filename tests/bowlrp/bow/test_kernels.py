@@ -221,6 +221,14 @@ def test_bad_input_raises_clear_errors(call, match):
         call()
 
 
+@pytest.mark.parametrize("values", [np.array([[1 + 5j, 2.0], [3.0, 4j]]), np.array([[1, 2]], "m8[s]"),
+                                    np.array([["a", "b"]]), np.array([[None, 1.0]], dtype=object)])
+def test_arrays_of_other_than_real_numbers_are_refused(values):
+    # complex values lost their imaginary part in the float64 conversion (a ComplexWarning, then numbers)
+    with pytest.raises(TypeError, match="array of real numbers"):
+        gram("linear", values)
+
+
 def test_channel_bounds():
     assert channel_bounds(5).tolist() == [0, 5]
     assert channel_bounds(5, [slice(0, 2), slice(2, 5)]).tolist() == [0, 2, 5]
