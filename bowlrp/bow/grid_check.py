@@ -21,6 +21,7 @@ import warnings
 import numpy as np
 
 from bowlrp.bow.features import grid_starts
+from bowlrp.validation import user_stacklevel
 
 __all__ = ["CoarseGridWarning", "MIN_DESCRIPTORS", "grid_problem", "warn_if_coarse"]
 
@@ -97,7 +98,7 @@ def grid_problem(shape, step, bin_sizes, min_descriptors: int = MIN_DESCRIPTORS)
 
 
 def warn_if_coarse(images, step, bin_sizes, min_descriptors: int = MIN_DESCRIPTORS,
-                   stacklevel: int = 3) -> str | None:
+                   stacklevel: int | None = None) -> str | None:
     """Issue one :class:`CoarseGridWarning` for the images whose grid is too coarse.
 
     Parameters
@@ -105,6 +106,9 @@ def warn_if_coarse(images, step, bin_sizes, min_descriptors: int = MIN_DESCRIPTO
     images : sequence of arrays (H, W[, C])
     step, bin_sizes
         The dense feature grid (as given to ``BoWClassifier``).
+    stacklevel : int, optional
+        ``warnings.warn``'s; by default the first caller outside bowlrp (the user's line, whichever
+        method of the classifier checked).
 
     Returns
     -------
@@ -123,5 +127,5 @@ def warn_if_coarse(images, step, bin_sizes, min_descriptors: int = MIN_DESCRIPTO
     smallest = min(problems, key=lambda s: (s[0] * s[1], s))
     which = "the image is" if len(shapes) == 1 else f"{affected} of {len(shapes)} images are"
     text = f"{which} too small for the feature grid: {problems[smallest]}"
-    warnings.warn(text, CoarseGridWarning, stacklevel=stacklevel)
+    warnings.warn(text, CoarseGridWarning, stacklevel=user_stacklevel() if stacklevel is None else stacklevel)
     return text

@@ -49,10 +49,13 @@ def test_overlapping_supports_are_named():
 
 def test_fit_and_explain_warn_on_small_faces_only():
     y = np.array([1] * 100 + [0] * 100)
-    with pytest.warns(CoarseGridWarning, match=r"100 of 100 images are too small .* 25x25 image gives 9 "):
+    too_small = r"100 of 100 images are too small .* 25x25 image gives 9 "
+    with pytest.warns(CoarseGridWarning, match=too_small) as record:
         clf = BoWClassifier(vocabulary_size=16, random_state=0).fit(list(FACES[::2]), y[::2])
-    with pytest.warns(CoarseGridWarning, match=r"2 of 2 images"):
+    assert record[0].filename == __file__
+    with pytest.warns(CoarseGridWarning, match=r"2 of 2 images") as record:
         clf.explain(list(FACES[1:3]))
+    assert record[0].filename == __file__  # the user's line, not the classifier's
     with pytest.warns(CoarseGridWarning, match=r"^the image is too small for the feature grid: a 25x25"):
         clf.explain([FACES[1]])
     step, bins = _suggestion(grid_problem((25, 25), 4, (4,)))
@@ -67,7 +70,7 @@ def test_mixed_sizes_report_the_smallest_and_large_images_are_quiet():
     images = [photo, photo[:30, :30], photo[:128, :128], photo[:20, :20]]
     with pytest.warns(CoarseGridWarning) as record:
         text = warn_if_coarse(images, 4, (4,))
-    assert len(record) == 1 and str(record[0].message) == text
+    assert len(record) == 1 and str(record[0].message) == text and record[0].filename == __file__
     assert text.startswith("2 of 4 images") and "a 20x20 image" in text
     with warnings.catch_warnings():
         warnings.simplefilter("error")
