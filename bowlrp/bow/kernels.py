@@ -186,12 +186,12 @@ def _check_gamma(kernel, gamma):
 
 #: the dtype kinds a kernel takes: booleans, integers and floats (complex numbers would lose their
 #: imaginary part in the float64 conversion, time deltas are no histogram counts)
-_NUMERIC_KINDS = frozenset("biuf")
+_REAL_KINDS = frozenset("biuf")
 
 
 def _check_matrix(X, name, kernel, n_features=None):
     X = np.asarray(X)
-    if X.dtype.kind not in _NUMERIC_KINDS:
+    if X.dtype.kind not in _REAL_KINDS:
         raise TypeError(f"{name} must be an array of real numbers (bool, int or float), got dtype {X.dtype}")
     if X.ndim != 2:
         raise ValueError(f"{name} must be a 2-D array (n_samples, n_dims), got shape {X.shape}")

@@ -151,10 +151,10 @@ def pixel_map(rel, boxes, height, width, out):
     """Step 1 of one map: ``out`` (H * W, flat) = the densities rel / area of the (clipped) boxes,
     spread over them and summed (a feature with an empty box adds nothing).
 
-    The difference image of the boxes and its 2-D cumulative sum, in O(M + HW): box m
-    adds its density at the corners (y0, x0) and (y1, x1) and subtracts it at (y0, x1) and (y1, x0),
-    each corner kind summed in its own accumulator in feature order, combined as ((a - b) - c) + d,
-    summed down the columns (row after row, into ``out``) and then along the rows (a second pass over
+    The difference image of the boxes and its 2-D cumulative sum, in O(M + HW): box m adds its
+    density at the corners (y0, x0) and (y1, x1) and subtracts it at (y0, x1) and (y1, x0), each
+    corner kind summed in its own accumulator in feature order, combined as ((a - b) - c) + d, summed
+    down the columns (row after row, into ``out``) and then along the rows (a second pass over
     ``out``, four rows at a time: the same additions). Corners on row H or column W lie outside the
     map and are skipped (they only reach pixels past it). No value is ever -0.0 (a sum starting from
     +0.0), so adding the zero of an untouched pixel or of the first row / column changes nothing.
